@@ -1,0 +1,304 @@
+//! Job definitions and the one place where an enqueue request becomes a [`NewJob`]:
+//! validation, then defaults (job options > definition > built-in defaults).
+
+use crate::job::{NewJob, DEFAULT_QUEUE};
+use crate::retry::DEFAULT_MAX_ATTEMPTS;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Settings of a named kind of work.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobDefinition {
+    pub name: String,
+    pub queue: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub timeout: Option<Duration>,
+    /// Never two jobs of this definition running at once, across all processes.
+    pub singleton: bool,
+}
+
+/// A request to enqueue one job, as it comes from the API, the CLI or the library.
+/// Unset options fall back to the job's definition, then to built-in defaults.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub job: String,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::job::opt_duration")]
+    pub delay: Option<Duration>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub unique_key: Option<String>,
+    #[serde(default, with = "crate::job::opt_duration")]
+    pub unique_for: Option<Duration>,
+    #[serde(default)]
+    pub ordering_key: Option<String>,
+    #[serde(default, with = "crate::job::opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// An invalid field of a [`JobSpec`]; `field` is its name as on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error for an item of a list: `jobs[3].priority`.
+    pub fn within(self, prefix: &str) -> Self {
+        Self {
+            field: format!("{prefix}.{}", self.field),
+            message: self.message,
+        }
+    }
+}
+
+/// Longest job, queue, key name accepted.
+pub const MAX_NAME_LEN: usize = 200;
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
+pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
+
+/// Checks a job or queue name: 1–200 of letters, digits, `-`, `_`, `.`, `:`.
+pub fn validate_name(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.is_empty() || value.len() > MAX_NAME_LEN {
+        return Err(FieldError::new(
+            field,
+            format!("must be 1 to {MAX_NAME_LEN} characters long"),
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(FieldError::new(
+            field,
+            format!("{value:?} contains {c:?}; use letters, digits, '-', '_', '.', ':'"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_key(field: &str, value: &Option<String>) -> Result<(), FieldError> {
+    match value {
+        Some(v) if v.is_empty() || v.len() > 1000 => {
+            Err(FieldError::new(field, "must be 1 to 1000 characters long"))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl JobSpec {
+    pub fn new(job: impl Into<String>, payload: Value) -> Self {
+        Self {
+            job: job.into(),
+            payload,
+            ..Self::default()
+        }
+    }
+
+    /// Checks every field; the first problem found is returned, naming the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate_name("job", &self.job)?;
+        if let Some(queue) = &self.queue {
+            validate_name("queue", queue)?;
+        }
+        if let Some(p) = self.priority {
+            if !PRIORITY_RANGE.contains(&p) {
+                return Err(FieldError::new(
+                    "priority",
+                    format!("{p} is out of range -1000..=1000"),
+                ));
+            }
+        }
+        if self.run_at.is_some() && self.delay.is_some() {
+            return Err(FieldError::new(
+                "delay",
+                "give either run_at or delay, not both",
+            ));
+        }
+        if let Some(n) = self.max_attempts {
+            if !MAX_ATTEMPTS_RANGE.contains(&n) {
+                return Err(FieldError::new(
+                    "max_attempts",
+                    format!("{n} is out of range 1..=1000"),
+                ));
+            }
+        }
+        validate_key("unique_key", &self.unique_key)?;
+        validate_key("ordering_key", &self.ordering_key)?;
+        if self.unique_for.is_some() && self.unique_key.is_none() {
+            return Err(FieldError::new("unique_for", "requires unique_key"));
+        }
+        if self
+            .delay
+            .is_some_and(|d| d > Duration::from_secs(10 * 365 * 86_400))
+        {
+            return Err(FieldError::new("delay", "must be at most 10 years"));
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(FieldError::new("timeout", "must be greater than zero"));
+        }
+        Ok(())
+    }
+}
+
+/// The registry of job definitions, shared by the API, the engine and the library.
+#[derive(Debug, Clone, Default)]
+pub struct Definitions(Arc<RwLock<HashMap<String, JobDefinition>>>);
+
+impl Definitions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&self, definition: JobDefinition) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(definition.name.clone(), definition);
+    }
+
+    pub fn get(&self, name: &str) -> Option<JobDefinition> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Validates a request and fills in defaults: the job's own options win, then its
+    /// definition's, then hinter's.
+    pub fn resolve(&self, spec: JobSpec, now: DateTime<Utc>) -> Result<NewJob, FieldError> {
+        spec.validate()?;
+        let definition = self.get(&spec.job).unwrap_or_default();
+        let run_at = match (spec.run_at, spec.delay) {
+            (Some(at), _) => Some(at),
+            (None, Some(delay)) => Some(
+                now + chrono::Duration::from_std(delay)
+                    .map_err(|_| FieldError::new("delay", "is too long"))?,
+            ),
+            (None, None) => None,
+        };
+        Ok(NewJob {
+            id: Uuid::now_v7(),
+            queue: spec
+                .queue
+                .or(definition.queue)
+                .unwrap_or_else(|| DEFAULT_QUEUE.to_string()),
+            job: spec.job,
+            payload: spec.payload,
+            priority: spec.priority.unwrap_or(0),
+            run_at,
+            max_attempts: spec
+                .max_attempts
+                .or(definition.max_attempts)
+                .unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            unique_key: spec.unique_key,
+            unique_for: spec.unique_for,
+            ordering_key: spec.ordering_key,
+            timeout: spec.timeout.or(definition.timeout),
+            singleton: definition.singleton,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn job_options_win_over_definition_over_defaults() {
+        let defs = Definitions::new();
+        defs.insert(JobDefinition {
+            name: "mail".into(),
+            queue: Some("mailers".into()),
+            max_attempts: Some(3),
+            timeout: Some(Duration::from_secs(30)),
+            singleton: true,
+        });
+        let now = Utc::now();
+        let job = defs.resolve(JobSpec::new("mail", json!({})), now).unwrap();
+        assert_eq!((job.queue.as_str(), job.max_attempts), ("mailers", 3));
+        assert!(job.singleton);
+        let mut spec = JobSpec::new("mail", json!({}));
+        spec.queue = Some("urgent".into());
+        spec.max_attempts = Some(7);
+        let job = defs.resolve(spec, now).unwrap();
+        assert_eq!((job.queue.as_str(), job.max_attempts), ("urgent", 7));
+        let other = defs.resolve(JobSpec::new("other", json!(1)), now).unwrap();
+        assert_eq!((other.queue.as_str(), other.max_attempts), ("default", 10));
+        assert!(!other.singleton);
+    }
+
+    #[test]
+    fn delay_becomes_run_at() {
+        let now = Utc::now();
+        let mut spec = JobSpec::new("x", Value::Null);
+        spec.delay = Some(Duration::from_secs(30));
+        let job = Definitions::new().resolve(spec, now).unwrap();
+        assert_eq!(job.run_at, Some(now + chrono::Duration::seconds(30)));
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let cases: Vec<(JobSpec, &str)> = vec![
+            (JobSpec::new("", Value::Null), "job"),
+            (JobSpec::new("a b", Value::Null), "job"),
+            (
+                JobSpec {
+                    priority: Some(5000),
+                    ..JobSpec::new("x", Value::Null)
+                },
+                "priority",
+            ),
+            (
+                JobSpec {
+                    max_attempts: Some(0),
+                    ..JobSpec::new("x", Value::Null)
+                },
+                "max_attempts",
+            ),
+            (
+                JobSpec {
+                    unique_for: Some(Duration::from_secs(1)),
+                    ..JobSpec::new("x", Value::Null)
+                },
+                "unique_for",
+            ),
+            (
+                JobSpec {
+                    run_at: Some(Utc::now()),
+                    delay: Some(Duration::from_secs(1)),
+                    ..JobSpec::new("x", Value::Null)
+                },
+                "delay",
+            ),
+        ];
+        for (spec, field) in cases {
+            assert_eq!(spec.validate().unwrap_err().field, field, "{spec:?}");
+        }
+    }
+}

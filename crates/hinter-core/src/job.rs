@@ -1,0 +1,262 @@
+//! Jobs and their states.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::{fmt, str::FromStr, time::Duration};
+use uuid::Uuid;
+
+/// The queue a job goes to when neither the job nor its definition names one.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// Where a job is in its life. See `docs/state-machine.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for `run_at` (a delay or a retry backoff).
+    Scheduled,
+    /// Ready to be leased.
+    Queued,
+    /// Leased by a worker.
+    Running,
+    Succeeded,
+    /// Attempts used up or failed permanently: the dead-letter set.
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Scheduled,
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// True once the job will not run again on its own.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state name that is not one of [`JobState::ALL`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown job state {0:?}: expected one of scheduled, queued, running, succeeded, dead, cancelled")]
+pub struct UnknownState(pub String);
+
+impl FromStr for JobState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_string()))
+    }
+}
+
+/// One failed attempt, kept in the job's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptError {
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: Uuid,
+    /// The job definition's name.
+    pub job: String,
+    pub queue: String,
+    pub payload: Value,
+    pub state: JobState,
+    pub priority: i32,
+    /// Attempts taken so far (counted when a job is leased).
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub unique_key: Option<String>,
+    pub ordering_key: Option<String>,
+    #[serde(with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    pub singleton: bool,
+    pub cancel_requested: bool,
+    pub worker_id: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub errors: Vec<AttemptError>,
+    pub result: Option<Value>,
+    /// Position in enqueue order; the cursor of job listings.
+    #[serde(skip)]
+    pub seq: i64,
+}
+
+/// A job to insert. Defaults (queue, attempts, singleton) are resolved before it reaches the
+/// store, so the store only stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub job: String,
+    pub queue: String,
+    pub payload: Value,
+    pub priority: i32,
+    /// `None`: run now (`queued`); in the future: `scheduled`.
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: u32,
+    pub unique_key: Option<String>,
+    /// With a `unique_key`: how long after the first enqueue a duplicate is recognised.
+    /// `None` means "while the first job is not finished".
+    pub unique_for: Option<Duration>,
+    pub ordering_key: Option<String>,
+    pub timeout: Option<Duration>,
+    pub singleton: bool,
+}
+
+impl NewJob {
+    /// A job with every option at its default.
+    pub fn new(job: impl Into<String>, payload: Value) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            job: job.into(),
+            queue: DEFAULT_QUEUE.to_string(),
+            payload,
+            priority: 0,
+            run_at: None,
+            max_attempts: crate::retry::DEFAULT_MAX_ATTEMPTS,
+            unique_key: None,
+            unique_for: None,
+            ordering_key: None,
+            timeout: None,
+            singleton: false,
+        }
+    }
+
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+    pub fn unique(mut self, key: impl Into<String>, window: Option<Duration>) -> Self {
+        self.unique_key = Some(key.into());
+        self.unique_for = window;
+        self
+    }
+    pub fn ordering_key(mut self, key: impl Into<String>) -> Self {
+        self.ordering_key = Some(key.into());
+        self
+    }
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    pub fn singleton(mut self, singleton: bool) -> Self {
+        self.singleton = singleton;
+        self
+    }
+}
+
+/// The answer to an insert: the job, and whether it already existed (`unique_key`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inserted {
+    pub job: Job,
+    pub duplicate: bool,
+}
+
+/// A job handed to a worker together with its lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeasedJob {
+    pub id: Uuid,
+    pub job: String,
+    pub queue: String,
+    pub payload: Value,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub priority: i32,
+    pub created_at: DateTime<Utc>,
+    /// Fencing token: every heartbeat, complete and fail must present it.
+    pub lease_token: i64,
+    pub lease_expires_at: DateTime<Utc>,
+    #[serde(with = "opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// Durations on the wire are strings such as `30s`.
+pub mod opt_duration {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&crate::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Seconds(f64),
+        }
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Text(t)) => crate::parse_duration(&t)
+                .map(Some)
+                .map_err(D::Error::custom),
+            Some(Raw::Seconds(s)) => Duration::try_from_secs_f64(s)
+                .map(Some)
+                .map_err(|_| D::Error::custom(format!("invalid duration {s}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_parse_and_print() {
+        for state in JobState::ALL {
+            assert_eq!(state.as_str().parse::<JobState>().unwrap(), state);
+        }
+        assert!("done".parse::<JobState>().is_err());
+        assert!(JobState::Dead.is_finished() && !JobState::Running.is_finished());
+    }
+}

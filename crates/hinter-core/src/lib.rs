@@ -1,0 +1,18 @@
+//! hinter's domain core: what a job is, its states, the retry policy, durations, and the
+//! [`store::Store`] interface that every backend implements.
+//!
+//! Nothing here does I/O. Time enters through [`clock::Clock`] so rules can be tested with a
+//! clock the test controls.
+
+pub mod clock;
+pub mod definition;
+pub mod duration;
+pub mod job;
+pub mod retry;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use definition::{Definitions, FieldError, JobDefinition, JobSpec};
+pub use duration::{format_duration, parse_duration, DurationError};
+pub use job::*;
+pub use store::{Store, StoreError, StoreEvent};

@@ -1,0 +1,243 @@
+//! The store interface: everything hinter keeps, behind one trait with a backend per database.
+//!
+//! Architecture invariant: backends know SQL and nothing else. Policy (defaults, backoff, what a
+//! failure leads to) is decided above the store and handed in; the store applies each change as
+//! one guarded statement, so concurrent callers can never move a job through an illegal
+//! transition. Guards the store enforces itself, because only it can do so atomically:
+//! - a lease token must match for heartbeat, complete, fail and release (fencing);
+//! - a job with an `ordering_key` is leased only when it is the oldest unfinished job with that
+//!   key in its queue, and none with that key is running;
+//! - a `singleton` job is leased only when no job of the same name is running;
+//! - a paused queue hands out no leases;
+//! - a cancel request wins over a concurrent failure (the job ends `cancelled`).
+//!
+//! Operations take batches where workers produce many at once (leases, heartbeats,
+//! completions), so backends can write them in one transaction.
+
+use crate::job::{Inserted, Job, JobState, LeasedJob, NewJob};
+use crate::retry::FailOutcome;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What can go wrong in a store operation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error("job {0} not found")]
+    NotFound(Uuid),
+    /// The lease token does not match the job's current lease: it expired and the job was
+    /// rescued, or the job finished. Nothing was changed.
+    #[error("lease of job {0} is stale: the job was rescued, finished or cancelled")]
+    StaleLease(Uuid),
+    /// The job is not in a state that allows the operation.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database cannot be reached or refused to work (disk full, read-only, gone).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The stored data could not be read back; a bug or a damaged database.
+    #[error("store data error: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Something that changed in the store that waiting parties care about. Delivered on a best
+/// effort basis; listeners fall back to polling.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreEvent {
+    /// Jobs became ready to lease in this queue.
+    JobsAvailable { queue: String },
+    /// A job reached a finished state.
+    JobFinished { id: Uuid, state: JobState },
+}
+
+/// Ask for up to `max` jobs from `queues`, leased to `worker_id` for `lease_for`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseRequest {
+    pub queues: Vec<String>,
+    pub worker_id: String,
+    pub max: u32,
+    pub lease_for: Duration,
+    pub now: DateTime<Utc>,
+}
+
+/// Extend the lease of a running job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heartbeat {
+    pub id: Uuid,
+    pub lease_token: i64,
+    pub lease_for: Duration,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeartbeatAck {
+    pub lease_expires_at: DateTime<Utc>,
+    /// The job was cancelled: the worker should stop it and report a failure.
+    pub cancel_requested: bool,
+}
+
+/// A successful attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub id: Uuid,
+    pub lease_token: i64,
+    pub result: Option<Value>,
+}
+
+/// A failed attempt, with the outcome decided by [`crate::retry::decide_failure`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub id: Uuid,
+    pub lease_token: i64,
+    pub error: String,
+    pub outcome: FailOutcome,
+}
+
+/// A leased job handed back unstarted or interrupted by shutdown: it returns to `queued`
+/// and the attempt is not counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Release {
+    pub id: Uuid,
+    pub lease_token: i64,
+}
+
+/// Why a running job is due for rescue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No heartbeat within the lease.
+    LeaseExpired,
+    /// Ran longer than its `timeout`.
+    TimedOut,
+}
+
+/// A running job whose lease expired or whose timeout passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expired {
+    pub id: Uuid,
+    pub lease_token: i64,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub cancel_requested: bool,
+    pub timeout: Option<Duration>,
+    pub reason: Expiry,
+}
+
+/// Filters of a job listing; results come in enqueue order after `after_seq`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub queue: Option<String>,
+    pub job: Option<String>,
+    /// Cursor: only jobs enqueued after the job with this sequence number.
+    pub after_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// A queue with its job counts per state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueInfo {
+    pub name: String,
+    pub paused: bool,
+    pub scheduled: u64,
+    pub queued: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+}
+
+/// Finished jobs older than these cut-offs are deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PruneRequest {
+    pub succeeded_before: DateTime<Utc>,
+    pub dead_before: DateTime<Utc>,
+    pub cancelled_before: DateTime<Utc>,
+    pub limit: u32,
+}
+
+/// Where all of hinter's state lives. See the module documentation for the guards every
+/// implementation enforces.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts all jobs or none. A job whose `unique_key` matches an existing job of the same
+    /// name (inside `unique_for`, or while that job is unfinished) is not inserted; the
+    /// existing job is returned with `duplicate: true`.
+    async fn job_insert_many(
+        &self,
+        jobs: Vec<NewJob>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Inserted>>;
+
+    async fn job_get(&self, id: Uuid) -> StoreResult<Option<Job>>;
+
+    async fn job_list(&self, filter: JobFilter) -> StoreResult<Vec<Job>>;
+
+    /// Moves due `scheduled` jobs to `queued`, then leases up to `max` queued jobs by priority
+    /// (higher first), then enqueue order. Each leased job's attempt is counted now.
+    async fn job_lease(&self, request: LeaseRequest) -> StoreResult<Vec<LeasedJob>>;
+
+    /// Extends leases; each item fails alone with [`StoreError::StaleLease`].
+    async fn job_heartbeat_many(
+        &self,
+        heartbeats: Vec<Heartbeat>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<HeartbeatAck>>>;
+
+    /// Marks jobs `succeeded`; each item fails alone with [`StoreError::StaleLease`].
+    async fn job_complete_many(
+        &self,
+        completions: Vec<Completion>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<Job>>>;
+
+    /// Records failed attempts and applies their outcomes; each item fails alone with
+    /// [`StoreError::StaleLease`].
+    async fn job_fail_many(
+        &self,
+        failures: Vec<Failure>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<Job>>>;
+
+    /// Returns leased jobs to `queued` without counting the attempt (graceful stop).
+    async fn job_release_many(
+        &self,
+        releases: Vec<Release>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<()>>>;
+
+    /// Cancels a job: `scheduled`/`queued` become `cancelled` at once; `running` gets
+    /// `cancel_requested`. A finished job is a [`StoreError::Conflict`].
+    async fn job_cancel(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Job>;
+
+    /// Puts a `dead` or `cancelled` job back to `queued`, keeping its history and granting at
+    /// least one more attempt. Other states are a [`StoreError::Conflict`].
+    async fn job_retry(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Job>;
+
+    /// Running jobs whose lease expired or whose timeout passed, oldest first.
+    async fn job_expired_list(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Expired>>;
+
+    /// Moves due `scheduled` jobs to `queued`; returns how many.
+    async fn job_promote_scheduled(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// The earliest `run_at` of any `scheduled` job.
+    async fn job_next_scheduled_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
+
+    /// Deletes finished jobs older than the cut-offs; returns how many.
+    async fn job_prune(&self, request: PruneRequest) -> StoreResult<u64>;
+
+    /// Every queue that has jobs or a pause flag, with counts per state.
+    async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>>;
+
+    async fn queue_set_paused(&self, queue: &str, paused: bool) -> StoreResult<()>;
+
+    /// Succeeds when the store can be read and written.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Events about changes, for long-polls and idle workers.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
+}

@@ -1,0 +1,62 @@
+//! Versioned schema migrations, applied in order at open.
+
+use hinter_core::StoreError;
+use rusqlite::Connection;
+
+/// Every migration, by version. Never edit one that has shipped; add the next.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+
+/// The schema version this build writes.
+pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Brings the database to [`LATEST_VERSION`]; refuses a database from a newer hinter.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let fail = |what: &str, e: rusqlite::Error| StoreError::Unavailable(format!("{what}: {e}"));
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY,
+             applied_at INTEGER NOT NULL
+         )",
+    )
+    .map_err(|e| fail("creating schema_migrations", e))?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| fail("reading schema version", e))?;
+    if current > LATEST_VERSION {
+        return Err(StoreError::Unavailable(format!(
+            "the database has schema version {current}, newer than this hinter knows \
+             ({LATEST_VERSION}); run a newer hinter"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| fail("starting migration", e))?;
+        // Another process may have migrated while we waited for the write lock.
+        let done: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                [version],
+                |r| r.get(0),
+            )
+            .map_err(|e| fail("reading schema version", e))?;
+        if done {
+            continue;
+        }
+        tx.execute_batch(sql)
+            .map_err(|e| fail(&format!("applying migration {version}"), e))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![version, chrono::Utc::now().timestamp_micros()],
+        )
+        .map_err(|e| fail("recording migration", e))?;
+        tx.commit()
+            .map_err(|e| fail(&format!("committing migration {version}"), e))?;
+        tracing::info!(version, "applied schema migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,835 @@
+//! The SQL of every store operation. Write operations run on the writer thread inside the
+//! group transaction; read operations on a reader connection.
+
+use chrono::{DateTime, Utc};
+use hinter_core::retry::FailOutcome;
+use hinter_core::store::{
+    Completion, Expired, Expiry, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest,
+    PruneRequest, QueueInfo, Release,
+};
+use hinter_core::{
+    AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, StoreError, StoreEvent,
+};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+use uuid::Uuid;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+pub fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+pub fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} out of range")))
+}
+
+fn opt_from_micros(us: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    us.map(from_micros).transpose()
+}
+
+/// Truncates to the precision the store keeps, so returned values equal stored ones.
+fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn parse_json(text: &str, what: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Columns read by [`job_from_row`], in its order.
+pub const JOB_COLUMNS: &str = "seq, id, job, queue, payload, state, priority, attempt, \
+    max_attempts, run_at, created_at, started_at, finished_at, unique_key, ordering_key, \
+    timeout_ms, singleton, cancel_requested, worker_id, lease_expires_at, errors, result";
+
+/// Raw column values; decoding happens outside rusqlite's row callback so errors keep
+/// their meaning.
+pub struct RawJob {
+    seq: i64,
+    id: String,
+    job: String,
+    queue: String,
+    payload: String,
+    state: String,
+    priority: i32,
+    attempt: i64,
+    max_attempts: i64,
+    run_at: i64,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    unique_key: Option<String>,
+    ordering_key: Option<String>,
+    timeout_ms: Option<i64>,
+    singleton: bool,
+    cancel_requested: bool,
+    worker_id: Option<String>,
+    lease_expires_at: Option<i64>,
+    errors: String,
+    result: Option<String>,
+}
+
+pub fn raw_job(row: &Row<'_>) -> rusqlite::Result<RawJob> {
+    Ok(RawJob {
+        seq: row.get(0)?,
+        id: row.get(1)?,
+        job: row.get(2)?,
+        queue: row.get(3)?,
+        payload: row.get(4)?,
+        state: row.get(5)?,
+        priority: row.get(6)?,
+        attempt: row.get(7)?,
+        max_attempts: row.get(8)?,
+        run_at: row.get(9)?,
+        created_at: row.get(10)?,
+        started_at: row.get(11)?,
+        finished_at: row.get(12)?,
+        unique_key: row.get(13)?,
+        ordering_key: row.get(14)?,
+        timeout_ms: row.get(15)?,
+        singleton: row.get(16)?,
+        cancel_requested: row.get(17)?,
+        worker_id: row.get(18)?,
+        lease_expires_at: row.get(19)?,
+        errors: row.get(20)?,
+        result: row.get(21)?,
+    })
+}
+
+impl RawJob {
+    pub fn decode(self) -> Result<Job> {
+        let errors: Vec<AttemptError> = serde_json::from_str(&self.errors)
+            .map_err(|e| StoreError::Corrupt(format!("errors of job {}: {e}", self.id)))?;
+        Ok(Job {
+            id: Uuid::parse_str(&self.id)
+                .map_err(|e| StoreError::Corrupt(format!("job id {:?}: {e}", self.id)))?,
+            payload: parse_json(&self.payload, "payload")?,
+            state: self
+                .state
+                .parse::<JobState>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            job: self.job,
+            queue: self.queue,
+            priority: self.priority,
+            attempt: u32::try_from(self.attempt).unwrap_or(0),
+            max_attempts: u32::try_from(self.max_attempts).unwrap_or(0),
+            run_at: from_micros(self.run_at)?,
+            created_at: from_micros(self.created_at)?,
+            started_at: opt_from_micros(self.started_at)?,
+            finished_at: opt_from_micros(self.finished_at)?,
+            unique_key: self.unique_key,
+            ordering_key: self.ordering_key,
+            timeout: self
+                .timeout_ms
+                .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+            singleton: self.singleton,
+            cancel_requested: self.cancel_requested,
+            worker_id: self.worker_id,
+            lease_expires_at: opt_from_micros(self.lease_expires_at)?,
+            errors,
+            result: self
+                .result
+                .as_deref()
+                .map(|r| parse_json(r, "result"))
+                .transpose()?,
+            seq: self.seq,
+        })
+    }
+}
+
+fn job_by(conn: &Connection, column: &str, value: &dyn rusqlite::ToSql) -> Result<Option<Job>> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {column} = ?1");
+    conn.prepare_cached(&sql)
+        .map_err(db_err)?
+        .query_row([value], raw_job)
+        .optional()
+        .map_err(db_err)?
+        .map(RawJob::decode)
+        .transpose()
+}
+
+pub fn job_get(conn: &Connection, id: Uuid) -> Result<Option<Job>> {
+    job_by(conn, "id", &id.to_string())
+}
+
+fn job_get_seq(conn: &Connection, seq: i64) -> Result<Job> {
+    job_by(conn, "seq", &seq)?.ok_or_else(|| StoreError::Corrupt(format!("job seq {seq} vanished")))
+}
+
+const ACTIVE_STATES: &str = "('scheduled', 'queued', 'running')";
+
+pub fn job_insert_many(
+    conn: &Connection,
+    jobs: Vec<NewJob>,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Vec<Inserted>> {
+    let now = truncate(now);
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut queues_ready: HashSet<String> = HashSet::new();
+    for new in jobs {
+        if let Some(key) = &new.unique_key {
+            let existing: Option<i64> = match new.unique_for {
+                Some(window) => {
+                    let since = micros(now) - duration_ms(window).saturating_mul(1000);
+                    conn.prepare_cached(
+                        "SELECT seq FROM jobs WHERE job = ?1 AND unique_key = ?2 \
+                         AND created_at > ?3 ORDER BY seq DESC LIMIT 1",
+                    )
+                    .map_err(db_err)?
+                    .query_row(params![new.job, key, since], |r| r.get(0))
+                    .optional()
+                    .map_err(db_err)?
+                }
+                None => conn
+                    .prepare_cached(&format!(
+                        "SELECT seq FROM jobs WHERE job = ?1 AND unique_key = ?2 \
+                         AND state IN {ACTIVE_STATES} ORDER BY seq DESC LIMIT 1"
+                    ))
+                    .map_err(db_err)?
+                    .query_row(params![new.job, key], |r| r.get(0))
+                    .optional()
+                    .map_err(db_err)?,
+            };
+            if let Some(seq) = existing {
+                out.push(Inserted {
+                    job: job_get_seq(conn, seq)?,
+                    duplicate: true,
+                });
+                continue;
+            }
+        }
+        let run_at = truncate(new.run_at.unwrap_or(now));
+        let state = if new.run_at.is_some_and(|at| at > now) {
+            JobState::Scheduled
+        } else {
+            JobState::Queued
+        };
+        let payload = serde_json::to_string(&new.payload)
+            .map_err(|e| StoreError::Corrupt(format!("payload: {e}")))?;
+        let seq: i64 = conn
+            .prepare_cached(
+                "INSERT INTO jobs (id, job, queue, payload, state, priority, max_attempts, \
+                 run_at, created_at, unique_key, ordering_key, timeout_ms, singleton) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING seq",
+            )
+            .map_err(db_err)?
+            .query_row(
+                params![
+                    new.id.to_string(),
+                    new.job,
+                    new.queue,
+                    payload,
+                    state.as_str(),
+                    new.priority,
+                    new.max_attempts,
+                    micros(run_at),
+                    micros(now),
+                    new.unique_key,
+                    new.ordering_key,
+                    new.timeout.map(duration_ms),
+                    new.singleton,
+                ],
+                |r| r.get(0),
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::Conflict(format!("job {} already exists", new.id))
+                }
+                e => db_err(e),
+            })?;
+        if state == JobState::Queued && !queues_ready.contains(&new.queue) {
+            queues_ready.insert(new.queue.clone());
+        }
+        out.push(Inserted {
+            job: Job {
+                id: new.id,
+                job: new.job,
+                queue: new.queue,
+                payload: new.payload,
+                state,
+                priority: new.priority,
+                attempt: 0,
+                max_attempts: new.max_attempts,
+                run_at,
+                created_at: now,
+                started_at: None,
+                finished_at: None,
+                unique_key: new.unique_key,
+                ordering_key: new.ordering_key,
+                timeout: new
+                    .timeout
+                    .map(|t| Duration::from_millis(u64::try_from(duration_ms(t)).unwrap_or(0))),
+                singleton: new.singleton,
+                cancel_requested: false,
+                worker_id: None,
+                lease_expires_at: None,
+                errors: Vec::new(),
+                result: None,
+                seq,
+            },
+            duplicate: false,
+        });
+    }
+    events.extend(
+        queues_ready
+            .into_iter()
+            .map(|queue| StoreEvent::JobsAvailable { queue }),
+    );
+    Ok(out)
+}
+
+pub fn job_promote_scheduled(
+    conn: &Connection,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<u64> {
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND run_at <= ?1 \
+             RETURNING queue",
+        )
+        .map_err(db_err)?;
+    let queues = stmt
+        .query_map([micros(now)], |r| r.get::<_, String>(0))
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<String>>>()
+        .map_err(db_err)?;
+    let count = queues.len() as u64;
+    let distinct: HashSet<String> = queues.into_iter().collect();
+    events.extend(
+        distinct
+            .into_iter()
+            .map(|queue| StoreEvent::JobsAvailable { queue }),
+    );
+    Ok(count)
+}
+
+struct Candidate {
+    seq: i64,
+    id: String,
+    job: String,
+    queue: String,
+    payload: String,
+    attempt: i64,
+    max_attempts: i64,
+    priority: i32,
+    created_at: i64,
+    timeout_ms: Option<i64>,
+    singleton: bool,
+}
+
+pub fn job_lease(
+    conn: &Connection,
+    request: &LeaseRequest,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Vec<LeasedJob>> {
+    job_promote_scheduled(conn, request.now, events)?;
+    let paused: HashSet<String> = conn
+        .prepare_cached("SELECT name FROM queues WHERE paused = 1")
+        .map_err(db_err)?
+        .query_map([], |r| r.get(0))
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(db_err)?;
+    let max = request.max as usize;
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut seen_queues = HashSet::new();
+    for queue in &request.queues {
+        if paused.contains(queue) || !seen_queues.insert(queue) {
+            continue;
+        }
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT seq, id, job, queue, payload, attempt, max_attempts, priority, \
+                        created_at, timeout_ms, singleton
+                 FROM jobs j
+                 WHERE state = 'queued' AND queue = ?1
+                   AND (ordering_key IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM jobs o
+                        WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key
+                          AND o.state IN {ACTIVE_STATES} AND o.seq < j.seq))
+                   AND (singleton = 0 OR NOT EXISTS (
+                        SELECT 1 FROM jobs s WHERE s.job = j.job AND s.state = 'running'))
+                 ORDER BY priority DESC, seq
+                 LIMIT ?2"
+            ))
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![queue, request.max], |r| {
+                Ok(Candidate {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    job: r.get(2)?,
+                    queue: r.get(3)?,
+                    payload: r.get(4)?,
+                    attempt: r.get(5)?,
+                    max_attempts: r.get(6)?,
+                    priority: r.get(7)?,
+                    created_at: r.get(8)?,
+                    timeout_ms: r.get(9)?,
+                    singleton: r.get(10)?,
+                })
+            })
+            .map_err(db_err)?;
+        for row in rows {
+            candidates.push(row.map_err(db_err)?);
+        }
+    }
+    if request.queues.len() > 1 {
+        candidates.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
+    }
+    let now = truncate(request.now);
+    let lease_until = truncate(
+        request.now
+            + chrono::Duration::from_std(request.lease_for).unwrap_or(chrono::Duration::hours(1)),
+    );
+    let mut singletons_taken: HashSet<String> = HashSet::new();
+    let mut leased = Vec::with_capacity(max.min(candidates.len()));
+    let mut update = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = ?2, \
+             lease_token = ?3, lease_expires_at = ?4, started_at = ?5, \
+             deadline_at = CASE WHEN timeout_ms IS NULL THEN NULL ELSE ?5 + timeout_ms * 1000 END \
+             WHERE seq = ?1 AND state = 'queued'",
+        )
+        .map_err(db_err)?;
+    for c in candidates {
+        if leased.len() >= max {
+            break;
+        }
+        if c.singleton && !singletons_taken.insert(c.job.clone()) {
+            continue;
+        }
+        let lease_token = new_lease_token();
+        let changed = update
+            .execute(params![
+                c.seq,
+                request.worker_id,
+                lease_token,
+                micros(lease_until),
+                micros(now)
+            ])
+            .map_err(db_err)?;
+        if changed == 0 {
+            continue;
+        }
+        leased.push(LeasedJob {
+            id: Uuid::parse_str(&c.id)
+                .map_err(|e| StoreError::Corrupt(format!("job id {:?}: {e}", c.id)))?,
+            job: c.job,
+            queue: c.queue,
+            payload: parse_json(&c.payload, "payload")?,
+            attempt: u32::try_from(c.attempt + 1).unwrap_or(u32::MAX),
+            max_attempts: u32::try_from(c.max_attempts).unwrap_or(0),
+            priority: c.priority,
+            created_at: from_micros(c.created_at)?,
+            lease_token,
+            lease_expires_at: lease_until,
+            timeout: c
+                .timeout_ms
+                .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+        });
+    }
+    Ok(leased)
+}
+
+/// A fencing token: random, positive, and exact in JSON numbers (below 2^53).
+fn new_lease_token() -> i64 {
+    rand::random_range(1..(1i64 << 53))
+}
+
+/// The job's row if it is running under this lease token; otherwise why not.
+fn running_under(conn: &Connection, id: Uuid, lease_token: i64) -> Result<(i64, bool, String)> {
+    let row: Option<(i64, Option<i64>, String, bool, String)> = conn
+        .prepare_cached(
+            "SELECT seq, lease_token, state, cancel_requested, queue FROM jobs WHERE id = ?1",
+        )
+        .map_err(db_err)?
+        .query_row([id.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()
+        .map_err(db_err)?;
+    match row {
+        None => Err(StoreError::NotFound(id)),
+        Some((seq, Some(token), state, cancel, queue))
+            if token == lease_token && state == "running" =>
+        {
+            Ok((seq, cancel, queue))
+        }
+        Some(_) => Err(StoreError::StaleLease(id)),
+    }
+}
+
+pub fn job_heartbeat(
+    conn: &Connection,
+    hb: &Heartbeat,
+    now: DateTime<Utc>,
+) -> Result<HeartbeatAck> {
+    let (seq, cancel_requested, _) = running_under(conn, hb.id, hb.lease_token)?;
+    let until = truncate(
+        now + chrono::Duration::from_std(hb.lease_for).unwrap_or(chrono::Duration::hours(1)),
+    );
+    conn.prepare_cached("UPDATE jobs SET lease_expires_at = ?2 WHERE seq = ?1")
+        .map_err(db_err)?
+        .execute(params![seq, micros(until)])
+        .map_err(db_err)?;
+    Ok(HeartbeatAck {
+        lease_expires_at: until,
+        cancel_requested,
+    })
+}
+
+/// Jobs waiting behind this one (same ordering key, or same singleton name) may now go.
+fn finished_events(job: &Job, events: &mut Vec<StoreEvent>) {
+    events.push(StoreEvent::JobFinished {
+        id: job.id,
+        state: job.state,
+    });
+    if job.ordering_key.is_some() || job.singleton {
+        events.push(StoreEvent::JobsAvailable {
+            queue: job.queue.clone(),
+        });
+    }
+}
+
+pub fn job_complete(
+    conn: &Connection,
+    c: &Completion,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Job> {
+    let (seq, _, _) = running_under(conn, c.id, c.lease_token)?;
+    let result = c
+        .result
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?;
+    conn.prepare_cached(
+        "UPDATE jobs SET state = 'succeeded', result = ?2, finished_at = ?3, \
+         lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL WHERE seq = ?1",
+    )
+    .map_err(db_err)?
+    .execute(params![seq, result, micros(now)])
+    .map_err(db_err)?;
+    let job = job_get_seq(conn, seq)?;
+    finished_events(&job, events);
+    Ok(job)
+}
+
+pub fn job_fail(
+    conn: &Connection,
+    f: &Failure,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Job> {
+    let (seq, cancel_requested, _) = running_under(conn, f.id, f.lease_token)?;
+    let attempt: i64 = conn
+        .prepare_cached("SELECT attempt FROM jobs WHERE seq = ?1")
+        .map_err(db_err)?
+        .query_row([seq], |r| r.get(0))
+        .map_err(db_err)?;
+    let outcome = if cancel_requested {
+        FailOutcome::Cancelled
+    } else {
+        f.outcome
+    };
+    let entry = serde_json::to_string(&AttemptError {
+        attempt: u32::try_from(attempt).unwrap_or(0),
+        at: truncate(now),
+        message: f.error.clone(),
+    })
+    .map_err(|e| StoreError::Corrupt(format!("error entry: {e}")))?;
+    let (state, run_at, finished_at) = match outcome {
+        FailOutcome::Retry { run_at } => (JobState::Scheduled, Some(micros(run_at)), None),
+        FailOutcome::Dead => (JobState::Dead, None, Some(micros(now))),
+        FailOutcome::Cancelled => (JobState::Cancelled, None, Some(micros(now))),
+    };
+    conn.prepare_cached(
+        "UPDATE jobs SET state = ?2, run_at = COALESCE(?3, run_at), finished_at = ?4, \
+         errors = json_insert(errors, '$[#]', json(?5)), \
+         lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL WHERE seq = ?1",
+    )
+    .map_err(db_err)?
+    .execute(params![seq, state.as_str(), run_at, finished_at, entry])
+    .map_err(db_err)?;
+    let job = job_get_seq(conn, seq)?;
+    if job.state.is_finished() {
+        finished_events(&job, events);
+    }
+    Ok(job)
+}
+
+pub fn job_release(conn: &Connection, r: &Release, events: &mut Vec<StoreEvent>) -> Result<()> {
+    let (seq, _, queue) = running_under(conn, r.id, r.lease_token)?;
+    conn.prepare_cached(
+        "UPDATE jobs SET state = 'queued', attempt = MAX(attempt - 1, 0), worker_id = NULL, \
+         lease_token = NULL, lease_expires_at = NULL, started_at = NULL, deadline_at = NULL \
+         WHERE seq = ?1",
+    )
+    .map_err(db_err)?
+    .execute([seq])
+    .map_err(db_err)?;
+    events.push(StoreEvent::JobsAvailable { queue });
+    Ok(())
+}
+
+pub fn job_cancel(
+    conn: &Connection,
+    id: Uuid,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Job> {
+    let job = job_get(conn, id)?.ok_or(StoreError::NotFound(id))?;
+    match job.state {
+        JobState::Scheduled | JobState::Queued => {
+            conn.prepare_cached(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?2 WHERE seq = ?1",
+            )
+            .map_err(db_err)?
+            .execute(params![job.seq, micros(now)])
+            .map_err(db_err)?;
+            let job = job_get_seq(conn, job.seq)?;
+            finished_events(&job, events);
+            Ok(job)
+        }
+        JobState::Running => {
+            conn.prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE seq = ?1")
+                .map_err(db_err)?
+                .execute([job.seq])
+                .map_err(db_err)?;
+            job_get_seq(conn, job.seq)
+        }
+        state => Err(StoreError::Conflict(format!(
+            "job {id} is already {state} and cannot be cancelled"
+        ))),
+    }
+}
+
+pub fn job_retry(
+    conn: &Connection,
+    id: Uuid,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Job> {
+    let job = job_get(conn, id)?.ok_or(StoreError::NotFound(id))?;
+    if !matches!(job.state, JobState::Dead | JobState::Cancelled) {
+        return Err(StoreError::Conflict(format!(
+            "job {id} is {} ; only dead or cancelled jobs can be retried",
+            job.state
+        )));
+    }
+    conn.prepare_cached(
+        "UPDATE jobs SET state = 'queued', run_at = ?2, finished_at = NULL, \
+         cancel_requested = 0, max_attempts = MAX(max_attempts, attempt + 1), \
+         worker_id = NULL, lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL \
+         WHERE seq = ?1",
+    )
+    .map_err(db_err)?
+    .execute(params![job.seq, micros(now)])
+    .map_err(db_err)?;
+    events.push(StoreEvent::JobsAvailable {
+        queue: job.queue.clone(),
+    });
+    job_get_seq(conn, job.seq)
+}
+
+pub fn job_expired_list(conn: &Connection, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
+    let mut out: BTreeMap<String, Expired> = BTreeMap::new();
+    for (sql, reason) in [
+        (
+            "SELECT id, lease_token, attempt, max_attempts, cancel_requested, timeout_ms FROM jobs \
+             WHERE state = 'running' AND deadline_at IS NOT NULL AND deadline_at <= ?1 \
+             ORDER BY deadline_at LIMIT ?2",
+            Expiry::TimedOut,
+        ),
+        (
+            "SELECT id, lease_token, attempt, max_attempts, cancel_requested, timeout_ms FROM jobs \
+             WHERE state = 'running' AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2",
+            Expiry::LeaseExpired,
+        ),
+    ] {
+        let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![micros(now), limit], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, bool>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                ))
+            })
+            .map_err(db_err)?;
+        for row in rows {
+            let (id, token, attempt, max_attempts, cancel_requested, timeout_ms) =
+                row.map_err(db_err)?;
+            if out.contains_key(&id) {
+                continue;
+            }
+            let uuid = Uuid::parse_str(&id)
+                .map_err(|e| StoreError::Corrupt(format!("job id {id:?}: {e}")))?;
+            out.insert(
+                id,
+                Expired {
+                    id: uuid,
+                    lease_token: token.unwrap_or(0),
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                    max_attempts: u32::try_from(max_attempts).unwrap_or(0),
+                    cancel_requested,
+                    timeout: timeout_ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+                    reason,
+                },
+            );
+        }
+    }
+    let mut list: Vec<Expired> = out.into_values().collect();
+    list.truncate(limit as usize);
+    Ok(list)
+}
+
+pub fn job_next_scheduled_at(conn: &Connection) -> Result<Option<DateTime<Utc>>> {
+    let us: Option<i64> = conn
+        .prepare_cached("SELECT MIN(run_at) FROM jobs WHERE state = 'scheduled'")
+        .map_err(db_err)?
+        .query_row([], |r| r.get(0))
+        .map_err(db_err)?;
+    opt_from_micros(us)
+}
+
+pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq > ?1");
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(filter.after_seq.unwrap_or(0))];
+    if let Some(state) = filter.state {
+        args.push(Box::new(state.as_str()));
+        sql += &format!(" AND state = ?{}", args.len());
+    }
+    if let Some(queue) = &filter.queue {
+        args.push(Box::new(queue.clone()));
+        sql += &format!(" AND queue = ?{}", args.len());
+    }
+    if let Some(job) = &filter.job {
+        args.push(Box::new(job.clone()));
+        sql += &format!(" AND job = ?{}", args.len());
+    }
+    args.push(Box::new(i64::from(filter.limit)));
+    sql += &format!(" ORDER BY seq LIMIT ?{}", args.len());
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args.iter()), raw_job)
+        .map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err).and_then(RawJob::decode))
+        .collect()
+}
+
+pub fn job_prune(conn: &Connection, request: &PruneRequest) -> Result<u64> {
+    let mut total = 0u64;
+    for (state, before) in [
+        (JobState::Succeeded, request.succeeded_before),
+        (JobState::Dead, request.dead_before),
+        (JobState::Cancelled, request.cancelled_before),
+    ] {
+        let n = conn
+            .prepare_cached(
+                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs \
+                 WHERE state = ?1 AND finished_at < ?2 ORDER BY seq LIMIT ?3)",
+            )
+            .map_err(db_err)?
+            .execute(params![state.as_str(), micros(before), request.limit])
+            .map_err(db_err)?;
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+pub fn queue_list(conn: &Connection) -> Result<Vec<QueueInfo>> {
+    let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
+    let blank = |name: &str| QueueInfo {
+        name: name.to_string(),
+        paused: false,
+        scheduled: 0,
+        queued: 0,
+        running: 0,
+        succeeded: 0,
+        dead: 0,
+        cancelled: 0,
+    };
+    let mut stmt = conn
+        .prepare_cached("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(db_err)?;
+    for row in rows {
+        let (queue, state, count) = row.map_err(db_err)?;
+        let info = queues.entry(queue.clone()).or_insert_with(|| blank(&queue));
+        let count = u64::try_from(count).unwrap_or(0);
+        match state
+            .parse::<JobState>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        {
+            JobState::Scheduled => info.scheduled = count,
+            JobState::Queued => info.queued = count,
+            JobState::Running => info.running = count,
+            JobState::Succeeded => info.succeeded = count,
+            JobState::Dead => info.dead = count,
+            JobState::Cancelled => info.cancelled = count,
+        }
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT name, paused FROM queues")
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))
+        .map_err(db_err)?;
+    for row in rows {
+        let (name, paused) = row.map_err(db_err)?;
+        queues
+            .entry(name.clone())
+            .or_insert_with(|| blank(&name))
+            .paused = paused;
+    }
+    Ok(queues.into_values().collect())
+}
+
+pub fn queue_set_paused(
+    conn: &Connection,
+    queue: &str,
+    paused: bool,
+    events: &mut Vec<StoreEvent>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO queues (name, paused) VALUES (?1, ?2) \
+         ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+    )
+    .map_err(db_err)?
+    .execute(params![queue, paused])
+    .map_err(db_err)?;
+    if !paused {
+        events.push(StoreEvent::JobsAvailable {
+            queue: queue.to_string(),
+        });
+    }
+    Ok(())
+}

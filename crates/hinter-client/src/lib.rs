@@ -1,1 +1,505 @@
+//! A typed async client for hinter's HTTP API (`docs/http-api.md`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), hinter_client::Error> {
+//! use hinter_client::{Client, EnqueueRequest};
+//! use std::time::Duration;
+//!
+//! let client = Client::new("http://127.0.0.1:7433", None)?;
+//! let enqueued = client
+//!     .enqueue(&EnqueueRequest::new("thumbnail", serde_json::json!({"src": "a.png"})))
+//!     .await?;
+//! let job = client
+//!     .wait_for_finish(enqueued.job.id, Some(Duration::from_secs(120)))
+//!     .await?;
+//! println!("{} ended {}", job.id, job.state);
+//! # Ok(()) }
+//! ```
+//!
+//! Every call answers `Result<_, `[`Error`]`>`: [`Error::Api`] when the server refused the
+//! request (with its status, machine code and message), [`Error::Transport`] when the server
+//! could not be reached, [`Error::Decode`] when its answer was not what the API promises.
+//!
+//! Only plain `http://` is supported by this build (no TLS); put a TLS-terminating proxy in
+//! front of the server for remote use.
 
+mod error;
+mod types;
+
+pub use error::Error;
+pub use hinter_core::{AttemptError, Job, JobState, LeasedJob};
+pub use types::{
+    EnqueueRequest, Enqueued, Health, HeartbeatAck, JobFilter, LeaseRequest, Page, QueueInfo,
+};
+
+use hinter_core::format_duration;
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use types::{
+    BatchAnswer, BatchRequest, CompleteBody, FailBody, HeartbeatBody, LeaseAnswer, QueuesAnswer,
+};
+use uuid::Uuid;
+
+/// Where `hinter serve` listens unless told otherwise.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7433";
+
+/// Longest `wait` the server accepts on `GET /api/v1/jobs/{id}` and `POST /api/v1/leases`.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a request may take beyond any long-poll `wait` it asks for.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A handle on one hinter server. Cheap to clone; clones share connections.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (`http://host:port`, optionally with a path prefix
+    /// when the server sits behind a proxy; a missing scheme means `http://`). The `token`, if
+    /// any and not empty, is sent as `Authorization: Bearer <token>`.
+    pub fn new(base_url: impl AsRef<str>, token: Option<String>) -> Result<Self, Error> {
+        let base = parse_base_url(base_url.as_ref())?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("hinter-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::InvalidUrl {
+                url: base_url.as_ref().to_string(),
+                message: format!("cannot set up the HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            http,
+            base,
+            token: token.filter(|t| !t.is_empty()),
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// How long a request may take beyond the long-poll `wait` it asks for
+    /// (default [`DEFAULT_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The server's base URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    // Jobs
+
+    /// `POST /api/v1/jobs`. A `unique_key` duplicate answers the first job with
+    /// `duplicate: true`.
+    pub async fn enqueue(&self, request: &EnqueueRequest) -> Result<Enqueued, Error> {
+        self.call(
+            Method::POST,
+            self.url(&["api", "v1", "jobs"]),
+            Some(request),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/jobs/batch`: all jobs or none; answers in request order.
+    pub async fn enqueue_batch(&self, requests: &[EnqueueRequest]) -> Result<Vec<Enqueued>, Error> {
+        let body = BatchRequest { jobs: requests };
+        let answer: BatchAnswer = self
+            .call(
+                Method::POST,
+                self.url(&["api", "v1", "jobs", "batch"]),
+                Some(&body),
+            )
+            .await?;
+        Ok(answer.jobs)
+    }
+
+    /// `GET /api/v1/jobs/{id}`. With `wait` (at most [`MAX_WAIT`]) the server holds the answer
+    /// until the job is finished or the wait is over, then answers the job as it is.
+    pub async fn get_job(&self, id: Uuid, wait: Option<Duration>) -> Result<Job, Error> {
+        let mut url = self.url(&["api", "v1", "jobs", &id.to_string()]);
+        if let Some(wait) = wait {
+            url.query_pairs_mut()
+                .append_pair("wait", &format_duration(wait));
+        }
+        self.send(Method::GET, url, None::<&()>, wait.unwrap_or_default())
+            .await
+    }
+
+    /// Waits until the job is finished (`succeeded`, `dead`, `cancelled`) or `timeout` passed
+    /// (`None`: no limit), long-polling the server; answers the job as it is then.
+    pub async fn wait_for_finish(&self, id: Uuid, timeout: Option<Duration>) -> Result<Job, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let wait = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => MAX_WAIT,
+            }
+            .min(MAX_WAIT);
+            let job = self.get_job(id, Some(wait)).await?;
+            let over = deadline.is_some_and(|d| Instant::now() >= d);
+            if job.state.is_finished() || over {
+                return Ok(job);
+            }
+        }
+    }
+
+    /// `GET /api/v1/jobs?…`: one page of jobs in enqueue order. Pass the page's `next_cursor`
+    /// back as `cursor` for the next one.
+    pub async fn list_jobs(&self, filter: &JobFilter, cursor: Option<&str>) -> Result<Page, Error> {
+        let mut url = self.url(&["api", "v1", "jobs"]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(state) = filter.state {
+                query.append_pair("state", state.as_str());
+            }
+            if let Some(queue) = &filter.queue {
+                query.append_pair("queue", queue);
+            }
+            if let Some(job) = &filter.job {
+                query.append_pair("job", job);
+            }
+            if let Some(limit) = filter.limit {
+                query.append_pair("limit", &limit.to_string());
+            }
+            if let Some(cursor) = cursor {
+                query.append_pair("cursor", cursor);
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        self.call(Method::GET, url, None::<&()>).await
+    }
+
+    /// `POST /api/v1/jobs/{id}/cancel`: a waiting job is cancelled at once, a running one gets
+    /// `cancel_requested`. A finished job is a 409 `conflict`.
+    pub async fn cancel(&self, id: Uuid) -> Result<Job, Error> {
+        self.job_action(id, "cancel", None::<&()>).await
+    }
+
+    /// `POST /api/v1/jobs/{id}/retry`: a `dead` or `cancelled` job goes back to `queued`.
+    /// Other states are a 409 `conflict`.
+    pub async fn retry(&self, id: Uuid) -> Result<Job, Error> {
+        self.job_action(id, "retry", None::<&()>).await
+    }
+
+    // Worker protocol
+
+    /// `POST /api/v1/leases`: up to `max` jobs, each with its `lease_token`. Possibly none.
+    pub async fn lease(&self, request: &LeaseRequest) -> Result<Vec<LeasedJob>, Error> {
+        let answer: LeaseAnswer = self
+            .send(
+                Method::POST,
+                self.url(&["api", "v1", "leases"]),
+                Some(request),
+                request.wait.unwrap_or_default(),
+            )
+            .await?;
+        Ok(answer.jobs)
+    }
+
+    /// `POST /api/v1/jobs/{id}/heartbeat`: extends the lease (by `lease`, or the server's
+    /// default). A 409 `stale_lease` means the job is no longer this worker's.
+    pub async fn heartbeat(
+        &self,
+        id: Uuid,
+        lease_token: i64,
+        lease: Option<Duration>,
+    ) -> Result<HeartbeatAck, Error> {
+        let body = HeartbeatBody { lease_token, lease };
+        self.job_action(id, "heartbeat", Some(&body)).await
+    }
+
+    /// `POST /api/v1/jobs/{id}/complete`: the attempt succeeded, with an optional result.
+    pub async fn complete(
+        &self,
+        id: Uuid,
+        lease_token: i64,
+        result: Option<&Value>,
+    ) -> Result<Job, Error> {
+        let body = CompleteBody {
+            lease_token,
+            result,
+        };
+        self.job_action(id, "complete", Some(&body)).await
+    }
+
+    /// `POST /api/v1/jobs/{id}/fail`: the attempt failed. With `retry: false` the job goes to
+    /// `dead` at once; otherwise it is retried with backoff while attempts remain.
+    pub async fn fail(
+        &self,
+        id: Uuid,
+        lease_token: i64,
+        error: &str,
+        retry: bool,
+    ) -> Result<Job, Error> {
+        let body = FailBody {
+            lease_token,
+            error,
+            retry,
+        };
+        self.job_action(id, "fail", Some(&body)).await
+    }
+
+    // Queues
+
+    /// `GET /api/v1/queues`.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>, Error> {
+        let answer: QueuesAnswer = self
+            .call(Method::GET, self.url(&["api", "v1", "queues"]), None::<&()>)
+            .await?;
+        Ok(answer.queues)
+    }
+
+    /// `POST /api/v1/queues/{name}/pause`: the queue hands out no more leases.
+    pub async fn pause_queue(&self, name: &str) -> Result<QueueInfo, Error> {
+        let url = self.url(&["api", "v1", "queues", name, "pause"]);
+        self.call(Method::POST, url, None::<&()>).await
+    }
+
+    /// `POST /api/v1/queues/{name}/resume`.
+    pub async fn resume_queue(&self, name: &str) -> Result<QueueInfo, Error> {
+        let url = self.url(&["api", "v1", "queues", name, "resume"]);
+        self.call(Method::POST, url, None::<&()>).await
+    }
+
+    // Health
+
+    /// `GET /healthz`: the process runs.
+    pub async fn healthz(&self) -> Result<Health, Error> {
+        self.call(Method::GET, self.url(&["healthz"]), None::<&()>)
+            .await
+    }
+
+    /// `GET /readyz`: the server started and its store answers. Not ready is an
+    /// [`Error::Api`] with status 503 and code `not_ready`, the reason as message.
+    pub async fn readyz(&self) -> Result<Health, Error> {
+        self.call(Method::GET, self.url(&["readyz"]), None::<&()>)
+            .await
+    }
+
+    // Plumbing
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        // `parse_base_url` made sure the base can have a path.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    async fn job_action<T: DeserializeOwned>(
+        &self,
+        id: Uuid,
+        action: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, Error> {
+        let url = self.url(&["api", "v1", "jobs", &id.to_string(), action]);
+        self.call(Method::POST, url, body).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, Error> {
+        self.send(method, url, body, Duration::ZERO).await
+    }
+
+    /// Sends one request; `wait` is the long-poll the request asks for, added to the timeout.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&impl Serialize>,
+        wait: Duration,
+    ) -> Result<T, Error> {
+        let timeout = self.timeout + wait;
+        let mut request = self
+            .http
+            .request(method, url.clone())
+            .timeout(timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            let bytes = serde_json::to_vec(body).map_err(|e| Error::InvalidRequest {
+                message: e.to_string(),
+            })?;
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport(&e, timeout))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport(&e, timeout))?;
+        decode(&url, status, &bytes)
+    }
+
+    fn transport(&self, error: &reqwest::Error, timeout: Duration) -> Error {
+        let timed_out = error.is_timeout();
+        let reason = if timed_out {
+            format!("no answer within {}", format_duration(timeout))
+        } else {
+            root_cause(error)
+        };
+        Error::Transport {
+            url: self.base_url().to_string(),
+            reason,
+            timed_out,
+        }
+    }
+}
+
+/// Accepts `http://host:port[/prefix]` or `host:port`.
+fn parse_base_url(input: &str) -> Result<Url, Error> {
+    let invalid = |message: &str| Error::InvalidUrl {
+        url: input.to_string(),
+        message: message.to_string(),
+    };
+    let trimmed = input.trim();
+    if trimmed.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    let with_scheme = if trimmed.contains("://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let mut url = Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(invalid(
+                "https is not supported by this build; use http:// (or a TLS-terminating proxy)",
+            ))
+        }
+        other => {
+            return Err(invalid(&format!(
+                "unsupported scheme {other:?}; use http://"
+            )))
+        }
+    }
+    if url.cannot_be_a_base() || url.host_str().is_none() {
+        return Err(invalid("expected http://HOST:PORT"));
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    Ok(url)
+}
+
+fn decode<T: DeserializeOwned>(url: &Url, status: StatusCode, body: &[u8]) -> Result<T, Error> {
+    if !status.is_success() {
+        return Err(Error::from_response(status.as_u16(), body));
+    }
+    serde_json::from_slice(body).map_err(|e| Error::Decode {
+        url: url.to_string(),
+        status: status.as_u16(),
+        message: if body.is_empty() {
+            "empty body".to_string()
+        } else {
+            e.to_string()
+        },
+    })
+}
+
+/// The innermost cause, which says what actually happened ("Connection refused (os error
+/// 111)") rather than what was attempted.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_normalised() {
+        let client = Client::new("http://127.0.0.1:7433/", None).unwrap();
+        assert_eq!(client.base_url(), "http://127.0.0.1:7433");
+        assert_eq!(
+            client.url(&["api", "v1", "jobs"]).as_str(),
+            "http://127.0.0.1:7433/api/v1/jobs"
+        );
+        let client = Client::new("localhost:9000", None).unwrap();
+        assert_eq!(
+            client.url(&["healthz"]).as_str(),
+            "http://localhost:9000/healthz"
+        );
+        let client = Client::new("http://proxy/hinter/", None).unwrap();
+        assert_eq!(
+            client
+                .url(&["api", "v1", "queues", "a/b c", "pause"])
+                .as_str(),
+            "http://proxy/hinter/api/v1/queues/a%2Fb%20c/pause"
+        );
+    }
+
+    #[test]
+    fn bad_base_urls_are_refused() {
+        for bad in [
+            "",
+            "https://example.com",
+            "ftp://x",
+            "http://",
+            "file:///tmp/x",
+            "a b:1",
+        ] {
+            assert!(
+                matches!(Client::new(bad, None), Err(Error::InvalidUrl { .. })),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_token_is_no_token() {
+        assert!(Client::new(DEFAULT_SERVER, Some(String::new()))
+            .unwrap()
+            .token
+            .is_none());
+    }
+
+    #[test]
+    fn success_bodies_must_match() {
+        let url = Url::parse("http://h/api/v1/queues").unwrap();
+        let err = decode::<QueueInfo>(&url, StatusCode::OK, b"{}").unwrap_err();
+        assert!(
+            matches!(&err, Error::Decode { status: 200, message, .. } if message.contains("name")),
+            "{err}"
+        );
+        let err = decode::<QueueInfo>(&url, StatusCode::OK, b"").unwrap_err();
+        assert!(err.to_string().contains("empty body"), "{err}");
+        let err = decode::<QueueInfo>(
+            &url,
+            StatusCode::NOT_FOUND,
+            br#"{"error":{"code":"not_found","message":"no such job"}}"#,
+        )
+        .unwrap_err();
+        assert!(err.is_not_found());
+    }
+}

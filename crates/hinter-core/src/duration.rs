@@ -37,12 +37,12 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
 /// Formats a duration in the shortest exact unit: `1500ms`, `30s`, `5m`, `2h`, `1d`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let secs = ms / 1000;
     for (unit, size) in [("d", 86_400u128), ("h", 3600), ("m", 60)] {
-        if secs >= size && secs % size == 0 {
+        if secs >= size && secs.is_multiple_of(size) {
             return format!("{}{unit}", secs / size);
         }
     }

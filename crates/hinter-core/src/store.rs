@@ -53,6 +53,8 @@ pub enum StoreEvent {
     JobsAvailable { queue: String },
     /// A job reached a finished state.
     JobFinished { id: Uuid, state: JobState },
+    /// Someone asked a running job to stop; its worker should stop it.
+    CancelRequested { id: Uuid },
 }
 
 /// Ask for up to `max` jobs from `queues`, leased to `worker_id` for `lease_for`.

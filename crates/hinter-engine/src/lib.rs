@@ -1,1 +1,22 @@
+//! hinter's engine: runs jobs in-process with typed Rust handlers, and keeps the store
+//! healthy (lease rescue, promotion of due jobs, retention).
+//!
+//! A [`Worker`] runs this loop:
+//! 1. the fetcher leases as many jobs as there are free slots (one store call, one group
+//!    commit), waking on store events or, as a fallback, a poll tick;
+//! 2. each job runs in its own task under its timeout and a cancellation token;
+//! 3. outcomes go to the completer, which writes them in batches; failures get their
+//!    outcome from [`hinter_core::retry::decide_failure`];
+//! 4. the heartbeater extends every running lease and stops jobs whose lease was lost;
+//! 5. on shutdown nothing new is leased, running jobs get `stopping_wait_time` to finish,
+//!    and whatever is still running is stopped and released back to the queue.
+//!
+//! [`Maintenance`] runs next to the workers of a server.
 
+mod handler;
+mod maintenance;
+mod worker;
+
+pub use handler::{HandlerContext, JobError, Registry};
+pub use maintenance::{Maintenance, MaintenanceHandle, MaintenanceOptions, Retention};
+pub use worker::{Worker, WorkerHandle, WorkerOptions};

@@ -612,6 +612,7 @@ pub fn job_cancel(
                 .map_err(db_err)?
                 .execute([job.seq])
                 .map_err(db_err)?;
+            events.push(StoreEvent::CancelRequested { id });
             job_get_seq(conn, job.seq)
         }
         state => Err(StoreError::Conflict(format!(

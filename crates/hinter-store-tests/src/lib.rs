@@ -1,1 +1,160 @@
+//! The store conformance suite: the rules of [`hinter_core::Store`] written once, as tests that
+//! every backend (SQLite, PostgreSQL, …) must pass.
+//!
+//! A backend runs the whole suite from one integration test file:
+//!
+//! ```ignore
+//! async fn my_store() -> (std::sync::Arc<dyn hinter_core::Store>, hinter_store_tests::Guard) {
+//!     let dir = tempfile::tempdir().expect("temp dir");
+//!     let store = MyStore::open(dir.path()).await.expect("open");
+//!     (std::sync::Arc::new(store), Box::new(dir))
+//! }
+//! hinter_store_tests::conformance_suite!(my_store);
+//! ```
+//!
+//! Run it with `cargo test -p hinter-sqlite --test conformance` (one test:
+//! `… --test conformance -- lease_by_priority_then_fifo`).
+//!
+//! This expands to one `#[test]` per rule, named after it, so a failure names the rule. Every
+//! test gets a fresh, empty store from the factory and drops it (then the guard) at the end.
+//!
+//! Tests never sleep to let time pass: every store operation takes `now`, and the tests move
+//! `now` forward explicitly. Times are whole milliseconds, so backends must keep at least
+//! millisecond precision for times and durations.
 
+mod concurrency;
+mod events;
+mod finish;
+mod insert;
+mod lease;
+mod manage;
+mod ordering;
+mod support;
+mod unique;
+
+pub use concurrency::*;
+pub use events::*;
+pub use finish::*;
+pub use insert::*;
+pub use lease::*;
+pub use manage::*;
+pub use ordering::*;
+pub use unique::*;
+
+use hinter_core::Store;
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Whatever must outlive the store in a test (a temporary directory, a scratch database); it
+/// is dropped after the store.
+pub type Guard = Box<dyn Any + Send>;
+
+/// A single test fails when it runs longer than this (a deadlock, a lost wake-up).
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs one conformance test: builds a multi-threaded runtime, gets a fresh store from
+/// `factory` and hands it to `test`. Used by [`conformance_suite!`].
+pub fn run<F, FFut, T, TFut>(factory: F, test: T)
+where
+    F: FnOnce() -> FFut,
+    FFut: Future<Output = (Arc<dyn Store>, Guard)>,
+    T: FnOnce(Arc<dyn Store>) -> TFut,
+    TFut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime");
+    runtime.block_on(async {
+        let (store, guard) = factory().await;
+        tokio::time::timeout(TEST_TIMEOUT, test(store))
+            .await
+            .expect("the conformance test did not finish in time");
+        drop(guard);
+    });
+}
+
+/// Expands to one `#[test]` per conformance rule, each running against a fresh store from
+/// `$factory`: an `async fn() -> (Arc<dyn hinter_core::Store>, hinter_store_tests::Guard)`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:path) => {
+        $crate::__conformance_tests!(
+            $factory;
+            // insert and get
+            insert_and_get_round_trip,
+            get_unknown_is_none,
+            insert_state_depends_on_run_at,
+            insert_batch_returns_results_in_order,
+            insert_batch_is_atomic,
+            ping_succeeds,
+            // lease
+            lease_by_priority_then_fifo,
+            lease_only_requested_queues,
+            lease_respects_max,
+            lease_sets_running_fields_and_counts_attempt,
+            lease_token_changes_between_leases,
+            scheduled_not_leased_before_run_at,
+            promote_scheduled_and_next_scheduled_at,
+            // heartbeat, complete, fail, release, expiry
+            heartbeat_extends_lease,
+            heartbeat_stale_token_refused,
+            heartbeat_reports_cancel_requested,
+            complete_records_result,
+            stale_token_refused_and_nothing_changes,
+            complete_twice_refused,
+            fail_retry_schedules_and_records_error,
+            fail_dead_and_cancelled,
+            fail_retry_while_cancel_requested_ends_cancelled,
+            expired_lease_listed,
+            timed_out_job_listed,
+            rescued_job_old_token_stale,
+            poison_job_ends_dead,
+            release_returns_job_uncounted,
+            // cancel, retry
+            cancel_queued_and_scheduled,
+            cancel_running_requests_cancel,
+            cancel_finished_conflict_and_unknown_not_found,
+            retry_dead_and_cancelled,
+            retry_other_states_conflict,
+            // duplicates
+            unique_key_while_unfinished,
+            unique_key_with_window,
+            unique_key_per_job_name,
+            unique_key_duplicates_within_batch,
+            // ordering keys and singletons
+            ordering_key_one_at_a_time_in_order,
+            ordering_key_head_waits,
+            ordering_key_other_keys_not_held_up,
+            singleton_one_running_at_a_time,
+            lease_skips_blocked_jobs_to_fill_max,
+            // queues, listing, retention
+            pause_stops_leases,
+            queue_list_counts_and_paused,
+            list_filters,
+            list_pages_with_cursor,
+            prune_finished_by_cutoff,
+            prune_respects_limit,
+            // events and concurrency
+            subscribe_jobs_available_and_finished,
+            concurrent_leases_are_exclusive,
+            concurrent_leases_respect_singleton_and_ordering,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::run($factory, $crate::$name);
+            }
+        )*
+    };
+}

@@ -1,0 +1,191 @@
+//! Typed handlers and the registry that maps job names to them.
+
+use hinter_core::{Definitions, JobDefinition, LeasedJob};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// What a handler knows about the job it runs.
+#[derive(Debug, Clone)]
+pub struct HandlerContext {
+    pub id: Uuid,
+    pub job: String,
+    pub queue: String,
+    /// This attempt, counting from 1.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    cancel: CancellationToken,
+}
+
+impl HandlerContext {
+    pub(crate) fn new(job: &LeasedJob, cancel: CancellationToken) -> Self {
+        Self {
+            id: job.id,
+            job: job.job.clone(),
+            queue: job.queue.clone(),
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            cancel,
+        }
+    }
+
+    /// True once the job should stop: it was cancelled, timed out, lost its lease, or the
+    /// worker is shutting down.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when the job should stop; `select!` on it in long-running handlers.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// The job's cancellation token, to hand to other tasks.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}
+
+/// A failed attempt. Retried with backoff unless [`JobError::permanent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl JobError {
+    /// A failure worth retrying.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure that no retry will fix: the job goes `dead` at once.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Any error converts into a retryable failure, so handlers can use `?`.
+impl<E: std::error::Error> From<E> for JobError {
+    fn from(e: E) -> Self {
+        JobError::retryable(e.to_string())
+    }
+}
+
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Result<Option<Value>, JobError>> + Send>>;
+
+pub(crate) trait ErasedHandler: Send + Sync + 'static {
+    fn call(&self, ctx: HandlerContext, payload: Value) -> BoxFuture;
+}
+
+struct Typed<F, P> {
+    f: F,
+    _payload: std::marker::PhantomData<fn(P)>,
+}
+
+impl<F, P, Fut, R> ErasedHandler for Typed<F, P>
+where
+    F: Fn(HandlerContext, P) -> Fut + Send + Sync + 'static,
+    P: DeserializeOwned + 'static,
+    Fut: Future<Output = Result<R, JobError>> + Send + 'static,
+    R: Serialize,
+{
+    fn call(&self, ctx: HandlerContext, payload: Value) -> BoxFuture {
+        let payload: P = match serde_json::from_value(payload) {
+            Ok(p) => p,
+            Err(e) => {
+                let message = format!("payload does not fit job {:?}: {e}", ctx.job);
+                return Box::pin(async move { Err(JobError::permanent(message)) });
+            }
+        };
+        let fut = (self.f)(ctx, payload);
+        Box::pin(async move {
+            let value = fut.await?;
+            let value = serde_json::to_value(value)
+                .map_err(|e| JobError::permanent(format!("result is not JSON: {e}")))?;
+            Ok((!value.is_null()).then_some(value))
+        })
+    }
+}
+
+/// Job definitions with their in-process handlers.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    definitions: Definitions,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `handler` for jobs named `definition.name`. The payload is deserialized into
+    /// `P`; a payload that does not fit fails the job permanently. The handler's return value
+    /// becomes the job's `result`.
+    pub fn register<P, F, Fut, R>(&mut self, definition: JobDefinition, handler: F) -> &mut Self
+    where
+        F: Fn(HandlerContext, P) -> Fut + Send + Sync + 'static,
+        P: DeserializeOwned + 'static,
+        Fut: Future<Output = Result<R, JobError>> + Send + 'static,
+        R: Serialize,
+    {
+        self.handlers.insert(
+            definition.name.clone(),
+            Arc::new(Typed {
+                f: handler,
+                _payload: std::marker::PhantomData,
+            }),
+        );
+        self.definitions.insert(definition);
+        self
+    }
+
+    /// The definitions of every registered handler; share them with the API so enqueues
+    /// pick up each definition's defaults.
+    pub fn definitions(&self) -> &Definitions {
+        &self.definitions
+    }
+
+    /// Queues that registered handlers' jobs go to.
+    pub fn queues(&self) -> Vec<String> {
+        let mut queues: Vec<String> = self
+            .handlers
+            .keys()
+            .filter_map(|name| self.definitions.get(name))
+            .map(|d| {
+                d.queue
+                    .unwrap_or_else(|| hinter_core::DEFAULT_QUEUE.to_string())
+            })
+            .collect();
+        queues.sort();
+        queues.dedup();
+        queues
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handlers.is_empty()
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<dyn ErasedHandler>> {
+        self.handlers.get(name).cloned()
+    }
+}

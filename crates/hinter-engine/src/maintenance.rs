@@ -1,0 +1,230 @@
+//! Keeping the store healthy: rescue of expired leases and timed-out jobs, promotion of due
+//! scheduled jobs (so idle workers wake on time), and retention pruning.
+//!
+//! Every step is safe to run in several processes at once: rescues are fenced by lease
+//! tokens, promotion and pruning are idempotent. (With PostgreSQL only the elected leader
+//! runs them, to save work.)
+
+use hinter_core::retry::{decide_failure, FailOutcome};
+use hinter_core::store::{Expiry, Failure, PruneRequest};
+use hinter_core::{format_duration, Clock, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long finished jobs are kept.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub succeeded: Duration,
+    pub dead: Duration,
+    pub cancelled: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            succeeded: Duration::from_secs(7 * 86_400),
+            dead: Duration::from_secs(30 * 86_400),
+            cancelled: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// Settings of [`Maintenance`].
+#[derive(Debug, Clone)]
+pub struct MaintenanceOptions {
+    /// How often expired leases are looked for.
+    pub rescue_interval: Duration,
+    /// Longest sleep between promotions of due scheduled jobs.
+    pub promote_interval: Duration,
+    pub prune_interval: Duration,
+    pub retention: Retention,
+}
+
+impl Default for MaintenanceOptions {
+    fn default() -> Self {
+        Self {
+            rescue_interval: Duration::from_secs(1),
+            promote_interval: Duration::from_secs(1),
+            prune_interval: Duration::from_secs(60),
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// The maintenance services of one process.
+pub struct Maintenance;
+
+/// Stops the maintenance tasks.
+pub struct MaintenanceHandle {
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl MaintenanceHandle {
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Maintenance {
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        options: MaintenanceOptions,
+    ) -> MaintenanceHandle {
+        let shutdown = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(rescuer(
+                store.clone(),
+                clock.clone(),
+                options.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(promoter(
+                store.clone(),
+                clock.clone(),
+                options.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(pruner(store, clock, options, shutdown.clone())),
+        ];
+        MaintenanceHandle { shutdown, tasks }
+    }
+
+    /// One rescue pass: every running job whose lease expired or whose timeout passed is
+    /// failed (and so retried, or dead when its attempts are used up). Returns how many.
+    pub async fn rescue_once(
+        store: &dyn Store,
+        clock: &dyn Clock,
+    ) -> hinter_core::store::StoreResult<usize> {
+        let now = clock.now();
+        let expired = store.job_expired_list(now, 1000).await?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+        let failures: Vec<Failure> = expired
+            .into_iter()
+            .map(|e| {
+                let (error, outcome) = match e.reason {
+                    Expiry::LeaseExpired => {
+                        let outcome = match decide_failure(
+                            e.attempt,
+                            e.max_attempts,
+                            true,
+                            e.cancel_requested,
+                            now,
+                            &mut rng,
+                        ) {
+                            // A lost worker is not the job's fault: back to the queue at once.
+                            FailOutcome::Retry { .. } => FailOutcome::Retry { run_at: now },
+                            other => other,
+                        };
+                        (
+                            "lease expired: the worker stopped heartbeating".to_string(),
+                            outcome,
+                        )
+                    }
+                    Expiry::TimedOut => (
+                        format!(
+                            "timed out after {}",
+                            e.timeout.map(format_duration).unwrap_or_default()
+                        ),
+                        decide_failure(
+                            e.attempt,
+                            e.max_attempts,
+                            true,
+                            e.cancel_requested,
+                            now,
+                            &mut rng,
+                        ),
+                    ),
+                };
+                Failure {
+                    id: e.id,
+                    lease_token: e.lease_token,
+                    error,
+                    outcome,
+                }
+            })
+            .collect();
+        let results = store.job_fail_many(failures, now).await?;
+        let rescued = results.iter().filter(|r| r.is_ok()).count();
+        if rescued > 0 {
+            tracing::info!(rescued, "rescued jobs with expired leases or timeouts");
+        }
+        Ok(rescued)
+    }
+}
+
+async fn rescuer(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    options: MaintenanceOptions,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Err(e) = Maintenance::rescue_once(store.as_ref(), clock.as_ref()).await {
+            tracing::warn!(error = %e, "lease rescue failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(options.rescue_interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn promoter(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    options: MaintenanceOptions,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let now = clock.now();
+        if let Err(e) = store.job_promote_scheduled(now).await {
+            tracing::warn!(error = %e, "promoting scheduled jobs failed");
+        }
+        let mut sleep = options.promote_interval;
+        if let Ok(Some(next)) = store.job_next_scheduled_at().await {
+            let until = (next - clock.now()).to_std().unwrap_or(Duration::ZERO);
+            sleep = sleep.min(until.max(Duration::from_millis(1)));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn pruner(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    options: MaintenanceOptions,
+    shutdown: CancellationToken,
+) {
+    let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    loop {
+        let now = clock.now();
+        let request = PruneRequest {
+            succeeded_before: now - age(options.retention.succeeded),
+            dead_before: now - age(options.retention.dead),
+            cancelled_before: now - age(options.retention.cancelled),
+            limit: 10_000,
+        };
+        match store.job_prune(request).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned finished jobs past retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(options.prune_interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

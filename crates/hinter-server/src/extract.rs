@@ -1,0 +1,227 @@
+//! Reading requests ourselves, so every rejection has the API's error shape and names the
+//! offending field: body size limits, JSON syntax vs. field errors, query strings, job ids.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Uri};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::error::Category;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Reads the whole body, refusing more than `limit` bytes with 413.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::too_large(format!("the body is over the limit of {limit} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            too_large()
+        } else {
+            ApiError::malformed_json(format!("could not read the body: {inner}"))
+        }
+    })
+}
+
+/// Parses a JSON body into `T`. Syntax errors are 400 `malformed_json`; wrong, missing or
+/// unknown fields are 422 `invalid_field` naming the field path, prefixed with `prefix`
+/// (e.g. `jobs[3]`) when given.
+pub fn parse_json<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+    prefix: Option<&str>,
+) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) && prefix.is_none() {
+        return Err(ApiError::malformed_json(
+            "the body is empty; expected a JSON object",
+        ));
+    }
+    // Every body is an object; serde would also accept a struct written as an array.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return Err(json_error(&e, None));
+        }
+        let what = prefix.map_or_else(|| "the body".to_string(), str::to_string);
+        return Err(ApiError::invalid_field(format!(
+            "{what}: expected a JSON object, not an array"
+        )));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = field_path(prefix, &e.path().to_string());
+        json_error(e.inner(), path)
+    })?;
+    de.end().map_err(|e| json_error(&e, None))?;
+    Ok(value)
+}
+
+fn field_path(prefix: Option<&str>, path: &str) -> Option<String> {
+    match (prefix, path) {
+        (None, ".") => None,
+        (Some(p), ".") => Some(p.to_string()),
+        (None, path) => Some(path.to_string()),
+        (Some(p), path) if path.starts_with('[') => Some(format!("{p}{path}")),
+        (Some(p), path) => Some(format!("{p}.{path}")),
+    }
+}
+
+fn json_error(e: &serde_json::Error, path: Option<String>) -> ApiError {
+    match e.classify() {
+        Category::Data => {
+            // serde_json appends " at line L column C"; the field path says more.
+            let text = e.to_string();
+            let text = match text.rfind(" at line ") {
+                Some(i) if e.line() > 0 => text[..i].to_string(),
+                _ => text,
+            };
+            match path {
+                Some(path) => ApiError::invalid_field(format!("{path}: {text}")),
+                None => ApiError::invalid_field(text),
+            }
+        }
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::malformed_json(format!("the body is not valid JSON: {e}"))
+        }
+    }
+}
+
+/// Parses the query string into `T` (unknown parameters are ignored).
+pub fn parse_query<T: DeserializeOwned + Default>(uri: &Uri) -> Result<T, ApiError> {
+    if uri.query().map_or(true, str::is_empty) {
+        return Ok(T::default());
+    }
+    Query::<T>::try_from_uri(uri)
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))
+}
+
+/// The `{id}` of a job route; one that is not a UUID names no job (404).
+#[derive(Debug, Clone, Copy)]
+pub struct JobId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::not_found(format!("bad job id in path: {}", e.body_text())))?;
+        Uuid::parse_str(&raw)
+            .map(JobId)
+            .map_err(|_| ApiError::not_found(format!("no job with id {raw:?}")))
+    }
+}
+
+/// The `{name}` of a queue route, checked like a queue name in a job (400 if invalid).
+#[derive(Debug, Clone)]
+pub struct QueueName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueueName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| {
+                ApiError::bad_request(format!("bad queue name in path: {}", e.body_text()))
+            })?;
+        hinter_core::definition::validate_name("queue name", &raw)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(QueueName(raw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{BatchRequest, LeaseBody};
+    use hinter_core::JobSpec;
+
+    fn err<T: std::fmt::Debug>(r: Result<T, ApiError>) -> (u16, &'static str, String) {
+        let e = r.expect_err("should fail");
+        (e.status.as_u16(), e.code, e.message)
+    }
+
+    #[test]
+    fn syntax_errors_are_malformed_json() {
+        for body in [
+            "",
+            "  ",
+            "{",
+            "[1,",
+            "{\"job\": }",
+            "nope",
+            "{\"job\":\"a\"} x",
+            "\u{ff}",
+        ] {
+            let (status, code, _) = err(parse_json::<JobSpec>(body.as_bytes(), None));
+            assert_eq!((status, code), (400, "malformed_json"), "{body:?}");
+        }
+        let (status, code, _) = err(parse_json::<JobSpec>(b"{\"job\": \"\xff\"}", None));
+        assert_eq!((status, code), (400, "malformed_json"));
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        let cases = [
+            (
+                r#"{"job": "a", "priority": "high"}"#,
+                "priority: invalid type",
+            ),
+            (
+                r#"{"job": "a", "colour": 1}"#,
+                "colour: unknown field `colour`",
+            ),
+            (r#"{"payload": 1}"#, "missing field `job`"),
+            (
+                r#"{"job": "a", "delay": "soon"}"#,
+                "delay: invalid duration",
+            ),
+            (
+                r#"{"job": "a", "max_attempts": -1}"#,
+                "max_attempts: invalid value",
+            ),
+            ("[]", "the body: expected a JSON object"),
+            (r#"["a"]"#, "the body: expected a JSON object"),
+            ("5", "invalid type"),
+        ];
+        for (body, expected) in cases {
+            let (status, code, message) = err(parse_json::<JobSpec>(body.as_bytes(), None));
+            assert_eq!((status, code), (422, "invalid_field"), "{body}");
+            assert!(message.starts_with(expected), "{body}: {message}");
+            assert!(!message.contains("line 1"), "{message}");
+        }
+    }
+
+    #[test]
+    fn prefixed_paths() {
+        let (_, _, message) = err(parse_json::<JobSpec>(
+            br#"{"job": "a", "priority": "x"}"#,
+            Some("jobs[3]"),
+        ));
+        assert!(message.starts_with("jobs[3].priority: "), "{message}");
+        let (_, _, message) = err(parse_json::<JobSpec>(br#"{"jobb": "a"}"#, Some("jobs[0]")));
+        assert!(
+            message.starts_with("jobs[0].jobb: unknown field"),
+            "{message}"
+        );
+        let (_, _, message) = err(parse_json::<LeaseBody>(
+            br#"{"worker_id": "w", "queues": ["a", 5]}"#,
+            None,
+        ));
+        assert!(message.starts_with("queues[1]: invalid type"), "{message}");
+        let (_, _, message) = err(parse_json::<BatchRequest<'_>>(br#"{"jobs": 5}"#, None));
+        assert!(message.starts_with("jobs: invalid type"), "{message}");
+    }
+}

@@ -1,0 +1,227 @@
+//! `/api/v1/jobs…`: enqueue, batch, show (with long-poll), list, cancel, retry.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hinter_core::store::{JobFilter, StoreEvent};
+use hinter_core::{parse_duration, Job, JobSpec, JobState, NewJob};
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_json, parse_query, read_body, JobId};
+use crate::wire::{BatchRequest, BatchResponse, Enqueued, GetJobQuery, JobList, ListQuery};
+use crate::AppState;
+
+/// Most jobs in one batch.
+pub const MAX_BATCH_JOBS: usize = 10_000;
+/// Default and largest page of a job listing.
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
+pub const MAX_LIST_LIMIT: u32 = 1000;
+/// How often a waiting `GET /jobs/{id}?wait=` re-reads the job even without an event, for
+/// stores whose events do not cross processes.
+const WAIT_RECHECK: Duration = Duration::from_secs(1);
+
+/// `POST /api/v1/jobs`.
+pub async fn enqueue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let bytes = read_body(&headers, body, state.config.max_job_bytes).await?;
+    let spec: JobSpec = parse_json(&bytes, None)?;
+    let now = state.clock.now();
+    let new_job = state.definitions.resolve(spec, now)?;
+    let inserted = state
+        .store
+        .job_insert_many(vec![new_job], now)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::unavailable("the store answered an insert with no job"))?;
+    let body = Enqueued {
+        duplicate: inserted.duplicate,
+        job: inserted.job,
+    };
+    if body.duplicate {
+        return Ok((StatusCode::OK, Json(body)).into_response());
+    }
+    let location = format!("/api/v1/jobs/{}", body.job.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// `POST /api/v1/jobs/batch`: every item is checked before anything is inserted.
+pub async fn enqueue_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let bytes = read_body(&headers, body, state.config.max_batch_bytes).await?;
+    let request: BatchRequest<'_> = parse_json(&bytes, None)?;
+    if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH_JOBS {
+        return Err(ApiError::invalid_field(format!(
+            "jobs: must hold 1 to {MAX_BATCH_JOBS} jobs, not {}",
+            request.jobs.len()
+        )));
+    }
+    let now = state.clock.now();
+    let limit = state.config.max_job_bytes;
+    let mut new_jobs: Vec<NewJob> = Vec::with_capacity(request.jobs.len());
+    for (i, raw) in request.jobs.iter().enumerate() {
+        let prefix = format!("jobs[{i}]");
+        if raw.get().len() > limit {
+            return Err(ApiError::too_large(format!(
+                "{prefix} is over the limit of {limit} bytes per job"
+            )));
+        }
+        let spec: JobSpec = parse_json(raw.get().as_bytes(), Some(&prefix))?;
+        let new_job = state
+            .definitions
+            .resolve(spec, now)
+            .map_err(|e| e.within(&prefix))?;
+        new_jobs.push(new_job);
+    }
+    let inserted = state.store.job_insert_many(new_jobs, now).await?;
+    let jobs = inserted
+        .into_iter()
+        .map(|i| Enqueued {
+            duplicate: i.duplicate,
+            job: i.job,
+        })
+        .collect();
+    Ok((StatusCode::CREATED, Json(BatchResponse { jobs })).into_response())
+}
+
+/// `GET /api/v1/jobs/{id}[?wait=30s]`.
+pub async fn show(
+    State(state): State<AppState>,
+    JobId(id): JobId,
+    uri: Uri,
+) -> ApiResult<Json<Job>> {
+    let query: GetJobQuery = parse_query(&uri)?;
+    let wait = match query.wait.as_deref() {
+        None | Some("") => Duration::ZERO,
+        Some(raw) => parse_duration(raw)
+            .map_err(|e| ApiError::bad_request(format!("wait: {e}")))?
+            .min(state.config.max_wait),
+    };
+    wait_until_finished(&state, id, wait).await.map(Json)
+}
+
+async fn get_job(state: &AppState, id: Uuid) -> ApiResult<Job> {
+    state
+        .store
+        .job_get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job with id {id}")))
+}
+
+/// Reads the job until it is finished or `wait` is over. Subscribes before the first read so
+/// a finish between the read and the wait is not missed; re-reads on every event about the
+/// job, on lag, and every [`WAIT_RECHECK`].
+async fn wait_until_finished(state: &AppState, id: Uuid, wait: Duration) -> ApiResult<Job> {
+    let deadline = crate::deadline_after(wait);
+    let mut events = (!wait.is_zero()).then(|| state.store.subscribe());
+    loop {
+        let job = get_job(state, id).await?;
+        let Some(rx) = events.as_mut() else {
+            return Ok(job);
+        };
+        if job.state.is_finished() || Instant::now() >= deadline {
+            return Ok(job);
+        }
+        let recheck = deadline.min(Instant::now() + WAIT_RECHECK);
+        loop {
+            match tokio::time::timeout_at(recheck, rx.recv()).await {
+                Err(_elapsed) => break,
+                Ok(Ok(StoreEvent::JobFinished { id: finished, .. })) if finished == id => break,
+                Ok(Ok(_)) => continue,
+                Ok(Err(RecvError::Lagged(_))) => break,
+                Ok(Err(RecvError::Closed)) => {
+                    // No more events: plain polling until the deadline.
+                    tokio::time::sleep_until(recheck).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// `GET /api/v1/jobs?state=&queue=&job=&limit=&cursor=`.
+pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<JobList>> {
+    let query: ListQuery = parse_query(&uri)?;
+    let job_state = match non_empty(query.state) {
+        None => None,
+        Some(s) => Some(
+            s.parse::<JobState>()
+                .map_err(|e| ApiError::bad_request(format!("state: {e}")))?,
+        ),
+    };
+    let limit = match non_empty(query.limit) {
+        None => DEFAULT_LIST_LIMIT,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "limit: {s:?} is not a number from 1 to {MAX_LIST_LIMIT}"
+                ))
+            })?,
+    };
+    let after_seq = match non_empty(query.cursor) {
+        None => None,
+        Some(s) => Some(decode_cursor(&s)?),
+    };
+    let filter = JobFilter {
+        state: job_state,
+        queue: non_empty(query.queue),
+        job: non_empty(query.job),
+        after_seq,
+        limit: limit + 1,
+    };
+    let mut jobs = state.store.job_list(filter).await?;
+    let next_cursor = if jobs.len() > limit as usize {
+        jobs.truncate(limit as usize);
+        jobs.last().map(|j| encode_cursor(j.seq))
+    } else {
+        None
+    };
+    Ok(Json(JobList { jobs, next_cursor }))
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+/// Cursors are opaque to clients; today they are the last job's sequence number.
+fn encode_cursor(seq: i64) -> String {
+    seq.to_string()
+}
+
+fn decode_cursor(raw: &str) -> ApiResult<i64> {
+    raw.parse::<i64>().map_err(|_| {
+        ApiError::bad_request(format!("cursor: {raw:?} is not a cursor from next_cursor"))
+    })
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`.
+pub async fn cancel(State(state): State<AppState>, JobId(id): JobId) -> ApiResult<Json<Job>> {
+    let job = state.store.job_cancel(id, state.clock.now()).await?;
+    Ok(Json(job))
+}
+
+/// `POST /api/v1/jobs/{id}/retry`.
+pub async fn retry(State(state): State<AppState>, JobId(id): JobId) -> ApiResult<Json<Job>> {
+    let job = state.store.job_retry(id, state.clock.now()).await?;
+    Ok(Json(job))
+}

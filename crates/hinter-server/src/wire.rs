@@ -1,0 +1,134 @@
+//! Request and response bodies as they appear on the wire (see `docs/http-api.md`).
+
+use hinter_core::job::opt_duration;
+use hinter_core::store::QueueInfo;
+use hinter_core::{Job, LeasedJob};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::time::Duration;
+
+/// `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Answer to an enqueue, and one item of a batch answer.
+#[derive(Debug, Serialize)]
+pub struct Enqueued {
+    pub duplicate: bool,
+    pub job: Job,
+}
+
+/// `POST /api/v1/jobs/batch` body; items are kept raw so each can be size-checked and
+/// parsed with its index in error messages.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest<'a> {
+    #[serde(borrow)]
+    pub jobs: Vec<&'a RawValue>,
+}
+
+/// `POST /api/v1/jobs/batch` answer.
+#[derive(Debug, Serialize)]
+pub struct BatchResponse {
+    pub jobs: Vec<Enqueued>,
+}
+
+/// `GET /api/v1/jobs/{id}` query.
+#[derive(Debug, Default, Deserialize)]
+pub struct GetJobQuery {
+    pub wait: Option<String>,
+}
+
+/// `GET /api/v1/jobs` query; every value is parsed by hand to name the bad one.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    pub state: Option<String>,
+    pub queue: Option<String>,
+    pub job: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// `GET /api/v1/jobs` answer.
+#[derive(Debug, Serialize)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /api/v1/leases` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseBody {
+    #[serde(default)]
+    pub queues: Option<Vec<String>>,
+    pub worker_id: String,
+    #[serde(default)]
+    pub max: Option<u32>,
+    #[serde(default, with = "opt_duration")]
+    pub lease: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub wait: Option<Duration>,
+}
+
+/// `POST /api/v1/leases` answer.
+#[derive(Debug, Serialize)]
+pub struct Leases {
+    pub jobs: Vec<LeasedJob>,
+}
+
+/// `POST /api/v1/jobs/{id}/heartbeat` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    pub lease_token: i64,
+    #[serde(default, with = "opt_duration")]
+    pub lease: Option<Duration>,
+}
+
+/// `POST /api/v1/jobs/{id}/complete` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    pub lease_token: i64,
+    #[serde(default)]
+    pub result: Option<Value>,
+}
+
+/// `POST /api/v1/jobs/{id}/fail` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailBody {
+    pub lease_token: i64,
+    pub error: String,
+    #[serde(default = "default_true")]
+    pub retry: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `GET /api/v1/queues` answer.
+#[derive(Debug, Serialize)]
+pub struct QueueList {
+    pub queues: Vec<QueueInfo>,
+}
+
+/// `/healthz` and `/readyz` answers.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

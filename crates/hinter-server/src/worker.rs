@@ -1,0 +1,218 @@
+//! The worker protocol: lease (with long-poll), heartbeat, complete, fail.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use hinter_core::definition::validate_name;
+use hinter_core::retry::decide_failure;
+use hinter_core::store::{
+    Completion, Failure, Heartbeat, HeartbeatAck, LeaseRequest, StoreEvent, StoreResult,
+};
+use hinter_core::{FieldError, Job, JobState, LeasedJob, DEFAULT_QUEUE};
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_json, read_body, JobId};
+use crate::wire::{CompleteBody, FailBody, HeartbeatBody, LeaseBody, Leases};
+use crate::AppState;
+
+/// Most jobs one lease request may take.
+pub const MAX_LEASE_JOBS: u32 = 1000;
+/// Shortest and longest lease a worker may ask for.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+pub const MAX_LEASE: Duration = Duration::from_secs(3600);
+/// Longest worker id accepted.
+pub const MAX_WORKER_ID_LEN: usize = 200;
+/// How often an idle lease long-poll tries again without an event (scheduled jobs becoming
+/// due, events from other processes).
+const LEASE_REPOLL: Duration = Duration::from_millis(250);
+
+/// `POST /api/v1/leases`.
+pub async fn lease(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Leases>> {
+    let bytes = read_body(&headers, body, state.config.max_job_bytes).await?;
+    let body: LeaseBody = parse_json(&bytes, None)?;
+    let queues = body
+        .queues
+        .unwrap_or_else(|| vec![DEFAULT_QUEUE.to_string()]);
+    if queues.is_empty() {
+        return Err(FieldError::new("queues", "must name at least one queue").into());
+    }
+    for (i, queue) in queues.iter().enumerate() {
+        validate_name(&format!("queues[{i}]"), queue)?;
+    }
+    if body.worker_id.is_empty() || body.worker_id.len() > MAX_WORKER_ID_LEN {
+        return Err(FieldError::new(
+            "worker_id",
+            format!("must be 1 to {MAX_WORKER_ID_LEN} characters long"),
+        )
+        .into());
+    }
+    let max = body.max.unwrap_or(1);
+    if !(1..=MAX_LEASE_JOBS).contains(&max) {
+        return Err(
+            FieldError::new("max", format!("{max} is out of range 1..={MAX_LEASE_JOBS}")).into(),
+        );
+    }
+    let lease_for = check_lease(body.lease, state.config.default_lease)?;
+    let wait = body.wait.unwrap_or_default().min(state.config.max_wait);
+    let request = LeaseRequest {
+        queues,
+        worker_id: body.worker_id,
+        max,
+        lease_for,
+        now: state.clock.now(),
+    };
+    let jobs = lease_with_wait(&state, request, wait).await?;
+    Ok(Json(Leases { jobs }))
+}
+
+fn check_lease(lease: Option<Duration>, default: Duration) -> ApiResult<Duration> {
+    let lease = lease.unwrap_or(default);
+    if lease < MIN_LEASE || lease > MAX_LEASE {
+        return Err(FieldError::new("lease", "must be from 1s to 1h").into());
+    }
+    Ok(lease)
+}
+
+/// Tries to lease; while nothing is available and `wait` is not over, waits for a
+/// `JobsAvailable` event for one of the queues or the [`LEASE_REPOLL`] tick, then tries again.
+async fn lease_with_wait(
+    state: &AppState,
+    mut request: LeaseRequest,
+    wait: Duration,
+) -> StoreResult<Vec<LeasedJob>> {
+    let deadline = crate::deadline_after(wait);
+    let mut events = (!wait.is_zero()).then(|| state.store.subscribe());
+    loop {
+        request.now = state.clock.now();
+        let jobs = state.store.job_lease(request.clone()).await?;
+        let Some(rx) = events.as_mut() else {
+            return Ok(jobs);
+        };
+        if !jobs.is_empty() || Instant::now() >= deadline {
+            return Ok(jobs);
+        }
+        let tick = deadline.min(Instant::now() + LEASE_REPOLL);
+        loop {
+            match tokio::time::timeout_at(tick, rx.recv()).await {
+                Err(_elapsed) => break,
+                Ok(Ok(StoreEvent::JobsAvailable { queue })) if request.queues.contains(&queue) => {
+                    break
+                }
+                Ok(Ok(_)) => continue,
+                Ok(Err(RecvError::Lagged(_))) => break,
+                Ok(Err(RecvError::Closed)) => {
+                    tokio::time::sleep_until(tick).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// `POST /api/v1/jobs/{id}/heartbeat`.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    JobId(id): JobId,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<HeartbeatAck>> {
+    let bytes = read_body(&headers, body, state.config.max_job_bytes).await?;
+    let body: HeartbeatBody = parse_json(&bytes, None)?;
+    let lease_for = check_lease(body.lease, state.config.default_lease)?;
+    let results = state
+        .store
+        .job_heartbeat_many(
+            vec![Heartbeat {
+                id,
+                lease_token: body.lease_token,
+                lease_for,
+            }],
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(single(results)??))
+}
+
+/// `POST /api/v1/jobs/{id}/complete`.
+pub async fn complete(
+    State(state): State<AppState>,
+    JobId(id): JobId,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Job>> {
+    let bytes = read_body(&headers, body, state.config.max_job_bytes).await?;
+    let body: CompleteBody = parse_json(&bytes, None)?;
+    let results = state
+        .store
+        .job_complete_many(
+            vec![Completion {
+                id,
+                lease_token: body.lease_token,
+                result: body.result,
+            }],
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(single(results)??))
+}
+
+/// `POST /api/v1/jobs/{id}/fail`: the retry policy decides the outcome, the store applies it
+/// only if the lease token is current.
+pub async fn fail(
+    State(state): State<AppState>,
+    JobId(id): JobId,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Job>> {
+    let bytes = read_body(&headers, body, state.config.max_job_bytes).await?;
+    let body: FailBody = parse_json(&bytes, None)?;
+    let job = state
+        .store
+        .job_get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job with id {id}")))?;
+    if job.state != JobState::Running {
+        return Err(ApiError::stale_lease(format!(
+            "lease of job {id} is stale: the job is {}, not running",
+            job.state
+        )));
+    }
+    let now = state.clock.now();
+    let outcome = decide_failure(
+        job.attempt,
+        job.max_attempts,
+        body.retry,
+        job.cancel_requested,
+        now,
+        &mut rand::rng(),
+    );
+    let results = state
+        .store
+        .job_fail_many(
+            vec![Failure {
+                id,
+                lease_token: body.lease_token,
+                error: body.error,
+                outcome,
+            }],
+            now,
+        )
+        .await?;
+    Ok(Json(single(results)??))
+}
+
+/// The only answer of a one-item batch operation.
+fn single<T>(results: Vec<T>) -> ApiResult<T> {
+    results
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::unavailable("the store answered with no result"))
+}

@@ -1,0 +1,502 @@
+//! Rules 11, 12, 16, 17 and 18: cancel, retry, pausing queues, listing and pruning.
+
+use crate::support::*;
+use chrono::{DateTime, Utc};
+use hinter_core::retry::{decide_failure, FailOutcome};
+use hinter_core::store::{JobFilter, PruneRequest, QueueInfo};
+use hinter_core::{JobState, Store};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Cancelling a `queued` or `scheduled` job finishes it at once.
+pub async fn cancel_queued_and_scheduled(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let q = insert(store, job("queued"), now).await.id;
+    let s = insert(store, job("scheduled").run_at(now + secs(60)), now)
+        .await
+        .id;
+    for id in [q, s] {
+        let job = cancel(store, id, now + secs(1)).await;
+        assert_eq!(job.state, JobState::Cancelled);
+        assert_eq!(job.finished_at, Some(now + secs(1)));
+        assert_eq!(get(store, id).await, job);
+    }
+    assert!(lease(store, &["default"], 10, now + secs(120))
+        .await
+        .is_empty());
+    assert_eq!(
+        store
+            .job_next_scheduled_at()
+            .await
+            .expect("next_scheduled_at"),
+        None,
+        "a cancelled job is no longer scheduled"
+    );
+}
+
+/// Cancelling a `running` job sets `cancel_requested`; it stays running until its worker
+/// reports the failure.
+pub async fn cancel_running_requests_cancel(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let id = insert(store, job("a"), now).await.id;
+    let leased = lease_job(store, "default", id, now).await;
+    let job = cancel(store, id, now + secs(1)).await;
+    assert_eq!(job.state, JobState::Running);
+    assert!(job.cancel_requested);
+    assert_eq!(job.finished_at, None);
+    assert_eq!(get(store, id).await, job);
+    let done = fail_ok(store, &leased, FailOutcome::Cancelled, now + secs(2)).await;
+    assert_eq!(done.state, JobState::Cancelled);
+    assert_eq!(done.finished_at, Some(now + secs(2)));
+}
+
+/// Cancelling a finished job is a conflict that changes nothing; an unknown job is not found.
+pub async fn cancel_finished_conflict_and_unknown_not_found(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let ok = insert(store, job("ok"), now).await.id;
+    let l = lease_job(store, "default", ok, now).await;
+    complete_ok(store, &l, now).await;
+    let dead = insert(store, job("dead"), now).await.id;
+    let l = lease_job(store, "default", dead, now).await;
+    fail_ok(store, &l, FailOutcome::Dead, now).await;
+    let gone = insert(store, job("gone"), now).await.id;
+    cancel(store, gone, now).await;
+    for id in [ok, dead, gone] {
+        let before = get(store, id).await;
+        assert_conflict(
+            store.job_cancel(id, now + secs(1)).await,
+            &format!("cancel a {} job", before.state),
+        );
+        assert_eq!(get(store, id).await, before);
+    }
+    let unknown = Uuid::now_v7();
+    assert_not_found(
+        store.job_cancel(unknown, now).await,
+        unknown,
+        "cancel an unknown job",
+    );
+}
+
+/// Retrying a `dead` or `cancelled` job puts it back to `queued` with its error history, a
+/// cleared cancel flag and at least one more attempt.
+pub async fn retry_dead_and_cancelled(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let mut rng = StdRng::seed_from_u64(7);
+
+    // Dead after using up its only attempt.
+    let dead = insert(store, job_in("dead", "d").max_attempts(1), now)
+        .await
+        .id;
+    let l = lease_job(store, "d", dead, now).await;
+    fail(store, dead, l.lease_token, "first", FailOutcome::Dead, now)
+        .await
+        .expect("fail");
+    let job = store
+        .job_retry(dead, now + secs(5))
+        .await
+        .expect("retry dead");
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.errors.len(), 1, "the error history is kept");
+    assert_eq!(job.finished_at, None, "a queued job is not finished");
+    assert_eq!(get(store, dead).await, job);
+    let l = lease_job(store, "d", dead, now + secs(6)).await;
+    assert!(
+        l.attempt <= l.max_attempts,
+        "a retried job gets another attempt: attempt {} of {}",
+        l.attempt,
+        l.max_attempts
+    );
+    let outcome = decide_failure(l.attempt, l.max_attempts, true, false, now, &mut rng);
+    let job = fail(store, dead, l.lease_token, "second", outcome, now + secs(7))
+        .await
+        .expect("fail again");
+    assert_eq!(job.errors.len(), 2);
+    assert_eq!(job.errors[0].message, "first");
+    assert_eq!(job.errors[1].message, "second");
+
+    // Cancelled while queued.
+    let c = insert(store, job_in("cancelled", "c"), now).await.id;
+    cancel(store, c, now).await;
+    let job = store
+        .job_retry(c, now + secs(1))
+        .await
+        .expect("retry cancelled");
+    assert_eq!(job.state, JobState::Queued);
+    lease_job(store, "c", c, now + secs(1)).await;
+
+    // Cancelled while running: the retried job must not be cancelled again at once.
+    let r = insert(store, job_in("stopped", "r"), now).await.id;
+    let l = lease_job(store, "r", r, now).await;
+    cancel(store, r, now).await;
+    fail_ok(store, &l, FailOutcome::Cancelled, now + secs(1)).await;
+    let job = store.job_retry(r, now + secs(2)).await.expect("retry");
+    assert_eq!(job.state, JobState::Queued);
+    assert!(!job.cancel_requested, "retry clears the cancel request");
+    let l = lease_job(store, "r", r, now + secs(3)).await;
+    let ack = heartbeat(store, r, l.lease_token, LEASE, now + secs(4))
+        .await
+        .expect("heartbeat");
+    assert!(!ack.cancel_requested);
+}
+
+/// Retrying a job that is not `dead` or `cancelled` is a conflict that changes nothing; an
+/// unknown job is not found.
+pub async fn retry_other_states_conflict(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let queued = insert(store, job_in("queued", "q"), now).await.id;
+    let scheduled = insert(store, job_in("scheduled", "q").run_at(now + secs(60)), now)
+        .await
+        .id;
+    let running = insert(store, job_in("running", "r"), now).await.id;
+    lease_job(store, "r", running, now).await;
+    let succeeded = insert(store, job_in("succeeded", "s"), now).await.id;
+    let l = lease_job(store, "s", succeeded, now).await;
+    complete_ok(store, &l, now).await;
+    for id in [queued, scheduled, running, succeeded] {
+        let before = get(store, id).await;
+        assert_conflict(
+            store.job_retry(id, now + secs(1)).await,
+            &format!("retry a {} job", before.state),
+        );
+        assert_eq!(get(store, id).await, before);
+    }
+    let unknown = Uuid::now_v7();
+    assert_not_found(
+        store.job_retry(unknown, now).await,
+        unknown,
+        "retry an unknown job",
+    );
+}
+
+/// A paused queue hands out no leases (other queues do); its running jobs go on; resuming
+/// restores leasing.
+pub async fn pause_stops_leases(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let r = insert(store, job_in("r", "q1"), now).await.id;
+    let running = lease_job(store, "q1", r, now).await;
+    let a = insert(store, job_in("a", "q1"), now).await.id;
+    let s = insert(store, job_in("s", "q1").run_at(now + secs(5)), now)
+        .await
+        .id;
+    let b = insert(store, job_in("b", "q2"), now).await.id;
+    store.queue_set_paused("q1", true).await.expect("pause");
+    store
+        .queue_set_paused("q1", true)
+        .await
+        .expect("pausing twice is fine");
+
+    let leased = lease(store, &["q1", "q2"], 10, now + secs(10)).await;
+    assert_eq!(id_set(&leased), set(&[b]), "only the unpaused queue");
+    assert!(lease(store, &["q1"], 10, now + secs(10)).await.is_empty());
+
+    heartbeat(store, r, running.lease_token, LEASE, now + secs(10))
+        .await
+        .expect("a running job in a paused queue can heartbeat");
+    complete_ok(store, &running, now + secs(11)).await;
+
+    store.queue_set_paused("q1", false).await.expect("resume");
+    let leased = lease(store, &["q1"], 10, now + secs(12)).await;
+    assert_eq!(id_set(&leased), set(&[a, s]), "leasing again after resume");
+}
+
+/// `queue_list` shows every queue with jobs or a pause flag, with counts per state.
+pub async fn queue_list_counts_and_paused(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let q = "mixed";
+    let ok = insert(store, job_in("ok", q), now).await.id;
+    let l = lease_job(store, q, ok, now).await;
+    complete_ok(store, &l, now).await;
+    let dead = insert(store, job_in("dead", q), now).await.id;
+    let l = lease_job(store, q, dead, now).await;
+    fail_ok(store, &l, FailOutcome::Dead, now).await;
+    let running = insert(store, job_in("running", q), now).await.id;
+    lease_job(store, q, running, now).await;
+    let cancelled = insert(store, job_in("cancelled", q), now).await.id;
+    cancel(store, cancelled, now).await;
+    insert(store, job_in("queued-1", q), now).await;
+    insert(store, job_in("queued-2", q), now).await;
+    insert(store, job_in("later", q).run_at(now + secs(60)), now).await;
+    insert(store, job_in("other", "other"), now).await;
+    store.queue_set_paused("idle", true).await.expect("pause");
+
+    let info = |name: &str, paused, counts: [u64; 6]| QueueInfo {
+        name: name.into(),
+        paused,
+        scheduled: counts[0],
+        queued: counts[1],
+        running: counts[2],
+        succeeded: counts[3],
+        dead: counts[4],
+        cancelled: counts[5],
+    };
+    let listed = queues(store).await;
+    let expected = BTreeMap::from([
+        ("idle".to_string(), info("idle", true, [0; 6])),
+        ("mixed".to_string(), info(q, false, [1, 2, 1, 1, 1, 1])),
+        (
+            "other".to_string(),
+            info("other", false, [0, 1, 0, 0, 0, 0]),
+        ),
+    ]);
+    assert_eq!(listed, expected);
+
+    store.queue_set_paused(q, true).await.expect("pause");
+    let listed = queues(store).await;
+    assert!(listed[q].paused);
+    store.queue_set_paused(q, false).await.expect("resume");
+    let listed = queues(store).await;
+    assert!(!listed[q].paused);
+    assert_eq!(listed[q], expected[q]);
+}
+
+async fn queues(store: &dyn Store) -> BTreeMap<String, QueueInfo> {
+    let listed = store.queue_list().await.expect("queue_list");
+    let n = listed.len();
+    let map: BTreeMap<String, QueueInfo> =
+        listed.into_iter().map(|i| (i.name.clone(), i)).collect();
+    assert_eq!(map.len(), n, "each queue is listed once");
+    map
+}
+
+fn filter(state: Option<JobState>, queue: Option<&str>, job: Option<&str>) -> JobFilter {
+    JobFilter {
+        state,
+        queue: queue.map(str::to_string),
+        job: job.map(str::to_string),
+        after_seq: None,
+        limit: 100,
+    }
+}
+
+/// `job_list` filters by state, queue and job name, in enqueue order, up to `limit`.
+pub async fn list_filters(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let a1 = insert(store, job_in("alpha", "q1"), now).await.id;
+    let a2 = insert(store, job_in("beta", "q1").priority(9), now)
+        .await
+        .id;
+    let a3 = insert(store, job_in("alpha", "q2"), now).await.id;
+    let a4 = insert(store, job_in("beta", "q2").run_at(now + secs(60)), now)
+        .await
+        .id;
+    let a5 = insert(store, job_in("alpha", "q1"), now).await.id;
+    lease_job(store, "q1", a2, now).await;
+
+    let cases: Vec<(JobFilter, Vec<Uuid>)> = vec![
+        (filter(None, None, None), vec![a1, a2, a3, a4, a5]),
+        (filter(Some(JobState::Queued), None, None), vec![a1, a3, a5]),
+        (filter(Some(JobState::Running), None, None), vec![a2]),
+        (filter(Some(JobState::Scheduled), None, None), vec![a4]),
+        (filter(Some(JobState::Succeeded), None, None), vec![]),
+        (filter(None, Some("q1"), None), vec![a1, a2, a5]),
+        (filter(None, Some("nope"), None), vec![]),
+        (filter(None, None, Some("alpha")), vec![a1, a3, a5]),
+        (filter(None, Some("q2"), Some("beta")), vec![a4]),
+        (
+            filter(Some(JobState::Queued), Some("q1"), Some("alpha")),
+            vec![a1, a5],
+        ),
+        (
+            JobFilter {
+                limit: 2,
+                ..filter(None, None, None)
+            },
+            vec![a1, a2],
+        ),
+        (
+            JobFilter {
+                limit: 1,
+                ..filter(None, None, Some("alpha"))
+            },
+            vec![a1],
+        ),
+    ];
+    for (filter, expected) in cases {
+        let jobs = list(store, filter.clone()).await;
+        assert_eq!(ids(&jobs), expected, "job_list with {filter:?}");
+        for j in &jobs {
+            assert_eq!(*j, get(store, j.id).await, "listed jobs are complete");
+        }
+    }
+}
+
+/// Paging with `after_seq` (the last job's `seq`) visits every job exactly once, in enqueue
+/// order, with or without filters.
+pub async fn list_pages_with_cursor(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let mut all = Vec::new();
+    let mut in_q1 = Vec::new();
+    for i in 0..25 {
+        let queue = if i % 3 == 0 { "q1" } else { "q2" };
+        // Priorities must not change the order of a listing.
+        let id = insert(store, job_in("page", queue).priority(i % 4), now)
+            .await
+            .id;
+        all.push(id);
+        if queue == "q1" {
+            in_q1.push(id);
+        }
+    }
+    let page = |queue: Option<&'static str>, after_seq: Option<i64>| JobFilter {
+        queue: queue.map(str::to_string),
+        after_seq,
+        limit: 7,
+        ..JobFilter::default()
+    };
+    for (queue, expected) in [(None, &all), (Some("q1"), &in_q1)] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        for _ in 0..10 {
+            let jobs = list(store, page(queue, cursor)).await;
+            for pair in jobs.windows(2) {
+                assert!(pair[0].seq < pair[1].seq, "seq grows within a page");
+            }
+            seen.extend(ids(&jobs));
+            match jobs.last() {
+                Some(last) => cursor = Some(last.seq),
+                None => break,
+            }
+        }
+        assert_eq!(&seen, expected, "paging through queue {queue:?}");
+    }
+}
+
+/// Finishes a job in its own queue at `finished_at`, with `state`.
+async fn finished_job(store: &dyn Store, name: &str, state: JobState, at: DateTime<Utc>) -> Uuid {
+    let queue = format!("q-{name}");
+    let id = insert(store, job_in(name, &queue), at - secs(60)).await.id;
+    if state == JobState::Cancelled {
+        cancel(store, id, at).await;
+        return id;
+    }
+    let l = lease_job(store, &queue, id, at - secs(1)).await;
+    match state {
+        JobState::Succeeded => {
+            complete_ok(store, &l, at).await;
+        }
+        JobState::Dead => {
+            fail_ok(store, &l, FailOutcome::Dead, at).await;
+        }
+        other => panic!("not a finished state: {other}"),
+    }
+    id
+}
+
+/// Pruning deletes finished jobs that finished before the cut-off of their state, keeps newer
+/// and unfinished ones, and returns how many it deleted.
+pub async fn prune_finished_by_cutoff(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let old = now - chrono::Duration::days(40);
+    let recent = now - chrono::Duration::days(1);
+    let s_old = finished_job(store, "s-old", JobState::Succeeded, old).await;
+    let s_new = finished_job(store, "s-new", JobState::Succeeded, recent).await;
+    let d_old = finished_job(store, "d-old", JobState::Dead, old).await;
+    let d_new = finished_job(store, "d-new", JobState::Dead, recent).await;
+    let c_old = finished_job(store, "c-old", JobState::Cancelled, old).await;
+    let c_new = finished_job(store, "c-new", JobState::Cancelled, recent).await;
+    // Unfinished jobs, however old, are never pruned.
+    let queued = insert(store, job_in("queued", "u"), old).await.id;
+    let scheduled = insert(store, job_in("scheduled", "u").run_at(now + secs(60)), old)
+        .await
+        .id;
+    let running = insert(store, job_in("running", "r"), old).await.id;
+    lease_with(
+        store,
+        &["r"],
+        WORKER,
+        1,
+        Duration::from_secs(86_400 * 100),
+        old,
+    )
+    .await;
+
+    let week_ago = now - chrono::Duration::days(7);
+    let deleted = store
+        .job_prune(PruneRequest {
+            succeeded_before: week_ago,
+            dead_before: old - secs(3600),
+            cancelled_before: week_ago,
+            limit: 1000,
+        })
+        .await
+        .expect("job_prune");
+    assert_eq!(deleted, 2, "the old succeeded and the old cancelled job");
+    for id in [s_old, c_old] {
+        assert_eq!(
+            store.job_get(id).await.expect("job_get"),
+            None,
+            "{id} pruned"
+        );
+    }
+    for id in [s_new, d_old, d_new, c_new, queued, scheduled, running] {
+        get(store, id).await;
+    }
+
+    let deleted = store
+        .job_prune(PruneRequest {
+            succeeded_before: now,
+            dead_before: week_ago,
+            cancelled_before: old,
+            limit: 1000,
+        })
+        .await
+        .expect("job_prune");
+    assert_eq!(deleted, 2, "the old dead and the recent succeeded job");
+    for id in [s_new, d_old] {
+        assert_eq!(
+            store.job_get(id).await.expect("job_get"),
+            None,
+            "{id} pruned"
+        );
+    }
+    for id in [d_new, c_new, queued, scheduled, running] {
+        get(store, id).await;
+    }
+    let left = list(store, filter(None, None, None)).await;
+    assert_eq!(left.len(), 5);
+}
+
+/// Pruning deletes at most `limit` jobs per call, counting all finished states together.
+pub async fn prune_respects_limit(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let old = now - chrono::Duration::days(40);
+    for (i, state) in [
+        JobState::Succeeded,
+        JobState::Dead,
+        JobState::Cancelled,
+        JobState::Succeeded,
+        JobState::Dead,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        finished_job(store, &format!("old-{i}"), state, old).await;
+    }
+    let request = PruneRequest {
+        succeeded_before: now,
+        dead_before: now,
+        cancelled_before: now,
+        limit: 2,
+    };
+    let mut counts = Vec::new();
+    for _ in 0..4 {
+        counts.push(store.job_prune(request.clone()).await.expect("job_prune"));
+    }
+    assert_eq!(counts, vec![2, 2, 1, 0]);
+    assert!(list(store, filter(None, None, None)).await.is_empty());
+}

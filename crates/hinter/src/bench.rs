@@ -1,0 +1,417 @@
+//! `hinter bench`: self-contained throughput and latency figures on a temporary data dir.
+//!
+//! Every phase starts on a fresh store so one does not slow the next. The HTTP phases talk to
+//! a real server on loopback, started in this process.
+
+use crate::serve::open_sqlite;
+use anyhow::{bail, Context};
+use hinter_core::store::QueueInfo;
+use hinter_core::{Clock, Definitions, JobDefinition, NewJob, Store, SystemClock};
+use hinter_engine::{
+    HandlerContext, JobError, Maintenance, MaintenanceOptions, Registry, Worker, WorkerOptions,
+};
+use hinter_server::{AppState, ServerConfig};
+use hinter_sqlite::Durability;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Jobs drained by the drain phases.
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: u64,
+    /// In-process handler concurrency of the drain phase.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// `full` (fsync every commit) or `relaxed`.
+    #[arg(long, default_value = "full", value_parser = ["full", "relaxed"])]
+    pub durability: String,
+    /// Offered load of the latency phase, jobs per second.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Length of the latency phase.
+    #[arg(long, default_value = "5s", value_parser = crate::serve::parse_duration)]
+    pub latency_duration: Duration,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Server {
+    base: String,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+    stop: tokio::task::JoinHandle<()>,
+}
+
+async fn start_server(durability: Durability) -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir().context("creating a temp dir")?;
+    let store: Arc<dyn Store> = Arc::new(open_sqlite(dir.path(), durability).await?);
+    let state = AppState {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        definitions: Definitions::new(),
+        config: Arc::new(ServerConfig::default()),
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = hinter_server::router(state);
+    let stop = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Server {
+        base,
+        store,
+        _dir: dir,
+        stop,
+    })
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .context("building the HTTP client")
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
+    let response = client.post(url).json(body).send().await?;
+    let status = response.status();
+    let value: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{url}: {status} {value}");
+    }
+    Ok(value)
+}
+
+async fn counts(store: &dyn Store) -> anyhow::Result<QueueInfo> {
+    let queues = store.queue_list().await?;
+    queues
+        .into_iter()
+        .find(|q| q.name == "default")
+        .context("the default queue is missing")
+}
+
+/// Enqueues `jobs` no-op jobs straight into the store in batches of 1000.
+async fn fill(store: &dyn Store, jobs: u64) -> anyhow::Result<()> {
+    let mut left = jobs;
+    while left > 0 {
+        let n = left.min(1000);
+        let batch = (0..n)
+            .map(|i| NewJob::new("noop", json!({ "i": i })))
+            .collect();
+        store.job_insert_many(batch, chrono::Utc::now()).await?;
+        left -= n;
+    }
+    Ok(())
+}
+
+async fn batch_enqueue(durability: Durability, jobs: u64) -> anyhow::Result<f64> {
+    let server = start_server(durability).await?;
+    let client = client()?;
+    let url = format!("{}/api/v1/jobs/batch", server.base);
+    let batch: Vec<Value> = (0..1000)
+        .map(|i| json!({ "job": "noop", "payload": { "i": i } }))
+        .collect();
+    let body = json!({ "jobs": batch });
+    let batches = (jobs / 1000).max(1);
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (client, url, body, next) = (client.clone(), url.clone(), body.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < batches {
+                post(&client, &url, &body).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let rate = (batches * 1000) as f64 / start.elapsed().as_secs_f64();
+    server.stop.abort();
+    Ok(rate)
+}
+
+async fn single_enqueue(durability: Durability, requests: u64) -> anyhow::Result<f64> {
+    let server = start_server(durability).await?;
+    let client = client()?;
+    let url = format!("{}/api/v1/jobs", server.base);
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (client, url, next) = (client.clone(), url.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                post(
+                    &client,
+                    &url,
+                    &json!({ "job": "noop", "payload": { "n": 1 } }),
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let rate = requests as f64 / start.elapsed().as_secs_f64();
+    server.stop.abort();
+    Ok(rate)
+}
+
+async fn drain_in_process(
+    durability: Durability,
+    jobs: u64,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(open_sqlite(dir.path(), durability).await?);
+    fill(store.as_ref(), jobs).await?;
+    let mut registry = Registry::new();
+    registry.register(
+        JobDefinition {
+            name: "noop".into(),
+            ..JobDefinition::default()
+        },
+        |_ctx: HandlerContext, _payload: Value| async { Ok::<(), JobError>(()) },
+    );
+    let start = Instant::now();
+    let worker = Worker::start(
+        store.clone(),
+        Arc::new(SystemClock),
+        registry,
+        WorkerOptions {
+            concurrency,
+            ..WorkerOptions::default()
+        },
+    );
+    wait_drained(store.as_ref(), jobs).await?;
+    let rate = jobs as f64 / start.elapsed().as_secs_f64();
+    worker.shutdown().await;
+    Ok(rate)
+}
+
+async fn wait_drained(store: &dyn Store, jobs: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let c = counts(store).await?;
+        if c.succeeded >= jobs {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("drain did not finish: {c:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn drain_http(durability: Durability, jobs: u64) -> anyhow::Result<f64> {
+    let server = start_server(durability).await?;
+    fill(server.store.as_ref(), jobs).await?;
+    let client = client()?;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (client, base) = (client.clone(), server.base.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let leased = post(
+                    &client,
+                    &format!("{base}/api/v1/leases"),
+                    &json!({ "queues": ["default"], "worker_id": format!("bench-{w}"), "max": 100 }),
+                )
+                .await?;
+                let jobs = leased["jobs"].as_array().cloned().unwrap_or_default();
+                if jobs.is_empty() {
+                    return anyhow::Ok(());
+                }
+                let completes = jobs.iter().map(|job| {
+                    let url = format!("{base}/api/v1/jobs/{}/complete", job["id"].as_str().unwrap_or(""));
+                    let body = json!({ "lease_token": job["lease_token"] });
+                    let client = client.clone();
+                    async move { post(&client, &url, &body).await }
+                });
+                for r in join_local(completes.collect()).await {
+                    r?;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    wait_drained(server.store.as_ref(), jobs).await?;
+    let rate = jobs as f64 / start.elapsed().as_secs_f64();
+    server.stop.abort();
+    Ok(rate)
+}
+
+/// Runs futures concurrently on this task and returns their outputs in order.
+async fn join_local<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    use std::pin::Pin;
+    use std::task::Poll;
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in futures.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => results[i] = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}
+
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+    samples: usize,
+}
+
+async fn latency(durability: Durability, rate: u64, length: Duration) -> anyhow::Result<Latency> {
+    let server = start_server(durability).await?;
+    let origin = Instant::now();
+    let samples: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut registry = Registry::new();
+    let seen = samples.clone();
+    registry.register(
+        JobDefinition {
+            name: "probe".into(),
+            ..JobDefinition::default()
+        },
+        move |_ctx: HandlerContext, sent_us: u64| {
+            let started = origin.elapsed();
+            let latency = started.saturating_sub(Duration::from_micros(sent_us));
+            seen.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
+            async { Ok::<(), JobError>(()) }
+        },
+    );
+    let worker = Worker::start(
+        server.store.clone(),
+        Arc::new(SystemClock),
+        registry,
+        WorkerOptions {
+            concurrency: 16,
+            ..WorkerOptions::default()
+        },
+    );
+    let maintenance = Maintenance::start(
+        server.store.clone(),
+        Arc::new(SystemClock) as Arc<dyn Clock>,
+        MaintenanceOptions::default(),
+    );
+    let client = client()?;
+    let url = format!("{}/api/v1/jobs", server.base);
+    let total = (rate as f64 * length.as_secs_f64()) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = tokio::time::Instant::now();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..total {
+        tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
+        let (client, url) = (client.clone(), url.clone());
+        sends.spawn(async move {
+            let sent = origin.elapsed().as_micros() as u64;
+            post(&client, &url, &json!({ "job": "probe", "payload": sent })).await
+        });
+    }
+    while let Some(r) = sends.join_next().await {
+        r??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while samples.lock().unwrap_or_else(|e| e.into_inner()).len() < total as usize {
+        if Instant::now() > deadline {
+            bail!("latency probes did not all start");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.shutdown().await;
+    maintenance.shutdown().await;
+    server.stop.abort();
+    let mut all = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    all.sort();
+    let pick = |q: f64| all[((all.len() as f64 - 1.0) * q) as usize];
+    Ok(Latency {
+        p50: pick(0.50),
+        p99: pick(0.99),
+        samples: all.len(),
+    })
+}
+
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let durability = if args.durability == "relaxed" {
+        Durability::Relaxed
+    } else {
+        Durability::Full
+    };
+    let say = |line: String| {
+        if !args.json {
+            println!("{line}");
+        }
+    };
+    say(format!(
+        "hinter bench — embedded SQLite, durability {}, {} jobs per drain, {} cores",
+        args.durability,
+        args.jobs,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    ));
+    let batch = batch_enqueue(durability, args.jobs).await?;
+    say(format!(
+        "batch enqueue (HTTP, 1000 per batch, 4 clients):  {batch:>10.0} jobs/s"
+    ));
+    let single = single_enqueue(durability, (args.jobs / 5).max(1000)).await?;
+    say(format!(
+        "single enqueue (HTTP, 32 clients):                {single:>10.0} jobs/s"
+    ));
+    let drain = drain_in_process(durability, args.jobs, args.concurrency).await?;
+    say(format!(
+        "drain, in-process handlers, concurrency {:<3}:      {drain:>10.0} jobs/s",
+        args.concurrency
+    ));
+    let http = drain_http(durability, args.jobs / 2).await?;
+    say(format!(
+        "drain, HTTP lease protocol (max 100, 4 workers):  {http:>10.0} jobs/s"
+    ));
+    let lat = latency(durability, args.rate, args.latency_duration).await?;
+    say(format!(
+        "enqueue-to-start latency at {} jobs/s ({} jobs):  p50 {:.2} ms, p99 {:.2} ms",
+        args.rate,
+        lat.samples,
+        lat.p50.as_secs_f64() * 1000.0,
+        lat.p99.as_secs_f64() * 1000.0
+    ));
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "durability": args.durability,
+                "batch_enqueue_jobs_per_s": batch.round(),
+                "single_enqueue_jobs_per_s": single.round(),
+                "drain_in_process_jobs_per_s": drain.round(),
+                "drain_http_jobs_per_s": http.round(),
+                "latency_p50_ms": lat.p50.as_secs_f64() * 1000.0,
+                "latency_p99_ms": lat.p99.as_secs_f64() * 1000.0,
+            })
+        );
+    }
+    Ok(())
+}

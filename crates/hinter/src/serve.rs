@@ -1,0 +1,197 @@
+//! `hinter serve`: API, maintenance and workers in one process on one store.
+
+use anyhow::{bail, Context};
+use hinter_core::{Clock, Definitions, Store, SystemClock};
+use hinter_engine::{Maintenance, MaintenanceOptions, Retention};
+use hinter_server::{AppState, ServerConfig};
+use hinter_sqlite::{Durability, SqliteOptions, SqliteStore};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the store lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded SQLite store (created if missing).
+    #[arg(long, env = "HINTER_DATA_DIR", default_value = "./hinter-data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://…) to share one store between many processes.
+    #[arg(long, env = "HINTER_DATABASE_URL")]
+    pub database: Option<String>,
+    /// `full`: every acknowledgement is fsynced; `relaxed`: faster, but the last
+    /// acknowledged jobs may be lost on power failure or OS crash.
+    #[arg(long, env = "HINTER_DURABILITY", default_value = "full", value_parser = ["full", "relaxed"])]
+    pub durability: String,
+}
+
+impl StoreArgs {
+    /// Opens the configured store, with an error that says what to fix.
+    pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        if let Some(url) = &self.database {
+            bail!(
+                "--database {}: the PostgreSQL backend is not available in this build yet; \
+                 use --data-dir for the embedded store",
+                redact(url)
+            );
+        }
+        let durability = match self.durability.as_str() {
+            "relaxed" => Durability::Relaxed,
+            _ => Durability::Full,
+        };
+        let store = open_sqlite(&self.data_dir, durability).await?;
+        Ok(Arc::new(store))
+    }
+}
+
+/// Hides a password in a database URL before it is shown anywhere.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub async fn open_sqlite(dir: &Path, durability: Durability) -> anyhow::Result<SqliteStore> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    let probe = dir.join(".hinter-write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("the data dir {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    let options = SqliteOptions {
+        durability,
+        ..SqliteOptions::default()
+    };
+    SqliteStore::open(&dir.join("hinter.db"), options)
+        .await
+        .with_context(|| format!("cannot open the store in {}", dir.display()))
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "HINTER_LISTEN", default_value = "127.0.0.1:7433")]
+    pub listen: SocketAddr,
+    /// Largest request body for one job, in bytes (also each item of a batch).
+    #[arg(long, env = "HINTER_MAX_JOB_BYTES", default_value_t = 1024 * 1024)]
+    pub max_job_bytes: usize,
+    /// Largest batch enqueue body, in bytes.
+    #[arg(long, env = "HINTER_MAX_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_batch_bytes: usize,
+    /// How often expired leases are rescued.
+    #[arg(long, env = "HINTER_RESCUE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub rescue_interval: Duration,
+    /// Keep succeeded jobs this long.
+    #[arg(long, env = "HINTER_RETAIN_SUCCEEDED", default_value = "7d", value_parser = parse_duration)]
+    pub retain_succeeded: Duration,
+    /// Keep dead jobs this long.
+    #[arg(long, env = "HINTER_RETAIN_DEAD", default_value = "30d", value_parser = parse_duration)]
+    pub retain_dead: Duration,
+    /// Keep cancelled jobs this long.
+    #[arg(long, env = "HINTER_RETAIN_CANCELLED", default_value = "30d", value_parser = parse_duration)]
+    pub retain_cancelled: Duration,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    hinter_core::parse_duration(s).map_err(|e| e.to_string())
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = args.store.open().await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        store: store.clone(),
+        clock: clock.clone(),
+        definitions: Definitions::new(),
+        config: Arc::new(ServerConfig {
+            max_job_bytes: args.max_job_bytes,
+            max_batch_bytes: args.max_batch_bytes,
+            ..ServerConfig::default()
+        }),
+        ready: ready.clone(),
+    };
+    let maintenance = Maintenance::start(
+        store.clone(),
+        clock,
+        MaintenanceOptions {
+            rescue_interval: args.rescue_interval,
+            retention: Retention {
+                succeeded: args.retain_succeeded,
+                dead: args.retain_dead,
+                cancelled: args.retain_cancelled,
+            },
+            ..MaintenanceOptions::default()
+        },
+    );
+    let app = hinter_server::router(state);
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    tracing::info!(listen = %local, data_dir = %args.store.data_dir.display(), "hinter is serving");
+    ready.store(true, Ordering::SeqCst);
+    let stopping = ready.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            stopping.store(false, Ordering::SeqCst);
+            tracing::info!("shutting down: no new requests, finishing open ones");
+        })
+        .await
+        .context("serving HTTP")?;
+    maintenance.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+    }
+}

@@ -55,12 +55,23 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A handle on one hinter server. Cheap to clone; clones share connections.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: Option<String>,
     timeout: Duration,
+}
+
+/// Shows the server, never the token.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base_url())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Client {
@@ -474,6 +485,16 @@ mod tests {
                 "{bad:?} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let client = Client::new(DEFAULT_SERVER, Some("s3cret".into())).unwrap();
+        let shown = format!("{client:?}");
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -474,23 +474,42 @@ fn running_under(conn: &Connection, id: Uuid, lease_token: i64) -> Result<(i64, 
     }
 }
 
+/// Why a guarded update of job `id` under `lease_token` matched nothing.
+fn not_running_under(conn: &Connection, id: Uuid) -> StoreError {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
+        .and_then(|mut s| s.exists([id.to_string()]));
+    match exists {
+        Ok(true) => StoreError::StaleLease(id),
+        Ok(false) => StoreError::NotFound(id),
+        Err(e) => db_err(e),
+    }
+}
+
 pub fn job_heartbeat(
     conn: &Connection,
     hb: &Heartbeat,
     now: DateTime<Utc>,
 ) -> Result<HeartbeatAck> {
-    let (seq, cancel_requested, _) = running_under(conn, hb.id, hb.lease_token)?;
     let until = truncate(
         now + chrono::Duration::from_std(hb.lease_for).unwrap_or(chrono::Duration::hours(1)),
     );
-    conn.prepare_cached("UPDATE jobs SET lease_expires_at = ?2 WHERE seq = ?1")
-        .map_err(db_err)?
-        .execute(params![seq, micros(until)])
-        .map_err(db_err)?;
-    Ok(HeartbeatAck {
+    conn.prepare_cached(
+        "UPDATE jobs SET lease_expires_at = ?3 \
+         WHERE id = ?1 AND state = 'running' AND lease_token = ?2 RETURNING cancel_requested",
+    )
+    .map_err(db_err)?
+    .query_row(
+        params![hb.id.to_string(), hb.lease_token, micros(until)],
+        |r| r.get::<_, bool>(0),
+    )
+    .optional()
+    .map_err(db_err)?
+    .map(|cancel_requested| HeartbeatAck {
         lease_expires_at: until,
         cancel_requested,
     })
+    .ok_or_else(|| not_running_under(conn, hb.id))
 }
 
 /// Jobs waiting behind this one (same ordering key, or same singleton name) may now go.
@@ -512,21 +531,27 @@ pub fn job_complete(
     now: DateTime<Utc>,
     events: &mut Vec<StoreEvent>,
 ) -> Result<Job> {
-    let (seq, _, _) = running_under(conn, c.id, c.lease_token)?;
     let result = c
         .result
         .as_ref()
         .map(serde_json::to_string)
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?;
-    conn.prepare_cached(
-        "UPDATE jobs SET state = 'succeeded', result = ?2, finished_at = ?3, \
-         lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL WHERE seq = ?1",
-    )
-    .map_err(db_err)?
-    .execute(params![seq, result, micros(now)])
-    .map_err(db_err)?;
-    let job = job_get_seq(conn, seq)?;
+    let job = conn
+        .prepare_cached(&format!(
+            "UPDATE jobs SET state = 'succeeded', result = ?3, finished_at = ?4, \
+             lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL \
+             WHERE id = ?1 AND state = 'running' AND lease_token = ?2 RETURNING {JOB_COLUMNS}"
+        ))
+        .map_err(db_err)?
+        .query_row(
+            params![c.id.to_string(), c.lease_token, result, micros(now)],
+            raw_job,
+        )
+        .optional()
+        .map_err(db_err)?
+        .ok_or_else(|| not_running_under(conn, c.id))?
+        .decode()?;
     finished_events(&job, events);
     Ok(job)
 }
@@ -630,7 +655,7 @@ pub fn job_retry(
     let job = job_get(conn, id)?.ok_or(StoreError::NotFound(id))?;
     if !matches!(job.state, JobState::Dead | JobState::Cancelled) {
         return Err(StoreError::Conflict(format!(
-            "job {id} is {} ; only dead or cancelled jobs can be retried",
+            "job {id} is {}; only dead or cancelled jobs can be retried",
             job.state
         )));
     }

@@ -1,6 +1,7 @@
 //! The `hinter` command: server, workers, client commands and the benchmark.
 
 mod bench;
+mod client_cmds;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure throughput and latency on a temporary store.
     Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Client(client_cmds::ClientCommand),
 }
 
 fn init_logging(format: &str) {
@@ -54,17 +57,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
+    runtime.block_on(async {
+        let result = match cli.command {
             Command::Serve(args) => serve::serve(args).await,
             Command::Bench(args) => bench::bench(args).await,
+            // Client commands print their own errors and choose their exit code.
+            Command::Client(cmd) => {
+                return client_cmds::run(cmd).await.unwrap_or(ExitCode::FAILURE)
+            }
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

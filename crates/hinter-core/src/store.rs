@@ -137,6 +137,7 @@ pub struct JobFilter {
     pub job: Option<String>,
     /// Cursor: only jobs enqueued after the job with this sequence number.
     pub after_seq: Option<i64>,
+    /// Most jobs returned; callers choose it (0 returns none).
     pub limit: u32,
 }
 
@@ -183,14 +184,17 @@ pub trait Store: Send + Sync + 'static {
     /// (higher first), then enqueue order. Each leased job's attempt is counted now.
     async fn job_lease(&self, request: LeaseRequest) -> StoreResult<Vec<LeasedJob>>;
 
-    /// Extends leases; each item fails alone with [`StoreError::StaleLease`].
+    /// Extends leases; each item fails alone with [`StoreError::StaleLease`] (or
+    /// [`StoreError::NotFound`] for an unknown id). A lease that expired but was not yet
+    /// rescued is still honoured: nobody else has the job.
     async fn job_heartbeat_many(
         &self,
         heartbeats: Vec<Heartbeat>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<HeartbeatAck>>>;
 
-    /// Marks jobs `succeeded`; each item fails alone with [`StoreError::StaleLease`].
+    /// Marks jobs `succeeded`; each item fails alone with [`StoreError::StaleLease`] (or
+    /// [`StoreError::NotFound`]).
     async fn job_complete_many(
         &self,
         completions: Vec<Completion>,
@@ -220,7 +224,8 @@ pub trait Store: Send + Sync + 'static {
     /// least one more attempt. Other states are a [`StoreError::Conflict`].
     async fn job_retry(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Job>;
 
-    /// Running jobs whose lease expired or whose timeout passed, oldest first.
+    /// Running jobs whose lease expired or whose timeout passed, the longest overdue
+    /// first (by the earlier of lease expiry and deadline), at most `limit`.
     async fn job_expired_list(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Expired>>;
 
     /// Moves due `scheduled` jobs to `queued`; returns how many.
@@ -229,7 +234,8 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest `run_at` of any `scheduled` job.
     async fn job_next_scheduled_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
 
-    /// Deletes finished jobs older than the cut-offs; returns how many.
+    /// Deletes finished jobs older than the cut-offs, at most `request.limit` in all;
+    /// returns how many.
     async fn job_prune(&self, request: PruneRequest) -> StoreResult<u64>;
 
     /// Every queue that has jobs or a pause flag, with counts per state.

@@ -20,6 +20,10 @@ pub struct WorkerOptions {
     pub queues: Vec<String>,
     /// Jobs run at the same time.
     pub concurrency: usize,
+    /// Jobs leased ahead of free run slots, so that one lease (one commit) fills many
+    /// slots when jobs are short. They wait in the worker with their lease running; on
+    /// shutdown they go straight back to the queue. 0 leases only for free slots.
+    pub prefetch: usize,
     /// Lease (visibility timeout) asked for each job; heartbeats renew it.
     pub lease_for: Duration,
     /// Fallback re-poll when no store event arrives.
@@ -37,6 +41,7 @@ impl Default for WorkerOptions {
         Self {
             queues: Vec::new(),
             concurrency: 10,
+            prefetch: 10,
             lease_for: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
             stopping_wait_time: Duration::from_secs(30),
@@ -96,6 +101,9 @@ struct Shared {
     running: Mutex<HashMap<Uuid, Running>>,
     outcomes: mpsc::UnboundedSender<Outcome>,
     wake: Notify,
+    /// Run slots: at most `concurrency` handlers at once.
+    run_slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
 }
 
 impl Shared {
@@ -155,6 +163,7 @@ impl Worker {
             options.queues.clone()
         };
         let (outcomes, outcome_rx) = mpsc::unbounded_channel();
+        let options_concurrency = options.concurrency.max(1);
         let shared = Arc::new(Shared {
             store,
             clock,
@@ -164,8 +173,10 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             outcomes,
             wake: Notify::new(),
+            run_slots: Arc::new(Semaphore::new(options_concurrency)),
+            shutdown: CancellationToken::new(),
         });
-        let shutdown = CancellationToken::new();
+        let shutdown = shared.shutdown.clone();
         let events = shared.store.subscribe();
         let background = vec![
             tokio::spawn(completer(shared.clone(), outcome_rx)),
@@ -226,7 +237,10 @@ impl WorkerHandle {
 }
 
 async fn fetcher(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(shared.options.concurrency.max(1)));
+    // Lease slots: running plus prefetched jobs.
+    let slots = Arc::new(Semaphore::new(
+        shared.options.concurrency.max(1) + shared.options.prefetch,
+    ));
     let mut failures = 0u32;
     loop {
         let first = tokio::select! {
@@ -298,7 +312,23 @@ fn start_job(shared: &Arc<Shared>, job: LeasedJob, permit: OwnedSemaphorePermit)
     );
     let shared = shared.clone();
     tokio::spawn(async move {
+        let run_slot = tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => None,
+            slot = shared.run_slots.clone().acquire_owned() => slot.ok(),
+        };
+        let Some(run_slot) = run_slot else {
+            // Prefetched but never started: hand it back untouched.
+            if shared.running().remove(&job.id).is_some() {
+                let _ = shared.outcomes.send(Outcome::Release(Release {
+                    id: job.id,
+                    lease_token: job.lease_token,
+                }));
+            }
+            return;
+        };
         let outcome = run_job(&shared, &job, cancel).await;
+        drop(run_slot);
         drop(permit);
         // Whoever removes the entry reports the outcome: this task, or shutdown / a lost
         // lease, which took it first.

@@ -98,7 +98,7 @@ fn json_error(e: &serde_json::Error, path: Option<String>) -> ApiError {
 
 /// Parses the query string into `T` (unknown parameters are ignored).
 pub fn parse_query<T: DeserializeOwned + Default>(uri: &Uri) -> Result<T, ApiError> {
-    if uri.query().map_or(true, str::is_empty) {
+    if uri.query().is_none_or(str::is_empty) {
         return Ok(T::default());
     }
     Query::<T>::try_from_uri(uri)

@@ -136,24 +136,57 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the writer thread inside the next group transaction, in its own
-    /// savepoint; answers once the group is committed.
+    /// savepoint, so an error part-way undoes only `f`'s changes. Answers once the group is
+    /// committed.
+    async fn write_atomic<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        self.submit(move |conn, events| {
+            let result = writer::in_savepoint(conn, |c| f(c, events));
+            (result, None)
+        })
+        .await
+    }
+
+    /// Like [`Self::write_atomic`] without the savepoint, for operations whose errors come
+    /// before any change (not found, stale lease, conflict). A database error part-way
+    /// rolls back the whole group instead, so nothing half-done is ever committed.
     async fn write<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<R> + Send + 'static,
     ) -> StoreResult<R> {
+        self.submit(move |conn, events| {
+            let result = f(conn, events);
+            let fatal = match &result {
+                Err(e @ (StoreError::Unavailable(_) | StoreError::Corrupt(_))) => Some(e.clone()),
+                _ => None,
+            };
+            (result, fatal)
+        })
+        .await
+    }
+
+    async fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Vec<StoreEvent>) -> (StoreResult<R>, Option<StoreError>)
+            + Send
+            + 'static,
+    ) -> StoreResult<R> {
         let (tx, rx) = oneshot::channel();
         let op: writer::WriteOp = Box::new(move |conn, events| {
             let mut own_events = Vec::new();
-            let result = writer::in_savepoint(conn, |c| f(c, &mut own_events));
+            let (result, fatal) = f(conn, &mut own_events);
             if result.is_ok() {
                 events.append(&mut own_events);
             }
-            Box::new(move |commit_error: Option<&StoreError>| {
+            let reply: writer::Reply = Box::new(move |commit_error: Option<&StoreError>| {
                 let _ = tx.send(match commit_error {
                     Some(e) => Err(e.clone()),
                     None => result,
                 });
-            })
+            });
+            (reply, fatal)
         });
         self.inner
             .writer
@@ -219,7 +252,7 @@ impl Store for SqliteStore {
         jobs: Vec<NewJob>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Inserted>> {
-        self.write(move |c, ev| ops::job_insert_many(c, jobs, now, ev))
+        self.write_atomic(move |c, ev| ops::job_insert_many(c, jobs, now, ev))
             .await
     }
 
@@ -253,12 +286,17 @@ impl Store for SqliteStore {
         completions: Vec<Completion>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<Job>>> {
-        self.write(move |c, ev| {
-            each(c, &completions, |c, item| {
-                ops::job_complete(c, item, now, ev)
+        let raws = self
+            .write(move |c, ev| {
+                each(c, &completions, |c, item| {
+                    ops::job_complete(c, item, now, ev)
+                })
             })
-        })
-        .await
+            .await?;
+        Ok(raws
+            .into_iter()
+            .map(|raw| raw.and_then(ops::RawJob::decode))
+            .collect())
     }
 
     async fn job_fail_many(

@@ -11,7 +11,7 @@ use hinter_core::{
     AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, StoreError, StoreEvent,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -344,31 +344,49 @@ pub fn job_lease(
         .map_err(db_err)?
         .collect::<rusqlite::Result<_>>()
         .map_err(db_err)?;
-    let max = request.max as usize;
-    let mut candidates: Vec<Candidate> = Vec::new();
-    let mut seen_queues = HashSet::new();
+    let mut queues: Vec<&String> = Vec::new();
     for queue in &request.queues {
-        if paused.contains(queue) || !seen_queues.insert(queue) {
-            continue;
+        if !paused.contains(queue) && !queues.contains(&queue) {
+            queues.push(queue);
         }
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT seq, id, job, queue, payload, attempt, max_attempts, priority, \
-                        created_at, timeout_ms, singleton
-                 FROM jobs j
-                 WHERE state = 'queued' AND queue = ?1
-                   AND (ordering_key IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM jobs o
-                        WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key
-                          AND o.state IN {ACTIVE_STATES} AND o.seq < j.seq))
-                   AND (singleton = 0 OR NOT EXISTS (
-                        SELECT 1 FROM jobs s WHERE s.job = j.job AND s.state = 'running'))
-                 ORDER BY priority DESC, seq
-                 LIMIT ?2"
-            ))
-            .map_err(db_err)?;
+    }
+    let max = request.max as usize;
+    let mut leased = Vec::with_capacity(max);
+    // Rounds: a round that had to skip a second singleton of the same name asks again,
+    // and the guard in the query then sees the first one running.
+    loop {
+        let want = max - leased.len();
+        let candidates = lease_candidates(conn, &queues, want)?;
+        let found = candidates.len();
+        let skipped = lease_round(conn, request, candidates, want, &mut leased)?;
+        if !skipped || found == 0 || leased.len() >= max {
+            return Ok(leased);
+        }
+    }
+}
+
+/// Up to `want` eligible queued jobs per queue, best first overall.
+fn lease_candidates(conn: &Connection, queues: &[&String], want: usize) -> Result<Vec<Candidate>> {
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT seq, id, job, queue, payload, attempt, max_attempts, priority, \
+                    created_at, timeout_ms, singleton
+             FROM jobs j
+             WHERE state = 'queued' AND queue = ?1
+               AND (ordering_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM jobs o
+                    WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key
+                      AND o.state IN {ACTIVE_STATES} AND o.seq < j.seq))
+               AND (singleton = 0 OR NOT EXISTS (
+                    SELECT 1 FROM jobs s WHERE s.job = j.job AND s.state = 'running'))
+             ORDER BY priority DESC, seq
+             LIMIT ?2"
+        ))
+        .map_err(db_err)?;
+    for queue in queues {
         let rows = stmt
-            .query_map(params![queue, request.max], |r| {
+            .query_map(params![queue, want as i64], |r| {
                 Ok(Candidate {
                     seq: r.get(0)?,
                     id: r.get(1)?,
@@ -388,16 +406,27 @@ pub fn job_lease(
             candidates.push(row.map_err(db_err)?);
         }
     }
-    if request.queues.len() > 1 {
+    if queues.len() > 1 {
         candidates.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
+        candidates.truncate(want);
     }
+    Ok(candidates)
+}
+
+/// Leases candidates until `want` are taken; returns whether a singleton was skipped
+/// because another of its name was taken in this round.
+fn lease_round(
+    conn: &Connection,
+    request: &LeaseRequest,
+    candidates: Vec<Candidate>,
+    want: usize,
+    leased: &mut Vec<LeasedJob>,
+) -> Result<bool> {
     let now = truncate(request.now);
     let lease_until = truncate(
         request.now
             + chrono::Duration::from_std(request.lease_for).unwrap_or(chrono::Duration::hours(1)),
     );
-    let mut singletons_taken: HashSet<String> = HashSet::new();
-    let mut leased = Vec::with_capacity(max.min(candidates.len()));
     let mut update = conn
         .prepare_cached(
             "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = ?2, \
@@ -406,11 +435,15 @@ pub fn job_lease(
              WHERE seq = ?1 AND state = 'queued'",
         )
         .map_err(db_err)?;
+    let mut singletons_taken: HashSet<String> = HashSet::new();
+    let mut skipped = false;
+    let mut taken = 0;
     for c in candidates {
-        if leased.len() >= max {
+        if taken >= want {
             break;
         }
         if c.singleton && !singletons_taken.insert(c.job.clone()) {
+            skipped = true;
             continue;
         }
         let lease_token = new_lease_token();
@@ -426,6 +459,7 @@ pub fn job_lease(
         if changed == 0 {
             continue;
         }
+        taken += 1;
         leased.push(LeasedJob {
             id: Uuid::parse_str(&c.id)
                 .map_err(|e| StoreError::Corrupt(format!("job id {:?}: {e}", c.id)))?,
@@ -443,7 +477,7 @@ pub fn job_lease(
                 .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
         });
     }
-    Ok(leased)
+    Ok(skipped)
 }
 
 /// A fencing token: random, positive, and exact in JSON numbers (below 2^53).
@@ -525,19 +559,20 @@ fn finished_events(job: &Job, events: &mut Vec<StoreEvent>) {
     }
 }
 
+/// Marks a job succeeded. Returns the raw row: decoding happens off the writer thread.
 pub fn job_complete(
     conn: &Connection,
     c: &Completion,
     now: DateTime<Utc>,
     events: &mut Vec<StoreEvent>,
-) -> Result<Job> {
+) -> Result<RawJob> {
     let result = c
         .result
         .as_ref()
         .map(serde_json::to_string)
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?;
-    let job = conn
+    let raw = conn
         .prepare_cached(&format!(
             "UPDATE jobs SET state = 'succeeded', result = ?3, finished_at = ?4, \
              lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL \
@@ -550,10 +585,17 @@ pub fn job_complete(
         )
         .optional()
         .map_err(db_err)?
-        .ok_or_else(|| not_running_under(conn, c.id))?
-        .decode()?;
-    finished_events(&job, events);
-    Ok(job)
+        .ok_or_else(|| not_running_under(conn, c.id))?;
+    events.push(StoreEvent::JobFinished {
+        id: c.id,
+        state: JobState::Succeeded,
+    });
+    if raw.ordering_key.is_some() || raw.singleton {
+        events.push(StoreEvent::JobsAvailable {
+            queue: raw.queue.clone(),
+        });
+    }
+    Ok(raw)
 }
 
 pub fn job_fail(
@@ -674,17 +716,21 @@ pub fn job_retry(
     job_get_seq(conn, job.seq)
 }
 
+/// Running jobs past their lease or deadline, the longest overdue first. A job past both is
+/// listed once, as timed out.
 pub fn job_expired_list(conn: &Connection, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
-    let mut out: BTreeMap<String, Expired> = BTreeMap::new();
+    let mut found: HashMap<String, (i64, Expired)> = HashMap::new();
     for (sql, reason) in [
         (
-            "SELECT id, lease_token, attempt, max_attempts, cancel_requested, timeout_ms FROM jobs \
+            "SELECT id, lease_token, attempt, max_attempts, cancel_requested, timeout_ms, \
+             deadline_at FROM jobs \
              WHERE state = 'running' AND deadline_at IS NOT NULL AND deadline_at <= ?1 \
              ORDER BY deadline_at LIMIT ?2",
             Expiry::TimedOut,
         ),
         (
-            "SELECT id, lease_token, attempt, max_attempts, cancel_requested, timeout_ms FROM jobs \
+            "SELECT id, lease_token, attempt, max_attempts, cancel_requested, timeout_ms, \
+             lease_expires_at FROM jobs \
              WHERE state = 'running' AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2",
             Expiry::LeaseExpired,
         ),
@@ -699,34 +745,35 @@ pub fn job_expired_list(conn: &Connection, now: DateTime<Utc>, limit: u32) -> Re
                     r.get::<_, i64>(3)?,
                     r.get::<_, bool>(4)?,
                     r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, i64>(6)?,
                 ))
             })
             .map_err(db_err)?;
         for row in rows {
-            let (id, token, attempt, max_attempts, cancel_requested, timeout_ms) =
+            let (id, token, attempt, max_attempts, cancel_requested, timeout_ms, due) =
                 row.map_err(db_err)?;
-            if out.contains_key(&id) {
+            if let Some((earliest, _)) = found.get_mut(&id) {
+                *earliest = (*earliest).min(due);
                 continue;
             }
             let uuid = Uuid::parse_str(&id)
                 .map_err(|e| StoreError::Corrupt(format!("job id {id:?}: {e}")))?;
-            out.insert(
-                id,
-                Expired {
-                    id: uuid,
-                    lease_token: token.unwrap_or(0),
-                    attempt: u32::try_from(attempt).unwrap_or(0),
-                    max_attempts: u32::try_from(max_attempts).unwrap_or(0),
-                    cancel_requested,
-                    timeout: timeout_ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
-                    reason,
-                },
-            );
+            let expired = Expired {
+                id: uuid,
+                lease_token: token.unwrap_or(0),
+                attempt: u32::try_from(attempt).unwrap_or(0),
+                max_attempts: u32::try_from(max_attempts).unwrap_or(0),
+                cancel_requested,
+                timeout: timeout_ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+                reason,
+            };
+            found.insert(id, (due, expired));
         }
     }
-    let mut list: Vec<Expired> = out.into_values().collect();
+    let mut list: Vec<(i64, Expired)> = found.into_values().collect();
+    list.sort_by_key(|(due, _)| *due);
     list.truncate(limit as usize);
-    Ok(list)
+    Ok(list.into_iter().map(|(_, e)| e).collect())
 }
 
 pub fn job_next_scheduled_at(conn: &Connection) -> Result<Option<DateTime<Utc>>> {
@@ -765,6 +812,7 @@ pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
 
 pub fn job_prune(conn: &Connection, request: &PruneRequest) -> Result<u64> {
     let mut total = 0u64;
+    let limit = u64::from(request.limit);
     for (state, before) in [
         (JobState::Succeeded, request.succeeded_before),
         (JobState::Dead, request.dead_before),
@@ -776,9 +824,16 @@ pub fn job_prune(conn: &Connection, request: &PruneRequest) -> Result<u64> {
                  WHERE state = ?1 AND finished_at < ?2 ORDER BY seq LIMIT ?3)",
             )
             .map_err(db_err)?
-            .execute(params![state.as_str(), micros(before), request.limit])
+            .execute(params![
+                state.as_str(),
+                micros(before),
+                (limit - total) as i64
+            ])
             .map_err(db_err)?;
         total += n as u64;
+        if total >= limit {
+            break;
+        }
     }
     Ok(total)
 }

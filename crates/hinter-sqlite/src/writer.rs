@@ -13,8 +13,11 @@ use tokio::sync::broadcast;
 
 /// Sends an operation's outcome once the group's commit is known.
 pub type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-/// An operation: runs inside the group transaction, records events, returns its reply.
-pub type WriteOp = Box<dyn FnOnce(&Connection, &mut Vec<StoreEvent>) -> Reply + Send>;
+/// An operation: runs inside the group transaction, records events, returns its reply and,
+/// if it failed in a way that may have left part of its changes behind, the error that
+/// aborts the whole group.
+pub type WriteOp =
+    Box<dyn FnOnce(&Connection, &mut Vec<StoreEvent>) -> (Reply, Option<StoreError>) + Send>;
 
 /// Most operations committed together; bounds the latency of the first in a group.
 const MAX_GROUP: usize = 2048;
@@ -51,10 +54,23 @@ fn run(conn: Connection, rx: mpsc::Receiver<WriteOp>, events: broadcast::Sender<
             tracing::error!(error = %err, "sqlite writer cannot begin a transaction");
             continue;
         }
+        let mut doom = None;
         for op in group.drain(..) {
-            replies.push(op(&conn, &mut pending_events));
+            let (reply, fatal) = op(&conn, &mut pending_events);
+            replies.push(reply);
+            if doom.is_none() {
+                doom = fatal;
+            }
         }
-        match conn.execute_batch("COMMIT") {
+        let committed = match doom {
+            None => conn
+                .execute_batch("COMMIT")
+                .map_err(|e| format!("committing: {e}")),
+            Some(e) => Err(format!(
+                "an operation failed part-way, the group was rolled back: {e}"
+            )),
+        };
+        match committed {
             Ok(()) => {
                 for reply in replies.drain(..) {
                     reply(None);
@@ -66,7 +82,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<WriteOp>, events: broadcast::Sender<
             }
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
-                let err = StoreError::Unavailable(format!("committing: {e}"));
+                let err = StoreError::Unavailable(e);
                 tracing::error!(error = %err, "sqlite writer commit failed");
                 for reply in replies.drain(..) {
                     reply(Some(&err));

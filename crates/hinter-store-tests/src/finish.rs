@@ -510,28 +510,20 @@ pub async fn expired_lease_listed(store: Arc<dyn Store>) {
         .expect("job_expired_list");
     assert_eq!(first.len(), 1, "limit is respected");
     assert_eq!(first[0].id, a, "the longest overdue first");
+}
 
-    // Longest overdue first, whatever the enqueue order.
-    for e in &listed {
-        fail(
-            store,
-            e.id,
-            e.lease_token,
-            "gone",
-            FailOutcome::Dead,
-            now + secs(121),
-        )
-        .await
-        .expect("rescue");
-    }
-    let t = now + secs(200);
+/// `job_expired_list` lists the longest overdue jobs first (earliest expiry), whatever their
+/// enqueue order, so a `limit` keeps the most urgent ones.
+pub async fn expired_list_longest_overdue_first(store: Arc<dyn Store>) {
+    let store = &*store;
+    let t = base_time();
     let x = insert(store, job_in("x", "late-x"), t).await.id;
     let y = insert(store, job_in("y", "late-y"), t).await.id;
     lease_with(store, &["late-y"], WORKER, 1, Duration::from_secs(10), t).await;
     lease_with(store, &["late-x"], WORKER, 1, Duration::from_secs(20), t).await;
     let listed = expired(store, t + secs(25)).await;
     let order: Vec<_> = listed.iter().map(|e| e.id).collect();
-    assert_eq!(order, vec![y, x], "y's lease expired first");
+    assert_eq!(order, vec![y, x], "y (enqueued second) expired first");
     let first = store
         .job_expired_list(t + secs(25), 1)
         .await

@@ -110,6 +110,7 @@ macro_rules! conformance_suite {
             fail_dead_and_cancelled,
             fail_retry_while_cancel_requested_ends_cancelled,
             expired_lease_listed,
+            expired_list_longest_overdue_first,
             timed_out_job_listed,
             rescued_job_old_token_stale,
             poison_job_ends_dead,

@@ -497,6 +497,10 @@ pub async fn prune_respects_limit(store: Arc<dyn Store>) {
     for _ in 0..4 {
         counts.push(store.job_prune(request.clone()).await.expect("job_prune"));
     }
-    assert_eq!(counts, vec![2, 2, 1, 0]);
+    assert_eq!(
+        counts,
+        vec![2, 2, 1, 0],
+        "deleted per call with limit 2 (the limit counts all states together)"
+    );
     assert!(list(store, filter(None, None, None)).await.is_empty());
 }

@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Run only these phases (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency"])]
+    pub only: Vec<String>,
 }
 
 struct Server {

@@ -3,6 +3,7 @@
 mod bench;
 mod client_cmds;
 mod serve;
+mod worker_cmd; // TEMP-WORKER
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure throughput and latency on a temporary store.
     Bench(bench::BenchArgs),
+    /// Run the jobs of some queues with a command, leased from a hinter server
+    Worker(worker_cmd::WorkerArgs), // TEMP-WORKER
     #[command(flatten)]
     Client(client_cmds::ClientCommand),
 }
@@ -34,8 +37,10 @@ enum Command {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for people: not when stderr goes to a file, a pipe or a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
         let result = match cli.command {
             Command::Serve(args) => serve::serve(args).await,
             Command::Bench(args) => bench::bench(args).await,
+            Command::Worker(args) => worker_cmd::run(args).await, // TEMP-WORKER
             // Client commands print their own errors and choose their exit code.
             Command::Client(cmd) => {
                 return client_cmds::run(cmd).await.unwrap_or(ExitCode::FAILURE)

@@ -3,7 +3,7 @@
 mod bench;
 mod client_cmds;
 mod serve;
-mod worker_cmd; // TEMP-WORKER
+mod worker_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,7 +29,7 @@ enum Command {
     /// Measure throughput and latency on a temporary store.
     Bench(bench::BenchArgs),
     /// Run the jobs of some queues with a command, leased from a hinter server
-    Worker(worker_cmd::WorkerArgs), // TEMP-WORKER
+    Worker(worker_cmd::WorkerArgs),
     #[command(flatten)]
     Client(client_cmds::ClientCommand),
 }
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
         let result = match cli.command {
             Command::Serve(args) => serve::serve(args).await,
             Command::Bench(args) => bench::bench(args).await,
-            Command::Worker(args) => worker_cmd::run(args).await, // TEMP-WORKER
+            Command::Worker(args) => worker_cmd::run(args).await,
             // Client commands print their own errors and choose their exit code.
             Command::Client(cmd) => {
                 return client_cmds::run(cmd).await.unwrap_or(ExitCode::FAILURE)

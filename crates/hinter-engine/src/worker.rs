@@ -6,9 +6,10 @@ use hinter_core::store::{Completion, Failure, Heartbeat, LeaseRequest, Release};
 use hinter_core::{format_duration, Clock, LeasedJob, Store, StoreError, StoreEvent};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -20,9 +21,11 @@ pub struct WorkerOptions {
     pub queues: Vec<String>,
     /// Jobs run at the same time.
     pub concurrency: usize,
-    /// Jobs leased ahead of free run slots, so that one lease (one commit) fills many
-    /// slots when jobs are short. They wait in the worker with their lease running; on
-    /// shutdown they go straight back to the queue. 0 leases only for free slots.
+    /// Jobs leased ahead of free run slots while jobs are short (their recent average run
+    /// time is under [`PREFETCH_BELOW`]), so one lease, one commit, fills many slots. They
+    /// wait in the worker with their lease running; on shutdown they go straight back to the
+    /// queue. With slow jobs nothing is prefetched, so no worker hoards work that others
+    /// could start. 0 turns prefetching off.
     pub prefetch: usize,
     /// Lease (visibility timeout) asked for each job; heartbeats renew it.
     pub lease_for: Duration,
@@ -36,12 +39,15 @@ pub struct WorkerOptions {
     pub worker_id: String,
 }
 
+/// Prefetching is on while the average job runs shorter than this.
+pub const PREFETCH_BELOW: Duration = Duration::from_millis(10);
+
 impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
             queues: Vec::new(),
             concurrency: 10,
-            prefetch: 10,
+            prefetch: 50,
             lease_for: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
             stopping_wait_time: Duration::from_secs(30),
@@ -59,11 +65,11 @@ pub fn default_worker_id() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}:{:04x}", std::process::id(), rand_u16())
-}
-
-fn rand_u16() -> u16 {
-    rand::random()
+    format!(
+        "{host}:{}:{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,11 +79,22 @@ enum StopReason {
     LeaseLost,
 }
 
+/// A leased job held by this worker (waiting for a run slot or running). Keyed by job id;
+/// the lease token tells attempts of the same job apart.
 struct Running {
     lease_token: i64,
     cancel: CancellationToken,
     stop: Option<StopReason>,
     handler: Option<AbortHandle>,
+}
+
+impl Running {
+    fn stop_now(&self) {
+        self.cancel.cancel();
+        if let Some(handler) = &self.handler {
+            handler.abort();
+        }
+    }
 }
 
 enum Outcome {
@@ -100,9 +117,14 @@ struct Shared {
     queues: Vec<String>,
     running: Mutex<HashMap<Uuid, Running>>,
     outcomes: mpsc::UnboundedSender<Outcome>,
+    /// Jobs became available in one of our queues.
     wake: Notify,
+    /// A held job finished or was handed back: there is room to lease.
+    room: Notify,
     /// Run slots: at most `concurrency` handlers at once.
     run_slots: Arc<Semaphore>,
+    /// Moving average of handler run time in microseconds; `u64::MAX` until measured.
+    average_run_micros: AtomicU64,
     shutdown: CancellationToken,
 }
 
@@ -111,23 +133,64 @@ impl Shared {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Removes the entry of this attempt (not of a newer attempt of the same job).
+    fn take(&self, id: Uuid, lease_token: i64) -> Option<Running> {
+        let mut running = self.running();
+        let entry = match running.get(&id) {
+            Some(entry) if entry.lease_token == lease_token => running.remove(&id),
+            _ => None,
+        };
+        drop(running);
+        if entry.is_some() {
+            self.room.notify_one();
+        }
+        entry
+    }
+
+    /// How many jobs this worker may hold now: prefetch only while jobs are short.
+    fn capacity(&self) -> usize {
+        let average = self.average_run_micros.load(Ordering::Relaxed);
+        let short = average < PREFETCH_BELOW.as_micros() as u64;
+        self.options.concurrency.max(1) + if short { self.options.prefetch } else { 0 }
+    }
+
+    fn record_run_time(&self, took: Duration) {
+        let sample = took.as_micros().min(u128::from(u64::MAX / 2)) as u64;
+        let _ = self
+            .average_run_micros
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == u64::MAX {
+                    sample
+                } else {
+                    (old * 7 + sample) / 8
+                })
+            });
+    }
+
     /// Tells a running job to stop; aborts its handler if it does not return in time.
-    fn stop_job(self: &Arc<Self>, id: Uuid, reason: StopReason) {
+    /// `lease_token` limits this to one attempt; `None` means whichever attempt is held.
+    fn stop_job(self: &Arc<Self>, id: Uuid, lease_token: Option<i64>, reason: StopReason) {
         let mut running = self.running();
         let Some(entry) = running.get_mut(&id) else {
             return;
         };
+        if lease_token.is_some_and(|t| t != entry.lease_token) {
+            return;
+        }
+        if reason == StopReason::LeaseLost {
+            // Another worker (or another attempt) owns the job now: stop at once, report
+            // nothing.
+            if let Some(entry) = running.remove(&id) {
+                entry.stop_now();
+                drop(running);
+                self.room.notify_one();
+            }
+            return;
+        }
         if entry.stop.is_none() {
             entry.stop = Some(reason);
         }
         entry.cancel.cancel();
-        if reason == StopReason::LeaseLost {
-            // Another worker owns the job now: stop at once, report nothing.
-            if let Some(handler) = running.remove(&id).and_then(|e| e.handler) {
-                handler.abort();
-            }
-            return;
-        }
         if let Some(handler) = entry.handler.clone() {
             let grace = self.options.cancel_grace;
             tokio::spawn(async move {
@@ -144,7 +207,6 @@ pub struct Worker;
 /// Controls a started [`Worker`].
 pub struct WorkerHandle {
     shared: Arc<Shared>,
-    shutdown: CancellationToken,
     fetcher: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
@@ -163,7 +225,7 @@ impl Worker {
             options.queues.clone()
         };
         let (outcomes, outcome_rx) = mpsc::unbounded_channel();
-        let options_concurrency = options.concurrency.max(1);
+        let concurrency = options.concurrency.max(1);
         let shared = Arc::new(Shared {
             store,
             clock,
@@ -173,20 +235,20 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             outcomes,
             wake: Notify::new(),
-            run_slots: Arc::new(Semaphore::new(options_concurrency)),
+            room: Notify::new(),
+            run_slots: Arc::new(Semaphore::new(concurrency)),
+            average_run_micros: AtomicU64::new(u64::MAX),
             shutdown: CancellationToken::new(),
         });
-        let shutdown = shared.shutdown.clone();
         let events = shared.store.subscribe();
         let background = vec![
             tokio::spawn(completer(shared.clone(), outcome_rx)),
             tokio::spawn(heartbeater(shared.clone())),
-            tokio::spawn(listener(shared.clone(), events, shutdown.clone())),
+            tokio::spawn(listener(shared.clone(), events)),
         ];
-        let fetcher = tokio::spawn(fetcher(shared.clone(), shutdown.clone()));
+        let fetcher = tokio::spawn(fetcher(shared.clone()));
         WorkerHandle {
             shared,
-            shutdown,
             fetcher,
             background,
         }
@@ -194,7 +256,7 @@ impl Worker {
 }
 
 impl WorkerHandle {
-    /// Number of jobs running now.
+    /// Number of jobs held now (running or waiting for a run slot).
     pub fn running(&self) -> usize {
         self.shared.running().len()
     }
@@ -203,7 +265,7 @@ impl WorkerHandle {
     /// the rest and hand them back to the queue. Returns once every outcome is stored (or
     /// could not be: the leases then expire and the jobs are rescued).
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
+        self.shared.shutdown.cancel();
         let _ = self.fetcher.await;
         let deadline = tokio::time::Instant::now() + self.shared.options.stopping_wait_time;
         while !self.shared.running().is_empty() && tokio::time::Instant::now() < deadline {
@@ -217,10 +279,7 @@ impl WorkerHandle {
             );
         }
         for (id, entry) in leftovers {
-            entry.cancel.cancel();
-            if let Some(handler) = entry.handler {
-                handler.abort();
-            }
+            entry.stop_now();
             let _ = self.shared.outcomes.send(Outcome::Release(Release {
                 id,
                 lease_token: entry.lease_token,
@@ -236,47 +295,51 @@ impl WorkerHandle {
     }
 }
 
-async fn fetcher(shared: Arc<Shared>, shutdown: CancellationToken) {
-    // Lease slots: running plus prefetched jobs.
-    let slots = Arc::new(Semaphore::new(
-        shared.options.concurrency.max(1) + shared.options.prefetch,
-    ));
+async fn fetcher(shared: Arc<Shared>) {
+    let shutdown = shared.shutdown.clone();
     let mut failures = 0u32;
     loop {
-        let first = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        // Let jobs that are about to finish do so, so one lease fills many slots: fewer,
-        // larger group commits.
-        tokio::task::yield_now().await;
-        let mut permits = vec![first];
-        while let Ok(p) = slots.clone().try_acquire_owned() {
-            permits.push(p);
+        // Wait for room, then let jobs that are about to finish do so, so one lease fills
+        // many slots: fewer, larger group commits.
+        loop {
+            if shared.running().len() < shared.capacity() {
+                break;
+            }
+            tokio::select! {
+                _ = shared.room.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
         }
+        tokio::task::yield_now().await;
+        let room = shared
+            .capacity()
+            .saturating_sub(shared.running().len())
+            .max(1);
         let request = LeaseRequest {
             queues: shared.queues.clone(),
             worker_id: shared.options.worker_id.clone(),
-            max: u32::try_from(permits.len()).unwrap_or(u32::MAX),
+            max: u32::try_from(room).unwrap_or(u32::MAX),
             lease_for: shared.options.lease_for,
             now: shared.clock.now(),
         };
-        let leased = tokio::select! {
-            r = shared.store.job_lease(request) => r,
-            _ = shutdown.cancelled() => return,
-        };
-        match leased {
+        // Not raced against shutdown: once sent, the lease may commit, and its jobs must
+        // then be handed back rather than forgotten.
+        match shared.store.job_lease(request).await {
+            Ok(jobs) if shutdown.is_cancelled() => {
+                for job in jobs {
+                    let _ = shared.outcomes.send(Outcome::Release(Release {
+                        id: job.id,
+                        lease_token: job.lease_token,
+                    }));
+                }
+                return;
+            }
             Ok(jobs) => {
                 failures = 0;
                 let got = jobs.len();
                 for job in jobs {
-                    let Some(permit) = permits.pop() else { break };
-                    start_job(&shared, job, permit);
+                    start_job(&shared, job);
                 }
-                drop(permits);
                 if got == 0 {
                     tokio::select! {
                         _ = shared.wake.notified() => {}
@@ -289,7 +352,6 @@ async fn fetcher(shared: Arc<Shared>, shutdown: CancellationToken) {
                 failures += 1;
                 let wait = shared.options.poll_interval * failures.min(10);
                 tracing::warn!(error = %e, retry_in = ?wait, "leasing jobs failed");
-                drop(permits);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.cancelled() => return,
@@ -299,9 +361,9 @@ async fn fetcher(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-fn start_job(shared: &Arc<Shared>, job: LeasedJob, permit: OwnedSemaphorePermit) {
+fn start_job(shared: &Arc<Shared>, job: LeasedJob) {
     let cancel = CancellationToken::new();
-    shared.running().insert(
+    let previous = shared.running().insert(
         job.id,
         Running {
             lease_token: job.lease_token,
@@ -310,6 +372,12 @@ fn start_job(shared: &Arc<Shared>, job: LeasedJob, permit: OwnedSemaphorePermit)
             handler: None,
         },
     );
+    if let Some(stale) = previous {
+        // An older attempt of this job lost its lease (it was rescued and is leased again
+        // here): stop it, its outcome would be refused anyway.
+        tracing::warn!(id = %job.id, "lease of an earlier attempt was lost; stopping it");
+        stale.stop_now();
+    }
     let shared = shared.clone();
     tokio::spawn(async move {
         let run_slot = tokio::select! {
@@ -319,7 +387,7 @@ fn start_job(shared: &Arc<Shared>, job: LeasedJob, permit: OwnedSemaphorePermit)
         };
         let Some(run_slot) = run_slot else {
             // Prefetched but never started: hand it back untouched.
-            if shared.running().remove(&job.id).is_some() {
+            if shared.take(job.id, job.lease_token).is_some() {
                 let _ = shared.outcomes.send(Outcome::Release(Release {
                     id: job.id,
                     lease_token: job.lease_token,
@@ -327,12 +395,13 @@ fn start_job(shared: &Arc<Shared>, job: LeasedJob, permit: OwnedSemaphorePermit)
             }
             return;
         };
+        let started = std::time::Instant::now();
         let outcome = run_job(&shared, &job, cancel).await;
+        shared.record_run_time(started.elapsed());
         drop(run_slot);
-        drop(permit);
-        // Whoever removes the entry reports the outcome: this task, or shutdown / a lost
+        // Whoever takes the entry reports the outcome: this task, or shutdown / a lost
         // lease, which took it first.
-        let Some(entry) = shared.running().remove(&job.id) else {
+        let Some(entry) = shared.take(job.id, job.lease_token) else {
             return;
         };
         let outcome = match outcome {
@@ -364,15 +433,28 @@ async fn run_job(
         )));
     };
     let ctx = HandlerContext::new(job, cancel.clone());
-    let mut task = tokio::spawn(handler.call(ctx, job.payload.clone()));
-    if let Some(entry) = shared.running().get_mut(&job.id) {
-        entry.handler = Some(task.abort_handle());
+    let payload = job.payload.clone();
+    // The handler is called inside the task, so a panic while it builds its future is
+    // caught like a panic while it runs.
+    let mut task = tokio::spawn(async move { handler.call(ctx, payload).await });
+    {
+        let mut running = shared.running();
+        match running.get_mut(&job.id) {
+            Some(entry) if entry.lease_token == job.lease_token => {
+                entry.handler = Some(task.abort_handle());
+            }
+            // Taken by shutdown or a lost lease before the handler started.
+            _ => {
+                task.abort();
+                return Err(JobError::retryable("stopped before it started"));
+            }
+        }
     }
     let joined = match job.timeout {
         Some(limit) => match tokio::time::timeout(limit, &mut task).await {
             Ok(joined) => joined,
             Err(_) => {
-                shared.stop_job(job.id, StopReason::TimedOut);
+                shared.stop_job(job.id, Some(job.lease_token), StopReason::TimedOut);
                 task.abort();
                 return Err(JobError::retryable(format!(
                     "timed out after {}",
@@ -530,22 +612,22 @@ async fn heartbeater(shared: Arc<Shared>) {
         if beats.is_empty() {
             continue;
         }
-        let ids: Vec<Uuid> = beats.iter().map(|b| b.id).collect();
+        let ids: Vec<(Uuid, i64)> = beats.iter().map(|b| (b.id, b.lease_token)).collect();
         match shared
             .store
             .job_heartbeat_many(beats, shared.clock.now())
             .await
         {
             Ok(answers) => {
-                for (id, answer) in ids.into_iter().zip(answers) {
+                for ((id, token), answer) in ids.into_iter().zip(answers) {
                     match answer {
                         Ok(ack) if ack.cancel_requested => {
-                            shared.stop_job(id, StopReason::Cancelled)
+                            shared.stop_job(id, Some(token), StopReason::Cancelled)
                         }
                         Ok(_) => {}
                         Err(StoreError::StaleLease(_)) | Err(StoreError::NotFound(_)) => {
                             tracing::warn!(%id, "lease lost; stopping the job");
-                            shared.stop_job(id, StopReason::LeaseLost);
+                            shared.stop_job(id, Some(token), StopReason::LeaseLost);
                         }
                         Err(e) => tracing::warn!(%id, error = %e, "heartbeat failed"),
                     }
@@ -556,11 +638,8 @@ async fn heartbeater(shared: Arc<Shared>) {
     }
 }
 
-async fn listener(
-    shared: Arc<Shared>,
-    mut events: broadcast::Receiver<StoreEvent>,
-    shutdown: CancellationToken,
-) {
+async fn listener(shared: Arc<Shared>, mut events: broadcast::Receiver<StoreEvent>) {
+    let shutdown = shared.shutdown.clone();
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
@@ -572,7 +651,9 @@ async fn listener(
                     shared.wake.notify_one();
                 }
             }
-            Ok(StoreEvent::CancelRequested { id }) => shared.stop_job(id, StopReason::Cancelled),
+            Ok(StoreEvent::CancelRequested { id }) => {
+                shared.stop_job(id, None, StopReason::Cancelled)
+            }
             Ok(StoreEvent::JobFinished { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => shared.wake.notify_one(),
             Err(broadcast::error::RecvError::Closed) => return,

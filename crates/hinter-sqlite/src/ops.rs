@@ -622,6 +622,10 @@ pub fn job_fail(
     })
     .map_err(|e| StoreError::Corrupt(format!("error entry: {e}")))?;
     let (state, run_at, finished_at) = match outcome {
+        // Due at once (a rescued lease): straight back to the queue.
+        FailOutcome::Retry { run_at } if run_at <= now => {
+            (JobState::Queued, Some(micros(run_at)), None)
+        }
         FailOutcome::Retry { run_at } => (JobState::Scheduled, Some(micros(run_at)), None),
         FailOutcome::Dead => (JobState::Dead, None, Some(micros(now))),
         FailOutcome::Cancelled => (JobState::Cancelled, None, Some(micros(now))),
@@ -637,6 +641,10 @@ pub fn job_fail(
     let job = job_get_seq(conn, seq)?;
     if job.state.is_finished() {
         finished_events(&job, events);
+    } else if job.state == JobState::Queued {
+        events.push(StoreEvent::JobsAvailable {
+            queue: job.queue.clone(),
+        });
     }
     Ok(job)
 }

@@ -387,44 +387,58 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     ));
-    let batch = batch_enqueue(durability, args.jobs).await?;
-    say(format!(
-        "batch enqueue (HTTP, 1000 per batch, 4 clients):  {batch:>10.0} jobs/s"
-    ));
-    let single = single_enqueue(durability, (args.jobs / 5).max(1000)).await?;
-    say(format!(
-        "single enqueue (HTTP, 32 clients):                {single:>10.0} jobs/s"
-    ));
-    let drain = drain_in_process(durability, args.jobs, args.concurrency).await?;
-    say(format!(
-        "drain, in-process handlers, concurrency {:<3}:      {drain:>10.0} jobs/s",
-        args.concurrency
-    ));
-    let http = drain_http(durability, args.jobs / 2).await?;
-    say(format!(
-        "drain, HTTP lease protocol (max 100, 4 workers):  {http:>10.0} jobs/s"
-    ));
-    let lat = latency(durability, args.rate, args.latency_duration).await?;
-    say(format!(
-        "enqueue-to-start latency at {} jobs/s ({} jobs):  p50 {:.2} ms, p99 {:.2} ms",
-        args.rate,
-        lat.samples,
-        lat.p50.as_secs_f64() * 1000.0,
-        lat.p99.as_secs_f64() * 1000.0
-    ));
-    if args.json {
-        println!(
-            "{}",
-            json!({
-                "durability": args.durability,
-                "batch_enqueue_jobs_per_s": batch.round(),
-                "single_enqueue_jobs_per_s": single.round(),
-                "drain_in_process_jobs_per_s": drain.round(),
-                "drain_http_jobs_per_s": http.round(),
-                "latency_p50_ms": lat.p50.as_secs_f64() * 1000.0,
-                "latency_p99_ms": lat.p99.as_secs_f64() * 1000.0,
-            })
+    let run = |phase: &str| args.only.is_empty() || args.only.iter().any(|p| p == phase);
+    let mut figures = serde_json::Map::new();
+    figures.insert("durability".into(), json!(args.durability));
+    if run("batch") {
+        let batch = batch_enqueue(durability, args.jobs).await?;
+        say(format!(
+            "batch enqueue (HTTP, 1000 per batch, 4 clients):  {batch:>10.0} jobs/s"
+        ));
+        figures.insert("batch_enqueue_jobs_per_s".into(), json!(batch.round()));
+    }
+    if run("single") {
+        let single = single_enqueue(durability, (args.jobs / 5).max(1000)).await?;
+        say(format!(
+            "single enqueue (HTTP, 32 clients):                {single:>10.0} jobs/s"
+        ));
+        figures.insert("single_enqueue_jobs_per_s".into(), json!(single.round()));
+    }
+    if run("drain") {
+        let drain = drain_in_process(durability, args.jobs, args.concurrency).await?;
+        say(format!(
+            "drain, in-process handlers, concurrency {:<3}:      {drain:>10.0} jobs/s",
+            args.concurrency
+        ));
+        figures.insert("drain_in_process_jobs_per_s".into(), json!(drain.round()));
+    }
+    if run("http-drain") {
+        let http = drain_http(durability, args.jobs / 2).await?;
+        say(format!(
+            "drain, HTTP lease protocol (max 100, 4 workers):  {http:>10.0} jobs/s"
+        ));
+        figures.insert("drain_http_jobs_per_s".into(), json!(http.round()));
+    }
+    if run("latency") {
+        let lat = latency(durability, args.rate, args.latency_duration).await?;
+        say(format!(
+            "enqueue-to-start latency at {} jobs/s ({} jobs):  p50 {:.2} ms, p99 {:.2} ms",
+            args.rate,
+            lat.samples,
+            lat.p50.as_secs_f64() * 1000.0,
+            lat.p99.as_secs_f64() * 1000.0
+        ));
+        figures.insert(
+            "latency_p50_ms".into(),
+            json!(lat.p50.as_secs_f64() * 1000.0),
         );
+        figures.insert(
+            "latency_p99_ms".into(),
+            json!(lat.p99.as_secs_f64() * 1000.0),
+        );
+    }
+    if args.json {
+        println!("{}", Value::Object(figures));
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! clock the test controls.
 
 pub mod clock;
+pub mod cluster;
 pub mod definition;
 pub mod duration;
 pub mod job;
@@ -12,6 +13,7 @@ pub mod retry;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use cluster::{Cluster, Leadership, ProcessInfo};
 pub use definition::{Definitions, FieldError, JobDefinition, JobSpec};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use job::*;

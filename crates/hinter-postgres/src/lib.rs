@@ -1,1 +1,395 @@
+//! The PostgreSQL backend of the hinter store: many `hinter serve` and `hinter worker`
+//! processes, on many machines, sharing one database.
+//!
+//! It has exactly the semantics of the SQLite backend; the conformance suite
+//! (`hinter-store-tests`) runs against both. How it works:
+//!
+//! - **Connections.** A [`deadpool_postgres`] pool of `tokio-postgres` connections; every
+//!   statement is prepared once per connection (`prepare_cached`). With
+//!   [`PostgresOptions::schema`] (default `hinter`) every connection's `search_path` is that
+//!   schema, so hinter's tables never meet an application's own. Commits are durable
+//!   (`synchronous_commit` is left at its default, on).
+//! - **Writes.** Each write is one `READ COMMITTED` transaction; batches (inserts,
+//!   heartbeats, completions, failures, releases) are one statement over `unnest` arrays, and
+//!   every guard is part of the statement that changes the row (`WHERE state = 'running' AND
+//!   lease_token = …`), so a stale token changes nothing. Rows of a batch are locked in id
+//!   order; a deadlock or serialization failure anyway is retried.
+//! - **Leasing.** Due scheduled jobs are promoted, then the best eligible jobs of each
+//!   requested, unpaused queue are picked with `FOR UPDATE SKIP LOCKED` from the partial index
+//!   `jobs_queued (queue, priority DESC, seq) WHERE state = 'queued'`, so concurrent leasers
+//!   take disjoint jobs without waiting and the cost does not grow with finished history.
+//!   The ordering-key guard (only the oldest unfinished job of a key) is part of that query;
+//!   inserts of one key take an advisory lock so `seq` follows commit order. The singleton
+//!   guard takes a transaction advisory lock per job name and checks again after it (see
+//!   `ops::job_lease`).
+//! - **Duplicates.** An insert takes `pg_advisory_xact_lock` on each `(job, unique_key)`
+//!   before looking for a duplicate, so two concurrent enqueues cannot both insert.
+//! - **Events.** Every change publishes its [`StoreEvent`]s with `pg_notify` inside its own
+//!   transaction (delivered only on commit, to every process on the database); a dedicated
+//!   connection per store `LISTEN`s and forwards them to [`Store::subscribe`] receivers,
+//!   reconnecting with backoff. Events are hints; consumers also poll. See [`events`].
+//! - **Migrations.** Versioned (`schema_migrations`), applied at [`PostgresStore::connect`]
+//!   under a session advisory lock so instances starting together migrate once; a database
+//!   with a newer schema than this build knows is refused.
 
+mod connect;
+pub mod events;
+mod migrate;
+mod ops;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use hinter_core::store::{
+    Completion, Expired, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest, PruneRequest,
+    QueueInfo, Release, StoreResult,
+};
+use hinter_core::{Inserted, Job, LeasedJob, NewJob, Store, StoreError, StoreEvent};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio_postgres::{IsolationLevel, NoTls};
+use uuid::Uuid;
+
+pub use migrate::LATEST_VERSION as SCHEMA_VERSION;
+
+/// The schema hinter uses unless told otherwise.
+pub const DEFAULT_SCHEMA: &str = "hinter";
+
+/// How often a write that hit a deadlock or serialization failure is tried in all.
+const WRITE_TRIES: u32 = 3;
+
+/// Settings of the PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The schema holding hinter's tables, created if missing; every connection's
+    /// `search_path`. `None` uses the connection's own `search_path` as the URL sets it.
+    /// Lowercase letters, digits and `_`, at most 48.
+    pub schema: Option<String>,
+    /// Most pooled connections (the event listener has one more of its own).
+    pub max_connections: usize,
+    /// How long opening a connection may take, unless the URL sets `connect_timeout`.
+    pub connect_timeout: Duration,
+    /// How long an operation waits for a free pooled connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            schema: Some(DEFAULT_SCHEMA.to_string()),
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The PostgreSQL store. Cheap to clone; clones share the pool and the event listener,
+/// which stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// `user@host:port/db`, for messages.
+    target: String,
+    channel: String,
+    events: broadcast::Sender<StoreEvent>,
+    /// Dropping it stops the listener task.
+    _stop: watch::Sender<()>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.inner.target)
+            .field("channel", &self.inner.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the migration connection, a session of its own.
+async fn open_session(
+    config: &tokio_postgres::Config,
+    target: &str,
+) -> StoreResult<tokio_postgres::Client> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot connect to PostgreSQL at {target}: {}",
+            ops::describe(&e)
+        ))
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "migration connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`), brings
+    /// its schema up to date and starts listening for events. An unreachable database, a
+    /// refused login or a schema from a newer hinter is [`StoreError::Unavailable`] with a
+    /// message naming the host (never the password).
+    pub async fn connect(url: &str, options: PostgresOptions) -> StoreResult<Self> {
+        let config = connect::config(url, &options)?;
+        let target = connect::describe_target(&config);
+        let mut session = open_session(&config, &target).await?;
+        migrate::migrate(&mut session, options.schema.as_deref())
+            .await
+            .map_err(|e| match e {
+                StoreError::Unavailable(m) => StoreError::Unavailable(format!("{target}: {m}")),
+                other => other,
+            })?;
+        drop(session);
+
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(options.connect_timeout))
+            .wait_timeout(Some(options.acquire_timeout))
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot build the pool: {e}")))?;
+
+        let channel = events::channel(options.schema.as_deref());
+        let (events_tx, _) = broadcast::channel(4096);
+        let (stop, stop_rx) = watch::channel(());
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(events::listen(
+            config,
+            target.clone(),
+            channel.clone(),
+            events_tx.clone(),
+            stop_rx,
+            ready_tx,
+        ));
+        ready_rx.await.map_err(|_| {
+            StoreError::Unavailable(format!("the event listener for {target} stopped"))
+        })??;
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                target,
+                channel,
+                events: events_tx,
+                _stop: stop,
+            }),
+        })
+    }
+
+    /// Brings the database at `url` to the current schema without keeping a store open
+    /// (`hinter migrate`); returns the schema version.
+    pub async fn migrate(url: &str, options: &PostgresOptions) -> StoreResult<i64> {
+        let config = connect::config(url, options)?;
+        let target = connect::describe_target(&config);
+        let mut session = open_session(&config, &target).await?;
+        migrate::migrate(&mut session, options.schema.as_deref()).await
+    }
+
+    /// The database, as `postgres://user@host:port/db` (no password).
+    pub fn target(&self) -> &str {
+        &self.inner.target
+    }
+
+    /// The LISTEN/NOTIFY channel of this store's events.
+    pub fn channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, ops::Error> {
+        self.inner.pool.get().await.map_err(|e| {
+            ops::Error::Store(StoreError::Unavailable(format!(
+                "no database connection to {}: {}",
+                self.inner.target,
+                match &e {
+                    deadpool_postgres::PoolError::Backend(db) => ops::describe(db),
+                    other => other.to_string(),
+                }
+            )))
+        })
+    }
+
+    /// Runs a read on a pooled connection.
+    async fn read<R>(
+        &self,
+        f: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<R, ops::Error>,
+    ) -> StoreResult<R> {
+        let client = self.client().await.map_err(ops::Error::into_store)?;
+        f(&client).await.map_err(ops::Error::into_store)
+    }
+}
+
+/// Runs `$body` (an expression using the transaction `$tx` and the event list `$ev`) in a
+/// `READ COMMITTED` transaction, publishes the events and commits; tries again on a deadlock
+/// or serialization failure. Evaluates to a `StoreResult`.
+macro_rules! write_tx {
+    ($store:expr, |$tx:ident, $ev:ident| $body:expr) => {{
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let attempt: Result<_, ops::Error> = async {
+                let mut client = $store.client().await?;
+                let $tx = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::ReadCommitted)
+                    .start()
+                    .await?;
+                let mut events: Vec<StoreEvent> = Vec::new();
+                let value = {
+                    let $ev = &mut events;
+                    $body.await?
+                };
+                ops::notify(&$tx, &$store.inner.channel, &events).await?;
+                $tx.commit().await?;
+                Ok(value)
+            }
+            .await;
+            match attempt {
+                Err(e) if e.is_retryable() && tries < WRITE_TRIES => continue,
+                other => break other.map_err(ops::Error::into_store),
+            }
+        }
+    }};
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn job_insert_many(
+        &self,
+        jobs: Vec<NewJob>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Inserted>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        write_tx!(self, |tx, ev| ops::job_insert_many(&tx, &jobs, now, ev))
+    }
+
+    async fn job_get(&self, id: Uuid) -> StoreResult<Option<Job>> {
+        self.read(async |c| ops::job_get(c, id).await).await
+    }
+
+    async fn job_list(&self, filter: JobFilter) -> StoreResult<Vec<Job>> {
+        if filter.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read(async |c| ops::job_list(c, &filter).await).await
+    }
+
+    async fn job_lease(&self, request: LeaseRequest) -> StoreResult<Vec<LeasedJob>> {
+        if request.max == 0 || request.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        write_tx!(self, |tx, ev| ops::job_lease(&tx, &request, ev))
+    }
+
+    async fn job_heartbeat_many(
+        &self,
+        heartbeats: Vec<Heartbeat>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<HeartbeatAck>>> {
+        if heartbeats.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(async |c| ops::job_heartbeat_many(c, &heartbeats, now).await)
+            .await
+    }
+
+    async fn job_complete_many(
+        &self,
+        completions: Vec<Completion>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<Job>>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        write_tx!(self, |tx, ev| ops::job_complete_many(
+            &tx,
+            &completions,
+            now,
+            ev
+        ))
+    }
+
+    async fn job_fail_many(
+        &self,
+        failures: Vec<Failure>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<Job>>> {
+        if failures.is_empty() {
+            return Ok(Vec::new());
+        }
+        write_tx!(self, |tx, ev| ops::job_fail_many(&tx, &failures, now, ev))
+    }
+
+    async fn job_release_many(
+        &self,
+        releases: Vec<Release>,
+        _now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        if releases.is_empty() {
+            return Ok(Vec::new());
+        }
+        write_tx!(self, |tx, ev| ops::job_release_many(&tx, &releases, ev))
+    }
+
+    async fn job_cancel(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Job> {
+        write_tx!(self, |tx, ev| ops::job_cancel(&tx, id, now, ev))
+    }
+
+    async fn job_retry(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Job> {
+        write_tx!(self, |tx, ev| ops::job_retry(&tx, id, now, ev))
+    }
+
+    async fn job_expired_list(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Expired>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read(async |c| ops::job_expired_list(c, now, limit).await)
+            .await
+    }
+
+    async fn job_promote_scheduled(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        write_tx!(self, |tx, ev| ops::job_promote_scheduled(&tx, now, ev))
+    }
+
+    async fn job_next_scheduled_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        self.read(async |c| ops::job_next_scheduled_at(c).await)
+            .await
+    }
+
+    async fn job_prune(&self, request: PruneRequest) -> StoreResult<u64> {
+        if request.limit == 0 {
+            return Ok(0);
+        }
+        self.read(async |c| ops::job_prune(c, &request).await).await
+    }
+
+    async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {
+        self.read(async |c| ops::queue_list(c).await).await
+    }
+
+    async fn queue_set_paused(&self, queue: &str, paused: bool) -> StoreResult<()> {
+        write_tx!(self, |tx, ev| ops::queue_set_paused(&tx, queue, paused, ev))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(async |c| ops::ping(c).await).await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.inner.events.subscribe()
+    }
+}

@@ -5,6 +5,7 @@
 //! connections, which WAL mode lets proceed while the writer commits. With
 //! [`Durability::Full`] (the default) every commit is fsynced before anyone is answered.
 
+mod cluster;
 mod migrate;
 mod ops;
 mod writer;
@@ -15,7 +16,10 @@ use hinter_core::store::{
     Completion, Expired, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest, PruneRequest,
     QueueInfo, Release, StoreResult,
 };
-use hinter_core::{Inserted, Job, LeasedJob, NewJob, Store, StoreError, StoreEvent};
+use hinter_core::{
+    Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Store, StoreError,
+    StoreEvent,
+};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -363,5 +367,52 @@ impl Store for SqliteStore {
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.inner.events.subscribe()
+    }
+}
+
+#[async_trait]
+impl Cluster for SqliteStore {
+    async fn process_heartbeat(&self, process: ProcessInfo) -> StoreResult<()> {
+        self.write(move |c, _| cluster::process_heartbeat(c, &process))
+            .await
+    }
+
+    async fn process_list(&self, alive_since: DateTime<Utc>) -> StoreResult<Vec<ProcessInfo>> {
+        self.read(move |c| cluster::process_list(c, alive_since))
+            .await
+    }
+
+    async fn process_prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.write(move |c, _| cluster::process_prune(c, before))
+            .await
+    }
+
+    async fn process_remove(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.write(move |c, _| cluster::process_remove(c, &id))
+            .await
+    }
+
+    async fn leader_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Leadership>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |c, _| cluster::leader_acquire(c, &name, &holder, ttl, now))
+            .await
+    }
+
+    async fn leader_release(&self, name: &str, holder: &str) -> StoreResult<()> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |c, _| cluster::leader_release(c, &name, &holder))
+            .await
+    }
+
+    async fn leader_get(&self, name: &str) -> StoreResult<Option<Leadership>> {
+        let name = name.to_string();
+        self.read(move |c| cluster::leader_get(c, &name)).await
     }
 }

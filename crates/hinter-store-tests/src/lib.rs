@@ -22,6 +22,7 @@
 //! `now` forward explicitly. Times are whole milliseconds, so backends must keep at least
 //! millisecond precision for times and durations.
 
+mod cluster;
 mod concurrency;
 mod events;
 mod finish;
@@ -32,6 +33,7 @@ mod ordering;
 mod support;
 mod unique;
 
+pub use cluster::*;
 pub use concurrency::*;
 pub use events::*;
 pub use finish::*;
@@ -41,7 +43,7 @@ pub use manage::*;
 pub use ordering::*;
 pub use unique::*;
 
-use hinter_core::Store;
+use hinter_core::{Cluster, Store};
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
@@ -75,6 +77,58 @@ where
             .expect("the conformance test did not finish in time");
         drop(guard);
     });
+}
+
+/// Runs one [`Cluster`] conformance test against a fresh backend from `factory`. Used by
+/// [`cluster_conformance_suite!`].
+pub fn run_cluster<F, FFut, T, TFut>(factory: F, test: T)
+where
+    F: FnOnce() -> FFut,
+    FFut: Future<Output = (Arc<dyn Cluster>, Guard)>,
+    T: FnOnce(Arc<dyn Cluster>) -> TFut,
+    TFut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime");
+    runtime.block_on(async {
+        let (cluster, guard) = factory().await;
+        tokio::time::timeout(TEST_TIMEOUT, test(cluster))
+            .await
+            .expect("the conformance test did not finish in time");
+        drop(guard);
+    });
+}
+
+/// Expands to one `#[test]` per [`Cluster`] rule, each against a fresh backend from
+/// `$factory`: an `async fn() -> (Arc<dyn hinter_core::Cluster>, hinter_store_tests::Guard)`.
+#[macro_export]
+macro_rules! cluster_conformance_suite {
+    ($factory:path) => {
+        $crate::__cluster_tests!(
+            $factory;
+            process_heartbeat_and_list,
+            silent_processes_drop_off,
+            leadership_is_exclusive_and_fenced,
+            leadership_release_hands_over,
+            leadership_one_winner_under_contention,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cluster_tests {
+    ($factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::run_cluster($factory, $crate::$name);
+            }
+        )*
+    };
 }
 
 /// Expands to one `#[test]` per conformance rule, each running against a fresh store from

@@ -1,0 +1,68 @@
+//! Cluster coordination: which hinter processes are alive, and which one is the leader
+//! that runs maintenance. A separate interface from [`crate::Store`] because it is about
+//! processes, not jobs; every backend implements both.
+
+use crate::store::StoreResult;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// A hinter process as it last reported itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Unique per process start (`host:pid:random`); also its workers' `worker_id`.
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    /// `serve` or `worker`.
+    pub role: String,
+    /// Queues its in-process workers lease from (empty: none).
+    pub queues: Vec<String>,
+    pub concurrency: u32,
+    pub started_at: DateTime<Utc>,
+    pub last_heartbeat_at: DateTime<Utc>,
+}
+
+/// A held leadership. `term` grows each time the leadership changes hands, so actions can
+/// be told apart by who ordered them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Leadership {
+    pub name: String,
+    pub holder: String,
+    pub term: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    /// Records that a process is alive (first call inserts it).
+    async fn process_heartbeat(&self, process: ProcessInfo) -> StoreResult<()>;
+
+    /// Processes heard from at or after `alive_since`, oldest first.
+    async fn process_list(&self, alive_since: DateTime<Utc>) -> StoreResult<Vec<ProcessInfo>>;
+
+    /// Forgets processes not heard from since `before` (crashed); returns how many.
+    async fn process_prune(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Forgets a process that stopped cleanly.
+    async fn process_remove(&self, id: &str) -> StoreResult<()>;
+
+    /// Takes the leadership `name` for `holder` until `now + ttl` if it is free, expired, or
+    /// already `holder`'s (a renewal keeps the term; a take-over increments it). `None`: another
+    /// holder has it.
+    async fn leader_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Leadership>>;
+
+    /// Gives the leadership up at once, if `holder` has it, so a successor need not wait for
+    /// it to expire.
+    async fn leader_release(&self, name: &str, holder: &str) -> StoreResult<()>;
+
+    /// The current leadership record, expired or not.
+    async fn leader_get(&self, name: &str) -> StoreResult<Option<Leadership>>;
+}

@@ -1,0 +1,271 @@
+//! Store events over LISTEN/NOTIFY.
+//!
+//! Writers publish the events of a change with `pg_notify` inside the transaction that makes
+//! the change, so they are delivered only if it commits, and to every process listening on
+//! the database. Each process keeps one dedicated connection that `LISTEN`s on the channel and
+//! forwards what arrives to its local broadcast channel, reconnecting with backoff when the
+//! connection drops. Events are hints: consumers also poll.
+//!
+//! Wire format: a notification's payload is a JSON array of events, packed so that a payload
+//! stays below PostgreSQL's 8000-byte limit: `{"a": queue}` (jobs available),
+//! `{"f": id, "s": state}` (job finished), `{"c": id}` (cancel requested). Unknown entries are
+//! skipped, so newer writers may add kinds.
+
+use crate::connect::quote_ident;
+use hinter_core::{JobState, StoreError, StoreEvent};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::future::poll_fn;
+use std::time::Duration;
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
+
+/// Largest payload sent in one notification (PostgreSQL refuses 8000 bytes and more).
+const MAX_PAYLOAD: usize = 7900;
+/// First pause before reconnecting the listener; doubled up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often an idle listener checks that its connection still answers.
+const LISTEN_PING_EVERY: Duration = Duration::from_secs(15);
+
+/// The notification channel of a store in `schema` (`hinter_events` without one).
+pub fn channel(schema: Option<&str>) -> String {
+    match schema {
+        None => "hinter_events".to_string(),
+        Some(schema) => format!("hinter_events:{schema}"),
+    }
+}
+
+fn encode_one(event: &StoreEvent) -> Value {
+    match event {
+        StoreEvent::JobsAvailable { queue } => json!({ "a": queue }),
+        StoreEvent::JobFinished { id, state } => json!({ "f": id, "s": state.as_str() }),
+        StoreEvent::CancelRequested { id } => json!({ "c": id }),
+    }
+}
+
+/// Notification payloads for `events`, duplicates removed, each under [`MAX_PAYLOAD`]
+/// bytes. An event too big for any payload (a huge queue name) is dropped: events are hints.
+pub fn encode(events: &[StoreEvent]) -> Vec<String> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut payloads = Vec::new();
+    let mut current = String::new();
+    for event in events {
+        let item = encode_one(event).to_string();
+        if !seen.insert(item.clone()) {
+            continue;
+        }
+        if item.len() + 2 > MAX_PAYLOAD {
+            tracing::debug!(?event, "event too large for a notification; not published");
+            continue;
+        }
+        if !current.is_empty() && current.len() + item.len() + 2 > MAX_PAYLOAD {
+            current.push(']');
+            payloads.push(std::mem::take(&mut current));
+        }
+        current.push(if current.is_empty() { '[' } else { ',' });
+        current.push_str(&item);
+    }
+    if !current.is_empty() {
+        current.push(']');
+        payloads.push(current);
+    }
+    payloads
+}
+
+fn decode_one(value: &Value) -> Option<StoreEvent> {
+    let obj = value.as_object()?;
+    if let Some(queue) = obj.get("a").and_then(Value::as_str) {
+        return Some(StoreEvent::JobsAvailable {
+            queue: queue.to_string(),
+        });
+    }
+    if let Some(id) = obj.get("f").and_then(Value::as_str) {
+        let id = Uuid::parse_str(id).ok()?;
+        let state = obj.get("s")?.as_str()?.parse::<JobState>().ok()?;
+        return Some(StoreEvent::JobFinished { id, state });
+    }
+    if let Some(id) = obj.get("c").and_then(Value::as_str) {
+        return Some(StoreEvent::CancelRequested {
+            id: Uuid::parse_str(id).ok()?,
+        });
+    }
+    None
+}
+
+/// The events in a notification payload; malformed parts are skipped.
+pub fn decode(payload: &str) -> Vec<StoreEvent> {
+    match serde_json::from_str::<Value>(payload) {
+        Ok(Value::Array(items)) => items.iter().filter_map(decode_one).collect(),
+        Ok(single) => decode_one(&single).into_iter().collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "ignoring a malformed hinter notification");
+            Vec::new()
+        }
+    }
+}
+
+/// Runs the listener until `stop` fires (its sender is dropped): LISTENs on `channel` and
+/// forwards events to `events`, reconnecting with backoff. `ready` is answered once, after
+/// the first LISTEN succeeded or failed.
+pub async fn listen(
+    config: tokio_postgres::Config,
+    target: String,
+    channel: String,
+    events: broadcast::Sender<StoreEvent>,
+    mut stop: watch::Receiver<()>,
+    ready: oneshot::Sender<Result<(), StoreError>>,
+) {
+    let mut ready = Some(ready);
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let mut listening = false;
+        let session = session(&config, &channel, &events, &mut listening, &mut ready);
+        let outcome = tokio::select! {
+            _ = stop.changed() => return,
+            outcome = session => outcome,
+        };
+        if let Some(ready) = ready.take() {
+            let message = match &outcome {
+                Err(e) => format!("cannot listen for events on {target}: {e}"),
+                Ok(()) => format!("the event connection to {target} closed at once"),
+            };
+            let _ = ready.send(Err(StoreError::Unavailable(message)));
+            return;
+        }
+        if listening {
+            backoff = MIN_BACKOFF;
+        }
+        match outcome {
+            Ok(()) => tracing::warn!(target = %target, "event connection closed; reconnecting"),
+            Err(e) => tracing::warn!(
+                target = %target,
+                error = %e,
+                retry_in_ms = backoff.as_millis() as u64,
+                "event connection failed; reconnecting"
+            ),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One listening connection, until it closes or fails.
+async fn session(
+    config: &tokio_postgres::Config,
+    channel: &str,
+    events: &broadcast::Sender<StoreEvent>,
+    listening: &mut bool,
+    ready: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let listen_sql = format!("LISTEN {}", quote_ident(channel));
+    let mut listen = std::pin::pin!(client.batch_execute(&listen_sql));
+    let mut ping = tokio::time::interval(LISTEN_PING_EVERY);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            done = &mut listen, if !*listening => {
+                done?;
+                *listening = true;
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Ok(()));
+                }
+            }
+            _ = ping.tick(), if *listening => {
+                // Drive the connection while the check runs, or it would never answer.
+                let check = client.simple_query("");
+                let mut check = std::pin::pin!(tokio::time::timeout(LISTEN_PING_EVERY, check));
+                loop {
+                    tokio::select! {
+                        answer = &mut check => match answer {
+                            Ok(Ok(_)) => break,
+                            Ok(Err(e)) => return Err(e),
+                            Err(_) => return Ok(()),
+                        },
+                        message = poll_fn(|cx| connection.poll_message(cx)) => {
+                            if !forward(message, events)? {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+            message = poll_fn(|cx| connection.poll_message(cx)) => {
+                if !forward(message, events)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Handles one message of the listening connection; false when the connection closed.
+fn forward(
+    message: Option<Result<AsyncMessage, tokio_postgres::Error>>,
+    events: &broadcast::Sender<StoreEvent>,
+) -> Result<bool, tokio_postgres::Error> {
+    match message {
+        None => Ok(false),
+        Some(Err(e)) => Err(e),
+        Some(Ok(AsyncMessage::Notification(n))) => {
+            for event in decode(n.payload()) {
+                // No receivers is fine: nobody is waiting right now.
+                let _ = events.send(event);
+            }
+            Ok(true)
+        }
+        Some(Ok(_)) => Ok(true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_and_pack() {
+        let id = Uuid::now_v7();
+        let events = vec![
+            StoreEvent::JobsAvailable { queue: "q".into() },
+            StoreEvent::JobFinished {
+                id,
+                state: JobState::Dead,
+            },
+            StoreEvent::CancelRequested { id },
+            StoreEvent::JobsAvailable { queue: "q".into() },
+        ];
+        let payloads = encode(&events);
+        assert_eq!(payloads.len(), 1);
+        assert_eq!(decode(&payloads[0]), events[..3].to_vec());
+
+        let many: Vec<StoreEvent> = (0..1000)
+            .map(|i| StoreEvent::JobsAvailable {
+                queue: format!("queue-{i}"),
+            })
+            .collect();
+        let payloads = encode(&many);
+        assert!(payloads.len() > 1);
+        assert!(payloads.iter().all(|p| p.len() <= MAX_PAYLOAD));
+        let back: Vec<StoreEvent> = payloads.iter().flat_map(|p| decode(p)).collect();
+        assert_eq!(back, many);
+
+        let huge = StoreEvent::JobsAvailable {
+            queue: "x".repeat(9000),
+        };
+        assert!(encode(&[huge]).is_empty());
+        assert!(decode("not json").is_empty());
+        assert!(decode(r#"[{"zz": 1}, {"a": "q"}]"#).len() == 1);
+    }
+
+    #[test]
+    fn channel_names() {
+        assert_eq!(channel(None), "hinter_events");
+        assert_eq!(channel(Some("t1")), "hinter_events:t1");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

@@ -1,0 +1,1238 @@
+//! The SQL of every store operation. Writes run inside a transaction opened by the caller
+//! (which publishes the collected events and commits); reads on a pooled connection.
+//!
+//! Batches are written with one statement over `unnest` arrays; each item carries its
+//! position in the request (`i`) so answers are matched back to it.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use hinter_core::retry::FailOutcome;
+use hinter_core::store::{
+    Completion, Expired, Expiry, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest,
+    PruneRequest, QueueInfo, Release, StoreResult,
+};
+use hinter_core::{
+    AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, StoreError, StoreEvent,
+};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// An operation's failure: a database error (kept whole, so the caller can retry a
+/// deadlock), or an answer of the store.
+#[derive(Debug)]
+pub enum Error {
+    Db(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Error::Db(e)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+impl Error {
+    /// A deadlock or serialization failure: the transaction was rolled back and may be run
+    /// again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Db(e) if e.code().is_some_and(|c| {
+            *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        }))
+    }
+
+    pub fn into_store(self) -> StoreError {
+        match self {
+            Error::Store(e) => e,
+            Error::Db(e) => db_err(e),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// A database error's message, with the server's detail when there is one.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => e.to_string(),
+    }
+}
+
+/// Maps a database error: data the database refuses (a taken id, an out-of-range time,
+/// text it cannot store) is a conflict; anything else means the store is unavailable.
+pub fn db_err(e: tokio_postgres::Error) -> StoreError {
+    let class = e.code().map(|c| &c.code()[..2]);
+    match class {
+        Some("22" | "23") => StoreError::Conflict(describe(&e)),
+        _ => StoreError::Unavailable(describe(&e)),
+    }
+}
+
+/// Truncates to the precision the store keeps, so returned values equal stored ones.
+fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+fn plus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    truncate(t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::hours(1)))
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn from_ms(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn to_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// PostgreSQL text cannot hold NUL characters.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
+/// Columns read by [`job_from_row`], in its order; `j` is the alias of `jobs`.
+const JOB_COLUMNS: &str = "j.seq, j.id, j.job, j.queue, j.payload, j.state, j.priority, \
+    j.attempt, j.max_attempts, j.run_at, j.created_at, j.started_at, j.finished_at, \
+    j.unique_key, j.ordering_key, j.timeout_ms, j.singleton, j.cancel_requested, j.worker_id, \
+    j.lease_expires_at, j.errors, j.result";
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
+    row.try_get(idx)
+        .map_err(|e| Error::Store(StoreError::Corrupt(format!("column {idx}: {e}"))))
+}
+
+/// Decodes [`JOB_COLUMNS`] starting at column `at`.
+fn job_from_row(row: &Row, at: usize) -> Result<Job> {
+    let id: Uuid = get(row, at + 1)?;
+    let state: String = get(row, at + 5)?;
+    let errors: Value = get(row, at + 20)?;
+    let errors: Vec<AttemptError> = serde_json::from_value(errors)
+        .map_err(|e| StoreError::Corrupt(format!("errors of job {id}: {e}")))?;
+    Ok(Job {
+        seq: get(row, at)?,
+        id,
+        job: get(row, at + 2)?,
+        queue: get(row, at + 3)?,
+        payload: get(row, at + 4)?,
+        state: state
+            .parse::<JobState>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        priority: get(row, at + 6)?,
+        attempt: to_u32(get(row, at + 7)?),
+        max_attempts: to_u32(get(row, at + 8)?),
+        run_at: get(row, at + 9)?,
+        created_at: get(row, at + 10)?,
+        started_at: get(row, at + 11)?,
+        finished_at: get(row, at + 12)?,
+        unique_key: get(row, at + 13)?,
+        ordering_key: get(row, at + 14)?,
+        timeout: get::<Option<i64>>(row, at + 15)?.map(from_ms),
+        singleton: get(row, at + 16)?,
+        cancel_requested: get(row, at + 17)?,
+        worker_id: get(row, at + 18)?,
+        lease_expires_at: get(row, at + 19)?,
+        errors,
+        result: get(row, at + 21)?,
+    })
+}
+
+async fn query<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.query(&stmt, params).await?)
+}
+
+async fn query_opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&stmt, params).await?)
+}
+
+async fn execute<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.execute(&stmt, params).await?)
+}
+
+/// Publishes `events` on `channel`; they are delivered when the transaction commits.
+pub async fn notify<C: GenericClient>(c: &C, channel: &str, events: &[StoreEvent]) -> Result<()> {
+    let payloads = crate::events::encode(events);
+    if !payloads.is_empty() {
+        execute(
+            c,
+            "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+            &[&channel, &payloads],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn job_get<C: GenericClient>(c: &C, id: Uuid) -> Result<Option<Job>> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs AS j WHERE j.id = $1");
+    query_opt(c, &sql, &[&id])
+        .await?
+        .map(|row| job_from_row(&row, 0))
+        .transpose()
+}
+
+/// Which of `ids` exist.
+async fn existing_ids<C: GenericClient>(c: &C, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+    let rows = query(c, "SELECT id FROM jobs WHERE id = ANY($1)", &[&ids]).await?;
+    rows.iter().map(|r| get::<Uuid>(r, 0)).collect()
+}
+
+/// Answers for a batch of guarded updates: `matched` holds the request positions that were
+/// applied; every other item is `NotFound` or `StaleLease`.
+async fn answers<C: GenericClient, T>(
+    c: &C,
+    ids: &[Uuid],
+    mut matched: HashMap<usize, T>,
+) -> Result<Vec<StoreResult<T>>> {
+    let missing: Vec<Uuid> = (0..ids.len())
+        .filter(|i| !matched.contains_key(i))
+        .map(|i| ids[i])
+        .collect();
+    let exists = if missing.is_empty() {
+        HashSet::new()
+    } else {
+        existing_ids(c, &missing).await?
+    };
+    Ok((0..ids.len())
+        .map(|i| match matched.remove(&i) {
+            Some(answer) => Ok(answer),
+            None if exists.contains(&ids[i]) => Err(StoreError::StaleLease(ids[i])),
+            None => Err(StoreError::NotFound(ids[i])),
+        })
+        .collect())
+}
+
+/// Request positions sorted by job id, so concurrent batches lock rows in one order.
+fn by_id(ids: &[Uuid]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| ids[i]);
+    order
+}
+
+fn position(i: usize) -> i32 {
+    i32::try_from(i).unwrap_or(i32::MAX)
+}
+
+fn finished_events(job: &Job, events: &mut Vec<StoreEvent>) {
+    events.push(StoreEvent::JobFinished {
+        id: job.id,
+        state: job.state,
+    });
+    if job.ordering_key.is_some() || job.singleton {
+        events.push(StoreEvent::JobsAvailable {
+            queue: job.queue.clone(),
+        });
+    }
+}
+
+/// Serializes the transaction with every other one taking a lock of the same names
+/// (`pg_advisory_xact_lock` on a 64-bit hash of each), in one global order so two
+/// transactions never wait for each other in a cycle.
+async fn lock_names<C: GenericClient>(c: &C, mut names: Vec<String>) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    names.dedup();
+    // The DISTINCT subquery is sorted before the outer query takes the locks in its order.
+    execute(
+        c,
+        "SELECT pg_advisory_xact_lock(k) FROM (
+             SELECT DISTINCT hashtextextended(n, 0) AS k FROM unnest($1::text[]) AS n ORDER BY k
+         ) AS s",
+        &[&names],
+    )
+    .await?;
+    Ok(())
+}
+
+fn unique_lock(job: &str, key: &str) -> String {
+    format!("hinter.unique\u{1f}{job}\u{1f}{key}")
+}
+
+fn ordering_lock(queue: &str, key: &str) -> String {
+    format!("hinter.ordering\u{1f}{queue}\u{1f}{key}")
+}
+
+const SINGLETON_LOCK_PREFIX: &str = "hinter.singleton\u{1f}";
+
+/// How the insert answers one job of the batch.
+enum Plan {
+    New,
+    /// A duplicate of an earlier job of this batch (its position).
+    SameAs(usize),
+    /// A duplicate of a stored job.
+    Existing(Box<Job>),
+}
+
+pub async fn job_insert_many<C: GenericClient>(
+    c: &C,
+    jobs: &[NewJob],
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Vec<Inserted>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = truncate(now);
+
+    // Concurrent inserts of one unique key must not both see "no duplicate", and jobs of one
+    // ordering key must get their `seq` in commit order (the lease guard compares `seq`).
+    let mut locks = Vec::new();
+    for new in jobs {
+        if let Some(key) = &new.unique_key {
+            locks.push(unique_lock(&new.job, key));
+        }
+        if let Some(key) = &new.ordering_key {
+            locks.push(ordering_lock(&new.queue, key));
+        }
+    }
+    lock_names(c, locks).await?;
+
+    // Stored duplicates: the newest job with the name and key that is unfinished (without a
+    // window) or created inside the window.
+    let mut existing: HashMap<usize, Job> = HashMap::new();
+    let uniques: Vec<usize> = (0..jobs.len())
+        .filter(|&i| jobs[i].unique_key.is_some())
+        .collect();
+    if !uniques.is_empty() {
+        let positions: Vec<i32> = uniques.iter().map(|&i| position(i)).collect();
+        let names: Vec<&str> = uniques.iter().map(|&i| jobs[i].job.as_str()).collect();
+        let keys: Vec<&str> = uniques
+            .iter()
+            .map(|&i| jobs[i].unique_key.as_deref().unwrap_or_default())
+            .collect();
+        let since: Vec<Option<DateTime<Utc>>> = uniques
+            .iter()
+            .map(|&i| jobs[i].unique_for.map(|w| window_start(now, w)))
+            .collect();
+        let sql = format!(
+            "SELECT u.i, {JOB_COLUMNS}
+             FROM unnest($1::int4[], $2::text[], $3::text[], $4::timestamptz[])
+                  AS u(i, job, key, since)
+             CROSS JOIN LATERAL (
+                 SELECT * FROM jobs AS d
+                 WHERE d.job = u.job AND d.unique_key = u.key
+                   AND CASE WHEN u.since IS NULL
+                            THEN d.state IN ('scheduled', 'queued', 'running')
+                            ELSE d.created_at > u.since END
+                 ORDER BY d.seq DESC LIMIT 1
+             ) AS j"
+        );
+        for row in query(c, &sql, &[&positions, &names, &keys, &since]).await? {
+            let i = usize::try_from(get::<i32>(&row, 0)?).unwrap_or(usize::MAX);
+            existing.insert(i, job_from_row(&row, 1)?);
+        }
+    }
+
+    // Duplicates inside the batch: a later job with the same name and key answers the
+    // earlier one, which is unfinished and was created now (inside any non-zero window).
+    let mut latest: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut plans = Vec::with_capacity(jobs.len());
+    for (i, new) in jobs.iter().enumerate() {
+        if let Some(key) = &new.unique_key {
+            let in_window = new.unique_for.is_none_or(|w| duration_ms(w) > 0);
+            if let Some(&first) = latest.get(&(new.job.as_str(), key.as_str())) {
+                if in_window {
+                    plans.push(Plan::SameAs(first));
+                    continue;
+                }
+            }
+            if let Some(job) = existing.remove(&i) {
+                plans.push(Plan::Existing(Box::new(job)));
+                continue;
+            }
+            latest.insert((new.job.as_str(), key.as_str()), i);
+        }
+        plans.push(Plan::New);
+    }
+
+    let fresh: Vec<usize> = (0..jobs.len())
+        .filter(|&i| matches!(plans[i], Plan::New))
+        .collect();
+    let state_of = |new: &NewJob| {
+        if new.run_at.is_some_and(|at| at > now) {
+            JobState::Scheduled
+        } else {
+            JobState::Queued
+        }
+    };
+    let mut seqs: HashMap<Uuid, i64> = HashMap::new();
+    if !fresh.is_empty() {
+        let ids: Vec<Uuid> = fresh.iter().map(|&i| jobs[i].id).collect();
+        let names: Vec<&str> = fresh.iter().map(|&i| jobs[i].job.as_str()).collect();
+        let queues: Vec<&str> = fresh.iter().map(|&i| jobs[i].queue.as_str()).collect();
+        let payloads: Vec<&Value> = fresh.iter().map(|&i| &jobs[i].payload).collect();
+        let states: Vec<&str> = fresh.iter().map(|&i| state_of(&jobs[i]).as_str()).collect();
+        let priorities: Vec<i32> = fresh.iter().map(|&i| jobs[i].priority).collect();
+        let max_attempts: Vec<i64> = fresh
+            .iter()
+            .map(|&i| i64::from(jobs[i].max_attempts))
+            .collect();
+        let run_ats: Vec<DateTime<Utc>> = fresh
+            .iter()
+            .map(|&i| truncate(jobs[i].run_at.unwrap_or(now)))
+            .collect();
+        let unique_keys: Vec<Option<&str>> = fresh
+            .iter()
+            .map(|&i| jobs[i].unique_key.as_deref())
+            .collect();
+        let ordering_keys: Vec<Option<&str>> = fresh
+            .iter()
+            .map(|&i| jobs[i].ordering_key.as_deref())
+            .collect();
+        let timeouts: Vec<Option<i64>> = fresh
+            .iter()
+            .map(|&i| jobs[i].timeout.map(duration_ms))
+            .collect();
+        let singletons: Vec<bool> = fresh.iter().map(|&i| jobs[i].singleton).collect();
+        // `seq` values are drawn first and handed out in ascending order, so they grow in
+        // request order whatever order the database evaluates rows in.
+        let rows = query(
+            c,
+            "WITH s AS MATERIALIZED (
+                 SELECT row_number() OVER (ORDER BY v) AS ord, v
+                 FROM (SELECT nextval('jobs_seq_seq') AS v
+                       FROM generate_series(1, cardinality($1::uuid[]))) AS g
+             )
+             INSERT INTO jobs (seq, id, job, queue, payload, state, priority, max_attempts,
+                               run_at, created_at, unique_key, ordering_key, timeout_ms,
+                               singleton)
+             SELECT s.v, u.id, u.job, u.queue, u.payload, u.state, u.priority, u.max_attempts,
+                    u.run_at, $13, u.unique_key, u.ordering_key, u.timeout_ms, u.singleton
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::json[], $5::text[],
+                         $6::int4[], $7::int8[], $8::timestamptz[], $9::text[], $10::text[],
+                         $11::int8[], $12::bool[])
+                  WITH ORDINALITY AS u(id, job, queue, payload, state, priority, max_attempts,
+                                       run_at, unique_key, ordering_key, timeout_ms,
+                                       singleton, ord)
+             JOIN s ON s.ord = u.ord
+             RETURNING seq, id",
+            &[
+                &ids,
+                &names,
+                &queues,
+                &payloads,
+                &states,
+                &priorities,
+                &max_attempts,
+                &run_ats,
+                &unique_keys,
+                &ordering_keys,
+                &timeouts,
+                &singletons,
+                &now,
+            ],
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Db(db) if db.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                Error::Store(StoreError::Conflict(format!(
+                    "a job with this id already exists: {}",
+                    describe(&db)
+                )))
+            }
+            other => other,
+        })?;
+        for row in rows {
+            seqs.insert(get(&row, 1)?, get(&row, 0)?);
+        }
+    }
+
+    let mut out: Vec<Inserted> = Vec::with_capacity(jobs.len());
+    let mut ready: Vec<&str> = Vec::new();
+    for (new, plan) in jobs.iter().zip(plans) {
+        let inserted = match plan {
+            Plan::Existing(job) => Inserted {
+                job: *job,
+                duplicate: true,
+            },
+            Plan::SameAs(first) => Inserted {
+                job: out[first].job.clone(),
+                duplicate: true,
+            },
+            Plan::New => {
+                let state = state_of(new);
+                if state == JobState::Queued && !ready.contains(&new.queue.as_str()) {
+                    ready.push(&new.queue);
+                }
+                let seq = seqs.get(&new.id).copied().ok_or_else(|| {
+                    StoreError::Corrupt(format!("job {} was not inserted", new.id))
+                })?;
+                Inserted {
+                    job: Job {
+                        id: new.id,
+                        job: new.job.clone(),
+                        queue: new.queue.clone(),
+                        payload: new.payload.clone(),
+                        state,
+                        priority: new.priority,
+                        attempt: 0,
+                        max_attempts: new.max_attempts,
+                        run_at: truncate(new.run_at.unwrap_or(now)),
+                        created_at: now,
+                        started_at: None,
+                        finished_at: None,
+                        unique_key: new.unique_key.clone(),
+                        ordering_key: new.ordering_key.clone(),
+                        timeout: new.timeout.map(|t| from_ms(duration_ms(t))),
+                        singleton: new.singleton,
+                        cancel_requested: false,
+                        worker_id: None,
+                        lease_expires_at: None,
+                        errors: Vec::new(),
+                        result: None,
+                        seq,
+                    },
+                    duplicate: false,
+                }
+            }
+        };
+        out.push(inserted);
+    }
+    events.extend(ready.into_iter().map(|queue| StoreEvent::JobsAvailable {
+        queue: queue.to_string(),
+    }));
+    Ok(out)
+}
+
+/// The start of a duplicate window ending `now`; clamped to a time PostgreSQL can store.
+fn window_start(now: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
+    let floor = DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::UNIX_EPOCH);
+    let window = chrono::Duration::milliseconds(duration_ms(window));
+    now.checked_sub_signed(window)
+        .filter(|t| *t > floor)
+        .unwrap_or(floor)
+}
+
+pub async fn job_promote_scheduled<C: GenericClient>(
+    c: &C,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<u64> {
+    // SKIP LOCKED: concurrent leasers promote disjoint rows instead of queueing on each other.
+    let rows = query(
+        c,
+        "UPDATE jobs SET state = 'queued'
+         WHERE state = 'scheduled' AND seq IN (
+             SELECT seq FROM jobs WHERE state = 'scheduled' AND run_at <= $1
+             FOR UPDATE SKIP LOCKED)
+         RETURNING queue",
+        &[&now],
+    )
+    .await?;
+    let mut queues: Vec<String> = Vec::new();
+    for row in &rows {
+        let queue: String = get(row, 0)?;
+        if !queues.contains(&queue) {
+            queues.push(queue);
+        }
+    }
+    events.extend(
+        queues
+            .into_iter()
+            .map(|queue| StoreEvent::JobsAvailable { queue }),
+    );
+    Ok(rows.len() as u64)
+}
+
+/// Most candidate rounds of one lease; each round either leases or rules out a name.
+const MAX_LEASE_ROUNDS: usize = 32;
+
+/// The best eligible queued jobs of the requested, unpaused queues, locked for this
+/// transaction; rows other leasers hold are skipped.
+const LEASE_CANDIDATES: &str = "
+    SELECT c.seq, c.job, c.singleton
+    FROM unnest($1::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT j.seq, j.job, j.singleton, j.priority
+        FROM jobs AS j
+        WHERE j.state = 'queued' AND j.queue = q.name
+          AND (j.ordering_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM jobs AS o
+                WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key
+                  AND o.state IN ('scheduled', 'queued', 'running') AND o.seq < j.seq))
+          AND (NOT j.singleton OR (j.job <> ALL ($3::text[]) AND NOT EXISTS (
+                SELECT 1 FROM jobs AS s WHERE s.job = j.job AND s.state = 'running')))
+        ORDER BY j.priority DESC, j.seq
+        LIMIT $2
+        FOR UPDATE OF j SKIP LOCKED
+    ) AS c
+    WHERE NOT EXISTS (SELECT 1 FROM queues AS p WHERE p.name = q.name AND p.paused)
+    ORDER BY c.priority DESC, c.seq
+    LIMIT $2";
+
+/// Leasing. Candidates are chosen and row-locked with `FOR UPDATE SKIP LOCKED`, so
+/// concurrent leasers take disjoint jobs without waiting for each other. The ordering-key
+/// guard needs nothing more: the next job of a key is ineligible while an older one is
+/// unfinished, and inserts of one key get their `seq` in commit order.
+///
+/// The singleton guard does: two leasers could each see no running job of a name and lock
+/// two different jobs of it. So a leaser takes `pg_try_advisory_xact_lock` on the name of each
+/// singleton it would lease (held until commit; a name already held is passed over, never
+/// waited for), then checks again in a new statement — whose snapshot is taken after the
+/// lock, so it sees every leaser of that name that committed before — that none is
+/// running. Only then are the jobs updated.
+pub async fn job_lease<C: GenericClient>(
+    c: &C,
+    request: &LeaseRequest,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Vec<LeasedJob>> {
+    job_promote_scheduled(c, request.now, events).await?;
+    let mut queues: Vec<&str> = Vec::new();
+    for queue in &request.queues {
+        if !queues.contains(&queue.as_str()) {
+            queues.push(queue);
+        }
+    }
+    let now = truncate(request.now);
+    let until = plus(request.now, request.lease_for);
+    let max = request.max as usize;
+    let mut leased: Vec<LeasedJob> = Vec::with_capacity(max);
+    // Singleton names this call must not lease: held by another leaser, or running.
+    let mut excluded: Vec<String> = Vec::new();
+    for _ in 0..MAX_LEASE_ROUNDS {
+        let want = i64::try_from(max - leased.len()).unwrap_or(i64::MAX);
+        let rows = query(c, LEASE_CANDIDATES, &[&queues, &want, &excluded]).await?;
+        let found = rows.len();
+        let mut take: Vec<(i64, String, bool)> = Vec::with_capacity(found);
+        let mut singles: Vec<String> = Vec::new();
+        let mut skipped = false;
+        for row in &rows {
+            let (seq, job, singleton): (i64, String, bool) =
+                (get(row, 0)?, get(row, 1)?, get(row, 2)?);
+            if singleton {
+                if singles.contains(&job) {
+                    // A second job of a name taken in this round: the next round's guard
+                    // sees the first running.
+                    skipped = true;
+                    continue;
+                }
+                singles.push(job.clone());
+            }
+            take.push((seq, job, singleton));
+        }
+        if !singles.is_empty() {
+            let blocked = blocked_singletons(c, &singles).await?;
+            if !blocked.is_empty() {
+                skipped = true;
+                take.retain(|(_, job, singleton)| !(*singleton && blocked.contains(job)));
+                excluded.extend(blocked);
+            }
+        }
+        if !take.is_empty() {
+            let seqs: Vec<i64> = take.iter().map(|(seq, _, _)| *seq).collect();
+            let tokens: Vec<i64> = seqs.iter().map(|_| new_lease_token()).collect();
+            let rows = query(
+                c,
+                "UPDATE jobs AS j SET state = 'running', attempt = j.attempt + 1,
+                     worker_id = $3, lease_token = u.token, lease_expires_at = $4,
+                     started_at = $5,
+                     deadline_at = CASE WHEN j.timeout_ms IS NULL THEN NULL
+                                        ELSE $5::timestamptz + j.timeout_ms * interval '1 millisecond' END
+                 FROM unnest($1::int8[], $2::int8[]) AS u(seq, token)
+                 WHERE j.seq = u.seq AND j.state = 'queued'
+                 RETURNING j.seq, j.id, j.job, j.queue, j.payload, j.attempt, j.max_attempts,
+                           j.priority, j.created_at, j.timeout_ms, u.token",
+                &[&seqs, &tokens, &request.worker_id, &until, &now],
+            )
+            .await?;
+            let mut round: Vec<(i64, LeasedJob)> = Vec::with_capacity(rows.len());
+            for row in &rows {
+                round.push((
+                    get(row, 0)?,
+                    LeasedJob {
+                        id: get(row, 1)?,
+                        job: get(row, 2)?,
+                        queue: get(row, 3)?,
+                        payload: get(row, 4)?,
+                        attempt: to_u32(get(row, 5)?),
+                        max_attempts: to_u32(get(row, 6)?),
+                        priority: get(row, 7)?,
+                        created_at: get(row, 8)?,
+                        timeout: get::<Option<i64>>(row, 9)?.map(from_ms),
+                        lease_token: get(row, 10)?,
+                        lease_expires_at: until,
+                    },
+                ));
+            }
+            round.sort_by(|(sa, a), (sb, b)| b.priority.cmp(&a.priority).then(sa.cmp(sb)));
+            leased.extend(round.into_iter().map(|(_, l)| l));
+        }
+        if !skipped || found == 0 || leased.len() >= max {
+            break;
+        }
+    }
+    Ok(leased)
+}
+
+/// Of the singleton `names` this transaction would lease, those it must not: another leaser
+/// holds the name's lock, or (checked after taking the lock) a job of the name is running.
+async fn blocked_singletons<C: GenericClient>(c: &C, names: &[String]) -> Result<Vec<String>> {
+    let rows = query(
+        c,
+        "SELECT n, pg_try_advisory_xact_lock(hashtextextended($2 || n, 0))
+         FROM unnest($1::text[]) AS n",
+        &[&names, &SINGLETON_LOCK_PREFIX],
+    )
+    .await?;
+    let mut blocked = Vec::new();
+    let mut locked = Vec::new();
+    for row in &rows {
+        let name: String = get(row, 0)?;
+        if get::<bool>(row, 1)? {
+            locked.push(name);
+        } else {
+            blocked.push(name);
+        }
+    }
+    if !locked.is_empty() {
+        // A new statement, so a new snapshot: it sees every leaser that held the lock before.
+        let rows = query(
+            c,
+            "SELECT DISTINCT job FROM jobs WHERE state = 'running' AND job = ANY($1)",
+            &[&locked],
+        )
+        .await?;
+        for row in &rows {
+            blocked.push(get(row, 0)?);
+        }
+    }
+    Ok(blocked)
+}
+
+/// A fencing token: random, positive, and exact in JSON numbers (below 2^53).
+fn new_lease_token() -> i64 {
+    rand::random_range(1..(1i64 << 53))
+}
+
+pub async fn job_heartbeat_many<C: GenericClient>(
+    c: &C,
+    heartbeats: &[Heartbeat],
+    now: DateTime<Utc>,
+) -> Result<Vec<StoreResult<HeartbeatAck>>> {
+    let untils: Vec<DateTime<Utc>> = heartbeats
+        .iter()
+        .map(|hb| plus(now, hb.lease_for))
+        .collect();
+    // A job named twice with one token: the last heartbeat sets the expiry, all succeed.
+    let mut last: HashMap<(Uuid, i64), usize> = HashMap::new();
+    for (i, hb) in heartbeats.iter().enumerate() {
+        last.insert((hb.id, hb.lease_token), i);
+    }
+    let ids: Vec<Uuid> = heartbeats.iter().map(|hb| hb.id).collect();
+    let sent: Vec<usize> = by_id(&ids)
+        .into_iter()
+        .filter(|&i| last.get(&(ids[i], heartbeats[i].lease_token)) == Some(&i))
+        .collect();
+    let rows = query(
+        c,
+        "UPDATE jobs AS j SET lease_expires_at = u.until
+         FROM unnest($1::uuid[], $2::int8[], $3::timestamptz[], $4::int4[])
+              AS u(id, token, until, i)
+         WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
+         RETURNING u.i, j.cancel_requested",
+        &[
+            &sent.iter().map(|&i| ids[i]).collect::<Vec<_>>(),
+            &sent
+                .iter()
+                .map(|&i| heartbeats[i].lease_token)
+                .collect::<Vec<_>>(),
+            &sent.iter().map(|&i| untils[i]).collect::<Vec<_>>(),
+            &sent.iter().map(|&i| position(i)).collect::<Vec<_>>(),
+        ],
+    )
+    .await?;
+    let mut cancel: HashMap<usize, bool> = HashMap::new();
+    for row in &rows {
+        let i = usize::try_from(get::<i32>(row, 0)?).unwrap_or(usize::MAX);
+        cancel.insert(i, get(row, 1)?);
+    }
+    let mut matched = HashMap::new();
+    for (i, hb) in heartbeats.iter().enumerate() {
+        let Some(&sent_as) = last.get(&(hb.id, hb.lease_token)) else {
+            continue;
+        };
+        if let Some(&cancel_requested) = cancel.get(&sent_as) {
+            matched.insert(
+                i,
+                HeartbeatAck {
+                    lease_expires_at: untils[i],
+                    cancel_requested,
+                },
+            );
+        }
+    }
+    answers(c, &ids, matched).await
+}
+
+pub async fn job_complete_many<C: GenericClient>(
+    c: &C,
+    completions: &[Completion],
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Vec<StoreResult<Job>>> {
+    let ids: Vec<Uuid> = completions.iter().map(|x| x.id).collect();
+    let order = by_id(&ids);
+    let sql = format!(
+        "UPDATE jobs AS j SET state = 'succeeded', result = u.result, finished_at = $4,
+             lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL
+         FROM unnest($1::uuid[], $2::int8[], $3::json[], $5::int4[]) AS u(id, token, result, i)
+         WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
+         RETURNING u.i, {JOB_COLUMNS}"
+    );
+    let rows = query(
+        c,
+        &sql,
+        &[
+            &order.iter().map(|&i| ids[i]).collect::<Vec<_>>(),
+            &order
+                .iter()
+                .map(|&i| completions[i].lease_token)
+                .collect::<Vec<_>>(),
+            &order
+                .iter()
+                .map(|&i| completions[i].result.as_ref())
+                .collect::<Vec<_>>(),
+            &truncate(now),
+            &order.iter().map(|&i| position(i)).collect::<Vec<_>>(),
+        ],
+    )
+    .await?;
+    let mut matched = HashMap::new();
+    for row in &rows {
+        let i = usize::try_from(get::<i32>(row, 0)?).unwrap_or(usize::MAX);
+        let job = job_from_row(row, 1)?;
+        finished_events(&job, events);
+        matched.insert(i, job);
+    }
+    answers(c, &ids, matched).await
+}
+
+pub async fn job_fail_many<C: GenericClient>(
+    c: &C,
+    failures: &[Failure],
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Vec<StoreResult<Job>>> {
+    let now = truncate(now);
+    let at = serde_json::to_value(now)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .ok_or_else(|| StoreError::Corrupt(format!("cannot encode the time {now}")))?;
+    let ids: Vec<Uuid> = failures.iter().map(|f| f.id).collect();
+    let order = by_id(&ids);
+    let states: Vec<&str> = order
+        .iter()
+        .map(|&i| match failures[i].outcome {
+            FailOutcome::Retry { .. } => JobState::Scheduled.as_str(),
+            FailOutcome::Dead => JobState::Dead.as_str(),
+            FailOutcome::Cancelled => JobState::Cancelled.as_str(),
+        })
+        .collect();
+    let run_ats: Vec<Option<DateTime<Utc>>> = order
+        .iter()
+        .map(|&i| match failures[i].outcome {
+            FailOutcome::Retry { run_at } => Some(truncate(run_at)),
+            _ => None,
+        })
+        .collect();
+    let messages: Vec<String> = order
+        .iter()
+        .map(|&i| storable(&failures[i].error))
+        .collect();
+    // A cancel request wins: the row's own flag decides, read under the row lock.
+    let sql = format!(
+        "UPDATE jobs AS j SET
+             state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE u.state END,
+             run_at = CASE WHEN NOT j.cancel_requested AND u.state = 'scheduled'
+                           THEN u.run_at ELSE j.run_at END,
+             finished_at = CASE WHEN j.cancel_requested OR u.state <> 'scheduled'
+                                THEN $5::timestamptz END,
+             errors = j.errors || jsonb_build_array(jsonb_build_object(
+                 'attempt', j.attempt, 'at', $6::text, 'message', u.message)),
+             lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL
+         FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::timestamptz[], $7::text[],
+                     $8::int4[]) AS u(id, token, state, run_at, message, i)
+         WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
+         RETURNING u.i, {JOB_COLUMNS}"
+    );
+    let rows = query(
+        c,
+        &sql,
+        &[
+            &order.iter().map(|&i| ids[i]).collect::<Vec<_>>(),
+            &order
+                .iter()
+                .map(|&i| failures[i].lease_token)
+                .collect::<Vec<_>>(),
+            &states,
+            &run_ats,
+            &now,
+            &at,
+            &messages,
+            &order.iter().map(|&i| position(i)).collect::<Vec<_>>(),
+        ],
+    )
+    .await?;
+    let mut matched = HashMap::new();
+    for row in &rows {
+        let i = usize::try_from(get::<i32>(row, 0)?).unwrap_or(usize::MAX);
+        let job = job_from_row(row, 1)?;
+        if job.state.is_finished() {
+            finished_events(&job, events);
+        } else if job.singleton {
+            // Waiting for its retry, it no longer holds the singleton's place.
+            events.push(StoreEvent::JobsAvailable {
+                queue: job.queue.clone(),
+            });
+        }
+        matched.insert(i, job);
+    }
+    answers(c, &ids, matched).await
+}
+
+pub async fn job_release_many<C: GenericClient>(
+    c: &C,
+    releases: &[Release],
+    events: &mut Vec<StoreEvent>,
+) -> Result<Vec<StoreResult<()>>> {
+    let ids: Vec<Uuid> = releases.iter().map(|r| r.id).collect();
+    let order = by_id(&ids);
+    let rows = query(
+        c,
+        "UPDATE jobs AS j SET state = 'queued', attempt = GREATEST(j.attempt - 1, 0),
+             worker_id = NULL, lease_token = NULL, lease_expires_at = NULL, started_at = NULL,
+             deadline_at = NULL
+         FROM unnest($1::uuid[], $2::int8[], $3::int4[]) AS u(id, token, i)
+         WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
+         RETURNING u.i, j.queue",
+        &[
+            &order.iter().map(|&i| ids[i]).collect::<Vec<_>>(),
+            &order
+                .iter()
+                .map(|&i| releases[i].lease_token)
+                .collect::<Vec<_>>(),
+            &order.iter().map(|&i| position(i)).collect::<Vec<_>>(),
+        ],
+    )
+    .await?;
+    let mut matched = HashMap::new();
+    for row in &rows {
+        let i = usize::try_from(get::<i32>(row, 0)?).unwrap_or(usize::MAX);
+        events.push(StoreEvent::JobsAvailable {
+            queue: get(row, 1)?,
+        });
+        matched.insert(i, ());
+    }
+    answers(c, &ids, matched).await
+}
+
+/// The state of job `id`, or `NotFound`.
+async fn state_of<C: GenericClient>(c: &C, id: Uuid) -> Result<JobState> {
+    let row = query_opt(c, "SELECT state FROM jobs WHERE id = $1", &[&id])
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+    get::<String>(&row, 0)?
+        .parse::<JobState>()
+        .map_err(|e| Error::Store(StoreError::Corrupt(e.to_string())))
+}
+
+pub async fn job_cancel<C: GenericClient>(
+    c: &C,
+    id: Uuid,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Job> {
+    // In SET, `state` is the value before the update.
+    let sql = format!(
+        "UPDATE jobs AS j SET
+             state = CASE WHEN j.state = 'running' THEN j.state ELSE 'cancelled' END,
+             finished_at = CASE WHEN j.state = 'running' THEN j.finished_at ELSE $2 END,
+             cancel_requested = j.cancel_requested OR j.state = 'running'
+         WHERE j.id = $1 AND j.state IN ('scheduled', 'queued', 'running')
+         RETURNING {JOB_COLUMNS}"
+    );
+    match query_opt(c, &sql, &[&id, &truncate(now)]).await? {
+        Some(row) => {
+            let job = job_from_row(&row, 0)?;
+            if job.state == JobState::Running {
+                events.push(StoreEvent::CancelRequested { id });
+            } else {
+                finished_events(&job, events);
+            }
+            Ok(job)
+        }
+        None => {
+            let state = state_of(c, id).await?;
+            Err(StoreError::Conflict(format!(
+                "job {id} is already {state} and cannot be cancelled"
+            ))
+            .into())
+        }
+    }
+}
+
+pub async fn job_retry<C: GenericClient>(
+    c: &C,
+    id: Uuid,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Job> {
+    let sql = format!(
+        "UPDATE jobs AS j SET state = 'queued', run_at = $2, finished_at = NULL,
+             cancel_requested = false, max_attempts = GREATEST(j.max_attempts, j.attempt + 1),
+             worker_id = NULL, lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL
+         WHERE j.id = $1 AND j.state IN ('dead', 'cancelled')
+         RETURNING {JOB_COLUMNS}"
+    );
+    match query_opt(c, &sql, &[&id, &truncate(now)]).await? {
+        Some(row) => {
+            let job = job_from_row(&row, 0)?;
+            events.push(StoreEvent::JobsAvailable {
+                queue: job.queue.clone(),
+            });
+            Ok(job)
+        }
+        None => {
+            let state = state_of(c, id).await?;
+            Err(StoreError::Conflict(format!(
+                "job {id} is {state}; only dead or cancelled jobs can be retried"
+            ))
+            .into())
+        }
+    }
+}
+
+/// Running jobs past their lease or deadline, the longest overdue first. A job past both is
+/// listed once, as timed out.
+pub async fn job_expired_list<C: GenericClient>(
+    c: &C,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<Expired>> {
+    let limit = i64::from(limit);
+    let mut found: HashMap<Uuid, (DateTime<Utc>, i64, Expired)> = HashMap::new();
+    for (sql, reason) in [
+        (
+            "SELECT seq, id, lease_token, attempt, max_attempts, cancel_requested, timeout_ms,
+                    deadline_at
+             FROM jobs
+             WHERE state = 'running' AND deadline_at IS NOT NULL AND deadline_at <= $1
+             ORDER BY deadline_at LIMIT $2",
+            Expiry::TimedOut,
+        ),
+        (
+            "SELECT seq, id, lease_token, attempt, max_attempts, cancel_requested, timeout_ms,
+                    lease_expires_at
+             FROM jobs
+             WHERE state = 'running' AND lease_expires_at <= $1
+             ORDER BY lease_expires_at LIMIT $2",
+            Expiry::LeaseExpired,
+        ),
+    ] {
+        for row in query(c, sql, &[&now, &limit]).await? {
+            let id: Uuid = get(&row, 1)?;
+            let due: DateTime<Utc> = get(&row, 7)?;
+            if let Some((earliest, _, _)) = found.get_mut(&id) {
+                *earliest = (*earliest).min(due);
+                continue;
+            }
+            let expired = Expired {
+                id,
+                lease_token: get::<Option<i64>>(&row, 2)?.unwrap_or(0),
+                attempt: to_u32(get(&row, 3)?),
+                max_attempts: to_u32(get(&row, 4)?),
+                cancel_requested: get(&row, 5)?,
+                timeout: get::<Option<i64>>(&row, 6)?.map(from_ms),
+                reason,
+            };
+            found.insert(id, (due, get(&row, 0)?, expired));
+        }
+    }
+    let mut list: Vec<(DateTime<Utc>, i64, Expired)> = found.into_values().collect();
+    list.sort_by_key(|(due, seq, _)| (*due, *seq));
+    list.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(list.into_iter().map(|(_, _, e)| e).collect())
+}
+
+pub async fn job_next_scheduled_at<C: GenericClient>(c: &C) -> Result<Option<DateTime<Utc>>> {
+    let rows = query(
+        c,
+        "SELECT min(run_at) FROM jobs WHERE state = 'scheduled'",
+        &[],
+    )
+    .await?;
+    match rows.first() {
+        Some(row) => get(row, 0),
+        None => Ok(None),
+    }
+}
+
+pub async fn job_list<C: GenericClient>(c: &C, filter: &JobFilter) -> Result<Vec<Job>> {
+    let after = filter.after_seq.unwrap_or(0);
+    let state = filter.state.map(JobState::as_str);
+    let limit = i64::from(filter.limit);
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs AS j WHERE j.seq > $1");
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after];
+    if let Some(state) = &state {
+        params.push(state);
+        sql += &format!(" AND j.state = ${}", params.len());
+    }
+    if let Some(queue) = &filter.queue {
+        params.push(queue);
+        sql += &format!(" AND j.queue = ${}", params.len());
+    }
+    if let Some(job) = &filter.job {
+        params.push(job);
+        sql += &format!(" AND j.job = ${}", params.len());
+    }
+    params.push(&limit);
+    sql += &format!(" ORDER BY j.seq LIMIT ${}", params.len());
+    query(c, &sql, &params)
+        .await?
+        .iter()
+        .map(|row| job_from_row(row, 0))
+        .collect()
+}
+
+pub async fn job_prune<C: GenericClient>(c: &C, request: &PruneRequest) -> Result<u64> {
+    let mut total = 0u64;
+    let limit = u64::from(request.limit);
+    for (state, before) in [
+        (JobState::Succeeded, request.succeeded_before),
+        (JobState::Dead, request.dead_before),
+        (JobState::Cancelled, request.cancelled_before),
+    ] {
+        if total >= limit {
+            break;
+        }
+        let left = i64::try_from(limit - total).unwrap_or(i64::MAX);
+        total += execute(
+            c,
+            "DELETE FROM jobs WHERE seq IN (
+                 SELECT seq FROM jobs WHERE state = $1 AND finished_at < $2
+                 ORDER BY finished_at LIMIT $3)",
+            &[&state.as_str(), &before, &left],
+        )
+        .await?;
+    }
+    Ok(total)
+}
+
+pub async fn queue_list<C: GenericClient>(c: &C) -> Result<Vec<QueueInfo>> {
+    let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
+    let blank = |name: &str| QueueInfo {
+        name: name.to_string(),
+        paused: false,
+        scheduled: 0,
+        queued: 0,
+        running: 0,
+        succeeded: 0,
+        dead: 0,
+        cancelled: 0,
+    };
+    let rows = query(
+        c,
+        "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state",
+        &[],
+    )
+    .await?;
+    for row in &rows {
+        let (queue, state, count): (String, String, i64) =
+            (get(row, 0)?, get(row, 1)?, get(row, 2)?);
+        let info = queues.entry(queue.clone()).or_insert_with(|| blank(&queue));
+        let count = u64::try_from(count).unwrap_or(0);
+        match state
+            .parse::<JobState>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        {
+            JobState::Scheduled => info.scheduled = count,
+            JobState::Queued => info.queued = count,
+            JobState::Running => info.running = count,
+            JobState::Succeeded => info.succeeded = count,
+            JobState::Dead => info.dead = count,
+            JobState::Cancelled => info.cancelled = count,
+        }
+    }
+    for row in &query(c, "SELECT name, paused FROM queues", &[]).await? {
+        let (name, paused): (String, bool) = (get(row, 0)?, get(row, 1)?);
+        queues
+            .entry(name.clone())
+            .or_insert_with(|| blank(&name))
+            .paused = paused;
+    }
+    Ok(queues.into_values().collect())
+}
+
+pub async fn queue_set_paused<C: GenericClient>(
+    c: &C,
+    queue: &str,
+    paused: bool,
+    events: &mut Vec<StoreEvent>,
+) -> Result<()> {
+    execute(
+        c,
+        "INSERT INTO queues (name, paused) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+        &[&queue, &paused],
+    )
+    .await?;
+    if !paused {
+        events.push(StoreEvent::JobsAvailable {
+            queue: queue.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Succeeds when the database answers and accepts writes (not a read-only standby).
+pub async fn ping<C: GenericClient>(c: &C) -> Result<()> {
+    let rows = query(
+        c,
+        "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
+        &[],
+    )
+    .await?;
+    let writable = match rows.first() {
+        Some(row) => get::<bool>(row, 0)?,
+        None => false,
+    };
+    if writable {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable("the database is read-only (a standby?)".into()).into())
+    }
+}

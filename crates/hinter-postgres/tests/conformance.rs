@@ -1,0 +1,13 @@
+//! Runs the store conformance suite (`hinter-store-tests`) against PostgreSQL: every test gets
+//! a fresh schema in the database named by `HINTER_TEST_DATABASE_URL`.
+
+mod common;
+
+#[cfg(hinter_test_database)]
+hinter_store_tests::conformance_suite!(common::fresh_store);
+
+#[cfg(not(hinter_test_database))]
+#[test]
+fn conformance_suite_needs_a_database() {
+    common::no_database("conformance suite tests");
+}

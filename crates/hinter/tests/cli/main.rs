@@ -1,0 +1,14 @@
+//! End-to-end tests of the client commands (`enqueue`, `jobs`, `queues`, `dead`): the real
+//! `hinter` binary run against a real `hinter serve`, with the server's state checked over HTTP.
+//!
+//! Every test has its own temporary directory and server (see [`harness`]).
+
+mod harness;
+
+mod dead;
+mod enqueue;
+mod fake;
+mod jobs;
+mod queues;
+mod server_url;
+mod wait;

@@ -8,6 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The leadership whose holder runs maintenance (rescue, promotion, retention).
+pub const MAINTENANCE_LEADERSHIP: &str = "maintenance";
+
 /// A hinter process as it last reported itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {
@@ -66,3 +69,8 @@ pub trait Cluster: Send + Sync + 'static {
     /// The current leadership record, expired or not.
     async fn leader_get(&self, name: &str) -> StoreResult<Option<Leadership>>;
 }
+
+/// A complete backend: the job store and cluster coordination on one database.
+pub trait Backend: crate::Store + Cluster {}
+
+impl<T: crate::Store + Cluster> Backend for T {}

@@ -13,7 +13,7 @@ pub mod retry;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use cluster::{Cluster, Leadership, ProcessInfo};
+pub use cluster::{Backend, Cluster, Leadership, ProcessInfo};
 pub use definition::{Definitions, FieldError, JobDefinition, JobSpec};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use job::*;

@@ -13,10 +13,12 @@
 //!
 //! [`Maintenance`] runs next to the workers of a server.
 
+mod cluster;
 mod handler;
 mod maintenance;
 mod worker;
 
+pub use cluster::{ClusterOptions, Coordinator, CoordinatorHandle, Leader, MAINTENANCE_LEADERSHIP};
 pub use handler::{HandlerContext, JobError, Registry};
 pub use maintenance::{Maintenance, MaintenanceHandle, MaintenanceOptions, Retention};
-pub use worker::{Worker, WorkerHandle, WorkerOptions};
+pub use worker::{default_worker_id, hostname, Worker, WorkerHandle, WorkerOptions};

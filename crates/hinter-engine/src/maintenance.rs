@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Leader;
+
 /// How long finished jobs are kept.
 #[derive(Debug, Clone)]
 pub struct Retention {
@@ -72,10 +74,13 @@ impl MaintenanceHandle {
 }
 
 impl Maintenance {
+    /// Starts the maintenance tasks; each pass runs only while `leader` says this process
+    /// leads ([`Leader::always`] for a process alone on its store).
     pub fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         options: MaintenanceOptions,
+        leader: Leader,
     ) -> MaintenanceHandle {
         let shutdown = CancellationToken::new();
         let tasks = vec![
@@ -83,15 +88,17 @@ impl Maintenance {
                 store.clone(),
                 clock.clone(),
                 options.clone(),
+                leader.clone(),
                 shutdown.clone(),
             )),
             tokio::spawn(promoter(
                 store.clone(),
                 clock.clone(),
                 options.clone(),
+                leader.clone(),
                 shutdown.clone(),
             )),
-            tokio::spawn(pruner(store, clock, options, shutdown.clone())),
+            tokio::spawn(pruner(store, clock, options, leader, shutdown.clone())),
         ];
         MaintenanceHandle { shutdown, tasks }
     }
@@ -166,11 +173,14 @@ async fn rescuer(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     options: MaintenanceOptions,
+    leader: Leader,
     shutdown: CancellationToken,
 ) {
     loop {
-        if let Err(e) = Maintenance::rescue_once(store.as_ref(), clock.as_ref()).await {
-            tracing::warn!(error = %e, "lease rescue failed");
+        if leader.is_leader() {
+            if let Err(e) = Maintenance::rescue_once(store.as_ref(), clock.as_ref()).await {
+                tracing::warn!(error = %e, "lease rescue failed");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(options.rescue_interval) => {}
@@ -183,12 +193,16 @@ async fn promoter(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     options: MaintenanceOptions,
+    leader: Leader,
     shutdown: CancellationToken,
 ) {
     loop {
         let now = clock.now();
-        if let Err(e) = store.job_promote_scheduled(now).await {
-            tracing::warn!(error = %e, "promoting scheduled jobs failed");
+        // Only the leader promotes; every lease promotes due jobs as well.
+        if leader.is_leader() {
+            if let Err(e) = store.job_promote_scheduled(now).await {
+                tracing::warn!(error = %e, "promoting scheduled jobs failed");
+            }
         }
         let mut sleep = options.promote_interval;
         if let Ok(Some(next)) = store.job_next_scheduled_at().await {
@@ -206,6 +220,7 @@ async fn pruner(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     options: MaintenanceOptions,
+    leader: Leader,
     shutdown: CancellationToken,
 ) {
     let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
@@ -217,7 +232,12 @@ async fn pruner(
             cancelled_before: now - age(options.retention.cancelled),
             limit: 10_000,
         };
-        match store.job_prune(request).await {
+        let pruned = if leader.is_leader() {
+            store.job_prune(request).await
+        } else {
+            Ok(0)
+        };
+        match pruned {
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "pruned finished jobs past retention"),
             Err(e) => tracing::warn!(error = %e, "pruning failed"),

@@ -7,7 +7,7 @@
 use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::Router;
-use hinter_core::{Clock, Definitions, Store};
+use hinter_core::{Clock, Cluster, Definitions, Store};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ mod jobs;
 mod queues;
 pub mod wire;
 mod worker;
+mod workers;
 
 pub use error::{ApiError, ApiResult};
 
@@ -33,6 +34,8 @@ pub struct ServerConfig {
     pub default_lease: Duration,
     /// Longest long-poll (`wait`) of `GET /jobs/{id}` and `POST /leases`; longer asks are cut.
     pub max_wait: Duration,
+    /// A process not heard from for this long is not listed by `GET /api/v1/workers`.
+    pub process_dead_after: Duration,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +45,7 @@ impl Default for ServerConfig {
             max_batch_bytes: 64 * 1024 * 1024,
             default_lease: Duration::from_secs(60),
             max_wait: Duration::from_secs(60),
+            process_dead_after: Duration::from_secs(30),
         }
     }
 }
@@ -50,6 +54,8 @@ impl Default for ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Live processes and leadership, for `GET /api/v1/workers`.
+    pub cluster: Arc<dyn Cluster>,
     pub clock: Arc<dyn Clock>,
     pub definitions: Definitions,
     pub config: Arc<ServerConfig>,
@@ -72,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/fail", post(worker::fail))
         .route("/api/v1/leases", post(worker::lease))
         .route("/api/v1/queues", get(queues::list))
+        .route("/api/v1/workers", get(workers::list))
         .route("/api/v1/queues/{name}/pause", post(queues::pause))
         .route("/api/v1/queues/{name}/resume", post(queues::resume))
         .fallback(not_found)

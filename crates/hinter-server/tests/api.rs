@@ -51,6 +51,7 @@ async fn harness() -> Harness {
     let ready = Arc::new(AtomicBool::new(true));
     let state = AppState {
         store: store.clone(),
+        cluster: store.clone(),
         clock: Arc::new(clock.clone()),
         definitions: Default::default(),
         config: Arc::new(ServerConfig {

@@ -8,7 +8,8 @@ use anyhow::{bail, Context};
 use hinter_core::store::QueueInfo;
 use hinter_core::{Clock, Definitions, JobDefinition, NewJob, Store, SystemClock};
 use hinter_engine::{
-    HandlerContext, JobError, Maintenance, MaintenanceOptions, Registry, Worker, WorkerOptions,
+    HandlerContext, JobError, Leader, Maintenance, MaintenanceOptions, Registry, Worker,
+    WorkerOptions,
 };
 use hinter_server::{AppState, ServerConfig};
 use hinter_sqlite::Durability;
@@ -51,9 +52,12 @@ struct Server {
 
 async fn start_server(durability: Durability) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir().context("creating a temp dir")?;
-    let store: Arc<dyn Store> = Arc::new(open_sqlite(dir.path(), durability).await?);
+    let sqlite = Arc::new(open_sqlite(dir.path(), durability).await?);
+    let store: Arc<dyn Store> = sqlite.clone();
+    let cluster: Arc<dyn hinter_core::Cluster> = sqlite;
     let state = AppState {
         store: store.clone(),
+        cluster: cluster.clone(),
         clock: Arc::new(SystemClock),
         definitions: Definitions::new(),
         config: Arc::new(ServerConfig::default()),
@@ -330,6 +334,7 @@ async fn latency(durability: Durability, rate: u64, length: Duration) -> anyhow:
         server.store.clone(),
         Arc::new(SystemClock) as Arc<dyn Clock>,
         MaintenanceOptions::default(),
+        Leader::always(),
     );
     let client = client()?;
     let url = format!("{}/api/v1/jobs", server.base);

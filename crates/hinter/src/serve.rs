@@ -1,8 +1,8 @@
 //! `hinter serve`: API, maintenance and workers in one process on one store.
 
 use anyhow::{bail, Context};
-use hinter_core::{Clock, Definitions, Store, SystemClock};
-use hinter_engine::{Maintenance, MaintenanceOptions, Retention};
+use hinter_core::{Backend, Clock, Definitions, ProcessInfo, SystemClock};
+use hinter_engine::{ClusterOptions, Coordinator, Maintenance, MaintenanceOptions, Retention};
 use hinter_server::{AppState, ServerConfig};
 use hinter_sqlite::{Durability, SqliteOptions, SqliteStore};
 use std::net::SocketAddr;
@@ -28,7 +28,7 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     /// Opens the configured store, with an error that says what to fix.
-    pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+    pub async fn open(&self) -> anyhow::Result<Arc<dyn Backend>> {
         if let Some(url) = &self.database {
             bail!(
                 "--database {}: the PostgreSQL backend is not available in this build yet; \
@@ -112,14 +112,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = args.store.open().await?;
+    let backend = args.store.open().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now = clock.now();
+    let process = ProcessInfo {
+        id: hinter_engine::default_worker_id(),
+        host: hinter_engine::hostname(),
+        pid: std::process::id(),
+        role: "serve".into(),
+        queues: Vec::new(),
+        concurrency: 0,
+        started_at: now,
+        last_heartbeat_at: now,
+    };
+    let coordinator = Coordinator::start(
+        backend.clone(),
+        clock.clone(),
+        process,
+        ClusterOptions::default(),
+    );
+    let store: Arc<dyn hinter_core::Store> = backend.clone();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         store: store.clone(),
+        cluster: backend.clone(),
         clock: clock.clone(),
         definitions: Definitions::new(),
         config: Arc::new(ServerConfig {
@@ -141,6 +160,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
             ..MaintenanceOptions::default()
         },
+        coordinator.leader(),
     );
     let app = hinter_server::router(state);
     let local = listener
@@ -158,6 +178,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     maintenance.shutdown().await;
+    coordinator.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -230,7 +230,12 @@ async fn maintenance_rescues_a_vanished_workers_job_and_a_worker_runs_it_again()
     registry.register(def("export"), |ctx: HandlerContext, _: Value| async move {
         Ok::<_, JobError>(json!({ "attempt": ctx.attempt }))
     });
-    let maintenance = Maintenance::start(store.clone(), Arc::new(SystemClock), fast_maintenance());
+    let maintenance = Maintenance::start(
+        store.clone(),
+        Arc::new(SystemClock),
+        fast_maintenance(),
+        hinter_engine::Leader::always(),
+    );
     let worker = start_worker(&store, registry, fast_options(2));
 
     let job = wait_for_state(&store, id, JobState::Succeeded, SOON).await;
@@ -258,7 +263,12 @@ async fn promotion_wakes_an_idle_worker_when_a_delayed_job_is_due() {
             }
         });
     }
-    let maintenance = Maintenance::start(store.clone(), Arc::new(SystemClock), fast_maintenance());
+    let maintenance = Maintenance::start(
+        store.clone(),
+        Arc::new(SystemClock),
+        fast_maintenance(),
+        hinter_engine::Leader::always(),
+    );
     // No fallback polling to speak of: only a store event can wake this worker in time.
     let options = WorkerOptions {
         poll_interval: Duration::from_secs(60),
@@ -328,6 +338,7 @@ async fn pruning_deletes_finished_jobs_past_their_retention_only() {
             },
             ..fast_maintenance()
         },
+        hinter_engine::Leader::always(),
     );
     let pruned = async {
         while store.job_get(done).await.expect("read").is_some() {
@@ -354,7 +365,12 @@ async fn heartbeats_keep_a_long_jobs_lease_while_the_rescuer_runs() {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         Ok::<_, JobError>(json!({ "attempt": ctx.attempt }))
     });
-    let maintenance = Maintenance::start(store.clone(), Arc::new(SystemClock), fast_maintenance());
+    let maintenance = Maintenance::start(
+        store.clone(),
+        Arc::new(SystemClock),
+        fast_maintenance(),
+        hinter_engine::Leader::always(),
+    );
     // The job runs almost 3 leases long; heartbeats (every lease_for / 3) must renew it.
     let options = WorkerOptions {
         lease_for: Duration::from_millis(900),
@@ -515,7 +531,12 @@ async fn timeout_counts_from_the_start_of_the_run_even_with_a_running_rescuer() 
             }
         });
     }
-    let maintenance = Maintenance::start(store.clone(), Arc::new(SystemClock), fast_maintenance());
+    let maintenance = Maintenance::start(
+        store.clone(),
+        Arc::new(SystemClock),
+        fast_maintenance(),
+        hinter_engine::Leader::always(),
+    );
     // Each run takes 300ms of its 500ms timeout; one at a time, the three take 900ms.
     let ids = enqueue_many(
         &store,

@@ -3,6 +3,7 @@
 //! Every test has its own temporary directory and server (see [`util`]).
 
 mod util;
+mod workers;
 
 mod bad_input;
 mod batch;

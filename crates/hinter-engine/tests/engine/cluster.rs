@@ -1,0 +1,164 @@
+//! Membership and leader election between "processes": separate store instances (separate
+//! connections and writer threads) on one database file.
+
+use crate::common::SOON;
+use hinter_core::{Cluster, ProcessInfo, SystemClock};
+use hinter_engine::{ClusterOptions, Coordinator, CoordinatorHandle};
+use hinter_sqlite::{SqliteOptions, SqliteStore};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Scheduling delay allowed on a loaded machine on top of the protocol's own bounds.
+const SLACK: Duration = Duration::from_millis(1000);
+
+fn fast() -> ClusterOptions {
+    ClusterOptions {
+        heartbeat_interval: Duration::from_millis(100),
+        dead_after: Duration::from_millis(600),
+        leader_ttl: Duration::from_millis(600),
+    }
+}
+
+async fn process(path: &Path, id: &str) -> (Arc<SqliteStore>, CoordinatorHandle) {
+    let store = Arc::new(
+        SqliteStore::open(path, SqliteOptions::default())
+            .await
+            .expect("open the store"),
+    );
+    let now = chrono::Utc::now();
+    let info = ProcessInfo {
+        id: id.into(),
+        host: "test-host".into(),
+        pid: 1,
+        role: "worker".into(),
+        queues: vec!["default".into()],
+        concurrency: 4,
+        started_at: now,
+        last_heartbeat_at: now,
+    };
+    let handle = Coordinator::start(store.clone(), Arc::new(SystemClock), info, fast());
+    (store, handle)
+}
+
+/// Samples every candidate's leader flag until `until`; fails if two lead at once.
+async fn watch_leaders(handles: &[&CoordinatorHandle], until: Instant) -> Vec<usize> {
+    let mut seen = Vec::new();
+    while Instant::now() < until {
+        let leading: Vec<usize> = handles
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.leader().is_leader())
+            .map(|(i, _)| i)
+            .collect();
+        assert!(leading.len() <= 1, "two leaders at once: {leading:?}");
+        if let Some(&i) = leading.first() {
+            if seen.last() != Some(&i) {
+                seen.push(i);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_and_a_crashed_leader_is_replaced_within_its_lease() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("hinter.db");
+    let (_s1, a) = process(&path, "a").await;
+    let (_s2, b) = process(&path, "b").await;
+    let (store3, c) = process(&path, "c").await;
+
+    // Exactly one of the three leads, and it stays the same while all are healthy.
+    let first = watch_leaders(&[&a, &b, &c], Instant::now() + Duration::from_millis(1500)).await;
+    assert_eq!(first.len(), 1, "one stable leader, saw {first:?}");
+    let handles = [a, b, c];
+    let leader_index = first[0];
+    let leader_id = ["a", "b", "c"][leader_index];
+    let record = store3
+        .leader_get(hinter_core::cluster::MAINTENANCE_LEADERSHIP)
+        .await
+        .expect("read")
+        .expect("a leadership record");
+    assert_eq!(record.holder, leader_id);
+
+    // The leader crashes (no release): another takes over once the lease runs out, and
+    // never while the old one could still act.
+    let mut handles: Vec<Option<CoordinatorHandle>> = handles.into_iter().map(Some).collect();
+    let crashed_at = Instant::now();
+    drop(handles[leader_index].take());
+    let rest: Vec<&CoordinatorHandle> = handles.iter().flatten().collect();
+    let deadline = crashed_at + SOON;
+    loop {
+        if rest.iter().any(|h| h.leader().is_leader()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nobody took over");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let after = crashed_at.elapsed();
+    assert!(
+        after
+            <= Duration::from_millis(600) + Duration::from_millis(200) + Duration::from_millis(400),
+        "take-over took {after:?}, more than a lease plus a renewal period"
+    );
+    let record2 = store3
+        .leader_get(hinter_core::cluster::MAINTENANCE_LEADERSHIP)
+        .await
+        .expect("read")
+        .expect("a record");
+    assert!(record2.term > record.term, "a take-over starts a new term");
+    assert_ne!(record2.holder, leader_id);
+    watch_leaders(&rest, Instant::now() + Duration::from_millis(500)).await;
+
+    // The crashed process drops off the listing; the others stay.
+    let listed = |store: Arc<SqliteStore>| async move {
+        let alive_since = chrono::Utc::now() - chrono::Duration::milliseconds(600);
+        let mut ids: Vec<String> = store
+            .process_list(alive_since)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut expected: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .filter(|id| **id != leader_id)
+        .map(|s| s.to_string())
+        .collect();
+    expected.sort();
+    let deadline = Instant::now() + SOON;
+    while listed(store3.clone()).await != expected {
+        assert!(
+            Instant::now() < deadline,
+            "the crashed process is still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A clean stop releases at once: the last one takes over without waiting for expiry.
+    let mut survivors: Vec<CoordinatorHandle> = handles.into_iter().flatten().collect();
+    let current = survivors
+        .iter()
+        .position(|h| h.leader().is_leader())
+        .expect("a leader");
+    let stopping = survivors.remove(current);
+    let stopped_at = Instant::now();
+    stopping.shutdown().await;
+    let last = survivors.pop().expect("one left");
+    let deadline = Instant::now() + SOON;
+    while !last.leader().is_leader() {
+        assert!(Instant::now() < deadline, "no take-over after a clean stop");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        stopped_at.elapsed() < Duration::from_millis(200) + SLACK,
+        "a released leadership is taken over within one renewal period"
+    );
+    last.shutdown().await;
+}

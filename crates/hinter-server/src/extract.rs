@@ -12,27 +12,57 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
+/// Most bytes read and thrown away after a body is refused as too large.
+const DRAIN_CAP: u64 = 64 * 1024 * 1024;
+/// Longest time spent throwing a refused body away.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reads the whole body, refusing more than `limit` bytes with 413.
+///
+/// A refused body is still read (and thrown away, up to [`DRAIN_CAP`] bytes and
+/// [`DRAIN_TIME`]) before answering: a server that closes a connection with unread request
+/// data resets it, and many clients then report the reset instead of the 413 they were sent.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
     let too_large = || ApiError::too_large(format!("the body is over the limit of {limit} bytes"));
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let inner = e.into_inner();
-        if inner
-            .downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            too_large()
-        } else {
-            ApiError::malformed_json(format!("could not read the body: {inner}"))
+    let mut body = body;
+    if declared.is_none_or(|n| n <= limit as u64) {
+        let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        let mut over = false;
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| ApiError::malformed_json(format!("could not read the body: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    over = true;
+                    break;
+                }
+                buf.extend_from_slice(&data);
+            }
         }
-    })
+        if !over {
+            return Ok(Bytes::from(buf));
+        }
+    }
+    if declared.is_none_or(|n| n <= DRAIN_CAP) {
+        let drain = async {
+            let mut drained = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    drained += data.len() as u64;
+                    if drained > DRAIN_CAP {
+                        break;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    }
+    Err(too_large())
 }
 
 /// Parses a JSON body into `T`. Syntax errors are 400 `malformed_json`; wrong, missing or

@@ -136,7 +136,8 @@ async fn wait_until_finished(state: &AppState, id: Uuid, wait: Duration) -> ApiR
         let Some(rx) = events.as_mut() else {
             return Ok(job);
         };
-        if job.state.is_finished() || Instant::now() >= deadline {
+        let stopping = !state.ready.load(std::sync::atomic::Ordering::Acquire);
+        if job.state.is_finished() || Instant::now() >= deadline || stopping {
             return Ok(job);
         }
         let recheck = deadline.min(Instant::now() + WAIT_RECHECK);

@@ -96,7 +96,10 @@ async fn lease_with_wait(
         let Some(rx) = events.as_mut() else {
             return Ok(jobs);
         };
-        if !jobs.is_empty() || Instant::now() >= deadline {
+        // A stopping server answers long-polls at the next tick instead of holding its
+        // shutdown for the whole wait.
+        let stopping = !state.ready.load(std::sync::atomic::Ordering::Acquire);
+        if !jobs.is_empty() || Instant::now() >= deadline || stopping {
             return Ok(jobs);
         }
         let tick = deadline.min(Instant::now() + LEASE_REPOLL);

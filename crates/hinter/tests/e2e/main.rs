@@ -2,6 +2,7 @@
 //!
 //! Every test has its own temporary directory and server (see [`util`]).
 
+mod shutdown;
 mod util;
 mod workers;
 

@@ -171,6 +171,27 @@ impl Server {
         }
     }
 
+    /// Sends SIGTERM (a graceful stop) and waits up to `timeout` for the process to exit.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let pid = self.child.as_ref()?.id();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Base URL, e.g. `http://127.0.0.1:4711`.
     pub fn base(&self) -> &str {
         &self.api.base

@@ -109,7 +109,7 @@ pub fn decode(payload: &str) -> Vec<StoreEvent> {
 /// Runs the listener until `stop` fires (its sender is dropped): LISTENs on `channel` and
 /// forwards events to `events`, reconnecting with backoff. `ready` is answered once, after
 /// the first LISTEN succeeded or failed.
-pub async fn listen(
+pub(crate) async fn listen(
     config: tokio_postgres::Config,
     target: String,
     channel: String,

@@ -28,10 +28,14 @@
 //!   transaction (delivered only on commit, to every process on the database); a dedicated
 //!   connection per store `LISTEN`s and forwards them to [`Store::subscribe`] receivers,
 //!   reconnecting with backoff. Events are hints; consumers also poll. See [`events`].
+//! - **Cluster.** [`Cluster`] (live processes, leaderships with terms) lives in the same
+//!   database; a leadership changes hands only through one guarded upsert, so concurrent
+//!   candidates on any machine get exactly one winner.
 //! - **Migrations.** Versioned (`schema_migrations`), applied at [`PostgresStore::connect`]
 //!   under a session advisory lock so instances starting together migrate once; a database
 //!   with a newer schema than this build knows is refused.
 
+mod cluster;
 mod connect;
 pub mod events;
 mod migrate;
@@ -44,7 +48,10 @@ use hinter_core::store::{
     Completion, Expired, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest, PruneRequest,
     QueueInfo, Release, StoreResult,
 };
-use hinter_core::{Inserted, Job, LeasedJob, NewJob, Store, StoreError, StoreEvent};
+use hinter_core::{
+    Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Store, StoreError,
+    StoreEvent,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -221,7 +228,8 @@ impl PostgresStore {
         })
     }
 
-    /// Runs a read on a pooled connection.
+    /// Runs `f` on a pooled connection, outside a transaction: reads, and writes of a
+    /// single statement that publish no events.
     async fn read<R>(
         &self,
         f: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<R, ops::Error>,
@@ -391,5 +399,49 @@ impl Store for PostgresStore {
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.inner.events.subscribe()
+    }
+}
+
+#[async_trait]
+impl Cluster for PostgresStore {
+    async fn process_heartbeat(&self, process: ProcessInfo) -> StoreResult<()> {
+        self.read(async |c| cluster::process_heartbeat(c, &process).await)
+            .await
+    }
+
+    async fn process_list(&self, alive_since: DateTime<Utc>) -> StoreResult<Vec<ProcessInfo>> {
+        self.read(async |c| cluster::process_list(c, alive_since).await)
+            .await
+    }
+
+    async fn process_prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.read(async |c| cluster::process_prune(c, before).await)
+            .await
+    }
+
+    async fn process_remove(&self, id: &str) -> StoreResult<()> {
+        self.read(async |c| cluster::process_remove(c, id).await)
+            .await
+    }
+
+    async fn leader_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Leadership>> {
+        self.read(async |c| cluster::leader_acquire(c, name, holder, ttl, now).await)
+            .await
+    }
+
+    async fn leader_release(&self, name: &str, holder: &str) -> StoreResult<()> {
+        self.read(async |c| cluster::leader_release(c, name, holder).await)
+            .await
+    }
+
+    async fn leader_get(&self, name: &str) -> StoreResult<Option<Leadership>> {
+        self.read(async |c| cluster::leader_get(c, name).await)
+            .await
     }
 }

@@ -6,7 +6,10 @@ use hinter_core::StoreError;
 use tokio_postgres::Client;
 
 /// Every migration, by version. Never edit one that has shipped; add the next.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_cluster.sql")),
+];
 
 /// The schema version this build writes.
 pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

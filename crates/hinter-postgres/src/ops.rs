@@ -59,7 +59,7 @@ impl Error {
     }
 }
 
-type Result<T> = std::result::Result<T, Error>;
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// A database error's message, with the server's detail when there is one.
 pub fn describe(e: &tokio_postgres::Error) -> String {
@@ -83,7 +83,7 @@ pub fn db_err(e: tokio_postgres::Error) -> StoreError {
 }
 
 /// Truncates to the precision the store keeps, so returned values equal stored ones.
-fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
+pub fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
@@ -114,7 +114,8 @@ const JOB_COLUMNS: &str = "j.seq, j.id, j.job, j.queue, j.payload, j.state, j.pr
     j.unique_key, j.ordering_key, j.timeout_ms, j.singleton, j.cancel_requested, j.worker_id, \
     j.lease_expires_at, j.errors, j.result";
 
-fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
+/// Column `idx` of `row`; a value of the wrong type is a corrupt store.
+pub fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
     row.try_get(idx)
         .map_err(|e| Error::Store(StoreError::Corrupt(format!("column {idx}: {e}"))))
 }
@@ -257,8 +258,17 @@ fn finished_events(job: &Job, events: &mut Vec<StoreEvent>) {
     }
 }
 
-/// Serializes the transaction with every other one taking a lock of the same names
-/// (`pg_advisory_xact_lock` on a 64-bit hash of each), in one global order so two
+/// Most name locks one transaction takes; a batch naming more takes the global lock alone
+/// (advisory locks share PostgreSQL's lock table, which a huge batch would exhaust).
+const MAX_NAME_LOCKS: usize = 64;
+
+/// Every name lock sits under this one: taken shared with name locks, exclusive instead of
+/// them.
+const ALL_NAMES_LOCK: &str = "\u{1f}hinter.names";
+
+/// Serializes the transaction with every other one locking one of the same names, until it
+/// ends. Locks are `pg_advisory_xact_lock`s on a 64-bit hash of the schema and the name,
+/// taken in one global order (the shared lock of all names first, then by hash), so two
 /// transactions never wait for each other in a cycle.
 async fn lock_names<C: GenericClient>(c: &C, mut names: Vec<String>) -> Result<()> {
     if names.is_empty() {
@@ -266,27 +276,37 @@ async fn lock_names<C: GenericClient>(c: &C, mut names: Vec<String>) -> Result<(
     }
     names.sort();
     names.dedup();
-    // The DISTINCT subquery is sorted before the outer query takes the locks in its order.
-    execute(
-        c,
-        "SELECT pg_advisory_xact_lock(k) FROM (
-             SELECT DISTINCT hashtextextended(n, 0) AS k FROM unnest($1::text[]) AS n ORDER BY k
-         ) AS s",
-        &[&names],
-    )
-    .await?;
+    let all_names = if names.len() > MAX_NAME_LOCKS {
+        "SELECT pg_advisory_xact_lock(hashtextextended(coalesce(current_schema(), '') || $1, 0))"
+    } else {
+        "SELECT pg_advisory_xact_lock_shared(
+             hashtextextended(coalesce(current_schema(), '') || $1, 0))"
+    };
+    execute(c, all_names, &[&ALL_NAMES_LOCK]).await?;
+    if names.len() <= MAX_NAME_LOCKS {
+        // The DISTINCT subquery is sorted before the outer query takes the locks in its order.
+        execute(
+            c,
+            "SELECT pg_advisory_xact_lock(k) FROM (
+                 SELECT DISTINCT hashtextextended(coalesce(current_schema(), '') || n, 0) AS k
+                 FROM unnest($1::text[]) AS n ORDER BY k
+             ) AS s",
+            &[&names],
+        )
+        .await?;
+    }
     Ok(())
 }
 
 fn unique_lock(job: &str, key: &str) -> String {
-    format!("hinter.unique\u{1f}{job}\u{1f}{key}")
+    format!("\u{1f}hinter.unique\u{1f}{job}\u{1f}{key}")
 }
 
 fn ordering_lock(queue: &str, key: &str) -> String {
-    format!("hinter.ordering\u{1f}{queue}\u{1f}{key}")
+    format!("\u{1f}hinter.ordering\u{1f}{queue}\u{1f}{key}")
 }
 
-const SINGLETON_LOCK_PREFIX: &str = "hinter.singleton\u{1f}";
+const SINGLETON_LOCK_PREFIX: &str = "\u{1f}hinter.singleton\u{1f}";
 
 /// How the insert answers one job of the batch.
 enum Plan {
@@ -583,7 +603,8 @@ const LEASE_CANDIDATES: &str = "
           AND (j.ordering_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM jobs AS o
                 WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key
-                  AND o.state IN ('scheduled', 'queued', 'running') AND o.seq < j.seq))
+                  AND o.state IN ('scheduled', 'queued', 'running')
+                  AND (o.seq < j.seq OR o.state = 'running')))
           AND (NOT j.singleton OR (j.job <> ALL ($3::text[]) AND NOT EXISTS (
                 SELECT 1 FROM jobs AS s WHERE s.job = j.job AND s.state = 'running')))
         ORDER BY j.priority DESC, j.seq
@@ -703,7 +724,8 @@ pub async fn job_lease<C: GenericClient>(
 async fn blocked_singletons<C: GenericClient>(c: &C, names: &[String]) -> Result<Vec<String>> {
     let rows = query(
         c,
-        "SELECT n, pg_try_advisory_xact_lock(hashtextextended($2 || n, 0))
+        "SELECT n, pg_try_advisory_xact_lock(
+             hashtextextended(coalesce(current_schema(), '') || $2 || n, 0))
          FROM unnest($1::text[]) AS n",
         &[&names, &SINGLETON_LOCK_PREFIX],
     )

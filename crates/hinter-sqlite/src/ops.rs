@@ -377,7 +377,7 @@ fn lease_candidates(conn: &Connection, queues: &[&String], want: usize) -> Resul
                AND (ordering_key IS NULL OR NOT EXISTS (
                     SELECT 1 FROM jobs o
                     WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key
-                      AND o.state IN {ACTIVE_STATES} AND o.seq < j.seq))
+                      AND o.state IN {ACTIVE_STATES} AND (o.seq < j.seq OR o.state = 'running')))
                AND (singleton = 0 OR NOT EXISTS (
                     SELECT 1 FROM jobs s WHERE s.job = j.job AND s.state = 'running'))
              ORDER BY priority DESC, seq
@@ -641,7 +641,8 @@ pub fn job_fail(
     let job = job_get_seq(conn, seq)?;
     if job.state.is_finished() {
         finished_events(&job, events);
-    } else if job.state == JobState::Queued {
+    } else if job.state == JobState::Queued || job.ordering_key.is_some() || job.singleton {
+        // Queued again, or no longer running: jobs it held back may start.
         events.push(StoreEvent::JobsAvailable {
             queue: job.queue.clone(),
         });

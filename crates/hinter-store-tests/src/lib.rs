@@ -184,6 +184,7 @@ macro_rules! conformance_suite {
             ordering_key_one_at_a_time_in_order,
             ordering_key_head_waits,
             ordering_key_other_keys_not_held_up,
+            ordering_key_retried_head_waits_for_running,
             singleton_one_running_at_a_time,
             lease_skips_blocked_jobs_to_fill_max,
             // queues, listing, retention

@@ -258,3 +258,36 @@ pub async fn lease_skips_blocked_jobs_to_fill_max(store: Arc<dyn Store>) {
         "one report, the head of K, and the two mails"
     );
 }
+
+/// An older job of a key brought back by hand (retry from dead) while a newer one of the
+/// key runs waits for it: jobs of one key never run at the same time.
+pub async fn ordering_key_retried_head_waits_for_running(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let ids = insert_all(
+        store,
+        vec![ordered("o1", "q", "K"), ordered("o2", "q", "K")],
+        now,
+    )
+    .await;
+    let first = lease(store, &["q"], 10, now).await;
+    assert_eq!(id_set(&first), set(&[ids[0]]));
+    fail_ok(store, &first[0], FailOutcome::Dead, now + secs(1)).await;
+    let second = lease(store, &["q"], 10, now + secs(2)).await;
+    assert_eq!(
+        id_set(&second),
+        set(&[ids[1]]),
+        "the dead head no longer holds o2"
+    );
+    store
+        .job_retry(ids[0], now + secs(3))
+        .await
+        .expect("retry the dead head");
+    assert!(
+        lease(store, &["q"], 10, now + secs(4)).await.is_empty(),
+        "o1 must not run while o2 of the same key runs"
+    );
+    complete_ok(store, &second[0], now + secs(5)).await;
+    let again = lease(store, &["q"], 10, now + secs(6)).await;
+    assert_eq!(id_set(&again), set(&[ids[0]]));
+}

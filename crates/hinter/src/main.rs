@@ -28,6 +28,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure throughput and latency on a temporary store.
     Bench(bench::BenchArgs),
+    /// Bring the store's schema up to date and exit (serve and workers also do it at start).
+    Migrate(serve::StoreArgs),
     /// Run the jobs of some queues with a command, leased from a hinter server
     Worker(worker_cmd::WorkerArgs),
     #[command(flatten)]
@@ -66,6 +68,9 @@ fn main() -> ExitCode {
         let result = match cli.command {
             Command::Serve(args) => serve::serve(args).await,
             Command::Bench(args) => bench::bench(args).await,
+            Command::Migrate(args) => args.migrate().await.map(|(version, place)| {
+                println!("schema version {version}: {place}");
+            }),
             Command::Worker(args) => worker_cmd::run(args).await,
             // Client commands print their own errors and choose their exit code.
             Command::Client(cmd) => {

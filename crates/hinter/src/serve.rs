@@ -3,6 +3,7 @@
 use anyhow::{bail, Context};
 use hinter_core::{Backend, Clock, Definitions, ProcessInfo, SystemClock};
 use hinter_engine::{ClusterOptions, Coordinator, Maintenance, MaintenanceOptions, Retention};
+use hinter_postgres::{PostgresOptions, PostgresStore};
 use hinter_server::{AppState, ServerConfig};
 use hinter_sqlite::{Durability, SqliteOptions, SqliteStore};
 use std::net::SocketAddr;
@@ -17,9 +18,13 @@ pub struct StoreArgs {
     /// Directory of the embedded SQLite store (created if missing).
     #[arg(long, env = "HINTER_DATA_DIR", default_value = "./hinter-data")]
     pub data_dir: PathBuf,
-    /// PostgreSQL URL (postgres://…) to share one store between many processes.
+    /// PostgreSQL URL (postgres://user:password@host:port/db) to share one store between
+    /// many processes on many machines. Overrides --data-dir.
     #[arg(long, env = "HINTER_DATABASE_URL")]
     pub database: Option<String>,
+    /// PostgreSQL schema holding hinter's tables (created if missing).
+    #[arg(long, env = "HINTER_DATABASE_SCHEMA", default_value = hinter_postgres::DEFAULT_SCHEMA)]
+    pub schema: String,
     /// `full`: every acknowledgement is fsynced; `relaxed`: faster, but the last
     /// acknowledged jobs may be lost on power failure or OS crash.
     #[arg(long, env = "HINTER_DURABILITY", default_value = "full", value_parser = ["full", "relaxed"])]
@@ -30,11 +35,10 @@ impl StoreArgs {
     /// Opens the configured store, with an error that says what to fix.
     pub async fn open(&self) -> anyhow::Result<Arc<dyn Backend>> {
         if let Some(url) = &self.database {
-            bail!(
-                "--database {}: the PostgreSQL backend is not available in this build yet; \
-                 use --data-dir for the embedded store",
-                redact(url)
-            );
+            let store = PostgresStore::connect(url, self.postgres_options()?)
+                .await
+                .with_context(|| format!("cannot use the database {}", redact(url)))?;
+            return Ok(Arc::new(store));
         }
         let durability = match self.durability.as_str() {
             "relaxed" => Durability::Relaxed,
@@ -42,6 +46,38 @@ impl StoreArgs {
         };
         let store = open_sqlite(&self.data_dir, durability).await?;
         Ok(Arc::new(store))
+    }
+}
+
+impl StoreArgs {
+    fn postgres_options(&self) -> anyhow::Result<PostgresOptions> {
+        if self.durability != "full" {
+            bail!(
+                "--durability {}: only the embedded store has a relaxed mode; PostgreSQL \
+                 commits are always durable (synchronous_commit=on)",
+                self.durability
+            );
+        }
+        Ok(PostgresOptions {
+            schema: Some(self.schema.clone()),
+            ..PostgresOptions::default()
+        })
+    }
+
+    /// Brings the store's schema up to date without starting anything; returns the schema
+    /// version and where the store is.
+    pub async fn migrate(&self) -> anyhow::Result<(i64, String)> {
+        if let Some(url) = &self.database {
+            let version = PostgresStore::migrate(url, &self.postgres_options()?)
+                .await
+                .with_context(|| format!("cannot migrate the database {}", redact(url)))?;
+            return Ok((version, format!("{} (schema {})", redact(url), self.schema)));
+        }
+        open_sqlite(&self.data_dir, Durability::Full).await?;
+        Ok((
+            hinter_sqlite::SCHEMA_VERSION,
+            self.data_dir.join("hinter.db").display().to_string(),
+        ))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `hinter` command: server, workers, client commands and the benchmark.
 
 mod bench;
+mod bench_pg;
 mod client_cmds;
 mod serve;
 mod worker_cmd;

@@ -82,7 +82,7 @@ impl StoreArgs {
 }
 
 /// Hides a password in a database URL before it is shown anywhere.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];

@@ -1,0 +1,184 @@
+//! `hinter bench --database postgres://…`: the PostgreSQL figures, each phase in a fresh
+//! schema of that database (dropped afterwards).
+
+use crate::bench::{fill, run_noop_worker};
+use anyhow::Context;
+use hinter_core::{JobDefinition, NewJob, Store, SystemClock};
+use hinter_engine::{HandlerContext, JobError, Registry, Worker, WorkerOptions};
+use hinter_postgres::{PostgresOptions, PostgresStore};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A store in a fresh schema; the schema is dropped by [`Scratch::drop_schema`].
+struct Scratch {
+    url: String,
+    schema: String,
+}
+
+impl Scratch {
+    fn new(url: &str) -> Self {
+        Scratch {
+            url: url.to_string(),
+            schema: format!("hinter_bench_{:08x}", rand::random::<u32>()),
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<Arc<PostgresStore>> {
+        let options = PostgresOptions {
+            schema: Some(self.schema.clone()),
+            ..PostgresOptions::default()
+        };
+        Ok(Arc::new(
+            PostgresStore::connect(&self.url, options)
+                .await
+                .context("connecting to the benchmark database")?,
+        ))
+    }
+
+    async fn drop_schema(self) -> anyhow::Result<()> {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .context("connecting to drop the benchmark schema")?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .await
+            .context("dropping the benchmark schema")?;
+        Ok(())
+    }
+}
+
+/// Drain of `jobs` no-op jobs with in-process handlers.
+pub async fn drain(url: &str, jobs: u64, concurrency: usize) -> anyhow::Result<f64> {
+    let scratch = Scratch::new(url);
+    let store = scratch.connect().await?;
+    fill(store.as_ref(), jobs).await?;
+    let rate = run_noop_worker(store, jobs, concurrency, true).await?;
+    scratch.drop_schema().await?;
+    Ok(rate)
+}
+
+/// Drain rate of the first `measured` jobs with `backlog` jobs queued in all.
+pub async fn drain_with_backlog(
+    url: &str,
+    backlog: u64,
+    measured: u64,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let scratch = Scratch::new(url);
+    let store = scratch.connect().await?;
+    fill(store.as_ref(), backlog).await?;
+    let rate = run_noop_worker(store, measured, concurrency, false).await?;
+    scratch.drop_schema().await?;
+    Ok(rate)
+}
+
+/// Enqueue-to-start latency on an idle system, enqueuer and worker on separate stores
+/// (separate connection pools and LISTEN connections, as two processes would have): the
+/// worker is woken by NOTIFY. Returns (p50, p99, samples).
+pub async fn idle_latency(
+    url: &str,
+    samples: usize,
+) -> anyhow::Result<(Duration, Duration, usize)> {
+    let scratch = Scratch::new(url);
+    let producer = scratch.connect().await?;
+    let consumer = scratch.connect().await?;
+    let origin = Instant::now();
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel::<Duration>();
+    let mut registry = Registry::new();
+    registry.register(
+        JobDefinition {
+            name: "probe".into(),
+            ..JobDefinition::default()
+        },
+        move |_ctx: HandlerContext, sent_us: u64| {
+            let latency = origin
+                .elapsed()
+                .saturating_sub(Duration::from_micros(sent_us));
+            let _ = started_tx.send(latency);
+            async { Ok::<(), JobError>(()) }
+        },
+    );
+    let worker = Worker::start(
+        consumer.clone(),
+        Arc::new(SystemClock),
+        registry,
+        WorkerOptions {
+            concurrency: 4,
+            // Far longer than any sample: a job found by polling would show as an outlier.
+            poll_interval: Duration::from_secs(5),
+            ..WorkerOptions::default()
+        },
+    );
+    // Let the worker go idle (its first lease finds nothing) before measuring.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut all = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let sent = origin.elapsed().as_micros() as u64;
+        producer
+            .job_insert_many(vec![NewJob::new("probe", json!(sent))], chrono::Utc::now())
+            .await?;
+        let latency = tokio::time::timeout(Duration::from_secs(10), started_rx.recv())
+            .await
+            .context("a probe job did not start within 10 s")?
+            .context("the worker stopped")?;
+        all.push(latency);
+        // Idle gap, so every sample finds the worker waiting.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown().await;
+    drop((producer, consumer));
+    scratch.drop_schema().await?;
+    all.sort();
+    let pick = |q: f64| all[((all.len() as f64 - 1.0) * q) as usize];
+    Ok((pick(0.5), pick(0.99), all.len()))
+}
+
+/// Runs the PostgreSQL phases and prints them.
+pub async fn run(url: &str, jobs: u64, concurrency: usize, json_out: bool) -> anyhow::Result<()> {
+    let say = |line: String| {
+        if !json_out {
+            println!("{line}");
+        }
+    };
+    say(format!(
+        "hinter bench — PostgreSQL ({}), synchronous_commit=on, {jobs} jobs per drain",
+        crate::serve::redact(url)
+    ));
+    let drain_rate = drain(url, jobs, concurrency).await?;
+    say(format!(
+        "drain, in-process handlers, concurrency {concurrency:<3}:       {drain_rate:>10.0} jobs/s"
+    ));
+    let (p50, p99, n) = idle_latency(url, 200).await?;
+    say(format!(
+        "idle enqueue-to-start across connections (NOTIFY, {n} jobs): p50 {:.2} ms, p99 {:.2} ms",
+        p50.as_secs_f64() * 1000.0,
+        p99.as_secs_f64() * 1000.0
+    ));
+    let measured = 20_000;
+    let small = drain_with_backlog(url, 10_000 + measured, measured, concurrency).await?;
+    say(format!(
+        "drain of {measured} with 10,000 more queued:               {small:>10.0} jobs/s"
+    ));
+    let large = drain_with_backlog(url, 1_000_000, measured, concurrency).await?;
+    say(format!(
+        "drain of {measured} with 1,000,000 queued:                 {large:>10.0} jobs/s ({:+.0}%)",
+        (large / small - 1.0) * 100.0
+    ));
+    if json_out {
+        println!(
+            "{}",
+            Value::from(json!({
+                "backend": "postgres",
+                "drain_in_process_jobs_per_s": drain_rate.round(),
+                "idle_latency_p50_ms": p50.as_secs_f64() * 1000.0,
+                "idle_latency_p99_ms": p99.as_secs_f64() * 1000.0,
+                "drain_backlog_10k_jobs_per_s": small.round(),
+                "drain_backlog_1m_jobs_per_s": large.round(),
+            }))
+        );
+    }
+    Ok(())
+}

@@ -6,7 +6,7 @@ use anyhow::Context;
 use hinter_core::{JobDefinition, NewJob, Store, SystemClock};
 use hinter_engine::{HandlerContext, JobError, Registry, Worker, WorkerOptions};
 use hinter_postgres::{PostgresOptions, PostgresStore};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -170,14 +170,14 @@ pub async fn run(url: &str, jobs: u64, concurrency: usize, json_out: bool) -> an
     if json_out {
         println!(
             "{}",
-            Value::from(json!({
+            json!({
                 "backend": "postgres",
                 "drain_in_process_jobs_per_s": drain_rate.round(),
                 "idle_latency_p50_ms": p50.as_secs_f64() * 1000.0,
                 "idle_latency_p99_ms": p99.as_secs_f64() * 1000.0,
                 "drain_backlog_10k_jobs_per_s": small.round(),
                 "drain_backlog_1m_jobs_per_s": large.round(),
-            }))
+            })
         );
     }
     Ok(())

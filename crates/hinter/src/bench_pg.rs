@@ -37,16 +37,28 @@ impl Scratch {
         ))
     }
 
-    async fn drop_schema(self) -> anyhow::Result<()> {
+    async fn execute(&self, sql: &str) -> anyhow::Result<()> {
         let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
             .await
-            .context("connecting to drop the benchmark schema")?;
+            .context("connecting to the benchmark database")?;
         tokio::spawn(connection);
         client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .batch_execute(sql)
             .await
-            .context("dropping the benchmark schema")?;
+            .with_context(|| format!("running {sql}"))?;
         Ok(())
+    }
+
+    /// Brings the table to the steady state autovacuum keeps a live system in, so a bulk
+    /// fill's pending vacuum does not compete with the measurement.
+    async fn vacuum(&self) -> anyhow::Result<()> {
+        self.execute(&format!("VACUUM (ANALYZE) {}.jobs", self.schema))
+            .await
+    }
+
+    async fn drop_schema(self) -> anyhow::Result<()> {
+        self.execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .await
     }
 }
 
@@ -70,6 +82,7 @@ pub async fn drain_with_backlog(
     let scratch = Scratch::new(url);
     let store = scratch.connect().await?;
     fill(store.as_ref(), backlog).await?;
+    scratch.vacuum().await?;
     let rate = run_noop_worker(store, measured, concurrency, false).await?;
     scratch.drop_schema().await?;
     Ok(rate)

@@ -45,7 +45,7 @@ fn encode_one(event: &StoreEvent) -> Value {
     }
 }
 
-/// Notification payloads for `events`, duplicates removed, each under [`MAX_PAYLOAD`]
+/// Notification payloads for `events`, duplicates removed, each under `MAX_PAYLOAD`
 /// bytes. An event too big for any payload (a huge queue name) is dropped: events are hints.
 pub fn encode(events: &[StoreEvent]) -> Vec<String> {
     let mut seen: HashSet<String> = HashSet::new();
@@ -172,8 +172,12 @@ async fn session(
             done = &mut listen, if !*listening => {
                 done?;
                 *listening = true;
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(Ok(()));
+                match ready.take() {
+                    Some(ready) => {
+                        let _ = ready.send(Ok(()));
+                    }
+                    // Events published while it was away are lost: consumers poll.
+                    None => tracing::info!(channel, "listening for events again"),
                 }
             }
             _ = ping.tick(), if *listening => {

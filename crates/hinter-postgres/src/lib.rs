@@ -31,12 +31,18 @@
 //! - **Cluster.** [`Cluster`] (live processes, leaderships with terms) lives in the same
 //!   database; a leadership changes hands only through one guarded upsert, so concurrent
 //!   candidates on any machine get exactly one winner.
+//! - **Transactional enqueue.** [`enqueue_in`] (or [`PostgresStore::enqueue_in`]) inserts
+//!   jobs inside the application's own `tokio-postgres` transaction, with the same code as
+//!   [`Store::job_insert_many`] and the wake-up notification in that transaction: the job
+//!   exists, and workers wake, if and only if the application commits. See
+//!   `examples/transactional_enqueue.rs`.
 //! - **Migrations.** Versioned (`schema_migrations`), applied at [`PostgresStore::connect`]
 //!   under a session advisory lock so instances starting together migrate once; a database
 //!   with a newer schema than this build knows is refused.
 
 mod cluster;
 mod connect;
+mod enqueue;
 pub mod events;
 mod migrate;
 mod ops;
@@ -58,7 +64,10 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio_postgres::{IsolationLevel, NoTls};
 use uuid::Uuid;
 
+pub use enqueue::enqueue_in;
 pub use migrate::LATEST_VERSION as SCHEMA_VERSION;
+/// The `tokio-postgres` this crate is built with: [`enqueue_in`] takes its transactions.
+pub use tokio_postgres;
 
 /// The schema hinter uses unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "hinter";
@@ -103,6 +112,7 @@ struct Inner {
     pool: Pool,
     /// `user@host:port/db`, for messages.
     target: String,
+    schema: Option<String>,
     channel: String,
     events: broadcast::Sender<StoreEvent>,
     /// Dropping it stops the listener task.
@@ -189,6 +199,7 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 target,
+                schema: options.schema.clone(),
                 channel,
                 events: events_tx,
                 _stop: stop,
@@ -208,6 +219,23 @@ impl PostgresStore {
     /// The database, as `postgres://user@host:port/db` (no password).
     pub fn target(&self) -> &str {
         &self.inner.target
+    }
+
+    /// The schema holding hinter's tables (`None`: the connection's own `search_path`).
+    pub fn schema(&self) -> Option<&str> {
+        self.inner.schema.as_deref()
+    }
+
+    /// Enqueues `jobs` inside the application's own transaction `tx` (on this store's
+    /// database), in this store's schema: see [`enqueue_in`]. The jobs exist, and workers
+    /// wake, if and only if `tx` commits.
+    pub async fn enqueue_in(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        jobs: Vec<NewJob>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Inserted>> {
+        enqueue_in(tx, self.schema(), jobs, now).await
     }
 
     /// The LISTEN/NOTIFY channel of this store's events.

@@ -3,9 +3,12 @@
 //!
 //! Batches are written with one statement over `unnest` arrays; each item carries its
 //! position in the request (`i`) so answers are matched back to it.
+//!
+//! Operations run on any [`Conn`]: a pooled connection or transaction (statements prepared
+//! once per connection), or an application's own transaction ([`crate::enqueue_in`]).
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
 use hinter_core::retry::FailOutcome;
 use hinter_core::store::{
     Completion, Expired, Expiry, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest,
@@ -19,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 /// An operation's failure: a database error (kept whole, so the caller can retry a
@@ -61,14 +64,24 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// A database error's message, with the server's detail when there is one.
+/// A database error's message, with the server's detail when there is one, or with its
+/// causes ("error connecting to server: Connection refused").
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
             Some(detail) => format!("{} ({detail})", db.message()),
             None => db.message().to_string(),
         },
-        None => e.to_string(),
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                text.push_str(": ");
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            text
+        }
     }
 }
 
@@ -155,16 +168,102 @@ fn job_from_row(row: &Row, at: usize) -> Result<Job> {
     })
 }
 
-async fn query<C: GenericClient>(
-    c: &C,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<Row>> {
+/// Where operations run: a connection or a transaction.
+#[async_trait]
+pub trait Conn: Sync {
+    /// Prepares `sql`, reusing the statement of an earlier call where the connection keeps
+    /// a cache.
+    async fn prepare_cached(&self, sql: &str) -> std::result::Result<Statement, PgError>;
+    async fn query(
+        &self,
+        stmt: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, PgError>;
+    async fn query_opt(
+        &self,
+        stmt: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Option<Row>, PgError>;
+    async fn execute(
+        &self,
+        stmt: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<u64, PgError>;
+}
+
+type PgError = tokio_postgres::Error;
+
+/// Pooled connections and their transactions: through deadpool's statement cache.
+macro_rules! pooled_conn {
+    ($ty:ty) => {
+        #[async_trait]
+        impl Conn for $ty {
+            async fn prepare_cached(&self, sql: &str) -> std::result::Result<Statement, PgError> {
+                deadpool_postgres::GenericClient::prepare_cached(self, sql).await
+            }
+            async fn query(
+                &self,
+                stmt: &Statement,
+                params: &[&(dyn ToSql + Sync)],
+            ) -> std::result::Result<Vec<Row>, PgError> {
+                deadpool_postgres::GenericClient::query(self, stmt, params).await
+            }
+            async fn query_opt(
+                &self,
+                stmt: &Statement,
+                params: &[&(dyn ToSql + Sync)],
+            ) -> std::result::Result<Option<Row>, PgError> {
+                deadpool_postgres::GenericClient::query_opt(self, stmt, params).await
+            }
+            async fn execute(
+                &self,
+                stmt: &Statement,
+                params: &[&(dyn ToSql + Sync)],
+            ) -> std::result::Result<u64, PgError> {
+                deadpool_postgres::GenericClient::execute(self, stmt, params).await
+            }
+        }
+    };
+}
+
+pooled_conn!(deadpool_postgres::Client);
+pooled_conn!(deadpool_postgres::Transaction<'_>);
+
+/// An application's own transaction: no statement cache, each statement is prepared anew.
+#[async_trait]
+impl Conn for tokio_postgres::Transaction<'_> {
+    async fn prepare_cached(&self, sql: &str) -> std::result::Result<Statement, PgError> {
+        self.prepare(sql).await
+    }
+    async fn query(
+        &self,
+        stmt: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, PgError> {
+        tokio_postgres::Transaction::query(self, stmt, params).await
+    }
+    async fn query_opt(
+        &self,
+        stmt: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Option<Row>, PgError> {
+        tokio_postgres::Transaction::query_opt(self, stmt, params).await
+    }
+    async fn execute(
+        &self,
+        stmt: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<u64, PgError> {
+        tokio_postgres::Transaction::execute(self, stmt, params).await
+    }
+}
+
+async fn query<C: Conn>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
     let stmt = c.prepare_cached(sql).await?;
     Ok(c.query(&stmt, params).await?)
 }
 
-async fn query_opt<C: GenericClient>(
+async fn query_opt<C: Conn>(
     c: &C,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -173,17 +272,13 @@ async fn query_opt<C: GenericClient>(
     Ok(c.query_opt(&stmt, params).await?)
 }
 
-async fn execute<C: GenericClient>(
-    c: &C,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<u64> {
+async fn execute<C: Conn>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
     let stmt = c.prepare_cached(sql).await?;
     Ok(c.execute(&stmt, params).await?)
 }
 
 /// Publishes `events` on `channel`; they are delivered when the transaction commits.
-pub async fn notify<C: GenericClient>(c: &C, channel: &str, events: &[StoreEvent]) -> Result<()> {
+pub async fn notify<C: Conn>(c: &C, channel: &str, events: &[StoreEvent]) -> Result<()> {
     let payloads = crate::events::encode(events);
     if !payloads.is_empty() {
         execute(
@@ -196,7 +291,7 @@ pub async fn notify<C: GenericClient>(c: &C, channel: &str, events: &[StoreEvent
     Ok(())
 }
 
-pub async fn job_get<C: GenericClient>(c: &C, id: Uuid) -> Result<Option<Job>> {
+pub async fn job_get<C: Conn>(c: &C, id: Uuid) -> Result<Option<Job>> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs AS j WHERE j.id = $1");
     query_opt(c, &sql, &[&id])
         .await?
@@ -205,14 +300,14 @@ pub async fn job_get<C: GenericClient>(c: &C, id: Uuid) -> Result<Option<Job>> {
 }
 
 /// Which of `ids` exist.
-async fn existing_ids<C: GenericClient>(c: &C, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+async fn existing_ids<C: Conn>(c: &C, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
     let rows = query(c, "SELECT id FROM jobs WHERE id = ANY($1)", &[&ids]).await?;
     rows.iter().map(|r| get::<Uuid>(r, 0)).collect()
 }
 
 /// Answers for a batch of guarded updates: `matched` holds the request positions that were
 /// applied; every other item is `NotFound` or `StaleLease`.
-async fn answers<C: GenericClient, T>(
+async fn answers<C: Conn, T>(
     c: &C,
     ids: &[Uuid],
     mut matched: HashMap<usize, T>,
@@ -270,7 +365,7 @@ const ALL_NAMES_LOCK: &str = "\u{1f}hinter.names";
 /// ends. Locks are `pg_advisory_xact_lock`s on a 64-bit hash of the schema and the name,
 /// taken in one global order (the shared lock of all names first, then by hash), so two
 /// transactions never wait for each other in a cycle.
-async fn lock_names<C: GenericClient>(c: &C, mut names: Vec<String>) -> Result<()> {
+async fn lock_names<C: Conn>(c: &C, mut names: Vec<String>) -> Result<()> {
     if names.is_empty() {
         return Ok(());
     }
@@ -317,7 +412,7 @@ enum Plan {
     Existing(Box<Job>),
 }
 
-pub async fn job_insert_many<C: GenericClient>(
+pub async fn job_insert_many<C: Conn>(
     c: &C,
     jobs: &[NewJob],
     now: DateTime<Utc>,
@@ -557,7 +652,7 @@ fn window_start(now: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
         .unwrap_or(floor)
 }
 
-pub async fn job_promote_scheduled<C: GenericClient>(
+pub async fn job_promote_scheduled<C: Conn>(
     c: &C,
     now: DateTime<Utc>,
     events: &mut Vec<StoreEvent>,
@@ -626,7 +721,7 @@ const LEASE_CANDIDATES: &str = "
 /// waited for), then checks again in a new statement — whose snapshot is taken after the
 /// lock, so it sees every leaser of that name that committed before — that none is
 /// running. Only then are the jobs updated.
-pub async fn job_lease<C: GenericClient>(
+pub async fn job_lease<C: Conn>(
     c: &C,
     request: &LeaseRequest,
     events: &mut Vec<StoreEvent>,
@@ -721,7 +816,7 @@ pub async fn job_lease<C: GenericClient>(
 
 /// Of the singleton `names` this transaction would lease, those it must not: another leaser
 /// holds the name's lock, or (checked after taking the lock) a job of the name is running.
-async fn blocked_singletons<C: GenericClient>(c: &C, names: &[String]) -> Result<Vec<String>> {
+async fn blocked_singletons<C: Conn>(c: &C, names: &[String]) -> Result<Vec<String>> {
     let rows = query(
         c,
         "SELECT n, pg_try_advisory_xact_lock(
@@ -760,7 +855,7 @@ fn new_lease_token() -> i64 {
     rand::random_range(1..(1i64 << 53))
 }
 
-pub async fn job_heartbeat_many<C: GenericClient>(
+pub async fn job_heartbeat_many<C: Conn>(
     c: &C,
     heartbeats: &[Heartbeat],
     now: DateTime<Utc>,
@@ -820,7 +915,7 @@ pub async fn job_heartbeat_many<C: GenericClient>(
     answers(c, &ids, matched).await
 }
 
-pub async fn job_complete_many<C: GenericClient>(
+pub async fn job_complete_many<C: Conn>(
     c: &C,
     completions: &[Completion],
     now: DateTime<Utc>,
@@ -863,7 +958,7 @@ pub async fn job_complete_many<C: GenericClient>(
     answers(c, &ids, matched).await
 }
 
-pub async fn job_fail_many<C: GenericClient>(
+pub async fn job_fail_many<C: Conn>(
     c: &C,
     failures: &[Failure],
     now: DateTime<Utc>,
@@ -946,7 +1041,7 @@ pub async fn job_fail_many<C: GenericClient>(
     answers(c, &ids, matched).await
 }
 
-pub async fn job_release_many<C: GenericClient>(
+pub async fn job_release_many<C: Conn>(
     c: &C,
     releases: &[Release],
     events: &mut Vec<StoreEvent>,
@@ -983,7 +1078,7 @@ pub async fn job_release_many<C: GenericClient>(
 }
 
 /// The state of job `id`, or `NotFound`.
-async fn state_of<C: GenericClient>(c: &C, id: Uuid) -> Result<JobState> {
+async fn state_of<C: Conn>(c: &C, id: Uuid) -> Result<JobState> {
     let row = query_opt(c, "SELECT state FROM jobs WHERE id = $1", &[&id])
         .await?
         .ok_or(StoreError::NotFound(id))?;
@@ -992,7 +1087,7 @@ async fn state_of<C: GenericClient>(c: &C, id: Uuid) -> Result<JobState> {
         .map_err(|e| Error::Store(StoreError::Corrupt(e.to_string())))
 }
 
-pub async fn job_cancel<C: GenericClient>(
+pub async fn job_cancel<C: Conn>(
     c: &C,
     id: Uuid,
     now: DateTime<Utc>,
@@ -1027,7 +1122,7 @@ pub async fn job_cancel<C: GenericClient>(
     }
 }
 
-pub async fn job_retry<C: GenericClient>(
+pub async fn job_retry<C: Conn>(
     c: &C,
     id: Uuid,
     now: DateTime<Utc>,
@@ -1060,7 +1155,7 @@ pub async fn job_retry<C: GenericClient>(
 
 /// Running jobs past their lease or deadline, the longest overdue first. A job past both is
 /// listed once, as timed out.
-pub async fn job_expired_list<C: GenericClient>(
+pub async fn job_expired_list<C: Conn>(
     c: &C,
     now: DateTime<Utc>,
     limit: u32,
@@ -1110,7 +1205,7 @@ pub async fn job_expired_list<C: GenericClient>(
     Ok(list.into_iter().map(|(_, _, e)| e).collect())
 }
 
-pub async fn job_next_scheduled_at<C: GenericClient>(c: &C) -> Result<Option<DateTime<Utc>>> {
+pub async fn job_next_scheduled_at<C: Conn>(c: &C) -> Result<Option<DateTime<Utc>>> {
     let rows = query(
         c,
         "SELECT min(run_at) FROM jobs WHERE state = 'scheduled'",
@@ -1123,7 +1218,7 @@ pub async fn job_next_scheduled_at<C: GenericClient>(c: &C) -> Result<Option<Dat
     }
 }
 
-pub async fn job_list<C: GenericClient>(c: &C, filter: &JobFilter) -> Result<Vec<Job>> {
+pub async fn job_list<C: Conn>(c: &C, filter: &JobFilter) -> Result<Vec<Job>> {
     let after = filter.after_seq.unwrap_or(0);
     let state = filter.state.map(JobState::as_str);
     let limit = i64::from(filter.limit);
@@ -1150,7 +1245,7 @@ pub async fn job_list<C: GenericClient>(c: &C, filter: &JobFilter) -> Result<Vec
         .collect()
 }
 
-pub async fn job_prune<C: GenericClient>(c: &C, request: &PruneRequest) -> Result<u64> {
+pub async fn job_prune<C: Conn>(c: &C, request: &PruneRequest) -> Result<u64> {
     let mut total = 0u64;
     let limit = u64::from(request.limit);
     for (state, before) in [
@@ -1174,7 +1269,7 @@ pub async fn job_prune<C: GenericClient>(c: &C, request: &PruneRequest) -> Resul
     Ok(total)
 }
 
-pub async fn queue_list<C: GenericClient>(c: &C) -> Result<Vec<QueueInfo>> {
+pub async fn queue_list<C: Conn>(c: &C) -> Result<Vec<QueueInfo>> {
     let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
     let blank = |name: &str| QueueInfo {
         name: name.to_string(),
@@ -1219,7 +1314,7 @@ pub async fn queue_list<C: GenericClient>(c: &C) -> Result<Vec<QueueInfo>> {
     Ok(queues.into_values().collect())
 }
 
-pub async fn queue_set_paused<C: GenericClient>(
+pub async fn queue_set_paused<C: Conn>(
     c: &C,
     queue: &str,
     paused: bool,
@@ -1241,7 +1336,7 @@ pub async fn queue_set_paused<C: GenericClient>(
 }
 
 /// Succeeds when the database answers and accepts writes (not a read-only standby).
-pub async fn ping<C: GenericClient>(c: &C) -> Result<()> {
+pub async fn ping<C: Conn>(c: &C) -> Result<()> {
     let rows = query(
         c,
         "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -21,10 +21,48 @@ pub struct HandlerContext {
     pub attempt: u32,
     pub max_attempts: u32,
     cancel: CancellationToken,
+    stop: Arc<OnceLock<StopReason>>,
+}
+
+/// Why the engine told a handler to stop ([`HandlerContext::stop_reason`]).
+///
+/// A stopped handler has `cancel_grace` ([`crate::WorkerOptions::cancel_grace`]) to return,
+/// whatever the reason, so it can clean up (a command gets SIGTERM, then SIGKILL); after
+/// that it is aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The job was cancelled (`POST /api/v1/jobs/{id}/cancel`): whatever the handler
+    /// returns now, the job ends `cancelled`.
+    Cancelled,
+    /// The job ran past its `timeout`: the attempt fails with "timed out after …" and is
+    /// retried with backoff, whatever the handler returns now.
+    TimedOut,
+    /// Another worker holds the job now (the lease expired and it was rescued): nothing the
+    /// handler returns is stored.
+    LeaseLost,
+    /// The worker is shutting down and `stopping_wait_time` is over: an error hands the job
+    /// back to the queue without counting the attempt; a success is still stored.
+    Shutdown,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::Cancelled => "cancelled",
+            StopReason::TimedOut => "timed out",
+            StopReason::LeaseLost => "lease lost",
+            StopReason::Shutdown => "worker stopping",
+        })
+    }
 }
 
 impl HandlerContext {
-    pub(crate) fn new(job: &LeasedJob, cancel: CancellationToken) -> Self {
+    pub(crate) fn new(
+        job: &LeasedJob,
+        cancel: CancellationToken,
+        stop: Arc<OnceLock<StopReason>>,
+    ) -> Self {
         Self {
             id: job.id,
             job: job.job.clone(),
@@ -32,6 +70,7 @@ impl HandlerContext {
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             cancel,
+            stop,
         }
     }
 
@@ -39,6 +78,12 @@ impl HandlerContext {
     /// worker is shutting down.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Why the job should stop; `None` while it may run on. Set before
+    /// [`HandlerContext::cancelled`] completes.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stop.get().copied()
     }
 
     /// Completes when the job should stop; `select!` on it in long-running handlers.
@@ -126,10 +171,12 @@ where
     }
 }
 
-/// Job definitions with their in-process handlers.
+/// Job definitions with their in-process handlers, and optionally a fallback handler for
+/// every other job name.
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    fallback: Option<Arc<dyn ErasedHandler>>,
     definitions: Definitions,
 }
 
@@ -159,13 +206,42 @@ impl Registry {
         self
     }
 
+    /// Registers `handler` for every job whose name has no handler of its own (one
+    /// registered with [`Registry::register`] always wins). Like a typed handler, it gets the
+    /// payload as `P` (use [`serde_json::Value`] to take any payload; one that does not fit
+    /// fails the job permanently) and its return value becomes the job's `result`;
+    /// [`HandlerContext::job`] tells it which job it runs. A second call replaces the first.
+    ///
+    /// A fallback adds no definition and no queue: a worker that relies on it must be told
+    /// its queues ([`crate::WorkerOptions::queues`]), since [`Registry::queues`] cannot know
+    /// where unnamed jobs go. `hinter worker --database … -- COMMAND` is built this way.
+    pub fn register_fallback<P, F, Fut, R>(&mut self, handler: F) -> &mut Self
+    where
+        F: Fn(HandlerContext, P) -> Fut + Send + Sync + 'static,
+        P: DeserializeOwned + 'static,
+        Fut: Future<Output = Result<R, JobError>> + Send + 'static,
+        R: Serialize,
+    {
+        self.fallback = Some(Arc::new(Typed {
+            f: handler,
+            _payload: std::marker::PhantomData,
+        }));
+        self
+    }
+
+    /// True if a fallback handler is registered.
+    pub fn has_fallback(&self) -> bool {
+        self.fallback.is_some()
+    }
+
     /// The definitions of every registered handler; share them with the API so enqueues
     /// pick up each definition's defaults.
     pub fn definitions(&self) -> &Definitions {
         &self.definitions
     }
 
-    /// Queues that registered handlers' jobs go to.
+    /// Queues that the jobs of handlers registered by name go to. A fallback handler adds
+    /// none: it runs whatever the worker's queues hold.
     pub fn queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = self
             .handlers
@@ -181,11 +257,13 @@ impl Registry {
         queues
     }
 
+    /// True if no handler is registered, neither by name nor as fallback.
     pub fn is_empty(&self) -> bool {
-        self.handlers.is_empty()
+        self.handlers.is_empty() && self.fallback.is_none()
     }
 
+    /// The handler of jobs named `name`: its own, else the fallback.
     pub(crate) fn get(&self, name: &str) -> Option<Arc<dyn ErasedHandler>> {
-        self.handlers.get(name).cloned()
+        self.handlers.get(name).or(self.fallback.as_ref()).cloned()
     }
 }

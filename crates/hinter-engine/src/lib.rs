@@ -9,7 +9,13 @@
 //!    outcome from [`hinter_core::retry::decide_failure`];
 //! 4. the heartbeater extends every running lease and stops jobs whose lease was lost;
 //! 5. on shutdown nothing new is leased, running jobs get `stopping_wait_time` to finish,
-//!    and whatever is still running is stopped and released back to the queue.
+//!    then are told to stop and get `cancel_grace` to return, and whatever is still running
+//!    is aborted and released back to the queue.
+//!
+//! Handlers are registered per job name ([`Registry::register`]); a fallback
+//! ([`Registry::register_fallback`]) runs every other job name, which is how `hinter worker
+//! --database … -- COMMAND` runs a command for any job of its queues. A handler told to stop
+//! learns why from [`HandlerContext::stop_reason`].
 //!
 //! [`Maintenance`] runs next to the workers of a server.
 
@@ -19,6 +25,6 @@ mod maintenance;
 mod worker;
 
 pub use cluster::{ClusterOptions, Coordinator, CoordinatorHandle, Leader, MAINTENANCE_LEADERSHIP};
-pub use handler::{HandlerContext, JobError, Registry};
+pub use handler::{HandlerContext, JobError, Registry, StopReason};
 pub use maintenance::{Maintenance, MaintenanceHandle, MaintenanceOptions, Retention};
 pub use worker::{default_worker_id, hostname, Worker, WorkerHandle, WorkerOptions};

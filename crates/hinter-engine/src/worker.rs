@@ -1,13 +1,14 @@
 //! The in-process worker: fetcher, job tasks, completer, heartbeater.
 
-use crate::handler::{HandlerContext, JobError, Registry};
+use crate::handler::{HandlerContext, JobError, Registry, StopReason};
 use hinter_core::retry::decide_failure;
 use hinter_core::store::{Completion, Failure, Heartbeat, LeaseRequest, Release};
 use hinter_core::{format_duration, Clock, LeasedJob, Store, StoreError, StoreEvent};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
@@ -17,7 +18,8 @@ use uuid::Uuid;
 /// Settings of a [`Worker`].
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// Queues to lease from; empty means the queues of the registered handlers.
+    /// Queues to lease from; empty means the queues of the handlers registered by name
+    /// ([`Registry::queues`]). A worker relying on a fallback handler must name them.
     pub queues: Vec<String>,
     /// Jobs run at the same time.
     pub concurrency: usize,
@@ -34,7 +36,9 @@ pub struct WorkerOptions {
     /// On shutdown, how long running jobs may take to finish before they are stopped and
     /// handed back to the queue.
     pub stopping_wait_time: Duration,
-    /// How long a cancelled handler may take to return before it is aborted.
+    /// How long a handler told to stop (cancelled, timed out, lease lost, or still running
+    /// at the end of `stopping_wait_time`) may take to return before it is aborted: time to
+    /// clean up, e.g. to stop a child process gracefully.
     pub cancel_grace: Duration,
     pub worker_id: String,
 }
@@ -77,29 +81,53 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StopReason {
-    Cancelled,
-    TimedOut,
-    LeaseLost,
-}
-
 /// A leased job held by this worker (waiting for a run slot or running). Keyed by job id;
 /// the lease token tells attempts of the same job apart.
 struct Running {
     lease_token: i64,
     cancel: CancellationToken,
-    stop: Option<StopReason>,
+    /// Why the job was told to stop; the first reason wins. Shared with its handler's
+    /// context.
+    stop: Arc<OnceLock<StopReason>>,
     handler: Option<AbortHandle>,
 }
 
 impl Running {
-    fn stop_now(&self) {
+    fn stop_reason(&self) -> Option<StopReason> {
+        self.stop.get().copied()
+    }
+
+    /// Tells the handler to stop (first reason wins) without aborting it.
+    fn tell_stop(&self, reason: StopReason) {
+        let _ = self.stop.set(reason);
         self.cancel.cancel();
+    }
+
+    /// Tells the handler to stop and aborts it if it has not returned after `grace`.
+    fn stop_within(&self, reason: StopReason, grace: Duration) {
+        self.tell_stop(reason);
+        if let Some(handler) = self.handler.clone() {
+            abort_after(handler, grace);
+        }
+    }
+
+    fn stop_now(&self, reason: StopReason) {
+        self.tell_stop(reason);
         if let Some(handler) = &self.handler {
             handler.abort();
         }
     }
+}
+
+fn abort_after(handler: AbortHandle, grace: Duration) {
+    if grace.is_zero() {
+        handler.abort();
+        return;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        handler.abort();
+    });
 }
 
 enum Outcome {
@@ -172,9 +200,11 @@ impl Shared {
             });
     }
 
-    /// Tells a running job to stop; aborts its handler if it does not return in time.
-    /// `lease_token` limits this to one attempt; `None` means whichever attempt is held.
+    /// Tells a running job to stop; aborts its handler if it does not return within
+    /// `cancel_grace`. `lease_token` limits this to one attempt; `None` means whichever
+    /// attempt is held.
     fn stop_job(self: &Arc<Self>, id: Uuid, lease_token: Option<i64>, reason: StopReason) {
+        let grace = self.options.cancel_grace;
         let mut running = self.running();
         let Some(entry) = running.get_mut(&id) else {
             return;
@@ -183,26 +213,16 @@ impl Shared {
             return;
         }
         if reason == StopReason::LeaseLost {
-            // Another worker (or another attempt) owns the job now: stop at once, report
-            // nothing.
+            // Another worker (or another attempt) owns the job now: forget it (nothing will
+            // be reported, and no heartbeat sent), and let the handler stop.
             if let Some(entry) = running.remove(&id) {
-                entry.stop_now();
                 drop(running);
+                entry.stop_within(reason, grace);
                 self.room.notify_one();
             }
             return;
         }
-        if entry.stop.is_none() {
-            entry.stop = Some(reason);
-        }
-        entry.cancel.cancel();
-        if let Some(handler) = entry.handler.clone() {
-            let grace = self.options.cancel_grace;
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                handler.abort();
-            });
-        }
+        entry.stop_within(reason, grace);
     }
 }
 
@@ -229,6 +249,13 @@ impl Worker {
         } else {
             options.queues.clone()
         };
+        if queues.is_empty() {
+            tracing::warn!(
+                worker_id = %options.worker_id,
+                "this worker has no queues to lease from: register handlers by name or set \
+                 WorkerOptions::queues"
+            );
+        }
         let (outcomes, outcome_rx) = mpsc::unbounded_channel();
         let concurrency = options.concurrency.max(1);
         let shared = Arc::new(Shared {
@@ -266,32 +293,59 @@ impl WorkerHandle {
         self.shared.running().len()
     }
 
-    /// Graceful stop: lease nothing more, give running jobs `stopping_wait_time`, then stop
-    /// the rest and hand them back to the queue. Returns once every outcome is stored (or
-    /// could not be: the leases then expire and the jobs are rescued).
+    /// Graceful stop: lease nothing more, give running jobs `stopping_wait_time`, then tell
+    /// the rest to stop ([`StopReason::Shutdown`]), give them `cancel_grace` to return, abort
+    /// what is still running, and hand those jobs back to the queue (attempt not counted).
+    /// Returns once every outcome is stored (or could not be: the leases then expire and the
+    /// jobs are rescued).
     pub async fn shutdown(self) {
-        self.shared.shutdown.cancel();
+        self.shutdown_early_on(std::future::pending()).await
+    }
+
+    /// [`WorkerHandle::shutdown`], but the wait of `stopping_wait_time` ends early when
+    /// `hurry` completes (a second Ctrl-C, say). Running jobs still get `cancel_grace`.
+    pub async fn shutdown_early_on(self, hurry: impl Future<Output = ()>) {
+        let shared = self.shared.clone();
+        shared.shutdown.cancel();
         let _ = self.fetcher.await;
-        let deadline = tokio::time::Instant::now() + self.shared.options.stopping_wait_time;
-        while !self.shared.running().is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let deadline = tokio::time::Instant::now() + shared.options.stopping_wait_time;
+        tokio::pin!(hurry);
+        while !shared.running().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = &mut hurry => break,
+            }
         }
-        let leftovers: Vec<(Uuid, Running)> = self.shared.running().drain().collect();
-        if !leftovers.is_empty() {
+        let stopping = {
+            let running = shared.running();
+            for entry in running.values() {
+                entry.tell_stop(StopReason::Shutdown);
+            }
+            running.len()
+        };
+        if stopping > 0 {
             tracing::warn!(
-                jobs = leftovers.len(),
+                jobs = stopping,
+                grace = %format_duration(shared.options.cancel_grace),
                 "stopping jobs still running after stopping_wait_time; they go back to the queue"
             );
+            // Handlers that return now report as usual (an error hands the job back); the
+            // heartbeater keeps their leases meanwhile.
+            let grace = tokio::time::Instant::now() + shared.options.cancel_grace;
+            while !shared.running().is_empty() && tokio::time::Instant::now() < grace {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
+        let leftovers: Vec<(Uuid, Running)> = shared.running().drain().collect();
         for (id, entry) in leftovers {
-            entry.stop_now();
-            let _ = self.shared.outcomes.send(Outcome::Release(Release {
+            entry.stop_now(StopReason::Shutdown);
+            let _ = shared.outcomes.send(Outcome::Release(Release {
                 id,
                 lease_token: entry.lease_token,
             }));
         }
         let (tx, rx) = oneshot::channel();
-        if self.shared.outcomes.send(Outcome::Flush(tx)).is_ok() {
+        if shared.outcomes.send(Outcome::Flush(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
         }
         for task in self.background {
@@ -368,12 +422,13 @@ async fn fetcher(shared: Arc<Shared>) {
 
 fn start_job(shared: &Arc<Shared>, job: LeasedJob) {
     let cancel = CancellationToken::new();
+    let stop = Arc::new(OnceLock::new());
     let previous = shared.running().insert(
         job.id,
         Running {
             lease_token: job.lease_token,
             cancel: cancel.clone(),
-            stop: None,
+            stop: stop.clone(),
             handler: None,
         },
     );
@@ -381,7 +436,7 @@ fn start_job(shared: &Arc<Shared>, job: LeasedJob) {
         // An older attempt of this job lost its lease (it was rescued and is leased again
         // here): stop it, its outcome would be refused anyway.
         tracing::warn!(id = %job.id, "lease of an earlier attempt was lost; stopping it");
-        stale.stop_now();
+        stale.stop_within(StopReason::LeaseLost, shared.options.cancel_grace);
     }
     let shared = shared.clone();
     tokio::spawn(async move {
@@ -401,7 +456,7 @@ fn start_job(shared: &Arc<Shared>, job: LeasedJob) {
             return;
         };
         let started = std::time::Instant::now();
-        let outcome = run_job(&shared, &job, cancel).await;
+        let outcome = run_job(&shared, &job, cancel, stop).await;
         shared.record_run_time(started.elapsed());
         drop(run_slot);
         // Whoever takes the entry reports the outcome: this task, or shutdown / a lost
@@ -415,8 +470,15 @@ fn start_job(shared: &Arc<Shared>, job: LeasedJob) {
                 lease_token: job.lease_token,
                 result,
             }),
+            // Stopped by shutdown: back to the queue, the attempt not counted.
+            Err(_) if entry.stop_reason() == Some(StopReason::Shutdown) => {
+                Outcome::Release(Release {
+                    id: job.id,
+                    lease_token: job.lease_token,
+                })
+            }
             Err(e) => Outcome::Fail {
-                cancelled: entry.stop == Some(StopReason::Cancelled),
+                cancelled: entry.stop_reason() == Some(StopReason::Cancelled),
                 error: e.message,
                 retryable: e.retryable,
                 job,
@@ -430,6 +492,7 @@ async fn run_job(
     shared: &Arc<Shared>,
     job: &LeasedJob,
     cancel: CancellationToken,
+    stop: Arc<OnceLock<StopReason>>,
 ) -> Result<Option<Value>, JobError> {
     let Some(handler) = shared.registry.get(&job.job) else {
         return Err(JobError::retryable(format!(
@@ -437,7 +500,7 @@ async fn run_job(
             job.job, shared.options.worker_id
         )));
     };
-    let ctx = HandlerContext::new(job, cancel.clone());
+    let ctx = HandlerContext::new(job, cancel.clone(), stop);
     let payload = job.payload.clone();
     // The handler is called inside the task, so a panic while it builds its future is
     // caught like a panic while it runs.
@@ -447,6 +510,10 @@ async fn run_job(
         match running.get_mut(&job.id) {
             Some(entry) if entry.lease_token == job.lease_token => {
                 entry.handler = Some(task.abort_handle());
+                if entry.cancel.is_cancelled() {
+                    // Told to stop before it started: the same grace as everyone.
+                    abort_after(task.abort_handle(), shared.options.cancel_grace);
+                }
             }
             // Taken by shutdown or a lost lease before the handler started.
             _ => {
@@ -460,6 +527,9 @@ async fn run_job(
             Ok(joined) => joined,
             Err(_) => {
                 shared.stop_job(job.id, Some(job.lease_token), StopReason::TimedOut);
+                // The attempt has failed; the handler gets `cancel_grace` to clean up (a
+                // command is sent SIGTERM, then SIGKILL) while it keeps its run slot.
+                let _ = tokio::time::timeout(shared.options.cancel_grace, &mut task).await;
                 task.abort();
                 return Err(JobError::retryable(format!(
                     "timed out after {}",

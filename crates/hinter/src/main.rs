@@ -3,10 +3,12 @@
 mod bench;
 mod bench_pg;
 mod client_cmds;
+mod exec;
 mod serve;
 mod worker_cmd;
+mod worker_store;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -31,7 +33,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Bring the store's schema up to date and exit (serve and workers also do it at start).
     Migrate(serve::StoreArgs),
-    /// Run the jobs of some queues with a command, leased from a hinter server
+    /// Run a command for each job of some queues, leased from a hinter server (--server) or
+    /// straight from the store (--database/--data-dir)
     Worker(worker_cmd::WorkerArgs),
     #[command(flatten)]
     Client(client_cmds::ClientCommand),
@@ -52,8 +55,30 @@ fn init_logging(format: &str) {
     }
 }
 
+/// Exits with status 2 and `message` as a usage error of `hinter worker`.
+fn worker_usage_error(message: String) -> ! {
+    let mut command = Cli::command();
+    command.build();
+    let mut worker = command
+        .find_subcommand("worker")
+        .cloned()
+        .unwrap_or_else(Cli::command);
+    worker
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The worker's mode depends on where its flags came from (command line or environment).
+    let worker_mode = match (&cli.command, matches.subcommand_matches("worker")) {
+        (Command::Worker(args), Some(sub)) => match args.mode(sub) {
+            Ok(mode) => Some(mode),
+            Err(message) => worker_usage_error(message),
+        },
+        _ => None,
+    };
     init_logging(&cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -72,7 +97,10 @@ fn main() -> ExitCode {
             Command::Migrate(args) => args.migrate().await.map(|(version, place)| {
                 println!("schema version {version}: {place}");
             }),
-            Command::Worker(args) => worker_cmd::run(args).await,
+            Command::Worker(args) => match worker_mode {
+                Some(mode) => worker_cmd::run(args, mode).await,
+                None => Err(anyhow::anyhow!("no worker mode was chosen")),
+            },
             // Client commands print their own errors and choose their exit code.
             Command::Client(cmd) => {
                 return client_cmds::run(cmd).await.unwrap_or(ExitCode::FAILURE)

@@ -1,7 +1,7 @@
 //! `hinter serve`: API, maintenance and workers in one process on one store.
 
 use anyhow::{bail, Context};
-use hinter_core::{Backend, Clock, Definitions, ProcessInfo, SystemClock};
+use hinter_core::{format_duration, Backend, Clock, Definitions, ProcessInfo, SystemClock};
 use hinter_engine::{ClusterOptions, Coordinator, Maintenance, MaintenanceOptions, Retention};
 use hinter_postgres::{PostgresOptions, PostgresStore};
 use hinter_server::{AppState, ServerConfig};
@@ -129,6 +129,16 @@ pub struct ServeArgs {
     /// Largest batch enqueue body, in bytes.
     #[arg(long, env = "HINTER_MAX_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_batch_bytes: usize,
+    #[command(flatten)]
+    pub maintenance: MaintenanceArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// The maintenance the elected leader runs; every process that may lead (`serve`, and
+/// `worker` on a store) takes the same flags, so the settings do not depend on who leads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MaintenanceArgs {
     /// How often expired leases are rescued.
     #[arg(long, env = "HINTER_RESCUE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub rescue_interval: Duration,
@@ -143,11 +153,72 @@ pub struct ServeArgs {
     pub retain_cancelled: Duration,
 }
 
+impl MaintenanceArgs {
+    pub fn options(&self) -> MaintenanceOptions {
+        MaintenanceOptions {
+            rescue_interval: self.rescue_interval,
+            retention: Retention {
+                succeeded: self.retain_succeeded,
+                dead: self.retain_dead,
+                cancelled: self.retain_cancelled,
+            },
+            ..MaintenanceOptions::default()
+        }
+    }
+}
+
+/// Membership and leader election timings. Hidden from `--help` (the defaults suit
+/// production; tests shorten them); documented in docs/cli.md and docs/worker.md.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Time to live of the leadership lease; the leader renews it every third of it and a
+    /// successor takes over at most this long after the leader died.
+    #[arg(long, env = "HINTER_LEADER_TTL", default_value = "15s", value_parser = parse_duration, hide = true)]
+    pub leader_ttl: Duration,
+    /// How often this process reports itself alive (`GET /api/v1/workers`).
+    #[arg(long, env = "HINTER_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration, hide = true)]
+    pub heartbeat_interval: Duration,
+    /// A process not heard from for this long is taken for dead: no longer listed, then
+    /// forgotten.
+    #[arg(long, env = "HINTER_DEAD_AFTER", default_value = "30s", value_parser = parse_duration, hide = true)]
+    pub dead_after: Duration,
+}
+
+impl ClusterArgs {
+    /// The options, checked for sense.
+    pub fn options(&self) -> anyhow::Result<ClusterOptions> {
+        let floor = Duration::from_millis(100);
+        for (flag, value) in [
+            ("--leader-ttl", self.leader_ttl),
+            ("--heartbeat-interval", self.heartbeat_interval),
+            ("--dead-after", self.dead_after),
+        ] {
+            if value < floor {
+                bail!("{flag} {}: must be at least 100ms", format_duration(value));
+            }
+        }
+        if self.dead_after <= self.heartbeat_interval {
+            bail!(
+                "--dead-after {} must be longer than --heartbeat-interval {}, or live processes \
+                 would be taken for dead",
+                format_duration(self.dead_after),
+                format_duration(self.heartbeat_interval)
+            );
+        }
+        Ok(ClusterOptions {
+            heartbeat_interval: self.heartbeat_interval,
+            dead_after: self.dead_after,
+            leader_ttl: self.leader_ttl,
+        })
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     hinter_core::parse_duration(s).map_err(|e| e.to_string())
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cluster_options = args.cluster.options()?;
     let backend = args.store.open().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let now = clock.now();
@@ -161,12 +232,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         started_at: now,
         last_heartbeat_at: now,
     };
-    let coordinator = Coordinator::start(
-        backend.clone(),
-        clock.clone(),
-        process,
-        ClusterOptions::default(),
-    );
+    let coordinator = Coordinator::start(backend.clone(), clock.clone(), process, cluster_options);
     let store: Arc<dyn hinter_core::Store> = backend.clone();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -180,6 +246,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config: Arc::new(ServerConfig {
             max_job_bytes: args.max_job_bytes,
             max_batch_bytes: args.max_batch_bytes,
+            process_dead_after: args.cluster.dead_after,
             ..ServerConfig::default()
         }),
         ready: ready.clone(),
@@ -187,15 +254,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let maintenance = Maintenance::start(
         store.clone(),
         clock,
-        MaintenanceOptions {
-            rescue_interval: args.rescue_interval,
-            retention: Retention {
-                succeeded: args.retain_succeeded,
-                dead: args.retain_dead,
-                cancelled: args.retain_cancelled,
-            },
-            ..MaintenanceOptions::default()
-        },
+        args.maintenance.options(),
         coordinator.leader(),
     );
     let app = hinter_server::router(state);

@@ -1,91 +1,74 @@
-//! `hinter worker`: the worker role. Leases jobs of some queues from a hinter server over the
-//! HTTP worker protocol (`docs/http-api.md`) and runs a command for each (`docs/worker.md`).
+//! `hinter worker`: the worker role. Runs a command for each job of some queues
+//! (`docs/worker.md`), in one of two modes:
 //!
-//! One loop leases while slots are free (`max` = the free slots, long-polling so an idle worker
-//! wakes as soon as a job is ready). Each leased job runs in its own task: it spawns the command
-//! in its own process group, feeds it the payload, turns its output into log lines and a result,
-//! heartbeats the lease (learning of cancellation that way), enforces the job's timeout, and
-//! reports how the attempt ended. On SIGTERM/SIGINT the loop stops leasing, waits up to
+//! - **HTTP mode** (`--server URL`, the default): leases jobs from a hinter server over the
+//!   HTTP worker protocol (`docs/http-api.md`). This file.
+//! - **Store mode** (`--database URL` or `--data-dir DIR`): leases straight from the store
+//!   that `hinter serve` processes share, with the engine's worker, and takes part in
+//!   membership and leader election. `worker_store.rs`.
+//!
+//! Both run the command the same way (`exec.rs`). In HTTP mode one loop leases while slots
+//! are free (`max` = the free slots, long-polling so an idle worker wakes as soon as a job is
+//! ready). Each leased job runs in its own task: it runs the command, heartbeats the lease
+//! (learning of cancellation that way), enforces the job's timeout, and reports how the
+//! attempt ended. On SIGTERM/SIGINT the loop stops leasing, waits up to
 //! `--stopping-wait-time` for the running jobs, then stops the rest and hands them back to the
 //! queue.
 
+use crate::exec::{self, AbortOnDrop, JobCommand, JobInfo};
+use crate::serve::{ClusterArgs, MaintenanceArgs, StoreArgs};
 use anyhow::Context;
+use clap::parser::ValueSource;
+use clap::ArgMatches;
 use hinter_client::{Client, Error as ClientError, LeaseRequest, LeasedJob};
 use hinter_core::format_duration;
-use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
 use std::ffi::OsString;
 use std::future::Future;
-use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, Signal as SignalStream, SignalKind};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinSet};
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep, sleep_until, Instant};
 use uuid::Uuid;
 
 /// Long-poll of one lease request: an idle worker wakes as soon as a job is ready.
 const LEASE_WAIT: Duration = Duration::from_secs(20);
-/// Between SIGTERM and SIGKILL when a job's command must stop.
-const KILL_GRACE: Duration = Duration::from_secs(5);
-/// How long the output of a finished command may stay open (held by a process that left
-/// its process group) before it is no longer read.
-const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
-/// Longest output line read at once; a longer one is split. A worker call carries 1 MiB at most.
-const MAX_LINE: u64 = 1024 * 1024 + 1024;
-/// The exit code that fails a job permanently (`EX_DATAERR`).
-const EXIT_PERMANENT: i32 = 65;
-/// Longest last stderr line quoted in an error message.
-const MAX_ERROR_LINE: usize = 500;
 /// First and largest pause after the server could not be reached.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// The command's end as `Child::wait` reports it.
-type WaitResult = std::io::Result<ExitStatus>;
 
 /// The error of an attempt cut short by the worker's own stop.
 pub const STOPPED_MESSAGE: &str = "worker stopped before the job finished";
 
+const HTTP_MODE: &str = "HTTP mode (--server: lease from a hinter server)";
+const STORE_MODE: &str = "Store mode (--database/--data-dir: lease straight from the store)";
+
 /// `hinter worker [options] -- COMMAND [ARGS...]`
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "\
+Modes: with --server URL (or none of the mode flags) the worker leases jobs from a hinter \
+server over HTTP (HTTP mode). With --database URL or --data-dir DIR it leases straight from \
+that store, the one `hinter serve` uses, lists itself in GET /api/v1/workers and takes part \
+in leader election, so maintenance goes on even when no `serve` runs (store mode). --server \
+cannot be combined with --database/--data-dir. A flag beats an environment variable \
+(HINTER_SERVER; HINTER_DATABASE_URL, HINTER_DATA_DIR).
+
 Each job runs COMMAND ARGS directly (no shell) in its own process group, with the payload \
 JSON on stdin and in $HINTER_PAYLOAD_FILE, and HINTER_JOB_ID, HINTER_JOB_NAME, HINTER_QUEUE, \
 HINTER_ATTEMPT, HINTER_MAX_ATTEMPTS, HINTER_SHUTDOWN_FILE (= WEBJOBS_SHUTDOWN_FILE) set. \
 A stdout line `::result::{json}` sets the result. Exit 0 succeeds, 65 fails permanently, \
 anything else fails and is retried. See docs/worker.md.")]
 pub struct WorkerArgs {
-    /// URL of the hinter server
-    #[arg(
-        long,
-        env = "HINTER_SERVER",
-        default_value = hinter_client::DEFAULT_SERVER,
-        value_name = "URL"
-    )]
-    pub server: String,
-
-    /// Bearer token for the server's API (not passed on to COMMAND)
-    #[arg(
-        long,
-        env = "HINTER_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub token: Option<String>,
-
     /// Queue to take jobs from; repeat for several
     #[arg(
         long = "queue",
         short = 'q',
         value_name = "NAME",
-        default_value = hinter_core::DEFAULT_QUEUE
+        default_value = hinter_core::DEFAULT_QUEUE,
+        help_heading = "Both modes"
     )]
     pub queues: Vec<String>,
 
@@ -95,26 +78,202 @@ pub struct WorkerArgs {
         short = 'c',
         value_name = "N",
         default_value_t = 4,
-        value_parser = clap::value_parser!(u32).range(1..=1000)
+        value_parser = clap::value_parser!(u32).range(1..=1000),
+        help_heading = "Both modes"
     )]
     pub concurrency: u32,
 
     /// How long a lease lasts without a heartbeat (1s…1h); heartbeats come every third of it
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = lease_arg)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = lease_arg,
+        help_heading = "Both modes"
+    )]
     pub lease: Duration,
 
     /// After SIGTERM/SIGINT, how long running jobs may go on before they are stopped and
     /// handed back to the queue
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_arg)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = duration_arg,
+        help_heading = "Both modes"
+    )]
     pub stopping_wait_time: Duration,
 
-    /// This worker's name in job listings [default: HOST:PID]
-    #[arg(long, value_name = "ID", value_parser = worker_id_arg)]
+    /// This worker's name in job listings [default: HOST:PID; store mode: HOST:PID:RANDOM,
+    /// and a given ID gets a random suffix]
+    #[arg(long, value_name = "ID", value_parser = worker_id_arg, help_heading = "Both modes")]
     pub worker_id: Option<String>,
 
+    /// URL of the hinter server to lease from [default: http://127.0.0.1:7433]
+    #[arg(long, env = "HINTER_SERVER", value_name = "URL", help_heading = HTTP_MODE)]
+    pub server: Option<String>,
+
+    /// Bearer token for the server's API (not passed on to COMMAND)
+    #[arg(
+        long,
+        env = "HINTER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help_heading = HTTP_MODE
+    )]
+    pub token: Option<String>,
+
+    /// PostgreSQL URL of the database the `hinter serve` processes use (not passed on to
+    /// COMMAND)
+    #[arg(
+        long,
+        env = "HINTER_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        help_heading = STORE_MODE
+    )]
+    pub database: Option<String>,
+
+    /// Directory of the embedded store (the `--data-dir` of a `hinter serve` on this machine)
+    #[arg(long, env = "HINTER_DATA_DIR", value_name = "DIR", help_heading = STORE_MODE)]
+    pub data_dir: Option<PathBuf>,
+
+    /// PostgreSQL schema holding hinter's tables
+    #[arg(
+        long,
+        env = "HINTER_DATABASE_SCHEMA",
+        default_value = hinter_postgres::DEFAULT_SCHEMA,
+        help_heading = STORE_MODE
+    )]
+    pub schema: String,
+
+    /// `full` or `relaxed` (embedded store only), as for `hinter serve`
+    #[arg(
+        long,
+        env = "HINTER_DURABILITY",
+        default_value = "full",
+        value_parser = ["full", "relaxed"],
+        help_heading = STORE_MODE
+    )]
+    pub durability: String,
+
+    #[command(flatten, next_help_heading = STORE_MODE)]
+    pub maintenance: MaintenanceArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
     /// The command run for each job, with its arguments (after `--`)
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        last = true,
+        required = true,
+        value_name = "COMMAND",
+        help_heading = "Arguments"
+    )]
     pub command: Vec<OsString>,
+}
+
+/// Where a worker takes its jobs from.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// From a hinter server over HTTP.
+    Http { server: String },
+    /// Straight from the store.
+    Store(StoreArgs),
+}
+
+/// Flags that only mean something in store mode.
+const STORE_ONLY: [(&str, &str); 9] = [
+    ("schema", "--schema"),
+    ("durability", "--durability"),
+    ("rescue_interval", "--rescue-interval"),
+    ("retain_succeeded", "--retain-succeeded"),
+    ("retain_dead", "--retain-dead"),
+    ("retain_cancelled", "--retain-cancelled"),
+    ("leader_ttl", "--leader-ttl"),
+    ("heartbeat_interval", "--heartbeat-interval"),
+    ("dead_after", "--dead-after"),
+];
+
+impl WorkerArgs {
+    /// Picks the mode: `--database`/`--data-dir` mean store mode, `--server` HTTP mode (the
+    /// default); a flag on the command line beats an environment variable. Both modes at
+    /// once from the same kind of source is a usage error, and so is a flag of the other
+    /// mode given on the command line. `matches` are the subcommand's, for where each value
+    /// came from.
+    pub fn mode(&self, matches: &ArgMatches) -> Result<Mode, String> {
+        let source = |id: &str| matches.value_source(id);
+        let on_command_line = |id: &str| source(id) == Some(ValueSource::CommandLine);
+        let from_env = |id: &str| source(id) == Some(ValueSource::EnvVariable);
+        let store_cli = on_command_line("database") || on_command_line("data_dir");
+        let store_env = from_env("database") || from_env("data_dir");
+        let server_cli = on_command_line("server");
+        let server_env = from_env("server");
+        let store = match (server_cli, store_cli) {
+            (true, true) => {
+                return Err(
+                    "--server (HTTP mode) cannot be used with --database or --data-dir \
+                     (store mode): choose one"
+                        .to_string(),
+                )
+            }
+            (false, true) => true,
+            (true, false) => false,
+            (false, false) => match (server_env, store_env) {
+                (true, true) => {
+                    return Err("HINTER_SERVER (HTTP mode) and HINTER_DATABASE_URL or \
+                         HINTER_DATA_DIR (store mode) are both set: choose with --server or \
+                         --database/--data-dir"
+                        .to_string())
+                }
+                (_, store_env) => store_env,
+            },
+        };
+        if store {
+            if on_command_line("token") {
+                return Err("--token is for the HTTP mode (--server); in store mode \
+                     (--database/--data-dir) the worker talks to the store directly"
+                    .to_string());
+            }
+            Ok(Mode::Store(StoreArgs {
+                data_dir: self
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("./hinter-data")),
+                database: self.database.clone(),
+                schema: self.schema.clone(),
+                durability: self.durability.clone(),
+            }))
+        } else {
+            for (id, flag) in STORE_ONLY {
+                if on_command_line(id) {
+                    return Err(format!(
+                        "{flag} is for the store mode (--database/--data-dir); this worker \
+                         leases from a server over HTTP (--server)"
+                    ));
+                }
+            }
+            Ok(Mode::Http {
+                server: self
+                    .server
+                    .clone()
+                    .unwrap_or_else(|| hinter_client::DEFAULT_SERVER.to_string()),
+            })
+        }
+    }
+
+    pub fn job_command(&self) -> anyhow::Result<JobCommand> {
+        JobCommand::from_argv(&self.command)
+            .context("no COMMAND given: `hinter worker [OPTIONS] -- COMMAND [ARGS...]`")
+    }
+}
+
+/// Runs the worker in `mode` until SIGTERM/SIGINT.
+pub async fn run(args: WorkerArgs, mode: Mode) -> anyhow::Result<()> {
+    match mode {
+        Mode::Http { server } => run_http(args, server).await,
+        Mode::Store(store) => crate::worker_store::run(args, store).await,
+    }
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -147,21 +306,19 @@ fn default_worker_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// Runs the worker until SIGTERM/SIGINT (then `Ok`) or until the server refuses to lease
-/// (a 4xx answer: wrong queue name, token…; then `Err` after the running jobs are handled).
-pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.server, args.token.clone())?;
-    let (program, program_args) = args
-        .command
-        .split_first()
-        .context("no COMMAND given: `hinter worker [OPTIONS] -- COMMAND [ARGS...]`")?;
+/// HTTP mode: runs the worker until SIGTERM/SIGINT (then `Ok`) or until the server refuses
+/// to lease (a 4xx answer: wrong queue name, token…; then `Err` after the running jobs are
+/// handled).
+async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
+    let client = Client::new(&server, args.token.clone())?;
+    let command = args.job_command()?;
+    let program = command.program_name();
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
     let mut signals = StopSignals::listen()?;
     let (stop_jobs, stop_jobs_rx) = watch::channel(false);
     let runner = Arc::new(Runner {
         client: client.clone(),
-        program: program.clone(),
-        args: program_args.to_vec(),
+        command,
         lease: args.lease,
         stop: stop_jobs_rx,
     });
@@ -172,7 +329,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         queues = ?args.queues,
         concurrency = args.concurrency,
         worker_id = %worker_id,
-        command = %program.to_string_lossy(),
+        command = %program,
         "hinter worker started"
     );
 
@@ -329,20 +486,20 @@ fn backoff(failures: u32) -> Duration {
 }
 
 /// SIGTERM and SIGINT, listened to from the start so neither kills the worker outright.
-struct StopSignals {
+pub struct StopSignals {
     term: SignalStream,
     int: SignalStream,
 }
 
 impl StopSignals {
-    fn listen() -> anyhow::Result<Self> {
+    pub fn listen() -> anyhow::Result<Self> {
         Ok(Self {
             term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
             int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
         })
     }
 
-    async fn recv(&mut self) -> &'static str {
+    pub async fn recv(&mut self) -> &'static str {
         tokio::select! {
             Some(()) = self.term.recv() => "SIGTERM",
             Some(()) = self.int.recv() => "SIGINT",
@@ -354,8 +511,7 @@ impl StopSignals {
 /// What every job task shares.
 struct Runner {
     client: Client,
-    program: OsString,
-    args: Vec<OsString>,
+    command: JobCommand,
     lease: Duration,
     /// Becomes `true` when the worker stops the jobs still running.
     stop: watch::Receiver<bool>,
@@ -402,83 +558,12 @@ async fn run_job(runner: Arc<Runner>, job: LeasedJob, _slot: Option<OwnedSemapho
 }
 
 impl Runner {
-    fn program_name(&self) -> String {
-        self.program.to_string_lossy().into_owned()
-    }
-
     /// Runs the command for one attempt of `job` and says how it ended.
     async fn execute(&self, job: &LeasedJob) -> Outcome {
         let id = job.id;
-        let workdir = match tempfile::Builder::new().prefix("hinter-job-").tempdir() {
-            Ok(dir) => dir,
-            Err(e) => {
-                return Outcome::Failed {
-                    message: format!("cannot create a temporary directory for the job: {e}"),
-                    retry: true,
-                }
-            }
-        };
-        let mut payload = serde_json::to_vec(&job.payload).unwrap_or_else(|_| b"null".to_vec());
-        payload.push(b'\n');
-        let payload_file = workdir.path().join("payload.json");
-        if let Err(e) = tokio::fs::write(&payload_file, &payload).await {
-            return Outcome::Failed {
-                message: format!("cannot write {}: {e}", payload_file.display()),
-                retry: true,
-            };
-        }
-        let shutdown_file = workdir.path().join("shutdown");
-
-        let mut command = Command::new(&self.program);
-        command
-            .args(&self.args)
-            .env_remove("HINTER_TOKEN")
-            .env("HINTER_JOB_ID", id.to_string())
-            .env("HINTER_JOB_NAME", &job.job)
-            .env("HINTER_QUEUE", &job.queue)
-            .env("HINTER_ATTEMPT", job.attempt.to_string())
-            .env("HINTER_MAX_ATTEMPTS", job.max_attempts.to_string())
-            .env("HINTER_PAYLOAD_FILE", &payload_file)
-            .env("HINTER_SHUTDOWN_FILE", &shutdown_file)
-            .env("WEBJOBS_SHUTDOWN_FILE", &shutdown_file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                return Outcome::Failed {
-                    message: format!("cannot run {}: {}", self.program_name(), io_reason(&e)),
-                    retry: !cannot_ever_run(&e),
-                }
-            }
-        };
-        // With `process_group(0)` the child leads a group whose id is its pid.
-        let group = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .map(Pid::from_raw);
-
-        let stdin = child.stdin.take().map(|mut stdin| {
-            AbortOnDrop(tokio::spawn(async move {
-                // A command that does not read its input closes the pipe: not an error.
-                let _ = stdin.write_all(&payload).await;
-                let _ = stdin.shutdown().await;
-            }))
-        });
-        let stdout = child
-            .stdout
-            .take()
-            .map(|out| tokio::spawn(read_stdout(out, id)));
-        let stderr = child
-            .stderr
-            .take()
-            .map(|err| tokio::spawn(read_stderr(err, id)));
-
         let (events_tx, mut events) = mpsc::channel(4);
-        let heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(
+        // Heartbeats go on until the command has ended and its output is read.
+        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(
             self.client.clone(),
             id,
             job.lease_token,
@@ -487,99 +572,69 @@ impl Runner {
         )));
         let deadline = job.timeout.map(|t| Instant::now() + t);
         let mut stop = self.stop.clone();
-        let mut events_open = true;
-        let mut stop_open = true;
-        let ended: Result<WaitResult, StopReason> = loop {
-            tokio::select! {
-                status = child.wait() => break Ok(status),
-                event = events.recv(), if events_open => match event {
-                    Some(LeaseEvent::CancelRequested) => break Err(StopReason::Cancelled),
-                    Some(LeaseEvent::Lost(why)) => break Err(StopReason::LeaseLost(why)),
-                    None => events_open = false,
-                },
-                () = sleep_until_opt(deadline) => {
-                    break Err(StopReason::TimedOut(job.timeout.unwrap_or_default()))
-                }
-                changed = stop.wait_for(|stop| *stop), if stop_open => match changed {
-                    Ok(_) => break Err(StopReason::WorkerStopping),
-                    Err(_) => stop_open = false,
-                },
-            }
-        };
-        let (status, reason) = match ended {
-            Ok(status) => (status, None),
-            Err(reason) => {
-                match &reason {
-                    StopReason::Cancelled => {
-                        tracing::info!(job_id = %id, "cancel requested: stopping the command")
+        let stop = async move {
+            let mut events_open = true;
+            let mut stop_open = true;
+            let reason = loop {
+                tokio::select! {
+                    event = events.recv(), if events_open => match event {
+                        Some(LeaseEvent::CancelRequested) => break StopReason::Cancelled,
+                        Some(LeaseEvent::Lost(why)) => break StopReason::LeaseLost(why),
+                        None => events_open = false,
+                    },
+                    () = sleep_until_opt(deadline) => {
+                        break StopReason::TimedOut(job.timeout.unwrap_or_default())
                     }
-                    StopReason::TimedOut(t) => tracing::warn!(
-                        job_id = %id,
-                        "timed out after {}: stopping the command",
-                        format_duration(*t)
-                    ),
-                    StopReason::WorkerStopping => {
-                        tracing::warn!(job_id = %id, "worker stopping: stopping the command")
-                    }
-                    StopReason::LeaseLost(why) => tracing::warn!(
-                        job_id = %id,
-                        "lost the lease ({why}): stopping the command; the job is no longer \
-                         this worker's, nothing is reported"
-                    ),
+                    changed = stop.wait_for(|stop| *stop), if stop_open => match changed {
+                        Ok(_) => break StopReason::WorkerStopping,
+                        Err(_) => stop_open = false,
+                    },
                 }
-                let status = terminate(&mut child, group, &shutdown_file, id).await;
-                (status, Some(reason))
+            };
+            match &reason {
+                StopReason::Cancelled => {
+                    tracing::info!(job_id = %id, "cancel requested: stopping the command")
+                }
+                StopReason::TimedOut(t) => tracing::warn!(
+                    job_id = %id,
+                    "timed out after {}: stopping the command",
+                    format_duration(*t)
+                ),
+                StopReason::WorkerStopping => {
+                    tracing::warn!(job_id = %id, "worker stopping: stopping the command")
+                }
+                StopReason::LeaseLost(why) => tracing::warn!(
+                    job_id = %id,
+                    "lost the lease ({why}): stopping the command; the job is no longer \
+                     this worker's, nothing is reported"
+                ),
             }
+            reason
         };
-        // Whatever the command left running in its group goes with it.
-        signal_group(group, Signal::SIGKILL, id);
-        drop(heartbeat);
-        drop(stdin);
-        let result = collect(stdout, id).await.flatten();
-        let last_stderr = collect(stderr, id).await.flatten();
-        let status_text = match &status {
-            Ok(status) => describe_status(*status),
-            Err(e) => format!("cannot wait for the command: {e}"),
+        let info = JobInfo {
+            id,
+            job: &job.job,
+            queue: &job.queue,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            payload: &job.payload,
         };
-
-        if reason.is_some() {
-            tracing::info!(job_id = %id, "the command stopped: {status_text}");
-        }
-        match reason {
-            Some(StopReason::Cancelled) => Outcome::Failed {
+        match self.command.run(&info, stop).await {
+            exec::Outcome::Succeeded(result) => Outcome::Succeeded(result),
+            exec::Outcome::Failed { message, retry } => Outcome::Failed { message, retry },
+            exec::Outcome::Stopped(StopReason::Cancelled) => Outcome::Failed {
                 message: "cancelled".to_string(),
                 retry: false,
             },
-            Some(StopReason::TimedOut(t)) => Outcome::Failed {
+            exec::Outcome::Stopped(StopReason::TimedOut(t)) => Outcome::Failed {
                 message: format!("timed out after {}", format_duration(t)),
                 retry: true,
             },
-            Some(StopReason::WorkerStopping) => Outcome::Failed {
+            exec::Outcome::Stopped(StopReason::WorkerStopping) => Outcome::Failed {
                 message: STOPPED_MESSAGE.to_string(),
                 retry: true,
             },
-            Some(StopReason::LeaseLost(_)) => Outcome::LeaseLost,
-            None => match status {
-                Ok(status) if status.success() => Outcome::Succeeded(result),
-                Ok(status) => {
-                    let mut message = status_text;
-                    if status.code() == Some(EXIT_PERMANENT) {
-                        message.push_str(" (failed permanently)");
-                    }
-                    if let Some(line) = last_stderr {
-                        message.push_str(": ");
-                        message.push_str(&line);
-                    }
-                    Outcome::Failed {
-                        message,
-                        retry: status.code() != Some(EXIT_PERMANENT),
-                    }
-                }
-                Err(_) => Outcome::Failed {
-                    message: status_text,
-                    retry: true,
-                },
-            },
+            exec::Outcome::Stopped(StopReason::LeaseLost(_)) => Outcome::LeaseLost,
         }
     }
 
@@ -711,184 +766,10 @@ async fn heartbeat_loop(
     }
 }
 
-/// Creates the shutdown file, sends SIGTERM to the command's process group, and SIGKILL after
-/// [`KILL_GRACE`] if the command is still running then.
-async fn terminate(
-    child: &mut Child,
-    group: Option<Pid>,
-    shutdown_file: &Path,
-    id: Uuid,
-) -> WaitResult {
-    if let Err(e) = std::fs::write(shutdown_file, b"") {
-        tracing::warn!(job_id = %id, "cannot create the shutdown file {}: {e}", shutdown_file.display());
-    }
-    signal_group(group, Signal::SIGTERM, id);
-    match timeout(KILL_GRACE, child.wait()).await {
-        Ok(status) => status,
-        Err(_) => {
-            tracing::warn!(
-                job_id = %id,
-                "the command did not stop within {} of SIGTERM: sending SIGKILL",
-                format_duration(KILL_GRACE)
-            );
-            signal_group(group, Signal::SIGKILL, id);
-            if group.is_none() {
-                let _ = child.start_kill();
-            }
-            child.wait().await
-        }
-    }
-}
-
-/// Sends `signal` to the process group; a group that is already gone is fine.
-fn signal_group(group: Option<Pid>, signal: Signal, id: Uuid) {
-    let Some(group) = group else { return };
-    match killpg(group, signal) {
-        Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => {
-            tracing::warn!(job_id = %id, "cannot send {signal} to process group {group}: {e}")
-        }
-    }
-}
-
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The answer of an output reader, unless the output stays open past [`OUTPUT_DRAIN`] (a
-/// process that left the group holds it) or the reader failed.
-async fn collect<T>(task: Option<tokio::task::JoinHandle<T>>, id: Uuid) -> Option<T> {
-    let task = task?;
-    let abort = task.abort_handle();
-    match timeout(OUTPUT_DRAIN, task).await {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(e)) => {
-            tracing::error!(job_id = %id, "reading the command's output failed: {e}");
-            None
-        }
-        Err(_) => {
-            abort.abort();
-            tracing::warn!(
-                job_id = %id,
-                "the command's output is still open {} after it ended; no longer reading it",
-                format_duration(OUTPUT_DRAIN)
-            );
-            None
-        }
-    }
-}
-
-/// Logs stdout lines at INFO; answers the last valid `::result::` JSON.
-async fn read_stdout(out: impl AsyncRead + Unpin, id: Uuid) -> Option<Value> {
-    let mut result = None;
-    for_each_line(out, id, |line| {
-        tracing::info!(job_id = %id, stream = "stdout", "{line}");
-        if let Some(json) = line.strip_prefix("::result::") {
-            match serde_json::from_str(json) {
-                Ok(value) => result = Some(value),
-                Err(e) => tracing::error!(
-                    job_id = %id,
-                    "ignoring a ::result:: line that is not valid JSON: {e}"
-                ),
-            }
-        }
-    })
-    .await;
-    result
-}
-
-/// Logs stderr lines at ERROR; answers the last one that is not blank (for the error message).
-async fn read_stderr(err: impl AsyncRead + Unpin, id: Uuid) -> Option<String> {
-    let mut last = None;
-    for_each_line(err, id, |line| {
-        tracing::error!(job_id = %id, stream = "stderr", "{line}");
-        if !line.trim().is_empty() {
-            last = Some(truncate(line.trim(), MAX_ERROR_LINE));
-        }
-    })
-    .await;
-    last
-}
-
-/// Calls `each` with every line (without its line ending; invalid UTF-8 replaced; a line
-/// longer than [`MAX_LINE`] split) until the end of the output.
-async fn for_each_line(output: impl AsyncRead + Unpin, id: Uuid, mut each: impl FnMut(&str)) {
-    let mut reader = BufReader::new(output);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match (&mut reader)
-            .take(MAX_LINE)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
-            Ok(0) => return,
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                let line = line.trim_end_matches(['\n', '\r']);
-                if !line.is_empty() {
-                    each(line);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(job_id = %id, "cannot read the command's output: {e}");
-                return;
-            }
-        }
-    }
-}
-
-/// `exited with code 3`, `killed by signal SIGKILL`.
-fn describe_status(status: ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        return format!("exited with code {code}");
-    }
-    match status.signal() {
-        Some(number) => match Signal::try_from(number) {
-            Ok(signal) => format!("killed by signal {signal}"),
-            Err(_) => format!("killed by signal {number}"),
-        },
-        None => format!("ended with {status}"),
-    }
-}
-
-/// Starting again will not help: the file is missing, not executable, or not a program.
-fn cannot_ever_run(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind;
-    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied)
-        || e.raw_os_error().is_some_and(|code| {
-            [Errno::ENOEXEC, Errno::ENOTDIR, Errno::EISDIR, Errno::ELOOP]
-                .iter()
-                .any(|errno| *errno as i32 == code)
-        })
-}
-
-/// `No such file or directory`, without std's ` (os error 2)`.
-fn io_reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(cut) if text.ends_with(')') => text[..cut].to_string(),
-        _ => text,
-    }
-}
-
-/// At most `max` characters of `text`, with `…` when cut.
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
-}
-
-/// Aborts the task when dropped, so no helper outlives its job.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -897,37 +778,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn describes_exit_statuses() {
-        assert_eq!(
-            describe_status(ExitStatus::from_raw(3 << 8)),
-            "exited with code 3"
-        );
-        assert_eq!(
-            describe_status(ExitStatus::from_raw(9)),
-            "killed by signal SIGKILL"
-        );
-        assert_eq!(
-            describe_status(ExitStatus::from_raw(15)),
-            "killed by signal SIGTERM"
-        );
-    }
-
-    #[test]
-    fn missing_programs_fail_for_good() {
-        let missing = std::io::Error::from_raw_os_error(Errno::ENOENT as i32);
-        assert!(cannot_ever_run(&missing));
-        assert_eq!(io_reason(&missing), "No such file or directory");
-        let busy = std::io::Error::from_raw_os_error(Errno::ETXTBSY as i32);
-        assert!(!cannot_ever_run(&busy));
-        let noexec = std::io::Error::from_raw_os_error(Errno::ENOEXEC as i32);
-        assert!(cannot_ever_run(&noexec));
-    }
-
-    #[test]
     fn backoff_grows_and_is_capped() {
         assert!(backoff(1) <= Duration::from_millis(600));
         assert!(backoff(3) >= Duration::from_millis(1600));
         assert!(backoff(40) <= BACKOFF_MAX.mul_f64(1.2));
+    }
+
+    #[derive(clap::Parser)]
+    struct TestCli {
+        #[command(flatten)]
+        args: WorkerArgs,
+    }
+
+    /// The mode `hinter worker ARGV` picks (only flags that decide whatever the environment).
+    fn mode_of(argv: &[&str]) -> Result<Mode, String> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = TestCli::command()
+            .try_get_matches_from(std::iter::once("worker").chain(argv.iter().copied()))
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let cli = TestCli::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{e}"));
+        cli.args.mode(&matches)
+    }
+
+    #[test]
+    fn the_mode_follows_the_flags() {
+        match mode_of(&["--server", "http://h:1", "--", "true"]) {
+            Ok(Mode::Http { server }) => assert_eq!(server, "http://h:1"),
+            other => panic!("{other:?}"),
+        }
+        match mode_of(&[
+            "--database",
+            "postgres://db/x",
+            "--schema",
+            "s",
+            "--",
+            "true",
+        ]) {
+            Ok(Mode::Store(store)) => {
+                assert_eq!(store.database.as_deref(), Some("postgres://db/x"));
+                assert_eq!(store.schema, "s");
+            }
+            other => panic!("{other:?}"),
+        }
+        match mode_of(&["--data-dir", "/tmp/d", "--", "true"]) {
+            Ok(Mode::Store(store)) => {
+                assert_eq!(store.data_dir, PathBuf::from("/tmp/d"));
+                assert_eq!(store.database, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let both = mode_of(&["--server", "h", "--database", "postgres://db", "--", "true"]);
+        assert!(both.is_err_and(|e| e.contains("cannot be used with")));
+        let both = mode_of(&["--server", "h", "--data-dir", "/tmp/d", "--", "true"]);
+        assert!(both.is_err_and(|e| e.contains("cannot be used with")));
+        let stray = mode_of(&["--server", "h", "--leader-ttl", "1s", "--", "true"]);
+        assert!(stray.is_err_and(|e| e.starts_with("--leader-ttl is for the store mode")));
+        let stray = mode_of(&["--data-dir", "/tmp/d", "--token", "t", "--", "true"]);
+        assert!(stray.is_err_and(|e| e.starts_with("--token is for the HTTP mode")));
     }
 
     #[test]
@@ -937,18 +844,5 @@ mod tests {
         assert!(lease_arg("2h").is_err());
         assert!(worker_id_arg("").is_err());
         assert!(worker_id_arg(&"x".repeat(201)).is_err());
-    }
-
-    #[tokio::test]
-    async fn reads_lines_and_the_last_valid_result() {
-        let out: &[u8] =
-            b"hello\n::result::{\"n\": 1}\r\n::result::{\"n\": 2}\n::result::{oops\n\xffbad\nno newline";
-        let result = read_stdout(out, Uuid::nil()).await;
-        assert_eq!(result, Some(serde_json::json!({"n": 2})));
-        let err: &[u8] = b"first\nlast problem\n\n  \n";
-        assert_eq!(
-            read_stderr(err, Uuid::nil()).await.as_deref(),
-            Some("last problem")
-        );
     }
 }

@@ -1,0 +1,185 @@
+//! `hinter worker --database URL | --data-dir DIR -- COMMAND`: the worker role in store mode.
+//!
+//! The process leases straight from the store the `hinter serve` processes share, with the
+//! engine's [`Worker`] (fetcher, heartbeats, timeouts, cancellation through store events and
+//! heartbeat answers, batched outcomes, graceful stop that hands jobs back). Its only handler
+//! is a fallback that runs the command for any job name of its queues (`exec.rs`). It lists
+//! itself as a live process (role `worker`, its queues and concurrency) and campaigns for
+//! leadership like `serve` does, running [`Maintenance`] (lease rescue, promotion, retention)
+//! while it leads, so the store stays healthy even when every `serve` is gone.
+
+use crate::exec::{JobCommand, JobInfo, Outcome, KILL_GRACE};
+use crate::serve::StoreArgs;
+use crate::worker_cmd::{StopSignals, WorkerArgs, STOPPED_MESSAGE};
+use hinter_core::{format_duration, Clock, ProcessInfo, Store, SystemClock};
+use hinter_engine::{
+    Coordinator, HandlerContext, JobError, Maintenance, Registry, StopReason, Worker, WorkerOptions,
+};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// On top of [`KILL_GRACE`]: time for a stopped command's end to be read before the engine
+/// gives up on the attempt (its process group is killed either way).
+const STOP_MARGIN: Duration = Duration::from_secs(2);
+
+/// Runs the worker until SIGTERM/SIGINT.
+pub async fn run(args: WorkerArgs, store: StoreArgs) -> anyhow::Result<()> {
+    let command = Arc::new(args.job_command()?);
+    let cluster_options = args.cluster.options()?;
+    let mut signals = StopSignals::listen()?;
+    let backend = store.open().await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Unique per process start even when the ID is given: leadership is held by this id.
+    let worker_id = match &args.worker_id {
+        Some(id) => format!("{id}:{:04x}", rand::random::<u16>()),
+        None => hinter_engine::default_worker_id(),
+    };
+    let now = clock.now();
+    let process = ProcessInfo {
+        id: worker_id.clone(),
+        host: hinter_engine::hostname(),
+        pid: std::process::id(),
+        role: "worker".into(),
+        queues: args.queues.clone(),
+        concurrency: args.concurrency,
+        started_at: now,
+        last_heartbeat_at: now,
+    };
+    let coordinator = Coordinator::start(backend.clone(), clock.clone(), process, cluster_options);
+    let store_handle: Arc<dyn Store> = backend.clone();
+    let maintenance = Maintenance::start(
+        store_handle.clone(),
+        clock.clone(),
+        args.maintenance.options(),
+        coordinator.leader(),
+    );
+
+    let mut registry = Registry::new();
+    registry.register_fallback(move |ctx: HandlerContext, payload: Value| {
+        run_job(command.clone(), ctx, payload)
+    });
+    let concurrency = args.concurrency as usize;
+    let worker = Worker::start(
+        store_handle,
+        clock,
+        registry,
+        WorkerOptions {
+            queues: args.queues.clone(),
+            concurrency,
+            // A little ahead of the free slots while commands are short: one lease fills
+            // several slots, and a process holds at most twice its concurrency.
+            prefetch: concurrency,
+            lease_for: args.lease,
+            stopping_wait_time: args.stopping_wait_time,
+            cancel_grace: KILL_GRACE + STOP_MARGIN,
+            worker_id: worker_id.clone(),
+            ..WorkerOptions::default()
+        },
+    );
+    tracing::info!(
+        store = %describe(&store),
+        queues = ?args.queues,
+        concurrency = args.concurrency,
+        worker_id = %worker_id,
+        command = %args.command.first().map(|c| c.to_string_lossy()).unwrap_or_default(),
+        "hinter worker started (store mode)"
+    );
+
+    let name = signals.recv().await;
+    tracing::info!(
+        running = worker.running(),
+        "{name} received: taking no more jobs; waiting up to {} for the running ones",
+        format_duration(args.stopping_wait_time)
+    );
+    worker
+        .shutdown_early_on(async {
+            let name = signals.recv().await;
+            tracing::warn!("{name} received again: stopping the running jobs now");
+        })
+        .await;
+    maintenance.shutdown().await;
+    coordinator.shutdown().await;
+    tracing::info!("hinter worker stopped");
+    Ok(())
+}
+
+/// Where the store is, without secrets.
+fn describe(store: &StoreArgs) -> String {
+    match &store.database {
+        Some(_) => format!("postgres (schema {})", store.schema),
+        None => store.data_dir.display().to_string(),
+    }
+}
+
+/// The fallback handler: one attempt of any job, run by the command.
+async fn run_job(
+    command: Arc<JobCommand>,
+    ctx: HandlerContext,
+    payload: Value,
+) -> Result<Option<Value>, JobError> {
+    let id = ctx.id;
+    tracing::info!(
+        job_id = %id,
+        job = %ctx.job,
+        queue = %ctx.queue,
+        attempt = ctx.attempt,
+        max_attempts = ctx.max_attempts,
+        "running job"
+    );
+    let info = JobInfo {
+        id,
+        job: &ctx.job,
+        queue: &ctx.queue,
+        attempt: ctx.attempt,
+        max_attempts: ctx.max_attempts,
+        payload: &payload,
+    };
+    let stop = async {
+        ctx.cancelled().await;
+        let reason = ctx.stop_reason();
+        match reason {
+            Some(StopReason::Cancelled) => {
+                tracing::info!(job_id = %id, "cancel requested: stopping the command")
+            }
+            Some(StopReason::LeaseLost) => tracing::warn!(
+                job_id = %id,
+                "lost the lease: stopping the command; the job is no longer this worker's, \
+                 nothing is reported"
+            ),
+            Some(StopReason::Shutdown) => {
+                tracing::warn!(job_id = %id, "worker stopping: stopping the command")
+            }
+            _ => tracing::warn!(job_id = %id, "{}: stopping the command", describe_stop(reason)),
+        }
+        reason
+    };
+    match command.run(&info, stop).await {
+        Outcome::Succeeded(result) => {
+            tracing::info!(job_id = %id, "job succeeded");
+            Ok(result)
+        }
+        Outcome::Failed { message, retry } => {
+            tracing::warn!(job_id = %id, retry, "job failed: {message}");
+            Err(if retry {
+                JobError::retryable(message)
+            } else {
+                JobError::permanent(message)
+            })
+        }
+        // The engine decides what a stopped attempt becomes: cancelled, failed by its
+        // timeout, handed back on shutdown, or nothing (lease lost).
+        Outcome::Stopped(reason) => Err(JobError::retryable(match reason {
+            Some(StopReason::Cancelled) => "cancelled".to_string(),
+            Some(StopReason::Shutdown) => STOPPED_MESSAGE.to_string(),
+            other => describe_stop(other),
+        })),
+    }
+}
+
+fn describe_stop(reason: Option<StopReason>) -> String {
+    match reason {
+        Some(reason) => reason.to_string(),
+        None => "stopped".to_string(),
+    }
+}

@@ -43,7 +43,6 @@ pub use manage::*;
 pub use ordering::*;
 pub use unique::*;
 
-use hinter_core::{Cluster, Store};
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
@@ -56,13 +55,15 @@ pub type Guard = Box<dyn Any + Send>;
 /// A single test fails when it runs longer than this (a deadlock, a lost wake-up).
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Runs one conformance test: builds a multi-threaded runtime, gets a fresh store from
-/// `factory` and hands it to `test`. Used by [`conformance_suite!`].
-pub fn run<F, FFut, T, TFut>(factory: F, test: T)
+/// Runs one conformance test: builds a multi-threaded runtime, gets a fresh backend (a
+/// [`hinter_core::Store`] or a [`hinter_core::Cluster`]) from `factory` and hands it to `test`. Used by
+/// [`conformance_suite!`] and [`cluster_conformance_suite!`].
+pub fn run<B, F, FFut, T, TFut>(factory: F, test: T)
 where
+    B: ?Sized,
     F: FnOnce() -> FFut,
-    FFut: Future<Output = (Arc<dyn Store>, Guard)>,
-    T: FnOnce(Arc<dyn Store>) -> TFut,
+    FFut: Future<Output = (Arc<B>, Guard)>,
+    T: FnOnce(Arc<B>) -> TFut,
     TFut: Future<Output = ()>,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -71,38 +72,15 @@ where
         .build()
         .expect("build a tokio runtime");
     runtime.block_on(async {
-        let (store, guard) = factory().await;
-        tokio::time::timeout(TEST_TIMEOUT, test(store))
+        let (backend, guard) = factory().await;
+        tokio::time::timeout(TEST_TIMEOUT, test(backend))
             .await
             .expect("the conformance test did not finish in time");
         drop(guard);
     });
 }
 
-/// Runs one [`Cluster`] conformance test against a fresh backend from `factory`. Used by
-/// [`cluster_conformance_suite!`].
-pub fn run_cluster<F, FFut, T, TFut>(factory: F, test: T)
-where
-    F: FnOnce() -> FFut,
-    FFut: Future<Output = (Arc<dyn Cluster>, Guard)>,
-    T: FnOnce(Arc<dyn Cluster>) -> TFut,
-    TFut: Future<Output = ()>,
-{
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("build a tokio runtime");
-    runtime.block_on(async {
-        let (cluster, guard) = factory().await;
-        tokio::time::timeout(TEST_TIMEOUT, test(cluster))
-            .await
-            .expect("the conformance test did not finish in time");
-        drop(guard);
-    });
-}
-
-/// Expands to one `#[test]` per [`Cluster`] rule, each against a fresh backend from
+/// Expands to one `#[test]` per [`hinter_core::Cluster`] rule, each against a fresh backend from
 /// `$factory`: an `async fn() -> (Arc<dyn hinter_core::Cluster>, hinter_store_tests::Guard)`.
 #[macro_export]
 macro_rules! cluster_conformance_suite {
@@ -125,7 +103,7 @@ macro_rules! __cluster_tests {
         $(
             #[test]
             fn $name() {
-                $crate::run_cluster($factory, $crate::$name);
+                $crate::run($factory, $crate::$name);
             }
         )*
     };

@@ -24,6 +24,9 @@ pub enum Error {
         reason: String,
         /// The request timed out (as opposed to: connection refused, reset, DNS failure…).
         timed_out: bool,
+        /// No connection could be made (refused, unreachable, unknown host), as opposed to
+        /// one that broke or stalled after it was made.
+        connect_failed: bool,
     },
 
     /// The server answered with a success status but a body that is not what the API promises.
@@ -216,6 +219,7 @@ mod tests {
             url: "http://127.0.0.1:7433".into(),
             reason: "connection refused".into(),
             timed_out: false,
+            connect_failed: true,
         };
         assert!(err.is_unavailable());
         assert_eq!(

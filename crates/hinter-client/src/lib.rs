@@ -377,6 +377,7 @@ impl Client {
             url: self.base_url().to_string(),
             reason,
             timed_out,
+            connect_failed: error.is_connect(),
         }
     }
 }

@@ -401,8 +401,11 @@ impl From<ApiError> for Failure {
     fn from(error: ApiError) -> Self {
         let failure = Failure::new(exit_code_for(&error), error.to_string());
         match &error {
+            // Only when no connection could be made: a connection that broke mid-request
+            // reached a server.
             ApiError::Transport {
-                timed_out: false, ..
+                connect_failed: true,
+                ..
             } => failure
                 .hint("is `hinter serve` running there? Point --server (or HINTER_SERVER) at it."),
             ApiError::Api {
@@ -1404,6 +1407,7 @@ mod tests {
             url: "http://127.0.0.1:1".into(),
             reason: "refused".into(),
             timed_out: false,
+            connect_failed: true,
         };
         assert_eq!(exit_code_for(&transport), exit::UNAVAILABLE);
         let failure = Failure::from(transport);

@@ -11,20 +11,19 @@
 //! root, with nothing else using the cluster). Without the variable it explains itself and
 //! passes, except under CI=true, where it fails: CI must never skip it.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::pg::{connect, database_url, TestDb, URL_VAR};
+use support::{free_port, hinter_command, ChildGuard, POLL};
 
-/// The binary under test.
-const HINTER: &str = env!("CARGO_BIN_EXE_hinter");
-const URL_VAR: &str = "HINTER_TEST_DATABASE_URL";
-/// How often polled conditions are checked.
-const POLL: Duration = Duration::from_millis(20);
 /// Lease of the test's worker: short, so jobs whose completion was lost come back soon.
 const LEASE: &str = "2s";
 const QUEUE: &str = "faults";
@@ -35,34 +34,13 @@ const HELD_QUEUE: &str = "faults-held";
 /// Their lease: long enough to still run when PostgreSQL stops.
 const HELD_LEASE: &str = "5s";
 
-/// A `hinter` command with no `HINTER_*` settings inherited from the environment.
-fn hinter_command() -> Command {
-    let mut command = Command::new(HINTER);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HINTER_") {
-            command.env_remove(key);
-        }
-    }
-    command.env("RUST_LOG", "info").env("NO_COLOR", "1");
-    command
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
 /// Skips (with a note) or, under CI, fails.
 fn cannot_run(why: &str) {
-    if under_ci() {
-        panic!("the PostgreSQL restart test cannot run under CI: {why}");
-    }
-    eprintln!("note: the PostgreSQL restart test did not run: {why}");
+    support::pg::cannot_run(RESTART_TEST, why);
 }
+
+/// What [`cannot_run`] calls the restart test.
+const RESTART_TEST: &str = "the PostgreSQL restart test";
 
 #[tokio::test]
 async fn an_unreachable_database_at_start_is_a_clear_error() {
@@ -211,49 +189,6 @@ impl Drop for Outage {
     }
 }
 
-/// A fresh schema for the test, dropped at the end (with a connection of its own).
-struct Schema {
-    url: String,
-    name: String,
-}
-
-impl Schema {
-    fn new(url: &str) -> Schema {
-        Schema {
-            url: url.to_string(),
-            name: format!("hinter_faults_{:016x}", rand::random::<u64>()),
-        }
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async move {
-                if let Ok(client) = connect(&url).await {
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
-}
-
 /// Every job of the schema with its state and attempt, read straight from the database.
 async fn job_states(url: &str, schema: &str) -> HashMap<String, (String, i64)> {
     let client = connect(url).await.expect("connect to read the jobs");
@@ -272,51 +207,35 @@ async fn job_states(url: &str, schema: &str) -> HashMap<String, (String, i64)> {
 /// `hinter serve` on a fresh port; killed when dropped, its log printed if the test fails.
 struct Server {
     base: String,
-    child: Child,
-    log: PathBuf,
+    proc: ChildGuard,
 }
 
 impl Server {
     fn start(url: &str, schema: &str, dir: &Path) -> Server {
         let port = free_port();
         let log = dir.join("serve.stderr.log");
-        let child = hinter_command()
+        let mut command = hinter_command();
+        command
             .args(["serve", "--database", url, "--schema", schema])
             .args(["--rescue-interval", "200ms", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("the server log"))
-            .spawn()
-            .expect("spawning hinter serve");
+            .stderr(std::fs::File::create(&log).expect("the server log"));
         Server {
             base: format!("http://127.0.0.1:{port}"),
-            child,
-            log,
+            proc: ChildGuard::start("hinter serve", &mut command, log),
         }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.log()
     }
 
     /// Panics if the server exited.
     fn assert_alive(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("checking the server") {
+        if let Some(status) = self.proc.try_wait() {
             panic!("hinter serve exited ({status}); log:\n{}", self.log());
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "----- hinter serve log -----\n{}\n----- end -----",
-                self.log()
-            );
         }
     }
 }
@@ -502,10 +421,7 @@ async fn wait_until(server: &mut Server, timeout: Duration, what: &str, check: i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restart_mid_run_loses_no_acknowledged_job() {
-    let Ok(url) = std::env::var(URL_VAR) else {
-        cannot_run(&format!(
-            "{URL_VAR} is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
-        ));
+    let Some(url) = database_url(RESTART_TEST) else {
         return;
     };
     let cluster = match Cluster::find(&url) {
@@ -517,8 +433,8 @@ async fn postgres_restart_mid_run_loses_no_acknowledged_job() {
     };
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let schema = Schema::new(&url);
-    let mut server = Server::start(&url, &schema.name, dir.path());
+    let schema = TestDb::fresh(&url, "hinter_faults_");
+    let mut server = Server::start(&url, &schema.schema, dir.path());
     let shared = Arc::new(Shared {
         base: server.base.clone(),
         http: reqwest::Client::builder()
@@ -604,7 +520,7 @@ async fn postgres_restart_mid_run_loses_no_acknowledged_job() {
             if noticed() {
                 break true;
             }
-            if Instant::now() >= deadline || server.child.try_wait().ok().flatten().is_some() {
+            if Instant::now() >= deadline || server.proc.try_wait().is_some() {
                 break false;
             }
             tokio::time::sleep(POLL).await;
@@ -642,7 +558,7 @@ async fn postgres_restart_mid_run_loses_no_acknowledged_job() {
         .await;
     }
     let ready_in = recovered_at.elapsed();
-    let log_path = server.log.clone();
+    let log_path = server.proc.log_path().to_path_buf();
     wait_until(
         &mut server,
         Duration::from_secs(60),
@@ -680,7 +596,7 @@ async fn postgres_restart_mid_run_loses_no_acknowledged_job() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let states = loop {
         server.assert_alive();
-        let states = job_states(&url, &schema.name).await;
+        let states = job_states(&url, &schema.schema).await;
         if states.values().all(|(s, _)| s == "succeeded")
             && acked.iter().all(|(_, id)| states.contains_key(id))
         {

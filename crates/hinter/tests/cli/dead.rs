@@ -1,6 +1,6 @@
 //! `hinter dead list|retry`: the dead-letter set.
 
-use crate::harness::{id_of, Out, Server, TestDir};
+use crate::harness::{id_of, start_server, CliApi, CliServer, Out, TestDir};
 use serde_json::json;
 
 const HEADER: [&str; 7] = ["ID", "JOB", "QUEUE", "ATTEMPTS", "DIED", "LAST", "ERROR"];
@@ -27,7 +27,7 @@ fn first_column(rows: &[String]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_list_shows_only_dead_jobs() {
     let dir = TestDir::new("dead-list");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     server
         .cli(&["dead", "list"])
@@ -41,9 +41,9 @@ async fn dead_list_shows_only_dead_jobs() {
     let d1 = server.make_dead("resize", "dq", "permanent").await;
     server.make_succeeded("fine", "dq").await;
     server
-        .enqueue(json!({"job": "waiting", "queue": "dq"}))
+        .enqueue_id(json!({"job": "waiting", "queue": "dq"}))
         .await;
-    let cancelled = server.enqueue(json!({"job": "c"})).await;
+    let cancelled = server.enqueue_id(json!({"job": "c"})).await;
     server
         .post(&format!("/api/v1/jobs/{cancelled}/cancel"), &json!({}))
         .await
@@ -104,7 +104,7 @@ async fn dead_list_shows_only_dead_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_retry_by_id_and_all_bring_jobs_back() {
     let dir = TestDir::new("dead-retry");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let a = server.make_dead("a", "q1", "e1").await;
     let b = server.make_dead("b", "q2", "e2").await;

@@ -1,6 +1,6 @@
 //! `hinter enqueue` without `--wait`: what it prints, and what it leaves on the server.
 
-use crate::harness::{id_in, id_of, Server, TestDir};
+use crate::harness::{id_in, id_of, start_server, CliApi, CliServer, TestDir};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
@@ -16,7 +16,7 @@ fn time(value: &Value) -> DateTime<Utc> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_prints_the_id_and_the_job_is_on_the_server() {
     let dir = TestDir::new("enqueue-plain");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let out = server
         .cli(&["enqueue", "thumbnail", r#"{"n":1}"#])
@@ -50,7 +50,7 @@ async fn enqueue_prints_the_id_and_the_job_is_on_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_json_reports_the_job_with_every_option_applied() {
     let dir = TestDir::new("enqueue-json");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let out = server
         .cli(&[
@@ -122,7 +122,7 @@ async fn enqueue_json_reports_the_job_with_every_option_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_delay_and_at_make_the_job_scheduled() {
     let dir = TestDir::new("enqueue-delay");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let out = server
         .cli(&["enqueue", "later", "--delay", "1h", "--json"])
@@ -154,7 +154,7 @@ async fn enqueue_delay_and_at_make_the_job_scheduled() {
     );
 
     // Neither is leasable now.
-    assert!(server.lease("default", 10, "0").await.is_empty());
+    assert!(server.lease_from("default", 10, "0").await.is_empty());
 
     // --delay and --at exclude each other: a usage error, nothing sent.
     server
@@ -176,7 +176,7 @@ async fn enqueue_delay_and_at_make_the_job_scheduled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_reads_the_payload_from_stdin() {
     let dir = TestDir::new("enqueue-stdin");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let payload = "{\n  \"from\": \"stdin\",\n  \"list\": [1, 2, {\"deep\": null}]\n}\n";
     let out = server
@@ -209,7 +209,7 @@ async fn enqueue_reads_the_payload_from_stdin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_input_exits_2_and_enqueues_nothing() {
     let dir = TestDir::new("enqueue-invalid");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     // Text that is not JSON: the documented message and hint.
     server
@@ -272,7 +272,7 @@ async fn invalid_input_exits_2_and_enqueues_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_unique_key_shows_the_first_job() {
     let dir = TestDir::new("enqueue-unique");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let first = server
         .cli(&["enqueue", "report", r#"{"v":1}"#, "--unique-key", "r-1"])
@@ -337,7 +337,7 @@ async fn duplicate_unique_key_shows_the_first_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_errors_and_refusals_by_the_server_exit_2() {
     let dir = TestDir::new("enqueue-usage");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     for args in [
         // --unique-for needs --unique-key; --wait-timeout and --quiet need --wait.
@@ -368,7 +368,7 @@ async fn usage_errors_and_refusals_by_the_server_exit_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_payload_is_refused_with_exit_2() {
     let dir = TestDir::new("enqueue-too-large");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let big = serde_json::to_string(&"x".repeat(8 * 1024 * 1024)).expect("encoding");
     for _ in 0..5 {

@@ -1,209 +1,45 @@
-//! The harness of the CLI tests: a real `hinter serve` on loopback (checked over plain HTTP)
-//! and the real `hinter` client commands run against it as child processes.
+//! The harness of the CLI tests: a real `hinter serve` on loopback (checked over plain HTTP,
+//! see [`crate::support`]) and the real `hinter` client commands run against it as child
+//! processes.
 //!
-//! Copied in spirit from `tests/e2e/util.rs` (which this binary may not share):
-//! * [`TestDir`]: a temporary directory, kept (and its path printed) if the test fails.
-//! * [`Server`]: `hinter serve` on a free port, ready when `/readyz` says so, killed on drop.
-//! * [`Api`]: a small HTTP client for checking and arranging server state.
 //! * [`Cli`] / [`Running`] / [`Out`]: one run of `hinter <client command>`, with a deadline.
-//! * [`wait_for`]: polls a condition with a deadline; no test sleeps to synchronize.
+//! * [`CliApi`]: the HTTP helpers only these tests use (simulated workers, dead jobs).
 
-use reqwest::Method;
+pub use crate::support::{free_port, id_of, wait_for, Api, Server, TestDir};
 use serde_json::{json, Value};
 use std::fmt;
-use std::fs::File;
-use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
-use std::ops::Deref;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
-/// The binary under test.
-pub const HINTER: &str = env!("CARGO_BIN_EXE_hinter");
-
-/// How long a server may take to become ready (debug build, loaded machine).
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest any single HTTP call of the harness may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
 /// Longest one CLI run may take before it is killed and the test fails.
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often polled conditions are checked.
-const POLL: Duration = Duration::from_millis(20);
 
-// ---------------------------------------------------------------------------------------------
-// Files and processes
-
-/// A temporary directory for one test. Removed at the end unless the test fails.
-pub struct TestDir {
-    dir: Option<tempfile::TempDir>,
-}
-
-impl TestDir {
-    pub fn new(name: &str) -> TestDir {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("hinter-cli-{name}-"))
-            .tempdir()
-            .expect("creating a temporary directory");
-        TestDir { dir: Some(dir) }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.as_ref().expect("the directory").path()
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(dir) = self.dir.take() {
-                eprintln!("test files kept in {}", dir.keep().display());
-            }
-        }
-    }
-}
-
-/// A `hinter` command with no `HINTER_*` settings inherited from the environment.
+/// A `hinter` command (see [`crate::support::hinter_command`]), killed if dropped.
 fn hinter_command() -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(HINTER);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HINTER_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .kill_on_drop(true);
+    let mut command = tokio::process::Command::from(crate::support::hinter_command());
+    command.kill_on_drop(true);
     command
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
+/// Starts `hinter serve --data-dir <dir>/data --listen 127.0.0.1:<free port>` and waits
+/// until `/readyz` answers 200.
+pub async fn start_server(dir: &TestDir) -> Server {
+    let mut server = Server::start(dir, &[]).await;
+    server.api = Api::with_timeout(server.api.base.clone(), REQUEST_TIMEOUT);
+    server
 }
 
-/// A `hinter serve` child process; killed when dropped, its stderr shown if the test fails.
-pub struct Server {
-    pub api: Api,
-    pub addr: SocketAddr,
-    child: Option<tokio::process::Child>,
-    stderr_path: PathBuf,
+/// `hinter <args…> --server <this server>`.
+pub trait CliServer {
+    fn cli(&self, args: &[&str]) -> Cli;
 }
 
-static STARTS: AtomicUsize = AtomicUsize::new(0);
-
-impl Server {
-    /// Starts `hinter serve --data-dir <dir>/data --listen 127.0.0.1:<free port>` and waits
-    /// until `/readyz` answers 200.
-    pub async fn start(dir: &TestDir) -> Server {
-        let data_dir = dir.path().join("data");
-        // The free port can be taken between the probe and the bind: then try another.
-        for _ in 0..5 {
-            let port = free_port();
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            let n = STARTS.fetch_add(1, Ordering::Relaxed);
-            let stderr_path = dir.path().join(format!("server-{n}.stderr.log"));
-            let stderr = File::create(&stderr_path).expect("creating the server log");
-            let child = hinter_command()
-                .arg("serve")
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .arg("--listen")
-                .arg(addr.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .expect("spawning hinter serve");
-            let mut server = Server {
-                api: Api::new(format!("http://{addr}")),
-                addr,
-                child: Some(child),
-                stderr_path,
-            };
-            match server.wait_ready().await {
-                Ok(()) => return server,
-                Err(exit) => {
-                    let log = server.stderr();
-                    if log.contains("cannot listen") {
-                        eprintln!("port {port} was taken ({exit}); trying another one");
-                        continue;
-                    }
-                    panic!("hinter serve exited before it was ready ({exit}); stderr:\n{log}");
-                }
-            }
-        }
-        panic!("could not start hinter serve on a free port after 5 tries");
-    }
-
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.try_wait() {
-                return Err(format!("exit status {status}"));
-            }
-            if let Ok(resp) = self.api.try_send(Method::GET, "/readyz", None).await {
-                if resp.status == 200 {
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "hinter serve on {} was not ready within {READY_TIMEOUT:?}; stderr:\n{}",
-                    self.addr,
-                    self.stderr()
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().expect("checking the server process"))
-    }
-
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-
-    /// Base URL, e.g. `http://127.0.0.1:4711`.
-    pub fn base(&self) -> &str {
-        &self.api.base
-    }
-
-    /// `hinter <args…> --server <this server>`.
-    pub fn cli(&self, args: &[&str]) -> Cli {
+impl CliServer for Server {
+    fn cli(&self, args: &[&str]) -> Cli {
         Cli::new(args).arg("--server").arg(self.base())
-    }
-}
-
-impl Deref for Server {
-    type Target = Api;
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGKILL; tokio reaps the process in the background.
-            let _ = child.start_kill();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "----- stderr of hinter serve on {} ({}) -----\n{}\n----- end -----",
-                self.addr,
-                self.stderr_path.display(),
-                self.stderr()
-            );
-        }
     }
 }
 
@@ -404,134 +240,48 @@ impl Out {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Waiting
-
-/// Polls `check` until it gives `Some`; panics naming `what` after `timeout`.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // HTTP, to arrange and check server state
-
-/// An HTTP answer: status and body (JSON if it parses, else `Value::Null`; `text` always).
-#[derive(Clone)]
-pub struct Resp {
-    pub status: u16,
-    pub body: Value,
-    pub text: String,
-}
-
-impl Resp {
-    #[track_caller]
-    pub fn expect_status(self, status: u16) -> Resp {
-        assert_eq!(self.status, status, "unexpected answer: {self:?}");
-        self
-    }
-}
-
-impl fmt::Debug for Resp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HTTP {} {}", self.status, self.text)
-    }
-}
-
-/// A client for one server.
-#[derive(Clone)]
-pub struct Api {
-    pub base: String,
-    client: reqwest::Client,
-}
 
 /// The worker id the simulated workers use.
 pub const WORKER: &str = "cli-test-worker";
 
-impl Api {
-    pub fn new(base: String) -> Api {
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .expect("building the HTTP client");
-        Api { base, client }
-    }
-
-    async fn try_send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Resp, reqwest::Error> {
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let text = response.text().await?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Resp { status, body, text })
-    }
-
-    pub async fn get(&self, path: &str) -> Resp {
-        self.try_send(Method::GET, path, None)
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: no answer: {e}"))
-    }
-
-    pub async fn post(&self, path: &str, body: &Value) -> Resp {
-        let bytes = serde_json::to_vec(body).expect("serializing a request body");
-        self.try_send(Method::POST, path, Some(bytes))
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: no answer: {e}"))
-    }
-
+/// The HTTP helpers of the CLI tests.
+#[allow(async_fn_in_trait)]
+pub trait CliApi {
     /// Enqueues one job over HTTP; returns its id.
-    pub async fn enqueue(&self, spec: Value) -> String {
+    async fn enqueue_id(&self, spec: Value) -> String;
+    /// Leases up to `max` jobs of `queue`, long-polling up to `wait` (e.g. `"300ms"`).
+    async fn lease_from(&self, queue: &str, max: u32, wait: &str) -> Vec<Value>;
+    /// Completes a leased job with `result`; asserts it succeeded.
+    async fn complete_leased(&self, leased: &Value, result: Value) -> Value;
+    /// Fails a leased job; returns the job object.
+    async fn fail(&self, leased: &Value, error: &str, retry: bool) -> Value;
+    /// Enqueues a job into `queue`, leases it and fails it permanently: it is `dead`.
+    /// `queue` must hold no other leasable job.
+    async fn make_dead(&self, job: &str, queue: &str, error: &str) -> String;
+    /// Enqueues a job into `queue`, leases it and completes it: it is `succeeded`.
+    async fn make_succeeded(&self, job: &str, queue: &str) -> String;
+    /// Ids of every job matching `query`, in enqueue order.
+    async fn ids(&self, query: &str) -> Vec<String>;
+    /// `GET /api/v1/queues` → the entry of `name`, if listed.
+    async fn queue(&self, name: &str) -> Option<Value>;
+}
+
+impl CliApi for Api {
+    async fn enqueue_id(&self, spec: Value) -> String {
         let resp = self.post("/api/v1/jobs", &spec).await.expect_status(201);
         id_of(&resp.body["job"])
     }
 
-    /// `GET /api/v1/jobs/{id}` (must exist).
-    pub async fn job(&self, id: &str) -> Value {
-        self.get(&format!("/api/v1/jobs/{id}"))
-            .await
-            .expect_status(200)
-            .body
+    async fn lease_from(&self, queue: &str, max: u32, wait: &str) -> Vec<Value> {
+        self.lease(
+            json!({"queues": [queue], "worker_id": WORKER, "max": max, "lease": "60s",
+                          "wait": wait}),
+        )
+        .await
     }
 
-    /// Leases up to `max` jobs of `queue`, long-polling up to `wait` (e.g. `"300ms"`).
-    pub async fn lease(&self, queue: &str, max: u32, wait: &str) -> Vec<Value> {
-        let resp = self
-            .post(
-                "/api/v1/leases",
-                &json!({"queues": [queue], "worker_id": WORKER, "max": max, "lease": "60s",
-                        "wait": wait}),
-            )
-            .await
-            .expect_status(200);
-        resp.body["jobs"]
-            .as_array()
-            .unwrap_or_else(|| panic!("lease answer without jobs: {resp:?}"))
-            .clone()
-    }
-
-    /// Completes a leased job with `result`; asserts it succeeded.
-    pub async fn complete(&self, leased: &Value, result: Value) -> Value {
+    async fn complete_leased(&self, leased: &Value, result: Value) -> Value {
         let id = id_of(leased);
         let resp = self
             .post(
@@ -544,8 +294,7 @@ impl Api {
         resp.body
     }
 
-    /// Fails a leased job; returns the job object.
-    pub async fn fail(&self, leased: &Value, error: &str, retry: bool) -> Value {
+    async fn fail(&self, leased: &Value, error: &str, retry: bool) -> Value {
         let id = id_of(leased);
         self.post(
             &format!("/api/v1/jobs/{id}/fail"),
@@ -556,11 +305,9 @@ impl Api {
         .body
     }
 
-    /// Enqueues a job into `queue`, leases it and fails it permanently: it is `dead`.
-    /// `queue` must hold no other leasable job.
-    pub async fn make_dead(&self, job: &str, queue: &str, error: &str) -> String {
-        let id = self.enqueue(json!({"job": job, "queue": queue})).await;
-        let leased = self.lease(queue, 1, "5s").await;
+    async fn make_dead(&self, job: &str, queue: &str, error: &str) -> String {
+        let id = self.enqueue_id(json!({"job": job, "queue": queue})).await;
+        let leased = self.lease_from(queue, 1, "5s").await;
         assert_eq!(
             leased.iter().map(id_of).collect::<Vec<_>>(),
             vec![id.clone()]
@@ -570,46 +317,22 @@ impl Api {
         id
     }
 
-    /// Enqueues a job into `queue`, leases it and completes it: it is `succeeded`.
-    pub async fn make_succeeded(&self, job: &str, queue: &str) -> String {
-        let id = self.enqueue(json!({"job": job, "queue": queue})).await;
-        let leased = self.lease(queue, 1, "5s").await;
+    async fn make_succeeded(&self, job: &str, queue: &str) -> String {
+        let id = self.enqueue_id(json!({"job": job, "queue": queue})).await;
+        let leased = self.lease_from(queue, 1, "5s").await;
         assert_eq!(
             leased.iter().map(id_of).collect::<Vec<_>>(),
             vec![id.clone()]
         );
-        self.complete(&leased[0], json!({"ok": true})).await;
+        self.complete_leased(&leased[0], json!({"ok": true})).await;
         id
     }
 
-    /// Every job matching `query` (e.g. `state=dead`), following cursors.
-    pub async fn list_jobs(&self, query: &str) -> Vec<Value> {
-        let mut jobs = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut path = format!("/api/v1/jobs?limit=1000&{query}");
-            if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={c}"));
-            }
-            let resp = self.get(&path).await.expect_status(200);
-            let page = resp.body["jobs"]
-                .as_array()
-                .unwrap_or_else(|| panic!("job list without jobs: {resp:?}"));
-            jobs.extend(page.iter().cloned());
-            match resp.body["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => return jobs,
-            }
-        }
-    }
-
-    /// Ids of every job matching `query`, in enqueue order.
-    pub async fn ids(&self, query: &str) -> Vec<String> {
+    async fn ids(&self, query: &str) -> Vec<String> {
         self.list_jobs(query).await.iter().map(id_of).collect()
     }
 
-    /// `GET /api/v1/queues` → the entry of `name`, if listed.
-    pub async fn queue(&self, name: &str) -> Option<Value> {
+    async fn queue(&self, name: &str) -> Option<Value> {
         let resp = self.get("/api/v1/queues").await.expect_status(200);
         resp.body["queues"]
             .as_array()
@@ -618,15 +341,6 @@ impl Api {
             .find(|q| q["name"] == name)
             .cloned()
     }
-}
-
-/// `id` of a job object as a string.
-#[track_caller]
-pub fn id_of(job: &Value) -> String {
-    job["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("job without id: {job}"))
-        .to_string()
 }
 
 /// The job id in a line such as `enqueued <id> (queue default)`.

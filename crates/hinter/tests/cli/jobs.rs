@@ -1,6 +1,6 @@
 //! `hinter jobs list|show|cancel|retry`.
 
-use crate::harness::{id_of, Out, Server, TestDir};
+use crate::harness::{id_of, start_server, CliApi, CliServer, Out, TestDir};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -41,7 +41,7 @@ fn ids_of(list: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_list_shows_a_table_of_every_job() {
     let dir = TestDir::new("jobs-list");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     // Empty: nothing on stdout, a note on stderr.
     server
@@ -53,13 +53,13 @@ async fn jobs_list_shows_a_table_of_every_job() {
         .stderr_has("no jobs found");
 
     let a = server
-        .enqueue(json!({"job": "thumbnail", "queue": "media", "priority": 7}))
+        .enqueue_id(json!({"job": "thumbnail", "queue": "media", "priority": 7}))
         .await;
     let b = server
-        .enqueue(json!({"job": "mail", "max_attempts": 3, "priority": -5}))
+        .enqueue_id(json!({"job": "mail", "max_attempts": 3, "priority": -5}))
         .await;
     let c = server
-        .enqueue(json!({"job": "report", "delay": "1h"}))
+        .enqueue_id(json!({"job": "report", "delay": "1h"}))
         .await;
 
     let out = server.cli(&["jobs", "list"]).run().await.ok().no_stderr();
@@ -119,12 +119,14 @@ async fn jobs_list_shows_a_table_of_every_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_list_state_json_filters() {
     let dir = TestDir::new("jobs-state");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
-    let q1 = server.enqueue(json!({"job": "a"})).await;
-    let scheduled = server.enqueue(json!({"job": "a", "delay": "1h"})).await;
-    let q2 = server.enqueue(json!({"job": "b", "queue": "other"})).await;
-    let cancelled = server.enqueue(json!({"job": "c"})).await;
+    let q1 = server.enqueue_id(json!({"job": "a"})).await;
+    let scheduled = server.enqueue_id(json!({"job": "a", "delay": "1h"})).await;
+    let q2 = server
+        .enqueue_id(json!({"job": "b", "queue": "other"}))
+        .await;
+    let cancelled = server.enqueue_id(json!({"job": "c"})).await;
     server
         .post(&format!("/api/v1/jobs/{cancelled}/cancel"), &json!({}))
         .await
@@ -180,11 +182,11 @@ async fn jobs_list_state_json_filters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_list_pages_and_all_lists_every_job_once() {
     let dir = TestDir::new("jobs-paging");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let mut ids = Vec::new();
     for n in 0..5 {
-        ids.push(server.enqueue(json!({"job": "p", "payload": n})).await);
+        ids.push(server.enqueue_id(json!({"job": "p", "payload": n})).await);
     }
 
     // One page of 2, with a hint on stderr naming the next cursor.
@@ -268,10 +270,10 @@ fn cursor_in(out: &Out) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_show_prints_the_job_and_unknown_ids_exit_3() {
     let dir = TestDir::new("jobs-show");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let id = server
-        .enqueue(json!({"job": "work", "queue": "w", "payload": {"n": 1}, "ordering_key": "k7"}))
+        .enqueue_id(json!({"job": "work", "queue": "w", "payload": {"n": 1}, "ordering_key": "k7"}))
         .await;
     let out = server
         .cli(&["jobs", "show", &id])
@@ -298,7 +300,7 @@ async fn jobs_show_prints_the_job_and_unknown_ids_exit_3() {
     assert!(out.stdout.contains("\"n\": 1"), "pretty payload: {out:?}");
 
     // After a failed attempt: scheduled for a retry, with the error listed.
-    let leased = server.lease("w", 1, "5s").await;
+    let leased = server.lease_from("w", 1, "5s").await;
     assert_eq!(leased.len(), 1);
     let failed = server.fail(&leased[0], "boom: disk full", true).await;
     assert_eq!(failed["state"], "scheduled", "{failed}");
@@ -341,9 +343,9 @@ async fn jobs_show_prints_the_job_and_unknown_ids_exit_3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_cancel_then_again_is_a_conflict() {
     let dir = TestDir::new("jobs-cancel");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
-    let id = server.enqueue(json!({"job": "c"})).await;
+    let id = server.enqueue_id(json!({"job": "c"})).await;
     server
         .cli(&["jobs", "cancel", &id])
         .run()
@@ -365,8 +367,8 @@ async fn jobs_cancel_then_again_is_a_conflict() {
     assert_eq!(server.job(&id).await["state"], "cancelled");
 
     // A running job gets a cancel request.
-    let running = server.enqueue(json!({"job": "r", "queue": "rq"})).await;
-    let leased = server.lease("rq", 1, "5s").await;
+    let running = server.enqueue_id(json!({"job": "r", "queue": "rq"})).await;
+    let leased = server.lease_from("rq", 1, "5s").await;
     assert_eq!(
         leased.iter().map(id_of).collect::<Vec<_>>(),
         vec![running.clone()]
@@ -402,7 +404,7 @@ async fn jobs_cancel_then_again_is_a_conflict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_retry_puts_a_dead_job_back() {
     let dir = TestDir::new("jobs-retry");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let dead = server.make_dead("d", "dq", "permanent").await;
     let out = server
@@ -428,7 +430,7 @@ async fn jobs_retry_puts_a_dead_job_back() {
         .no_stdout()
         .stderr_has("error: ");
     // A cancelled job can be retried too; --json prints the job.
-    let cancelled = server.enqueue(json!({"job": "c", "queue": "cq"})).await;
+    let cancelled = server.enqueue_id(json!({"job": "c", "queue": "cq"})).await;
     server.cli(&["jobs", "cancel", &cancelled]).run().await.ok();
     let out = server
         .cli(&["jobs", "retry", &cancelled, "--json"])
@@ -443,7 +445,7 @@ async fn jobs_retry_puts_a_dead_job_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_list_edge_cases() {
     let dir = TestDir::new("jobs-edges");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     // An empty listing with --json is still JSON.
     let out = server
@@ -485,7 +487,7 @@ async fn jobs_list_edge_cases() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_list_into_a_closed_pipe_is_not_an_error() {
     let dir = TestDir::new("jobs-pipe");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     // Far more output than a pipe buffers (1000 rows of ~120 bytes).
     let jobs: Vec<Value> = (0..1000)

@@ -1,7 +1,10 @@
 //! End-to-end tests of the client commands (`enqueue`, `jobs`, `queues`, `dead`): the real
 //! `hinter` binary run against a real `hinter serve`, with the server's state checked over HTTP.
 //!
-//! Every test has its own temporary directory and server (see [`harness`]).
+//! Every test has its own temporary directory and server (see [`harness`] and [`support`]).
+
+#[path = "../support/mod.rs"]
+mod support;
 
 mod harness;
 

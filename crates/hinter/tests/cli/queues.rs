@@ -1,6 +1,6 @@
 //! `hinter queues list|pause|resume`.
 
-use crate::harness::{id_of, Out, Server, TestDir};
+use crate::harness::{id_of, start_server, CliApi, CliServer, Out, TestDir};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,7 @@ fn listed<'a>(list: &'a Value, name: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_list_shows_counts_per_state() {
     let dir = TestDir::new("queues-list");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     server
         .cli(&["queues", "list"])
@@ -61,22 +61,28 @@ async fn queues_list_shows_counts_per_state() {
     // media: 2 queued, 1 scheduled, 1 running, 1 succeeded, 1 dead, 1 cancelled.
     server.make_succeeded("s", "media").await;
     server.make_dead("d", "media", "boom").await;
-    let running = server.enqueue(json!({"job": "r", "queue": "media"})).await;
-    let leased = server.lease("media", 1, "5s").await;
+    let running = server
+        .enqueue_id(json!({"job": "r", "queue": "media"}))
+        .await;
+    let leased = server.lease_from("media", 1, "5s").await;
     assert_eq!(leased.iter().map(id_of).collect::<Vec<_>>(), vec![running]);
-    let cancelled = server.enqueue(json!({"job": "c", "queue": "media"})).await;
+    let cancelled = server
+        .enqueue_id(json!({"job": "c", "queue": "media"}))
+        .await;
     server
         .post(&format!("/api/v1/jobs/{cancelled}/cancel"), &json!({}))
         .await
         .expect_status(200);
     for _ in 0..2 {
-        server.enqueue(json!({"job": "q", "queue": "media"})).await;
+        server
+            .enqueue_id(json!({"job": "q", "queue": "media"}))
+            .await;
     }
     server
-        .enqueue(json!({"job": "later", "queue": "media", "delay": "1h"}))
+        .enqueue_id(json!({"job": "later", "queue": "media", "delay": "1h"}))
         .await;
     // default: 1 queued.
-    server.enqueue(json!({"job": "q"})).await;
+    server.enqueue_id(json!({"job": "q"})).await;
 
     let out = server.cli(&["queues", "list"]).run().await.ok().no_stderr();
     let mut rows = table(&out);
@@ -105,10 +111,12 @@ async fn queues_list_shows_counts_per_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_pause_stops_leases_and_resume_restarts_them() {
     let dir = TestDir::new("queues-pause");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
-    let id = server.enqueue(json!({"job": "x", "queue": "q"})).await;
-    let other = server.enqueue(json!({"job": "x", "queue": "other"})).await;
+    let id = server.enqueue_id(json!({"job": "x", "queue": "q"})).await;
+    let other = server
+        .enqueue_id(json!({"job": "x", "queue": "other"}))
+        .await;
 
     server
         .cli(&["queues", "pause", "q"])
@@ -120,10 +128,10 @@ async fn queues_pause_stops_leases_and_resume_restarts_them() {
 
     // Nothing from q, even when waiting; other queues go on.
     let started = Instant::now();
-    let none = server.lease("q", 10, "300ms").await;
+    let none = server.lease_from("q", 10, "300ms").await;
     assert!(none.is_empty(), "a paused queue handed out {none:?}");
     assert!(started.elapsed() >= Duration::from_millis(250));
-    let leased = server.lease("other", 10, "5s").await;
+    let leased = server.lease_from("other", 10, "5s").await;
     assert_eq!(leased.iter().map(id_of).collect::<Vec<_>>(), vec![other]);
 
     let out = server.cli(&["queues", "list", "--json"]).run().await.ok();
@@ -151,7 +159,7 @@ async fn queues_pause_stops_leases_and_resume_restarts_them() {
         .ok()
         .no_stderr()
         .stdout_has("resumed queue q\n");
-    let leased = server.lease("q", 10, "5s").await;
+    let leased = server.lease_from("q", 10, "5s").await;
     assert_eq!(leased.len(), 2, "{leased:?}");
     assert_eq!(id_of(&leased[0]), id);
     assert_eq!(server.queue("q").await.expect("q listed")["paused"], false);

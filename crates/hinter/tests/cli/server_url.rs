@@ -1,6 +1,6 @@
 //! Which server the client commands talk to: `--server`, `HINTER_SERVER`, and no server at all.
 
-use crate::harness::{free_port, id_in, Cli, Server, TestDir};
+use crate::harness::{free_port, id_in, start_server, Cli, TestDir};
 
 /// Every client command, run against a URL where nothing listens, exits 69 naming the URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +38,7 @@ async fn unreachable_server_exits_69_naming_the_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hinter_server_env_is_honoured() {
     let dir = TestDir::new("server-env");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     // The environment names the server: the job lands there.
     let out = Cli::new(&["enqueue", "from-env", r#"{"n":1}"#])

@@ -1,13 +1,13 @@
 //! `hinter enqueue --wait`: the test plays the worker over HTTP while the command waits.
 
-use crate::harness::{id_in, id_of, Api, Running, Server, TestDir};
+use crate::harness::{id_in, id_of, start_server, Api, CliApi, CliServer, Running, TestDir};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 /// Leases the one job the running `enqueue --wait` put into `queue`; fails the test with the
 /// command's output if nothing comes.
 async fn lease_the_job(server: &Api, queue: &str, running: Running) -> (Value, Running) {
-    let leased = server.lease(queue, 10, "30s").await;
+    let leased = server.lease_from(queue, 10, "30s").await;
     if leased.len() != 1 {
         let out = running.finish().await;
         panic!("expected to lease the one job the command enqueued, got {leased:?}; {out:?}");
@@ -28,7 +28,7 @@ fn enqueued_id(stderr: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_prints_the_result_when_the_job_succeeds() {
     let dir = TestDir::new("wait-ok");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let running = server
         .cli(&[
@@ -47,7 +47,7 @@ async fn wait_prints_the_result_when_the_job_succeeds() {
         "the command did not wait for the job"
     );
     server
-        .complete(&leased, json!({"doubled": 42, "note": "done"}))
+        .complete_leased(&leased, json!({"doubled": 42, "note": "done"}))
         .await;
 
     let out = running.finish().await.ok();
@@ -72,7 +72,7 @@ async fn wait_prints_the_result_when_the_job_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_json_prints_the_final_job_and_quiet_shows_no_progress() {
     let dir = TestDir::new("wait-json");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let running = server
         .cli(&[
@@ -87,7 +87,7 @@ async fn wait_json_prints_the_final_job_and_quiet_shows_no_progress() {
         ])
         .spawn();
     let (leased, running) = lease_the_job(&server, "wj", running).await;
-    server.complete(&leased, json!(4)).await;
+    server.complete_leased(&leased, json!(4)).await;
 
     let out = running.finish().await.ok().no_stderr();
     let job = out.json();
@@ -116,7 +116,7 @@ async fn wait_json_prints_the_final_job_and_quiet_shows_no_progress() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_exits_1_when_the_job_dies() {
     let dir = TestDir::new("wait-dead");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let running = server
         .cli(&["enqueue", "import", "{}", "--queue", "wd", "--wait"])
@@ -147,7 +147,7 @@ async fn wait_exits_1_when_the_job_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_exits_1_when_the_job_is_cancelled() {
     let dir = TestDir::new("wait-cancel");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     // Nobody works queue `wc`: the job stays queued until the test cancels it.
     let mut running = server
@@ -172,7 +172,7 @@ async fn wait_exits_1_when_the_job_is_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_timeout_exits_5_and_the_job_goes_on() {
     let dir = TestDir::new("wait-timeout");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let out = server
         .cli(&[
@@ -211,7 +211,7 @@ async fn wait_timeout_exits_5_and_the_job_goes_on() {
     );
     // The job is untouched and still leasable.
     assert_eq!(server.job(&id).await["state"], "queued");
-    let leased = server.lease("nobody", 10, "0").await;
+    let leased = server.lease_from("nobody", 10, "0").await;
     assert_eq!(leased.iter().map(id_of).collect::<Vec<_>>(), vec![id]);
 }
 
@@ -220,7 +220,7 @@ async fn wait_timeout_exits_5_and_the_job_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_follows_retries_to_the_end() {
     let dir = TestDir::new("wait-retry");
-    let server = Server::start(&dir).await;
+    let server = start_server(&dir).await;
 
     let running = server
         .cli(&[
@@ -247,7 +247,7 @@ async fn wait_follows_retries_to_the_end() {
         !running.has_exited(),
         "the command stopped at a failed attempt"
     );
-    server.complete(&second, json!({"ok": true})).await;
+    server.complete_leased(&second, json!({"ok": true})).await;
 
     let out = running.finish().await.ok();
     assert_eq!(out.json(), json!({"ok": true}), "{out:?}");

@@ -59,7 +59,7 @@ async fn three_workers_drain_20000_jobs_and_one_is_killed_midway() {
     };
     let dir = TestDir::new("drain");
     let script = path_arg(&dir.write("job.sh", JOB_SCRIPT));
-    let serve = Serve::start(&dir, &db, "serve", &[]).await;
+    let serve = start_serve(&dir, &db, "serve", &[]).await;
     let files: Vec<PathBuf> = (0..WORKERS)
         .map(|n| dir.path().join(format!("worker-{n}.lines")))
         .collect();

@@ -62,13 +62,13 @@ async fn a_killed_leader_is_replaced_within_its_lease_and_a_worker_leads_when_se
     let worker_flags = cluster_flags(&["--queue", "work", "--concurrency", "3"]);
 
     // Serve A first, so it leads; then serve B and the worker W.
-    let mut a = Serve::start(&dir, &db, "serve-a", &flags).await;
+    let mut a = start_serve(&dir, &db, "serve-a", &flags).await;
     wait_for(Duration::from_secs(30), "serve A to lead", || async {
         let workers = listing(&a.api).await;
         (leader_id(&workers) == id_of_pid(&workers, a.proc.pid())).then_some(())
     })
     .await;
-    let mut b = Serve::start(&dir, &db, "serve-b", &flags).await;
+    let mut b = start_serve(&dir, &db, "serve-b", &flags).await;
     let mut w = start_worker(&dir, &db, "worker", &worker_flags, &["/bin/true"]);
     let pids = [a.proc.pid(), b.proc.pid(), w.pid()];
     let workers = wait_for(
@@ -212,7 +212,7 @@ async fn a_killed_leader_is_replaced_within_its_lease_and_a_worker_leads_when_se
     w.assert_running();
 
     // A serve started now finds the worker leading and the job back in the queue.
-    let c = Serve::start(&dir, &db, "serve-c", &flags).await;
+    let c = start_serve(&dir, &db, "serve-c", &flags).await;
     let workers = listing(&c.api).await;
     assert_eq!(
         leader_id(&workers),

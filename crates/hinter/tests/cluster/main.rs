@@ -13,6 +13,9 @@
 //!   variables, result, exit codes, cancel, timeout) and hands jobs back on SIGTERM; with
 //!   `--data-dir` it shares a serve's embedded store (no PostgreSQL needed).
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod drain;
 mod leader;
 mod store_mode;

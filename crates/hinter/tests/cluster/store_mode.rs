@@ -89,7 +89,7 @@ async fn a_store_mode_worker_runs_commands_and_hands_jobs_back_on_sigterm() {
     let script = dir.write("job.sh", SCRIPT);
     let markers = dir.path().join("markers");
     std::fs::create_dir(&markers).expect("creating the marker directory");
-    let serve = Serve::start(&dir, &db, "serve", &[]).await;
+    let serve = start_serve(&dir, &db, "serve", &[]).await;
     let api = serve.api.clone();
 
     // Store mode chosen by the environment: the command must not see the database URL.
@@ -115,7 +115,7 @@ async fn a_store_mode_worker_runs_commands_and_hands_jobs_back_on_sigterm() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut worker = Proc::spawn_with_env(
+    let mut worker = spawn_proc_with_env(
         &dir,
         "worker",
         &args,
@@ -212,7 +212,7 @@ async fn a_data_dir_worker_shares_the_embedded_store_of_a_serve() {
     let data_dir = dir.path().join("data");
     let data_dir = data_dir.to_str().expect("a UTF-8 path").to_string();
     let store = ["--data-dir".to_string(), data_dir.clone()];
-    let serve = Serve::start_on(&dir, &store, "serve", &[]).await;
+    let serve = Server::start_on(&dir, &store, "serve", &[]).await;
     let api = serve.api.clone();
     let serve_pid = serve.proc.pid();
     wait_for(DEADLINE, "the serve to lead", || async {
@@ -242,7 +242,7 @@ async fn a_data_dir_worker_shares_the_embedded_store_of_a_serve() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut worker = Proc::spawn(&dir, "worker", &args);
+    let mut worker = spawn_proc(&dir, "worker", &args);
     let pid = worker.pid();
     let listed = wait_for(DEADLINE, "the worker to list itself", || async {
         api.workers().await.into_iter().find(|w| w["pid"] == pid)

@@ -1,7 +1,7 @@
 //! Bad requests get a clear error and the server keeps serving; an unusable data dir stops
 //! the server at once with a message, not a panic.
 
-use crate::util::{free_port, hinter_command, ChildGuard, Server, TestDir};
+use crate::support::{free_port, hinter_command, ChildGuard, Server, TestDir};
 use serde_json::json;
 use std::time::Duration;
 
@@ -137,7 +137,7 @@ async fn unusable_data_dir_exits_nonzero_with_a_message() {
             .arg(format!("127.0.0.1:{port}")),
     );
     let status = serve.wait_exit(Duration::from_secs(20)).await;
-    let stderr = serve.stderr();
+    let stderr = serve.log();
     assert!(!status.success(), "serve must fail; stderr:\n{stderr}");
     assert!(
         matches!(status.code(), Some(c) if c != 101),

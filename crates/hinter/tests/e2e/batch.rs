@@ -1,6 +1,6 @@
 //! Batch enqueue is all or nothing.
 
-use crate::util::{Server, TestDir};
+use crate::support::{Server, TestDir};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

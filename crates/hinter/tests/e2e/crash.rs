@@ -2,7 +2,7 @@
 //! the same data dir, and check that nothing acknowledged was lost, nothing was completed
 //! twice, and attempts tell the truth about who was working on what at the kill.
 
-use crate::util::{id_of, wait_until, Api, Server, TestDir};
+use crate::support::{id_of, wait_until, Api, Server, TestDir};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,6 @@
 //! A worker in another process, in another language, using only the HTTP worker protocol.
 
-use crate::util::{id_of, wait_until, ChildGuard, Server, TestDir};
+use crate::support::{id_of, wait_until, ChildGuard, Server, TestDir};
 use serde_json::json;
 use std::collections::HashMap;
 use std::process::Command;
@@ -89,7 +89,7 @@ async fn python_worker_in_another_process_completes_jobs_over_http() {
     assert!(
         status.success(),
         "python worker failed ({status}); stderr:\n{}",
-        worker.stderr()
+        worker.log()
     );
 
     for (id, n) in &expected {

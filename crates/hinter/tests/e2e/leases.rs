@@ -1,6 +1,6 @@
 //! Leases that expire: fencing of the old worker, and poison jobs that end dead.
 
-use crate::util::{id_of, wait_for, Server, TestDir};
+use crate::support::{id_of, wait_for, Server, TestDir};
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::time::{Duration, Instant};

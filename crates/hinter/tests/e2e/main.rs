@@ -1,9 +1,11 @@
 //! End-to-end tests: the real `hinter serve` binary, driven over real HTTP on loopback.
 //!
-//! Every test has its own temporary directory and server (see [`util`]).
+//! Every test has its own temporary directory and server (see [`support`]).
+
+#[path = "../support/mod.rs"]
+mod support;
 
 mod shutdown;
-mod util;
 mod workers;
 
 mod bad_input;

@@ -1,7 +1,7 @@
 //! `ordering_key`: jobs sharing a key start in enqueue order, one at a time; other keys are
 //! not held up.
 
-use crate::util::{id_of, Server, TestDir};
+use crate::support::{id_of, Server, TestDir};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! Pausing a queue stops new leases from it (and only from it); resuming restarts them.
 
-use crate::util::{id_of, Server, TestDir};
+use crate::support::{id_of, Server, TestDir};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

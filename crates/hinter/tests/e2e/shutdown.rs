@@ -1,7 +1,7 @@
 //! SIGTERM stops the server gracefully: open long-polls are answered at once instead of
 //! holding the stop for their whole wait, and the process exits cleanly.
 
-use crate::util::{Server, TestDir};
+use crate::support::{Server, TestDir};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -42,5 +42,5 @@ async fn api_wait_then(server: &Server) -> String {
     let enqueued = server
         .enqueue(json!({"job": "elsewhere", "queue": "other"}))
         .await;
-    crate::util::id_of(&enqueued)
+    crate::support::id_of(&enqueued)
 }

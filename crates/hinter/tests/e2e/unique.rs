@@ -1,6 +1,6 @@
 //! Duplicate detection with `unique_key`.
 
-use crate::util::{id_of, Server, TestDir};
+use crate::support::{id_of, Server, TestDir};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! `GET /api/v1/workers` lists the live hinter processes on the store and the leader.
 
-use crate::util::{wait_for, Server, TestDir};
+use crate::support::{wait_for, Server, TestDir};
 use serde_json::Value;
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! offending field: body size limits, JSON syntax vs. field errors, query strings, job ids.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Uri};
 use serde::de::DeserializeOwned;
@@ -63,6 +63,20 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
     }
     Err(too_large())
+}
+
+/// A JSON body of one job's size at most ([`crate::ServerConfig::max_job_bytes`]), parsed
+/// into `T` with [`read_body`] and [`parse_json`]'s errors.
+pub struct JobBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<crate::AppState> for JobBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &crate::AppState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(&parts.headers, body, state.config.max_job_bytes).await?;
+        parse_json(&bytes, None).map(JobBody)
+    }
 }
 
 /// Parses a JSON body into `T`. Syntax errors are 400 `malformed_json`; wrong, missing or

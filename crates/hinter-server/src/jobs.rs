@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, parse_query, read_body, JobId};
+use crate::extract::{parse_json, parse_query, read_body, JobBody, JobId};
 use crate::wire::{BatchRequest, BatchResponse, Enqueued, GetJobQuery, JobList, ListQuery};
 use crate::AppState;
 
@@ -29,11 +29,8 @@ const WAIT_RECHECK: Duration = Duration::from_secs(1);
 /// `POST /api/v1/jobs`.
 pub async fn enqueue(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
+    JobBody(spec): JobBody<JobSpec>,
 ) -> ApiResult<Response> {
-    let bytes = read_body(&headers, body, state.config.max_job_bytes).await?;
-    let spec: JobSpec = parse_json(&bytes, None)?;
     let now = state.clock.now();
     let new_job = state.definitions.resolve(spec, now)?;
     let inserted = state

@@ -1,8 +1,6 @@
 //! The worker protocol: lease (with long-poll), heartbeat, complete, fail.
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use hinter_core::definition::validate_name;
 use hinter_core::retry::decide_failure;
@@ -15,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, read_body, JobId};
+use crate::extract::{JobBody, JobId};
 use crate::wire::{CompleteBody, FailBody, HeartbeatBody, LeaseBody, Leases};
 use crate::AppState;
 
@@ -33,11 +31,8 @@ const LEASE_REPOLL: Duration = Duration::from_millis(250);
 /// `POST /api/v1/leases`.
 pub async fn lease(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
+    JobBody(body): JobBody<LeaseBody>,
 ) -> ApiResult<Json<Leases>> {
-    let bytes = read_body(&headers, body, state.config.max_job_bytes).await?;
-    let body: LeaseBody = parse_json(&bytes, None)?;
     let queues = body
         .queues
         .unwrap_or_else(|| vec![DEFAULT_QUEUE.to_string()]);
@@ -124,11 +119,8 @@ async fn lease_with_wait(
 pub async fn heartbeat(
     State(state): State<AppState>,
     JobId(id): JobId,
-    headers: HeaderMap,
-    body: Body,
+    JobBody(body): JobBody<HeartbeatBody>,
 ) -> ApiResult<Json<HeartbeatAck>> {
-    let bytes = read_body(&headers, body, state.config.max_job_bytes).await?;
-    let body: HeartbeatBody = parse_json(&bytes, None)?;
     let lease_for = check_lease(body.lease, state.config.default_lease)?;
     let results = state
         .store
@@ -148,11 +140,8 @@ pub async fn heartbeat(
 pub async fn complete(
     State(state): State<AppState>,
     JobId(id): JobId,
-    headers: HeaderMap,
-    body: Body,
+    JobBody(body): JobBody<CompleteBody>,
 ) -> ApiResult<Json<Job>> {
-    let bytes = read_body(&headers, body, state.config.max_job_bytes).await?;
-    let body: CompleteBody = parse_json(&bytes, None)?;
     let results = state
         .store
         .job_complete_many(
@@ -172,11 +161,8 @@ pub async fn complete(
 pub async fn fail(
     State(state): State<AppState>,
     JobId(id): JobId,
-    headers: HeaderMap,
-    body: Body,
+    JobBody(body): JobBody<FailBody>,
 ) -> ApiResult<Json<Job>> {
-    let bytes = read_body(&headers, body, state.config.max_job_bytes).await?;
-    let body: FailBody = parse_json(&bytes, None)?;
     let job = state
         .store
         .job_get(id)

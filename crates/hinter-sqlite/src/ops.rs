@@ -485,24 +485,45 @@ fn new_lease_token() -> i64 {
     rand::random_range(1..(1i64 << 53))
 }
 
+/// What the guarded operations need of a job running under a given lease.
+struct Held {
+    seq: i64,
+    attempt: i64,
+    cancel_requested: bool,
+    queue: String,
+}
+
 /// The job's row if it is running under this lease token; otherwise why not.
-fn running_under(conn: &Connection, id: Uuid, lease_token: i64) -> Result<(i64, bool, String)> {
-    let row: Option<(i64, Option<i64>, String, bool, String)> = conn
+fn running_under(conn: &Connection, id: Uuid, lease_token: i64) -> Result<Held> {
+    let row: Option<(i64, Option<i64>, String, bool, String, i64)> = conn
         .prepare_cached(
-            "SELECT seq, lease_token, state, cancel_requested, queue FROM jobs WHERE id = ?1",
+            "SELECT seq, lease_token, state, cancel_requested, queue, attempt \
+             FROM jobs WHERE id = ?1",
         )
         .map_err(db_err)?
         .query_row([id.to_string()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })
         .optional()
         .map_err(db_err)?;
     match row {
         None => Err(StoreError::NotFound(id)),
-        Some((seq, Some(token), state, cancel, queue))
+        Some((seq, Some(token), state, cancel_requested, queue, attempt))
             if token == lease_token && state == "running" =>
         {
-            Ok((seq, cancel, queue))
+            Ok(Held {
+                seq,
+                attempt,
+                cancel_requested,
+                queue,
+            })
         }
         Some(_) => Err(StoreError::StaleLease(id)),
     }
@@ -604,12 +625,12 @@ pub fn job_fail(
     now: DateTime<Utc>,
     events: &mut Vec<StoreEvent>,
 ) -> Result<Job> {
-    let (seq, cancel_requested, _) = running_under(conn, f.id, f.lease_token)?;
-    let attempt: i64 = conn
-        .prepare_cached("SELECT attempt FROM jobs WHERE seq = ?1")
-        .map_err(db_err)?
-        .query_row([seq], |r| r.get(0))
-        .map_err(db_err)?;
+    let Held {
+        seq,
+        attempt,
+        cancel_requested,
+        ..
+    } = running_under(conn, f.id, f.lease_token)?;
     let outcome = if cancel_requested {
         FailOutcome::Cancelled
     } else {
@@ -651,7 +672,7 @@ pub fn job_fail(
 }
 
 pub fn job_release(conn: &Connection, r: &Release, events: &mut Vec<StoreEvent>) -> Result<()> {
-    let (seq, _, queue) = running_under(conn, r.id, r.lease_token)?;
+    let Held { seq, queue, .. } = running_under(conn, r.id, r.lease_token)?;
     conn.prepare_cached(
         "UPDATE jobs SET state = 'queued', attempt = MAX(attempt - 1, 0), worker_id = NULL, \
          lease_token = NULL, lease_expires_at = NULL, started_at = NULL, deadline_at = NULL \

@@ -5,7 +5,6 @@
 
 use crate::serve::open_sqlite;
 use anyhow::{bail, Context};
-use hinter_core::store::QueueInfo;
 use hinter_core::{Clock, Definitions, JobDefinition, NewJob, Store, SystemClock};
 use hinter_engine::{
     HandlerContext, JobError, Leader, Maintenance, MaintenanceOptions, Registry, Worker,
@@ -97,14 +96,6 @@ async fn post(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Resu
         bail!("{url}: {status} {value}");
     }
     Ok(value)
-}
-
-async fn counts(store: &dyn Store) -> anyhow::Result<QueueInfo> {
-    let queues = store.queue_list().await?;
-    queues
-        .into_iter()
-        .find(|q| q.name == "default")
-        .context("the default queue is missing")
 }
 
 /// Enqueues `jobs` no-op jobs straight into the store in batches of 1000.
@@ -264,20 +255,6 @@ async fn wait_settled(store: &dyn Store, deadline: Instant) -> anyhow::Result<()
     }
 }
 
-async fn wait_drained(store: &dyn Store, jobs: u64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let c = counts(store).await?;
-        if c.succeeded >= jobs {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("drain did not finish: {c:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 async fn drain_http(durability: Durability, jobs: u64) -> anyhow::Result<f64> {
     let server = start_server(durability).await?;
     fill(server.store.as_ref(), jobs).await?;
@@ -313,7 +290,11 @@ async fn drain_http(durability: Durability, jobs: u64) -> anyhow::Result<f64> {
     for t in tasks {
         t.await??;
     }
-    wait_drained(server.store.as_ref(), jobs).await?;
+    wait_settled(
+        server.store.as_ref(),
+        Instant::now() + Duration::from_secs(600),
+    )
+    .await?;
     let rate = jobs as f64 / start.elapsed().as_secs_f64();
     server.stop.abort();
     Ok(rate)

@@ -2,6 +2,7 @@
 //! validation, then defaults (job options > definition > built-in defaults).
 
 use crate::job::{NewJob, DEFAULT_QUEUE};
+use crate::limits;
 use crate::retry::DEFAULT_MAX_ATTEMPTS;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -80,12 +81,20 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
 pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
 
-/// Checks a job or queue name: 1–200 of letters, digits, `-`, `_`, `.`, `:`.
+/// Checks a job or queue name: 1–200 of letters, digits, `-`, `_`, `.`, `:`, other than
+/// `.` and `..`.
 pub fn validate_name(field: &str, value: &str) -> Result<(), FieldError> {
     if value.is_empty() || value.len() > MAX_NAME_LEN {
         return Err(FieldError::new(
             field,
             format!("must be 1 to {MAX_NAME_LEN} characters long"),
+        ));
+    }
+    if value == "." || value == ".." {
+        // They would name the parent or the same path segment in a URL.
+        return Err(FieldError::new(
+            field,
+            format!("{value:?} is not a usable name; it must not be '.' or '..'"),
         ));
     }
     if let Some(c) = value
@@ -105,7 +114,8 @@ fn validate_key(field: &str, value: &Option<String>) -> Result<(), FieldError> {
         Some(v) if v.is_empty() || v.len() > 1000 => {
             Err(FieldError::new(field, "must be 1 to 1000 characters long"))
         }
-        _ => Ok(()),
+        Some(v) => crate::limits::check_text(field, v),
+        None => Ok(()),
     }
 }
 
@@ -151,16 +161,22 @@ impl JobSpec {
         if self.unique_for.is_some() && self.unique_key.is_none() {
             return Err(FieldError::new("unique_for", "requires unique_key"));
         }
-        if self
-            .delay
-            .is_some_and(|d| d > Duration::from_secs(10 * 365 * 86_400))
-        {
-            return Err(FieldError::new("delay", "must be at most 10 years"));
-        }
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(FieldError::new("timeout", "must be greater than zero"));
         }
-        Ok(())
+        for (field, value) in [
+            ("delay", self.delay),
+            ("unique_for", self.unique_for),
+            ("timeout", self.timeout),
+        ] {
+            if let Some(value) = value {
+                limits::check_duration(field, value)?;
+            }
+        }
+        if let Some(at) = self.run_at {
+            limits::check_time("run_at", at)?;
+        }
+        limits::check_json("payload", &self.payload)
     }
 }
 
@@ -196,12 +212,14 @@ impl Definitions {
         let run_at = match (spec.run_at, spec.delay) {
             (Some(at), _) => Some(at),
             (None, Some(delay)) => Some(
-                now + chrono::Duration::from_std(delay)
-                    .map_err(|_| FieldError::new("delay", "is too long"))?,
+                chrono::Duration::from_std(delay)
+                    .ok()
+                    .and_then(|delay| now.checked_add_signed(delay))
+                    .ok_or_else(|| FieldError::new("delay", "is too long"))?,
             ),
             (None, None) => None,
         };
-        Ok(NewJob {
+        let job = NewJob {
             id: Uuid::now_v7(),
             queue: spec
                 .queue
@@ -220,7 +238,10 @@ impl Definitions {
             ordering_key: spec.ordering_key,
             timeout: spec.timeout.or(definition.timeout),
             singleton: definition.singleton,
-        })
+        };
+        // The definition's own settings come from code or config and get the same bounds.
+        job.check()?;
+        Ok(job)
     }
 }
 

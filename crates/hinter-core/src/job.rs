@@ -189,6 +189,31 @@ impl NewJob {
         self.singleton = singleton;
         self
     }
+
+    /// Checks that the job can be stored and computed with on every backend
+    /// ([`crate::limits`]): stores refuse a job that fails this, whoever built it.
+    pub fn check(&self) -> Result<(), crate::FieldError> {
+        use crate::limits::{check_duration, check_json, check_text, check_time};
+        check_text("job", &self.job)?;
+        check_text("queue", &self.queue)?;
+        for (field, value) in [
+            ("unique_key", &self.unique_key),
+            ("ordering_key", &self.ordering_key),
+        ] {
+            if let Some(value) = value {
+                check_text(field, value)?;
+            }
+        }
+        for (field, value) in [("unique_for", self.unique_for), ("timeout", self.timeout)] {
+            if let Some(value) = value {
+                check_duration(field, value)?;
+            }
+        }
+        if let Some(at) = self.run_at {
+            check_time("run_at", at)?;
+        }
+        check_json("payload", &self.payload)
+    }
 }
 
 /// The answer to an insert: the job, and whether it already existed (`unique_key`).
@@ -228,21 +253,29 @@ pub mod opt_duration {
         }
     }
 
+    /// A string (`"30s"`) or a number of seconds (`30`, `0.5`). Numbers are read through their
+    /// decimal text, so `0.1` is exactly 100 ms; every bound of [`crate::parse_duration`]
+    /// applies to both forms.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Seconds(f64),
-        }
-        match Option::<Raw>::deserialize(d)? {
+        match Option::<serde_json::Value>::deserialize(d)? {
             None => Ok(None),
-            Some(Raw::Text(t)) => crate::parse_duration(&t)
+            Some(serde_json::Value::String(t)) => crate::parse_duration(&t)
                 .map(Some)
                 .map_err(D::Error::custom),
-            Some(Raw::Seconds(s)) => Duration::try_from_secs_f64(s)
-                .map(Some)
-                .map_err(|_| D::Error::custom(format!("invalid duration {s}"))),
+            Some(serde_json::Value::Number(n)) => {
+                // `1e19` is a number too; Rust prints floats without exponents.
+                let text = n.to_string();
+                let text = match n.as_f64() {
+                    Some(f) if text.contains(['e', 'E']) => format!("{f}"),
+                    _ => text,
+                };
+                crate::parse_duration(&text)
+                    .map(Some)
+                    .map_err(D::Error::custom)
+            }
+            Some(other) => Err(D::Error::custom(format!(
+                "invalid duration {other}: expected a string such as \"30s\" or a number of seconds"
+            ))),
         }
     }
 }

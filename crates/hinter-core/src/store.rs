@@ -32,6 +32,9 @@ pub enum StoreError {
     /// rescued, or the job finished. Nothing was changed.
     #[error("lease of job {0} is stale: the job was rescued, finished or cancelled")]
     StaleLease(Uuid),
+    /// The input cannot be stored (see [`crate::limits`]); nothing was changed.
+    #[error("{0}")]
+    Invalid(crate::FieldError),
     /// The job is not in a state that allows the operation.
     #[error("{0}")]
     Conflict(String),
@@ -44,6 +47,21 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Checks every job of an insert with [`NewJob::check`]; each backend calls it first, so a
+/// job built in code is held to the same bounds as one that came through the API.
+pub fn check_new_jobs(jobs: &[NewJob]) -> StoreResult<()> {
+    for (i, job) in jobs.iter().enumerate() {
+        job.check().map_err(|e| {
+            StoreError::Invalid(if jobs.len() == 1 {
+                e
+            } else {
+                e.within(&format!("jobs[{i}]"))
+            })
+        })?;
+    }
+    Ok(())
+}
 
 /// Something that changed in the store that waiting parties care about. Delivered on a best
 /// effort basis; listeners fall back to polling.

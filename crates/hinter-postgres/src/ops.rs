@@ -421,6 +421,7 @@ pub async fn job_insert_many<C: Conn>(
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
+    hinter_core::store::check_new_jobs(jobs)?;
     let now = truncate(now);
 
     // Concurrent inserts of one unique key must not both see "no duplicate", and jobs of one

@@ -85,6 +85,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(id) => Self::not_found(format!("no job with id {id}")),
             StoreError::StaleLease(_) => Self::stale_lease(e.to_string()),
+            StoreError::Invalid(field_error) => field_error.into(),
             StoreError::Conflict(message) => Self::conflict(message),
             StoreError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "store unavailable");

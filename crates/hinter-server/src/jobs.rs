@@ -207,9 +207,13 @@ fn encode_cursor(seq: i64) -> String {
 }
 
 fn decode_cursor(raw: &str) -> ApiResult<i64> {
-    raw.parse::<i64>().map_err(|_| {
-        ApiError::bad_request(format!("cursor: {raw:?} is not a cursor from next_cursor"))
-    })
+    // Sequence numbers start at 1; anything else was not handed out.
+    raw.parse::<i64>()
+        .ok()
+        .filter(|seq| *seq >= 1)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("cursor: {raw:?} is not a cursor from next_cursor"))
+        })
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`.

@@ -49,6 +49,7 @@ pub async fn lease(
         )
         .into());
     }
+    hinter_core::limits::check_text("worker_id", &body.worker_id)?;
     let max = body.max.unwrap_or(1);
     if !(1..=MAX_LEASE_JOBS).contains(&max) {
         return Err(
@@ -142,6 +143,9 @@ pub async fn complete(
     JobId(id): JobId,
     JobBody(body): JobBody<CompleteBody>,
 ) -> ApiResult<Json<Job>> {
+    if let Some(result) = &body.result {
+        hinter_core::limits::check_json("result", result)?;
+    }
     let results = state
         .store
         .job_complete_many(

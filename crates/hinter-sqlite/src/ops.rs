@@ -174,6 +174,7 @@ pub fn job_insert_many(
     now: DateTime<Utc>,
     events: &mut Vec<StoreEvent>,
 ) -> Result<Vec<Inserted>> {
+    hinter_core::store::check_new_jobs(&jobs)?;
     let now = truncate(now);
     let mut out = Vec::with_capacity(jobs.len());
     let mut queues_ready: HashSet<String> = HashSet::new();

@@ -28,6 +28,7 @@ mod events;
 mod finish;
 mod insert;
 mod lease;
+mod limits;
 mod manage;
 mod ordering;
 mod support;
@@ -39,6 +40,7 @@ pub use events::*;
 pub use finish::*;
 pub use insert::*;
 pub use lease::*;
+pub use limits::*;
 pub use manage::*;
 pub use ordering::*;
 pub use unique::*;
@@ -123,6 +125,8 @@ macro_rules! conformance_suite {
             insert_batch_returns_results_in_order,
             insert_batch_is_atomic,
             ping_succeeds,
+            limits_extreme_values_are_stored_and_computed,
+            limits_unstorable_jobs_are_refused,
             // lease
             lease_by_priority_then_fifo,
             lease_only_requested_queues,

@@ -29,7 +29,8 @@ mod types;
 pub use error::Error;
 pub use hinter_core::{AttemptError, Job, JobState, LeasedJob};
 pub use types::{
-    EnqueueRequest, Enqueued, Health, HeartbeatAck, JobFilter, LeaseRequest, Page, QueueInfo,
+    EnqueueRequest, Enqueued, Health, HeartbeatAck, JobFilter, LeaseRequest, Leased, Page,
+    QueueInfo, UnreadableJob,
 };
 
 use hinter_core::format_duration;
@@ -39,7 +40,8 @@ use serde::Serialize;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use types::{
-    BatchAnswer, BatchRequest, CompleteBody, FailBody, HeartbeatBody, LeaseAnswer, QueuesAnswer,
+    BatchAnswer, BatchRequest, CompleteBody, FailBody, HeartbeatBody, LeaseAnswer, LeaseHandle,
+    QueuesAnswer,
 };
 use uuid::Uuid;
 
@@ -207,16 +209,39 @@ impl Client {
     // Worker protocol
 
     /// `POST /api/v1/leases`: up to `max` jobs, each with its `lease_token`. Possibly none.
-    pub async fn lease(&self, request: &LeaseRequest) -> Result<Vec<LeasedJob>, Error> {
+    /// Each job is read on its own: one that cannot be read is returned in
+    /// [`Leased::unreadable`] with its id and token instead of failing the whole answer.
+    pub async fn lease(&self, request: &LeaseRequest) -> Result<Leased, Error> {
+        let url = self.url(&["api", "v1", "leases"]);
         let answer: LeaseAnswer = self
             .send(
                 Method::POST,
-                self.url(&["api", "v1", "leases"]),
+                url.clone(),
                 Some(request),
                 request.wait.unwrap_or_default(),
             )
             .await?;
-        Ok(answer.jobs)
+        let mut leased = Leased::default();
+        for raw in answer.jobs {
+            match serde_json::from_str::<LeasedJob>(raw.get()) {
+                Ok(job) => leased.jobs.push(job),
+                Err(e) => match serde_json::from_str::<LeaseHandle>(raw.get()) {
+                    Ok(handle) => leased.unreadable.push(UnreadableJob {
+                        id: handle.id,
+                        lease_token: handle.lease_token,
+                        error: e.to_string(),
+                    }),
+                    Err(_) => {
+                        return Err(Error::Decode {
+                            url: url.to_string(),
+                            status: 200,
+                            message: format!("a leased job without an id and lease_token: {e}"),
+                        })
+                    }
+                },
+            }
+        }
+        Ok(leased)
     }
 
     /// `POST /api/v1/jobs/{id}/heartbeat`: extends the lease (by `lease`, or the server's

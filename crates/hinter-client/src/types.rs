@@ -254,9 +254,37 @@ pub(crate) struct BatchAnswer {
     pub jobs: Vec<Enqueued>,
 }
 
+/// Items stay raw so that one job this client cannot read does not hide the others.
 #[derive(Deserialize)]
 pub(crate) struct LeaseAnswer {
+    pub jobs: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// Just enough of a leased job to hand it back: read without building its payload, so it
+/// succeeds however deeply the payload nests.
+#[derive(Deserialize)]
+pub(crate) struct LeaseHandle {
+    pub id: uuid::Uuid,
+    pub lease_token: i64,
+}
+
+/// The answer to a lease: the jobs, and any the client could not read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Leased {
     pub jobs: Vec<hinter_core::LeasedJob>,
+    /// Leased to this worker but unreadable (say, a payload nested deeper than the JSON
+    /// parser allows). The caller should report them (`fail`) at once, so that they do not
+    /// wait for their lease to expire and other jobs are not held up.
+    pub unreadable: Vec<UnreadableJob>,
+}
+
+/// A leased job whose body could not be read; see [`Leased::unreadable`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadableJob {
+    pub id: uuid::Uuid,
+    pub lease_token: i64,
+    /// Why it could not be read.
+    pub error: String,
 }
 
 #[derive(Deserialize)]

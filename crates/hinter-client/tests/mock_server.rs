@@ -220,7 +220,8 @@ async fn worker_protocol() {
     let jobs = client
         .lease(&LeaseRequest::new("w1").max(5).wait(Duration::from_secs(1)))
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(jobs[0].lease_token, 123);
     assert_eq!(jobs[0].timeout, Some(Duration::from_secs(300)));
     assert_eq!(

@@ -146,7 +146,7 @@ pub struct EnqueueArgs {
     pub queue: Option<String>,
 
     /// Run no earlier than this from now (500ms, 30s, 5m, 2h, 1d)
-    #[arg(long, value_name = "DURATION", value_parser = duration_arg, conflicts_with = "at")]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, allow_hyphen_values = true, conflicts_with = "at")]
     pub delay: Option<Duration>,
 
     /// Run no earlier than this time (RFC 3339, e.g. 2026-11-24T10:00:00Z)
@@ -163,7 +163,7 @@ pub struct EnqueueArgs {
 
     /// With --unique-key: recognise duplicates for this long after the first enqueue
     /// (default: while the first job is unfinished)
-    #[arg(long, value_name = "DURATION", value_parser = duration_arg, requires = "unique_key")]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, allow_hyphen_values = true, requires = "unique_key")]
     pub unique_for: Option<Duration>,
 
     /// Jobs with the same ordering key in a queue run one at a time, in enqueue order
@@ -175,7 +175,7 @@ pub struct EnqueueArgs {
     pub max_attempts: Option<u32>,
 
     /// Longest one attempt may run (e.g. 5m)
-    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
 
     /// Wait for the job to finish, showing progress on stderr; print its result and exit 0
@@ -184,7 +184,7 @@ pub struct EnqueueArgs {
     pub wait: bool,
 
     /// With --wait: give up waiting after this long (exit 5; the job goes on)
-    #[arg(long, value_name = "DURATION", value_parser = duration_arg, requires = "wait")]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, allow_hyphen_values = true, requires = "wait")]
     pub wait_timeout: Option<Duration>,
 
     /// With --wait: show no progress

@@ -124,10 +124,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HINTER_LISTEN", default_value = "127.0.0.1:7433")]
     pub listen: SocketAddr,
     /// Largest request body for one job, in bytes (also each item of a batch).
-    #[arg(long, env = "HINTER_MAX_JOB_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "HINTER_MAX_JOB_BYTES", default_value_t = 1024 * 1024, value_parser = parse_byte_limit)]
     pub max_job_bytes: usize,
     /// Largest batch enqueue body, in bytes.
-    #[arg(long, env = "HINTER_MAX_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "HINTER_MAX_BATCH_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = parse_byte_limit)]
     pub max_batch_bytes: usize,
     #[command(flatten)]
     pub maintenance: MaintenanceArgs,
@@ -140,7 +140,7 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct MaintenanceArgs {
     /// How often expired leases are rescued.
-    #[arg(long, env = "HINTER_RESCUE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "HINTER_RESCUE_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub rescue_interval: Duration,
     /// Keep succeeded jobs this long.
     #[arg(long, env = "HINTER_RETAIN_SUCCEEDED", default_value = "7d", value_parser = parse_duration)]
@@ -215,6 +215,38 @@ impl ClusterArgs {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     hinter_core::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Shortest interval of a periodic task: shorter would make it a busy loop.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A duration that paces a loop: at least [`MIN_INTERVAL`].
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let interval = parse_duration(s)?;
+    if interval < MIN_INTERVAL {
+        return Err(format!(
+            "{s:?} is too short; an interval must be at least {}",
+            format_duration(MIN_INTERVAL)
+        ));
+    }
+    Ok(interval)
+}
+
+/// Smallest body limit: below it not even a small job fits, and every request would get 413.
+pub const MIN_BODY_LIMIT: usize = 1024;
+
+/// A body size limit in bytes, at least [`MIN_BODY_LIMIT`].
+pub fn parse_byte_limit(s: &str) -> Result<usize, String> {
+    let bytes: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
+    if bytes < MIN_BODY_LIMIT {
+        return Err(format!(
+            "{bytes} bytes is too small; the limit must be at least {MIN_BODY_LIMIT} bytes"
+        ));
+    }
+    Ok(bytes)
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {

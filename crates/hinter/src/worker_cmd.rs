@@ -20,7 +20,7 @@ use crate::serve::{ClusterArgs, MaintenanceArgs, StoreArgs};
 use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
-use hinter_client::{Client, Error as ClientError, LeaseRequest, LeasedJob};
+use hinter_client::{Client, Error as ClientError, LeaseRequest, Leased, LeasedJob, UnreadableJob};
 use hinter_core::format_duration;
 use serde_json::Value;
 use std::ffi::OsString;
@@ -365,7 +365,7 @@ async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
             answer = client.lease(&request) => answer,
         };
         match answer {
-            Ok(jobs) => {
+            Ok(Leased { jobs, unreadable }) => {
                 if failures > 0 {
                     tracing::info!(
                         server = client.base_url(),
@@ -378,6 +378,12 @@ async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
                     // The server hands out `max` jobs at most; should it send more, they run
                     // all the same rather than wait for their lease to expire.
                     running.spawn(run_job(runner.clone(), job, permits.next()));
+                }
+                // Reported at once: waiting for their leases to expire would cost them an
+                // attempt each and hold their run slots for the whole lease.
+                for job in unreadable {
+                    let runner = runner.clone();
+                    running.spawn(async move { runner.report_unreadable(job).await });
                 }
             }
             Err(e) if is_transient(&e) => {
@@ -405,6 +411,10 @@ async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
         }
     };
 
+    // Tasks that ended since the last look are finished, not running.
+    while let Some(done) = running.try_join_next() {
+        log_task_end(done);
+    }
     let why = match (&signal_name, &fatal) {
         (Some(name), _) => format!("{name} received"),
         (None, Some(e)) => format!("{e:#}"),
@@ -439,6 +449,9 @@ async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
             }
         };
     if !finished {
+        while let Some(done) = running.try_join_next() {
+            log_task_end(done);
+        }
         tracing::warn!(
             running = running.len(),
             "stopping the jobs still running; they go back to the queue"
@@ -635,6 +648,22 @@ impl Runner {
                 retry: true,
             },
             exec::Outcome::Stopped(StopReason::LeaseLost(_)) => Outcome::LeaseLost,
+        }
+    }
+
+    /// Fails a leased job this worker could not read, for good: reading it again would fail
+    /// the same way.
+    async fn report_unreadable(&self, job: UnreadableJob) {
+        let message = format!("hinter worker could not read the leased job: {}", job.error);
+        tracing::error!(job_id = %job.id, "{message}");
+        let patience = self.lease.min(Duration::from_secs(30));
+        let client = &self.client;
+        let answer = with_retries(patience, job.id, || {
+            client.fail(job.id, job.lease_token, &message, false)
+        })
+        .await;
+        if let Err(e) = answer {
+            log_report_error(job.id, "fail", &e);
         }
     }
 

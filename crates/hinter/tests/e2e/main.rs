@@ -13,6 +13,7 @@ mod batch;
 mod crash;
 mod external_worker;
 mod leases;
+mod limits;
 mod ordering;
 mod queues;
 mod unique;

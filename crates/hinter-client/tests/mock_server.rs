@@ -14,6 +14,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 const ID: &str = "0192f1c2-0000-7000-8000-000000000001";
+const OTHER_ID: &str = "0192f1c2-0000-7000-8000-000000000002";
 
 /// What the stand-in saw: one line per request.
 type Seen = Arc<Mutex<Vec<String>>>;
@@ -102,12 +103,24 @@ async fn start() -> (Client, Seen) {
             post(
                 |State(seen): State<Seen>, Json(body): Json<Value>| async move {
                     seen.lock().unwrap().push(format!("lease {body}"));
-                    Json(json!({"jobs": [{
+                    let readable = json!({
                         "id": ID, "job": "thumbnail", "queue": "default", "payload": null,
                         "attempt": 1, "max_attempts": 10, "priority": 0,
                         "created_at": "2026-11-24T10:00:00Z", "lease_token": 123,
                         "lease_expires_at": "2026-11-24T10:01:00Z", "timeout": "5m"
-                    }]}))
+                    });
+                    // Deeper than serde_json reads: the job comes back as unreadable, with
+                    // its id and token, and does not hide the readable one.
+                    let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+                    let unreadable = readable
+                        .to_string()
+                        .replace(ID, OTHER_ID)
+                        .replace("123", "456")
+                        .replace("\"payload\":null", &format!("\"payload\":{deep}"));
+                    (
+                        [("content-type", "application/json")],
+                        format!("{{\"jobs\": [{unreadable}, {readable}]}}"),
+                    )
                 },
             ),
         )
@@ -220,8 +233,17 @@ async fn worker_protocol() {
     let jobs = client
         .lease(&LeaseRequest::new("w1").max(5).wait(Duration::from_secs(1)))
         .await
-        .unwrap()
-        .jobs;
+        .unwrap();
+    assert_eq!(jobs.unreadable.len(), 1, "{jobs:?}");
+    assert_eq!(jobs.unreadable[0].id.to_string(), OTHER_ID);
+    assert_eq!(jobs.unreadable[0].lease_token, 456);
+    assert!(
+        jobs.unreadable[0].error.contains("recursion limit"),
+        "{:?}",
+        jobs.unreadable[0]
+    );
+    let jobs = jobs.jobs;
+    assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].lease_token, 123);
     assert_eq!(jobs[0].timeout, Some(Duration::from_secs(300)));
     assert_eq!(

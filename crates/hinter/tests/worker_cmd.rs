@@ -654,3 +654,135 @@ fn the_script_is_plain_sh() {
         .unwrap_or_else(|e| panic!("cannot run /bin/sh: {e}"));
     assert!(status.success());
 }
+
+/// A leased job the worker cannot read (a payload deeper than its JSON parser allows; a
+/// hinter server refuses such payloads, another implementation might not) is failed at once,
+/// for good, naming the cause; the readable job of the same lease answer runs as usual.
+#[tokio::test]
+async fn an_unreadable_leased_job_is_failed_at_once() {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::routing::post;
+    use std::sync::{Arc, Mutex};
+
+    type Calls = Arc<Mutex<Vec<(String, Value)>>>;
+    const UNREADABLE: &str = "0192f1c2-0000-7000-8000-0000000000aa";
+    const READABLE: &str = "0192f1c2-0000-7000-8000-0000000000bb";
+    fn job_json(id: &str, state: &str) -> Value {
+        json!({
+            "id": id, "job": "ok", "queue": "default", "payload": null, "state": state,
+            "priority": 0, "attempt": 1, "max_attempts": 10,
+            "run_at": "2026-11-24T10:00:00Z", "created_at": "2026-11-24T10:00:00Z",
+            "started_at": null, "finished_at": null, "unique_key": null, "ordering_key": null,
+            "timeout": null, "singleton": false, "cancel_requested": false, "worker_id": null,
+            "lease_expires_at": null, "errors": [], "result": null
+        })
+    }
+
+    let setup = Setup::new();
+    let calls: Calls = Arc::default();
+    let leases = Arc::new(Mutex::new(0u32));
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/leases",
+            post(move || {
+                let leases = leases.clone();
+                async move {
+                    let first = {
+                        let mut n = leases.lock().unwrap_or_else(|e| e.into_inner());
+                        *n += 1;
+                        *n == 1
+                    };
+                    if !first {
+                        // A long-poll that finds nothing.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        return (
+                            [("content-type", "application/json")],
+                            "{\"jobs\": []}".into(),
+                        );
+                    }
+                    let leased = |id: &str, token: u32, payload: &str| {
+                        format!(
+                            "{{\"id\": \"{id}\", \"job\": \"ok\", \"queue\": \"default\", \
+                             \"payload\": {payload}, \"attempt\": 1, \"max_attempts\": 10, \
+                             \"priority\": 0, \"created_at\": \"2026-11-24T10:00:00Z\", \
+                             \"lease_token\": {token}, \
+                             \"lease_expires_at\": \"2026-11-24T10:01:00Z\", \"timeout\": null}}"
+                        )
+                    };
+                    let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+                    let body = format!(
+                        "{{\"jobs\": [{}, {}]}}",
+                        leased(UNREADABLE, 7, &deep),
+                        leased(READABLE, 8, "{\"n\": 1}")
+                    );
+                    ([("content-type", "application/json")], body)
+                }
+            }),
+        )
+        .route(
+            "/api/v1/jobs/{id}/{action}",
+            post(
+                |State(calls): State<Calls>,
+                 UrlPath((id, action)): UrlPath<(String, String)>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    calls
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((format!("{action} {id}"), body));
+                    let state = if action == "fail" {
+                        "dead"
+                    } else {
+                        "succeeded"
+                    };
+                    if action == "heartbeat" {
+                        return axum::Json(json!({
+                            "lease_expires_at": "2026-11-24T10:01:00Z", "cancel_requested": false
+                        }));
+                    }
+                    axum::Json(job_json(&id, state))
+                },
+            ),
+        )
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", setup.port))
+        .await
+        .unwrap_or_else(|e| panic!("cannot bind the stand-in server: {e}"));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let worker = setup.start_worker("worker", &["--concurrency", "2"]);
+    let deadline = Instant::now() + JOB_DEADLINE;
+    let seen = loop {
+        let seen = calls.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let failed = seen
+            .iter()
+            .any(|(call, _)| call == &format!("fail {UNREADABLE}"));
+        let completed = seen
+            .iter()
+            .any(|(call, _)| call == &format!("complete {READABLE}"));
+        if failed && completed {
+            break seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not report both jobs: {seen:?}\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (_, fail) = seen
+        .iter()
+        .find(|(call, _)| call == &format!("fail {UNREADABLE}"))
+        .expect("the fail call");
+    assert_eq!(fail["lease_token"], json!(7));
+    assert_eq!(fail["retry"], json!(false), "{fail}");
+    let message = fail["error"].as_str().unwrap_or_default();
+    assert!(message.contains("could not read"), "{message}");
+    assert!(
+        !seen
+            .iter()
+            .any(|(call, _)| call.ends_with(READABLE) && call.starts_with("fail")),
+        "the readable job must not fail: {seen:?}"
+    );
+    drop(worker);
+    server.abort();
+}

@@ -187,7 +187,7 @@ pub struct EnqueueArgs {
     #[arg(long, value_name = "DURATION", value_parser = duration_arg, allow_hyphen_values = true, requires = "wait")]
     pub wait_timeout: Option<Duration>,
 
-    /// With --wait: show no progress
+    /// With --wait: show no progress (failed attempts are still reported on stderr)
     #[arg(long, short, requires = "wait")]
     pub quiet: bool,
 }
@@ -674,6 +674,12 @@ impl Progress {
         if !self.enabled {
             return;
         }
+        self.notice(text);
+    }
+
+    /// A line that stays and is shown even with `--quiet`: a failed attempt, so that a
+    /// quiet wait through retries does not look like a hang.
+    fn notice(&mut self, text: &str) {
         let mut stderr = std::io::stderr().lock();
         if self.open {
             let _ = write!(stderr, "\r\x1b[2K");
@@ -716,7 +722,7 @@ impl Progress {
             .collect();
         self.errors_seen = job.errors.len();
         for line in fresh {
-            self.line(&line);
+            self.notice(&line);
         }
         self.status(&status_text(job));
     }

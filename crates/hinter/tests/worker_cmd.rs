@@ -786,3 +786,53 @@ async fn an_unreadable_leased_job_is_failed_at_once() {
     drop(worker);
     server.abort();
 }
+
+/// The Python example of docs/worker.md works as written: a payload without `src` (or no
+/// payload at all) is a permanent failure (65), one with `src` succeeds with a result.
+#[test]
+fn the_python_example_in_the_docs_works() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/worker.md"))
+        .unwrap_or_else(|e| panic!("cannot read docs/worker.md: {e}"));
+    let section = doc
+        .split("## Example job in Python")
+        .nth(1)
+        .expect("docs/worker.md has the Python example");
+    let code = section
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a python code block");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+    let script = dir.path().join("run.py");
+    std::fs::write(&script, code).unwrap_or_else(|e| panic!("cannot write: {e}"));
+    let run = |payload: &str| {
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .env("HINTER_SHUTDOWN_FILE", dir.path().join("shutdown"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run python3: {e}"));
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(payload.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot write stdin: {e}"));
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("python3 did not finish: {e}"))
+    };
+    for payload in ["null", "{}", "{\"src\": null}", "[1]", "\"a.png\""] {
+        let out = run(payload);
+        assert_eq!(out.status.code(), Some(65), "{payload}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no src"), "{out:?}");
+    }
+    let out = run("{\"src\": \"a.png\"}");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("resizing a.png"), "{stdout}");
+    assert!(stdout.contains("::result::{\"thumb\""), "{stdout}");
+}

@@ -260,7 +260,8 @@ async fn wait_follows_retries_to_the_end() {
         assert!(out.stderr.contains(text), "stderr lacks {text:?}: {out:?}");
     }
 
-    // Attempts used up: dead, exit 1, naming the last error.
+    // Attempts used up: dead, exit 1, naming the last error. Failed attempts show even with
+    // --quiet, so a quiet wait through retries does not look like a hang.
     let running = server
         .cli(&[
             "enqueue",
@@ -270,6 +271,7 @@ async fn wait_follows_retries_to_the_end() {
             "--max-attempts",
             "2",
             "--wait",
+            "--quiet",
         ])
         .spawn();
     let (first, running) = lease_the_job(&server, "wr", running).await;

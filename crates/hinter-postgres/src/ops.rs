@@ -1307,10 +1307,13 @@ pub async fn queue_list<C: Conn>(c: &C) -> Result<Vec<QueueInfo>> {
     }
     for row in &query(c, "SELECT name, paused FROM queues", &[]).await? {
         let (name, paused): (String, bool) = (get(row, 0)?, get(row, 1)?);
-        queues
-            .entry(name.clone())
-            .or_insert_with(|| blank(&name))
-            .paused = paused;
+        // A queue without jobs is listed only while it is paused.
+        if paused {
+            queues
+                .entry(name.clone())
+                .or_insert_with(|| blank(&name))
+                .paused = true;
+        }
     }
     Ok(queues.into_values().collect())
 }

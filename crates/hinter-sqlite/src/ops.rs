@@ -917,10 +917,13 @@ pub fn queue_list(conn: &Connection) -> Result<Vec<QueueInfo>> {
         .map_err(db_err)?;
     for row in rows {
         let (name, paused) = row.map_err(db_err)?;
-        queues
-            .entry(name.clone())
-            .or_insert_with(|| blank(&name))
-            .paused = paused;
+        // A queue without jobs is listed only while it is paused.
+        if paused {
+            queues
+                .entry(name.clone())
+                .or_insert_with(|| blank(&name))
+                .paused = true;
+        }
     }
     Ok(queues.into_values().collect())
 }

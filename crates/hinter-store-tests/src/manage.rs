@@ -258,6 +258,10 @@ pub async fn queue_list_counts_and_paused(store: Arc<dyn Store>) {
     let listed = queues(store).await;
     assert!(!listed[q].paused);
     assert_eq!(listed[q], expected[q]);
+    // A queue without jobs is listed while paused, and no longer once resumed.
+    store.queue_set_paused("idle", false).await.expect("resume");
+    let listed = queues(store).await;
+    assert!(!listed.contains_key("idle"), "{listed:?}");
 }
 
 async fn queues(store: &dyn Store) -> BTreeMap<String, QueueInfo> {

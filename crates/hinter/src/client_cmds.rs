@@ -1013,6 +1013,16 @@ fn dead_table(jobs: &[Job]) -> Table {
 fn show_job(job: &Job) -> String {
     let opt_time = |t: Option<DateTime<Utc>>| t.map(time).unwrap_or_else(|| "-".into());
     let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    // A job waiting for its next attempt keeps the last attempt's start and worker; say so,
+    // or it reads as running.
+    let waiting = matches!(job.state, JobState::Scheduled | JobState::Queued);
+    let last = |value: String| {
+        if waiting && value != "-" {
+            format!("{value} (last attempt)")
+        } else {
+            value
+        }
+    };
     let fields: Vec<(&str, String)> = vec![
         ("id", job.id.to_string()),
         ("job", job.job.clone()),
@@ -1029,9 +1039,9 @@ fn show_job(job: &Job) -> String {
         ("priority", job.priority.to_string()),
         ("run at", time(job.run_at)),
         ("created at", time(job.created_at)),
-        ("started at", opt_time(job.started_at)),
+        ("started at", last(opt_time(job.started_at))),
         ("finished at", opt_time(job.finished_at)),
-        ("worker", opt(&job.worker_id)),
+        ("worker", last(opt(&job.worker_id))),
         ("lease until", opt_time(job.lease_expires_at)),
         (
             "timeout",

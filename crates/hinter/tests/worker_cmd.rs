@@ -828,7 +828,10 @@ fn the_python_example_in_the_docs_works() {
     for payload in ["null", "{}", "{\"src\": null}", "[1]", "\"a.png\""] {
         let out = run(payload);
         assert_eq!(out.status.code(), Some(65), "{payload}: {out:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("no src"), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no src"),
+            "{out:?}"
+        );
     }
     let out = run("{\"src\": \"a.png\"}");
     assert!(out.status.success(), "{out:?}");

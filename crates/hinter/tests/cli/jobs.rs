@@ -310,6 +310,19 @@ async fn jobs_show_prints_the_job_and_unknown_ids_exit_3() {
         "{out:?}"
     );
     assert!(out.stdout.contains("attempt:      1/10"), "{out:?}");
+    // The last attempt's start and worker, marked as such: the job is not running.
+    let worker_line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("worker:"))
+        .unwrap_or_else(|| panic!("no worker line: {out:?}"));
+    assert!(worker_line.ends_with(" (last attempt)"), "{worker_line}");
+    let started_line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("started at:"))
+        .unwrap_or_else(|| panic!("no started line: {out:?}"));
+    assert!(started_line.ends_with(" (last attempt)"), "{started_line}");
     assert!(out.stdout.contains("errors:\n  attempt 1 at "), "{out:?}");
     assert!(out.stdout.contains(": boom: disk full"), "{out:?}");
 

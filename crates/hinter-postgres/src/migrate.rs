@@ -43,6 +43,12 @@ pub async fn migrate(client: &mut Client, schema: Option<&str>) -> Result<i64, S
 }
 
 async fn migrate_locked(client: &mut Client, schema: Option<&str>) -> Result<i64, StoreError> {
+    // `… IF NOT EXISTS` answers every start with a NOTICE ("already exists, skipping") that
+    // the driver would log at INFO; only warnings and errors are news.
+    client
+        .batch_execute("SET client_min_messages TO warning")
+        .await
+        .map_err(|e| fail("setting client_min_messages", e))?;
     if let Some(schema) = schema {
         let quoted = quote_ident(schema);
         client

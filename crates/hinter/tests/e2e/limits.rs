@@ -177,4 +177,9 @@ async fn extreme_input_on_postgres() {
     let dir = TestDir::new("limits-pg");
     let server = Server::start_on(&dir, &db.args(), "serve", &[]).await;
     probe(&server).await;
+    // A second server on the migrated schema logs no PostgreSQL NOTICEs ("schema … already
+    // exists, skipping") at INFO.
+    let second = Server::start_on(&dir, &db.args(), "second", &[]).await;
+    let log = second.proc.log();
+    assert!(!log.contains("already exists"), "{log}");
 }

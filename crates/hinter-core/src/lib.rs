@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod definition;
 pub mod duration;
 pub mod job;
+pub mod limits;
 pub mod retry;
 pub mod store;
 

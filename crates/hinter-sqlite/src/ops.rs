@@ -8,7 +8,7 @@ use hinter_core::store::{
     PruneRequest, QueueInfo, Release,
 };
 use hinter_core::{
-    AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, StoreError, StoreEvent,
+    limits, AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, StoreError, StoreEvent,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -50,7 +50,8 @@ fn parse_json(text: &str, what: &str) -> Result<serde_json::Value> {
 /// Columns read by [`job_from_row`], in its order.
 pub const JOB_COLUMNS: &str = "seq, id, job, queue, payload, state, priority, attempt, \
     max_attempts, run_at, created_at, started_at, finished_at, unique_key, ordering_key, \
-    timeout_ms, singleton, cancel_requested, worker_id, lease_expires_at, errors, result";
+    timeout_ms, singleton, cancel_requested, worker_id, lease_expires_at, errors, result, \
+    errors_omitted";
 
 /// Raw column values; decoding happens outside rusqlite's row callback so errors keep
 /// their meaning.
@@ -77,6 +78,7 @@ pub struct RawJob {
     lease_expires_at: Option<i64>,
     errors: String,
     result: Option<String>,
+    errors_omitted: i64,
 }
 
 pub fn raw_job(row: &Row<'_>) -> rusqlite::Result<RawJob> {
@@ -103,6 +105,7 @@ pub fn raw_job(row: &Row<'_>) -> rusqlite::Result<RawJob> {
         lease_expires_at: row.get(19)?,
         errors: row.get(20)?,
         result: row.get(21)?,
+        errors_omitted: row.get(22)?,
     })
 }
 
@@ -137,6 +140,7 @@ impl RawJob {
             worker_id: self.worker_id,
             lease_expires_at: opt_from_micros(self.lease_expires_at)?,
             errors,
+            errors_omitted: u64::try_from(self.errors_omitted).unwrap_or(0),
             result: self
                 .result
                 .as_deref()
@@ -277,6 +281,7 @@ pub fn job_insert_many(
                 worker_id: None,
                 lease_expires_at: None,
                 errors: Vec::new(),
+                errors_omitted: 0,
                 result: None,
                 seq,
             },
@@ -344,12 +349,13 @@ pub fn job_lease(
         .map_err(db_err)?
         .collect::<rusqlite::Result<_>>()
         .map_err(db_err)?;
-    let mut queues: Vec<&String> = Vec::new();
-    for queue in &request.queues {
-        if !paused.contains(queue) && !queues.contains(&queue) {
-            queues.push(queue);
-        }
-    }
+    // Linear in the request: a set of names seen, not a scan of the list per name.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(request.queues.len());
+    let queues: Vec<&String> = request
+        .queues
+        .iter()
+        .filter(|queue| !paused.contains(*queue) && seen.insert(queue.as_str()))
+        .collect();
     let max = request.max as usize;
     let mut leased = Vec::with_capacity(max);
     // Rounds: a round that had to skip a second singleton of the same name asks again,
@@ -639,7 +645,7 @@ pub fn job_fail(
     let entry = serde_json::to_string(&AttemptError {
         attempt: u32::try_from(attempt).unwrap_or(0),
         at: truncate(now),
-        message: f.error.clone(),
+        message: limits::bounded_error(&f.error).into_owned(),
     })
     .map_err(|e| StoreError::Corrupt(format!("error entry: {e}")))?;
     let (state, run_at, finished_at) = match outcome {
@@ -651,13 +657,26 @@ pub fn job_fail(
         FailOutcome::Dead => (JobState::Dead, None, Some(micros(now))),
         FailOutcome::Cancelled => (JobState::Cancelled, None, Some(micros(now))),
     };
+    // The history policy of `hinter_core::limits`: append, keep the first ?6 and the last ?7
+    // entries, count the dropped ones. In SET, `errors` is the value before the update.
     conn.prepare_cached(
         "UPDATE jobs SET state = ?2, run_at = COALESCE(?3, run_at), finished_at = ?4, \
-         errors = json_insert(errors, '$[#]', json(?5)), \
+         errors = (SELECT json_group_array(json(e.value) ORDER BY e.key) \
+                   FROM json_each(json_insert(jobs.errors, '$[#]', json(?5))) AS e \
+                   WHERE e.key < ?6 OR e.key >= json_array_length(jobs.errors) + 1 - ?7), \
+         errors_omitted = errors_omitted + MAX(json_array_length(errors) + 1 - (?6 + ?7), 0), \
          lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL WHERE seq = ?1",
     )
     .map_err(db_err)?
-    .execute(params![seq, state.as_str(), run_at, finished_at, entry])
+    .execute(params![
+        seq,
+        state.as_str(),
+        run_at,
+        finished_at,
+        entry,
+        limits::ERRORS_KEPT_FIRST as i64,
+        limits::ERRORS_KEPT_LAST as i64
+    ])
     .map_err(db_err)?;
     let job = job_get_seq(conn, seq)?;
     if job.state.is_finished() {

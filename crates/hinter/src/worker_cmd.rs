@@ -62,7 +62,7 @@ HINTER_ATTEMPT, HINTER_MAX_ATTEMPTS, HINTER_SHUTDOWN_FILE (= WEBJOBS_SHUTDOWN_FI
 A stdout line `::result::{json}` sets the result. Exit 0 succeeds, 65 fails permanently, \
 anything else fails and is retried. See docs/worker.md.")]
 pub struct WorkerArgs {
-    /// Queue to take jobs from; repeat for several
+    /// Queue to take jobs from; repeat for several (at most 1000)
     #[arg(
         long = "queue",
         short = 'q',
@@ -202,6 +202,9 @@ impl WorkerArgs {
     /// mode given on the command line. `matches` are the subcommand's, for where each value
     /// came from.
     pub fn mode(&self, matches: &ArgMatches) -> Result<Mode, String> {
+        // One lease names every queue, so the lease's bound is the worker's.
+        hinter_core::limits::check_lease_queues("--queue", &self.queues)
+            .map_err(|e| e.to_string())?;
         let source = |id: &str| matches.value_source(id);
         let on_command_line = |id: &str| source(id) == Some(ValueSource::CommandLine);
         let from_env = |id: &str| source(id) == Some(ValueSource::EnvVariable);

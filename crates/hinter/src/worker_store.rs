@@ -76,7 +76,7 @@ pub async fn run(args: WorkerArgs, store: StoreArgs) -> anyhow::Result<()> {
             worker_id: worker_id.clone(),
             ..WorkerOptions::default()
         },
-    );
+    )?;
     tracing::info!(
         store = %describe(&store),
         queues = ?args.queues,

@@ -638,7 +638,8 @@ async fn shutdown_during_a_lease_commit_takes_no_new_job_and_loses_none() {
         Arc::new(hinter_core::SystemClock),
         registry,
         fast_options(2),
-    );
+    )
+    .expect("start the worker");
     let id = enqueue(&store, NewJob::new("task", json!({}))).await;
     within("the lease to commit", SOON, held.committed()).await;
     assert_eq!(get(&store, id).await.state, JobState::Running);

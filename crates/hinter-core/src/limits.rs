@@ -102,7 +102,10 @@ mod tests {
         let huge = "y".repeat(1 << 20);
         let cut = bounded_error(&huge);
         assert!(cut.len() <= MAX_ERROR_BYTES);
-        assert!(cut.ends_with("… [truncated from 1048576 bytes]"), "{cut:.40}");
+        assert!(
+            cut.ends_with("… [truncated from 1048576 bytes]"),
+            "{cut:.40}"
+        );
     }
 
     #[test]
@@ -111,11 +114,17 @@ mod tests {
         assert!(check_lease_queues("queues", &names(MAX_LEASE_QUEUES)).is_ok());
         let mut dup = names(MAX_LEASE_QUEUES);
         dup.extend(names(MAX_LEASE_QUEUES));
-        assert!(check_lease_queues("queues", &dup).is_ok(), "duplicates count once");
+        assert!(
+            check_lease_queues("queues", &dup).is_ok(),
+            "duplicates count once"
+        );
         let e = check_lease_queues("queues", &names(MAX_LEASE_QUEUES + 1)).unwrap_err();
         assert_eq!(e.field, "queues");
         assert!(e.message.contains("at most 1000"), "{e}");
-        assert_eq!(check_lease_queues("queues", &[]).unwrap_err().field, "queues");
+        assert_eq!(
+            check_lease_queues("queues", &[]).unwrap_err().field,
+            "queues"
+        );
         let e = check_lease_queues("queues", &["ok".into(), "b d".into()]).unwrap_err();
         assert_eq!(e.field, "queues[1]");
         assert!(check_lease_max("max", 0).is_err());

@@ -784,7 +784,12 @@ async fn lease_names_at_most_the_bound_of_queues() {
             json!({"worker_id": "w", "queues": names(bound + 1)}),
         )
         .await;
-    assert_eq!(over.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", over.body);
+    assert_eq!(
+        over.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        over.body
+    );
     assert_eq!(over.error_code(), "invalid_field");
     assert!(
         over.error_message().starts_with("queues: ")
@@ -818,7 +823,9 @@ async fn fail_error_is_stored_cut_to_the_bound() {
         )
         .await;
     assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
-    let message = failed.body["errors"][0]["message"].as_str().expect("message");
+    let message = failed.body["errors"][0]["message"]
+        .as_str()
+        .expect("message");
     assert!(message.len() <= hinter_core::limits::MAX_ERROR_BYTES);
     assert!(message.starts_with("zzzz"));
     assert!(

@@ -803,7 +803,11 @@ pub async fn fail_error_message_is_bounded(store: Arc<dyn Store>) {
         "{} bytes kept",
         message.len()
     );
-    assert!(message.ends_with(&marker), "{}", &message[message.len() - 60..]);
+    assert!(
+        message.ends_with(&marker),
+        "{}",
+        &message[message.len() - 60..]
+    );
     let kept = &message[..message.len() - marker.len()];
     assert!(huge.starts_with(kept), "the start of the message is kept");
     assert!(
@@ -839,9 +843,16 @@ pub async fn fail_history_keeps_first_and_last(store: Arc<dyn Store>) {
         } else {
             FailOutcome::Retry { run_at: at }
         };
-        let failed = fail(store, id, leased.lease_token, &format!("error {n}"), outcome, at)
-            .await
-            .expect("fail");
+        let failed = fail(
+            store,
+            id,
+            leased.lease_token,
+            &format!("error {n}"),
+            outcome,
+            at,
+        )
+        .await
+        .expect("fail");
         let expected: Vec<AttemptError> = if n <= keep {
             (1..=n).map(entry).collect()
         } else {

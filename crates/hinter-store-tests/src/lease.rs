@@ -252,5 +252,9 @@ pub async fn lease_over_many_queues(store: Arc<dyn Store>) {
     );
     assert!(lease(store, &queues, 10, now).await.is_empty());
     assert_eq!(get(store, ids[3]).await.state, JobState::Queued, "paused");
-    assert_eq!(get(store, ids[4]).await.state, JobState::Queued, "not named");
+    assert_eq!(
+        get(store, ids[4]).await.state,
+        JobState::Queued,
+        "not named"
+    );
 }

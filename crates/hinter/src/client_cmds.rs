@@ -1467,12 +1467,18 @@ mod tests {
         assert_eq!((messages(new), total), (vec!["e2".into(), "e3".into()], 3));
         // The history is full: the 30th and 31st errors still show as new.
         let (new, total) = new_errors(&many, 29);
-        assert_eq!((messages(new), total), (vec!["e30".into(), "e31".into()], 31));
+        assert_eq!(
+            (messages(new), total),
+            (vec!["e30".into(), "e31".into()], 31)
+        );
         let (new, _) = new_errors(&many, 31);
         assert!(new.is_empty());
         let shown = show_job(&many);
         assert!(shown.contains("attempt 5 at"), "{shown}");
-        assert!(shown.contains("… 6 more errors omitted …\n  attempt 12 at"), "{shown}");
+        assert!(
+            shown.contains("… 6 more errors omitted …\n  attempt 12 at"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -841,6 +841,29 @@ mod tests {
     }
 
     #[test]
+    fn queues_are_bounded_like_a_lease() {
+        let mut argv: Vec<String> = Vec::new();
+        for i in 0..=hinter_core::limits::MAX_LEASE_QUEUES {
+            argv.extend(["--queue".to_string(), format!("q{i}")]);
+        }
+        argv.extend(["--server", "h", "--", "true"].map(String::from));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let many = mode_of(&argv);
+        assert!(
+            many.as_ref()
+                .is_err_and(|e| e.starts_with("--queue: names 1001 queues")),
+            "{many:?}"
+        );
+        // The same names again are not more queues.
+        let mut argv = argv[..argv.len() - 6].to_vec();
+        argv.extend_from_within(..);
+        argv.extend(["--server", "h", "--", "true"]);
+        assert!(mode_of(&argv).is_ok());
+        let bad = mode_of(&["-q", "a b", "--server", "h", "--", "true"]);
+        assert!(bad.is_err_and(|e| e.starts_with("--queue[0]: ")));
+    }
+
+    #[test]
     fn lease_is_range_checked() {
         assert_eq!(lease_arg("60s"), Ok(Duration::from_secs(60)));
         assert!(lease_arg("500ms").is_err());

@@ -257,4 +257,28 @@ pub async fn lease_over_many_queues(store: Arc<dyn Store>) {
         JobState::Queued,
         "not named"
     );
+
+    // Fewer wanted than there are: the best of all the queues, whichever queue comes first.
+    let ids = insert_all(
+        store,
+        vec![
+            job_in("g", "q3").priority(1),
+            job_in("h", "q3").priority(1),
+            job_in("i", "q998").priority(2),
+            job_in("j", "q2"),
+            job_in("k", "q1"),
+        ],
+        now,
+    )
+    .await;
+    for expected in [[ids[2], ids[0]], [ids[1], ids[3]]] {
+        let got: Vec<_> = lease(store, &queues, 2, now)
+            .await
+            .iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(got, expected);
+    }
+    let last = lease(store, &queues, 2, now).await;
+    assert_eq!(id_set(&last), set(&[ids[4]]));
 }

@@ -32,10 +32,20 @@ pub const ERRORS_KEPT_LAST: usize = 20;
 /// at most [`MAX_LEASE_QUEUES`] distinct names, each a valid queue name. Duplicates are
 /// allowed and count once.
 pub fn check_lease_queues(field: &str, queues: &[String]) -> Result<(), FieldError> {
+    check_lease_queue_count(field, queues)?;
+    for (i, queue) in queues.iter().enumerate() {
+        validate_name(&format!("{field}[{i}]"), queue)?;
+    }
+    Ok(())
+}
+
+/// The count part of [`check_lease_queues`]: at least one queue, at most
+/// [`MAX_LEASE_QUEUES`] distinct names.
+pub fn check_lease_queue_count(field: &str, queues: &[String]) -> Result<(), FieldError> {
     if queues.is_empty() {
         return Err(FieldError::new(field, "must name at least one queue"));
     }
-    // Checked on the raw count first, so a huge list is refused without hashing it all.
+    // Only a long list is hashed: duplicates count once.
     if queues.len() > MAX_LEASE_QUEUES {
         let distinct: HashSet<&str> = queues.iter().map(String::as_str).collect();
         if distinct.len() > MAX_LEASE_QUEUES {
@@ -47,9 +57,6 @@ pub fn check_lease_queues(field: &str, queues: &[String]) -> Result<(), FieldErr
                 ),
             ));
         }
-    }
-    for (i, queue) in queues.iter().enumerate() {
-        validate_name(&format!("{field}[{i}]"), queue)?;
     }
     Ok(())
 }

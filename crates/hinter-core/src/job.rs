@@ -109,7 +109,12 @@ pub struct Job {
     pub cancel_requested: bool,
     pub worker_id: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Errors of failed attempts, oldest first: the first and last ones when there were
+    /// many (see [`crate::limits`]), each cut to a bounded length.
     pub errors: Vec<AttemptError>,
+    /// How many errors were dropped from the middle of `errors` to keep it bounded.
+    #[serde(default)]
+    pub errors_omitted: u64,
     pub result: Option<Value>,
     /// Position in enqueue order; the cursor of job listings.
     #[serde(skip)]

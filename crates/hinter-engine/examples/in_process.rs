@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(SystemClock),
         registry,
         WorkerOptions::default(),
-    );
+    )?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let job = store.job_get(id).await?.ok_or("job vanished")?;

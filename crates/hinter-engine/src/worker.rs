@@ -3,9 +3,11 @@
 use crate::handler::{HandlerContext, JobError, Registry, StopReason};
 use hinter_core::retry::decide_failure;
 use hinter_core::store::{Completion, Failure, Heartbeat, LeaseRequest, Release};
-use hinter_core::{format_duration, Clock, LeasedJob, Store, StoreError, StoreEvent};
+use hinter_core::{
+    format_duration, limits, Clock, FieldError, LeasedJob, Store, StoreError, StoreEvent,
+};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,7 +21,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// Queues to lease from; empty means the queues of the handlers registered by name
-    /// ([`Registry::queues`]). A worker relying on a fallback handler must name them.
+    /// ([`Registry::queues`]). A worker relying on a fallback handler must name them. At
+    /// most [`hinter_core::limits::MAX_LEASE_QUEUES`] distinct valid names.
     pub queues: Vec<String>,
     /// Jobs run at the same time.
     pub concurrency: usize,
@@ -237,18 +240,24 @@ pub struct WorkerHandle {
 }
 
 impl Worker {
-    /// Starts the worker's tasks on the current tokio runtime.
+    /// Starts the worker's tasks on the current tokio runtime. Refuses queues a lease could
+    /// not name: more than [`limits::MAX_LEASE_QUEUES`] or an invalid name.
     pub fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         registry: Registry,
         options: WorkerOptions,
-    ) -> WorkerHandle {
-        let queues = if options.queues.is_empty() {
+    ) -> Result<WorkerHandle, FieldError> {
+        let mut queues = if options.queues.is_empty() {
             registry.queues()
         } else {
             options.queues.clone()
         };
+        if !queues.is_empty() {
+            limits::check_lease_queues("queues", &queues)?;
+        }
+        let mut seen = HashSet::new();
+        queues.retain(|queue| seen.insert(queue.clone()));
         if queues.is_empty() {
             tracing::warn!(
                 worker_id = %options.worker_id,
@@ -279,11 +288,11 @@ impl Worker {
             tokio::spawn(listener(shared.clone(), events)),
         ];
         let fetcher = tokio::spawn(fetcher(shared.clone()));
-        WorkerHandle {
+        Ok(WorkerHandle {
             shared,
             fetcher,
             background,
-        }
+        })
     }
 }
 
@@ -377,7 +386,10 @@ async fn fetcher(shared: Arc<Shared>) {
         let request = LeaseRequest {
             queues: shared.queues.clone(),
             worker_id: shared.options.worker_id.clone(),
-            max: u32::try_from(room).unwrap_or(u32::MAX),
+            // A larger room fills over several leases.
+            max: u32::try_from(room)
+                .unwrap_or(u32::MAX)
+                .min(limits::MAX_LEASE_JOBS),
             lease_for: shared.options.lease_for,
             now: shared.clock.now(),
         };

@@ -15,7 +15,7 @@ use hinter_core::store::{
     PruneRequest, QueueInfo, Release, StoreResult,
 };
 use hinter_core::{
-    AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, StoreError, StoreEvent,
+    limits, AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, StoreError, StoreEvent,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -116,16 +116,11 @@ fn to_u32(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
-/// PostgreSQL text cannot hold NUL characters.
-fn storable(text: &str) -> String {
-    text.replace('\0', "\u{fffd}")
-}
-
 /// Columns read by [`job_from_row`], in its order; `j` is the alias of `jobs`.
 const JOB_COLUMNS: &str = "j.seq, j.id, j.job, j.queue, j.payload, j.state, j.priority, \
     j.attempt, j.max_attempts, j.run_at, j.created_at, j.started_at, j.finished_at, \
     j.unique_key, j.ordering_key, j.timeout_ms, j.singleton, j.cancel_requested, j.worker_id, \
-    j.lease_expires_at, j.errors, j.result";
+    j.lease_expires_at, j.errors, j.result, j.errors_omitted";
 
 /// Column `idx` of `row`; a value of the wrong type is a corrupt store.
 pub fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
@@ -164,6 +159,7 @@ fn job_from_row(row: &Row, at: usize) -> Result<Job> {
         worker_id: get(row, at + 18)?,
         lease_expires_at: get(row, at + 19)?,
         errors,
+        errors_omitted: u64::try_from(get::<i64>(row, at + 22)?).unwrap_or(0),
         result: get(row, at + 21)?,
     })
 }
@@ -589,6 +585,7 @@ pub async fn job_insert_many<C: Conn>(
 
     let mut out: Vec<Inserted> = Vec::with_capacity(jobs.len());
     let mut ready: Vec<&str> = Vec::new();
+    let mut ready_seen: HashSet<&str> = HashSet::new();
     for (new, plan) in jobs.iter().zip(plans) {
         let inserted = match plan {
             Plan::Existing(job) => Inserted {
@@ -601,7 +598,7 @@ pub async fn job_insert_many<C: Conn>(
             },
             Plan::New => {
                 let state = state_of(new);
-                if state == JobState::Queued && !ready.contains(&new.queue.as_str()) {
+                if state == JobState::Queued && ready_seen.insert(&new.queue) {
                     ready.push(&new.queue);
                 }
                 let seq = seqs.get(&new.id).copied().ok_or_else(|| {
@@ -629,6 +626,7 @@ pub async fn job_insert_many<C: Conn>(
                         worker_id: None,
                         lease_expires_at: None,
                         errors: Vec::new(),
+                        errors_omitted: 0,
                         result: None,
                         seq,
                     },
@@ -669,12 +667,9 @@ pub async fn job_promote_scheduled<C: Conn>(
         &[&now],
     )
     .await?;
-    let mut queues: Vec<String> = Vec::new();
+    let mut queues: HashSet<String> = HashSet::new();
     for row in &rows {
-        let queue: String = get(row, 0)?;
-        if !queues.contains(&queue) {
-            queues.push(queue);
-        }
+        queues.insert(get(row, 0)?);
     }
     events.extend(
         queues
@@ -728,12 +723,14 @@ pub async fn job_lease<C: Conn>(
     events: &mut Vec<StoreEvent>,
 ) -> Result<Vec<LeasedJob>> {
     job_promote_scheduled(c, request.now, events).await?;
-    let mut queues: Vec<&str> = Vec::new();
-    for queue in &request.queues {
-        if !queues.contains(&queue.as_str()) {
-            queues.push(queue);
-        }
-    }
+    // Linear in the request: a set of names seen, not a scan of the list per name.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(request.queues.len());
+    let queues: Vec<&str> = request
+        .queues
+        .iter()
+        .map(String::as_str)
+        .filter(|queue| seen.insert(queue))
+        .collect();
     let now = truncate(request.now);
     let until = plus(request.now, request.lease_for);
     let max = request.max as usize;
@@ -989,9 +986,11 @@ pub async fn job_fail_many<C: Conn>(
         .collect();
     let messages: Vec<String> = order
         .iter()
-        .map(|&i| storable(&failures[i].error))
+        .map(|&i| limits::bounded_error(&failures[i].error).into_owned())
         .collect();
-    // A cancel request wins: the row's own flag decides, read under the row lock.
+    // A cancel request wins: the row's own flag decides, read under the row lock. The
+    // history policy of `hinter_core::limits`: append, keep the first $9 and the last $10
+    // entries, count the dropped ones.
     let sql = format!(
         "UPDATE jobs AS j SET
              state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE u.state END,
@@ -999,8 +998,14 @@ pub async fn job_fail_many<C: Conn>(
                            THEN u.run_at ELSE j.run_at END,
              finished_at = CASE WHEN j.cancel_requested OR u.state <> 'scheduled'
                                 THEN $5::timestamptz END,
-             errors = j.errors || jsonb_build_array(jsonb_build_object(
-                 'attempt', j.attempt, 'at', $6::text, 'message', u.message)),
+             errors = (
+                 SELECT jsonb_agg(e.value ORDER BY e.n)
+                 FROM jsonb_array_elements(j.errors || jsonb_build_array(jsonb_build_object(
+                          'attempt', j.attempt, 'at', $6::text, 'message', u.message)))
+                      WITH ORDINALITY AS e(value, n)
+                 WHERE e.n <= $9::int8 OR e.n > jsonb_array_length(j.errors) + 1 - $10::int8),
+             errors_omitted = j.errors_omitted
+                 + GREATEST(jsonb_array_length(j.errors) + 1 - ($9::int8 + $10::int8), 0),
              lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL
          FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::timestamptz[], $7::text[],
                      $8::int4[]) AS u(id, token, state, run_at, message, i)
@@ -1022,6 +1027,8 @@ pub async fn job_fail_many<C: Conn>(
             &at,
             &messages,
             &order.iter().map(|&i| position(i)).collect::<Vec<_>>(),
+            &(limits::ERRORS_KEPT_FIRST as i64),
+            &(limits::ERRORS_KEPT_LAST as i64),
         ],
     )
     .await?;

@@ -2,12 +2,13 @@
 
 use axum::extract::State;
 use axum::Json;
-use hinter_core::definition::validate_name;
+use hinter_core::limits;
 use hinter_core::retry::decide_failure;
 use hinter_core::store::{
     Completion, Failure, Heartbeat, HeartbeatAck, LeaseRequest, StoreEvent, StoreResult,
 };
 use hinter_core::{FieldError, Job, JobState, LeasedJob, DEFAULT_QUEUE};
+use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -17,8 +18,6 @@ use crate::extract::{JobBody, JobId};
 use crate::wire::{CompleteBody, FailBody, HeartbeatBody, LeaseBody, Leases};
 use crate::AppState;
 
-/// Most jobs one lease request may take.
-pub const MAX_LEASE_JOBS: u32 = 1000;
 /// Shortest and longest lease a worker may ask for.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 pub const MAX_LEASE: Duration = Duration::from_secs(3600);
@@ -36,12 +35,7 @@ pub async fn lease(
     let queues = body
         .queues
         .unwrap_or_else(|| vec![DEFAULT_QUEUE.to_string()]);
-    if queues.is_empty() {
-        return Err(FieldError::new("queues", "must name at least one queue").into());
-    }
-    for (i, queue) in queues.iter().enumerate() {
-        validate_name(&format!("queues[{i}]"), queue)?;
-    }
+    limits::check_lease_queues("queues", &queues)?;
     if body.worker_id.is_empty() || body.worker_id.len() > MAX_WORKER_ID_LEN {
         return Err(FieldError::new(
             "worker_id",
@@ -51,11 +45,7 @@ pub async fn lease(
     }
     hinter_core::limits::check_text("worker_id", &body.worker_id)?;
     let max = body.max.unwrap_or(1);
-    if !(1..=MAX_LEASE_JOBS).contains(&max) {
-        return Err(
-            FieldError::new("max", format!("{max} is out of range 1..={MAX_LEASE_JOBS}")).into(),
-        );
-    }
+    limits::check_lease_max("max", max)?;
     let lease_for = check_lease(body.lease, state.config.default_lease)?;
     let wait = body.wait.unwrap_or_default().min(state.config.max_wait);
     let request = LeaseRequest {
@@ -86,6 +76,7 @@ async fn lease_with_wait(
 ) -> StoreResult<Vec<LeasedJob>> {
     let deadline = crate::deadline_after(wait);
     let mut events = (!wait.is_zero()).then(|| state.store.subscribe());
+    let queues: HashSet<String> = request.queues.iter().cloned().collect();
     loop {
         request.now = state.clock.now();
         let jobs = state.store.job_lease(request.clone()).await?;
@@ -102,9 +93,7 @@ async fn lease_with_wait(
         loop {
             match tokio::time::timeout_at(tick, rx.recv()).await {
                 Err(_elapsed) => break,
-                Ok(Ok(StoreEvent::JobsAvailable { queue })) if request.queues.contains(&queue) => {
-                    break
-                }
+                Ok(Ok(StoreEvent::JobsAvailable { queue })) if queues.contains(&queue) => break,
                 Ok(Ok(_)) => continue,
                 Ok(Err(RecvError::Lagged(_))) => break,
                 Ok(Err(RecvError::Closed)) => {

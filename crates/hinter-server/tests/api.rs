@@ -42,6 +42,11 @@ impl Answer {
 }
 
 async fn harness() -> Harness {
+    harness_with(MAX_JOB).await
+}
+
+/// A harness whose bodies may be up to `max_job_bytes`.
+async fn harness_with(max_job_bytes: usize) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(&dir.path().join("hinter.db"), SqliteOptions::default())
         .await
@@ -55,7 +60,7 @@ async fn harness() -> Harness {
         clock: Arc::new(clock.clone()),
         definitions: Default::default(),
         config: Arc::new(ServerConfig {
-            max_job_bytes: MAX_JOB,
+            max_job_bytes,
             max_batch_bytes: MAX_BATCH,
             ..ServerConfig::default()
         }),
@@ -766,4 +771,67 @@ async fn health_and_readiness() {
     assert_eq!(not_ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(not_ready.body["status"], "not_ready");
     assert!(not_ready.body["reason"].is_string());
+}
+
+#[tokio::test]
+async fn lease_names_at_most_the_bound_of_queues() {
+    let h = harness_with(1 << 20).await;
+    let bound = hinter_core::limits::MAX_LEASE_QUEUES;
+    let names = |n: usize| (0..n).map(|i| format!("q{i}")).collect::<Vec<_>>();
+    let over = h
+        .post(
+            "/api/v1/leases",
+            json!({"worker_id": "w", "queues": names(bound + 1)}),
+        )
+        .await;
+    assert_eq!(
+        over.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        over.body
+    );
+    assert_eq!(over.error_code(), "invalid_field");
+    assert!(
+        over.error_message().starts_with("queues: ")
+            && over.error_message().contains(&format!("at most {bound}")),
+        "{}",
+        over.error_message()
+    );
+
+    // The bound counts distinct names: all of them, each twice, is fine.
+    let job = h.enqueue(json!({"job": "a", "queue": "q999"})).await;
+    let mut queues = names(bound);
+    queues.extend(names(bound));
+    let leased = h
+        .lease(json!({"worker_id": "w", "queues": queues, "max": 5}))
+        .await;
+    assert_eq!(leased.len(), 1);
+    assert_eq!(id_of(&leased[0]), id_of(&job));
+}
+
+#[tokio::test]
+async fn fail_error_is_stored_cut_to_the_bound() {
+    let h = harness_with(1 << 20).await;
+    let job = h.enqueue(json!({"job": "a"})).await;
+    let leased = h.lease(json!({"worker_id": "w"})).await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    let huge = "z".repeat(100_000);
+    let failed = h
+        .post(
+            &format!("/api/v1/jobs/{}/fail", id_of(&job)),
+            json!({"lease_token": token, "error": huge}),
+        )
+        .await;
+    assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
+    let message = failed.body["errors"][0]["message"]
+        .as_str()
+        .expect("message");
+    assert!(message.len() <= hinter_core::limits::MAX_ERROR_BYTES);
+    assert!(message.starts_with("zzzz"));
+    assert!(
+        message.ends_with("… [truncated from 100000 bytes]"),
+        "{}",
+        &message[message.len() - 40..]
+    );
+    assert_eq!(failed.body["errors_omitted"], 0);
 }

@@ -8,10 +8,11 @@ use hinter_core::store::{
     PruneRequest, QueueInfo, Release,
 };
 use hinter_core::{
-    AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, StoreError, StoreEvent,
+    limits, AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, StoreError, StoreEvent,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -50,7 +51,8 @@ fn parse_json(text: &str, what: &str) -> Result<serde_json::Value> {
 /// Columns read by [`job_from_row`], in its order.
 pub const JOB_COLUMNS: &str = "seq, id, job, queue, payload, state, priority, attempt, \
     max_attempts, run_at, created_at, started_at, finished_at, unique_key, ordering_key, \
-    timeout_ms, singleton, cancel_requested, worker_id, lease_expires_at, errors, result";
+    timeout_ms, singleton, cancel_requested, worker_id, lease_expires_at, errors, result, \
+    errors_omitted";
 
 /// Raw column values; decoding happens outside rusqlite's row callback so errors keep
 /// their meaning.
@@ -77,6 +79,7 @@ pub struct RawJob {
     lease_expires_at: Option<i64>,
     errors: String,
     result: Option<String>,
+    errors_omitted: i64,
 }
 
 pub fn raw_job(row: &Row<'_>) -> rusqlite::Result<RawJob> {
@@ -103,6 +106,7 @@ pub fn raw_job(row: &Row<'_>) -> rusqlite::Result<RawJob> {
         lease_expires_at: row.get(19)?,
         errors: row.get(20)?,
         result: row.get(21)?,
+        errors_omitted: row.get(22)?,
     })
 }
 
@@ -137,6 +141,7 @@ impl RawJob {
             worker_id: self.worker_id,
             lease_expires_at: opt_from_micros(self.lease_expires_at)?,
             errors,
+            errors_omitted: u64::try_from(self.errors_omitted).unwrap_or(0),
             result: self
                 .result
                 .as_deref()
@@ -278,6 +283,7 @@ pub fn job_insert_many(
                 worker_id: None,
                 lease_expires_at: None,
                 errors: Vec::new(),
+                errors_omitted: 0,
                 result: None,
                 seq,
             },
@@ -318,18 +324,36 @@ pub fn job_promote_scheduled(
     Ok(count)
 }
 
+/// A job that may be leased: what choosing needs. The rest is read only for the jobs taken.
 struct Candidate {
     seq: i64,
-    id: String,
-    job: String,
-    queue: String,
-    payload: String,
-    attempt: i64,
-    max_attempts: i64,
     priority: i32,
-    created_at: i64,
-    timeout_ms: Option<i64>,
+    job: String,
     singleton: bool,
+}
+
+impl Candidate {
+    /// Lease order: higher priority first, then enqueue order; smaller is better.
+    fn rank(&self) -> (Reverse<i32>, i64) {
+        (Reverse(self.priority), self.seq)
+    }
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank() == other.rank()
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
 }
 
 pub fn job_lease(
@@ -345,12 +369,13 @@ pub fn job_lease(
         .map_err(db_err)?
         .collect::<rusqlite::Result<_>>()
         .map_err(db_err)?;
-    let mut queues: Vec<&String> = Vec::new();
-    for queue in &request.queues {
-        if !paused.contains(queue) && !queues.contains(&queue) {
-            queues.push(queue);
-        }
-    }
+    // Linear in the request: a set of names seen, not a scan of the list per name.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(request.queues.len());
+    let queues: Vec<&String> = request
+        .queues
+        .iter()
+        .filter(|queue| !paused.contains(*queue) && seen.insert(queue.as_str()))
+        .collect();
     let max = request.max as usize;
     let mut leased = Vec::with_capacity(max);
     // Rounds: a round that had to skip a second singleton of the same name asks again,
@@ -366,13 +391,18 @@ pub fn job_lease(
     }
 }
 
-/// Up to `want` eligible queued jobs per queue, best first overall.
+/// The best `want` eligible queued jobs of `queues`, best first. Each queue's jobs are read
+/// in lease order and only while they could still make the cut, and only the columns that
+/// choose, so many queues cost little more than their best jobs.
 fn lease_candidates(conn: &Connection, queues: &[&String], want: usize) -> Result<Vec<Candidate>> {
-    let mut candidates: Vec<Candidate> = Vec::new();
+    if want == 0 {
+        return Ok(Vec::new());
+    }
+    // The best so far; its top is the worst of them.
+    let mut best: BinaryHeap<Candidate> = BinaryHeap::with_capacity(want + 1);
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT seq, id, job, queue, payload, attempt, max_attempts, priority, \
-                    created_at, timeout_ms, singleton
+            "SELECT seq, priority, job, singleton
              FROM jobs j
              WHERE state = 'queued' AND queue = ?1
                AND (ordering_key IS NULL OR NOT EXISTS (
@@ -386,32 +416,25 @@ fn lease_candidates(conn: &Connection, queues: &[&String], want: usize) -> Resul
         ))
         .map_err(db_err)?;
     for queue in queues {
-        let rows = stmt
-            .query_map(params![queue, want as i64], |r| {
-                Ok(Candidate {
-                    seq: r.get(0)?,
-                    id: r.get(1)?,
-                    job: r.get(2)?,
-                    queue: r.get(3)?,
-                    payload: r.get(4)?,
-                    attempt: r.get(5)?,
-                    max_attempts: r.get(6)?,
-                    priority: r.get(7)?,
-                    created_at: r.get(8)?,
-                    timeout_ms: r.get(9)?,
-                    singleton: r.get(10)?,
-                })
-            })
-            .map_err(db_err)?;
-        for row in rows {
-            candidates.push(row.map_err(db_err)?);
+        let mut rows = stmt.query(params![queue, want as i64]).map_err(db_err)?;
+        while let Some(row) = rows.next().map_err(db_err)? {
+            let candidate = Candidate {
+                seq: row.get(0).map_err(db_err)?,
+                priority: row.get(1).map_err(db_err)?,
+                job: row.get(2).map_err(db_err)?,
+                singleton: row.get(3).map_err(db_err)?,
+            };
+            if best.len() == want && best.peek().is_some_and(|worst| &candidate >= worst) {
+                // This queue's later jobs rank lower still.
+                break;
+            }
+            best.push(candidate);
+            if best.len() > want {
+                best.pop();
+            }
         }
     }
-    if queues.len() > 1 {
-        candidates.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
-        candidates.truncate(want);
-    }
-    Ok(candidates)
+    Ok(best.into_sorted_vec())
 }
 
 /// Leases candidates until `want` are taken; returns whether a singleton was skipped
@@ -433,7 +456,9 @@ fn lease_round(
             "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = ?2, \
              lease_token = ?3, lease_expires_at = ?4, started_at = ?5, \
              deadline_at = CASE WHEN timeout_ms IS NULL THEN NULL ELSE ?5 + timeout_ms * 1000 END \
-             WHERE seq = ?1 AND state = 'queued'",
+             WHERE seq = ?1 AND state = 'queued' \
+             RETURNING id, job, queue, payload, attempt, max_attempts, priority, created_at, \
+                       timeout_ms",
         )
         .map_err(db_err)?;
     let mut singletons_taken: HashSet<String> = HashSet::new();
@@ -448,34 +473,50 @@ fn lease_round(
             continue;
         }
         let lease_token = new_lease_token();
-        let changed = update
-            .execute(params![
-                c.seq,
-                request.worker_id,
-                lease_token,
-                micros(lease_until),
-                micros(now)
-            ])
+        let row = update
+            .query_row(
+                params![
+                    c.seq,
+                    request.worker_id,
+                    lease_token,
+                    micros(lease_until),
+                    micros(now)
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, i32>(6)?,
+                        r.get::<_, i64>(7)?,
+                        r.get::<_, Option<i64>>(8)?,
+                    ))
+                },
+            )
+            .optional()
             .map_err(db_err)?;
-        if changed == 0 {
+        let Some((id, job, queue, payload, attempt, max_attempts, priority, created_at, timeout)) =
+            row
+        else {
             continue;
-        }
+        };
         taken += 1;
         leased.push(LeasedJob {
-            id: Uuid::parse_str(&c.id)
-                .map_err(|e| StoreError::Corrupt(format!("job id {:?}: {e}", c.id)))?,
-            job: c.job,
-            queue: c.queue,
-            payload: parse_json(&c.payload, "payload")?,
-            attempt: u32::try_from(c.attempt + 1).unwrap_or(u32::MAX),
-            max_attempts: u32::try_from(c.max_attempts).unwrap_or(0),
-            priority: c.priority,
-            created_at: from_micros(c.created_at)?,
+            id: Uuid::parse_str(&id)
+                .map_err(|e| StoreError::Corrupt(format!("job id {id:?}: {e}")))?,
+            job,
+            queue,
+            payload: parse_json(&payload, "payload")?,
+            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+            max_attempts: u32::try_from(max_attempts).unwrap_or(0),
+            priority,
+            created_at: from_micros(created_at)?,
             lease_token,
             lease_expires_at: lease_until,
-            timeout: c
-                .timeout_ms
-                .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+            timeout: timeout.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
         });
     }
     Ok(skipped)
@@ -640,7 +681,7 @@ pub fn job_fail(
     let entry = serde_json::to_string(&AttemptError {
         attempt: u32::try_from(attempt).unwrap_or(0),
         at: truncate(now),
-        message: f.error.clone(),
+        message: limits::bounded_error(&f.error).into_owned(),
     })
     .map_err(|e| StoreError::Corrupt(format!("error entry: {e}")))?;
     let (state, run_at, finished_at) = match outcome {
@@ -652,13 +693,26 @@ pub fn job_fail(
         FailOutcome::Dead => (JobState::Dead, None, Some(micros(now))),
         FailOutcome::Cancelled => (JobState::Cancelled, None, Some(micros(now))),
     };
+    // The history policy of `hinter_core::limits`: append, keep the first ?6 and the last ?7
+    // entries, count the dropped ones. In SET, `errors` is the value before the update.
     conn.prepare_cached(
         "UPDATE jobs SET state = ?2, run_at = COALESCE(?3, run_at), finished_at = ?4, \
-         errors = json_insert(errors, '$[#]', json(?5)), \
+         errors = (SELECT json_group_array(json(e.value) ORDER BY e.key) \
+                   FROM json_each(json_insert(jobs.errors, '$[#]', json(?5))) AS e \
+                   WHERE e.key < ?6 OR e.key >= json_array_length(jobs.errors) + 1 - ?7), \
+         errors_omitted = errors_omitted + MAX(json_array_length(errors) + 1 - (?6 + ?7), 0), \
          lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL WHERE seq = ?1",
     )
     .map_err(db_err)?
-    .execute(params![seq, state.as_str(), run_at, finished_at, entry])
+    .execute(params![
+        seq,
+        state.as_str(),
+        run_at,
+        finished_at,
+        entry,
+        limits::ERRORS_KEPT_FIRST as i64,
+        limits::ERRORS_KEPT_LAST as i64
+    ])
     .map_err(db_err)?;
     let job = job_get_seq(conn, seq)?;
     if job.state.is_finished() {

@@ -3,7 +3,7 @@
 use crate::support::*;
 use hinter_core::retry::{decide_failure, FailOutcome};
 use hinter_core::store::{Completion, Expiry, Heartbeat, Release};
-use hinter_core::{AttemptError, JobState, Store, StoreError};
+use hinter_core::{limits, AttemptError, JobState, Store, StoreError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
@@ -775,4 +775,100 @@ pub async fn release_returns_job_uncounted(store: Arc<dyn Store>) {
     assert_eq!(job.attempt, 1, "back to the attempts before the release");
     assert_eq!(job.errors.len(), 1);
     assert_eq!(get(store, other).await.state, JobState::Running);
+}
+
+/// An error message over [`limits::MAX_ERROR_BYTES`] is stored cut on a character boundary,
+/// ending with a marker that says it was cut and how long it was.
+pub async fn fail_error_message_is_bounded(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let id = insert(store, job("a"), now).await.id;
+    let leased = lease_job(store, "default", id, now).await;
+    // 1 MiB of two-byte characters after one one-byte character: the cut must not split one.
+    let huge = format!("x{}", "é".repeat(512 * 1024));
+    let failed = fail(
+        store,
+        id,
+        leased.lease_token,
+        &huge,
+        FailOutcome::Dead,
+        now + secs(1),
+    )
+    .await
+    .expect("fail");
+    let marker = format!("… [truncated from {} bytes]", huge.len());
+    let message = &failed.errors[0].message;
+    assert!(
+        message.len() <= limits::MAX_ERROR_BYTES,
+        "{} bytes kept",
+        message.len()
+    );
+    assert!(
+        message.ends_with(&marker),
+        "{}",
+        &message[message.len() - 60..]
+    );
+    let kept = &message[..message.len() - marker.len()];
+    assert!(huge.starts_with(kept), "the start of the message is kept");
+    assert!(
+        kept.len() + marker.len() > limits::MAX_ERROR_BYTES - 2,
+        "as much as fits is kept: {} bytes",
+        kept.len()
+    );
+    assert_eq!(failed.errors_omitted, 0);
+    assert_eq!(get(store, id).await, failed);
+}
+
+/// After many failures the history holds the first [`limits::ERRORS_KEPT_FIRST`] and the
+/// last [`limits::ERRORS_KEPT_LAST`] errors, and `errors_omitted` counts the ones dropped
+/// in between.
+pub async fn fail_history_keeps_first_and_last(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let id = insert(store, job("a").max_attempts(100), now).await.id;
+    let entry = |n: u32| AttemptError {
+        attempt: n,
+        at: now + secs(i64::from(n)),
+        message: format!("error {n}"),
+    };
+    let keep = (limits::ERRORS_KEPT_FIRST + limits::ERRORS_KEPT_LAST) as u32;
+    let first = limits::ERRORS_KEPT_FIRST as u32;
+    let last = limits::ERRORS_KEPT_LAST as u32;
+    let failures = keep + 6;
+    for n in 1..=failures {
+        let at = now + secs(i64::from(n));
+        let leased = lease_job(store, "default", id, at).await;
+        let outcome = if n == failures {
+            FailOutcome::Dead
+        } else {
+            FailOutcome::Retry { run_at: at }
+        };
+        let failed = fail(
+            store,
+            id,
+            leased.lease_token,
+            &format!("error {n}"),
+            outcome,
+            at,
+        )
+        .await
+        .expect("fail");
+        let expected: Vec<AttemptError> = if n <= keep {
+            (1..=n).map(entry).collect()
+        } else {
+            (1..=first).chain(n + 1 - last..=n).map(entry).collect()
+        };
+        assert_eq!(failed.errors, expected, "after {n} failures");
+        assert_eq!(
+            failed.errors_omitted,
+            u64::from(n.saturating_sub(keep)),
+            "after {n} failures"
+        );
+    }
+    let dead = get(store, id).await;
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.attempt, failures);
+    assert_eq!(dead.errors.len(), keep as usize);
+    assert_eq!(dead.errors_omitted, 6);
+    assert_eq!(dead.errors[first as usize].attempt, first + 7);
 }

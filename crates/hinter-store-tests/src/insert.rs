@@ -55,6 +55,7 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
         worker_id: None,
         lease_expires_at: None,
         errors: vec![],
+        errors_omitted: 0,
         result: None,
         seq: inserted.job.seq,
     };
@@ -84,6 +85,7 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
         worker_id: None,
         lease_expires_at: None,
         errors: vec![],
+        errors_omitted: 0,
         result: None,
         seq: inserted.seq,
     };

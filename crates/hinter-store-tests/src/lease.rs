@@ -2,7 +2,7 @@
 
 use crate::support::*;
 use hinter_core::retry::FailOutcome;
-use hinter_core::{JobState, Store};
+use hinter_core::{limits, JobState, Store};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,4 +215,70 @@ pub async fn promote_scheduled_and_next_scheduled_at(store: Arc<dyn Store>) {
     assert_eq!(get(store, b).await.state, JobState::Queued);
     assert_eq!(get(store, c).await.state, JobState::Queued);
     assert_eq!(next().await, None);
+}
+
+/// A lease may name as many queues as the API allows ([`limits::MAX_LEASE_QUEUES`]), each
+/// more than once: it takes the jobs of the named, unpaused queues, best first, and nothing
+/// else.
+pub async fn lease_over_many_queues(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let names: Vec<String> = (0..limits::MAX_LEASE_QUEUES)
+        .map(|i| format!("q{i}"))
+        .collect();
+    let ids = insert_all(
+        store,
+        vec![
+            job_in("a", "q0"),
+            job_in("b", "q500").priority(5),
+            job_in("c", "q999"),
+            job_in("d", "q7"),
+            job_in("e", "elsewhere").priority(10),
+            job_in("f", "q999"),
+        ],
+        now,
+    )
+    .await;
+    store.queue_set_paused("q7", true).await.expect("pause");
+    // Every name twice, the second time in reverse order.
+    let mut queues: Vec<&str> = names.iter().map(String::as_str).collect();
+    queues.extend(names.iter().rev().map(String::as_str));
+    let leased = lease(store, &queues, 10, now).await;
+    let got: Vec<_> = leased.iter().map(|l| l.id).collect();
+    assert_eq!(
+        got,
+        vec![ids[1], ids[0], ids[2], ids[5]],
+        "the jobs of the named unpaused queues, by priority then enqueue order, each once"
+    );
+    assert!(lease(store, &queues, 10, now).await.is_empty());
+    assert_eq!(get(store, ids[3]).await.state, JobState::Queued, "paused");
+    assert_eq!(
+        get(store, ids[4]).await.state,
+        JobState::Queued,
+        "not named"
+    );
+
+    // Fewer wanted than there are: the best of all the queues, whichever queue comes first.
+    let ids = insert_all(
+        store,
+        vec![
+            job_in("g", "q3").priority(1),
+            job_in("h", "q3").priority(1),
+            job_in("i", "q998").priority(2),
+            job_in("j", "q2"),
+            job_in("k", "q1"),
+        ],
+        now,
+    )
+    .await;
+    for expected in [[ids[2], ids[0]], [ids[1], ids[3]]] {
+        let got: Vec<_> = lease(store, &queues, 2, now)
+            .await
+            .iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(got, expected);
+    }
+    let last = lease(store, &queues, 2, now).await;
+    assert_eq!(id_set(&last), set(&[ids[4]]));
 }

@@ -135,6 +135,7 @@ macro_rules! conformance_suite {
             lease_token_changes_between_leases,
             scheduled_not_leased_before_run_at,
             promote_scheduled_and_next_scheduled_at,
+            lease_over_many_queues,
             // heartbeat, complete, fail, release, expiry
             heartbeat_extends_lease,
             heartbeat_stale_token_refused,
@@ -151,6 +152,8 @@ macro_rules! conformance_suite {
             rescued_job_old_token_stale,
             poison_job_ends_dead,
             release_returns_job_uncounted,
+            fail_error_message_is_bounded,
+            fail_history_keeps_first_and_last,
             // cancel, retry
             cancel_queued_and_scheduled,
             cancel_running_requests_cancel,

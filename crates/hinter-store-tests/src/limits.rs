@@ -91,6 +91,22 @@ pub async fn limits_extreme_values_are_stored_and_computed(store: Arc<dyn Store>
         store.job_next_scheduled_at().await.expect("next scheduled"),
         Some(latest)
     );
+
+    // An error message with NUL characters (PostgreSQL text cannot hold them) reads back the
+    // same on every backend.
+    let nul = insert(store, job_in("nul", "nq"), now).await;
+    let leased = lease_job(store, "nq", nul.id, now).await;
+    let failed = fail(
+        store,
+        leased.id,
+        leased.lease_token,
+        "bad\0byte",
+        hinter_core::retry::FailOutcome::Dead,
+        now,
+    )
+    .await
+    .expect("fail with a NUL in the error");
+    assert_eq!(failed.errors[0].message, "bad\u{fffd}byte");
 }
 
 /// A job that could not be stored or computed with is refused as invalid, naming the field

@@ -211,7 +211,7 @@ pub(crate) async fn run_noop_worker(
             concurrency,
             ..WorkerOptions::default()
         },
-    );
+    )?;
     // Watch the handler counter (cheap) until every job ran, then the store until every
     // outcome is written, so measuring does not slow the drain.
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -358,7 +358,7 @@ async fn latency(durability: Durability, rate: u64, length: Duration) -> anyhow:
             concurrency: 16,
             ..WorkerOptions::default()
         },
-    );
+    )?;
     let maintenance = Maintenance::start(
         server.store.clone(),
         Arc::new(SystemClock) as Arc<dyn Clock>,

@@ -124,7 +124,7 @@ pub async fn idle_latency(
             poll_interval: Duration::from_secs(5),
             ..WorkerOptions::default()
         },
-    );
+    )?;
     // Let the worker go idle (its first lease finds nothing) before measuring.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut all = Vec::with_capacity(samples);

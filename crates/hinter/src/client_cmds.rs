@@ -714,13 +714,12 @@ impl Progress {
     }
 
     fn update(&mut self, job: &Job) {
-        let fresh: Vec<String> = job
-            .errors
+        let (new, total) = new_errors(job, self.errors_seen);
+        let fresh: Vec<String> = new
             .iter()
-            .skip(self.errors_seen)
             .map(|e| format!("attempt {} failed: {}", e.attempt, indent(&e.message)))
             .collect();
-        self.errors_seen = job.errors.len();
+        self.errors_seen = total;
         for line in fresh {
             self.notice(&line);
         }
@@ -990,6 +989,16 @@ fn jobs_table(jobs: &[Job]) -> Table {
     table
 }
 
+/// The errors of `job` not shown yet when `seen` were, and how many it has had in all.
+/// Counted with the omitted ones: once the history is full, a new error replaces an old one
+/// in its tail and its length stays the same.
+fn new_errors(job: &Job, seen: usize) -> (&[hinter_core::AttemptError], usize) {
+    let omitted = usize::try_from(job.errors_omitted).unwrap_or(usize::MAX);
+    let total = job.errors.len().saturating_add(omitted);
+    let new = total.saturating_sub(seen).min(job.errors.len());
+    (&job.errors[job.errors.len() - new..], total)
+}
+
 fn dead_table(jobs: &[Job]) -> Table {
     let mut table =
         Table::new(&["ID", "JOB", "QUEUE", "ATTEMPTS", "DIED", "LAST ERROR"]).right(&[3]);
@@ -1071,7 +1080,13 @@ fn show_job(job: &Job) -> String {
         text.push_str(&format!("{:width$} -\n", "errors:"));
     } else {
         text.push_str("errors:\n");
-        for e in &job.errors {
+        for (i, e) in job.errors.iter().enumerate() {
+            if i == hinter_core::limits::ERRORS_KEPT_FIRST && job.errors_omitted > 0 {
+                text.push_str(&format!(
+                    "  … {} more errors omitted …\n",
+                    job.errors_omitted
+                ));
+            }
             text.push_str(&format!(
                 "  attempt {} at {}: {}\n",
                 e.attempt,
@@ -1429,6 +1444,57 @@ mod tests {
         let failure = Failure::from(transport);
         assert!(failure.message.contains("http://127.0.0.1:1"));
         assert!(failure.hint.is_some());
+    }
+
+    /// A job as the API shows it after `failures` failed attempts with the kept history.
+    fn failed_job(failures: usize) -> Job {
+        use hinter_core::limits::{ERRORS_KEPT_FIRST, ERRORS_KEPT_LAST};
+        let keep = ERRORS_KEPT_FIRST + ERRORS_KEPT_LAST;
+        let attempts: Vec<usize> = if failures <= keep {
+            (1..=failures).collect()
+        } else {
+            (1..=ERRORS_KEPT_FIRST)
+                .chain(failures + 1 - ERRORS_KEPT_LAST..=failures)
+                .collect()
+        };
+        let errors: Vec<Value> = attempts
+            .iter()
+            .map(|a| serde_json::json!({"attempt": a, "at": "2026-01-01T00:00:00Z", "message": format!("e{a}")}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "id": "0190a4b2-0000-7000-8000-000000000001", "job": "j", "queue": "default",
+            "payload": null, "state": "scheduled", "priority": 0, "attempt": failures,
+            "max_attempts": 100, "run_at": "2026-01-01T00:00:00Z",
+            "created_at": "2026-01-01T00:00:00Z", "started_at": null, "finished_at": null,
+            "unique_key": null, "ordering_key": null, "timeout": null, "singleton": false,
+            "cancel_requested": false, "worker_id": null, "lease_expires_at": null,
+            "errors": errors, "errors_omitted": failures.saturating_sub(keep), "result": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn new_errors_counts_omitted_ones() {
+        let messages = |errors: &[hinter_core::AttemptError]| -> Vec<String> {
+            errors.iter().map(|e| e.message.clone()).collect()
+        };
+        let (few, many) = (failed_job(3), failed_job(31));
+        let (new, total) = new_errors(&few, 1);
+        assert_eq!((messages(new), total), (vec!["e2".into(), "e3".into()], 3));
+        // The history is full: the 30th and 31st errors still show as new.
+        let (new, total) = new_errors(&many, 29);
+        assert_eq!(
+            (messages(new), total),
+            (vec!["e30".into(), "e31".into()], 31)
+        );
+        let (new, _) = new_errors(&many, 31);
+        assert!(new.is_empty());
+        let shown = show_job(&many);
+        assert!(shown.contains("attempt 5 at"), "{shown}");
+        assert!(
+            shown.contains("… 6 more errors omitted …\n  attempt 12 at"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ HINTER_ATTEMPT, HINTER_MAX_ATTEMPTS, HINTER_SHUTDOWN_FILE (= WEBJOBS_SHUTDOWN_FI
 A stdout line `::result::{json}` sets the result. Exit 0 succeeds, 65 fails permanently, \
 anything else fails and is retried. See docs/worker.md.")]
 pub struct WorkerArgs {
-    /// Queue to take jobs from; repeat for several
+    /// Queue to take jobs from; repeat for several (at most 1000)
     #[arg(
         long = "queue",
         short = 'q',
@@ -202,6 +202,10 @@ impl WorkerArgs {
     /// mode given on the command line. `matches` are the subcommand's, for where each value
     /// came from.
     pub fn mode(&self, matches: &ArgMatches) -> Result<Mode, String> {
+        // One lease names every queue, so the lease's bound is the worker's. The names
+        // themselves are checked by the server (HTTP mode) or the engine (store mode).
+        hinter_core::limits::check_lease_queue_count("--queue", &self.queues)
+            .map_err(|e| e.to_string())?;
         let source = |id: &str| matches.value_source(id);
         let on_command_line = |id: &str| source(id) == Some(ValueSource::CommandLine);
         let from_env = |id: &str| source(id) == Some(ValueSource::EnvVariable);
@@ -864,6 +868,27 @@ mod tests {
         assert!(stray.is_err_and(|e| e.starts_with("--leader-ttl is for the store mode")));
         let stray = mode_of(&["--data-dir", "/tmp/d", "--token", "t", "--", "true"]);
         assert!(stray.is_err_and(|e| e.starts_with("--token is for the HTTP mode")));
+    }
+
+    #[test]
+    fn queues_are_bounded_like_a_lease() {
+        let mut argv: Vec<String> = Vec::new();
+        for i in 0..=hinter_core::limits::MAX_LEASE_QUEUES {
+            argv.extend(["--queue".to_string(), format!("q{i}")]);
+        }
+        argv.extend(["--server", "h", "--", "true"].map(String::from));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let many = mode_of(&argv);
+        assert!(
+            many.as_ref()
+                .is_err_and(|e| e.starts_with("--queue: names 1001 queues")),
+            "{many:?}"
+        );
+        // The same names again are not more queues.
+        let mut argv = argv[..argv.len() - 6].to_vec();
+        argv.extend_from_within(..);
+        argv.extend(["--server", "h", "--", "true"]);
+        assert!(mode_of(&argv).is_ok());
     }
 
     #[test]

@@ -26,6 +26,8 @@ const STOP_MARGIN: Duration = Duration::from_secs(2);
 /// Runs the worker until SIGTERM/SIGINT.
 pub async fn run(args: WorkerArgs, store: StoreArgs) -> anyhow::Result<()> {
     let command = Arc::new(args.job_command()?);
+    // What a lease may name, checked before anything starts (the engine refuses it too).
+    hinter_core::limits::check_lease_queues("--queue", &args.queues)?;
     let cluster_options = args.cluster.options()?;
     let mut signals = StopSignals::listen()?;
     let backend = store.open().await?;
@@ -76,7 +78,7 @@ pub async fn run(args: WorkerArgs, store: StoreArgs) -> anyhow::Result<()> {
             worker_id: worker_id.clone(),
             ..WorkerOptions::default()
         },
-    );
+    )?;
     tracing::info!(
         store = %describe(&store),
         queues = ?args.queues,

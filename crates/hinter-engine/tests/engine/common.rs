@@ -50,6 +50,7 @@ pub fn start_worker(
     options: WorkerOptions,
 ) -> WorkerHandle {
     Worker::start(store.clone(), Arc::new(SystemClock), registry, options)
+        .expect("start the worker")
 }
 
 /// A definition with every setting at its default.

@@ -638,7 +638,8 @@ async fn shutdown_during_a_lease_commit_takes_no_new_job_and_loses_none() {
         Arc::new(hinter_core::SystemClock),
         registry,
         fast_options(2),
-    );
+    )
+    .expect("start the worker");
     let id = enqueue(&store, NewJob::new("task", json!({}))).await;
     within("the lease to commit", SOON, held.committed()).await;
     assert_eq!(get(&store, id).await.state, JobState::Running);
@@ -777,4 +778,42 @@ async fn jobs_sharing_an_ordering_key_run_one_at_a_time_in_enqueue_order() {
     assert_eq!(other_gauge.total(), 1);
 
     within("shutdown", SOON, worker.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_names_no_more_queues_than_a_lease_may() {
+    let (_dir, store) = open_store().await;
+    let bound = hinter_core::limits::MAX_LEASE_QUEUES;
+    let options = |n: usize| WorkerOptions {
+        queues: (0..n).map(|i| format!("q{i}")).collect(),
+        ..fast_options(1)
+    };
+    let refused = hinter_engine::Worker::start(
+        store.clone(),
+        Arc::new(hinter_core::SystemClock),
+        Registry::new(),
+        options(bound + 1),
+    );
+    let error = refused
+        .err()
+        .expect("more queues than a lease may name are refused");
+    assert_eq!(error.field, "queues");
+
+    // At the bound it runs, and leases from the last of them.
+    let mut registry = Registry::new();
+    registry.register_fallback(|_ctx: HandlerContext, _: Value| async { Ok::<_, JobError>(()) });
+    let worker = hinter_engine::Worker::start(
+        store.clone(),
+        Arc::new(hinter_core::SystemClock),
+        registry,
+        options(bound),
+    )
+    .expect("start the worker");
+    let id = enqueue(
+        &store,
+        NewJob::new("task", json!({})).queue(format!("q{}", bound - 1)),
+    )
+    .await;
+    wait_for_state(&store, id, JobState::Succeeded, SOON).await;
+    worker.shutdown().await;
 }

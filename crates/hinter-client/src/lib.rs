@@ -82,6 +82,9 @@ impl Client {
         let base = parse_base_url(base_url.as_ref())?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            // Below `hinter serve --idle-timeout`'s default (60s): a pooled connection is
+            // dropped here before the server closes it, not reused as it does.
+            .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("hinter-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::InvalidUrl {

@@ -62,7 +62,8 @@ pub async fn enqueue_batch(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let bytes = read_body(&headers, body, state.config.max_batch_bytes).await?;
+    let config = &state.config;
+    let bytes = read_body(&headers, body, config.max_batch_bytes, config.body_timeout).await?;
     let request: BatchRequest<'_> = parse_json(&bytes, None)?;
     if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH_JOBS {
         return Err(ApiError::invalid_field(format!(

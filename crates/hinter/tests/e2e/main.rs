@@ -10,6 +10,7 @@ mod workers;
 
 mod bad_input;
 mod batch;
+mod connections;
 mod crash;
 mod external_worker;
 mod leases;

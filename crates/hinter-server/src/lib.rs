@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// A request body must arrive whole this long after its handler starts reading it;
     /// later: 408 `request_timeout`.
     pub body_timeout: Duration,
+    /// A page of `GET /api/v1/jobs` ends early once its jobs hold this many bytes of
+    /// payload, result and error history (always at least one job).
+    pub list_max_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             max_wait: Duration::from_secs(60),
             process_dead_after: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
+            list_max_bytes: 8 * 1024 * 1024,
         }
     }
 }

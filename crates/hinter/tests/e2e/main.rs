@@ -14,6 +14,7 @@ mod connections;
 mod crash;
 mod external_worker;
 mod leases;
+mod listing;
 mod ordering;
 mod queues;
 mod unique;

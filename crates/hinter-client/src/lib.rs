@@ -29,7 +29,8 @@ mod types;
 pub use error::Error;
 pub use hinter_core::{AttemptError, Job, JobState, LeasedJob};
 pub use types::{
-    EnqueueRequest, Enqueued, Health, HeartbeatAck, JobFilter, LeaseRequest, Page, QueueInfo,
+    EnqueueRequest, Enqueued, Health, HeartbeatAck, Include, JobFilter, JobSummary, LeaseRequest,
+    Page, QueueInfo,
 };
 
 use hinter_core::format_duration;
@@ -167,8 +168,8 @@ impl Client {
         }
     }
 
-    /// `GET /api/v1/jobs?…`: one page of jobs in enqueue order. Pass the page's `next_cursor`
-    /// back as `cursor` for the next one.
+    /// `GET /api/v1/jobs?…`: one page of job summaries in enqueue order. Pass the page's
+    /// `next_cursor` back as `cursor` for the next one.
     pub async fn list_jobs(&self, filter: &JobFilter, cursor: Option<&str>) -> Result<Page, Error> {
         let mut url = self.url(&["api", "v1", "jobs"]);
         {
@@ -187,6 +188,9 @@ impl Client {
             }
             if let Some(cursor) = cursor {
                 query.append_pair("cursor", cursor);
+            }
+            if let Some(include) = filter.include.query_value() {
+                query.append_pair("include", &include);
             }
         }
         if url.query() == Some("") {

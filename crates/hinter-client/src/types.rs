@@ -461,6 +461,37 @@ mod tests {
         assert_eq!(page.next_cursor.as_deref(), Some("42"));
         assert_eq!(page.jobs[0].state, JobState::Queued);
         assert_eq!(page.jobs[0].timeout, Some(Duration::from_secs(300)));
-        assert_eq!(page.jobs[0].errors[0].message, "boom");
+        let errors = page.jobs[0].errors.as_ref().expect("errors included");
+        assert_eq!(errors[0].message, "boom");
+
+        let mut summary = body.clone();
+        let fields = summary.as_object_mut().unwrap();
+        for gone in ["payload", "result", "errors"] {
+            fields.remove(gone);
+        }
+        fields.insert("error_count".into(), json!(1));
+        fields.insert(
+            "last_error".into(),
+            json!({"attempt": 1, "at": "2026-11-24T10:00:01Z", "message": "boom"}),
+        );
+        let page: Page = serde_json::from_value(json!({"jobs": [summary]})).unwrap();
+        let job = &page.jobs[0];
+        assert_eq!((job.payload.as_ref(), job.errors.as_ref()), (None, None));
+        assert_eq!(job.error_count, 1);
+        assert_eq!(job.last_error.as_ref().map(|e| e.attempt), Some(1));
+        assert_eq!(
+            serde_json::to_value(job).unwrap().get("payload"),
+            None,
+            "what was not listed is not printed"
+        );
+    }
+
+    #[test]
+    fn include_parses_and_renders() {
+        let include: Include = "payload, errors".parse().unwrap();
+        assert_eq!(include.query_value().as_deref(), Some("payload,errors"));
+        assert_eq!(Include::default().query_value(), None);
+        assert_eq!("all".parse::<Include>().unwrap(), Include::all());
+        assert!("secrets".parse::<Include>().is_err());
     }
 }

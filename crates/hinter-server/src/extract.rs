@@ -99,7 +99,13 @@ impl<T: DeserializeOwned> FromRequest<crate::AppState> for JobBody<T> {
     async fn from_request(req: Request, state: &crate::AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         let config = &state.config;
-        let bytes = read_body(&parts.headers, body, config.max_job_bytes, config.body_timeout).await?;
+        let bytes = read_body(
+            &parts.headers,
+            body,
+            config.max_job_bytes,
+            config.body_timeout,
+        )
+        .await?;
         parse_json(&bytes, None).map(JobBody)
     }
 }

@@ -817,7 +817,11 @@ pub fn job_next_scheduled_at(conn: &Connection) -> Result<Option<DateTime<Utc>>>
 
 /// [`JOB_COLUMNS`] for a listing: `payload` and `result` only when the filter asks for them.
 fn list_columns(filter: &JobFilter) -> String {
-    let payload = if filter.with_payload { "payload" } else { "'null'" };
+    let payload = if filter.with_payload {
+        "payload"
+    } else {
+        "'null'"
+    };
     let result = if filter.with_result { "result" } else { "NULL" };
     format!(
         "seq, id, job, queue, {payload}, state, priority, attempt, \

@@ -382,8 +382,12 @@ pub async fn list_reads_bodies_only_when_asked(store: Arc<dyn Store>) {
     let store = &*store;
     let now = base_time();
     let big = serde_json::json!({"blob": "x".repeat(100_000)});
-    let done = insert(store, NewJob::new("big", big.clone()).queue("lb"), now).await.id;
-    let failed = insert(store, NewJob::new("big", big.clone()).queue("lb"), now).await.id;
+    let done = insert(store, NewJob::new("big", big.clone()).queue("lb"), now)
+        .await
+        .id;
+    let failed = insert(store, NewJob::new("big", big.clone()).queue("lb"), now)
+        .await
+        .id;
     let leased = lease_job(store, "lb", done, now).await;
     let result = serde_json::json!({"out": "y".repeat(50_000)});
     complete(store, done, leased.lease_token, Some(result.clone()), now)
@@ -420,7 +424,9 @@ pub async fn list_reads_bodies_only_when_asked(store: Arc<dyn Store>) {
         },
     )
     .await;
-    assert!(with_payload.iter().all(|j| j.payload == big && j.result.is_none()));
+    assert!(with_payload
+        .iter()
+        .all(|j| j.payload == big && j.result.is_none()));
     let with_result = list(
         store,
         JobFilter {
@@ -446,7 +452,11 @@ pub async fn list_byte_budget_ends_pages_early(store: Arc<dyn Store>) {
     for i in 0..10 {
         // 10,002 bytes of JSON each, and "[]" of errors.
         let payload = serde_json::json!(format!("{i}").repeat(10_000));
-        all.push(insert(store, NewJob::new("b", payload).queue("budget"), now).await.id);
+        all.push(
+            insert(store, NewJob::new("b", payload).queue("budget"), now)
+                .await
+                .id,
+        );
     }
     let page = |after_seq: Option<i64>, max_bytes: u64, with_payload: bool| JobFilter {
         queue: Some("budget".into()),
@@ -465,7 +475,9 @@ pub async fn list_byte_budget_ends_pages_early(store: Arc<dyn Store>) {
         let Some(last) = jobs.last() else { break };
         cursor = Some(last.seq);
         sizes.push(jobs.len());
-        assert!(jobs.iter().all(|j| j.payload.as_str().is_some_and(|p| p.len() == 10_000)));
+        assert!(jobs
+            .iter()
+            .all(|j| j.payload.as_str().is_some_and(|p| p.len() == 10_000)));
         seen.extend(ids(&jobs));
     }
     assert_eq!(sizes, vec![3, 3, 3, 1], "pages under a 25,000-byte budget");

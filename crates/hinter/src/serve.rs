@@ -212,7 +212,9 @@ fn open_file_limit() -> Option<u64> {
     #[cfg(unix)]
     {
         use nix::sys::resource::{getrlimit, Resource};
-        getrlimit(Resource::RLIMIT_NOFILE).ok().map(|(soft, _)| soft)
+        getrlimit(Resource::RLIMIT_NOFILE)
+            .ok()
+            .map(|(soft, _)| soft)
     }
     #[cfg(not(unix))]
     {

@@ -133,7 +133,11 @@ async fn idle_and_slow_connections_are_closed() {
         .expect("sending half a body");
     let answer = read_until_closed(&mut trickle, CLOSE_WITHIN).await;
     assert_eq!(status_of(&answer), 408, "{answer}");
-    assert_eq!(body_of(&answer)["error"]["code"], "request_timeout", "{answer}");
+    assert_eq!(
+        body_of(&answer)["error"]["code"],
+        "request_timeout",
+        "{answer}"
+    );
 
     server.assert_healthy().await;
 }
@@ -163,7 +167,10 @@ async fn long_polls_outlive_the_idle_timeout() {
     let answer = get_on(&mut conn, &format!("/api/v1/jobs/{id}?wait=3s")).await;
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert_eq!(body_of(&answer)["state"], "queued", "{answer}");
-    assert!(started.elapsed() >= Duration::from_secs(2), "the wait was served in full");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the wait was served in full"
+    );
 
     let body = r#"{"worker_id": "w", "queues": ["empty"], "wait": "3s"}"#;
     let started = Instant::now();
@@ -180,7 +187,10 @@ async fn long_polls_outlive_the_idle_timeout() {
     let answer = read_response(&mut conn).await;
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert_eq!(body_of(&answer)["jobs"], json!([]), "{answer}");
-    assert!(started.elapsed() >= Duration::from_secs(2), "the wait was served in full");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the wait was served in full"
+    );
 
     // Afterwards the idle timeout applies again.
     read_until_closed(&mut conn, CLOSE_WITHIN).await;
@@ -200,7 +210,11 @@ async fn health_checks_answer_past_the_connection_cap() {
         }
         held.push(conn);
     }
-    assert!(held.len() >= 19, "only {} connections were served", held.len());
+    assert!(
+        held.len() >= 19,
+        "only {} connections were served",
+        held.len()
+    );
 
     // Past the cap: health checks answer, other routes get 503 `overloaded` at once.
     for path in ["/healthz", "/readyz"] {
@@ -263,18 +277,24 @@ async fn running_out_of_file_descriptors_does_not_stop_the_server() {
             conns.push(c);
         }
     }
-    wait_until(Duration::from_secs(20), "the accept error in the log", || async {
-        server.stderr().contains("cannot accept connections")
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the accept error in the log",
+        || async { server.stderr().contains("cannot accept connections") },
+    )
     .await;
     drop(conns);
     server.proc.assert_running();
-    wait_until(Duration::from_secs(30), "the server to answer again", || async {
-        let Ok(mut conn) = TcpStream::connect(server.addr).await else {
-            return false;
-        };
-        status_of(&get_on(&mut conn, "/healthz").await) == 200
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the server to answer again",
+        || async {
+            let Ok(mut conn) = TcpStream::connect(server.addr).await else {
+                return false;
+            };
+            status_of(&get_on(&mut conn, "/healthz").await) == 200
+        },
+    )
     .await;
     server.proc.assert_running();
     server.kill();
@@ -297,6 +317,9 @@ async fn a_taken_port_fails_before_the_data_dir_is_touched() {
         .expect("running hinter serve");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
     assert!(!data_dir.exists(), "the data dir was created: {stderr}");
 }

@@ -98,8 +98,14 @@ async fn summaries_count_errors_and_cut_the_last_one() {
     let listed = server.list_jobs("queue=f").await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["error_count"], 1);
-    let message = listed[0]["last_error"]["message"].as_str().expect("message");
-    assert_eq!(message.chars().count(), 501, "500 characters and an ellipsis");
+    let message = listed[0]["last_error"]["message"]
+        .as_str()
+        .expect("message");
+    assert_eq!(
+        message.chars().count(),
+        501,
+        "500 characters and an ellipsis"
+    );
     assert!(message.ends_with('…'));
     assert_eq!(listed[0]["last_error"]["attempt"], 1);
 

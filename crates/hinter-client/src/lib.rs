@@ -29,8 +29,8 @@ mod types;
 pub use error::Error;
 pub use hinter_core::{AttemptError, Job, JobState, LeasedJob};
 pub use types::{
-    EnqueueRequest, Enqueued, Health, HeartbeatAck, JobFilter, LeaseRequest, Leased, Page,
-    QueueInfo, UnreadableJob,
+    EnqueueRequest, Enqueued, Health, HeartbeatAck, Include, JobFilter, JobSummary, LeaseRequest,
+    Leased, Page, QueueInfo, UnreadableJob,
 };
 
 use hinter_core::format_duration;
@@ -84,6 +84,9 @@ impl Client {
         let base = parse_base_url(base_url.as_ref())?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            // Below `hinter serve --idle-timeout`'s default (60s): a pooled connection is
+            // dropped here before the server closes it, not reused as it does.
+            .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("hinter-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::InvalidUrl {
@@ -166,8 +169,8 @@ impl Client {
         }
     }
 
-    /// `GET /api/v1/jobs?…`: one page of jobs in enqueue order. Pass the page's `next_cursor`
-    /// back as `cursor` for the next one.
+    /// `GET /api/v1/jobs?…`: one page of job summaries in enqueue order. Pass the page's
+    /// `next_cursor` back as `cursor` for the next one.
     pub async fn list_jobs(&self, filter: &JobFilter, cursor: Option<&str>) -> Result<Page, Error> {
         let mut url = self.url(&["api", "v1", "jobs"]);
         {
@@ -186,6 +189,9 @@ impl Client {
             }
             if let Some(cursor) = cursor {
                 query.append_pair("cursor", cursor);
+            }
+            if let Some(include) = filter.include.query_value() {
+                query.append_pair("include", &include);
             }
         }
         if url.query() == Some("") {

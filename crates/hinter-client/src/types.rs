@@ -5,10 +5,11 @@
 
 use chrono::{DateTime, Utc};
 use hinter_core::job::opt_duration;
-use hinter_core::{Job, JobSpec, JobState};
+use hinter_core::{AttemptError, Job, JobSpec, JobState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// The body of `POST /api/v1/jobs`: one job to enqueue. Only `job` is required; unset options
 /// fall back to the job's definition on the server, then to hinter's defaults.
@@ -118,10 +119,109 @@ pub struct Enqueued {
     pub job: Job,
 }
 
+/// One job of a listing: every field of a [`Job`], but `payload`, `result` and `errors` only
+/// when the listing asked for them ([`JobFilter::include`]); `error_count` and `last_error`
+/// always. `Client::get_job` has the whole job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub id: Uuid,
+    /// The job definition's name.
+    pub job: String,
+    pub queue: String,
+    pub state: JobState,
+    pub priority: i32,
+    /// Attempts taken so far.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub unique_key: Option<String>,
+    pub ordering_key: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    pub singleton: bool,
+    pub cancel_requested: bool,
+    pub worker_id: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// How many failed attempts the error history holds.
+    #[serde(default)]
+    pub error_count: u32,
+    /// The latest error, its message cut to 500 characters.
+    #[serde(default)]
+    pub last_error: Option<AttemptError>,
+    /// Only with `include` payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    /// Only with `include` result (and then `None` too while the job has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Only with `include` errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<AttemptError>>,
+}
+
+/// What a listing adds to its [`JobSummary`]s (each field costs memory and time on the
+/// server, and a page with them ends early at the server's byte budget).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Include {
+    pub payload: bool,
+    pub result: bool,
+    pub errors: bool,
+}
+
+impl Include {
+    /// Everything: payload, result and errors.
+    pub fn all() -> Self {
+        Self {
+            payload: true,
+            result: true,
+            errors: true,
+        }
+    }
+
+    /// The `include` query value, e.g. `payload,errors`; `None` when nothing is asked for.
+    pub fn query_value(self) -> Option<String> {
+        let names: Vec<&str> = [
+            ("payload", self.payload),
+            ("result", self.result),
+            ("errors", self.errors),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        (!names.is_empty()).then(|| names.join(","))
+    }
+}
+
+impl std::str::FromStr for Include {
+    type Err = String;
+
+    /// A comma-separated list of `payload`, `result`, `errors`, or `all`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut include = Include::default();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item {
+                "payload" => include.payload = true,
+                "result" => include.result = true,
+                "errors" => include.errors = true,
+                "all" => include = Include::all(),
+                other => {
+                    return Err(format!(
+                        "{other:?} is not one of payload, result, errors, all"
+                    ))
+                }
+            }
+        }
+        Ok(include)
+    }
+}
+
 /// One page of a job listing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page {
-    pub jobs: Vec<Job>,
+    pub jobs: Vec<JobSummary>,
     /// Pass back as the cursor for the next page; `None` on the last page.
     #[serde(default)]
     pub next_cursor: Option<String>,
@@ -135,6 +235,8 @@ pub struct JobFilter {
     pub queue: Option<String>,
     pub job: Option<String>,
     pub limit: Option<u32>,
+    /// What the summaries hold beyond their fixed fields.
+    pub include: Include,
 }
 
 impl JobFilter {
@@ -152,6 +254,10 @@ impl JobFilter {
     }
     pub fn limit(mut self, limit: u32) -> Self {
         self.limit = Some(limit);
+        self
+    }
+    pub fn include(mut self, include: Include) -> Self {
+        self.include = include;
         self
     }
 }
@@ -383,6 +489,37 @@ mod tests {
         assert_eq!(page.next_cursor.as_deref(), Some("42"));
         assert_eq!(page.jobs[0].state, JobState::Queued);
         assert_eq!(page.jobs[0].timeout, Some(Duration::from_secs(300)));
-        assert_eq!(page.jobs[0].errors[0].message, "boom");
+        let errors = page.jobs[0].errors.as_ref().expect("errors included");
+        assert_eq!(errors[0].message, "boom");
+
+        let mut summary = body.clone();
+        let fields = summary.as_object_mut().unwrap();
+        for gone in ["payload", "result", "errors"] {
+            fields.remove(gone);
+        }
+        fields.insert("error_count".into(), json!(1));
+        fields.insert(
+            "last_error".into(),
+            json!({"attempt": 1, "at": "2026-11-24T10:00:01Z", "message": "boom"}),
+        );
+        let page: Page = serde_json::from_value(json!({"jobs": [summary]})).unwrap();
+        let job = &page.jobs[0];
+        assert_eq!((job.payload.as_ref(), job.errors.as_ref()), (None, None));
+        assert_eq!(job.error_count, 1);
+        assert_eq!(job.last_error.as_ref().map(|e| e.attempt), Some(1));
+        assert_eq!(
+            serde_json::to_value(job).unwrap().get("payload"),
+            None,
+            "what was not listed is not printed"
+        );
+    }
+
+    #[test]
+    fn include_parses_and_renders() {
+        let include: Include = "payload, errors".parse().unwrap();
+        assert_eq!(include.query_value().as_deref(), Some("payload,errors"));
+        assert_eq!(Include::default().query_value(), None);
+        assert_eq!("all".parse::<Include>().unwrap(), Include::all());
+        assert!("secrets".parse::<Include>().is_err());
     }
 }

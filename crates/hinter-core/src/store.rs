@@ -157,6 +157,23 @@ pub struct JobFilter {
     pub after_seq: Option<i64>,
     /// Most jobs returned; callers choose it (0 returns none).
     pub limit: u32,
+    /// Read each job's `payload`; when false it is not read and comes back `null`.
+    pub with_payload: bool,
+    /// Read each job's `result`; when false it is not read and comes back `None`.
+    pub with_result: bool,
+    /// A byte budget: a job is returned only while the jobs before it in this listing hold
+    /// fewer than this many bytes of stored JSON in the fields read (`payload` and `result`
+    /// when asked for, and `errors`); the first job is always returned. `None`: no budget.
+    pub max_bytes: Option<u64>,
+}
+
+impl JobFilter {
+    /// Every job field read (payload and result too), no byte budget.
+    pub fn complete(mut self) -> Self {
+        self.with_payload = true;
+        self.with_result = true;
+        self
+    }
 }
 
 /// A queue with its job counts per state.

@@ -1226,11 +1226,33 @@ pub async fn job_next_scheduled_at<C: Conn>(c: &C) -> Result<Option<DateTime<Utc
     }
 }
 
+/// The columns of a listing, named as in [`JOB_COLUMNS`]: `payload` and `result` only
+/// when the filter asks for them, and with a byte budget `bytes`, what the budget counts.
+fn list_columns(filter: &JobFilter) -> String {
+    let mut columns = JOB_COLUMNS.to_string();
+    let mut bytes = "octet_length(j.errors::text)".to_string();
+    if filter.with_payload {
+        bytes += " + octet_length(j.payload::text)";
+    } else {
+        columns = columns.replacen("j.payload,", "'null'::json AS payload,", 1);
+    }
+    if filter.with_result {
+        bytes += " + coalesce(octet_length(j.result::text), 0)";
+    } else {
+        columns = columns.replacen("j.result", "NULL::json AS result", 1);
+    }
+    if filter.max_bytes.is_none() {
+        return columns;
+    }
+    format!("{columns}, {bytes} AS bytes")
+}
+
 pub async fn job_list<C: Conn>(c: &C, filter: &JobFilter) -> Result<Vec<Job>> {
     let after = filter.after_seq.unwrap_or(0);
     let state = filter.state.map(JobState::as_str);
     let limit = i64::from(filter.limit);
-    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs AS j WHERE j.seq > $1");
+    let columns = list_columns(filter);
+    let mut sql = format!("SELECT {columns} FROM jobs AS j WHERE j.seq > $1");
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after];
     if let Some(state) = &state {
         params.push(state);
@@ -1246,6 +1268,20 @@ pub async fn job_list<C: Conn>(c: &C, filter: &JobFilter) -> Result<Vec<Job>> {
     }
     params.push(&limit);
     sql += &format!(" ORDER BY j.seq LIMIT ${}", params.len());
+    // The budget is applied here, so the rows past it are never sent.
+    let budget = filter
+        .max_bytes
+        .map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+    if let Some(budget) = &budget {
+        params.push(budget);
+        sql = format!(
+            "SELECT {JOB_COLUMNS} FROM (
+                 SELECT j.*, sum(j.bytes) OVER (ORDER BY j.seq) - j.bytes AS bytes_before
+                 FROM ({sql}) AS j) AS j
+             WHERE j.bytes_before < ${} ORDER BY j.seq",
+            params.len()
+        );
+    }
     query(c, &sql, &params)
         .await?
         .iter()

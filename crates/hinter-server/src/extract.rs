@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap, Uri};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::error::Category;
+use std::time::Duration;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -17,12 +18,35 @@ const DRAIN_CAP: u64 = 64 * 1024 * 1024;
 /// Longest time spent throwing a refused body away.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Reads the whole body, refusing more than `limit` bytes with 413.
+/// Reads the whole body within `timeout` (else 408 `request_timeout`, so a body trickling
+/// in byte by byte cannot hold the request for ever), refusing more than `limit` bytes with
+/// 413.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    tokio::time::timeout(timeout, read_body_untimed(headers, body, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::request_timeout(format!(
+                "the request body did not arrive within {}",
+                hinter_core::format_duration(timeout)
+            )))
+        })
+}
+
+/// [`read_body`] without its time limit.
 ///
 /// A refused body is still read (and thrown away, up to [`DRAIN_CAP`] bytes and
 /// [`DRAIN_TIME`]) before answering: a server that closes a connection with unread request
 /// data resets it, and many clients then report the reset instead of the 413 they were sent.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body_untimed(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
     let too_large = || ApiError::too_large(format!("the body is over the limit of {limit} bytes"));
     let declared = headers
@@ -74,7 +98,14 @@ impl<T: DeserializeOwned> FromRequest<crate::AppState> for JobBody<T> {
 
     async fn from_request(req: Request, state: &crate::AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let bytes = read_body(&parts.headers, body, state.config.max_job_bytes).await?;
+        let config = &state.config;
+        let bytes = read_body(
+            &parts.headers,
+            body,
+            config.max_job_bytes,
+            config.body_timeout,
+        )
+        .await?;
         parse_json(&bytes, None).map(JobBody)
     }
 }

@@ -62,7 +62,8 @@ pub async fn enqueue_batch(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let bytes = read_body(&headers, body, state.config.max_batch_bytes).await?;
+    let config = &state.config;
+    let bytes = read_body(&headers, body, config.max_batch_bytes, config.body_timeout).await?;
     let request: BatchRequest<'_> = parse_json(&bytes, None)?;
     if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH_JOBS {
         return Err(ApiError::invalid_field(format!(
@@ -154,7 +155,8 @@ async fn wait_until_finished(state: &AppState, id: Uuid, wait: Duration) -> ApiR
     }
 }
 
-/// `GET /api/v1/jobs?state=&queue=&job=&limit=&cursor=`.
+/// `GET /api/v1/jobs?state=&queue=&job=&limit=&cursor=&include=`: a page of job
+/// summaries, ended early by [`crate::ServerConfig::list_max_bytes`].
 pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<JobList>> {
     let query: ListQuery = parse_query(&uri)?;
     let job_state = match non_empty(query.state) {
@@ -180,21 +182,112 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Job
         None => None,
         Some(s) => Some(decode_cursor(&s)?),
     };
+    let include = Include::parse(query.include.as_deref().unwrap_or(""))?;
     let filter = JobFilter {
         state: job_state,
         queue: non_empty(query.queue),
         job: non_empty(query.job),
         after_seq,
         limit: limit + 1,
+        with_payload: include.payload,
+        with_result: include.result,
+        max_bytes: Some(state.config.list_max_bytes),
     };
-    let mut jobs = state.store.job_list(filter).await?;
+    let mut jobs = state.store.job_list(filter.clone()).await?;
     let next_cursor = if jobs.len() > limit as usize {
         jobs.truncate(limit as usize);
         jobs.last().map(|j| encode_cursor(j.seq))
     } else {
-        None
+        match jobs.last() {
+            // A short page: the end of the listing, or the byte budget was reached.
+            Some(last) if more_after(&state, &filter, last.seq).await? => {
+                Some(encode_cursor(last.seq))
+            }
+            _ => None,
+        }
     };
+    let jobs = jobs
+        .into_iter()
+        .map(|job| summary(job, include))
+        .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(JobList { jobs, next_cursor }))
+}
+
+/// Whether a job of the listing comes after `seq`.
+async fn more_after(state: &AppState, filter: &JobFilter, seq: i64) -> ApiResult<bool> {
+    let next = JobFilter {
+        after_seq: Some(seq),
+        limit: 1,
+        with_payload: false,
+        with_result: false,
+        max_bytes: None,
+        ..filter.clone()
+    };
+    Ok(!state.store.job_list(next).await?.is_empty())
+}
+
+/// Longest `last_error.message` of a job summary, in characters.
+pub const LAST_ERROR_CHARS: usize = 500;
+
+/// What `include=` adds to job summaries.
+#[derive(Debug, Clone, Copy, Default)]
+struct Include {
+    payload: bool,
+    result: bool,
+    errors: bool,
+}
+
+impl Include {
+    fn parse(raw: &str) -> ApiResult<Include> {
+        let mut include = Include::default();
+        for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item {
+                "payload" => include.payload = true,
+                "result" => include.result = true,
+                "errors" => include.errors = true,
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "include: {other:?} is not one of payload, result, errors"
+                    )))
+                }
+            }
+        }
+        Ok(include)
+    }
+}
+
+/// A job as listed: without what `include` does not ask for, with `error_count` and
+/// `last_error` (its message cut to [`LAST_ERROR_CHARS`]).
+fn summary(job: Job, include: Include) -> ApiResult<serde_json::Value> {
+    // Every failed attempt, also those dropped from the middle of a long history.
+    let error_count = (job.errors.len() as u64).saturating_add(job.errors_omitted);
+    let last_error = job.errors.last().map(|e| {
+        let mut e = e.clone();
+        if let Some((cut, _)) = e.message.char_indices().nth(LAST_ERROR_CHARS) {
+            e.message.truncate(cut);
+            e.message.push('…');
+        }
+        e
+    });
+    let mut value = serde_json::to_value(&job)
+        .map_err(|e| ApiError::unavailable(format!("cannot show job {}: {e}", job.id)))?;
+    if let Some(fields) = value.as_object_mut() {
+        for (name, wanted) in [
+            ("payload", include.payload),
+            ("result", include.result),
+            ("errors", include.errors),
+        ] {
+            if !wanted {
+                fields.remove(name);
+            }
+        }
+        fields.insert("error_count".into(), error_count.into());
+        fields.insert(
+            "last_error".into(),
+            serde_json::to_value(last_error).unwrap_or_default(),
+        );
+    }
+    Ok(value)
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {

@@ -16,12 +16,14 @@ pub mod error;
 mod extract;
 mod health;
 mod jobs;
+pub mod listen;
 mod queues;
 pub mod wire;
 mod worker;
 mod workers;
 
 pub use error::{ApiError, ApiResult};
+pub use listen::{serve, ConnLimits};
 
 /// Limits and defaults of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,12 @@ pub struct ServerConfig {
     pub max_wait: Duration,
     /// A process not heard from for this long is not listed by `GET /api/v1/workers`.
     pub process_dead_after: Duration,
+    /// A request body must arrive whole this long after its handler starts reading it;
+    /// later: 408 `request_timeout`.
+    pub body_timeout: Duration,
+    /// A page of `GET /api/v1/jobs` ends early once its jobs hold this many bytes of
+    /// payload, result and error history (always at least one job).
+    pub list_max_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +54,8 @@ impl Default for ServerConfig {
             default_lease: Duration::from_secs(60),
             max_wait: Duration::from_secs(60),
             process_dead_after: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            list_max_bytes: 8 * 1024 * 1024,
         }
     }
 }

@@ -57,12 +57,16 @@ pub struct ListQuery {
     pub job: Option<String>,
     pub limit: Option<String>,
     pub cursor: Option<String>,
+    /// Comma-separated: `payload`, `result`, `errors`.
+    pub include: Option<String>,
 }
 
-/// `GET /api/v1/jobs` answer.
+/// `GET /api/v1/jobs` answer. Each job is a summary: every field of a [`Job`] but
+/// `payload`, `result` and `errors` (each there only when asked for with `include`), plus
+/// `error_count` and `last_error`.
 #[derive(Debug, Serialize)]
 pub struct JobList {
-    pub jobs: Vec<Job>,
+    pub jobs: Vec<Value>,
     pub next_cursor: Option<String>,
 }
 

@@ -870,8 +870,24 @@ pub fn job_next_scheduled_at(conn: &Connection) -> Result<Option<DateTime<Utc>>>
     opt_from_micros(us)
 }
 
+/// [`JOB_COLUMNS`] for a listing: `payload` and `result` only when the filter asks for them.
+fn list_columns(filter: &JobFilter) -> String {
+    let payload = if filter.with_payload {
+        "payload"
+    } else {
+        "'null'"
+    };
+    let result = if filter.with_result { "result" } else { "NULL" };
+    format!(
+        "seq, id, job, queue, {payload}, state, priority, attempt, \
+         max_attempts, run_at, created_at, started_at, finished_at, unique_key, ordering_key, \
+         timeout_ms, singleton, cancel_requested, worker_id, lease_expires_at, errors, {result}"
+    )
+}
+
 pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
-    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq > ?1");
+    let columns = list_columns(filter);
+    let mut sql = format!("SELECT {columns} FROM jobs WHERE seq > ?1");
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(filter.after_seq.unwrap_or(0))];
     if let Some(state) = filter.state {
         args.push(Box::new(state.as_str()));
@@ -891,8 +907,23 @@ pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
     let rows = stmt
         .query_map(rusqlite::params_from_iter(args.iter()), raw_job)
         .map_err(db_err)?;
-    rows.map(|r| r.map_err(db_err).and_then(RawJob::decode))
-        .collect()
+    let mut jobs = Vec::new();
+    let mut bytes = 0u64;
+    for row in rows {
+        if filter.max_bytes.is_some_and(|budget| bytes >= budget) {
+            break;
+        }
+        let raw = row.map_err(db_err)?;
+        bytes += raw.errors.len() as u64;
+        if filter.with_payload {
+            bytes += raw.payload.len() as u64;
+        }
+        if filter.with_result {
+            bytes += raw.result.as_ref().map_or(0, |r| r.len() as u64);
+        }
+        jobs.push(raw.decode()?);
+    }
+    Ok(jobs)
 }
 
 pub fn job_prune(conn: &Connection, request: &PruneRequest) -> Result<u64> {

@@ -4,7 +4,7 @@ use crate::support::*;
 use chrono::{DateTime, Utc};
 use hinter_core::retry::{decide_failure, FailOutcome};
 use hinter_core::store::{JobFilter, PruneRequest, QueueInfo};
-use hinter_core::{JobState, Store};
+use hinter_core::{Job, JobState, NewJob, Store};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
@@ -280,7 +280,9 @@ fn filter(state: Option<JobState>, queue: Option<&str>, job: Option<&str>) -> Jo
         job: job.map(str::to_string),
         after_seq: None,
         limit: 100,
+        ..JobFilter::default()
     }
+    .complete()
 }
 
 /// `job_list` filters by state, queue and job name, in enqueue order, up to `limit`.
@@ -376,6 +378,118 @@ pub async fn list_pages_with_cursor(store: Arc<dyn Store>) {
         }
         assert_eq!(&seen, expected, "paging through queue {queue:?}");
     }
+}
+
+/// A listing reads `payload` and `result` only when asked for (they come back `null` and
+/// `None` otherwise); every other field, the error history included, is always there.
+pub async fn list_reads_bodies_only_when_asked(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let big = serde_json::json!({"blob": "x".repeat(100_000)});
+    let done = insert(store, NewJob::new("big", big.clone()).queue("lb"), now)
+        .await
+        .id;
+    let failed = insert(store, NewJob::new("big", big.clone()).queue("lb"), now)
+        .await
+        .id;
+    let leased = lease_job(store, "lb", done, now).await;
+    let result = serde_json::json!({"out": "y".repeat(50_000)});
+    complete(store, done, leased.lease_token, Some(result.clone()), now)
+        .await
+        .expect("complete");
+    let leased = lease_job(store, "lb", failed, now).await;
+    fail_ok(store, &leased, FailOutcome::Dead, now).await;
+
+    let base = JobFilter {
+        queue: Some("lb".into()),
+        limit: 10,
+        ..JobFilter::default()
+    };
+    let summaries = list(store, base.clone()).await;
+    assert_eq!(ids(&summaries), vec![done, failed]);
+    for job in &summaries {
+        let full = get(store, job.id).await;
+        assert_eq!(job.payload, serde_json::Value::Null, "payload not read");
+        assert_eq!(job.result, None, "result not read");
+        let expected = Job {
+            payload: serde_json::Value::Null,
+            result: None,
+            ..full
+        };
+        assert_eq!(*job, expected, "every other field is read");
+    }
+    assert_eq!(summaries[1].errors.len(), 1, "errors are always read");
+
+    let with_payload = list(
+        store,
+        JobFilter {
+            with_payload: true,
+            ..base.clone()
+        },
+    )
+    .await;
+    assert!(with_payload
+        .iter()
+        .all(|j| j.payload == big && j.result.is_none()));
+    let with_result = list(
+        store,
+        JobFilter {
+            with_result: true,
+            ..base.clone()
+        },
+    )
+    .await;
+    assert_eq!(with_result[0].result, Some(result));
+    assert_eq!(with_result[0].payload, serde_json::Value::Null);
+    let complete = list(store, base.complete()).await;
+    for job in &complete {
+        assert_eq!(*job, get(store, job.id).await, "a complete listing");
+    }
+}
+
+/// With `max_bytes`, a listing ends after the job that brings the bytes read to the budget
+/// (always at least one job); paging on from its last job visits every job exactly once.
+pub async fn list_byte_budget_ends_pages_early(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let mut all = Vec::new();
+    for i in 0..10 {
+        // 10,002 bytes of JSON each, and "[]" of errors.
+        let payload = serde_json::json!(format!("{i}").repeat(10_000));
+        all.push(
+            insert(store, NewJob::new("b", payload).queue("budget"), now)
+                .await
+                .id,
+        );
+    }
+    let page = |after_seq: Option<i64>, max_bytes: u64, with_payload: bool| JobFilter {
+        queue: Some("budget".into()),
+        after_seq,
+        limit: 100,
+        with_payload,
+        max_bytes: Some(max_bytes),
+        ..JobFilter::default()
+    };
+    // 25,000 bytes: the third job reaches the budget, so pages hold three jobs.
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut cursor = None;
+    for _ in 0..20 {
+        let jobs = list(store, page(cursor, 25_000, true)).await;
+        let Some(last) = jobs.last() else { break };
+        cursor = Some(last.seq);
+        sizes.push(jobs.len());
+        assert!(jobs
+            .iter()
+            .all(|j| j.payload.as_str().is_some_and(|p| p.len() == 10_000)));
+        seen.extend(ids(&jobs));
+    }
+    assert_eq!(sizes, vec![3, 3, 3, 1], "pages under a 25,000-byte budget");
+    assert_eq!(seen, all, "every job once, in order");
+    // A budget smaller than one job still returns one.
+    assert_eq!(ids(&list(store, page(None, 1, true)).await), vec![all[0]]);
+    // Without payloads, only the (empty) error histories count.
+    assert_eq!(ids(&list(store, page(None, 25_000, false)).await), all);
 }
 
 /// Finishes a job in its own queue at `finished_at`, with `state`.

@@ -23,7 +23,9 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
-use hinter_client::{Client, EnqueueRequest, Error as ApiError, Job, JobFilter, JobState};
+use hinter_client::{
+    Client, EnqueueRequest, Error as ApiError, Include, Job, JobFilter, JobState, JobSummary,
+};
 use hinter_core::{format_duration, parse_duration, JobSpec};
 use serde::Serialize;
 use serde_json::Value;
@@ -254,6 +256,15 @@ pub struct PageArgs {
     /// Fetch every page
     #[arg(long)]
     pub all: bool,
+
+    /// Add these to each listed job (with --json): payload, result, errors, or all
+    /// (comma-separated). Listings leave them out; `jobs show ID` has everything.
+    #[arg(long, value_name = "FIELDS", value_parser = parse_include)]
+    pub include: Option<Include>,
+}
+
+fn parse_include(s: &str) -> Result<Include, String> {
+    s.parse()
 }
 
 /// `hinter queues …`
@@ -846,6 +857,7 @@ async fn dead(args: DeadArgs) -> CmdResult {
                     queue: retry.queue,
                     job: retry.job,
                     limit: Some(1000),
+                    include: Include::default(),
                 };
                 let page_args = PageArgs {
                     queue: None,
@@ -853,6 +865,7 @@ async fn dead(args: DeadArgs) -> CmdResult {
                     limit: None,
                     cursor: None,
                     all: true,
+                    include: None,
                 };
                 let page = fetch(&client, filter, &page_args).await?;
                 page.jobs.into_iter().map(|j| j.id).collect()
@@ -935,6 +948,7 @@ async fn fetch(
     filter.queue = page.queue.clone().or(filter.queue);
     filter.job = page.job.clone().or(filter.job);
     filter.limit = page.limit.or(filter.limit);
+    filter.include = page.include.unwrap_or(filter.include);
     if !page.all {
         return Ok(client.list_jobs(&filter, page.cursor.as_deref()).await?);
     }
@@ -964,7 +978,7 @@ fn more_hint(next_cursor: &Option<String>) {
     }
 }
 
-fn jobs_table(jobs: &[Job]) -> Table {
+fn jobs_table(jobs: &[JobSummary]) -> Table {
     let mut table = Table::new(&[
         "ID", "JOB", "QUEUE", "STATE", "ATTEMPT", "PRIO", "RUN AT", "CREATED",
     ])
@@ -999,7 +1013,7 @@ fn new_errors(job: &Job, seen: usize) -> (&[hinter_core::AttemptError], usize) {
     (&job.errors[job.errors.len() - new..], total)
 }
 
-fn dead_table(jobs: &[Job]) -> Table {
+fn dead_table(jobs: &[JobSummary]) -> Table {
     let mut table =
         Table::new(&["ID", "JOB", "QUEUE", "ATTEMPTS", "DIED", "LAST ERROR"]).right(&[3]);
     for job in jobs {
@@ -1009,8 +1023,8 @@ fn dead_table(jobs: &[Job]) -> Table {
             job.queue.clone(),
             format!("{}/{}", job.attempt, job.max_attempts),
             job.finished_at.map(time).unwrap_or_else(|| "-".into()),
-            job.errors
-                .last()
+            job.last_error
+                .as_ref()
                 .map(|e| truncate(&e.message, 60))
                 .unwrap_or_else(|| "-".into()),
         ]);

@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use hinter_core::{format_duration, Backend, Clock, Definitions, ProcessInfo, SystemClock};
 use hinter_engine::{ClusterOptions, Coordinator, Maintenance, MaintenanceOptions, Retention};
 use hinter_postgres::{PostgresOptions, PostgresStore};
-use hinter_server::{AppState, ServerConfig};
+use hinter_server::{AppState, ConnLimits, ServerConfig};
 use hinter_sqlite::{Durability, SqliteOptions, SqliteStore};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -130,9 +130,96 @@ pub struct ServeArgs {
     #[arg(long, env = "HINTER_MAX_BATCH_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = parse_byte_limit)]
     pub max_batch_bytes: usize,
     #[command(flatten)]
+    pub connections: ConnectionArgs,
+    #[command(flatten)]
     pub maintenance: MaintenanceArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+/// Limits on HTTP connections, so idle or slow clients cannot use up the process's files.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// Most HTTP connections served at once; past it, a small reserve answers only
+    /// /healthz and /readyz (503 for the rest) and further connections are closed.
+    /// Default: 10000, or less when the open file limit (ulimit -n) is lower.
+    #[arg(long, env = "HINTER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Close a keep-alive connection with no request under way for this long. A request
+    /// being handled (long-polls included) is never cut by it.
+    #[arg(long, env = "HINTER_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Close a connection whose request headers are not complete this long after they began.
+    #[arg(long, env = "HINTER_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Answer 408 when a request body has not arrived whole this long after its headers.
+    #[arg(long, env = "HINTER_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+}
+
+/// Open files kept for everything but HTTP connections (store, logs, the health reserve).
+const FILES_KEPT: u64 = 256;
+
+impl ConnectionArgs {
+    /// The limits, checked for sense.
+    pub fn limits(&self) -> anyhow::Result<ConnLimits> {
+        for (flag, value) in [
+            ("--idle-timeout", self.idle_timeout),
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("{flag} 0: must be longer than 0");
+            }
+        }
+        let file_limit = open_file_limit();
+        let max_connections = match self.max_connections {
+            Some(0) => bail!("--max-connections 0: must be at least 1"),
+            Some(n) => {
+                if let Some(files) = file_limit.filter(|f| n as u64 + FILES_KEPT > *f) {
+                    tracing::warn!(
+                        max_connections = n,
+                        open_file_limit = files,
+                        "--max-connections is close to or above the open file limit (ulimit -n): \
+                         connections past the limit fail to be accepted"
+                    );
+                }
+                n
+            }
+            None => default_max_connections(file_limit),
+        };
+        Ok(ConnLimits {
+            max_connections,
+            idle_timeout: self.idle_timeout,
+            header_timeout: self.header_timeout,
+        })
+    }
+}
+
+/// 10,000, or fewer when the open file limit leaves less room beside [`FILES_KEPT`].
+fn default_max_connections(file_limit: Option<u64>) -> usize {
+    let default = ConnLimits::default().max_connections;
+    match file_limit {
+        Some(files) => usize::try_from(files.saturating_sub(FILES_KEPT))
+            .unwrap_or(default)
+            .clamp(16, default),
+        None => default,
+    }
+}
+
+/// The soft limit on open files of this process, when the system tells it.
+fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{getrlimit, Resource};
+        getrlimit(Resource::RLIMIT_NOFILE)
+            .ok()
+            .map(|(soft, _)| soft)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// The maintenance the elected leader runs; every process that may lead (`serve`, and
@@ -251,6 +338,11 @@ pub fn parse_byte_limit(s: &str) -> Result<usize, String> {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cluster_options = args.cluster.options()?;
+    let limits = args.connections.limits()?;
+    // Bind first: with the port taken, fail before the store is created or migrated.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let backend = args.store.open().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let now = clock.now();
@@ -266,9 +358,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let coordinator = Coordinator::start(backend.clone(), clock.clone(), process, cluster_options);
     let store: Arc<dyn hinter_core::Store> = backend.clone();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         store: store.clone(),
@@ -279,6 +368,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_job_bytes: args.max_job_bytes,
             max_batch_bytes: args.max_batch_bytes,
             process_dead_after: args.cluster.dead_after,
+            body_timeout: args.connections.body_timeout,
             ..ServerConfig::default()
         }),
         ready: ready.clone(),
@@ -289,21 +379,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.maintenance.options(),
         coordinator.leader(),
     );
-    let app = hinter_server::router(state);
     let local = listener
         .local_addr()
         .context("reading the listen address")?;
-    tracing::info!(listen = %local, data_dir = %args.store.data_dir.display(), "hinter is serving");
+    tracing::info!(
+        listen = %local,
+        data_dir = %args.store.data_dir.display(),
+        max_connections = limits.max_connections,
+        "hinter is serving"
+    );
     ready.store(true, Ordering::SeqCst);
     let stopping = ready.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            stopping.store(false, Ordering::SeqCst);
-            tracing::info!("shutting down: no new requests, finishing open ones");
-        })
-        .await
-        .context("serving HTTP")?;
+    hinter_server::serve(listener, state, limits, async move {
+        shutdown_signal().await;
+        stopping.store(false, Ordering::SeqCst);
+        tracing::info!("shutting down: no new requests, finishing open ones");
+    })
+    .await;
     maintenance.shutdown().await;
     coordinator.shutdown().await;
     tracing::info!("stopped");
@@ -334,6 +426,14 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn default_connection_cap_fits_the_file_limit() {
+        assert_eq!(super::default_max_connections(None), 10_000);
+        assert_eq!(super::default_max_connections(Some(1_048_576)), 10_000);
+        assert_eq!(super::default_max_connections(Some(1024)), 768);
+        assert_eq!(super::default_max_connections(Some(100)), 16);
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(

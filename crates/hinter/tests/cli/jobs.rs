@@ -524,3 +524,44 @@ async fn jobs_list_into_a_closed_pipe_is_not_an_error() {
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(!out.stderr.contains("error"), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_list_json_is_summaries_unless_include_asks() {
+    let dir = TestDir::new("jobs-include");
+    let server = start_server(&dir).await;
+    let id = server
+        .enqueue_id(json!({"job": "a", "payload": {"big": "x"}}))
+        .await;
+    let dead = server.make_dead("d", "dq", "boom").await;
+
+    let out = server.cli(&["jobs", "list", "--json"]).run().await.ok();
+    let list = out.json();
+    assert_eq!(ids_of(&list), vec![id.clone(), dead.clone()], "{out:?}");
+    for job in list["jobs"].as_array().into_iter().flatten() {
+        for gone in ["payload", "result", "errors"] {
+            assert!(job.get(gone).is_none(), "{gone} in {job}");
+        }
+        assert!(job.get("error_count").is_some(), "{job}");
+    }
+
+    let out = server
+        .cli(&["jobs", "list", "--json", "--include", "payload,errors"])
+        .run()
+        .await
+        .ok();
+    let list = out.json();
+    assert_eq!(list["jobs"][0]["payload"], json!({"big": "x"}), "{out:?}");
+    assert_eq!(list["jobs"][1]["errors"][0]["message"], "boom", "{out:?}");
+    assert!(list["jobs"][0].get("result").is_none(), "{out:?}");
+
+    let out = server.cli(&["dead", "list", "--json"]).run().await.ok();
+    let list = out.json();
+    assert_eq!(list["jobs"][0]["error_count"], 1, "{out:?}");
+    assert_eq!(list["jobs"][0]["last_error"]["message"], "boom", "{out:?}");
+
+    server
+        .cli(&["jobs", "list", "--include", "secrets"])
+        .run()
+        .await
+        .code(2);
+}

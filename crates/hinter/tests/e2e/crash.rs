@@ -251,7 +251,7 @@ async fn unfinished(api: &Api) -> i64 {
 }
 
 async fn jobs_by_id(api: &Api) -> HashMap<String, Value> {
-    api.list_jobs(&format!("queue={QUEUE}"))
+    api.list_jobs(&format!("queue={QUEUE}&include=result"))
         .await
         .into_iter()
         .map(|j| (id_of(&j), j))

@@ -10,10 +10,12 @@ mod workers;
 
 mod bad_input;
 mod batch;
+mod connections;
 mod crash;
 mod external_worker;
 mod leases;
 mod limits;
+mod listing;
 mod ordering;
 mod queues;
 mod unique;

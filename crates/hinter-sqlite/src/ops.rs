@@ -872,17 +872,14 @@ pub fn job_next_scheduled_at(conn: &Connection) -> Result<Option<DateTime<Utc>>>
 
 /// [`JOB_COLUMNS`] for a listing: `payload` and `result` only when the filter asks for them.
 fn list_columns(filter: &JobFilter) -> String {
-    let payload = if filter.with_payload {
-        "payload"
-    } else {
-        "'null'"
-    };
-    let result = if filter.with_result { "result" } else { "NULL" };
-    format!(
-        "seq, id, job, queue, {payload}, state, priority, attempt, \
-         max_attempts, run_at, created_at, started_at, finished_at, unique_key, ordering_key, \
-         timeout_ms, singleton, cancel_requested, worker_id, lease_expires_at, errors, {result}"
-    )
+    let mut columns = JOB_COLUMNS.to_string();
+    if !filter.with_payload {
+        columns = columns.replacen(", payload,", ", 'null',", 1);
+    }
+    if !filter.with_result {
+        columns = columns.replacen(", result,", ", NULL,", 1);
+    }
+    columns
 }
 
 pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {

@@ -6,7 +6,6 @@ use hinter_engine::{ClusterOptions, Coordinator, Maintenance, MaintenanceOptions
 use hinter_postgres::{PostgresOptions, PostgresStore};
 use hinter_server::{AppState, ConnLimits, ServerConfig};
 use hinter_sqlite::{Durability, SqliteOptions, SqliteStore};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +31,14 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The store in a log line: the data dir, or the database (password hidden) and schema.
+    pub fn describe(&self) -> String {
+        match &self.database {
+            Some(url) => format!("{} (schema {})", redact(url), self.schema),
+            None => format!("{}", self.data_dir.display()),
+        }
+    }
+
     /// Opens the configured store, with an error that says what to fix.
     pub async fn open(&self) -> anyhow::Result<Arc<dyn Backend>> {
         if let Some(url) = &self.database {
@@ -120,9 +127,9 @@ pub async fn open_sqlite(dir: &Path, durability: Durability) -> anyhow::Result<S
 pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Address the HTTP API listens on.
+    /// Address the HTTP API listens on: IP:PORT or HOST:PORT (`localhost:7433`).
     #[arg(long, env = "HINTER_LISTEN", default_value = "127.0.0.1:7433")]
-    pub listen: SocketAddr,
+    pub listen: String,
     /// Largest request body for one job, in bytes (also each item of a batch).
     #[arg(long, env = "HINTER_MAX_JOB_BYTES", default_value_t = 1024 * 1024, value_parser = parse_byte_limit)]
     pub max_job_bytes: usize,
@@ -340,7 +347,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cluster_options = args.cluster.options()?;
     let limits = args.connections.limits()?;
     // Bind first: with the port taken, fail before the store is created or migrated.
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    // A host name is resolved; the first of its addresses that can be bound is used.
+    let listener = tokio::net::TcpListener::bind(args.listen.as_str())
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let backend = args.store.open().await?;
@@ -384,7 +392,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("reading the listen address")?;
     tracing::info!(
         listen = %local,
-        data_dir = %args.store.data_dir.display(),
+        store = %args.store.describe(),
         max_connections = limits.max_connections,
         "hinter is serving"
     );

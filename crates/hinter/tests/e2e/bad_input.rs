@@ -153,3 +153,32 @@ async fn unusable_data_dir_exits_nonzero_with_a_message() {
         "a panic instead of a message:\n{stderr}"
     );
 }
+
+/// `--listen` takes a host name as well as an address (`localhost:PORT`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_accepts_a_host_name() {
+    let dir = TestDir::new("listen-host");
+    let port = free_port();
+    let mut command = hinter_command();
+    command
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.data_dir())
+        .arg("--listen")
+        .arg(format!("localhost:{port}"));
+    let mut server = ChildGuard::spawn_logged(&dir, "serve", &mut command);
+    let http = reqwest::Client::new();
+    let url = format!("http://localhost:{port}/readyz");
+    crate::support::wait_until(
+        Duration::from_secs(30),
+        "serve on localhost is ready",
+        || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { matches!(http.get(&url).send().await, Ok(resp) if resp.status() == 200) }
+        },
+    )
+    .await;
+    server.assert_running();
+    let log = server.log();
+    assert!(!log.contains("invalid socket address"), "{log}");
+}

@@ -182,4 +182,7 @@ async fn extreme_input_on_postgres() {
     let second = Server::start_on(&dir, &db.args(), "second", &[]).await;
     let log = second.proc.log();
     assert!(!log.contains("already exists"), "{log}");
+    // It names its store, not a data dir it does not use.
+    assert!(!log.contains("hinter-data"), "{log}");
+    assert!(log.contains(&format!("schema {}", db.schema)), "{log}");
 }

@@ -90,6 +90,13 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %detail, "store unavailable");
                 Self::unavailable("the store is unavailable; nothing was changed, try again later")
             }
+            StoreError::Storage(cause) => {
+                // The store logs the cause once; one line per refused request would flood.
+                tracing::debug!(error = %cause, "store cannot write");
+                Self::unavailable(format!(
+                    "the store cannot write: {cause}; nothing was changed, try again once it is fixed"
+                ))
+            }
             StoreError::Corrupt(detail) => {
                 tracing::error!(error = %detail, "store returned unreadable data");
                 Self::unavailable("the store returned data it could not read; see the server log")

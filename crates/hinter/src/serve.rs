@@ -274,6 +274,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("serving HTTP")?;
     maintenance.shutdown().await;
     coordinator.shutdown().await;
+    // SQLite: fold the WAL into the database and truncate it, so a stopped store is one file.
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "closing the store");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -121,16 +121,25 @@ fn spawn_checkpointer(
     let (stop, stopped) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("hinter-sqlite-checkpointer".into())
-        .spawn(move || loop {
-            match stopped.recv_timeout(CHECKPOINT_EVERY) {
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                _ => return,
-            }
-            if health.bounding() {
-                continue;
-            }
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
+        .spawn(move || {
+            // Warn once per run of failures (a full disk fails every attempt).
+            let mut failing = false;
+            loop {
+                match stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                if health.bounding() {
+                    continue;
+                }
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "WAL checkpoint failed; will keep trying");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "WAL checkpoint failed again"),
+                }
             }
         })?;
     Ok((stop, thread))

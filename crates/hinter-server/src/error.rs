@@ -119,3 +119,21 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_failures_are_503_and_name_their_cause() {
+        let e = ApiError::from(StoreError::Storage(
+            "disk full (database or disk is full)".into(),
+        ));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert!(e.message.contains("disk full"), "{}", e.message);
+        assert!(e.message.contains("nothing was changed"), "{}", e.message);
+    }
+}

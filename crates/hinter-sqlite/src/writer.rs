@@ -436,6 +436,8 @@ impl Writer {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
                 match &err {
+                    // Already logged, once, by `mark_gone`.
+                    StoreError::Storage(_) if self.health.gone.get().is_some() => {}
                     StoreError::Storage(cause) => self.health.failed(cause),
                     _ => tracing::error!(error = %err, "sqlite writer commit failed"),
                 }

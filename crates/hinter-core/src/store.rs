@@ -44,6 +44,12 @@ pub enum StoreError {
     /// The stored data could not be read back; a bug or a damaged database.
     #[error("store data error: {0}")]
     Corrupt(String),
+    /// The database's storage refuses to work: disk full, an I/O error, or (SQLite) its file
+    /// was deleted or replaced while open. Nothing was changed. Unlike
+    /// [`StoreError::Unavailable`], the message names the cause in words fit for clients
+    /// ("disk full …"), without paths or SQL.
+    #[error("store cannot write: {0}")]
+    Storage(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -278,8 +284,21 @@ pub trait Store: Send + Sync + 'static {
 
     async fn queue_set_paused(&self, queue: &str, paused: bool) -> StoreResult<()>;
 
-    /// Succeeds when the store can be read and written.
+    /// Succeeds when the store can be read and written. Fails while the last write failed
+    /// for lack of storage (disk full, I/O error) and none has succeeded since.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Observations for readiness reports that do not make the store unready (SQLite: the
+    /// size of its write-ahead log and its bound). Cheap; no I/O. Default: none.
+    fn details(&self) -> serde_json::Map<String, Value> {
+        serde_json::Map::new()
+    }
+
+    /// Tidies up at a clean shutdown (SQLite: folds the write-ahead log into the database
+    /// and truncates it); writes that arrive later are refused. Default: nothing to do.
+    async fn close(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     /// Events about changes, for long-polls and idle workers.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;

@@ -86,12 +86,24 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 /// Maps a database error: data the database refuses (a taken id, an out-of-range time,
-/// text it cannot store) is a conflict; anything else means the store is unavailable.
+/// text it cannot store) is a conflict; a full disk or an I/O error of the database server
+/// is a storage failure whose message says so; anything else means the store is
+/// unavailable.
 pub fn db_err(e: tokio_postgres::Error) -> StoreError {
-    let class = e.code().map(|c| &c.code()[..2]);
-    match class {
-        Some("22" | "23") => StoreError::Conflict(describe(&e)),
-        _ => StoreError::Unavailable(describe(&e)),
+    classify(e.code(), describe(&e))
+}
+
+/// [`db_err`] on an error's SQLSTATE and description.
+fn classify(code: Option<&SqlState>, message: String) -> StoreError {
+    match code {
+        Some(c) if *c == SqlState::DISK_FULL => {
+            StoreError::Storage(format!("disk full on the database server ({message})"))
+        }
+        Some(c) if *c == SqlState::IO_ERROR => {
+            StoreError::Storage(format!("disk I/O error on the database server ({message})"))
+        }
+        Some(c) if matches!(&c.code()[..2], "22" | "23") => StoreError::Conflict(message),
+        _ => StoreError::Unavailable(message),
     }
 }
 
@@ -1398,5 +1410,39 @@ pub async fn ping<C: Conn>(c: &C) -> Result<()> {
         Ok(())
     } else {
         Err(StoreError::Unavailable("the database is read-only (a standby?)".into()).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_and_io_errors_are_storage_failures_that_say_so() {
+        let full = classify(
+            Some(&SqlState::DISK_FULL),
+            "could not extend file \"base/1/2\": No space left on device".into(),
+        );
+        assert!(
+            matches!(&full, StoreError::Storage(m) if m.starts_with("disk full")),
+            "{full:?}"
+        );
+        let io = classify(Some(&SqlState::IO_ERROR), "could not read block".into());
+        assert!(
+            matches!(&io, StoreError::Storage(m) if m.starts_with("disk I/O error")),
+            "{io:?}"
+        );
+        assert!(matches!(
+            classify(Some(&SqlState::UNIQUE_VIOLATION), "taken".into()),
+            StoreError::Conflict(_)
+        ));
+        assert!(matches!(
+            classify(Some(&SqlState::ADMIN_SHUTDOWN), "bye".into()),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(None, "connection refused".into()),
+            StoreError::Unavailable(_)
+        ));
     }
 }

@@ -101,6 +101,13 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %detail, "store unavailable");
                 Self::unavailable("the store is unavailable; nothing was changed, try again later")
             }
+            StoreError::Storage(cause) => {
+                // The store logs the cause once; one line per refused request would flood.
+                tracing::debug!(error = %cause, "store cannot write");
+                Self::unavailable(format!(
+                    "the store cannot write: {cause}; nothing was changed, try again once it is fixed"
+                ))
+            }
             StoreError::Corrupt(detail) => {
                 tracing::error!(error = %detail, "store returned unreadable data");
                 Self::unavailable("the store returned data it could not read; see the server log")
@@ -123,3 +130,21 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_failures_are_503_and_name_their_cause() {
+        let e = ApiError::from(StoreError::Storage(
+            "disk full (database or disk is full)".into(),
+        ));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert!(e.message.contains("disk full"), "{}", e.message);
+        assert!(e.message.contains("nothing was changed"), "{}", e.message);
+    }
+}

@@ -17,37 +17,47 @@ pub async fn healthz() -> Json<Status> {
     Json(Status {
         status: "ok",
         reason: None,
+        details: None,
     })
 }
 
-/// `GET /readyz`.
+/// `GET /readyz`: 200 `ready`, or 503 `not_ready` with the reason (the server is starting
+/// or stopping; the store does not answer, cannot write, or its file was deleted). The
+/// store's `details` (SQLite: `wal_bytes`, `wal_limit_bytes`, and a `warning` when the WAL
+/// is far over its bound) come with either answer and never decide readiness.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Status>) {
-    let not_ready = |reason: String| {
+    let details = Some(state.store.details()).filter(|d| !d.is_empty());
+    let not_ready = |reason: String, details| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Status {
                 status: "not_ready",
                 reason: Some(reason),
+                details,
             }),
         )
     };
     if !state.ready.load(Ordering::Acquire) {
-        return not_ready("the server is starting or stopping".to_string());
+        return not_ready("the server is starting or stopping".to_string(), details);
     }
     match tokio::time::timeout(PING_TIMEOUT, state.store.ping()).await {
-        Err(_) => not_ready(format!(
-            "the store did not answer within {}s",
-            PING_TIMEOUT.as_secs()
-        )),
+        Err(_) => not_ready(
+            format!(
+                "the store did not answer within {}s",
+                PING_TIMEOUT.as_secs()
+            ),
+            details,
+        ),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check: store ping failed");
-            not_ready(e.to_string())
+            not_ready(e.to_string(), details)
         }
         Ok(Ok(())) => (
             StatusCode::OK,
             Json(Status {
                 status: "ready",
                 reason: None,
+                details,
             }),
         ),
     }

@@ -135,4 +135,7 @@ pub struct Status {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the store reports besides readiness (SQLite: the WAL size and its bound).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Map<String, Value>>,
 }

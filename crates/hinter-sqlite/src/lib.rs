@@ -45,13 +45,25 @@ pub struct SqliteOptions {
     pub durability: Durability,
     /// How long a write waits for another process holding the database lock.
     pub busy_timeout: std::time::Duration,
+    /// Bound of the write-ahead log (`-wal` file), in bytes: past it the writer checkpoints
+    /// and restarts the log, which is then truncated to this size. Default
+    /// [`DEFAULT_WAL_LIMIT`].
+    pub wal_limit: u64,
+    /// Largest size of the database file, in bytes (SQLite's `max_page_count`): writes that
+    /// would grow it further fail as "disk full". `None`: no limit but the disk.
+    pub max_size: Option<u64>,
 }
+
+/// Default bound of the write-ahead log: 64 MiB.
+pub const DEFAULT_WAL_LIMIT: u64 = 64 * 1024 * 1024;
 
 impl Default for SqliteOptions {
     fn default() -> Self {
         Self {
             durability: Durability::Full,
             busy_timeout: std::time::Duration::from_secs(5),
+            wal_limit: DEFAULT_WAL_LIMIT,
+            max_size: None,
         }
     }
 }
@@ -65,11 +77,33 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     options: SqliteOptions,
-    writer: mpsc::Sender<writer::WriteOp>,
+    writer: mpsc::Sender<writer::Msg>,
+    health: Arc<writer::Health>,
     readers: Mutex<Vec<Connection>>,
     events: broadcast::Sender<StoreEvent>,
     /// Dropping it stops the checkpointer thread.
-    _checkpointer: mpsc::Sender<()>,
+    checkpointer: mpsc::Sender<()>,
+    /// The writer and checkpointer threads, joined when the store is dropped.
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// Stops the threads and waits for them, so the database files are closed (and the WAL
+    /// checkpointed) once the last clone of the store is gone.
+    fn drop(&mut self) {
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        drop(std::mem::replace(&mut self.checkpointer, mpsc::channel().0));
+        drop(std::mem::replace(&mut self.writer, mpsc::channel().0));
+        let me = std::thread::current().id();
+        for thread in self.threads.drain(..) {
+            if thread.thread().id() != me {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 /// How often the checkpointer copies the WAL back into the database.
@@ -78,31 +112,48 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 /// Checkpoints the WAL from its own connection so the writer never does: a checkpoint
 /// fsyncs the database file, and doing that inside a group commit would stall every
 /// request in the group (the p99 of enqueue-to-start latency). PASSIVE never blocks the
-/// writer; SQLite restarts the WAL from its start once a checkpoint has caught up.
-fn spawn_checkpointer(conn: Connection) -> std::io::Result<mpsc::Sender<()>> {
+/// writer; SQLite restarts the WAL from its start once a checkpoint has caught up. While the
+/// writer bounds the WAL itself (under sustained writes), this one stands aside.
+fn spawn_checkpointer(
+    conn: Connection,
+    health: Arc<writer::Health>,
+) -> std::io::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let (stop, stopped) = mpsc::channel::<()>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("hinter-sqlite-checkpointer".into())
-        .spawn(move || loop {
-            match stopped.recv_timeout(CHECKPOINT_EVERY) {
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                _ => return,
-            }
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
+        .spawn(move || {
+            // Warn once per run of failures (a full disk fails every attempt).
+            let mut failing = false;
+            loop {
+                match stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                if health.bounding() {
+                    continue;
+                }
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "WAL checkpoint failed; will keep trying");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "WAL checkpoint failed again"),
+                }
             }
         })?;
-    Ok(stop)
+    Ok((stop, thread))
 }
 
-fn open_connection(path: &Path, options: &SqliteOptions) -> StoreResult<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+/// Opens a connection; only with `create` is a missing database file created (readers
+/// must not create an empty database where the real one was deleted).
+fn open_connection(path: &Path, options: &SqliteOptions, create: bool) -> StoreResult<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     let setup = |conn: &Connection| -> rusqlite::Result<()> {
         conn.busy_timeout(options.busy_timeout)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -137,20 +188,55 @@ impl SqliteStore {
     }
 
     fn open_blocking(path: PathBuf, options: SqliteOptions) -> StoreResult<Self> {
-        let mut conn = open_connection(&path, &options)?;
+        let mut conn = open_connection(&path, &options, true)?;
         migrate::migrate(&mut conn).map_err(|e| match e {
             StoreError::Unavailable(m) => {
                 StoreError::Unavailable(format!("{}: {m}", path.display()))
             }
             other => other,
         })?;
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
-        let checkpointer = spawn_checkpointer(open_connection(&path, &options)?).map_err(|e| {
+        let at_path =
+            |e: rusqlite::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
+        // The writer never checkpoints inside a commit; it bounds the WAL between groups
+        // (see `writer`), and a restarted WAL is truncated to the bound.
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {};",
+            i64::try_from(options.wal_limit).unwrap_or(i64::MAX)
+        ))
+        .map_err(at_path)?;
+        if let Some(max_size) = options.max_size {
+            let page_size: i64 = conn
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .map_err(at_path)?;
+            let pages = (max_size / u64::try_from(page_size).unwrap_or(4096).max(1)).max(1);
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(at_path)?;
+        }
+        // Start with an empty WAL: a previous process may have left a large one behind.
+        match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(0) => {}
+            Ok(_) => tracing::debug!("WAL not truncated at open: other connections are reading"),
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint at open failed"),
+        }
+        let health = Arc::new(writer::Health::new(options.wal_limit));
+        let (checkpointer, checkpoint_thread) = spawn_checkpointer(
+            open_connection(&path, &options, false)?,
+            health.clone(),
+        )
+        .map_err(|e| {
             StoreError::Unavailable(format!("cannot start the sqlite checkpointer thread: {e}"))
         })?;
         let (events, _) = broadcast::channel(4096);
-        let writer = writer::spawn(conn, events.clone()).map_err(|e| {
+        let (writer, writer_thread) = writer::spawn(writer::Writer {
+            conn,
+            events: events.clone(),
+            health: health.clone(),
+            files: writer::Files::note(&path),
+            busy_timeout: options.busy_timeout,
+        })
+        .map_err(|e| {
             StoreError::Unavailable(format!("cannot start the sqlite writer thread: {e}"))
         })?;
         Ok(Self {
@@ -158,9 +244,11 @@ impl SqliteStore {
                 path,
                 options,
                 writer,
+                health,
                 readers: Mutex::new(Vec::new()),
                 events,
-                _checkpointer: checkpointer,
+                checkpointer,
+                threads: vec![checkpoint_thread, writer_thread],
             }),
         })
     }
@@ -179,7 +267,7 @@ impl SqliteStore {
     ) -> StoreResult<R> {
         self.submit(move |conn, events| {
             let result = writer::in_savepoint(conn, |c| f(c, events));
-            (result, None)
+            (result, false)
         })
         .await
     }
@@ -191,47 +279,60 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<R> + Send + 'static,
     ) -> StoreResult<R> {
-        self.submit(move |conn, events| {
-            let result = f(conn, events);
-            let fatal = match &result {
-                Err(e @ (StoreError::Unavailable(_) | StoreError::Corrupt(_))) => Some(e.clone()),
-                _ => None,
-            };
-            (result, fatal)
-        })
-        .await
+        self.submit(move |conn, events| (f(conn, events), true))
+            .await
     }
 
+    /// Hands `f` to the writer. `f` returns its result and whether an error of the database
+    /// (not an answer like "not found") dooms the whole group.
     async fn submit<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection, &mut Vec<StoreEvent>) -> (StoreResult<R>, Option<StoreError>)
-            + Send
-            + 'static,
+        f: impl FnOnce(&Connection, &mut Vec<StoreEvent>) -> (StoreResult<R>, bool) + Send + 'static,
     ) -> StoreResult<R> {
         let (tx, rx) = oneshot::channel();
-        let op: writer::WriteOp = Box::new(move |conn, events| {
+        let op: writer::WriteOp = Box::new(move |slot, events| {
+            let conn = match slot {
+                writer::Slot::Run(conn) => conn,
+                writer::Slot::Refused(e) => {
+                    let _ = tx.send(Err(e.clone()));
+                    return writer::Ran::answered();
+                }
+            };
             let mut own_events = Vec::new();
-            let (result, fatal) = f(conn, &mut own_events);
+            let (result, dooms) = f(conn, &mut own_events);
             if result.is_ok() {
                 events.append(&mut own_events);
             }
+            let storage = match &result {
+                Err(StoreError::Storage(cause)) => Some(cause.clone()),
+                _ => None,
+            };
+            let fatal = match &result {
+                Err(
+                    e @ (StoreError::Unavailable(_)
+                    | StoreError::Corrupt(_)
+                    | StoreError::Storage(_)),
+                ) if dooms => Some(e.clone()),
+                _ => None,
+            };
             let reply: writer::Reply = Box::new(move |commit_error: Option<&StoreError>| {
                 let _ = tx.send(match commit_error {
                     Some(e) => Err(e.clone()),
                     None => result,
                 });
             });
-            (reply, fatal)
+            writer::Ran {
+                reply,
+                fatal,
+                storage,
+            }
         });
         self.inner
             .writer
-            .send(op)
+            .send(writer::Msg::Op(op))
             .map_err(|_| StoreError::Unavailable("the sqlite writer has stopped".into()))?;
         rx.await.map_err(|_| {
-            StoreError::Unavailable(
-                "the write failed: the database could not start a transaction (see the server log)"
-                    .into(),
-            )
+            StoreError::Unavailable("the sqlite writer stopped before answering".into())
         })?
     }
 
@@ -249,7 +350,7 @@ impl SqliteStore {
                 .pop();
             let conn = match pooled {
                 Some(conn) => conn,
-                None => open_connection(&inner.path, &inner.options)?,
+                None => open_connection(&inner.path, &inner.options, false)?,
             };
             let result = f(&conn);
             let mut pool = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
@@ -273,7 +374,7 @@ fn each<T, R>(
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         match f(conn, item) {
-            Err(e @ StoreError::Unavailable(_)) => return Err(e),
+            Err(e @ (StoreError::Unavailable(_) | StoreError::Storage(_))) => return Err(e),
             other => out.push(other),
         }
     }
@@ -391,9 +492,40 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
+        self.inner.health.check()?;
+        // The write first: the writer checks that the database file is still the one
+        // opened, which names the cause better than a reader that cannot open it.
+        self.write(|_, _| Ok(())).await?;
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(ops::db_err))
-            .await?;
-        self.write(|_, _| Ok(())).await
+            .await
+    }
+
+    fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        let health = &self.inner.health;
+        let (wal, limit) = (health.wal_bytes(), health.wal_limit);
+        let mut details = serde_json::Map::new();
+        details.insert("wal_bytes".into(), wal.into());
+        details.insert("wal_limit_bytes".into(), limit.into());
+        if wal > limit.saturating_mul(writer::WAL_FAR_OVER) {
+            details.insert(
+                "warning".into(),
+                format!(
+                    "the write-ahead log is {wal} bytes, far over its bound of {limit}:                      readers keep checkpoints from finishing"
+                )
+                .into(),
+            );
+        }
+        details
+    }
+
+    async fn close(&self) -> StoreResult<()> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(writer::Msg::Close(tx))
+            .map_err(|_| StoreError::Unavailable("the sqlite writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the sqlite writer has stopped".into()))?
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

@@ -19,7 +19,7 @@ use uuid::Uuid;
 type Result<T> = std::result::Result<T, StoreError>;
 
 pub fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    crate::writer::db_error(e, "")
 }
 
 pub fn micros(t: DateTime<Utc>) -> i64 {

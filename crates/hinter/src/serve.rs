@@ -406,6 +406,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await;
     maintenance.shutdown().await;
     coordinator.shutdown().await;
+    // SQLite: fold the WAL into the database and truncate it, so a stopped store is one file.
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "closing the store");
+    }
     tracing::info!("stopped");
     Ok(())
 }

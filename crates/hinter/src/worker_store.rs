@@ -102,6 +102,9 @@ pub async fn run(args: WorkerArgs, store: StoreArgs) -> anyhow::Result<()> {
         .await;
     maintenance.shutdown().await;
     coordinator.shutdown().await;
+    if let Err(e) = backend.close().await {
+        tracing::warn!(error = %e, "closing the store");
+    }
     tracing::info!("hinter worker stopped");
     Ok(())
 }

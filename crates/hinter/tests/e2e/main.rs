@@ -6,6 +6,7 @@
 mod support;
 
 mod shutdown;
+mod storage;
 mod workers;
 
 mod bad_input;

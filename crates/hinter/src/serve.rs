@@ -327,7 +327,7 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 }
 
 /// Smallest body limit: below it not even a small job fits, and every request would get 413.
-pub const MIN_BODY_LIMIT: usize = 1024;
+pub const MIN_BODY_LIMIT: usize = 256;
 
 /// A body size limit in bytes, at least [`MIN_BODY_LIMIT`].
 pub fn parse_byte_limit(s: &str) -> Result<usize, String> {
@@ -438,6 +438,16 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn limits_and_intervals_have_floors() {
+        assert!(super::parse_byte_limit("0").is_err());
+        assert!(super::parse_byte_limit("255").is_err());
+        assert_eq!(super::parse_byte_limit("256"), Ok(256));
+        assert!(super::parse_interval("0").is_err());
+        assert!(super::parse_interval("99ms").is_err());
+        assert!(super::parse_interval("100ms").is_ok());
+    }
+
     #[test]
     fn default_connection_cap_fits_the_file_limit() {
         assert_eq!(super::default_max_connections(None), 10_000);

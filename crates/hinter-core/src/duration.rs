@@ -73,7 +73,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     };
     let whole_millis = whole.checked_mul(millis_per_unit).ok_or(err(TOO_LONG))?;
     let fraction_scaled = fraction * millis_per_unit;
-    if fraction_scaled % scale != 0 {
+    if !fraction_scaled.is_multiple_of(scale) {
         return Err(err(TOO_FINE));
     }
     let millis = whole_millis + fraction_scaled / scale;

@@ -49,7 +49,7 @@ pub fn check_duration(field: &str, value: Duration) -> Result<(), FieldError> {
             ),
         ));
     }
-    if value.subsec_nanos() % 1_000_000 != 0 {
+    if !value.subsec_nanos().is_multiple_of(1_000_000) {
         return Err(FieldError::new(
             field,
             "has a fraction of a millisecond; durations are kept in whole milliseconds",

@@ -78,7 +78,8 @@ pub async fn limits_extreme_values_are_stored_and_computed(store: Arc<dyn Store>
         JobFilter {
             limit: 10,
             ..JobFilter::default()
-        },
+        }
+        .complete(),
     )
     .await;
     let listed = listed.iter().find(|j| j.id == long.id).expect("listed");

@@ -489,6 +489,10 @@ async fn sigterm_hands_running_jobs_back_to_the_queue() {
         .enqueue(EnqueueRequest::new("sleepy", Value::Null).max_attempts(3))
         .await;
     let pid = pid_of(&setup.marker(id, "started", &worker).await);
+    // A job that finished while the worker waited for more is not counted as running.
+    let quick = setup.enqueue(EnqueueRequest::new("ok", json!(1))).await;
+    let done = setup.finished(quick, &worker).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
     kill(worker.pid(), Signal::SIGTERM).unwrap_or_else(|e| panic!("cannot signal: {e}"));
     let status = worker.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(
@@ -497,6 +501,16 @@ async fn sigterm_hands_running_jobs_back_to_the_queue() {
         "the worker's log:\n{}",
         worker.log_text()
     );
+    let stopping = worker
+        .log_lines()
+        .into_iter()
+        .find(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("taking no more jobs"))
+        })
+        .unwrap_or_else(|| panic!("no stop message: {}", worker.log_text()));
+    assert_eq!(stopping["fields"]["running"], json!(1), "{stopping}");
     assert_eq!(
         setup.marker(id, "terminated", &worker).await,
         "shutdown-file"

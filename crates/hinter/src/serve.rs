@@ -234,7 +234,7 @@ fn open_file_limit() -> Option<u64> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct MaintenanceArgs {
     /// How often expired leases are rescued.
-    #[arg(long, env = "HINTER_RESCUE_INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    #[arg(long, env = "HINTER_RESCUE_INTERVAL", default_value = "1s", value_parser = parse_interval, allow_hyphen_values = true)]
     pub rescue_interval: Duration,
     /// Keep succeeded jobs this long.
     #[arg(long, env = "HINTER_RETAIN_SUCCEEDED", default_value = "7d", value_parser = parse_duration)]

@@ -355,6 +355,37 @@ async fn usage_errors_and_refusals_by_the_server_exit_2() {
     ] {
         server.cli(&args).run().await.code(2).no_stdout();
     }
+    // Durations say what is wrong with them, negative ones included (not clap's "-- -1").
+    for (args, says) in [
+        (
+            vec!["enqueue", "x", "--delay", "-1s"],
+            "a duration cannot be negative",
+        ),
+        (
+            vec!["enqueue", "x", "--delay", "3651d"],
+            "longer than the limit of 3650d",
+        ),
+        (
+            vec!["enqueue", "x", "--timeout", "0.0001s"],
+            "fraction of a millisecond",
+        ),
+    ] {
+        server
+            .cli(&args)
+            .run()
+            .await
+            .code(2)
+            .no_stdout()
+            .stderr_has(says);
+    }
+    // What only the server checks comes back as its 422, naming the field.
+    server
+        .cli(&["enqueue", "x", "--at", "0000-01-01T00:00:00Z"])
+        .run()
+        .await
+        .code(2)
+        .no_stdout()
+        .stderr_has("run_at");
     assert_eq!(
         server.ids("").await,
         Vec::<String>::new(),

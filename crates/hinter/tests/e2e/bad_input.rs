@@ -182,3 +182,40 @@ async fn listen_accepts_a_host_name() {
     let log = server.log();
     assert!(!log.contains("invalid socket address"), "{log}");
 }
+
+/// Settings that would make the server useless are refused at start, naming the flag:
+/// a body limit of 0 (every request 413), a rescue interval of 0 (a busy loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn useless_settings_are_refused_at_start() {
+    let dir = TestDir::new("useless-settings");
+    for (flag, value, says) in [
+        ("--max-job-bytes", "0", "at least 256 bytes"),
+        ("--max-batch-bytes", "0", "at least 256 bytes"),
+        ("--rescue-interval", "0", "at least 100ms"),
+        ("--rescue-interval", "-1s", "cannot be negative"),
+    ] {
+        let mut serve = ChildGuard::spawn(
+            &dir,
+            "serve-useless",
+            hinter_command()
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(dir.data_dir())
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{}", free_port()))
+                .arg(flag)
+                .arg(value),
+        );
+        let status = serve.wait_exit(Duration::from_secs(20)).await;
+        let stderr = serve.log();
+        assert_eq!(status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(says),
+            "{flag} {value}: {stderr}"
+        );
+    }
+    assert!(
+        !dir.data_dir().join("hinter.db").exists(),
+        "nothing was opened"
+    );
+}

@@ -183,10 +183,20 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Job
         Some(s) => Some(decode_cursor(&s)?),
     };
     let include = Include::parse(query.include.as_deref().unwrap_or(""))?;
+    // Checked like the names they match, so both backends answer the same (PostgreSQL
+    // cannot even compare a NUL character).
+    let name_filter = |param: &str, value: Option<String>| -> ApiResult<Option<String>> {
+        let value = non_empty(value);
+        if let Some(name) = &value {
+            hinter_core::definition::validate_name(param, name)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+        Ok(value)
+    };
     let filter = JobFilter {
         state: job_state,
-        queue: non_empty(query.queue),
-        job: non_empty(query.job),
+        queue: name_filter("queue", query.queue)?,
+        job: name_filter("job", query.job)?,
         after_seq,
         limit: limit + 1,
         with_payload: include.payload,

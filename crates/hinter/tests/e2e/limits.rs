@@ -92,10 +92,19 @@ async fn probe(server: &Server) {
         .await
         .expect_error(422, "invalid_field");
     assert!(resp.message().starts_with("worker_id"), "{resp:?}");
-    server
-        .get("/api/v1/jobs?cursor=-1")
-        .await
-        .expect_error(400, "bad_request");
+    for query in [
+        "cursor=-1",
+        "cursor=0",
+        "queue=%00",
+        "job=a%00b",
+        "queue=..",
+        "job=a%20b",
+    ] {
+        server
+            .get(&format!("/api/v1/jobs?{query}"))
+            .await
+            .expect_error(400, "bad_request");
+    }
     assert!(
         server.list_jobs("queue=pq").await.is_empty(),
         "nothing refused was stored"

@@ -469,6 +469,14 @@ fn start_job(shared: &Arc<Shared>, job: LeasedJob) {
         };
         let started = std::time::Instant::now();
         let outcome = run_job(&shared, &job, cancel, stop).await;
+        // A result no client could read back is the handler's error, and it would be the
+        // same on every attempt.
+        let outcome = outcome.and_then(|result| match &result {
+            Some(value) => hinter_core::limits::check_json("result", value)
+                .map(|()| result)
+                .map_err(|e| JobError::permanent(format!("the handler's {e}"))),
+            None => Ok(result),
+        });
         shared.record_run_time(started.elapsed());
         drop(run_slot);
         // Whoever takes the entry reports the outcome: this task, or shutdown / a lost

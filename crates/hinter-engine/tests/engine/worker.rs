@@ -211,6 +211,33 @@ async fn permanent_error_makes_the_job_dead_after_one_attempt() {
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
+/// A result nested deeper than clients can read back fails the attempt for good instead of
+/// being stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_too_deep_to_read_back_fails_for_good() {
+    let (_dir, store) = open_store().await;
+    let mut registry = Registry::new();
+    registry.register(def("deep"), move |_ctx: HandlerContext, _: Value| async {
+        let mut value = json!(1);
+        for _ in 0..(hinter_core::limits::MAX_JSON_DEPTH + 1) {
+            value = json!([value]);
+        }
+        Ok::<_, JobError>(value)
+    });
+    let id = enqueue(&store, NewJob::new("deep", json!({})).max_attempts(10)).await;
+    let worker = start_worker(&store, registry, fast_options(2));
+
+    let job = wait_for_state(&store, id, JobState::Dead, SOON).await;
+    assert_eq!(job.attempt, 1);
+    assert_eq!(job.result, None);
+    assert!(
+        job.errors[0].message.contains("result: nests 65 levels"),
+        "{:?}",
+        job.errors
+    );
+    within("shutdown", SOON, worker.shutdown()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_that_does_not_fit_the_handler_type_is_dead_at_once() {
     #[derive(Debug, Deserialize)]

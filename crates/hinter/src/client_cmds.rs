@@ -475,7 +475,18 @@ async fn enqueue(args: EnqueueArgs) -> CmdResult {
     spec.validate()
         .map_err(|e| Failure::usage(format!("invalid job: {e}")))?;
     let client = args.opts.client()?;
-    let answer = client.enqueue(&EnqueueRequest::from(spec)).await?;
+    let answer = client
+        .enqueue(&EnqueueRequest::from(spec))
+        .await
+        .map_err(|e| match e {
+            // The job exists; enqueueing it again would make a second one.
+            ApiError::Decode { status, .. } if (200..300).contains(&status) => Failure::from(e)
+                .hint(
+                    "the server accepted the job but its answer could not be read; \
+                     do not enqueue it again, find it with `hinter jobs list`",
+                ),
+            e => Failure::from(e),
+        })?;
     let job = &answer.job;
     let summary = if answer.duplicate {
         format!(

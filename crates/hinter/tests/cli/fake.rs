@@ -168,6 +168,21 @@ async fn server_answers_map_to_the_documented_exit_codes() {
     }
 }
 
+/// An enqueue the server accepted (201) but answered in a way the CLI cannot read fails, and
+/// says the job exists, so a script does not enqueue it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_answer_to_an_accepted_enqueue_says_the_job_exists() {
+    let fake = FakeServer::start(201, r#"{"duplicate": false, "job": [[["not a job"]]]}"#).await;
+    let out = Cli::new(&["enqueue", "x"])
+        .arg("--server")
+        .arg(&fake.base)
+        .run()
+        .await;
+    assert_eq!(out.code, Some(70), "{out:?}");
+    assert!(out.stderr.contains("HTTP 201"), "{out:?}");
+    assert!(out.stderr.contains("do not enqueue it again"), "{out:?}");
+}
+
 /// `--token` / `HINTER_TOKEN` become `Authorization: Bearer …` (an empty one sends none), and a
 /// path prefix in `--server` is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

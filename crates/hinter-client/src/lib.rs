@@ -41,7 +41,7 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 use types::{
     BatchAnswer, BatchRequest, CompleteBody, FailBody, HeartbeatBody, LeaseAnswer, LeaseHandle,
-    QueuesAnswer,
+    QueuesAnswer, ReleaseBody,
 };
 use uuid::Uuid;
 
@@ -291,6 +291,14 @@ impl Client {
             retry,
         };
         self.job_action(id, "fail", Some(&body)).await
+    }
+
+    /// `POST /api/v1/jobs/{id}/release`: hands a leased job back to the queue unfinished; the
+    /// attempt is not counted. For a worker that stops before it could finish the job, or
+    /// leased more than it can run.
+    pub async fn release(&self, id: Uuid, lease_token: i64) -> Result<Job, Error> {
+        self.job_action(id, "release", Some(&ReleaseBody { lease_token }))
+            .await
     }
 
     // Queues

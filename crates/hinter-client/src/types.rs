@@ -413,6 +413,11 @@ pub(crate) struct CompleteBody<'a> {
 }
 
 #[derive(Serialize)]
+pub(crate) struct ReleaseBody {
+    pub lease_token: i64,
+}
+
+#[derive(Serialize)]
 pub(crate) struct FailBody<'a> {
     pub lease_token: i64,
     pub error: &'a str,

@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/heartbeat", post(worker::heartbeat))
         .route("/api/v1/jobs/{id}/complete", post(worker::complete))
         .route("/api/v1/jobs/{id}/fail", post(worker::fail))
+        .route("/api/v1/jobs/{id}/release", post(worker::release))
         .route("/api/v1/leases", post(worker::lease))
         .route("/api/v1/queues", get(queues::list))
         .route("/api/v1/workers", get(workers::list))

@@ -109,6 +109,13 @@ pub struct CompleteBody {
     pub result: Option<Value>,
 }
 
+/// `POST /api/v1/jobs/{id}/release` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    pub lease_token: i64,
+}
+
 /// `POST /api/v1/jobs/{id}/fail` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,7 +5,7 @@ use axum::Json;
 use hinter_core::limits;
 use hinter_core::retry::decide_failure;
 use hinter_core::store::{
-    Completion, Failure, Heartbeat, HeartbeatAck, LeaseRequest, StoreEvent, StoreResult,
+    Completion, Failure, Heartbeat, HeartbeatAck, LeaseRequest, Release, StoreEvent, StoreResult,
 };
 use hinter_core::{FieldError, Job, JobState, LeasedJob, DEFAULT_QUEUE};
 use std::collections::HashSet;
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JobBody, JobId};
-use crate::wire::{CompleteBody, FailBody, HeartbeatBody, LeaseBody, Leases};
+use crate::wire::{CompleteBody, FailBody, HeartbeatBody, LeaseBody, Leases, ReleaseBody};
 use crate::AppState;
 
 /// Shortest and longest lease a worker may ask for.
@@ -147,6 +147,32 @@ pub async fn complete(
         )
         .await?;
     Ok(Json(single(results)??))
+}
+
+/// `POST /api/v1/jobs/{id}/release`: hands a leased job back to the queue unfinished (the
+/// worker is stopping, or took more than it can run); the attempt is not counted.
+pub async fn release(
+    State(state): State<AppState>,
+    JobId(id): JobId,
+    JobBody(body): JobBody<ReleaseBody>,
+) -> ApiResult<Json<Job>> {
+    let results = state
+        .store
+        .job_release_many(
+            vec![Release {
+                id,
+                lease_token: body.lease_token,
+            }],
+            state.clock.now(),
+        )
+        .await?;
+    single(results)??;
+    let job = state
+        .store
+        .job_get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job with id {id}")))?;
+    Ok(Json(job))
 }
 
 /// `POST /api/v1/jobs/{id}/fail`: the retry policy decides the outcome, the store applies it

@@ -430,6 +430,58 @@ async fn unknown_jobs_routes_and_methods_answer_json_errors() {
     }
 }
 
+/// `release` hands a leased job back: queued at once, the attempt not counted; only with the
+/// current lease token.
+#[tokio::test]
+async fn release_hands_the_job_back_uncounted() {
+    let h = harness().await;
+    let job = h.enqueue(json!({"job": "resize", "queue": "rel"})).await;
+    let url = format!("/api/v1/jobs/{}", id_of(&job));
+    let leased = h
+        .lease(json!({"queues": ["rel"], "worker_id": "w", "max": 1}))
+        .await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+
+    let stale = h
+        .post(&format!("{url}/release"), json!({"lease_token": token + 1}))
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+    assert_eq!(stale.error_code(), "stale_lease");
+    let bad = h
+        .post(
+            &format!("{url}/release"),
+            json!({"lease_token": token, "x": 1}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert_eq!(h.get(&url).await.body["state"], "running");
+
+    let released = h
+        .post(&format!("{url}/release"), json!({"lease_token": token}))
+        .await;
+    assert_eq!(released.status, StatusCode::OK, "{}", released.body);
+    assert_eq!(released.body["state"], "queued");
+    assert_eq!(released.body["attempt"], 0);
+    assert_eq!(released.body["errors"], json!([]));
+
+    let again = h
+        .post(&format!("{url}/release"), json!({"lease_token": token}))
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    // Leasable again, as its first counted attempt.
+    let leased = h
+        .lease(json!({"queues": ["rel"], "worker_id": "w2", "max": 1}))
+        .await;
+    assert_eq!(leased[0]["attempt"], 1);
+    let unknown = h
+        .post(
+            "/api/v1/jobs/0192f1c2-0000-7000-8000-000000000009/release",
+            json!({"lease_token": 1}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+}
+
 #[tokio::test]
 async fn lease_heartbeat_complete() {
     let h = harness().await;

@@ -26,6 +26,7 @@ use serde_json::Value;
 use std::ffi::OsString;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal as SignalStream, SignalKind};
@@ -325,6 +326,7 @@ async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
         command,
         lease: args.lease,
         stop: stop_jobs_rx,
+        active: AtomicUsize::new(0),
     });
     let slots = Arc::new(Semaphore::new(args.concurrency as usize));
     let mut running: JoinSet<()> = JoinSet::new();
@@ -381,6 +383,7 @@ async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
                 for job in jobs {
                     // The server hands out `max` jobs at most; should it send more, they run
                     // all the same rather than wait for their lease to expire.
+                    runner.active.fetch_add(1, Ordering::SeqCst);
                     running.spawn(run_job(runner.clone(), job, permits.next()));
                 }
                 // Reported at once: waiting for their leases to expire would cost them an
@@ -415,22 +418,19 @@ async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
         }
     };
 
-    // Tasks that ended since the last look are finished, not running.
-    while let Some(done) = running.try_join_next() {
-        log_task_end(done);
-    }
     let why = match (&signal_name, &fatal) {
         (Some(name), _) => format!("{name} received"),
         (None, Some(e)) => format!("{e:#}"),
         (None, None) => "stopping".to_string(),
     };
-    if running.is_empty() {
+    let active = runner.active.load(Ordering::SeqCst);
+    if active == 0 {
         if signal_name.is_some() {
             tracing::info!("{why}: stopping");
         }
     } else {
         let wait = format_duration(args.stopping_wait_time);
-        let running = running.len();
+        let running = active;
         if fatal.is_some() {
             tracing::error!(
                 running,
@@ -453,11 +453,8 @@ async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
             }
         };
     if !finished {
-        while let Some(done) = running.try_join_next() {
-            log_task_end(done);
-        }
         tracing::warn!(
-            running = running.len(),
+            running = runner.active.load(Ordering::SeqCst),
             "stopping the jobs still running; they go back to the queue"
         );
         // Every job task holds a receiver; a send error only means none is left.
@@ -532,6 +529,9 @@ struct Runner {
     lease: Duration,
     /// Becomes `true` when the worker stops the jobs still running.
     stop: watch::Receiver<bool>,
+    /// Commands running now. Counted apart from the job tasks, which also report outcomes
+    /// and may not have been joined yet when the worker stops.
+    active: AtomicUsize,
 }
 
 /// How an attempt ended, as it is reported.
@@ -542,6 +542,8 @@ enum Outcome {
         message: String,
         retry: bool,
     },
+    /// Stopped because the worker is stopping: hand the job back, the attempt not counted.
+    Released,
     /// The lease is no longer ours: report nothing.
     LeaseLost,
 }
@@ -571,6 +573,9 @@ async fn run_job(runner: Arc<Runner>, job: LeasedJob, _slot: Option<OwnedSemapho
         "running job"
     );
     let outcome = runner.execute(&job).await;
+    // Before the outcome is reported: once the server shows the job finished, it no longer
+    // counts as running here.
+    runner.active.fetch_sub(1, Ordering::SeqCst);
     runner.report(&job, outcome).await;
 }
 
@@ -647,10 +652,7 @@ impl Runner {
                 message: format!("timed out after {}", format_duration(t)),
                 retry: true,
             },
-            exec::Outcome::Stopped(StopReason::WorkerStopping) => Outcome::Failed {
-                message: STOPPED_MESSAGE.to_string(),
-                retry: true,
-            },
+            exec::Outcome::Stopped(StopReason::WorkerStopping) => Outcome::Released,
             exec::Outcome::Stopped(StopReason::LeaseLost(_)) => Outcome::LeaseLost,
         }
     }
@@ -680,6 +682,17 @@ impl Runner {
         let patience = self.lease.min(Duration::from_secs(30));
         let (message, retry) = match outcome {
             Outcome::LeaseLost => return,
+            Outcome::Released => {
+                match with_retries(patience, id, || client.release(id, token)).await {
+                    Ok(job) => tracing::info!(
+                        job_id = %id,
+                        state = %job.state,
+                        "job handed back to the queue; the attempt does not count"
+                    ),
+                    Err(e) => log_report_error(id, "release", &e),
+                }
+                return;
+            }
             Outcome::Succeeded(result) => {
                 let answer =
                     with_retries(patience, id, || client.complete(id, token, result.as_ref()))

@@ -686,7 +686,7 @@ pub fn job_fail(
     .map_err(|e| StoreError::Corrupt(format!("error entry: {e}")))?;
     let (state, run_at, finished_at) = match outcome {
         // Due at once (a rescued lease): straight back to the queue.
-        FailOutcome::Retry { run_at } if run_at <= now => {
+        FailOutcome::Retry { run_at } if micros(run_at) <= micros(now) => {
             (JobState::Queued, Some(micros(run_at)), None)
         }
         FailOutcome::Retry { run_at } => (JobState::Scheduled, Some(micros(run_at)), None),

@@ -183,6 +183,10 @@ macro_rules! conformance_suite {
             prune_respects_limit,
             // events and concurrency
             subscribe_jobs_available_and_finished,
+            fail_outcomes_state_and_events,
+            rescued_lease_is_queued_and_announced,
+            writes_state_and_events,
+            held_back_jobs_are_announced_when_a_job_stops_running,
             concurrent_leases_are_exclusive,
             concurrent_leases_respect_singleton_and_ordering,
         );

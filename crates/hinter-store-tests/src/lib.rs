@@ -181,6 +181,7 @@ macro_rules! conformance_suite {
             list_byte_budget_ends_pages_early,
             prune_finished_by_cutoff,
             prune_respects_limit,
+            prune_oldest_finished_first,
             // events and concurrency
             subscribe_jobs_available_and_finished,
             fail_outcomes_state_and_events,

@@ -452,9 +452,9 @@ pub async fn writes_state_and_events(store: Arc<dyn Store>) {
     heard.expect(store, vec![], "pruning").await;
 }
 
-/// A job with an ordering key or a singleton that stops running without finishing announces
-/// its queue: the jobs it held back may start now. Here an older job of the key, retried by
-/// hand, waited for the running newer one, which fails with a retry in the future.
+/// A job with an ordering key or a singleton that stops running announces its queue, also
+/// when it waits for a retry: the jobs it held back may start now. Here an older job of the
+/// key, retried by hand, waits for the running newer one, which fails with a retry later.
 pub async fn held_back_jobs_are_announced_when_a_job_stops_running(store: Arc<dyn Store>) {
     let store = &*store;
     let now = base_time();
@@ -492,7 +492,16 @@ pub async fn held_back_jobs_are_announced_when_a_job_stops_running(store: Arc<dy
             "an ordered job waiting for its retry",
         )
         .await;
-    lease_job(store, "q", older, at).await;
+    let l = lease_job(store, "q", older, at).await;
+    heard.since(store).await;
+    complete_ok(store, &l, at).await;
+    heard
+        .expect(
+            store,
+            vec![finished(older, JobState::Succeeded), available("q")],
+            "completing an ordered job",
+        )
+        .await;
 
     let single = |name: &str| job_in(name, "s").singleton(true);
     let first = insert(store, single("one"), now).await.id;
@@ -519,5 +528,14 @@ pub async fn held_back_jobs_are_announced_when_a_job_stops_running(store: Arc<dy
             "a singleton waiting for its retry",
         )
         .await;
-    lease_job(store, "s", second, at).await;
+    let l = lease_job(store, "s", second, at).await;
+    heard.since(store).await;
+    fail_ok(store, &l, FailOutcome::Dead, at).await;
+    heard
+        .expect(
+            store,
+            vec![finished(second, JobState::Dead), available("s")],
+            "a singleton failing for good",
+        )
+        .await;
 }

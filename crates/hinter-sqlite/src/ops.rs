@@ -801,22 +801,23 @@ pub fn job_retry(
     job_get_seq(conn, job.seq)
 }
 
-/// Running jobs past their lease or deadline, the longest overdue first. A job past both is
-/// listed once, as timed out.
+/// Running jobs past their lease or deadline, the longest overdue first (ties in enqueue
+/// order). A job past both is listed once, as timed out.
 pub fn job_expired_list(conn: &Connection, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
-    let mut found: HashMap<String, (i64, Expired)> = HashMap::new();
+    let mut found: HashMap<String, (i64, i64, Expired)> = HashMap::new();
     for (sql, reason) in [
         (
             "SELECT id, lease_token, attempt, max_attempts, cancel_requested, timeout_ms, \
-             deadline_at FROM jobs \
+             deadline_at, seq FROM jobs \
              WHERE state = 'running' AND deadline_at IS NOT NULL AND deadline_at <= ?1 \
-             ORDER BY deadline_at LIMIT ?2",
+             ORDER BY deadline_at, seq LIMIT ?2",
             Expiry::TimedOut,
         ),
         (
             "SELECT id, lease_token, attempt, max_attempts, cancel_requested, timeout_ms, \
-             lease_expires_at FROM jobs \
-             WHERE state = 'running' AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2",
+             lease_expires_at, seq FROM jobs \
+             WHERE state = 'running' AND lease_expires_at <= ?1 \
+             ORDER BY lease_expires_at, seq LIMIT ?2",
             Expiry::LeaseExpired,
         ),
     ] {
@@ -831,13 +832,14 @@ pub fn job_expired_list(conn: &Connection, now: DateTime<Utc>, limit: u32) -> Re
                     r.get::<_, bool>(4)?,
                     r.get::<_, Option<i64>>(5)?,
                     r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
                 ))
             })
             .map_err(db_err)?;
         for row in rows {
-            let (id, token, attempt, max_attempts, cancel_requested, timeout_ms, due) =
+            let (id, token, attempt, max_attempts, cancel_requested, timeout_ms, due, seq) =
                 row.map_err(db_err)?;
-            if let Some((earliest, _)) = found.get_mut(&id) {
+            if let Some((earliest, _, _)) = found.get_mut(&id) {
                 *earliest = (*earliest).min(due);
                 continue;
             }
@@ -852,13 +854,13 @@ pub fn job_expired_list(conn: &Connection, now: DateTime<Utc>, limit: u32) -> Re
                 timeout: timeout_ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
                 reason,
             };
-            found.insert(id, (due, expired));
+            found.insert(id, (due, seq, expired));
         }
     }
-    let mut list: Vec<(i64, Expired)> = found.into_values().collect();
-    list.sort_by_key(|(due, _)| *due);
+    let mut list: Vec<(i64, i64, Expired)> = found.into_values().collect();
+    list.sort_by_key(|(due, seq, _)| (*due, *seq));
     list.truncate(limit as usize);
-    Ok(list.into_iter().map(|(_, e)| e).collect())
+    Ok(list.into_iter().map(|(_, _, e)| e).collect())
 }
 
 pub fn job_next_scheduled_at(conn: &Connection) -> Result<Option<DateTime<Utc>>> {

@@ -148,6 +148,7 @@ macro_rules! conformance_suite {
             fail_retry_while_cancel_requested_ends_cancelled,
             expired_lease_listed,
             expired_list_longest_overdue_first,
+            expired_list_ties_in_enqueue_order,
             timed_out_job_listed,
             rescued_job_old_token_stale,
             poison_job_ends_dead,

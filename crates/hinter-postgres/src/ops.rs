@@ -984,6 +984,8 @@ pub async fn job_fail_many<C: Conn>(
     let states: Vec<&str> = order
         .iter()
         .map(|&i| match failures[i].outcome {
+            // Due at once (a rescued lease): straight back to the queue.
+            FailOutcome::Retry { run_at } if truncate(run_at) <= now => JobState::Queued.as_str(),
             FailOutcome::Retry { .. } => JobState::Scheduled.as_str(),
             FailOutcome::Dead => JobState::Dead.as_str(),
             FailOutcome::Cancelled => JobState::Cancelled.as_str(),
@@ -1006,9 +1008,9 @@ pub async fn job_fail_many<C: Conn>(
     let sql = format!(
         "UPDATE jobs AS j SET
              state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE u.state END,
-             run_at = CASE WHEN NOT j.cancel_requested AND u.state = 'scheduled'
+             run_at = CASE WHEN NOT j.cancel_requested AND u.run_at IS NOT NULL
                            THEN u.run_at ELSE j.run_at END,
-             finished_at = CASE WHEN j.cancel_requested OR u.state <> 'scheduled'
+             finished_at = CASE WHEN j.cancel_requested OR u.run_at IS NULL
                                 THEN $5::timestamptz END,
              errors = (
                  SELECT jsonb_agg(e.value ORDER BY e.n)
@@ -1050,8 +1052,8 @@ pub async fn job_fail_many<C: Conn>(
         let job = job_from_row(row, 1)?;
         if job.state.is_finished() {
             finished_events(&job, events);
-        } else if job.singleton {
-            // Waiting for its retry, it no longer holds the singleton's place.
+        } else if job.state == JobState::Queued || job.ordering_key.is_some() || job.singleton {
+            // Queued again, or no longer running: jobs it held back may start.
             events.push(StoreEvent::JobsAvailable {
                 queue: job.queue.clone(),
             });

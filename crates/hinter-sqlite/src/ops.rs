@@ -686,7 +686,7 @@ pub fn job_fail(
     .map_err(|e| StoreError::Corrupt(format!("error entry: {e}")))?;
     let (state, run_at, finished_at) = match outcome {
         // Due at once (a rescued lease): straight back to the queue.
-        FailOutcome::Retry { run_at } if run_at <= now => {
+        FailOutcome::Retry { run_at } if micros(run_at) <= micros(now) => {
             (JobState::Queued, Some(micros(run_at)), None)
         }
         FailOutcome::Retry { run_at } => (JobState::Scheduled, Some(micros(run_at)), None),
@@ -801,22 +801,23 @@ pub fn job_retry(
     job_get_seq(conn, job.seq)
 }
 
-/// Running jobs past their lease or deadline, the longest overdue first. A job past both is
-/// listed once, as timed out.
+/// Running jobs past their lease or deadline, the longest overdue first (ties in enqueue
+/// order). A job past both is listed once, as timed out.
 pub fn job_expired_list(conn: &Connection, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
-    let mut found: HashMap<String, (i64, Expired)> = HashMap::new();
+    let mut found: HashMap<String, (i64, i64, Expired)> = HashMap::new();
     for (sql, reason) in [
         (
             "SELECT id, lease_token, attempt, max_attempts, cancel_requested, timeout_ms, \
-             deadline_at FROM jobs \
+             deadline_at, seq FROM jobs \
              WHERE state = 'running' AND deadline_at IS NOT NULL AND deadline_at <= ?1 \
-             ORDER BY deadline_at LIMIT ?2",
+             ORDER BY deadline_at, seq LIMIT ?2",
             Expiry::TimedOut,
         ),
         (
             "SELECT id, lease_token, attempt, max_attempts, cancel_requested, timeout_ms, \
-             lease_expires_at FROM jobs \
-             WHERE state = 'running' AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2",
+             lease_expires_at, seq FROM jobs \
+             WHERE state = 'running' AND lease_expires_at <= ?1 \
+             ORDER BY lease_expires_at, seq LIMIT ?2",
             Expiry::LeaseExpired,
         ),
     ] {
@@ -831,13 +832,14 @@ pub fn job_expired_list(conn: &Connection, now: DateTime<Utc>, limit: u32) -> Re
                     r.get::<_, bool>(4)?,
                     r.get::<_, Option<i64>>(5)?,
                     r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
                 ))
             })
             .map_err(db_err)?;
         for row in rows {
-            let (id, token, attempt, max_attempts, cancel_requested, timeout_ms, due) =
+            let (id, token, attempt, max_attempts, cancel_requested, timeout_ms, due, seq) =
                 row.map_err(db_err)?;
-            if let Some((earliest, _)) = found.get_mut(&id) {
+            if let Some((earliest, _, _)) = found.get_mut(&id) {
                 *earliest = (*earliest).min(due);
                 continue;
             }
@@ -852,13 +854,13 @@ pub fn job_expired_list(conn: &Connection, now: DateTime<Utc>, limit: u32) -> Re
                 timeout: timeout_ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
                 reason,
             };
-            found.insert(id, (due, expired));
+            found.insert(id, (due, seq, expired));
         }
     }
-    let mut list: Vec<(i64, Expired)> = found.into_values().collect();
-    list.sort_by_key(|(due, _)| *due);
+    let mut list: Vec<(i64, i64, Expired)> = found.into_values().collect();
+    list.sort_by_key(|(due, seq, _)| (*due, *seq));
     list.truncate(limit as usize);
-    Ok(list.into_iter().map(|(_, e)| e).collect())
+    Ok(list.into_iter().map(|(_, _, e)| e).collect())
 }
 
 pub fn job_next_scheduled_at(conn: &Connection) -> Result<Option<DateTime<Utc>>> {
@@ -923,6 +925,11 @@ pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
+/// Deletes up to ?3 jobs in state ?1 that finished before ?2, those that finished first.
+/// Served by the `jobs_finished` index.
+const PRUNE_SQL: &str = "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs \
+                         WHERE state = ?1 AND finished_at < ?2 ORDER BY finished_at LIMIT ?3)";
+
 pub fn job_prune(conn: &Connection, request: &PruneRequest) -> Result<u64> {
     let mut total = 0u64;
     let limit = u64::from(request.limit);
@@ -932,10 +939,7 @@ pub fn job_prune(conn: &Connection, request: &PruneRequest) -> Result<u64> {
         (JobState::Cancelled, request.cancelled_before),
     ] {
         let n = conn
-            .prepare_cached(
-                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs \
-                 WHERE state = ?1 AND finished_at < ?2 ORDER BY seq LIMIT ?3)",
-            )
+            .prepare_cached(PRUNE_SQL)
             .map_err(db_err)?
             .execute(params![
                 state.as_str(),
@@ -1029,4 +1033,36 @@ pub fn queue_set_paused(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The query plan of `sql`, one line per step.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        stmt.query_map(params!["succeeded", 0, 100], |r| r.get::<_, String>(3))
+            .expect("query plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("query plan rows")
+    }
+
+    #[test]
+    fn pruning_searches_the_finished_jobs_index() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        crate::migrate::migrate(&mut conn).expect("migrate");
+        let plan = plan(&conn, PRUNE_SQL);
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("INDEX jobs_finished (state=? AND finished_at<?)")),
+            "pruning should search jobs_finished: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "the index gives the order, no sort: {plan:?}"
+        );
+    }
 }

@@ -535,6 +535,22 @@ pub async fn expired_list_longest_overdue_first(store: Arc<dyn Store>) {
     );
 }
 
+/// Jobs whose leases expired at the same moment are listed in enqueue order.
+pub async fn expired_list_ties_in_enqueue_order(store: Arc<dyn Store>) {
+    let store = &*store;
+    let t = base_time();
+    let jobs = (0..6).map(|i| job_in(&format!("j{i}"), "tied")).collect();
+    let ids = insert_all(store, jobs, t).await;
+    let leased = lease(store, &["tied"], 6, t).await;
+    assert_eq!(id_set(&leased), set(&ids));
+    let listed = expired(store, t + secs(61)).await;
+    let order: Vec<Uuid> = listed.iter().map(|e| e.id).collect();
+    assert_eq!(
+        order, ids,
+        "equal expiry: the job enqueued first is listed first"
+    );
+}
+
 /// A job with a `timeout` is listed as `TimedOut` once `started_at + timeout` has passed, even
 /// while heartbeats keep its lease alive; the deadline restarts with each attempt.
 pub async fn timed_out_job_listed(store: Arc<dyn Store>) {

@@ -148,6 +148,7 @@ macro_rules! conformance_suite {
             fail_retry_while_cancel_requested_ends_cancelled,
             expired_lease_listed,
             expired_list_longest_overdue_first,
+            expired_list_ties_in_enqueue_order,
             timed_out_job_listed,
             rescued_job_old_token_stale,
             poison_job_ends_dead,
@@ -181,8 +182,13 @@ macro_rules! conformance_suite {
             list_byte_budget_ends_pages_early,
             prune_finished_by_cutoff,
             prune_respects_limit,
+            prune_oldest_finished_first,
             // events and concurrency
             subscribe_jobs_available_and_finished,
+            fail_outcomes_state_and_events,
+            rescued_lease_is_queued_and_announced,
+            writes_state_and_events,
+            held_back_jobs_are_announced_when_a_job_stops_running,
             concurrent_leases_are_exclusive,
             concurrent_leases_respect_singleton_and_ordering,
         );

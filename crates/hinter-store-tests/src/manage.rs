@@ -622,3 +622,32 @@ pub async fn prune_respects_limit(store: Arc<dyn Store>) {
     );
     assert!(list(store, filter(None, None, None)).await.is_empty());
 }
+
+/// A pruning call cut short by its limit deletes the jobs that finished first, whatever
+/// order they were enqueued in.
+pub async fn prune_oldest_finished_first(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    // Enqueued first, finished last, and the other way round.
+    let later = finished_job(store, "later", JobState::Succeeded, now - secs(100)).await;
+    let earlier = finished_job(store, "earlier", JobState::Succeeded, now - secs(300)).await;
+    let request = PruneRequest {
+        succeeded_before: now,
+        dead_before: now,
+        cancelled_before: now,
+        limit: 1,
+    };
+    assert_eq!(
+        store.job_prune(request.clone()).await.expect("job_prune"),
+        1
+    );
+    assert_eq!(
+        store.job_get(earlier).await.expect("job_get"),
+        None,
+        "the job that finished first is pruned first"
+    );
+    assert!(
+        store.job_get(later).await.expect("job_get").is_some(),
+        "the job that finished later is kept while the limit is reached"
+    );
+}

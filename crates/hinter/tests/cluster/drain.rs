@@ -136,11 +136,15 @@ async fn three_workers_drain_20000_jobs_and_one_is_killed_midway() {
         .filter(|job| job["worker_id"] == ids[0].as_str())
         .map(|job| str_of(job, "id").to_string())
         .collect();
+    // It holds at most concurrency + prefetch jobs; a job whose handler has returned frees
+    // its place at once, while its outcome may still be on the way to the store (outcomes
+    // are written in batches), so the store may show up to as many again as `running`.
     assert!(
-        !in_flight.is_empty() && in_flight.len() <= 2 * CONCURRENCY,
-        "the killed worker held {} jobs; it holds 1…{} (concurrency + prefetch)",
+        !in_flight.is_empty() && in_flight.len() <= 4 * CONCURRENCY,
+        "the killed worker held {} jobs; it holds 1…{} (concurrency + prefetch, plus as \
+         many finished ones whose outcome was not yet written)",
         in_flight.len(),
-        2 * CONCURRENCY
+        4 * CONCURRENCY
     );
 
     // The other two drain the rest, the rescued jobs included.

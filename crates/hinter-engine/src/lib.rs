@@ -22,9 +22,11 @@
 mod cluster;
 mod handler;
 mod maintenance;
+mod source;
 mod worker;
 
 pub use cluster::{ClusterOptions, Coordinator, CoordinatorHandle, Leader, MAINTENANCE_LEADERSHIP};
 pub use handler::{HandlerContext, JobError, Registry, StopReason};
 pub use maintenance::{Maintenance, MaintenanceHandle, MaintenanceOptions, Retention};
+pub use source::{HttpSource, JobSource, StoreSource};
 pub use worker::{default_worker_id, hostname, Worker, WorkerHandle, WorkerOptions};

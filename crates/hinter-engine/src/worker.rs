@@ -1,6 +1,7 @@
 //! The in-process worker: fetcher, job tasks, completer, heartbeater.
 
 use crate::handler::{HandlerContext, JobError, Registry, StopReason};
+use crate::source::{JobSource, StoreSource};
 use hinter_core::retry::decide_failure;
 use hinter_core::store::{Completion, Failure, Heartbeat, LeaseRequest, Release};
 use hinter_core::{
@@ -12,7 +13,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -146,7 +147,7 @@ enum Outcome {
 }
 
 struct Shared {
-    store: Arc<dyn Store>,
+    source: Arc<dyn JobSource>,
     clock: Arc<dyn Clock>,
     registry: Registry,
     options: WorkerOptions,
@@ -162,6 +163,9 @@ struct Shared {
     /// Moving average of handler run time in microseconds; `u64::MAX` until measured.
     average_run_micros: AtomicU64,
     shutdown: CancellationToken,
+    /// Set when the source refuses to lease for good (say, the server calls the request
+    /// invalid): the worker has stopped leasing.
+    fatal: watch::Sender<Option<String>>,
 }
 
 impl Shared {
@@ -229,7 +233,7 @@ impl Shared {
     }
 }
 
-/// Runs registered handlers for jobs leased from the store.
+/// Runs registered handlers for jobs leased from a store or a server ([`JobSource`]).
 pub struct Worker;
 
 /// Controls a started [`Worker`].
@@ -244,6 +248,17 @@ impl Worker {
     /// not name: more than [`limits::MAX_LEASE_QUEUES`] or an invalid name.
     pub fn start(
         store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        registry: Registry,
+        options: WorkerOptions,
+    ) -> Result<WorkerHandle, FieldError> {
+        Self::start_on(Arc::new(StoreSource(store)), clock, registry, options)
+    }
+
+    /// [`Worker::start`] on any [`JobSource`], e.g. [`crate::HttpSource`] for a worker that
+    /// leases from a `hinter serve` over HTTP.
+    pub fn start_on(
+        source: Arc<dyn JobSource>,
         clock: Arc<dyn Clock>,
         registry: Registry,
         options: WorkerOptions,
@@ -268,7 +283,7 @@ impl Worker {
         let (outcomes, outcome_rx) = mpsc::unbounded_channel();
         let concurrency = options.concurrency.max(1);
         let shared = Arc::new(Shared {
-            store,
+            source,
             clock,
             registry,
             options,
@@ -280,8 +295,9 @@ impl Worker {
             run_slots: Arc::new(Semaphore::new(concurrency)),
             average_run_micros: AtomicU64::new(u64::MAX),
             shutdown: CancellationToken::new(),
+            fatal: watch::channel(None).0,
         });
-        let events = shared.store.subscribe();
+        let events = shared.source.subscribe();
         let background = vec![
             tokio::spawn(completer(shared.clone(), outcome_rx)),
             tokio::spawn(heartbeater(shared.clone())),
@@ -300,6 +316,21 @@ impl WorkerHandle {
     /// Number of jobs held now (running or waiting for a run slot).
     pub fn running(&self) -> usize {
         self.shared.running().len()
+    }
+
+    /// Resolves, with the reason, once the worker stopped leasing for good because its
+    /// source refused the lease request as invalid (a server answering 4xx). Jobs held
+    /// go on; call [`WorkerHandle::shutdown`] next.
+    pub async fn fatal_error(&self) -> String {
+        let mut fatal = self.shared.fatal.subscribe();
+        loop {
+            if let Some(why) = fatal.borrow_and_update().clone() {
+                return why;
+            }
+            if fatal.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Graceful stop: lease nothing more, give running jobs `stopping_wait_time`, then tell
@@ -395,7 +426,7 @@ async fn fetcher(shared: Arc<Shared>) {
         };
         // Not raced against shutdown: once sent, the lease may commit, and its jobs must
         // then be handed back rather than forgotten.
-        match shared.store.job_lease(request).await {
+        match shared.source.lease(request).await {
             Ok(jobs) if shutdown.is_cancelled() => {
                 for job in jobs {
                     let _ = shared.outcomes.send(Outcome::Release(Release {
@@ -411,13 +442,18 @@ async fn fetcher(shared: Arc<Shared>) {
                 for job in jobs {
                     start_job(&shared, job);
                 }
-                if got == 0 {
+                if got == 0 && !shared.source.lease_waits() {
                     tokio::select! {
                         _ = shared.wake.notified() => {}
                         _ = tokio::time::sleep(shared.options.poll_interval) => {}
                         _ = shutdown.cancelled() => return,
                     }
                 }
+            }
+            Err(StoreError::Invalid(e)) => {
+                tracing::error!(error = %e, "leasing jobs was refused; taking no more jobs");
+                shared.fatal.send_replace(Some(e.message));
+                return;
             }
             Err(e) => {
                 failures += 1;
@@ -634,7 +670,7 @@ async fn write_outcomes(
     failures: Vec<Failure>,
     releases: Vec<Release>,
 ) {
-    let store = &shared.store;
+    let source = &shared.source;
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=20 {
         let now = shared.clock.now();
@@ -643,21 +679,21 @@ async fn write_outcomes(
                 if completions.is_empty() {
                     Ok(Vec::new())
                 } else {
-                    store.job_complete_many(completions.clone(), now).await
+                    source.complete_many(completions.clone(), now).await
                 }
             },
             async {
                 if failures.is_empty() {
                     Ok(Vec::new())
                 } else {
-                    store.job_fail_many(failures.clone(), now).await
+                    source.fail_many(failures.clone(), now).await
                 }
             },
             async {
                 if releases.is_empty() {
                     Ok(Vec::new())
                 } else {
-                    store.job_release_many(releases.clone(), now).await
+                    source.release_many(releases.clone(), now).await
                 }
             },
         );
@@ -709,8 +745,8 @@ async fn heartbeater(shared: Arc<Shared>) {
         }
         let ids: Vec<(Uuid, i64)> = beats.iter().map(|b| (b.id, b.lease_token)).collect();
         match shared
-            .store
-            .job_heartbeat_many(beats, shared.clock.now())
+            .source
+            .heartbeat_many(beats, shared.clock.now())
             .await
         {
             Ok(answers) => {

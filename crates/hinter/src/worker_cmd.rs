@@ -7,39 +7,28 @@
 //!   that `hinter serve` processes share, with the engine's worker, and takes part in
 //!   membership and leader election. `worker_store.rs`.
 //!
-//! Both run the command the same way (`exec.rs`). In HTTP mode one loop leases while slots
-//! are free (`max` = the free slots, long-polling so an idle worker wakes as soon as a job is
-//! ready). Each leased job runs in its own task: it runs the command, heartbeats the lease
-//! (learning of cancellation that way), enforces the job's timeout, and reports how the
-//! attempt ended. On SIGTERM/SIGINT the loop stops leasing, waits up to
-//! `--stopping-wait-time` for the running jobs, then stops the rest and hands them back to the
-//! queue.
+//! Both modes are the engine's [`hinter_engine::Worker`] with one fallback handler that runs
+//! the command (`worker_store.rs`, `exec.rs`); only the job source differs: a
+//! [`hinter_engine::HttpSource`] (leases long-poll the server; cancel requests arrive in
+//! heartbeat answers) or the store. So both behave the same: outcomes, heartbeats, timeouts,
+//! cancellation, and a graceful stop that hands unfinished jobs back uncounted.
 
-use crate::exec::{self, AbortOnDrop, JobCommand, JobInfo};
+use crate::exec::JobCommand;
 use crate::serve::{ClusterArgs, MaintenanceArgs, StoreArgs};
 use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
-use hinter_client::{Client, Error as ClientError, LeaseRequest, Leased, LeasedJob, UnreadableJob};
-use hinter_core::format_duration;
-use serde_json::Value;
+use hinter_client::Client;
+use hinter_engine::HttpSource;
 use std::ffi::OsString;
-use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal as SignalStream, SignalKind};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::{JoinError, JoinSet};
-use tokio::time::{sleep, sleep_until, Instant};
-use uuid::Uuid;
 
-/// Long-poll of one lease request: an idle worker wakes as soon as a job is ready.
-const LEASE_WAIT: Duration = Duration::from_secs(20);
-/// First and largest pause after the server could not be reached.
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Long-poll of one lease request: an idle worker wakes as soon as a job is ready. Short,
+/// because a stopping worker lets its open lease request end before it stops.
+const LEASE_WAIT: Duration = Duration::from_secs(1);
 
 /// The error of an attempt cut short by the worker's own stop.
 pub const STOPPED_MESSAGE: &str = "worker stopped before the job finished";
@@ -311,192 +300,18 @@ fn default_worker_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// HTTP mode: runs the worker until SIGTERM/SIGINT (then `Ok`) or until the server refuses
-/// to lease (a 4xx answer: wrong queue name, token…; then `Err` after the running jobs are
-/// handled).
+/// HTTP mode: the engine's worker on an [`HttpSource`], until SIGTERM/SIGINT (then `Ok`) or
+/// until the server refuses to lease (a 4xx answer: wrong queue name, token…; then `Err`
+/// after the running jobs are handled).
 async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
     let client = Client::new(&server, args.token.clone())?;
-    let command = args.job_command()?;
-    let program = command.program_name();
+    // What a lease may name, checked before anything starts (as in store mode).
+    hinter_core::limits::check_lease_queues("--queue", &args.queues)?;
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
-    let mut signals = StopSignals::listen()?;
-    let (stop_jobs, stop_jobs_rx) = watch::channel(false);
-    let runner = Arc::new(Runner {
-        client: client.clone(),
-        command,
-        lease: args.lease,
-        stop: stop_jobs_rx,
-        active: AtomicUsize::new(0),
-    });
-    let slots = Arc::new(Semaphore::new(args.concurrency as usize));
-    let mut running: JoinSet<()> = JoinSet::new();
-    tracing::info!(
-        server = client.base_url(),
-        queues = ?args.queues,
-        concurrency = args.concurrency,
-        worker_id = %worker_id,
-        command = %program,
-        "hinter worker started"
-    );
-
-    let mut failures: u32 = 0;
-    let mut fatal: Option<anyhow::Error> = None;
-    let signal_name = loop {
-        while let Some(done) = running.try_join_next() {
-            log_task_end(done);
-        }
-        let first = tokio::select! {
-            biased;
-            name = signals.recv() => break Some(name),
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(e) => {
-                    fatal = Some(anyhow::Error::new(e).context("the job slots were closed"));
-                    break None;
-                }
-            },
-        };
-        let mut permits = vec![first];
-        while let Ok(permit) = slots.clone().try_acquire_owned() {
-            permits.push(permit);
-        }
-        let request = LeaseRequest::new(worker_id.clone())
-            .queues(args.queues.iter().cloned())
-            .max(u32::try_from(permits.len()).unwrap_or(1))
-            .lease(args.lease)
-            .wait(LEASE_WAIT);
-        let answer = tokio::select! {
-            biased;
-            name = signals.recv() => break Some(name),
-            answer = client.lease(&request) => answer,
-        };
-        match answer {
-            Ok(Leased { jobs, unreadable }) => {
-                if failures > 0 {
-                    tracing::info!(
-                        server = client.base_url(),
-                        "the hinter server answers again"
-                    );
-                    failures = 0;
-                }
-                let mut permits = permits.into_iter();
-                for job in jobs {
-                    // The server hands out `max` jobs at most; should it send more, they run
-                    // all the same rather than wait for their lease to expire.
-                    runner.active.fetch_add(1, Ordering::SeqCst);
-                    running.spawn(run_job(runner.clone(), job, permits.next()));
-                }
-                // Reported at once: waiting for their leases to expire would cost them an
-                // attempt each and hold their run slots for the whole lease.
-                for job in unreadable {
-                    let runner = runner.clone();
-                    running.spawn(async move { runner.report_unreadable(job).await });
-                }
-            }
-            Err(e) if is_transient(&e) => {
-                drop(permits);
-                failures = failures.saturating_add(1);
-                let pause = backoff(failures);
-                tracing::warn!(
-                    server = client.base_url(),
-                    "cannot lease jobs: {e}; trying again in {}",
-                    format_duration(pause)
-                );
-                tokio::select! {
-                    biased;
-                    name = signals.recv() => break Some(name),
-                    () = sleep(pause) => {}
-                }
-            }
-            Err(e) => {
-                fatal = Some(anyhow::Error::new(e).context(format!(
-                    "the hinter server at {} refused to lease jobs",
-                    client.base_url()
-                )));
-                break None;
-            }
-        }
-    };
-
-    let why = match (&signal_name, &fatal) {
-        (Some(name), _) => format!("{name} received"),
-        (None, Some(e)) => format!("{e:#}"),
-        (None, None) => "stopping".to_string(),
-    };
-    let active = runner.active.load(Ordering::SeqCst);
-    if active == 0 {
-        if signal_name.is_some() {
-            tracing::info!("{why}: stopping");
-        }
-    } else {
-        let wait = format_duration(args.stopping_wait_time);
-        let running = active;
-        if fatal.is_some() {
-            tracing::error!(
-                running,
-                "{why}; taking no more jobs; waiting up to {wait} for the running ones"
-            );
-        } else {
-            tracing::info!(
-                running,
-                "{why}: taking no more jobs; waiting up to {wait} for the running ones"
-            );
-        }
-    }
-    let finished = running.is_empty()
-        || tokio::select! {
-            () = join_all(&mut running) => true,
-            () = sleep(args.stopping_wait_time) => false,
-            name = signals.recv() => {
-                tracing::warn!("{name} received again: stopping the running jobs now");
-                false
-            }
-        };
-    if !finished {
-        tracing::warn!(
-            running = runner.active.load(Ordering::SeqCst),
-            "stopping the jobs still running; they go back to the queue"
-        );
-        // Every job task holds a receiver; a send error only means none is left.
-        let _ = stop_jobs.send(true);
-        join_all(&mut running).await;
-    }
-    match fatal {
-        Some(e) => Err(e),
-        None => {
-            tracing::info!("hinter worker stopped");
-            Ok(())
-        }
-    }
-}
-
-async fn join_all(running: &mut JoinSet<()>) {
-    while let Some(done) = running.join_next().await {
-        log_task_end(done);
-    }
-}
-
-fn log_task_end(done: Result<(), JoinError>) {
-    if let Err(e) = done {
-        if e.is_panic() {
-            tracing::error!("a job task panicked: {e}; its job returns when its lease expires");
-        }
-    }
-}
-
-/// Worth trying again later: the server is unreachable, overloaded, or answered garbage
-/// (a proxy in between, say). Any other 4xx is a mistake that repeating will not fix.
-fn is_transient(e: &ClientError) -> bool {
-    e.is_unavailable()
-        || matches!(e, ClientError::Decode { .. })
-        || e.status().is_some_and(|s| s >= 500 || s == 429 || s == 408)
-}
-
-/// 0.5 s × 2^(n−1), at most 30 s, ±20 %.
-fn backoff(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    let base = BACKOFF_MIN.saturating_mul(1 << exp).min(BACKOFF_MAX);
-    base.mul_f64(rand::random_range(0.8..1.2))
+    let signals = StopSignals::listen()?;
+    let where_ = format!("server {}", client.base_url());
+    let source = Arc::new(HttpSource::new(client, LEASE_WAIT));
+    crate::worker_store::run_worker(&args, source, worker_id, signals, &where_).await
 }
 
 /// SIGTERM and SIGINT, listened to from the start so neither kills the worker outright.
@@ -522,313 +337,9 @@ impl StopSignals {
     }
 }
 
-/// What every job task shares.
-struct Runner {
-    client: Client,
-    command: JobCommand,
-    lease: Duration,
-    /// Becomes `true` when the worker stops the jobs still running.
-    stop: watch::Receiver<bool>,
-    /// Commands running now. Counted apart from the job tasks, which also report outcomes
-    /// and may not have been joined yet when the worker stops.
-    active: AtomicUsize,
-}
-
-/// How an attempt ended, as it is reported.
-#[derive(Debug)]
-enum Outcome {
-    Succeeded(Option<Value>),
-    Failed {
-        message: String,
-        retry: bool,
-    },
-    /// Stopped because the worker is stopping: hand the job back, the attempt not counted.
-    Released,
-    /// The lease is no longer ours: report nothing.
-    LeaseLost,
-}
-
-/// Why a running command was stopped.
-#[derive(Debug)]
-enum StopReason {
-    Cancelled,
-    TimedOut(Duration),
-    WorkerStopping,
-    LeaseLost(String),
-}
-
-/// What the heartbeat task tells the job task.
-enum LeaseEvent {
-    CancelRequested,
-    Lost(String),
-}
-
-async fn run_job(runner: Arc<Runner>, job: LeasedJob, _slot: Option<OwnedSemaphorePermit>) {
-    tracing::info!(
-        job_id = %job.id,
-        job = %job.job,
-        queue = %job.queue,
-        attempt = job.attempt,
-        max_attempts = job.max_attempts,
-        "running job"
-    );
-    let outcome = runner.execute(&job).await;
-    // Before the outcome is reported: once the server shows the job finished, it no longer
-    // counts as running here.
-    runner.active.fetch_sub(1, Ordering::SeqCst);
-    runner.report(&job, outcome).await;
-}
-
-impl Runner {
-    /// Runs the command for one attempt of `job` and says how it ended.
-    async fn execute(&self, job: &LeasedJob) -> Outcome {
-        let id = job.id;
-        let (events_tx, mut events) = mpsc::channel(4);
-        // Heartbeats go on until the command has ended and its output is read.
-        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(
-            self.client.clone(),
-            id,
-            job.lease_token,
-            self.lease,
-            events_tx,
-        )));
-        let deadline = job.timeout.map(|t| Instant::now() + t);
-        let mut stop = self.stop.clone();
-        let stop = async move {
-            let mut events_open = true;
-            let mut stop_open = true;
-            let reason = loop {
-                tokio::select! {
-                    event = events.recv(), if events_open => match event {
-                        Some(LeaseEvent::CancelRequested) => break StopReason::Cancelled,
-                        Some(LeaseEvent::Lost(why)) => break StopReason::LeaseLost(why),
-                        None => events_open = false,
-                    },
-                    () = sleep_until_opt(deadline) => {
-                        break StopReason::TimedOut(job.timeout.unwrap_or_default())
-                    }
-                    changed = stop.wait_for(|stop| *stop), if stop_open => match changed {
-                        Ok(_) => break StopReason::WorkerStopping,
-                        Err(_) => stop_open = false,
-                    },
-                }
-            };
-            match &reason {
-                StopReason::Cancelled => {
-                    tracing::info!(job_id = %id, "cancel requested: stopping the command")
-                }
-                StopReason::TimedOut(t) => tracing::warn!(
-                    job_id = %id,
-                    "timed out after {}: stopping the command",
-                    format_duration(*t)
-                ),
-                StopReason::WorkerStopping => {
-                    tracing::warn!(job_id = %id, "worker stopping: stopping the command")
-                }
-                StopReason::LeaseLost(why) => tracing::warn!(
-                    job_id = %id,
-                    "lost the lease ({why}): stopping the command; the job is no longer \
-                     this worker's, nothing is reported"
-                ),
-            }
-            reason
-        };
-        let info = JobInfo {
-            id,
-            job: &job.job,
-            queue: &job.queue,
-            attempt: job.attempt,
-            max_attempts: job.max_attempts,
-            payload: &job.payload,
-        };
-        match self.command.run(&info, stop).await {
-            exec::Outcome::Succeeded(result) => Outcome::Succeeded(result),
-            exec::Outcome::Failed { message, retry } => Outcome::Failed { message, retry },
-            exec::Outcome::Stopped(StopReason::Cancelled) => Outcome::Failed {
-                message: "cancelled".to_string(),
-                retry: false,
-            },
-            exec::Outcome::Stopped(StopReason::TimedOut(t)) => Outcome::Failed {
-                message: format!("timed out after {}", format_duration(t)),
-                retry: true,
-            },
-            exec::Outcome::Stopped(StopReason::WorkerStopping) => Outcome::Released,
-            exec::Outcome::Stopped(StopReason::LeaseLost(_)) => Outcome::LeaseLost,
-        }
-    }
-
-    /// Fails a leased job this worker could not read, for good: reading it again would fail
-    /// the same way.
-    async fn report_unreadable(&self, job: UnreadableJob) {
-        let message = format!("hinter worker could not read the leased job: {}", job.error);
-        tracing::error!(job_id = %job.id, "{message}");
-        let patience = self.lease.min(Duration::from_secs(30));
-        let client = &self.client;
-        let answer = with_retries(patience, job.id, || {
-            client.fail(job.id, job.lease_token, &message, false)
-        })
-        .await;
-        if let Err(e) = answer {
-            log_report_error(job.id, "fail", &e);
-        }
-    }
-
-    /// Tells the server how the attempt ended, trying again while the server is unreachable
-    /// (at most as long as the lease, after which the report would be stale anyway).
-    async fn report(&self, job: &LeasedJob, outcome: Outcome) {
-        let id = job.id;
-        let token = job.lease_token;
-        let client = &self.client;
-        let patience = self.lease.min(Duration::from_secs(30));
-        let (message, retry) = match outcome {
-            Outcome::LeaseLost => return,
-            Outcome::Released => {
-                match with_retries(patience, id, || client.release(id, token)).await {
-                    Ok(job) => tracing::info!(
-                        job_id = %id,
-                        state = %job.state,
-                        "job handed back to the queue; the attempt does not count"
-                    ),
-                    Err(e) => log_report_error(id, "release", &e),
-                }
-                return;
-            }
-            Outcome::Succeeded(result) => {
-                let answer =
-                    with_retries(patience, id, || client.complete(id, token, result.as_ref()))
-                        .await;
-                match answer {
-                    Ok(done) => {
-                        tracing::info!(job_id = %id, state = %done.state, "job succeeded");
-                        return;
-                    }
-                    // The result is too large or otherwise unacceptable: the attempt fails.
-                    Err(e) if matches!(e.status(), Some(413 | 422)) => {
-                        (format!("the server refused the job's result: {e}"), false)
-                    }
-                    Err(e) => {
-                        log_report_error(id, "complete", &e);
-                        return;
-                    }
-                }
-            }
-            Outcome::Failed { message, retry } => (message, retry),
-        };
-        let answer = with_retries(patience, id, || client.fail(id, token, &message, retry)).await;
-        match answer {
-            Ok(done) => tracing::warn!(
-                job_id = %id,
-                state = %done.state,
-                retry,
-                "job failed: {message}"
-            ),
-            Err(e) => log_report_error(id, "fail", &e),
-        }
-    }
-}
-
-fn log_report_error(id: Uuid, call: &str, e: &ClientError) {
-    if e.is_stale_lease() || e.is_not_found() {
-        tracing::warn!(
-            job_id = %id,
-            "cannot {call} the job: {e}; the lease was lost, the job is no longer this worker's"
-        );
-    } else {
-        tracing::error!(
-            job_id = %id,
-            "cannot {call} the job: {e}; it returns to the queue when its lease expires"
-        );
-    }
-}
-
-/// Calls `call` until it succeeds, fails for good, or `patience` is used up.
-async fn with_retries<T, F, Fut>(
-    patience: Duration,
-    id: Uuid,
-    mut call: F,
-) -> Result<T, ClientError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ClientError>>,
-{
-    let give_up = Instant::now() + patience;
-    let mut failures = 0;
-    loop {
-        match call().await {
-            Err(e) if is_transient(&e) && Instant::now() < give_up => {
-                failures += 1;
-                let pause =
-                    backoff(failures).min(give_up.saturating_duration_since(Instant::now()));
-                tracing::warn!(
-                    job_id = %id,
-                    "cannot report the job's outcome: {e}; trying again in {}",
-                    format_duration(pause)
-                );
-                sleep(pause).await;
-            }
-            answer => return answer,
-        }
-    }
-}
-
-/// Extends the lease every third of it; tells the job task when a cancel was requested or the
-/// lease is lost. Runs until aborted (or the lease is lost).
-async fn heartbeat_loop(
-    client: Client,
-    id: Uuid,
-    lease_token: i64,
-    lease: Duration,
-    events: mpsc::Sender<LeaseEvent>,
-) {
-    let every = lease / 3;
-    let client =
-        client.with_timeout(every.clamp(Duration::from_secs(1), hinter_client::DEFAULT_TIMEOUT));
-    let mut cancel_told = false;
-    let mut pause = every;
-    loop {
-        sleep(pause).await;
-        pause = every;
-        match client.heartbeat(id, lease_token, Some(lease)).await {
-            Ok(ack) => {
-                if ack.cancel_requested && !cancel_told {
-                    cancel_told = true;
-                    let _ = events.send(LeaseEvent::CancelRequested).await;
-                }
-            }
-            Err(e) if e.is_stale_lease() || e.is_not_found() || e.is_conflict() => {
-                let _ = events.send(LeaseEvent::Lost(e.to_string())).await;
-                return;
-            }
-            Err(e) => {
-                // Try again sooner, to keep the lease.
-                pause = (every / 3).max(Duration::from_millis(250));
-                tracing::warn!(
-                    job_id = %id,
-                    "heartbeat failed: {e}; trying again in {}",
-                    format_duration(pause)
-                );
-            }
-        }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) <= Duration::from_millis(600));
-        assert!(backoff(3) >= Duration::from_millis(1600));
-        assert!(backoff(40) <= BACKOFF_MAX.mul_f64(1.2));
-    }
 
     #[derive(clap::Parser)]
     struct TestCli {

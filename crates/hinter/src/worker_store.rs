@@ -1,4 +1,5 @@
-//! `hinter worker --database URL | --data-dir DIR -- COMMAND`: the worker role in store mode.
+//! `hinter worker --database URL | --data-dir DIR -- COMMAND`: the worker role in store mode,
+//! and [`run_worker`], the runtime both modes share.
 //!
 //! The process leases straight from the store the `hinter serve` processes share, with the
 //! engine's [`Worker`] (fetcher, heartbeats, timeouts, cancellation through store events and
@@ -13,7 +14,8 @@ use crate::serve::StoreArgs;
 use crate::worker_cmd::{StopSignals, WorkerArgs, STOPPED_MESSAGE};
 use hinter_core::{format_duration, Clock, ProcessInfo, Store, SystemClock};
 use hinter_engine::{
-    Coordinator, HandlerContext, JobError, Maintenance, Registry, StopReason, Worker, WorkerOptions,
+    Coordinator, HandlerContext, JobError, JobSource, Maintenance, Registry, StopReason,
+    StoreSource, Worker, WorkerOptions,
 };
 use serde_json::Value;
 use std::sync::Arc;
@@ -25,11 +27,11 @@ const STOP_MARGIN: Duration = Duration::from_secs(2);
 
 /// Runs the worker until SIGTERM/SIGINT.
 pub async fn run(args: WorkerArgs, store: StoreArgs) -> anyhow::Result<()> {
-    let command = Arc::new(args.job_command()?);
+    args.job_command()?;
     // What a lease may name, checked before anything starts (the engine refuses it too).
     hinter_core::limits::check_lease_queues("--queue", &args.queues)?;
     let cluster_options = args.cluster.options()?;
-    let mut signals = StopSignals::listen()?;
+    let signals = StopSignals::listen()?;
     let backend = store.open().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Unique per process start even when the ID is given: leadership is held by this id.
@@ -52,19 +54,47 @@ pub async fn run(args: WorkerArgs, store: StoreArgs) -> anyhow::Result<()> {
     let store_handle: Arc<dyn Store> = backend.clone();
     let maintenance = Maintenance::start(
         store_handle.clone(),
-        clock.clone(),
+        clock,
         args.maintenance.options(),
         coordinator.leader(),
     );
+    let source = Arc::new(StoreSource(store_handle));
+    let outcome = run_worker(
+        &args,
+        source,
+        worker_id,
+        signals,
+        &format!("store {}", describe(&store)),
+    )
+    .await;
+    maintenance.shutdown().await;
+    coordinator.shutdown().await;
+    if let Err(e) = backend.close().await {
+        tracing::warn!(error = %e, "closing the store");
+    }
+    outcome
+}
 
+/// Both modes: the engine's worker on `source`, with one fallback handler that runs the
+/// command for any job of its queues, until SIGTERM/SIGINT (then `Ok`) or until the source
+/// refuses to lease for good (then `Err`, after the running jobs are handled).
+pub async fn run_worker(
+    args: &WorkerArgs,
+    source: Arc<dyn JobSource>,
+    worker_id: String,
+    mut signals: StopSignals,
+    from: &str,
+) -> anyhow::Result<()> {
+    let command = Arc::new(args.job_command()?);
+    let program = command.program_name();
     let mut registry = Registry::new();
     registry.register_fallback(move |ctx: HandlerContext, payload: Value| {
         run_job(command.clone(), ctx, payload)
     });
     let concurrency = args.concurrency as usize;
-    let worker = Worker::start(
-        store_handle,
-        clock,
+    let worker = Worker::start_on(
+        source,
+        Arc::new(SystemClock),
         registry,
         WorkerOptions {
             queues: args.queues.clone(),
@@ -80,33 +110,44 @@ pub async fn run(args: WorkerArgs, store: StoreArgs) -> anyhow::Result<()> {
         },
     )?;
     tracing::info!(
-        store = %describe(&store),
+        from,
         queues = ?args.queues,
         concurrency = args.concurrency,
         worker_id = %worker_id,
-        command = %args.command.first().map(|c| c.to_string_lossy()).unwrap_or_default(),
-        "hinter worker started (store mode)"
+        command = %program,
+        "hinter worker started"
     );
 
-    let name = signals.recv().await;
-    tracing::info!(
-        running = worker.running(),
-        "{name} received: taking no more jobs; waiting up to {} for the running ones",
-        format_duration(args.stopping_wait_time)
-    );
+    let wait = format_duration(args.stopping_wait_time);
+    let fatal = tokio::select! {
+        name = signals.recv() => {
+            tracing::info!(
+                running = worker.running(),
+                "{name} received: taking no more jobs; waiting up to {wait} for the running ones"
+            );
+            None
+        }
+        why = worker.fatal_error() => {
+            tracing::error!(
+                running = worker.running(),
+                "{why}; taking no more jobs; waiting up to {wait} for the running ones"
+            );
+            Some(why)
+        }
+    };
     worker
         .shutdown_early_on(async {
             let name = signals.recv().await;
             tracing::warn!("{name} received again: stopping the running jobs now");
         })
         .await;
-    maintenance.shutdown().await;
-    coordinator.shutdown().await;
-    if let Err(e) = backend.close().await {
-        tracing::warn!(error = %e, "closing the store");
+    match fatal {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => {
+            tracing::info!("hinter worker stopped");
+            Ok(())
+        }
     }
-    tracing::info!("hinter worker stopped");
-    Ok(())
 }
 
 /// Where the store is, without secrets.

@@ -639,15 +639,48 @@ async fn runs_at_most_concurrency_jobs_at_once() {
 }
 
 #[tokio::test]
-async fn a_refused_lease_stops_the_worker_with_an_error() {
+async fn a_queue_name_no_lease_could_use_stops_the_worker_at_once() {
     let mut setup = Setup::new();
     setup.start_server().await;
     let mut worker = setup.start_worker("worker", &["--queue", "not a queue name!"]);
     let status = worker.wait_exit(STARTUP).await;
     assert_eq!(status.code(), Some(1), "{}", worker.log_text());
     let log = worker.log_text();
-    assert!(log.contains("refused to lease jobs"), "{log}");
+    assert!(
+        log.contains("--queue[0]") && log.contains("not a queue name!"),
+        "{log}"
+    );
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A server that refuses the lease request (4xx) stops the worker with an error naming the
+/// refusal, instead of asking again for ever.
+#[tokio::test]
+async fn a_refused_lease_stops_the_worker_with_an_error() {
+    use axum::routing::post;
+    let setup = Setup::new();
+    let app = axum::Router::new().route(
+        "/api/v1/leases",
+        post(|| async {
+            (
+                axum::http::StatusCode::FORBIDDEN,
+                [("content-type", "application/json")],
+                r#"{"error": {"code": "forbidden", "message": "this token may not lease"}}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", setup.port))
+        .await
+        .unwrap_or_else(|e| panic!("cannot bind the stand-in server: {e}"));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut worker = setup.start_worker("worker", &[]);
+    let status = worker.wait_exit(STARTUP).await;
+    assert_eq!(status.code(), Some(1), "{}", worker.log_text());
+    let log = worker.log_text();
+    assert!(log.contains("refused to lease jobs"), "{log}");
+    assert!(log.contains("this token may not lease"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    server.abort();
 }
 
 #[test]

@@ -30,7 +30,7 @@ pub use error::Error;
 pub use hinter_core::{AttemptError, Job, JobState, LeasedJob};
 pub use types::{
     EnqueueRequest, Enqueued, Health, HeartbeatAck, Include, JobFilter, JobSummary, LeaseRequest,
-    Leased, Page, QueueInfo, UnreadableJob,
+    Leased, Page, QueueInfo, UnreadableJob, WorkerReport,
 };
 
 use hinter_core::format_duration;
@@ -301,6 +301,29 @@ impl Client {
             .await
     }
 
+    // Workers
+
+    /// `PUT /api/v1/workers/{id}`: reports this worker process alive, so `GET
+    /// /api/v1/workers` lists it; repeat well within the server's `--dead-after`.
+    pub async fn report_worker(&self, id: &str, report: &WorkerReport) -> Result<(), Error> {
+        let url = self.url(&["api", "v1", "workers", id]);
+        let _: serde::de::IgnoredAny = self.call(Method::PUT, url, Some(report)).await?;
+        Ok(())
+    }
+
+    /// `DELETE /api/v1/workers/{id}`: this worker process stops; it leaves the list at once.
+    pub async fn remove_worker(&self, id: &str) -> Result<(), Error> {
+        let url = self.url(&["api", "v1", "workers", id]);
+        let (status, bytes) = self
+            .exchange(Method::DELETE, url, None::<&()>, Duration::ZERO)
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Error::from_response(status.as_u16(), &bytes))
+        }
+    }
+
     // Queues
 
     /// `GET /api/v1/queues`.
@@ -376,6 +399,18 @@ impl Client {
         body: Option<&impl Serialize>,
         wait: Duration,
     ) -> Result<T, Error> {
+        let (status, bytes) = self.exchange(method, url.clone(), body, wait).await?;
+        decode(&url, status, &bytes)
+    }
+
+    /// Sends one request and returns the status and body of any answer.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&impl Serialize>,
+        wait: Duration,
+    ) -> Result<(StatusCode, bytes::Bytes), Error> {
         let timeout = self.timeout + wait;
         let mut request = self
             .http
@@ -402,7 +437,7 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| self.transport(&e, timeout))?;
-        decode(&url, status, &bytes)
+        Ok((status, bytes))
     }
 
     fn transport(&self, error: &reqwest::Error, timeout: Duration) -> Error {

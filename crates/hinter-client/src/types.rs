@@ -412,6 +412,16 @@ pub(crate) struct CompleteBody<'a> {
     pub result: Option<&'a Value>,
 }
 
+/// `PUT /api/v1/workers/{id}` body: a worker process as it reports itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerReport {
+    pub host: String,
+    pub pid: u32,
+    pub queues: Vec<String>,
+    pub concurrency: u32,
+    pub started_at: DateTime<Utc>,
+}
+
 #[derive(Serialize)]
 pub(crate) struct ReleaseBody {
     pub lease_token: i64,

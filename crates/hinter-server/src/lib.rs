@@ -90,6 +90,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/leases", post(worker::lease))
         .route("/api/v1/queues", get(queues::list))
         .route("/api/v1/workers", get(workers::list))
+        .route(
+            "/api/v1/workers/{id}",
+            axum::routing::put(workers::report).delete(workers::remove),
+        )
         .route("/api/v1/queues/{name}/pause", post(queues::pause))
         .route("/api/v1/queues/{name}/resume", post(queues::resume))
         .fallback(not_found)

@@ -430,6 +430,92 @@ async fn unknown_jobs_routes_and_methods_answer_json_errors() {
     }
 }
 
+/// A worker leasing over HTTP reports itself (`PUT /api/v1/workers/{id}`), is listed with
+/// role `worker`, and leaves (`DELETE`); what it reports is checked.
+#[tokio::test]
+async fn workers_report_themselves_and_leave() {
+    let h = harness().await;
+    let report = json!({"host": "box-1", "pid": 42, "queues": ["a", "b"], "concurrency": 3,
+                        "started_at": "2026-11-29T10:00:00Z"});
+    let put = |id: &str, body: Value| {
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(format!("/api/v1/workers/{id}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let app = h.app.clone();
+        async move {
+            let response = app.oneshot(request).await.expect("answer");
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = put("box-1:42", report.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["role"], "worker");
+    let listed = h.get("/api/v1/workers").await;
+    let workers = listed.body["workers"].as_array().expect("workers").clone();
+    let me = workers
+        .iter()
+        .find(|w| w["id"] == "box-1:42")
+        .unwrap_or_else(|| panic!("not listed: {}", listed.body));
+    assert_eq!(
+        (&me["role"], &me["pid"], &me["queues"], &me["concurrency"]),
+        (&json!("worker"), &json!(42), &json!(["a", "b"]), &json!(3))
+    );
+    for (bad, field) in [
+        (
+            json!({"host": "", "pid": 1, "concurrency": 1, "started_at": "2026-11-29T10:00:00Z"}),
+            "host",
+        ),
+        (
+            json!({"host": "h\u{0}", "pid": 1, "concurrency": 1, "started_at": "2026-11-29T10:00:00Z"}),
+            "host",
+        ),
+        (
+            json!({"host": "h", "pid": 1, "concurrency": 1, "queues": ["a b"], "started_at": "2026-11-29T10:00:00Z"}),
+            "queues[0]",
+        ),
+        (
+            json!({"host": "h", "pid": 1, "concurrency": 1, "started_at": "2026-11-29T10:00:00Z", "role": "serve"}),
+            "role",
+        ),
+        (
+            json!({"host": "h", "pid": -1, "concurrency": 1, "started_at": "2026-11-29T10:00:00Z"}),
+            "pid",
+        ),
+    ] {
+        let (status, body) = put("x", bad.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(field), "{bad}: {message}");
+    }
+    let request = Request::builder()
+        .method(Method::DELETE)
+        .uri("/api/v1/workers/box-1:42")
+        .body(Body::empty())
+        .expect("request");
+    let response = h.app.clone().oneshot(request).await.expect("answer");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let listed = h.get("/api/v1/workers").await;
+    assert!(
+        !listed.body["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .any(|w| w["id"] == "box-1:42"),
+        "{}",
+        listed.body
+    );
+}
+
 /// `release` hands a leased job back: queued at once, the attempt not counted; only with the
 /// current lease token.
 #[tokio::test]

@@ -13,12 +13,12 @@
 //! heartbeat answers) or the store. So both behave the same: outcomes, heartbeats, timeouts,
 //! cancellation, and a graceful stop that hands unfinished jobs back uncounted.
 
-use crate::exec::JobCommand;
+use crate::exec::{self, JobCommand};
 use crate::serve::{ClusterArgs, MaintenanceArgs, StoreArgs};
 use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
-use hinter_client::Client;
+use hinter_client::{Client, WorkerReport};
 use hinter_engine::HttpSource;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -310,8 +310,41 @@ async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
     let signals = StopSignals::listen()?;
     let where_ = format!("server {}", client.base_url());
-    let source = Arc::new(HttpSource::new(client, LEASE_WAIT));
-    crate::worker_store::run_worker(&args, source, worker_id, signals, &where_).await
+    let report = WorkerReport {
+        host: hinter_engine::hostname(),
+        pid: std::process::id(),
+        queues: args.queues.clone(),
+        concurrency: args.concurrency,
+        started_at: chrono::Utc::now(),
+    };
+    let membership = exec::AbortOnDrop(tokio::spawn(report_alive(
+        client.clone(),
+        worker_id.clone(),
+        report,
+    )));
+    let source = Arc::new(HttpSource::new(client.clone(), LEASE_WAIT));
+    let outcome =
+        crate::worker_store::run_worker(&args, source, worker_id.clone(), signals, &where_).await;
+    drop(membership);
+    if let Err(e) = client.remove_worker(&worker_id).await {
+        tracing::debug!(error = %e, "could not leave the server's list of workers");
+    }
+    outcome
+}
+
+/// How often an HTTP-mode worker reports itself to `GET /api/v1/workers` (the server forgets
+/// processes silent for `--dead-after`, 30 s by default).
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// Reports this worker alive every [`REPORT_EVERY`]. Failures are only logged: leasing says
+/// loudly enough when the server is away.
+async fn report_alive(client: Client, id: String, report: WorkerReport) {
+    loop {
+        if let Err(e) = client.report_worker(&id, &report).await {
+            tracing::debug!(error = %e, "could not report this worker to the server");
+        }
+        tokio::time::sleep(REPORT_EVERY).await;
+    }
 }
 
 /// SIGTERM and SIGINT, listened to from the start so neither kills the worker outright.

@@ -536,6 +536,58 @@ async fn sigterm_hands_running_jobs_back_to_the_queue() {
     assert_eq!(job.result, Some(json!("second run, attempt 1")));
 }
 
+/// An HTTP-mode worker lists itself in `GET /api/v1/workers` (role `worker`, its queues and
+/// concurrency) while it runs, and leaves the list when it stops.
+#[tokio::test]
+async fn the_worker_is_listed_while_it_runs() {
+    let mut setup = Setup::new();
+    setup.start_server().await;
+    let mut worker = setup.start_worker("worker", &["--queue", "q1", "--concurrency", "3"]);
+    let pid = worker.child.id();
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/workers", setup.url);
+    let listed = |http: reqwest::Client, url: String| async move {
+        let body: Value = http
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        body["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|w| w["pid"] == json!(pid))
+    };
+    let deadline = Instant::now() + STARTUP;
+    let me = loop {
+        if let Some(me) = listed(http.clone(), url.clone()).await {
+            break me;
+        }
+        worker.check_running();
+        assert!(
+            Instant::now() < deadline,
+            "never listed: {}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(me["role"], "worker", "{me}");
+    assert_eq!(me["queues"], json!(["q1"]), "{me}");
+    assert_eq!(me["concurrency"], 3, "{me}");
+
+    kill(worker.pid(), Signal::SIGTERM).unwrap_or_else(|e| panic!("cannot signal: {e}"));
+    let status = worker.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "{}", worker.log_text());
+    assert!(
+        listed(http, url).await.is_none(),
+        "a stopped worker leaves the list at once"
+    );
+}
+
 #[tokio::test]
 async fn waits_for_a_server_that_is_not_there_yet() {
     let mut setup = Setup::new();

@@ -132,6 +132,38 @@ pub struct Release {
     pub lease_token: i64,
 }
 
+/// One write of a unit of work ([`Store::write_unit`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// As [`Store::job_insert_many`]; a duplicate (`unique_key`) is an answer, not an error.
+    Insert(Vec<NewJob>),
+    /// As [`Store::job_complete_many`].
+    Complete(Vec<Completion>),
+    /// As [`Store::job_fail_many`].
+    Fail(Vec<Failure>),
+    /// As [`Store::job_release_many`].
+    Release(Vec<Release>),
+    /// As [`Store::job_cancel`].
+    Cancel(Uuid),
+}
+
+/// What one write of a unit of work did, in the order of the writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteResult {
+    Inserted(Vec<Inserted>),
+    Completed(Vec<Job>),
+    Failed(Vec<Job>),
+    /// How many jobs were handed back.
+    Released(usize),
+    Cancelled(Box<Job>),
+}
+
+/// The first error among per-item answers, or all the values: inside a unit of work one
+/// refused item (a stale lease, say) undoes the whole unit.
+pub fn all_or_first_error<T>(answers: Vec<StoreResult<T>>) -> StoreResult<Vec<T>> {
+    answers.into_iter().collect()
+}
+
 /// Why a running job is due for rescue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {
@@ -256,6 +288,17 @@ pub trait Store: Send + Sync + 'static {
         releases: Vec<Release>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<()>>>;
+
+    /// Runs several writes as one unit of work: all are committed together (one SQLite
+    /// writer transaction, one PostgreSQL transaction), or none is. Any error undoes the
+    /// whole unit and is returned, including one item's (a stale lease token, an unknown or
+    /// finished job); events are published only after the commit. For writes that belong
+    /// together: a completion and the jobs it sets off, a reply and the job it answers.
+    async fn write_unit(
+        &self,
+        ops: Vec<WriteOp>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<WriteResult>>;
 
     /// Cancels a job: `scheduled`/`queued` become `cancelled` at once; `running` gets
     /// `cancel_requested`. A finished job is a [`StoreError::Conflict`].

@@ -46,13 +46,14 @@ mod enqueue;
 pub mod events;
 mod migrate;
 mod ops;
+mod unit;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use hinter_core::store::{
     Completion, Expired, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest, PruneRequest,
-    QueueInfo, Release, StoreResult,
+    QueueInfo, Release, StoreResult, WriteOp, WriteResult,
 };
 use hinter_core::{
     Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Store, StoreError,
@@ -379,6 +380,14 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         write_tx!(self, |tx, ev| ops::job_release_many(&tx, &releases, ev))
+    }
+
+    async fn write_unit(
+        &self,
+        ops: Vec<WriteOp>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<WriteResult>> {
+        write_tx!(self, |tx, ev| unit::write_unit(&tx, &ops, now, ev))
     }
 
     async fn job_cancel(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Job> {

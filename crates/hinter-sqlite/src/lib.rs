@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hinter_core::store::{
     Completion, Expired, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest, PruneRequest,
-    QueueInfo, Release, StoreResult,
+    QueueInfo, Release, StoreResult, WriteOp, WriteResult,
 };
 use hinter_core::{
     Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Store, StoreError,
@@ -451,6 +451,48 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<StoreResult<()>>> {
         self.write(move |c, ev| each(c, &releases, |c, item| ops::job_release(c, item, ev)))
             .await
+    }
+
+    async fn write_unit(
+        &self,
+        ops: Vec<WriteOp>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<WriteResult>> {
+        // One savepoint around the whole unit: an error anywhere undoes all of it (and only
+        // it: the rest of the writer's group goes on).
+        self.write_atomic(move |c, ev| {
+            let mut results = Vec::with_capacity(ops.len());
+            for op in ops {
+                results.push(match op {
+                    WriteOp::Insert(jobs) => {
+                        WriteResult::Inserted(ops::job_insert_many(c, jobs, now, ev)?)
+                    }
+                    WriteOp::Complete(items) => WriteResult::Completed(
+                        items
+                            .iter()
+                            .map(|item| ops::job_complete(c, item, now, ev)?.decode())
+                            .collect::<StoreResult<_>>()?,
+                    ),
+                    WriteOp::Fail(items) => WriteResult::Failed(
+                        items
+                            .iter()
+                            .map(|item| ops::job_fail(c, item, now, ev))
+                            .collect::<StoreResult<_>>()?,
+                    ),
+                    WriteOp::Release(items) => {
+                        for item in &items {
+                            ops::job_release(c, item, ev)?;
+                        }
+                        WriteResult::Released(items.len())
+                    }
+                    WriteOp::Cancel(id) => {
+                        WriteResult::Cancelled(Box::new(ops::job_cancel(c, id, now, ev)?))
+                    }
+                });
+            }
+            Ok(results)
+        })
+        .await
     }
 
     async fn job_cancel(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Job> {

@@ -2,8 +2,8 @@
 
 use crate::support::*;
 use hinter_core::retry::FailOutcome;
-use hinter_core::store::PruneRequest;
-use hinter_core::{JobState, Store, StoreEvent};
+use hinter_core::store::{Completion, PruneRequest, WriteOp, WriteResult};
+use hinter_core::{JobState, Store, StoreError, StoreEvent};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -538,4 +538,99 @@ pub async fn held_back_jobs_are_announced_when_a_job_stops_running(store: Arc<dy
             "a singleton failing for good",
         )
         .await;
+}
+
+/// A unit of work commits all its writes together: a completion and the jobs it sets off
+/// (say, a reply) are there, with their events, after one commit.
+pub async fn unit_of_work_commits_all_writes_together(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let first = insert(store, job_in("step-1", "uow"), now).await;
+    let leased = lease_job(store, "uow", first.id, now).await;
+    let mut heard = Heard::new(store);
+    let next = job_in("step-2", "uow-next");
+    let reply = job_in("reply", "uow-replies");
+    let results = store
+        .write_unit(
+            vec![
+                WriteOp::Complete(vec![Completion {
+                    id: leased.id,
+                    lease_token: leased.lease_token,
+                    result: Some(json!({"ok": true})),
+                }]),
+                WriteOp::Insert(vec![next.clone(), reply.clone()]),
+            ],
+            now,
+        )
+        .await
+        .expect("write_unit");
+    match results.as_slice() {
+        [WriteResult::Completed(done), WriteResult::Inserted(inserted)] => {
+            assert_eq!(done[0].state, JobState::Succeeded);
+            assert_eq!(inserted.len(), 2);
+        }
+        other => panic!("unexpected results {other:?}"),
+    }
+    assert_eq!(get(store, first.id).await.state, JobState::Succeeded);
+    assert_eq!(get(store, next.id).await.state, JobState::Queued);
+    assert_eq!(get(store, reply.id).await.state, JobState::Queued);
+    heard
+        .expect(
+            store,
+            vec![
+                finished(first.id, JobState::Succeeded),
+                available("uow-next"),
+                available("uow-replies"),
+            ],
+            "a unit of work",
+        )
+        .await;
+}
+
+/// A unit of work that fails part-way leaves nothing behind and announces nothing: the
+/// writes before the failing one are undone, the failing item's job is as it was.
+pub async fn unit_of_work_that_fails_leaves_nothing(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let held = insert(store, job_in("held", "uow"), now).await;
+    let leased = lease_job(store, "uow", held.id, now).await;
+    let mut heard = Heard::new(store);
+    let child = job_in("child", "uow-children");
+    let stale = store
+        .write_unit(
+            vec![
+                WriteOp::Insert(vec![child.clone()]),
+                WriteOp::Release(vec![]),
+                WriteOp::Complete(vec![Completion {
+                    id: leased.id,
+                    lease_token: leased.lease_token + 1,
+                    result: None,
+                }]),
+            ],
+            now,
+        )
+        .await;
+    assert_eq!(stale, Err(StoreError::StaleLease(held.id)));
+    let unknown = Uuid::now_v7();
+    let missing = store
+        .write_unit(
+            vec![
+                WriteOp::Complete(vec![Completion {
+                    id: leased.id,
+                    lease_token: leased.lease_token,
+                    result: None,
+                }]),
+                WriteOp::Insert(vec![child.clone()]),
+                WriteOp::Cancel(unknown),
+            ],
+            now,
+        )
+        .await;
+    assert_eq!(missing, Err(StoreError::NotFound(unknown)));
+    assert_eq!(store.job_get(child.id).await.expect("job_get"), None);
+    let still = get(store, held.id).await;
+    assert_eq!(still.state, JobState::Running, "{still:?}");
+    heard.expect(store, vec![], "failed units of work").await;
+    // The lease it held is intact: the job completes as usual.
+    complete_ok(store, &leased, now).await;
 }

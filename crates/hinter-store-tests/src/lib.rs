@@ -185,6 +185,8 @@ macro_rules! conformance_suite {
             prune_oldest_finished_first,
             // events and concurrency
             subscribe_jobs_available_and_finished,
+            unit_of_work_commits_all_writes_together,
+            unit_of_work_that_fails_leaves_nothing,
             fail_outcomes_state_and_events,
             rescued_lease_is_queued_and_announced,
             writes_state_and_events,

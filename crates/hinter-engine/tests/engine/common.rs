@@ -329,6 +329,14 @@ impl Store for HeldLease {
         self.inner.job_fail_many(failures, now).await
     }
 
+    async fn write_unit(
+        &self,
+        ops: Vec<hinter_core::store::WriteOp>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<Vec<hinter_core::store::WriteResult>> {
+        self.inner.write_unit(ops, now).await
+    }
+
     async fn job_release_many(
         &self,
         releases: Vec<Release>,

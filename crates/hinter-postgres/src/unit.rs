@@ -1,0 +1,38 @@
+//! [`hinter_core::Store::write_unit`]: several writes in the one transaction of the caller
+//! (`write_tx!`), each by the same function as its single-operation form.
+
+use crate::ops::{self, Conn, Result};
+use chrono::{DateTime, Utc};
+use hinter_core::store::{all_or_first_error, WriteOp, WriteResult};
+use hinter_core::StoreEvent;
+
+/// Runs `writes` in order on `c`, a connection inside a transaction; the first error ends the
+/// unit (the caller then rolls the transaction back).
+pub async fn write_unit<C: Conn>(
+    c: &C,
+    writes: &[WriteOp],
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Vec<WriteResult>> {
+    let mut results = Vec::with_capacity(writes.len());
+    for write in writes {
+        results.push(match write {
+            WriteOp::Insert(jobs) => {
+                WriteResult::Inserted(ops::job_insert_many(c, jobs, now, events).await?)
+            }
+            WriteOp::Complete(items) => WriteResult::Completed(all_or_first_error(
+                ops::job_complete_many(c, items, now, events).await?,
+            )?),
+            WriteOp::Fail(items) => WriteResult::Failed(all_or_first_error(
+                ops::job_fail_many(c, items, now, events).await?,
+            )?),
+            WriteOp::Release(items) => WriteResult::Released(
+                all_or_first_error(ops::job_release_many(c, items, events).await?)?.len(),
+            ),
+            WriteOp::Cancel(id) => {
+                WriteResult::Cancelled(Box::new(ops::job_cancel(c, *id, now, events).await?))
+            }
+        });
+    }
+    Ok(results)
+}

@@ -79,6 +79,9 @@ pub enum StoreEvent {
     JobFinished { id: Uuid, state: JobState },
     /// Someone asked a running job to stop; its worker should stop it.
     CancelRequested { id: Uuid },
+    /// Another process changed the store, and what changed is not known (SQLite: another
+    /// process committed to the same file). Waiting parties look again.
+    Changed,
 }
 
 /// Ask for up to `max` jobs from `queues`, leased to `worker_id` for `lease_for`.

@@ -786,6 +786,9 @@ async fn listener(shared: Arc<Shared>, mut events: broadcast::Receiver<StoreEven
                 shared.stop_job(id, None, StopReason::Cancelled)
             }
             Ok(StoreEvent::JobFinished { .. }) => {}
+            // Another process wrote: there may be jobs (a cancel request arrives with the
+            // next heartbeat).
+            Ok(StoreEvent::Changed) => shared.wake.notify_one(),
             Err(broadcast::error::RecvError::Lagged(_)) => shared.wake.notify_one(),
             Err(broadcast::error::RecvError::Closed) => return,
         }

@@ -42,6 +42,7 @@ fn encode_one(event: &StoreEvent) -> Value {
         StoreEvent::JobsAvailable { queue } => json!({ "a": queue }),
         StoreEvent::JobFinished { id, state } => json!({ "f": id, "s": state.as_str() }),
         StoreEvent::CancelRequested { id } => json!({ "c": id }),
+        StoreEvent::Changed => json!({ "x": 1 }),
     }
 }
 
@@ -90,6 +91,9 @@ fn decode_one(value: &Value) -> Option<StoreEvent> {
         return Some(StoreEvent::CancelRequested {
             id: Uuid::parse_str(id).ok()?,
         });
+    }
+    if obj.contains_key("x") {
+        return Some(StoreEvent::Changed);
     }
     None
 }

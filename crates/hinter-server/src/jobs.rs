@@ -143,6 +143,7 @@ async fn wait_until_finished(state: &AppState, id: Uuid, wait: Duration) -> ApiR
             match tokio::time::timeout_at(recheck, rx.recv()).await {
                 Err(_elapsed) => break,
                 Ok(Ok(StoreEvent::JobFinished { id: finished, .. })) if finished == id => break,
+                Ok(Ok(StoreEvent::Changed)) => break,
                 Ok(Ok(_)) => continue,
                 Ok(Err(RecvError::Lagged(_))) => break,
                 Ok(Err(RecvError::Closed)) => {

@@ -94,6 +94,7 @@ async fn lease_with_wait(
             match tokio::time::timeout_at(tick, rx.recv()).await {
                 Err(_elapsed) => break,
                 Ok(Ok(StoreEvent::JobsAvailable { queue })) if queues.contains(&queue) => break,
+                Ok(Ok(StoreEvent::Changed)) => break,
                 Ok(Ok(_)) => continue,
                 Ok(Err(RecvError::Lagged(_))) => break,
                 Ok(Err(RecvError::Closed)) => {

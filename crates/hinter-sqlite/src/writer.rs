@@ -283,6 +283,9 @@ pub struct Writer {
     pub busy_timeout: Duration,
 }
 
+/// How often an idle writer looks whether another process committed to the database file.
+const WATCH_EVERY: Duration = Duration::from_millis(10);
+
 pub fn spawn(writer: Writer) -> std::io::Result<(mpsc::Sender<Msg>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Msg>();
     let thread = std::thread::Builder::new()
@@ -292,6 +295,26 @@ pub fn spawn(writer: Writer) -> std::io::Result<(mpsc::Sender<Msg>, std::thread:
 }
 
 impl Writer {
+    /// `PRAGMA data_version` of the writer's connection: it changes exactly when another
+    /// connection commits, and in this process only the writer writes.
+    fn data_version(&self) -> Option<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .ok()
+    }
+
+    /// Publishes [`StoreEvent::Changed`] when another process (another store on this file:
+    /// a `hinter worker --data-dir` beside a `serve`, say) committed since the last look, so
+    /// its jobs are seen at once rather than at the next poll.
+    fn notice_other_processes(&self, last: &mut Option<i64>) {
+        let now = self.data_version();
+        if now.is_some() && now != *last {
+            // No receivers is fine: nobody is waiting.
+            let _ = self.events.send(StoreEvent::Changed);
+        }
+        *last = now;
+    }
+
     fn run(self, rx: mpsc::Receiver<Msg>) {
         let mut group: Vec<WriteOp> = Vec::with_capacity(MAX_GROUP);
         let mut replies: Vec<Reply> = Vec::with_capacity(MAX_GROUP);
@@ -299,11 +322,14 @@ impl Writer {
         let mut closed = false;
         let mut close_requests = Vec::new();
         let mut last_warning: Option<Instant> = None;
+        let mut data_version = self.data_version();
         loop {
-            match rx.recv() {
+            self.notice_other_processes(&mut data_version);
+            match rx.recv_timeout(WATCH_EVERY) {
                 Ok(Msg::Op(op)) => group.push(op),
                 Ok(Msg::Close(done)) => close_requests.push(done),
-                Err(_) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
             while group.len() < MAX_GROUP {
                 match rx.try_recv() {

@@ -40,6 +40,7 @@
 //!   under a session advisory lock so instances starting together migrate once; a database
 //!   with a newer schema than this build knows is refused.
 
+mod clock;
 mod cluster;
 mod connect;
 mod enqueue;
@@ -56,8 +57,8 @@ use hinter_core::store::{
     QueueInfo, Release, StoreResult, WriteOp, WriteResult,
 };
 use hinter_core::{
-    Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Store, StoreError,
-    StoreEvent,
+    Clock, Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Store, StoreError,
+    StoreEvent, SystemClock,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +78,7 @@ pub const DEFAULT_SCHEMA: &str = "hinter";
 const WRITE_TRIES: u32 = 3;
 
 /// Settings of the PostgreSQL store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresOptions {
     /// The schema holding hinter's tables, created if missing; every connection's
     /// `search_path`. `None` uses the connection's own `search_path` as the URL sets it.
@@ -89,6 +90,21 @@ pub struct PostgresOptions {
     pub connect_timeout: Duration,
     /// How long an operation waits for a free pooled connection.
     pub acquire_timeout: Duration,
+    /// The clock of the times callers hand in (`now`). The store measures how far the
+    /// database's clock is from it and keeps leases and leadership on the database's clock,
+    /// so machines whose clocks disagree agree on when a lease ends (see `clock.rs`).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for PostgresOptions {
@@ -98,6 +114,7 @@ impl Default for PostgresOptions {
             max_connections: 16,
             connect_timeout: Duration::from_secs(10),
             acquire_timeout: Duration::from_secs(30),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -116,6 +133,8 @@ struct Inner {
     schema: Option<String>,
     channel: String,
     events: broadcast::Sender<StoreEvent>,
+    /// Callers' times on the database's clock.
+    clock: clock::DbClock,
     /// Dropping it stops the listener task.
     _stop: watch::Sender<()>,
 }
@@ -196,16 +215,47 @@ impl PostgresStore {
             StoreError::Unavailable(format!("the event listener for {target} stopped"))
         })??;
 
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 pool,
                 target,
                 schema: options.schema.clone(),
                 channel,
                 events: events_tx,
+                clock: clock::DbClock::new(options.clock.clone()),
                 _stop: stop,
             }),
+        };
+        store.measure_clock().await?;
+        let weak = Arc::downgrade(&store.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(clock::MEASURE_EVERY).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let store = PostgresStore { inner };
+                if let Err(e) = store.measure_clock().await {
+                    tracing::debug!(error = %e, "measuring the database's clock failed");
+                }
+            }
+        });
+        Ok(store)
+    }
+
+    /// Measures how far the database's clock is from the callers' ([`clock::DbClock`]).
+    async fn measure_clock(&self) -> StoreResult<()> {
+        let clock = &self.inner.clock;
+        self.read(async |c| {
+            let before = clock.callers_now();
+            let row = c
+                .query_one("SELECT clock_timestamp()", &[])
+                .await
+                .map_err(ops::Error::Db)?;
+            let after = clock.callers_now();
+            let db_now: DateTime<Utc> = row.try_get(0).map_err(ops::Error::Db)?;
+            clock.measured(before, db_now, after);
+            Ok(())
         })
+        .await
     }
 
     /// Brings the database at `url` to the current schema without keeping a store open
@@ -236,7 +286,7 @@ impl PostgresStore {
         jobs: Vec<NewJob>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Inserted>> {
-        enqueue_in(tx, self.schema(), jobs, now).await
+        enqueue_in(tx, self.schema(), jobs, self.inner.clock.at(now)).await
     }
 
     /// The LISTEN/NOTIFY channel of this store's events.
@@ -311,6 +361,7 @@ impl Store for PostgresStore {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
+        let now = self.inner.clock.at(now);
         write_tx!(self, |tx, ev| ops::job_insert_many(&tx, &jobs, now, ev))
     }
 
@@ -325,10 +376,11 @@ impl Store for PostgresStore {
         self.read(async |c| ops::job_list(c, &filter).await).await
     }
 
-    async fn job_lease(&self, request: LeaseRequest) -> StoreResult<Vec<LeasedJob>> {
+    async fn job_lease(&self, mut request: LeaseRequest) -> StoreResult<Vec<LeasedJob>> {
         if request.max == 0 || request.queues.is_empty() {
             return Ok(Vec::new());
         }
+        request.now = self.inner.clock.at(request.now);
         write_tx!(self, |tx, ev| ops::job_lease(&tx, &request, ev))
     }
 
@@ -340,6 +392,7 @@ impl Store for PostgresStore {
         if heartbeats.is_empty() {
             return Ok(Vec::new());
         }
+        let now = self.inner.clock.at(now);
         self.read(async |c| ops::job_heartbeat_many(c, &heartbeats, now).await)
             .await
     }
@@ -352,6 +405,7 @@ impl Store for PostgresStore {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
+        let now = self.inner.clock.at(now);
         write_tx!(self, |tx, ev| ops::job_complete_many(
             &tx,
             &completions,
@@ -368,6 +422,8 @@ impl Store for PostgresStore {
         if failures.is_empty() {
             return Ok(Vec::new());
         }
+        let now = self.inner.clock.at(now);
+        let failures = self.inner.clock.failures(failures);
         write_tx!(self, |tx, ev| ops::job_fail_many(&tx, &failures, now, ev))
     }
 
@@ -387,14 +443,18 @@ impl Store for PostgresStore {
         ops: Vec<WriteOp>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<WriteResult>> {
+        let now = self.inner.clock.at(now);
+        let ops = self.inner.clock.writes(ops);
         write_tx!(self, |tx, ev| unit::write_unit(&tx, &ops, now, ev))
     }
 
     async fn job_cancel(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Job> {
+        let now = self.inner.clock.at(now);
         write_tx!(self, |tx, ev| ops::job_cancel(&tx, id, now, ev))
     }
 
     async fn job_retry(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Job> {
+        let now = self.inner.clock.at(now);
         write_tx!(self, |tx, ev| ops::job_retry(&tx, id, now, ev))
     }
 
@@ -402,11 +462,13 @@ impl Store for PostgresStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let now = self.inner.clock.at(now);
         self.read(async |c| ops::job_expired_list(c, now, limit).await)
             .await
     }
 
     async fn job_promote_scheduled(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let now = self.inner.clock.at(now);
         write_tx!(self, |tx, ev| ops::job_promote_scheduled(&tx, now, ev))
     }
 
@@ -419,6 +481,7 @@ impl Store for PostgresStore {
         if request.limit == 0 {
             return Ok(0);
         }
+        let request = self.inner.clock.prune(request);
         self.read(async |c| ops::job_prune(c, &request).await).await
     }
 
@@ -442,16 +505,19 @@ impl Store for PostgresStore {
 #[async_trait]
 impl Cluster for PostgresStore {
     async fn process_heartbeat(&self, process: ProcessInfo) -> StoreResult<()> {
+        let process = self.inner.clock.process(process);
         self.read(async |c| cluster::process_heartbeat(c, &process).await)
             .await
     }
 
     async fn process_list(&self, alive_since: DateTime<Utc>) -> StoreResult<Vec<ProcessInfo>> {
+        let alive_since = self.inner.clock.at(alive_since);
         self.read(async |c| cluster::process_list(c, alive_since).await)
             .await
     }
 
     async fn process_prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let before = self.inner.clock.at(before);
         self.read(async |c| cluster::process_prune(c, before).await)
             .await
     }
@@ -468,6 +534,7 @@ impl Cluster for PostgresStore {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Leadership>> {
+        let now = self.inner.clock.at(now);
         self.read(async |c| cluster::leader_acquire(c, name, holder, ttl, now).await)
             .await
     }

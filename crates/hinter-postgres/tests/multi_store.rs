@@ -554,4 +554,90 @@ mod with_database {
         );
         store.ping().await.expect("ping after recovery");
     }
+
+    /// A clock 30 s ahead of the real one, as on a machine whose time has drifted.
+    struct Ahead;
+    impl hinter_core::Clock for Ahead {
+        fn now(&self) -> chrono::DateTime<Utc> {
+            Utc::now() + chrono::Duration::seconds(30)
+        }
+    }
+
+    /// Two processes whose clocks differ by 30 s agree on when a lease and a leadership end:
+    /// every time they hand in is put on the database's clock. Without that the fast one
+    /// rescues a job the other still runs and takes the leadership while it is held.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clocks_that_disagree_agree_on_leases_and_leadership() {
+        use hinter_core::{Clock, Cluster};
+        let schema = TestSchema::new();
+        let honest = schema.store().await;
+        let fast_clock = Ahead;
+        let fast = PostgresStore::connect(
+            &schema.url,
+            hinter_postgres::PostgresOptions {
+                clock: Arc::new(Ahead),
+                ..schema.options()
+            },
+        )
+        .await
+        .expect("connect the fast store");
+        let short = Duration::from_secs(20);
+
+        let id = honest
+            .job_insert_many(vec![NewJob::new("held", json!(1))], Utc::now())
+            .await
+            .expect("insert")[0]
+            .job
+            .id;
+        let leased = honest
+            .job_lease(LeaseRequest {
+                queues: vec!["default".into()],
+                worker_id: "honest".into(),
+                max: 1,
+                lease_for: short,
+                now: Utc::now(),
+            })
+            .await
+            .expect("lease");
+        assert_eq!(leased.len(), 1);
+        let expired = fast
+            .job_expired_list(fast_clock.now(), 10)
+            .await
+            .expect("expired list");
+        assert!(
+            expired.is_empty(),
+            "the fast machine must not see a running lease as expired: {expired:?}"
+        );
+        let again = fast
+            .job_lease(LeaseRequest {
+                queues: vec!["default".into()],
+                worker_id: "fast".into(),
+                max: 1,
+                lease_for: short,
+                now: fast_clock.now(),
+            })
+            .await
+            .expect("lease");
+        assert!(again.is_empty(), "the job is held: {again:?}");
+        // Once the lease has really ended, the fast machine sees it too.
+        let later = fast
+            .job_expired_list(fast_clock.now() + chrono::Duration::seconds(25), 10)
+            .await
+            .expect("expired list");
+        assert_eq!(later.iter().map(|e| e.id).collect::<Vec<_>>(), vec![id]);
+
+        let held = honest
+            .leader_acquire("maintenance", "honest", short, Utc::now())
+            .await
+            .expect("acquire");
+        assert!(held.is_some(), "the honest process leads");
+        let taken = fast
+            .leader_acquire("maintenance", "fast", short, fast_clock.now())
+            .await
+            .expect("acquire");
+        assert!(
+            taken.is_none(),
+            "the fast machine must not take a held leadership: {taken:?}"
+        );
+    }
 }

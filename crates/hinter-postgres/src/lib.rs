@@ -55,9 +55,10 @@ use hinter_core::store::{
     QueueInfo, Release, StoreResult,
 };
 use hinter_core::{
-    Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Store, StoreError,
+    Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Run, Store, StoreError,
     StoreEvent,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -324,6 +325,13 @@ impl Store for PostgresStore {
         self.read(async |c| ops::job_list(c, &filter).await).await
     }
 
+    async fn job_runs(&self, ids: Vec<Uuid>) -> StoreResult<HashMap<Uuid, Vec<Run>>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.read(async |c| ops::job_runs(c, &ids).await).await
+    }
+
     async fn job_lease(&self, request: LeaseRequest) -> StoreResult<Vec<LeasedJob>> {
         if request.max == 0 || request.queues.is_empty() {
             return Ok(Vec::new());
@@ -373,12 +381,14 @@ impl Store for PostgresStore {
     async fn job_release_many(
         &self,
         releases: Vec<Release>,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<()>>> {
         if releases.is_empty() {
             return Ok(Vec::new());
         }
-        write_tx!(self, |tx, ev| ops::job_release_many(&tx, &releases, ev))
+        write_tx!(self, |tx, ev| ops::job_release_many(
+            &tx, &releases, now, ev
+        ))
     }
 
     async fn job_cancel(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Job> {

@@ -216,6 +216,16 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Job
             _ => None,
         }
     };
+    if include.runs && !jobs.is_empty() {
+        // Read only when asked for: one more read for the page.
+        let mut runs = state
+            .store
+            .job_runs(jobs.iter().map(|j| j.id).collect())
+            .await?;
+        for job in &mut jobs {
+            job.runs = runs.remove(&job.id).unwrap_or_default();
+        }
+    }
     let jobs = jobs
         .into_iter()
         .map(|job| summary(job, include))
@@ -245,6 +255,7 @@ struct Include {
     payload: bool,
     result: bool,
     errors: bool,
+    runs: bool,
 }
 
 impl Include {
@@ -255,9 +266,10 @@ impl Include {
                 "payload" => include.payload = true,
                 "result" => include.result = true,
                 "errors" => include.errors = true,
+                "runs" => include.runs = true,
                 other => {
                     return Err(ApiError::bad_request(format!(
-                        "include: {other:?} is not one of payload, result, errors"
+                        "include: {other:?} is not one of payload, result, errors, runs"
                     )))
                 }
             }
@@ -286,6 +298,7 @@ fn summary(job: Job, include: Include) -> ApiResult<serde_json::Value> {
             ("payload", include.payload),
             ("result", include.result),
             ("errors", include.errors),
+            ("runs", include.runs),
         ] {
             if !wanted {
                 fields.remove(name);

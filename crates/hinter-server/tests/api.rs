@@ -643,6 +643,7 @@ async fn stale_token_after_rescue_is_409_and_changes_nothing() {
                 outcome: FailOutcome::Retry {
                     run_at: h.clock.now(),
                 },
+                exit_code: None,
             }],
             h.clock.now(),
         )

@@ -1120,6 +1120,52 @@ fn show_job(job: &Job) -> String {
             ));
         }
     }
+    text.push_str(&show_runs(&job.runs, width));
+    text
+}
+
+/// The attempts of a job as a short table, oldest first.
+fn show_runs(runs: &[hinter_core::Run], width: usize) -> String {
+    if runs.is_empty() {
+        return format!("{:width$} -\n", "runs:");
+    }
+    let mut rows = vec![[
+        "ATTEMPT".to_string(),
+        "OUTCOME".into(),
+        "WORKER".into(),
+        "STARTED".into(),
+        "DURATION".into(),
+        "EXIT".into(),
+    ]];
+    for run in runs {
+        rows.push([
+            run.attempt.to_string(),
+            run.outcome.to_string(),
+            clean(&run.worker_id, false),
+            time(run.started_at),
+            run.duration_ms
+                .map(|ms| format_duration(Duration::from_millis(ms)))
+                .unwrap_or_else(|| "-".into()),
+            run.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::from("runs:\n");
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:w$}"))
+            .collect();
+        text.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
+    }
     text
 }
 

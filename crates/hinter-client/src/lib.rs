@@ -27,7 +27,7 @@ mod error;
 mod types;
 
 pub use error::Error;
-pub use hinter_core::{AttemptError, Job, JobState, LeasedJob};
+pub use hinter_core::{AttemptError, Job, JobState, LeasedJob, Run, RunOutcome};
 pub use types::{
     EnqueueRequest, Enqueued, Health, HeartbeatAck, Include, JobFilter, JobSummary, LeaseRequest,
     Leased, Page, QueueInfo, UnreadableJob, WorkerReport,

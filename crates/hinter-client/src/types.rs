@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use hinter_core::job::opt_duration;
-use hinter_core::{AttemptError, Job, JobSpec, JobState};
+use hinter_core::{AttemptError, Job, JobSpec, JobState, Run};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
@@ -160,6 +160,9 @@ pub struct JobSummary {
     /// Only with `include` errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<AttemptError>>,
+    /// Only with `include` runs: the job's attempts, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Vec<Run>>,
 }
 
 /// What a listing adds to its [`JobSummary`]s (each field costs memory and time on the
@@ -169,15 +172,18 @@ pub struct Include {
     pub payload: bool,
     pub result: bool,
     pub errors: bool,
+    /// The attempts (`runs`); read with one more query per page.
+    pub runs: bool,
 }
 
 impl Include {
-    /// Everything: payload, result and errors.
+    /// Everything: payload, result, errors and runs.
     pub fn all() -> Self {
         Self {
             payload: true,
             result: true,
             errors: true,
+            runs: true,
         }
     }
 
@@ -187,6 +193,7 @@ impl Include {
             ("payload", self.payload),
             ("result", self.result),
             ("errors", self.errors),
+            ("runs", self.runs),
         ]
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))
@@ -198,7 +205,7 @@ impl Include {
 impl std::str::FromStr for Include {
     type Err = String;
 
-    /// A comma-separated list of `payload`, `result`, `errors`, or `all`.
+    /// A comma-separated list of `payload`, `result`, `errors`, `runs`, or `all`.
     fn from_str(s: &str) -> Result<Self, String> {
         let mut include = Include::default();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
@@ -206,10 +213,11 @@ impl std::str::FromStr for Include {
                 "payload" => include.payload = true,
                 "result" => include.result = true,
                 "errors" => include.errors = true,
+                "runs" => include.runs = true,
                 "all" => include = Include::all(),
                 other => {
                     return Err(format!(
-                        "{other:?} is not one of payload, result, errors, all"
+                        "{other:?} is not one of payload, result, errors, runs, all"
                     ))
                 }
             }
@@ -507,6 +515,24 @@ mod tests {
         let errors = page.jobs[0].errors.as_ref().expect("errors included");
         assert_eq!(errors[0].message, "boom");
 
+        let mut with_runs = body.clone();
+        with_runs["runs"] = json!([{
+            "attempt": 1, "worker_id": "host-1:4711", "started_at": "2026-11-24T10:00:00Z",
+            "finished_at": "2026-11-24T10:00:01Z", "outcome": "failed", "error": "boom",
+            "exit_code": 3, "duration_ms": 1000
+        }]);
+        let job: Job = serde_json::from_value(with_runs).unwrap();
+        assert_eq!(job.runs[0].outcome, hinter_core::RunOutcome::Failed);
+        assert_eq!(
+            (job.runs[0].exit_code, job.runs[0].duration_ms),
+            (Some(3), Some(1000))
+        );
+        let job: Job = serde_json::from_value(body.clone()).unwrap();
+        assert!(
+            job.runs.is_empty(),
+            "a server without runs answers without them"
+        );
+
         let mut summary = body.clone();
         let fields = summary.as_object_mut().unwrap();
         for gone in ["payload", "result", "errors"] {
@@ -535,6 +561,9 @@ mod tests {
         assert_eq!(include.query_value().as_deref(), Some("payload,errors"));
         assert_eq!(Include::default().query_value(), None);
         assert_eq!("all".parse::<Include>().unwrap(), Include::all());
+        let runs: Include = "runs".parse().unwrap();
+        assert!(runs.runs && !runs.errors);
+        assert_eq!(runs.query_value().as_deref(), Some("runs"));
         assert!("secrets".parse::<Include>().is_err());
     }
 }

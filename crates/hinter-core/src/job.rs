@@ -84,6 +84,81 @@ pub struct AttemptError {
     pub message: String,
 }
 
+/// How an attempt ended, as far as the attempt itself is concerned; the job's state says
+/// what followed (a retry, `dead`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    /// Leased and not finished yet.
+    Running,
+    /// Completed.
+    Succeeded,
+    /// Failed: an error of the handler or command, a timeout, or a lease that expired and
+    /// was rescued. `error` says which.
+    Failed,
+    /// Stopped because the job was cancelled; the job ended `cancelled`.
+    Cancelled,
+    /// Handed back unfinished (graceful stop): the attempt was not counted.
+    Released,
+}
+
+impl RunOutcome {
+    pub const ALL: [RunOutcome; 5] = [
+        RunOutcome::Running,
+        RunOutcome::Succeeded,
+        RunOutcome::Failed,
+        RunOutcome::Cancelled,
+        RunOutcome::Released,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Running => "running",
+            RunOutcome::Succeeded => "succeeded",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Cancelled => "cancelled",
+            RunOutcome::Released => "released",
+        }
+    }
+}
+
+impl fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunOutcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| format!("unknown run outcome {s:?}"))
+    }
+}
+
+/// One attempt of a job: who ran it, when, and how it ended. Written by the store in the
+/// same transaction as the job's state change (lease, complete, fail, release).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// The job's attempt number during this run. A released attempt is not counted, so the
+    /// next run has the same number.
+    pub attempt: u32,
+    /// The worker that held the lease.
+    pub worker_id: String,
+    pub started_at: DateTime<Utc>,
+    /// `None` while running.
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: RunOutcome,
+    /// The failure's message, bounded as in `errors`.
+    pub error: Option<String>,
+    /// The command's exit code, when a command ran and exited.
+    pub exit_code: Option<i32>,
+    /// `finished_at - started_at` in whole milliseconds.
+    pub duration_ms: Option<u64>,
+}
+
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -116,6 +191,10 @@ pub struct Job {
     #[serde(default)]
     pub errors_omitted: u64,
     pub result: Option<Value>,
+    /// Its attempts, oldest first. Read by `Store::job_get` (and `Store::job_runs`); empty
+    /// in listings and in the answers of other operations.
+    #[serde(default)]
+    pub runs: Vec<Run>,
     /// Position in enqueue order; the cursor of job listings.
     #[serde(skip)]
     pub seq: i64,
@@ -288,6 +367,17 @@ pub mod opt_duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_outcomes_parse_and_print() {
+        for outcome in RunOutcome::ALL {
+            assert_eq!(outcome.as_str().parse::<RunOutcome>().unwrap(), outcome);
+            assert_eq!(
+                serde_json::to_value(outcome).unwrap(),
+                serde_json::json!(outcome.as_str())
+            );
+        }
+    }
 
     #[test]
     fn states_parse_and_print() {

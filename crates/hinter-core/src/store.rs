@@ -14,12 +14,13 @@
 //! Operations take batches where workers produce many at once (leases, heartbeats,
 //! completions), so backends can write them in one transaction.
 
-use crate::job::{Inserted, Job, JobState, LeasedJob, NewJob};
+use crate::job::{Inserted, Job, JobState, LeasedJob, NewJob, Run};
 use crate::retry::FailOutcome;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -125,6 +126,9 @@ pub struct Failure {
     pub lease_token: i64,
     pub error: String,
     pub outcome: FailOutcome,
+    /// The exit code of the command that ran the attempt, if one ran and exited; kept in the
+    /// attempt's [`crate::Run`].
+    pub exit_code: Option<i32>,
 }
 
 /// A leased job handed back unstarted or interrupted by shutdown: it returns to `queued`
@@ -255,6 +259,13 @@ pub trait Store: Send + Sync + 'static {
     async fn job_get(&self, id: Uuid) -> StoreResult<Option<Job>>;
 
     async fn job_list(&self, filter: JobFilter) -> StoreResult<Vec<Job>>;
+
+    /// The attempts of each of `ids` that exists, oldest first (what [`Store::job_get`]
+    /// puts in [`Job::runs`]); for listings that ask for them. Default: none recorded.
+    async fn job_runs(&self, ids: Vec<uuid::Uuid>) -> StoreResult<HashMap<uuid::Uuid, Vec<Run>>> {
+        let _ = ids;
+        Ok(HashMap::new())
+    }
 
     /// Moves due `scheduled` jobs to `queued`, then leases up to `max` queued jobs by priority
     /// (higher first), then enqueue order. Each leased job's attempt is counted now.

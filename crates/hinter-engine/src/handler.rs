@@ -102,6 +102,8 @@ impl HandlerContext {
 pub struct JobError {
     pub message: String,
     pub retryable: bool,
+    /// The exit code of the command the attempt ran, kept in the attempt's run record.
+    pub exit_code: Option<i32>,
 }
 
 impl JobError {
@@ -110,6 +112,7 @@ impl JobError {
         Self {
             message: message.into(),
             retryable: true,
+            exit_code: None,
         }
     }
 
@@ -118,7 +121,14 @@ impl JobError {
         Self {
             message: message.into(),
             retryable: false,
+            exit_code: None,
         }
+    }
+
+    /// The same failure, recording the exit code of the command that ran the attempt.
+    pub fn with_exit_code(mut self, exit_code: Option<i32>) -> Self {
+        self.exit_code = exit_code;
+        self
     }
 }
 

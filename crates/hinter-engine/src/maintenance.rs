@@ -157,6 +157,7 @@ impl Maintenance {
                     lease_token: e.lease_token,
                     error,
                     outcome,
+                    exit_code: None,
                 }
             })
             .collect();

@@ -141,6 +141,7 @@ enum Outcome {
         error: String,
         retryable: bool,
         cancelled: bool,
+        exit_code: Option<i32>,
     },
     Release(Release),
     Flush(oneshot::Sender<()>),
@@ -537,6 +538,7 @@ fn start_job(shared: &Arc<Shared>, job: LeasedJob) {
                 cancelled: entry.stop_reason() == Some(StopReason::Cancelled),
                 error: e.message,
                 retryable: e.retryable,
+                exit_code: e.exit_code,
                 job,
             },
         };
@@ -635,6 +637,7 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Outcome>
                     error,
                     retryable,
                     cancelled,
+                    exit_code,
                 } => {
                     let outcome = decide_failure(
                         job.attempt,
@@ -649,6 +652,7 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Outcome>
                         lease_token: job.lease_token,
                         error,
                         outcome,
+                        exit_code,
                     });
                 }
                 Outcome::Release(r) => releases.push(r),

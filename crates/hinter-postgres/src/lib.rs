@@ -57,9 +57,10 @@ use hinter_core::store::{
     QueueInfo, Release, StoreResult, WriteOp, WriteResult,
 };
 use hinter_core::{
-    Clock, Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Store, StoreError,
-    StoreEvent, SystemClock,
+    Clock, Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Run, Store,
+    StoreError, StoreEvent, SystemClock,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -376,6 +377,13 @@ impl Store for PostgresStore {
         self.read(async |c| ops::job_list(c, &filter).await).await
     }
 
+    async fn job_runs(&self, ids: Vec<Uuid>) -> StoreResult<HashMap<Uuid, Vec<Run>>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.read(async |c| ops::job_runs(c, &ids).await).await
+    }
+
     async fn job_lease(&self, mut request: LeaseRequest) -> StoreResult<Vec<LeasedJob>> {
         if request.max == 0 || request.queues.is_empty() {
             return Ok(Vec::new());
@@ -430,12 +438,15 @@ impl Store for PostgresStore {
     async fn job_release_many(
         &self,
         releases: Vec<Release>,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<()>>> {
         if releases.is_empty() {
             return Ok(Vec::new());
         }
-        write_tx!(self, |tx, ev| ops::job_release_many(&tx, &releases, ev))
+        let now = self.inner.clock.at(now);
+        write_tx!(self, |tx, ev| ops::job_release_many(
+            &tx, &releases, now, ev
+        ))
     }
 
     async fn write_unit(

@@ -15,7 +15,7 @@ use hinter_core::store::{
     PruneRequest, QueueInfo, Release, StoreResult,
 };
 use hinter_core::{
-    limits, AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, StoreError, StoreEvent,
+    limits, AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, Run, StoreError, StoreEvent,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -134,6 +134,33 @@ const JOB_COLUMNS: &str = "j.seq, j.id, j.job, j.queue, j.payload, j.state, j.pr
     j.unique_key, j.ordering_key, j.timeout_ms, j.singleton, j.cancel_requested, j.worker_id, \
     j.lease_expires_at, j.errors, j.result, j.errors_omitted";
 
+/// The runs of job `j`, oldest first, as one JSON array of [`Run`] objects: one statement
+/// (one snapshot) reads a job with its runs. Follows [`JOB_COLUMNS`] where it is read.
+const RUNS_COLUMN: &str = "(SELECT COALESCE(json_agg(json_build_object(
+        'attempt', r.attempt, 'worker_id', r.worker_id, 'started_at', r.started_at,
+        'finished_at', r.finished_at, 'outcome', r.outcome, 'error', r.error,
+        'exit_code', r.exit_code, 'duration_ms', r.duration_ms) ORDER BY r.id), '[]')
+     FROM runs AS r WHERE r.job_seq = j.seq)";
+
+/// Decodes [`RUNS_COLUMN`] at column `idx`.
+fn runs_from_row(row: &Row, idx: usize) -> Result<Vec<Run>> {
+    let runs: Value = get(row, idx)?;
+    serde_json::from_value(runs)
+        .map_err(|e| Error::Store(StoreError::Corrupt(format!("runs: {e}"))))
+}
+
+/// Ends the run of each job a data-modifying CTE named `done` returned (columns `seq`,
+/// `run_token`, `run_outcome`, `run_error`, `run_exit_code`), at `$NOW`. Fenced by the
+/// lease token the job was running under.
+const FINISH_RUNS: &str = "runs_done AS (
+         UPDATE runs SET outcome = done.run_outcome, finished_at = $NOW::timestamptz,
+             duration_ms = GREATEST(floor(extract(epoch FROM $NOW::timestamptz - runs.started_at)
+                                          * 1000), 0)::int8,
+             error = done.run_error, exit_code = done.run_exit_code
+         FROM done
+         WHERE runs.job_seq = done.seq AND runs.lease_token = done.run_token
+           AND runs.outcome = 'running')";
+
 /// Column `idx` of `row`; a value of the wrong type is a corrupt store.
 pub fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
     row.try_get(idx)
@@ -173,6 +200,7 @@ fn job_from_row(row: &Row, at: usize) -> Result<Job> {
         errors,
         errors_omitted: u64::try_from(get::<i64>(row, at + 22)?).unwrap_or(0),
         result: get(row, at + 21)?,
+        runs: Vec::new(),
     })
 }
 
@@ -299,12 +327,30 @@ pub async fn notify<C: Conn>(c: &C, channel: &str, events: &[StoreEvent]) -> Res
     Ok(())
 }
 
+/// The job with its runs.
 pub async fn job_get<C: Conn>(c: &C, id: Uuid) -> Result<Option<Job>> {
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs AS j WHERE j.id = $1");
+    let sql = format!("SELECT {JOB_COLUMNS}, {RUNS_COLUMN} FROM jobs AS j WHERE j.id = $1");
     query_opt(c, &sql, &[&id])
         .await?
-        .map(|row| job_from_row(&row, 0))
+        .map(|row| job_with_runs(&row))
         .transpose()
+}
+
+/// A row of [`JOB_COLUMNS`] followed by [`RUNS_COLUMN`].
+fn job_with_runs(row: &Row) -> Result<Job> {
+    let mut job = job_from_row(row, 0)?;
+    job.runs = runs_from_row(row, 23)?;
+    Ok(job)
+}
+
+/// The runs of each of `ids` that exists.
+pub async fn job_runs<C: Conn>(c: &C, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<Run>>> {
+    let sql = format!("SELECT j.id, {RUNS_COLUMN} FROM jobs AS j WHERE j.id = ANY($1)");
+    let mut out = HashMap::with_capacity(ids.len());
+    for row in query(c, &sql, &[&ids]).await? {
+        out.insert(get(&row, 0)?, runs_from_row(&row, 1)?);
+    }
+    Ok(out)
 }
 
 /// Which of `ids` exist.
@@ -639,6 +685,7 @@ pub async fn job_insert_many<C: Conn>(
                         lease_expires_at: None,
                         errors: Vec::new(),
                         errors_omitted: 0,
+                        runs: Vec::new(),
                         result: None,
                         seq,
                     },
@@ -781,17 +828,23 @@ pub async fn job_lease<C: Conn>(
         if !take.is_empty() {
             let seqs: Vec<i64> = take.iter().map(|(seq, _, _)| *seq).collect();
             let tokens: Vec<i64> = seqs.iter().map(|_| new_lease_token()).collect();
+            // Each leased job's run starts in the same statement.
             let rows = query(
                 c,
-                "UPDATE jobs AS j SET state = 'running', attempt = j.attempt + 1,
-                     worker_id = $3, lease_token = u.token, lease_expires_at = $4,
-                     started_at = $5,
-                     deadline_at = CASE WHEN j.timeout_ms IS NULL THEN NULL
-                                        ELSE $5::timestamptz + j.timeout_ms * interval '1 millisecond' END
-                 FROM unnest($1::int8[], $2::int8[]) AS u(seq, token)
-                 WHERE j.seq = u.seq AND j.state = 'queued'
-                 RETURNING j.seq, j.id, j.job, j.queue, j.payload, j.attempt, j.max_attempts,
-                           j.priority, j.created_at, j.timeout_ms, u.token",
+                "WITH leased AS (
+                     UPDATE jobs AS j SET state = 'running', attempt = j.attempt + 1,
+                         worker_id = $3, lease_token = u.token, lease_expires_at = $4,
+                         started_at = $5,
+                         deadline_at = CASE WHEN j.timeout_ms IS NULL THEN NULL
+                                            ELSE $5::timestamptz + j.timeout_ms * interval '1 millisecond' END
+                     FROM unnest($1::int8[], $2::int8[]) AS u(seq, token)
+                     WHERE j.seq = u.seq AND j.state = 'queued'
+                     RETURNING j.seq, j.id, j.job, j.queue, j.payload, j.attempt, j.max_attempts,
+                               j.priority, j.created_at, j.timeout_ms, u.token),
+                 started AS (
+                     INSERT INTO runs (job_seq, attempt, worker_id, lease_token, started_at)
+                     SELECT seq, attempt, $3, token, $5 FROM leased)
+                 SELECT * FROM leased",
                 &[&seqs, &tokens, &request.worker_id, &until, &now],
             )
             .await?;
@@ -934,11 +987,16 @@ pub async fn job_complete_many<C: Conn>(
     let ids: Vec<Uuid> = completions.iter().map(|x| x.id).collect();
     let order = by_id(&ids);
     let sql = format!(
-        "UPDATE jobs AS j SET state = 'succeeded', result = u.result, finished_at = $4,
-             lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL
-         FROM unnest($1::uuid[], $2::int8[], $3::json[], $5::int4[]) AS u(id, token, result, i)
-         WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
-         RETURNING u.i, {JOB_COLUMNS}"
+        "WITH done AS (
+             UPDATE jobs AS j SET state = 'succeeded', result = u.result, finished_at = $4,
+                 lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL
+             FROM unnest($1::uuid[], $2::int8[], $3::json[], $5::int4[]) AS u(id, token, result, i)
+             WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
+             RETURNING u.i, {JOB_COLUMNS}, u.token AS run_token, 'succeeded'::text AS run_outcome,
+                       NULL::text AS run_error, NULL::int4 AS run_exit_code),
+         {}
+         SELECT * FROM done",
+        FINISH_RUNS.replace("$NOW", "$4")
     );
     let rows = query(
         c,
@@ -1005,8 +1063,9 @@ pub async fn job_fail_many<C: Conn>(
     // A cancel request wins: the row's own flag decides, read under the row lock. The
     // history policy of `hinter_core::limits`: append, keep the first $9 and the last $10
     // entries, count the dropped ones.
+    let exit_codes: Vec<Option<i32>> = order.iter().map(|&i| failures[i].exit_code).collect();
     let sql = format!(
-        "UPDATE jobs AS j SET
+        "WITH done AS (UPDATE jobs AS j SET
              state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE u.state END,
              run_at = CASE WHEN NOT j.cancel_requested AND u.run_at IS NOT NULL
                            THEN u.run_at ELSE j.run_at END,
@@ -1022,9 +1081,15 @@ pub async fn job_fail_many<C: Conn>(
                  + GREATEST(jsonb_array_length(j.errors) + 1 - ($9::int8 + $10::int8), 0),
              lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL
          FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::timestamptz[], $7::text[],
-                     $8::int4[]) AS u(id, token, state, run_at, message, i)
+                     $8::int4[], $11::int4[]) AS u(id, token, state, run_at, message, i, exit_code)
          WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
-         RETURNING u.i, {JOB_COLUMNS}"
+         RETURNING u.i, {JOB_COLUMNS}, u.token AS run_token,
+                   CASE WHEN j.state = 'cancelled' THEN 'cancelled' ELSE 'failed' END
+                       AS run_outcome,
+                   u.message AS run_error, u.exit_code AS run_exit_code),
+         {}
+         SELECT * FROM done",
+        FINISH_RUNS.replace("$NOW", "$5")
     );
     let rows = query(
         c,
@@ -1043,6 +1108,7 @@ pub async fn job_fail_many<C: Conn>(
             &order.iter().map(|&i| position(i)).collect::<Vec<_>>(),
             &(limits::ERRORS_KEPT_FIRST as i64),
             &(limits::ERRORS_KEPT_LAST as i64),
+            &exit_codes,
         ],
     )
     .await?;
@@ -1066,18 +1132,27 @@ pub async fn job_fail_many<C: Conn>(
 pub async fn job_release_many<C: Conn>(
     c: &C,
     releases: &[Release],
+    now: DateTime<Utc>,
     events: &mut Vec<StoreEvent>,
 ) -> Result<Vec<StoreResult<()>>> {
     let ids: Vec<Uuid> = releases.iter().map(|r| r.id).collect();
     let order = by_id(&ids);
+    let sql = format!(
+        "WITH done AS (
+             UPDATE jobs AS j SET state = 'queued', attempt = GREATEST(j.attempt - 1, 0),
+                 worker_id = NULL, lease_token = NULL, lease_expires_at = NULL,
+                 started_at = NULL, deadline_at = NULL
+             FROM unnest($1::uuid[], $2::int8[], $3::int4[]) AS u(id, token, i)
+             WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
+             RETURNING u.i, j.queue, j.seq, u.token AS run_token, 'released'::text AS run_outcome,
+                       NULL::text AS run_error, NULL::int4 AS run_exit_code),
+         {}
+         SELECT i, queue FROM done",
+        FINISH_RUNS.replace("$NOW", "$4")
+    );
     let rows = query(
         c,
-        "UPDATE jobs AS j SET state = 'queued', attempt = GREATEST(j.attempt - 1, 0),
-             worker_id = NULL, lease_token = NULL, lease_expires_at = NULL, started_at = NULL,
-             deadline_at = NULL
-         FROM unnest($1::uuid[], $2::int8[], $3::int4[]) AS u(id, token, i)
-         WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
-         RETURNING u.i, j.queue",
+        &sql,
         &[
             &order.iter().map(|&i| ids[i]).collect::<Vec<_>>(),
             &order
@@ -1085,6 +1160,7 @@ pub async fn job_release_many<C: Conn>(
                 .map(|&i| releases[i].lease_token)
                 .collect::<Vec<_>>(),
             &order.iter().map(|&i| position(i)).collect::<Vec<_>>(),
+            &truncate(now),
         ],
     )
     .await?;
@@ -1122,11 +1198,11 @@ pub async fn job_cancel<C: Conn>(
              finished_at = CASE WHEN j.state = 'running' THEN j.finished_at ELSE $2 END,
              cancel_requested = j.cancel_requested OR j.state = 'running'
          WHERE j.id = $1 AND j.state IN ('scheduled', 'queued', 'running')
-         RETURNING {JOB_COLUMNS}"
+         RETURNING {JOB_COLUMNS}, {RUNS_COLUMN}"
     );
     match query_opt(c, &sql, &[&id, &truncate(now)]).await? {
         Some(row) => {
-            let job = job_from_row(&row, 0)?;
+            let job = job_with_runs(&row)?;
             if job.state == JobState::Running {
                 events.push(StoreEvent::CancelRequested { id });
             } else {
@@ -1155,11 +1231,11 @@ pub async fn job_retry<C: Conn>(
              cancel_requested = false, max_attempts = GREATEST(j.max_attempts, j.attempt + 1),
              worker_id = NULL, lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL
          WHERE j.id = $1 AND j.state IN ('dead', 'cancelled')
-         RETURNING {JOB_COLUMNS}"
+         RETURNING {JOB_COLUMNS}, {RUNS_COLUMN}"
     );
     match query_opt(c, &sql, &[&id, &truncate(now)]).await? {
         Some(row) => {
-            let job = job_from_row(&row, 0)?;
+            let job = job_with_runs(&row)?;
             events.push(StoreEvent::JobsAvailable {
                 queue: job.queue.clone(),
             });

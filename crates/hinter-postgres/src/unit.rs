@@ -27,7 +27,7 @@ pub async fn write_unit<C: Conn>(
                 ops::job_fail_many(c, items, now, events).await?,
             )?),
             WriteOp::Release(items) => WriteResult::Released(
-                all_or_first_error(ops::job_release_many(c, items, events).await?)?.len(),
+                all_or_first_error(ops::job_release_many(c, items, now, events).await?)?.len(),
             ),
             WriteOp::Cancel(id) => {
                 WriteResult::Cancelled(Box::new(ops::job_cancel(c, *id, now, events).await?))

@@ -217,6 +217,16 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Job
             _ => None,
         }
     };
+    if include.runs && !jobs.is_empty() {
+        // Read only when asked for: one more read for the page.
+        let mut runs = state
+            .store
+            .job_runs(jobs.iter().map(|j| j.id).collect())
+            .await?;
+        for job in &mut jobs {
+            job.runs = runs.remove(&job.id).unwrap_or_default();
+        }
+    }
     let jobs = jobs
         .into_iter()
         .map(|job| summary(job, include))
@@ -246,6 +256,7 @@ struct Include {
     payload: bool,
     result: bool,
     errors: bool,
+    runs: bool,
 }
 
 impl Include {
@@ -256,9 +267,10 @@ impl Include {
                 "payload" => include.payload = true,
                 "result" => include.result = true,
                 "errors" => include.errors = true,
+                "runs" => include.runs = true,
                 other => {
                     return Err(ApiError::bad_request(format!(
-                        "include: {other:?} is not one of payload, result, errors"
+                        "include: {other:?} is not one of payload, result, errors, runs"
                     )))
                 }
             }
@@ -287,6 +299,7 @@ fn summary(job: Job, include: Include) -> ApiResult<serde_json::Value> {
             ("payload", include.payload),
             ("result", include.result),
             ("errors", include.errors),
+            ("runs", include.runs),
         ] {
             if !wanted {
                 fields.remove(name);

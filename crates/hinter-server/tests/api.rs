@@ -643,6 +643,7 @@ async fn stale_token_after_rescue_is_409_and_changes_nothing() {
                 outcome: FailOutcome::Retry {
                     run_at: h.clock.now(),
                 },
+                exit_code: None,
             }],
             h.clock.now(),
         )
@@ -975,4 +976,57 @@ async fn fail_error_is_stored_cut_to_the_bound() {
         &message[message.len() - 40..]
     );
     assert_eq!(failed.body["errors_omitted"], 0);
+}
+
+/// `GET /api/v1/jobs/{id}` shows the job's attempts as `runs`, oldest first (a released
+/// attempt as `released`); listings leave them out unless `include=runs`.
+#[tokio::test]
+async fn job_shows_its_runs_and_listings_only_when_asked() {
+    let h = harness().await;
+    let job = h.enqueue(json!({"job": "flaky"})).await;
+    let url = format!("/api/v1/jobs/{}", id_of(&job));
+    let leased = h.lease(json!({"worker_id": "w1"})).await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    let released = h
+        .post(&format!("{url}/release"), json!({"lease_token": token}))
+        .await;
+    assert_eq!(released.status, StatusCode::OK, "{}", released.body);
+    let leased = h.lease(json!({"worker_id": "w2"})).await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    h.clock.advance(chrono::Duration::milliseconds(1500));
+    let failed = h
+        .post(
+            &format!("{url}/fail"),
+            json!({"lease_token": token, "error": "boom"}),
+        )
+        .await;
+    assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
+
+    let shown = h.get(&url).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    let runs = shown.body["runs"].as_array().expect("runs").clone();
+    assert_eq!(runs.len(), 2, "{}", shown.body);
+    assert_eq!(
+        (
+            &runs[0]["outcome"],
+            &runs[0]["worker_id"],
+            &runs[0]["attempt"]
+        ),
+        (&json!("released"), &json!("w1"), &json!(1))
+    );
+    assert_eq!(
+        (
+            &runs[1]["outcome"],
+            &runs[1]["worker_id"],
+            &runs[1]["error"]
+        ),
+        (&json!("failed"), &json!("w2"), &json!("boom"))
+    );
+    assert_eq!(runs[1]["duration_ms"], 1500);
+    assert_eq!(runs[1]["exit_code"], Value::Null);
+
+    let listed = h.list("").await;
+    assert_eq!(listed.body["jobs"][0].get("runs"), None, "{}", listed.body);
+    let listed = h.list("?include=runs").await;
+    assert_eq!(listed.body["jobs"][0]["runs"], json!(runs));
 }

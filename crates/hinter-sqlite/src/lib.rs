@@ -17,10 +17,11 @@ use hinter_core::store::{
     QueueInfo, Release, StoreResult, WriteOp, WriteResult,
 };
 use hinter_core::{
-    Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Store, StoreError,
+    Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Run, Store, StoreError,
     StoreEvent,
 };
 use rusqlite::{Connection, OpenFlags};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::{broadcast, oneshot};
@@ -400,6 +401,10 @@ impl Store for SqliteStore {
         self.read(move |c| ops::job_list(c, &filter)).await
     }
 
+    async fn job_runs(&self, ids: Vec<Uuid>) -> StoreResult<HashMap<Uuid, Vec<Run>>> {
+        self.read(move |c| ops::job_runs(c, &ids)).await
+    }
+
     async fn job_lease(&self, request: LeaseRequest) -> StoreResult<Vec<LeasedJob>> {
         if request.max == 0 || request.queues.is_empty() {
             return Ok(Vec::new());
@@ -447,9 +452,9 @@ impl Store for SqliteStore {
     async fn job_release_many(
         &self,
         releases: Vec<Release>,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<()>>> {
-        self.write(move |c, ev| each(c, &releases, |c, item| ops::job_release(c, item, ev)))
+        self.write(move |c, ev| each(c, &releases, |c, item| ops::job_release(c, item, now, ev)))
             .await
     }
 
@@ -481,7 +486,7 @@ impl Store for SqliteStore {
                     ),
                     WriteOp::Release(items) => {
                         for item in &items {
-                            ops::job_release(c, item, ev)?;
+                            ops::job_release(c, item, now, ev)?;
                         }
                         WriteResult::Released(items.len())
                     }

@@ -8,7 +8,8 @@ use hinter_core::store::{
     PruneRequest, QueueInfo, Release,
 };
 use hinter_core::{
-    limits, AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, StoreError, StoreEvent,
+    limits, AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, Run, RunOutcome, StoreError,
+    StoreEvent,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::cmp::Reverse;
@@ -147,6 +148,7 @@ impl RawJob {
                 .as_deref()
                 .map(|r| parse_json(r, "result"))
                 .transpose()?,
+            runs: Vec::new(),
             seq: self.seq,
         })
     }
@@ -163,12 +165,114 @@ fn job_by(conn: &Connection, column: &str, value: &dyn rusqlite::ToSql) -> Resul
         .transpose()
 }
 
+/// The job with its runs.
 pub fn job_get(conn: &Connection, id: Uuid) -> Result<Option<Job>> {
-    job_by(conn, "id", &id.to_string())
+    // One snapshot for the job and its runs. Inside the writer's transaction this is a
+    // savepoint; on a reader, a read transaction.
+    let tx = conn.unchecked_transaction().map_err(db_err)?;
+    let Some(mut job) = job_by(&tx, "id", &id.to_string())? else {
+        return Ok(None);
+    };
+    job.runs = runs_of(&tx, job.seq)?;
+    tx.finish().map_err(db_err)?;
+    Ok(Some(job))
+}
+
+/// The runs of the job with sequence number `seq`, oldest first.
+fn runs_of(conn: &Connection, seq: i64) -> Result<Vec<Run>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT attempt, worker_id, started_at, finished_at, outcome, error, exit_code, \
+             duration_ms FROM runs WHERE job_seq = ?1 ORDER BY id",
+        )
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map([seq], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<i32>>(6)?,
+                r.get::<_, Option<i64>>(7)?,
+            ))
+        })
+        .map_err(db_err)?;
+    let mut runs = Vec::new();
+    for row in rows {
+        let (attempt, worker_id, started_at, finished_at, outcome, error, exit_code, duration) =
+            row.map_err(db_err)?;
+        runs.push(Run {
+            attempt: u32::try_from(attempt).unwrap_or(0),
+            worker_id,
+            started_at: from_micros(started_at)?,
+            finished_at: opt_from_micros(finished_at)?,
+            outcome: outcome.parse::<RunOutcome>().map_err(StoreError::Corrupt)?,
+            error,
+            exit_code,
+            duration_ms: duration.map(|ms| u64::try_from(ms).unwrap_or(0)),
+        });
+    }
+    Ok(runs)
+}
+
+/// The runs of each of `ids` that exists.
+pub fn job_runs(conn: &Connection, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<Run>>> {
+    let mut out = HashMap::with_capacity(ids.len());
+    let mut stmt = conn
+        .prepare_cached("SELECT seq FROM jobs WHERE id = ?1")
+        .map_err(db_err)?;
+    for id in ids {
+        let seq: Option<i64> = stmt
+            .query_row([id.to_string()], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        if let Some(seq) = seq {
+            out.insert(*id, runs_of(conn, seq)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Ends the run of job `seq` under `lease_token` (still `running`) with `outcome` at `now`.
+fn finish_run(
+    conn: &Connection,
+    seq: i64,
+    lease_token: i64,
+    outcome: RunOutcome,
+    now: DateTime<Utc>,
+    error: Option<&str>,
+    exit_code: Option<i32>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE runs SET outcome = ?3, finished_at = ?4, \
+         duration_ms = MAX((?4 - started_at) / 1000, 0), error = ?5, exit_code = ?6 \
+         WHERE job_seq = ?1 AND lease_token = ?2 AND outcome = 'running'",
+    )
+    .map_err(db_err)?
+    .execute(params![
+        seq,
+        lease_token,
+        outcome.as_str(),
+        micros(now),
+        error,
+        exit_code
+    ])
+    .map_err(db_err)?;
+    Ok(())
 }
 
 fn job_get_seq(conn: &Connection, seq: i64) -> Result<Job> {
     job_by(conn, "seq", &seq)?.ok_or_else(|| StoreError::Corrupt(format!("job seq {seq} vanished")))
+}
+
+/// The job with sequence number `seq` and its runs.
+fn job_with_runs(conn: &Connection, seq: i64) -> Result<Job> {
+    let mut job = job_get_seq(conn, seq)?;
+    job.runs = runs_of(conn, seq)?;
+    Ok(job)
 }
 
 const ACTIVE_STATES: &str = "('scheduled', 'queued', 'running')";
@@ -284,6 +388,7 @@ pub fn job_insert_many(
                 lease_expires_at: None,
                 errors: Vec::new(),
                 errors_omitted: 0,
+                runs: Vec::new(),
                 result: None,
                 seq,
             },
@@ -461,6 +566,12 @@ fn lease_round(
                        timeout_ms",
         )
         .map_err(db_err)?;
+    let mut run = conn
+        .prepare_cached(
+            "INSERT INTO runs (job_seq, attempt, worker_id, lease_token, started_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(db_err)?;
     let mut singletons_taken: HashSet<String> = HashSet::new();
     let mut skipped = false;
     let mut taken = 0;
@@ -503,6 +614,14 @@ fn lease_round(
         else {
             continue;
         };
+        run.execute(params![
+            c.seq,
+            attempt,
+            request.worker_id,
+            lease_token,
+            micros(now)
+        ])
+        .map_err(db_err)?;
         taken += 1;
         leased.push(LeasedJob {
             id: Uuid::parse_str(&id)
@@ -649,6 +768,15 @@ pub fn job_complete(
         .optional()
         .map_err(db_err)?
         .ok_or_else(|| not_running_under(conn, c.id))?;
+    finish_run(
+        conn,
+        raw.seq,
+        c.lease_token,
+        RunOutcome::Succeeded,
+        now,
+        None,
+        None,
+    )?;
     events.push(StoreEvent::JobFinished {
         id: c.id,
         state: JobState::Succeeded,
@@ -678,10 +806,11 @@ pub fn job_fail(
     } else {
         f.outcome
     };
+    let message = limits::bounded_error(&f.error);
     let entry = serde_json::to_string(&AttemptError {
         attempt: u32::try_from(attempt).unwrap_or(0),
         at: truncate(now),
-        message: limits::bounded_error(&f.error).into_owned(),
+        message: message.clone().into_owned(),
     })
     .map_err(|e| StoreError::Corrupt(format!("error entry: {e}")))?;
     let (state, run_at, finished_at) = match outcome {
@@ -714,6 +843,20 @@ pub fn job_fail(
         limits::ERRORS_KEPT_LAST as i64
     ])
     .map_err(db_err)?;
+    let run_outcome = if state == JobState::Cancelled {
+        RunOutcome::Cancelled
+    } else {
+        RunOutcome::Failed
+    };
+    finish_run(
+        conn,
+        seq,
+        f.lease_token,
+        run_outcome,
+        now,
+        Some(&message),
+        f.exit_code,
+    )?;
     let job = job_get_seq(conn, seq)?;
     if job.state.is_finished() {
         finished_events(&job, events);
@@ -726,8 +869,22 @@ pub fn job_fail(
     Ok(job)
 }
 
-pub fn job_release(conn: &Connection, r: &Release, events: &mut Vec<StoreEvent>) -> Result<()> {
+pub fn job_release(
+    conn: &Connection,
+    r: &Release,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<()> {
     let Held { seq, queue, .. } = running_under(conn, r.id, r.lease_token)?;
+    finish_run(
+        conn,
+        seq,
+        r.lease_token,
+        RunOutcome::Released,
+        now,
+        None,
+        None,
+    )?;
     conn.prepare_cached(
         "UPDATE jobs SET state = 'queued', attempt = MAX(attempt - 1, 0), worker_id = NULL, \
          lease_token = NULL, lease_expires_at = NULL, started_at = NULL, deadline_at = NULL \
@@ -746,7 +903,7 @@ pub fn job_cancel(
     now: DateTime<Utc>,
     events: &mut Vec<StoreEvent>,
 ) -> Result<Job> {
-    let job = job_get(conn, id)?.ok_or(StoreError::NotFound(id))?;
+    let job = job_by(conn, "id", &id.to_string())?.ok_or(StoreError::NotFound(id))?;
     match job.state {
         JobState::Scheduled | JobState::Queued => {
             conn.prepare_cached(
@@ -755,7 +912,7 @@ pub fn job_cancel(
             .map_err(db_err)?
             .execute(params![job.seq, micros(now)])
             .map_err(db_err)?;
-            let job = job_get_seq(conn, job.seq)?;
+            let job = job_with_runs(conn, job.seq)?;
             finished_events(&job, events);
             Ok(job)
         }
@@ -765,7 +922,7 @@ pub fn job_cancel(
                 .execute([job.seq])
                 .map_err(db_err)?;
             events.push(StoreEvent::CancelRequested { id });
-            job_get_seq(conn, job.seq)
+            job_with_runs(conn, job.seq)
         }
         state => Err(StoreError::Conflict(format!(
             "job {id} is already {state} and cannot be cancelled"
@@ -779,7 +936,7 @@ pub fn job_retry(
     now: DateTime<Utc>,
     events: &mut Vec<StoreEvent>,
 ) -> Result<Job> {
-    let job = job_get(conn, id)?.ok_or(StoreError::NotFound(id))?;
+    let job = job_by(conn, "id", &id.to_string())?.ok_or(StoreError::NotFound(id))?;
     if !matches!(job.state, JobState::Dead | JobState::Cancelled) {
         return Err(StoreError::Conflict(format!(
             "job {id} is {}; only dead or cancelled jobs can be retried",
@@ -798,7 +955,7 @@ pub fn job_retry(
     events.push(StoreEvent::JobsAvailable {
         queue: job.queue.clone(),
     });
-    job_get_seq(conn, job.seq)
+    job_with_runs(conn, job.seq)
 }
 
 /// Running jobs past their lease or deadline, the longest overdue first (ties in enqueue
@@ -1048,6 +1205,65 @@ mod tests {
             .expect("query plan")
             .collect::<rusqlite::Result<_>>()
             .expect("query plan rows")
+    }
+
+    /// Retention deletes a job's runs with it (the `jobs_delete_runs` trigger: foreign keys
+    /// are not enforced on hinter's connections).
+    #[test]
+    fn pruning_a_job_deletes_its_runs() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        crate::migrate::migrate(&mut conn).expect("migrate");
+        let t0 = Utc::now();
+        let mut events = Vec::new();
+        let mut ids = Vec::new();
+        for name in ["gone", "kept"] {
+            let new = NewJob::new(name, serde_json::json!(null));
+            ids.push(new.id);
+            job_insert_many(&conn, vec![new], t0, &mut events).expect("insert");
+            let leased = job_lease(
+                &conn,
+                &LeaseRequest {
+                    queues: vec!["default".into()],
+                    worker_id: "w".into(),
+                    max: 1,
+                    lease_for: Duration::from_secs(60),
+                    now: t0,
+                },
+                &mut events,
+            )
+            .expect("lease");
+            if name == "gone" {
+                let c = Completion {
+                    id: leased[0].id,
+                    lease_token: leased[0].lease_token,
+                    result: None,
+                };
+                job_complete(&conn, &c, t0, &mut events).expect("complete");
+            }
+        }
+        let runs = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+                .expect("count runs")
+        };
+        assert_eq!(runs(&conn), 2);
+        let later = t0 + chrono::Duration::seconds(1);
+        let pruned = job_prune(
+            &conn,
+            &PruneRequest {
+                succeeded_before: later,
+                dead_before: later,
+                cancelled_before: later,
+                limit: 10,
+            },
+        )
+        .expect("prune");
+        assert_eq!(pruned, 1);
+        assert_eq!(
+            runs(&conn),
+            1,
+            "the pruned job's run is deleted, the other kept"
+        );
+        assert_eq!(job_runs(&conn, &ids).expect("runs").len(), 1);
     }
 
     #[test]

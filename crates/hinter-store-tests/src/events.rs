@@ -207,7 +207,11 @@ pub async fn fail_outcomes_state_and_events(store: Arc<dyn Store>) {
     assert_eq!(job.run_at, at);
     assert_eq!(job.finished_at, None);
     assert_eq!(job.lease_expires_at, None);
-    assert_eq!(get(store, due).await, job, "the answer is what is stored");
+    assert_eq!(
+        stored(store, due).await,
+        job,
+        "the answer is what is stored"
+    );
     heard
         .expect(store, vec![available("q")], "a failure retried now")
         .await;
@@ -227,13 +231,21 @@ pub async fn fail_outcomes_state_and_events(store: Arc<dyn Store>) {
     );
     assert_eq!(job.run_at, retry_at);
     assert_eq!(job.finished_at, None);
-    assert_eq!(get(store, later).await, job, "the answer is what is stored");
+    assert_eq!(
+        stored(store, later).await,
+        job,
+        "the answer is what is stored"
+    );
     heard.expect(store, vec![], "a failure retried later").await;
 
     let job = fail_ok(store, &leased_as(dead), FailOutcome::Dead, at).await;
     assert_eq!(job.state, JobState::Dead);
     assert_eq!(job.finished_at, Some(at));
-    assert_eq!(get(store, dead).await, job, "the answer is what is stored");
+    assert_eq!(
+        stored(store, dead).await,
+        job,
+        "the answer is what is stored"
+    );
     heard
         .expect(
             store,
@@ -294,7 +306,7 @@ pub async fn rescued_lease_is_queued_and_announced(store: Arc<dyn Store>) {
     assert_eq!(rescued.attempt, 1, "the attempt counts");
     assert_eq!(rescued.finished_at, None);
     assert_eq!(
-        get(store, id).await,
+        stored(store, id).await,
         rescued,
         "the answer is what is stored"
     );
@@ -347,7 +359,7 @@ pub async fn writes_state_and_events(store: Arc<dyn Store>) {
         .expect("complete");
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(job.finished_at, Some(now + secs(3)));
-    assert_eq!(get(store, a).await, job, "the answer is what is stored");
+    assert_eq!(stored(store, a).await, job, "the answer is what is stored");
     heard
         .expect(
             store,

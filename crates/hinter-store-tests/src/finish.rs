@@ -160,8 +160,8 @@ pub async fn complete_records_result(store: Arc<dyn Store>) {
     assert!(ja.errors.is_empty());
     assert_eq!(jb.state, JobState::Succeeded);
     assert_eq!(jb.result, None);
-    assert_eq!(get(store, a).await, ja);
-    assert_eq!(get(store, b).await, jb);
+    assert_eq!(stored(store, a).await, ja);
+    assert_eq!(stored(store, b).await, jb);
     assert!(lease(store, &["default"], 10, at).await.is_empty());
 }
 
@@ -302,7 +302,7 @@ pub async fn complete_twice_refused(store: Arc<dyn Store>) {
         id,
         "release after complete",
     );
-    let job = get(store, id).await;
+    let job = stored(store, id).await;
     assert_eq!(job, first, "the first completion stands");
     assert_eq!(job.result, Some(json!(1)));
 }
@@ -338,7 +338,7 @@ pub async fn fail_retry_schedules_and_records_error(store: Arc<dyn Store>) {
             message: "boom 1".into(),
         }]
     );
-    assert_eq!(get(store, id).await, failed);
+    assert_eq!(stored(store, id).await, failed);
     assert!(
         lease(store, &["default"], 10, now + secs(5))
             .await
@@ -415,7 +415,7 @@ pub async fn fail_dead_and_cancelled(store: Arc<dyn Store>) {
             message: "fatal".into(),
         }]
     );
-    assert_eq!(get(store, a).await, dead);
+    assert_eq!(stored(store, a).await, dead);
 
     let cancelled = fail(
         store,
@@ -430,7 +430,7 @@ pub async fn fail_dead_and_cancelled(store: Arc<dyn Store>) {
     assert_eq!(cancelled.state, JobState::Cancelled);
     assert_eq!(cancelled.finished_at, Some(now + secs(2)));
     assert_eq!(cancelled.errors.len(), 1);
-    assert_eq!(get(store, b).await, cancelled);
+    assert_eq!(stored(store, b).await, cancelled);
 
     assert!(lease(store, &["default"], 10, now + secs(3600))
         .await
@@ -832,7 +832,7 @@ pub async fn fail_error_message_is_bounded(store: Arc<dyn Store>) {
         kept.len()
     );
     assert_eq!(failed.errors_omitted, 0);
-    assert_eq!(get(store, id).await, failed);
+    assert_eq!(stored(store, id).await, failed);
 }
 
 /// After many failures the history holds the first [`limits::ERRORS_KEPT_FIRST`] and the

@@ -56,6 +56,7 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
         lease_expires_at: None,
         errors: vec![],
         errors_omitted: 0,
+        runs: Vec::new(),
         result: None,
         seq: inserted.job.seq,
     };
@@ -86,6 +87,7 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
         lease_expires_at: None,
         errors: vec![],
         errors_omitted: 0,
+        runs: Vec::new(),
         result: None,
         seq: inserted.seq,
     };

@@ -31,6 +31,7 @@ mod lease;
 mod limits;
 mod manage;
 mod ordering;
+mod runs;
 mod support;
 mod unique;
 
@@ -43,6 +44,7 @@ pub use lease::*;
 pub use limits::*;
 pub use manage::*;
 pub use ordering::*;
+pub use runs::*;
 pub use unique::*;
 
 use std::any::Any;
@@ -183,6 +185,12 @@ macro_rules! conformance_suite {
             prune_finished_by_cutoff,
             prune_respects_limit,
             prune_oldest_finished_first,
+            // attempt records
+            runs_record_each_attempt,
+            runs_record_bounded_errors_and_cancellation,
+            runs_record_released_attempt,
+            runs_record_rescue_and_ignore_stale_tokens,
+            runs_pruned_with_their_job,
             // events and concurrency
             subscribe_jobs_available_and_finished,
             unit_of_work_commits_all_writes_together,

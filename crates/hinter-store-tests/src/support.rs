@@ -89,6 +89,15 @@ pub(crate) async fn get(store: &dyn Store, id: Uuid) -> Job {
         .unwrap_or_else(|| panic!("job {id} should exist"))
 }
 
+/// The job as stored but without its runs: what listings and the answers of operations
+/// other than `job_get` hold.
+pub(crate) async fn stored(store: &dyn Store, id: Uuid) -> Job {
+    Job {
+        runs: Vec::new(),
+        ..get(store, id).await
+    }
+}
+
 pub(crate) async fn lease_with(
     store: &dyn Store,
     queues: &[&str],
@@ -224,6 +233,7 @@ pub(crate) async fn fail(
                 lease_token,
                 error: error.to_string(),
                 outcome,
+                exit_code: None,
             }],
             now,
         )

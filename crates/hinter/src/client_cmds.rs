@@ -257,7 +257,7 @@ pub struct PageArgs {
     #[arg(long)]
     pub all: bool,
 
-    /// Add these to each listed job (with --json): payload, result, errors, or all
+    /// Add these to each listed job (with --json): payload, result, errors, runs, or all
     /// (comma-separated). Listings leave them out; `jobs show ID` has everything.
     #[arg(long, value_name = "FIELDS", value_parser = parse_include)]
     pub include: Option<Include>,
@@ -1120,6 +1120,52 @@ fn show_job(job: &Job) -> String {
             ));
         }
     }
+    text.push_str(&show_runs(&job.runs, width));
+    text
+}
+
+/// The attempts of a job as a short table, oldest first.
+fn show_runs(runs: &[hinter_core::Run], width: usize) -> String {
+    if runs.is_empty() {
+        return format!("{:width$} -\n", "runs:");
+    }
+    let mut rows = vec![[
+        "ATTEMPT".to_string(),
+        "OUTCOME".into(),
+        "WORKER".into(),
+        "STARTED".into(),
+        "DURATION".into(),
+        "EXIT".into(),
+    ]];
+    for run in runs {
+        rows.push([
+            run.attempt.to_string(),
+            run.outcome.to_string(),
+            clean(&run.worker_id, false),
+            time(run.started_at),
+            run.duration_ms
+                .map(|ms| format_duration(Duration::from_millis(ms)))
+                .unwrap_or_else(|| "-".into()),
+            run.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::from("runs:\n");
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:w$}"))
+            .collect();
+        text.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
+    }
     text
 }
 
@@ -1518,6 +1564,35 @@ mod tests {
         assert!(shown.contains("attempt 5 at"), "{shown}");
         assert!(
             shown.contains("… 6 more errors omitted …\n  attempt 12 at"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn show_lists_the_runs_oldest_first() {
+        let mut job = failed_job(1);
+        assert!(
+            show_job(&job).contains("runs:         -\n"),
+            "{}",
+            show_job(&job)
+        );
+        job.runs = serde_json::from_value(serde_json::json!([
+            {"attempt": 1, "worker_id": "host-1:4711", "started_at": "2026-11-24T10:00:00Z",
+             "finished_at": "2026-11-24T10:00:02Z", "outcome": "failed", "error": "e1",
+             "exit_code": 3, "duration_ms": 2000},
+            {"attempt": 2, "worker_id": "w2", "started_at": "2026-11-24T10:00:05Z",
+             "finished_at": null, "outcome": "running", "error": null, "exit_code": null,
+             "duration_ms": null}
+        ]))
+        .unwrap();
+        let shown = show_job(&job);
+        assert!(
+            shown.ends_with(
+                "runs:\n\
+                 \x20 ATTEMPT  OUTCOME  WORKER       STARTED               DURATION  EXIT\n\
+                 \x20 1        failed   host-1:4711  2026-11-24T10:00:00Z  2s        3\n\
+                 \x20 2        running  w2           2026-11-24T10:00:05Z  -         -\n"
+            ),
             "{shown}"
         );
     }

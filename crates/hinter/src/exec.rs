@@ -68,8 +68,12 @@ pub enum Outcome<R> {
     /// Exit code 0, with the last valid `::result::` value.
     Succeeded(Option<Value>),
     /// It failed by itself (exit code, signal) or could not be started; `retry: false` for
-    /// exit code 65 and for a command that can never start.
-    Failed { message: String, retry: bool },
+    /// exit code 65 and for a command that can never start. `exit_code`: when it exited.
+    Failed {
+        message: String,
+        retry: bool,
+        exit_code: Option<i32>,
+    },
     /// The caller's `stop` future completed first, with this reason; the command was stopped.
     Stopped(R),
 }
@@ -98,6 +102,7 @@ impl JobCommand {
                 return Outcome::Failed {
                     message: format!("cannot create a temporary directory for the job: {e}"),
                     retry: true,
+                    exit_code: None,
                 }
             }
         };
@@ -108,6 +113,7 @@ impl JobCommand {
             return Outcome::Failed {
                 message: format!("cannot write {}: {e}", payload_file.display()),
                 retry: true,
+                exit_code: None,
             };
         }
         let shutdown_file = workdir.path().join("shutdown");
@@ -137,6 +143,7 @@ impl JobCommand {
                 return Outcome::Failed {
                     message: format!("cannot run {}: {}", self.program_name(), io_reason(&e)),
                     retry: !cannot_ever_run(&e),
+                    exit_code: None,
                 }
             }
         };
@@ -204,11 +211,13 @@ impl JobCommand {
                 Outcome::Failed {
                     message,
                     retry: status.code() != Some(EXIT_PERMANENT),
+                    exit_code: status.code(),
                 }
             }
             Err(_) => Outcome::Failed {
                 message: status_text,
                 retry: true,
+                exit_code: None,
             },
         }
     }
@@ -485,14 +494,16 @@ mod tests {
                 .await,
             Outcome::Failed {
                 message: "exited with code 65 (failed permanently): bad input".into(),
-                retry: false
+                retry: false,
+                exit_code: Some(65),
             }
         );
         assert_eq!(
             sh("exit 3").run(&info(&payload), never()).await,
             Outcome::Failed {
                 message: "exited with code 3".into(),
-                retry: true
+                retry: true,
+                exit_code: Some(3),
             }
         );
         let missing = JobCommand::from_argv(&["/nonexistent/hinter-job".into()])
@@ -503,7 +514,8 @@ mod tests {
             missing,
             Outcome::Failed {
                 message: "cannot run /nonexistent/hinter-job: No such file or directory".into(),
-                retry: false
+                retry: false,
+                exit_code: None,
             }
         );
     }

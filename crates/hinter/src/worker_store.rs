@@ -205,13 +205,18 @@ async fn run_job(
             tracing::info!(job_id = %id, "job succeeded");
             Ok(result)
         }
-        Outcome::Failed { message, retry } => {
+        Outcome::Failed {
+            message,
+            retry,
+            exit_code,
+        } => {
             tracing::warn!(job_id = %id, retry, "job failed: {message}");
             Err(if retry {
                 JobError::retryable(message)
             } else {
                 JobError::permanent(message)
-            })
+            }
+            .with_exit_code(exit_code))
         }
         // The engine decides what a stopped attempt becomes: cancelled, failed by its
         // timeout, handed back on shutdown, or nothing (lease lost).

@@ -489,6 +489,7 @@ async fn job_rescued_and_leased_again_by_the_same_worker_stops_the_stale_attempt
                 lease_token: expired[0].lease_token,
                 error: "lease expired: the worker stopped heartbeating".into(),
                 outcome: FailOutcome::Retry { run_at: Utc::now() },
+                exit_code: None,
             }],
             Utc::now(),
         )

@@ -25,6 +25,44 @@ pub struct ProcessInfo {
     pub concurrency: u32,
     pub started_at: DateTime<Utc>,
     pub last_heartbeat_at: DateTime<Utc>,
+    /// The machine and pid namespace it runs in ([`this_machine`]); empty when unknown.
+    /// Processes with the same non-empty `machine` see each other's pids.
+    #[serde(default)]
+    pub machine: String,
+}
+
+/// This machine and pid namespace: the kernel's boot id and the inode of this process's pid
+/// namespace (Linux), e.g. `3f2c…:4026531836`. Two containers with the same host name differ
+/// here. Empty where it cannot be read.
+pub fn this_machine() -> String {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|b| b.trim().to_string())
+            .unwrap_or_default();
+        let namespace = std::fs::metadata("/proc/self/ns/pid")
+            .map(|m| m.ino())
+            .unwrap_or(0);
+        if !boot.is_empty() && namespace != 0 {
+            return format!("{boot}:{namespace}");
+        }
+    }
+    String::new()
+}
+
+/// Whether a process `pid` runs on this machine (and pid namespace). Where that cannot be
+/// told, it is taken to run.
+pub fn pid_running(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        true
+    }
 }
 
 /// A held leadership. `term` grows each time the leadership changes hands, so actions can

@@ -92,6 +92,7 @@ impl Coordinator {
         let leader = Leader::elected();
         let shutdown = CancellationToken::new();
         let id = process.id.clone();
+        let machine = process.machine.clone();
         let tasks = vec![
             tokio::spawn(membership(
                 cluster.clone(),
@@ -105,6 +106,7 @@ impl Coordinator {
                 cluster.clone(),
                 clock,
                 id.clone(),
+                machine,
                 options,
                 leader.clone(),
                 shutdown.clone(),
@@ -186,10 +188,43 @@ async fn membership(
     }
 }
 
+/// The holder of the maintenance leadership, if it ran on this machine (same `machine`,
+/// another pid) and its process is gone: a crash then a restart need not wait for the
+/// dead holder's lease to run out.
+async fn gone_holder(
+    cluster: &dyn Cluster,
+    clock: &dyn Clock,
+    id: &str,
+    machine: &str,
+) -> Option<String> {
+    if machine.is_empty() {
+        return None;
+    }
+    let held = cluster
+        .leader_get(MAINTENANCE_LEADERSHIP)
+        .await
+        .ok()
+        .flatten()?;
+    if held.holder == id {
+        return None;
+    }
+    let processes = cluster
+        .process_list(clock.now() - chrono::Duration::days(1))
+        .await
+        .ok()?;
+    let holder = processes.into_iter().find(|p| p.id == held.holder)?;
+    let gone = holder.machine == machine
+        && holder.pid != std::process::id()
+        && !hinter_core::cluster::pid_running(holder.pid);
+    gone.then_some(held.holder)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn campaign(
     cluster: Arc<dyn Cluster>,
     clock: Arc<dyn Clock>,
     id: String,
+    machine: String,
     options: ClusterOptions,
     leader: Leader,
     shutdown: CancellationToken,
@@ -211,6 +246,20 @@ async fn campaign(
             }
             Ok(None) => {
                 leader.set_until(None);
+                if let Some(gone) = gone_holder(&*cluster, &*clock, &id, &machine).await {
+                    tracing::info!(
+                        holder = %gone,
+                        "the leader ran on this machine and its process is gone; taking over"
+                    );
+                    // Guarded by the holder's id: a live holder that renewed meanwhile keeps it.
+                    if cluster
+                        .leader_release(MAINTENANCE_LEADERSHIP, &gone)
+                        .await
+                        .is_ok()
+                    {
+                        continue;
+                    }
+                }
                 false
             }
             Err(e) => {

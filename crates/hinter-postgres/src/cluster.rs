@@ -17,12 +17,12 @@ pub async fn process_heartbeat<C: GenericClient>(c: &C, p: &ProcessInfo) -> Resu
     let stmt = c
         .prepare_cached(
             "INSERT INTO processes (id, host, pid, role, queues, concurrency, started_at,
-                                    last_heartbeat_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                    last_heartbeat_at, machine)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
                  role = excluded.role, queues = excluded.queues,
                  concurrency = excluded.concurrency,
-                 last_heartbeat_at = excluded.last_heartbeat_at",
+                 last_heartbeat_at = excluded.last_heartbeat_at, machine = excluded.machine",
         )
         .await?;
     c.execute(
@@ -36,6 +36,7 @@ pub async fn process_heartbeat<C: GenericClient>(c: &C, p: &ProcessInfo) -> Resu
             &i64::from(p.concurrency),
             &truncate(p.started_at),
             &truncate(p.last_heartbeat_at),
+            &p.machine,
         ],
     )
     .await?;
@@ -49,7 +50,8 @@ pub async fn process_list<C: GenericClient>(
     // Ids compare bytewise (COLLATE "C"), as in every backend.
     let stmt = c
         .prepare_cached(
-            "SELECT id, host, pid, role, queues, concurrency, started_at, last_heartbeat_at
+            "SELECT id, host, pid, role, queues, concurrency, started_at, last_heartbeat_at,
+                    machine
              FROM processes WHERE last_heartbeat_at >= $1
              ORDER BY started_at, id COLLATE \"C\"",
         )
@@ -67,6 +69,7 @@ pub async fn process_list<C: GenericClient>(
                 concurrency: count(get(row, 5)?),
                 started_at: get(row, 6)?,
                 last_heartbeat_at: get(row, 7)?,
+                machine: get(row, 8)?,
             })
         })
         .collect()

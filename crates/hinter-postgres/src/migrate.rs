@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_cluster.sql")),
     (3, include_str!("migrations/0003_errors_omitted.sql")),
     (4, include_str!("migrations/0004_runs.sql")),
+    (5, include_str!("migrations/0005_process_machine.sql")),
 ];
 
 /// The schema version this build writes.

@@ -59,6 +59,8 @@ pub async fn report(
         concurrency: body.concurrency,
         started_at: body.started_at,
         last_heartbeat_at: state.clock.now(),
+        // An HTTP worker's pid means nothing to the server's machine.
+        machine: String::new(),
     };
     state.cluster.process_heartbeat(process.clone()).await?;
     Ok(Json(process))

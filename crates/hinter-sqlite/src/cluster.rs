@@ -17,10 +17,10 @@ pub fn process_heartbeat(conn: &Connection, p: &ProcessInfo) -> StoreResult<()> 
         .map_err(|e| StoreError::Corrupt(format!("queues: {e}")))?;
     conn.prepare_cached(
         "INSERT INTO processes (id, host, pid, role, queues, concurrency, started_at, \
-         last_heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         last_heartbeat_at, machine) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
          ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, \
          role = excluded.role, queues = excluded.queues, concurrency = excluded.concurrency, \
-         last_heartbeat_at = excluded.last_heartbeat_at",
+         last_heartbeat_at = excluded.last_heartbeat_at, machine = excluded.machine",
     )
     .map_err(db_err)?
     .execute(params![
@@ -31,7 +31,8 @@ pub fn process_heartbeat(conn: &Connection, p: &ProcessInfo) -> StoreResult<()> 
         queues,
         p.concurrency,
         micros(p.started_at),
-        micros(p.last_heartbeat_at)
+        micros(p.last_heartbeat_at),
+        p.machine
     ])
     .map_err(db_err)?;
     Ok(())
@@ -43,8 +44,8 @@ pub fn process_list(
 ) -> StoreResult<Vec<ProcessInfo>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT id, host, pid, role, queues, concurrency, started_at, last_heartbeat_at \
-             FROM processes WHERE last_heartbeat_at >= ?1 ORDER BY started_at, id",
+            "SELECT id, host, pid, role, queues, concurrency, started_at, last_heartbeat_at, \
+             machine FROM processes WHERE last_heartbeat_at >= ?1 ORDER BY started_at, id",
         )
         .map_err(db_err)?;
     let rows = stmt
@@ -58,12 +59,13 @@ pub fn process_list(
                 r.get::<_, u32>(5)?,
                 r.get::<_, i64>(6)?,
                 r.get::<_, i64>(7)?,
+                r.get::<_, String>(8)?,
             ))
         })
         .map_err(db_err)?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, host, pid, role, queues, concurrency, started_at, last_heartbeat_at) =
+        let (id, host, pid, role, queues, concurrency, started_at, last_heartbeat_at, machine) =
             row.map_err(db_err)?;
         out.push(ProcessInfo {
             queues: serde_json::from_str(&queues)
@@ -75,6 +77,7 @@ pub fn process_list(
             concurrency,
             started_at: time(started_at)?,
             last_heartbeat_at: time(last_heartbeat_at)?,
+            machine,
         });
     }
     Ok(out)

@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_errors_omitted.sql")),
     (4, include_str!("migrations/0004_finished_index.sql")),
     (5, include_str!("migrations/0005_runs.sql")),
+    (6, include_str!("migrations/0006_process_machine.sql")),
 ];
 
 /// The schema version this build writes.

@@ -15,6 +15,7 @@ fn process(id: &str, at: chrono::DateTime<chrono::Utc>) -> ProcessInfo {
         concurrency: 8,
         started_at: at,
         last_heartbeat_at: at,
+        machine: "boot-1:4026531836".into(),
     }
 }
 

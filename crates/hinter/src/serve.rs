@@ -363,6 +363,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         concurrency: 0,
         started_at: now,
         last_heartbeat_at: now,
+        machine: hinter_core::cluster::this_machine(),
     };
     let coordinator = Coordinator::start(backend.clone(), clock.clone(), process, cluster_options);
     let store: Arc<dyn hinter_core::Store> = backend.clone();

@@ -49,6 +49,7 @@ pub async fn run(args: WorkerArgs, store: StoreArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         started_at: now,
         last_heartbeat_at: now,
+        machine: hinter_core::cluster::this_machine(),
     };
     let coordinator = Coordinator::start(backend.clone(), clock.clone(), process, cluster_options);
     let store_handle: Arc<dyn Store> = backend.clone();

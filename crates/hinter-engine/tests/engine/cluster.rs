@@ -37,6 +37,7 @@ async fn process(path: &Path, id: &str) -> (Arc<SqliteStore>, CoordinatorHandle)
         concurrency: 4,
         started_at: now,
         last_heartbeat_at: now,
+        machine: String::new(),
     };
     let handle = Coordinator::start(store.clone(), Arc::new(SystemClock), info, fast());
     (store, handle)
@@ -161,4 +162,83 @@ async fn one_leader_and_a_crashed_leader_is_replaced_within_its_lease() {
         "a released leadership is taken over within one renewal period"
     );
     last.shutdown().await;
+}
+
+/// A process that restarts after a crash takes over at once from a leader that ran on its
+/// machine and is gone (its pid no longer runs), instead of waiting out the dead leader's
+/// lease (here a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_process_takes_over_from_its_dead_predecessor_at_once() {
+    use hinter_core::cluster::{this_machine, MAINTENANCE_LEADERSHIP};
+    let machine = this_machine();
+    if machine.is_empty() {
+        eprintln!("note: no boot id or pid namespace here; nothing to test");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("hinter.db"), SqliteOptions::default())
+            .await
+            .expect("open the store"),
+    );
+    // A pid that ran a moment ago and is gone now.
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn `true`");
+    let dead_pid = child.id();
+    child.wait().expect("wait for `true`");
+    let now = chrono::Utc::now();
+    let old = ProcessInfo {
+        id: "old".into(),
+        host: "test-host".into(),
+        pid: dead_pid,
+        role: "serve".into(),
+        queues: vec![],
+        concurrency: 0,
+        started_at: now,
+        last_heartbeat_at: now,
+        machine: machine.clone(),
+    };
+    store.process_heartbeat(old).await.expect("heartbeat");
+    let minute = Duration::from_secs(60);
+    assert!(store
+        .leader_acquire(MAINTENANCE_LEADERSHIP, "old", minute, now)
+        .await
+        .expect("acquire")
+        .is_some());
+    let info = ProcessInfo {
+        id: "new".into(),
+        host: "test-host".into(),
+        pid: std::process::id(),
+        role: "serve".into(),
+        queues: vec![],
+        concurrency: 0,
+        started_at: now,
+        last_heartbeat_at: now,
+        machine,
+    };
+    let handle = Coordinator::start(
+        store.clone(),
+        Arc::new(SystemClock),
+        info,
+        ClusterOptions {
+            leader_ttl: minute,
+            ..fast()
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !handle.leader().is_leader() {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted process did not take over from its dead predecessor"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held = store
+        .leader_get(MAINTENANCE_LEADERSHIP)
+        .await
+        .expect("leader_get")
+        .expect("a leader");
+    assert_eq!(held.holder, "new");
+    handle.shutdown().await;
 }

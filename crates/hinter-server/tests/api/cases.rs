@@ -1,0 +1,1034 @@
+// The HTTP API against a real store, through the router without a socket. Included by
+// `api.rs` (SQLite) and `api_postgres.rs` (PostgreSQL), which each provide `backend::open`.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use chrono::Utc;
+use hinter_core::retry::FailOutcome;
+use hinter_core::store::Failure;
+use hinter_core::{Backend, Clock, ManualClock, Store};
+use hinter_server::{router, AppState, ServerConfig};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const MAX_JOB: usize = 4096;
+const MAX_BATCH: usize = 16 * 1024;
+
+struct Harness {
+    app: Router,
+    store: Arc<dyn Backend>,
+    clock: ManualClock,
+    ready: Arc<AtomicBool>,
+    /// Dropped after the store: the temporary directory or database schema.
+    _guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("<none>")
+    }
+    fn error_message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("<none>")
+    }
+}
+
+async fn harness() -> Option<Harness> {
+    harness_with(MAX_JOB).await
+}
+
+/// A harness whose bodies may be up to `max_job_bytes`; `None` when the backend cannot be
+/// used here (PostgreSQL without a test database, outside CI).
+async fn harness_with(max_job_bytes: usize) -> Option<Harness> {
+    let (store, guard) = backend::open().await?;
+    let clock = ManualClock::new(Utc::now());
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = AppState {
+        store: store.clone() as Arc<dyn Store>,
+        cluster: store.clone() as Arc<dyn hinter_core::Cluster>,
+        clock: Arc::new(clock.clone()),
+        definitions: Default::default(),
+        config: Arc::new(ServerConfig {
+            max_job_bytes,
+            max_batch_bytes: MAX_BATCH,
+            ..ServerConfig::default()
+        }),
+        ready: ready.clone(),
+    };
+    Some(Harness {
+        app: router(state),
+        store,
+        clock,
+        ready,
+        _guard: guard,
+    })
+}
+
+impl Harness {
+    /// Sends a request with a raw body (or none).
+    async fn raw(&self, method: Method, uri: &str, body: Option<String>) -> Answer {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.map(Body::from).unwrap_or_else(Body::empty))
+            .expect("request");
+        let response = self.app.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {bytes:?}"))
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, uri: &str) -> Answer {
+        self.raw(Method::GET, uri, None).await
+    }
+
+    async fn post(&self, uri: &str, body: Value) -> Answer {
+        self.raw(Method::POST, uri, Some(body.to_string())).await
+    }
+
+    async fn enqueue(&self, body: Value) -> Value {
+        let answer = self.post("/api/v1/jobs", body).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        answer.body["job"].clone()
+    }
+
+    async fn lease(&self, body: Value) -> Vec<Value> {
+        let answer = self.post("/api/v1/leases", body).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        answer.body["jobs"].as_array().expect("jobs").clone()
+    }
+
+    async fn list(&self, query: &str) -> Answer {
+        self.get(&format!("/api/v1/jobs{query}")).await
+    }
+}
+
+fn id_of(job: &Value) -> String {
+    job["id"].as_str().expect("id").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_answers_201_with_location() {
+    let Some(h) = harness().await else { return };
+    let answer = h
+        .post(
+            "/api/v1/jobs",
+            json!({"job": "thumbnail", "payload": {"src": "a.png"}, "priority": 5}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    assert_eq!(answer.body["duplicate"], json!(false));
+    let job = &answer.body["job"];
+    assert_eq!(job["state"], "queued");
+    assert_eq!(job["queue"], "default");
+    assert_eq!(job["priority"], 5);
+    assert_eq!(job["max_attempts"], 10);
+    assert_eq!(job["payload"], json!({"src": "a.png"}));
+    let location = answer.headers[header::LOCATION].to_str().expect("ascii");
+    assert_eq!(location, format!("/api/v1/jobs/{}", id_of(job)));
+
+    let shown = h.get(location).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.body, *job);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_job_is_scheduled() {
+    let Some(h) = harness().await else { return };
+    let job = h.enqueue(json!({"job": "later", "delay": "5m"})).await;
+    assert_eq!(job["state"], "scheduled");
+    assert!(h.lease(json!({"worker_id": "w"})).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_unique_key_answers_200_with_the_first_job() {
+    let Some(h) = harness().await else { return };
+    let body = json!({"job": "mail", "unique_key": "user-7", "unique_for": "10m"});
+    let first = h.enqueue(body.clone()).await;
+    let second = h.post("/api/v1/jobs", body).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert_eq!(second.body["duplicate"], json!(true));
+    assert_eq!(second.body["job"]["id"], first["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_is_all_or_nothing() {
+    let Some(h) = harness().await else { return };
+    let answer = h
+        .post(
+            "/api/v1/jobs/batch",
+            json!({"jobs": [{"job": "a"}, {"job": "b", "priority": 5000}, {"job": "c"}]}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(answer.error_code(), "invalid_field");
+    assert!(
+        answer.error_message().starts_with("jobs[1].priority: "),
+        "{}",
+        answer.error_message()
+    );
+    let answer = h
+        .post(
+            "/api/v1/jobs/batch",
+            json!({"jobs": [{"job": "a"}, {"job": "b"}, {"job": "c", "max_attempts": "x"}]}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        answer.error_message().starts_with("jobs[2].max_attempts: "),
+        "{}",
+        answer.error_message()
+    );
+    let empty = h.post("/api/v1/jobs/batch", json!({"jobs": []})).await;
+    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let list = h.list("").await;
+    assert_eq!(list.body["jobs"], json!([]), "nothing may be inserted");
+
+    let answer = h
+        .post(
+            "/api/v1/jobs/batch",
+            json!({"jobs": [{"job": "a"}, {"job": "b", "queue": "q2"}, {"job": "c"}]}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let names: Vec<&str> = answer.body["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|item| item["job"]["job"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(answer.body["jobs"][1]["job"]["queue"], "q2");
+    assert_eq!(answer.body["jobs"][0]["duplicate"], json!(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_400() {
+    let Some(h) = harness().await else { return };
+    for body in ["{\"job\": ", "not json", "", "{\"job\": \"a\"} trailing"] {
+        let answer = h
+            .raw(Method::POST, "/api/v1/jobs", Some(body.to_string()))
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(answer.error_code(), "malformed_json", "{body:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_errors_are_422_naming_the_field() {
+    let Some(h) = harness().await else { return };
+    let cases = [
+        (json!({"job": "a", "priority": "high"}), "priority: "),
+        (
+            json!({"job": "a", "colour": "red"}),
+            "colour: unknown field",
+        ),
+        (json!({"payload": {}}), "missing field `job`"),
+        (json!({"job": "a b"}), "job: "),
+        (json!({"job": "a", "unique_for": "10m"}), "unique_for: "),
+        (json!({"job": "a", "delay": "soon"}), "delay: "),
+        (json!(["a"]), "the body: expected a JSON object"),
+    ];
+    for (body, expected) in cases {
+        let answer = h.post("/api/v1/jobs", body.clone()).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(answer.error_code(), "invalid_field");
+        assert!(
+            answer.error_message().starts_with(expected),
+            "{body}: {}",
+            answer.error_message()
+        );
+    }
+    let lease = h
+        .post("/api/v1/leases", json!({"queues": ["default"]}))
+        .await;
+    assert_eq!(lease.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(lease.error_message().contains("worker_id"));
+    let lease = h
+        .post("/api/v1/leases", json!({"worker_id": "w", "max": 0}))
+        .await;
+    assert!(lease.error_message().starts_with("max: "));
+    let lease = h
+        .post("/api/v1/leases", json!({"worker_id": "w", "lease": "2h"}))
+        .await;
+    assert!(lease.error_message().starts_with("lease: "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_are_413() {
+    let Some(h) = harness().await else { return };
+    let big = "x".repeat(MAX_JOB);
+    let answer = h
+        .post("/api/v1/jobs", json!({"job": "a", "payload": big}))
+        .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.error_code(), "too_large");
+
+    // A declared Content-Length over the limit is refused before reading.
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/jobs")
+        .header(header::CONTENT_LENGTH, (MAX_JOB + 1).to_string())
+        .body(Body::from("x".repeat(MAX_JOB + 1)))
+        .expect("request");
+    let response = h.app.clone().oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    // One batch item over the per-job limit, the batch itself under its limit.
+    let small = "y".repeat(100);
+    let answer = h
+        .post(
+            "/api/v1/jobs/batch",
+            json!({"jobs": [{"job": "a", "payload": small}, {"job": "b", "payload": big}]}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        answer.error_message().starts_with("jobs[1] "),
+        "{}",
+        answer.error_message()
+    );
+
+    // Many items under the per-job limit, over the batch limit.
+    let item = json!({"job": "a", "payload": "z".repeat(MAX_JOB / 2)});
+    let answer = h
+        .post("/api/v1/jobs/batch", json!({"jobs": vec![item; 10]}))
+        .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(h.list("").await.body["jobs"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_and_pages() {
+    let Some(h) = harness().await else { return };
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let queue = if i % 2 == 0 { "even" } else { "odd" };
+        ids.push(id_of(
+            &h.enqueue(json!({"job": "n", "queue": queue, "payload": i}))
+                .await,
+        ));
+    }
+    let mut seen = Vec::new();
+    let mut query = "?limit=2".to_string();
+    loop {
+        let page = h.list(&query).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let jobs = page.body["jobs"].as_array().expect("jobs");
+        assert!(jobs.len() <= 2);
+        seen.extend(jobs.iter().map(id_of));
+        match page.body["next_cursor"].as_str() {
+            Some(cursor) => query = format!("?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every job once, in enqueue order");
+
+    let odd = h.list("?queue=odd").await;
+    assert_eq!(odd.body["jobs"].as_array().expect("jobs").len(), 2);
+    let queued = h.list("?state=queued&job=n").await;
+    assert_eq!(queued.body["jobs"].as_array().expect("jobs").len(), 5);
+    let none = h.list("?state=succeeded").await;
+    assert_eq!(none.body["jobs"], json!([]));
+    assert_eq!(none.body["next_cursor"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_query_parameters_are_400() {
+    let Some(h) = harness().await else { return };
+    for (query, name) in [
+        ("?state=done", "state"),
+        ("?limit=0", "limit"),
+        ("?limit=1001", "limit"),
+        ("?cursor=abc", "cursor"),
+    ] {
+        let answer = h.list(query).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(answer.error_code(), "bad_request");
+        assert!(
+            answer.error_message().starts_with(name),
+            "{query}: {}",
+            answer.error_message()
+        );
+    }
+    let job = h.enqueue(json!({"job": "a"})).await;
+    let answer = h
+        .get(&format!("/api/v1/jobs/{}?wait=forever", id_of(&job)))
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.error_message().starts_with("wait"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_jobs_routes_and_methods_answer_json_errors() {
+    let Some(h) = harness().await else { return };
+    let missing = h
+        .get("/api/v1/jobs/0192f1c2-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.error_code(), "not_found");
+    let bad_id = h.get("/api/v1/jobs/not-a-uuid").await;
+    assert_eq!(bad_id.status, StatusCode::NOT_FOUND);
+    let route = h.get("/api/v1/nothing").await;
+    assert_eq!(route.status, StatusCode::NOT_FOUND);
+    assert_eq!(route.error_code(), "not_found");
+    let method = h.raw(Method::DELETE, "/api/v1/jobs", None).await;
+    assert_eq!(method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(method.error_code(), "method_not_allowed");
+    let allow = method.headers[header::ALLOW].to_str().expect("ascii");
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let cancel = h
+        .post(
+            "/api/v1/jobs/0192f1c2-0000-7000-8000-000000000000/cancel",
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancel.status, StatusCode::NOT_FOUND);
+    for action in ["heartbeat", "complete", "fail"] {
+        let answer = h
+            .post(
+                &format!("/api/v1/jobs/0192f1c2-0000-7000-8000-000000000000/{action}"),
+                if action == "fail" {
+                    json!({"lease_token": 1, "error": "x"})
+                } else {
+                    json!({"lease_token": 1})
+                },
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::NOT_FOUND,
+            "{action}: {}",
+            answer.body
+        );
+        assert_eq!(answer.error_code(), "not_found");
+    }
+}
+
+/// A worker leasing over HTTP reports itself (`PUT /api/v1/workers/{id}`), is listed with
+/// role `worker`, and leaves (`DELETE`); what it reports is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_report_themselves_and_leave() {
+    let Some(h) = harness().await else { return };
+    let report = json!({"host": "box-1", "pid": 42, "queues": ["a", "b"], "concurrency": 3,
+                        "started_at": "2026-11-29T10:00:00Z"});
+    let put = |id: &str, body: Value| {
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(format!("/api/v1/workers/{id}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let app = h.app.clone();
+        async move {
+            let response = app.oneshot(request).await.expect("answer");
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = put("box-1:42", report.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["role"], "worker");
+    let listed = h.get("/api/v1/workers").await;
+    let workers = listed.body["workers"].as_array().expect("workers").clone();
+    let me = workers
+        .iter()
+        .find(|w| w["id"] == "box-1:42")
+        .unwrap_or_else(|| panic!("not listed: {}", listed.body));
+    assert_eq!(
+        (&me["role"], &me["pid"], &me["queues"], &me["concurrency"]),
+        (&json!("worker"), &json!(42), &json!(["a", "b"]), &json!(3))
+    );
+    for (bad, field) in [
+        (
+            json!({"host": "", "pid": 1, "concurrency": 1, "started_at": "2026-11-29T10:00:00Z"}),
+            "host",
+        ),
+        (
+            json!({"host": "h\u{0}", "pid": 1, "concurrency": 1, "started_at": "2026-11-29T10:00:00Z"}),
+            "host",
+        ),
+        (
+            json!({"host": "h", "pid": 1, "concurrency": 1, "queues": ["a b"], "started_at": "2026-11-29T10:00:00Z"}),
+            "queues[0]",
+        ),
+        (
+            json!({"host": "h", "pid": 1, "concurrency": 1, "started_at": "2026-11-29T10:00:00Z", "role": "serve"}),
+            "role",
+        ),
+        (
+            json!({"host": "h", "pid": -1, "concurrency": 1, "started_at": "2026-11-29T10:00:00Z"}),
+            "pid",
+        ),
+    ] {
+        let (status, body) = put("x", bad.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(field), "{bad}: {message}");
+    }
+    let request = Request::builder()
+        .method(Method::DELETE)
+        .uri("/api/v1/workers/box-1:42")
+        .body(Body::empty())
+        .expect("request");
+    let response = h.app.clone().oneshot(request).await.expect("answer");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let listed = h.get("/api/v1/workers").await;
+    assert!(
+        !listed.body["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .any(|w| w["id"] == "box-1:42"),
+        "{}",
+        listed.body
+    );
+}
+
+/// `release` hands a leased job back: queued at once, the attempt not counted; only with the
+/// current lease token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_hands_the_job_back_uncounted() {
+    let Some(h) = harness().await else { return };
+    let job = h.enqueue(json!({"job": "resize", "queue": "rel"})).await;
+    let url = format!("/api/v1/jobs/{}", id_of(&job));
+    let leased = h
+        .lease(json!({"queues": ["rel"], "worker_id": "w", "max": 1}))
+        .await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+
+    let stale = h
+        .post(&format!("{url}/release"), json!({"lease_token": token + 1}))
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+    assert_eq!(stale.error_code(), "stale_lease");
+    let bad = h
+        .post(
+            &format!("{url}/release"),
+            json!({"lease_token": token, "x": 1}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert_eq!(h.get(&url).await.body["state"], "running");
+
+    let released = h
+        .post(&format!("{url}/release"), json!({"lease_token": token}))
+        .await;
+    assert_eq!(released.status, StatusCode::OK, "{}", released.body);
+    assert_eq!(released.body["state"], "queued");
+    assert_eq!(released.body["attempt"], 0);
+    assert_eq!(released.body["errors"], json!([]));
+
+    let again = h
+        .post(&format!("{url}/release"), json!({"lease_token": token}))
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    // Leasable again, as its first counted attempt.
+    let leased = h
+        .lease(json!({"queues": ["rel"], "worker_id": "w2", "max": 1}))
+        .await;
+    assert_eq!(leased[0]["attempt"], 1);
+    let unknown = h
+        .post(
+            "/api/v1/jobs/0192f1c2-0000-7000-8000-000000000009/release",
+            json!({"lease_token": 1}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_heartbeat_complete() {
+    let Some(h) = harness().await else { return };
+    let job = h
+        .enqueue(json!({"job": "resize", "payload": {"w": 10}, "timeout": "5m"}))
+        .await;
+    let leased = h
+        .lease(json!({"queues": ["default"], "worker_id": "host-1:42", "max": 10, "lease": "30s"}))
+        .await;
+    assert_eq!(leased.len(), 1);
+    let lease = &leased[0];
+    assert_eq!(lease["id"], job["id"]);
+    assert_eq!(lease["attempt"], 1);
+    assert_eq!(lease["payload"], json!({"w": 10}));
+    assert_eq!(lease["timeout"], "5m");
+    let token = lease["lease_token"].as_i64().expect("token");
+    let url = format!("/api/v1/jobs/{}", id_of(&job));
+
+    let running = h.get(&url).await;
+    assert_eq!(running.body["state"], "running");
+    assert_eq!(running.body["worker_id"], "host-1:42");
+
+    let beat = h
+        .post(
+            &format!("{url}/heartbeat"),
+            json!({"lease_token": token, "lease": "60s"}),
+        )
+        .await;
+    assert_eq!(beat.status, StatusCode::OK, "{}", beat.body);
+    assert_eq!(beat.body["cancel_requested"], json!(false));
+    assert!(beat.body["lease_expires_at"].is_string());
+
+    let done = h
+        .post(
+            &format!("{url}/complete"),
+            json!({"lease_token": token, "result": {"ok": true}}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(done.body["state"], "succeeded");
+    assert_eq!(done.body["result"], json!({"ok": true}));
+
+    let again = h
+        .post(&format!("{url}/complete"), json!({"lease_token": token}))
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.error_code(), "stale_lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_token_after_rescue_is_409_and_changes_nothing() {
+    let Some(h) = harness().await else { return };
+    let job = h.enqueue(json!({"job": "slow"})).await;
+    let url = format!("/api/v1/jobs/{}", id_of(&job));
+    let first = h.lease(json!({"worker_id": "w1", "lease": "1s"})).await;
+    let old_token = first[0]["lease_token"].as_i64().expect("token");
+
+    // The lease runs out; the rescuer fails the attempt and the job is due again at once.
+    h.clock.advance(chrono::Duration::seconds(5));
+    let expired = h
+        .store
+        .job_expired_list(h.clock.now(), 10)
+        .await
+        .expect("expired list");
+    assert_eq!(expired.len(), 1);
+    let results = h
+        .store
+        .job_fail_many(
+            vec![Failure {
+                id: expired[0].id,
+                lease_token: expired[0].lease_token,
+                error: "lease expired".into(),
+                outcome: FailOutcome::Retry {
+                    run_at: h.clock.now(),
+                },
+                exit_code: None,
+            }],
+            h.clock.now(),
+        )
+        .await
+        .expect("fail");
+    assert!(results[0].is_ok(), "{results:?}");
+    let second = h.lease(json!({"worker_id": "w2"})).await;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0]["attempt"], 2);
+    let new_token = second[0]["lease_token"].as_i64().expect("token");
+    assert_ne!(old_token, new_token);
+
+    for (action, body) in [
+        ("heartbeat", json!({"lease_token": old_token})),
+        ("complete", json!({"lease_token": old_token, "result": 1})),
+        (
+            "fail",
+            json!({"lease_token": old_token, "error": "late", "retry": false}),
+        ),
+    ] {
+        let answer = h.post(&format!("{url}/{action}"), body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::CONFLICT,
+            "{action}: {}",
+            answer.body
+        );
+        assert_eq!(answer.error_code(), "stale_lease", "{action}");
+    }
+    let shown = h.get(&url).await;
+    assert_eq!(shown.body["state"], "running");
+    assert_eq!(shown.body["worker_id"], "w2");
+    assert_eq!(shown.body["result"], Value::Null);
+
+    let done = h
+        .post(
+            &format!("{url}/complete"),
+            json!({"lease_token": new_token}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_retries_then_dead_then_manual_retry_and_cancel() {
+    let Some(h) = harness().await else { return };
+    let job = h.enqueue(json!({"job": "flaky", "max_attempts": 2})).await;
+    let url = format!("/api/v1/jobs/{}", id_of(&job));
+    let leased = h.lease(json!({"worker_id": "w"})).await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    let failed = h
+        .post(
+            &format!("{url}/fail"),
+            json!({"lease_token": token, "error": "boom"}),
+        )
+        .await;
+    assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
+    assert_eq!(failed.body["state"], "scheduled");
+    assert_eq!(failed.body["errors"][0]["message"], "boom");
+    assert_eq!(failed.body["errors"][0]["attempt"], 1);
+
+    // Failing twice with the same token is refused.
+    let twice = h
+        .post(
+            &format!("{url}/fail"),
+            json!({"lease_token": token, "error": "boom"}),
+        )
+        .await;
+    assert_eq!(twice.error_code(), "stale_lease");
+
+    // After the backoff the second (last) attempt fails too: dead.
+    h.clock.advance(chrono::Duration::seconds(10));
+    let leased = h.lease(json!({"worker_id": "w"})).await;
+    assert_eq!(leased.len(), 1);
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    let dead = h
+        .post(
+            &format!("{url}/fail"),
+            json!({"lease_token": token, "error": "boom again"}),
+        )
+        .await;
+    assert_eq!(dead.body["state"], "dead", "{}", dead.body);
+
+    let retried = h.post(&format!("{url}/retry"), json!({})).await;
+    assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
+    assert_eq!(retried.body["state"], "queued");
+    assert_eq!(retried.body["errors"].as_array().expect("errors").len(), 2);
+    let retry_again = h.post(&format!("{url}/retry"), json!({})).await;
+    assert_eq!(retry_again.status, StatusCode::CONFLICT);
+    assert_eq!(retry_again.error_code(), "conflict");
+
+    let cancelled = h.post(&format!("{url}/cancel"), json!({})).await;
+    assert_eq!(cancelled.status, StatusCode::OK);
+    assert_eq!(cancelled.body["state"], "cancelled");
+    let cancel_again = h.post(&format!("{url}/cancel"), json!({})).await;
+    assert_eq!(cancel_again.status, StatusCode::CONFLICT);
+    assert_eq!(cancel_again.error_code(), "conflict");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failure_and_cancel_of_a_running_job() {
+    let Some(h) = harness().await else { return };
+    let a = h.enqueue(json!({"job": "a"})).await;
+    let b = h.enqueue(json!({"job": "b"})).await;
+    let leased = h.lease(json!({"worker_id": "w", "max": 2})).await;
+    assert_eq!(leased.len(), 2);
+    let token_of = |id: &Value| {
+        leased
+            .iter()
+            .find(|l| l["id"] == *id)
+            .and_then(|l| l["lease_token"].as_i64())
+            .expect("leased")
+    };
+    let dead = h
+        .post(
+            &format!("/api/v1/jobs/{}/fail", id_of(&a)),
+            json!({"lease_token": token_of(&a["id"]), "error": "bad input", "retry": false}),
+        )
+        .await;
+    assert_eq!(dead.body["state"], "dead", "{}", dead.body);
+
+    let url = format!("/api/v1/jobs/{}", id_of(&b));
+    let cancel = h.post(&format!("{url}/cancel"), json!({})).await;
+    assert_eq!(cancel.body["state"], "running");
+    assert_eq!(cancel.body["cancel_requested"], json!(true));
+    let beat = h
+        .post(
+            &format!("{url}/heartbeat"),
+            json!({"lease_token": token_of(&b["id"])}),
+        )
+        .await;
+    assert_eq!(beat.body["cancel_requested"], json!(true), "{}", beat.body);
+    let stopped = h
+        .post(
+            &format!("{url}/fail"),
+            json!({"lease_token": token_of(&b["id"]), "error": "stopped"}),
+        )
+        .await;
+    assert_eq!(stopped.body["state"], "cancelled", "{}", stopped.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_queue_hands_out_no_leases() {
+    let Some(h) = harness().await else { return };
+    h.enqueue(json!({"job": "a", "queue": "media"})).await;
+    let paused = h.post("/api/v1/queues/media/pause", json!({})).await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.body);
+    assert_eq!(paused.body["name"], "media");
+    assert_eq!(paused.body["paused"], json!(true));
+    assert_eq!(paused.body["queued"], 1);
+    assert!(h
+        .lease(json!({"worker_id": "w", "queues": ["media"]}))
+        .await
+        .is_empty());
+
+    let queues = h.get("/api/v1/queues").await;
+    assert_eq!(queues.status, StatusCode::OK);
+    let media = queues.body["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|q| q["name"] == "media")
+        .cloned()
+        .expect("media listed");
+    assert_eq!(media["paused"], json!(true));
+
+    let resumed = h.post("/api/v1/queues/media/resume", json!({})).await;
+    assert_eq!(resumed.body["paused"], json!(false));
+    assert_eq!(
+        h.lease(json!({"worker_id": "w", "queues": ["media"]}))
+            .await
+            .len(),
+        1
+    );
+
+    let unused = h.post("/api/v1/queues/empty/resume", json!({})).await;
+    assert_eq!(unused.status, StatusCode::OK, "{}", unused.body);
+    assert_eq!(unused.body["queued"], 0);
+    let bad = h.post("/api/v1/queues/a%20b/pause", json!({})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_returns_when_the_job_finishes() {
+    let Some(h) = harness().await else { return };
+    let h = Arc::new(h);
+    let job = h.enqueue(json!({"job": "a"})).await;
+    let url = format!("/api/v1/jobs/{}", id_of(&job));
+
+    // Without anything happening, the wait runs out and the job is answered as it is.
+    let started = tokio::time::Instant::now();
+    let answer = h.get(&format!("{url}?wait=300ms")).await;
+    assert_eq!(answer.body["state"], "queued");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    let leased = h.lease(json!({"worker_id": "w"})).await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    let waiter = {
+        let h = h.clone();
+        let url = url.clone();
+        tokio::spawn(async move { h.get(&format!("{url}?wait=30s")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "the wait must hold the answer");
+    let started = tokio::time::Instant::now();
+    let done = h
+        .post(&format!("{url}/complete"), json!({"lease_token": token}))
+        .await;
+    assert_eq!(done.status, StatusCode::OK);
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the wait ends when the job finishes")
+        .expect("task");
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body["state"], "succeeded");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_wait_returns_when_a_job_arrives() {
+    let Some(h) = harness().await else { return };
+    let h = Arc::new(h);
+    let waiter = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            h.lease(json!({"worker_id": "w", "queues": ["media"], "wait": "20s"}))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "nothing to lease yet");
+    h.enqueue(json!({"job": "other-queue"})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "a job on another queue does not count"
+    );
+    let job = h.enqueue(json!({"job": "a", "queue": "media"})).await;
+    let leased = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the lease wait ends when a job arrives")
+        .expect("task");
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0]["id"], job["id"]);
+
+    // With a wait and nothing to do, the answer is empty after the wait.
+    let started = tokio::time::Instant::now();
+    let none = h
+        .lease(json!({"worker_id": "w", "queues": ["media"], "wait": "400ms"}))
+        .await;
+    assert!(none.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness() {
+    let Some(h) = harness().await else { return };
+    let health = h.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body, json!({"status": "ok"}));
+    let ready = h.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.body["status"], "ready");
+    assert!(ready.body.get("reason").is_none(), "{}", ready.body);
+    // The SQLite store reports its write-ahead log; details never decide readiness.
+    if backend::KIND == "sqlite" {
+        assert_eq!(ready.body["details"]["wal_limit_bytes"], 64 * 1024 * 1024);
+    }
+    h.ready.store(false, Ordering::Release);
+    let not_ready = h.get("/readyz").await;
+    assert_eq!(not_ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(not_ready.body["status"], "not_ready");
+    assert!(not_ready.body["reason"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_names_at_most_the_bound_of_queues() {
+    let Some(h) = harness_with(1 << 20).await else { return };
+    let bound = hinter_core::limits::MAX_LEASE_QUEUES;
+    let names = |n: usize| (0..n).map(|i| format!("q{i}")).collect::<Vec<_>>();
+    let over = h
+        .post(
+            "/api/v1/leases",
+            json!({"worker_id": "w", "queues": names(bound + 1)}),
+        )
+        .await;
+    assert_eq!(
+        over.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        over.body
+    );
+    assert_eq!(over.error_code(), "invalid_field");
+    assert!(
+        over.error_message().starts_with("queues: ")
+            && over.error_message().contains(&format!("at most {bound}")),
+        "{}",
+        over.error_message()
+    );
+
+    // The bound counts distinct names: all of them, each twice, is fine.
+    let job = h.enqueue(json!({"job": "a", "queue": "q999"})).await;
+    let mut queues = names(bound);
+    queues.extend(names(bound));
+    let leased = h
+        .lease(json!({"worker_id": "w", "queues": queues, "max": 5}))
+        .await;
+    assert_eq!(leased.len(), 1);
+    assert_eq!(id_of(&leased[0]), id_of(&job));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_error_is_stored_cut_to_the_bound() {
+    let Some(h) = harness_with(1 << 20).await else { return };
+    let job = h.enqueue(json!({"job": "a"})).await;
+    let leased = h.lease(json!({"worker_id": "w"})).await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    let huge = "z".repeat(100_000);
+    let failed = h
+        .post(
+            &format!("/api/v1/jobs/{}/fail", id_of(&job)),
+            json!({"lease_token": token, "error": huge}),
+        )
+        .await;
+    assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
+    let message = failed.body["errors"][0]["message"]
+        .as_str()
+        .expect("message");
+    assert!(message.len() <= hinter_core::limits::MAX_ERROR_BYTES);
+    assert!(message.starts_with("zzzz"));
+    assert!(
+        message.ends_with("… [truncated from 100000 bytes]"),
+        "{}",
+        &message[message.len() - 40..]
+    );
+    assert_eq!(failed.body["errors_omitted"], 0);
+}
+
+/// `GET /api/v1/jobs/{id}` shows the job's attempts as `runs`, oldest first (a released
+/// attempt as `released`); listings leave them out unless `include=runs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_shows_its_runs_and_listings_only_when_asked() {
+    let Some(h) = harness().await else { return };
+    let job = h.enqueue(json!({"job": "flaky"})).await;
+    let url = format!("/api/v1/jobs/{}", id_of(&job));
+    let leased = h.lease(json!({"worker_id": "w1"})).await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    let released = h
+        .post(&format!("{url}/release"), json!({"lease_token": token}))
+        .await;
+    assert_eq!(released.status, StatusCode::OK, "{}", released.body);
+    let leased = h.lease(json!({"worker_id": "w2"})).await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    h.clock.advance(chrono::Duration::milliseconds(1500));
+    let failed = h
+        .post(
+            &format!("{url}/fail"),
+            json!({"lease_token": token, "error": "boom"}),
+        )
+        .await;
+    assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
+
+    let shown = h.get(&url).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    let runs = shown.body["runs"].as_array().expect("runs").clone();
+    assert_eq!(runs.len(), 2, "{}", shown.body);
+    assert_eq!(
+        (
+            &runs[0]["outcome"],
+            &runs[0]["worker_id"],
+            &runs[0]["attempt"]
+        ),
+        (&json!("released"), &json!("w1"), &json!(1))
+    );
+    assert_eq!(
+        (
+            &runs[1]["outcome"],
+            &runs[1]["worker_id"],
+            &runs[1]["error"]
+        ),
+        (&json!("failed"), &json!("w2"), &json!("boom"))
+    );
+    assert_eq!(runs[1]["duration_ms"], 1500);
+    assert_eq!(runs[1]["exit_code"], Value::Null);
+
+    let listed = h.list("").await;
+    assert_eq!(listed.body["jobs"][0].get("runs"), None, "{}", listed.body);
+    let listed = h.list("?include=runs").await;
+    assert_eq!(listed.body["jobs"][0]["runs"], json!(runs));
+}

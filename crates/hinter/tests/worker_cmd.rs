@@ -933,3 +933,125 @@ fn the_python_example_in_the_docs_works() {
     assert!(stdout.contains("resizing a.png"), "{stdout}");
     assert!(stdout.contains("::result::{\"thumb\""), "{stdout}");
 }
+
+/// Runs one scenario with a worker in the given mode and returns, per case, the job's final
+/// state, its attempt count and its runs' outcomes: succeed, fail for good, fail then
+/// succeed, time out, be cancelled, and be running at SIGTERM (handed back, uncounted).
+async fn same_scenario(mode_args: &[&str]) -> Vec<(&'static str, JobState, u32, Vec<String>)> {
+    let mut setup = Setup::new();
+    setup.start_server().await;
+    let data_dir = setup.dir.path().join("data");
+    let mut args: Vec<OsString> = vec!["worker".into()];
+    for arg in mode_args {
+        args.push(if *arg == "DATA_DIR" {
+            data_dir.clone().into()
+        } else if *arg == "SERVER" {
+            setup.url.clone().into()
+        } else {
+            (*arg).into()
+        });
+    }
+    args.extend(
+        [
+            "--lease",
+            "3s",
+            "--stopping-wait-time",
+            "1s",
+            "--concurrency",
+            "4",
+            "--",
+            "/bin/sh",
+        ]
+        .map(OsString::from),
+    );
+    args.push(setup.dir.path().join("job.sh").into());
+    args.push(setup.markers().into());
+    let mut worker = Proc::spawn("worker", &args, setup.dir.path().join("worker.log"));
+
+    let ok = setup
+        .enqueue(EnqueueRequest::new("ok", json!({"n": 1})))
+        .await;
+    let permanent = setup
+        .enqueue(EnqueueRequest::new("permanent", Value::Null).max_attempts(5))
+        .await;
+    let flaky = setup
+        .enqueue(EnqueueRequest::new("flaky", Value::Null).max_attempts(3))
+        .await;
+    let timed_out = setup
+        .enqueue(
+            EnqueueRequest::new("stubborn", Value::Null)
+                .timeout(Duration::from_secs(1))
+                .max_attempts(1),
+        )
+        .await;
+    let mut results = Vec::new();
+    for (name, id) in [
+        ("ok", ok),
+        ("permanent", permanent),
+        ("flaky", flaky),
+        ("timed out", timed_out),
+    ] {
+        let job = setup.finished(id, &worker).await;
+        results.push((name, job));
+    }
+    // Cancelled while running.
+    let cancelled = setup
+        .enqueue(EnqueueRequest::new("sleepy", Value::Null))
+        .await;
+    setup.marker(cancelled, "started", &worker).await;
+    setup
+        .client
+        .cancel(cancelled)
+        .await
+        .unwrap_or_else(|e| panic!("cannot cancel: {e}"));
+    results.push(("cancelled", setup.finished(cancelled, &worker).await));
+    // Running at SIGTERM: handed back, the attempt not counted.
+    let stopped = setup
+        .enqueue(EnqueueRequest::new("sleepy", Value::Null))
+        .await;
+    setup.marker(stopped, "started", &worker).await;
+    kill(worker.pid(), Signal::SIGTERM).unwrap_or_else(|e| panic!("cannot signal: {e}"));
+    let status = worker.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "{}", worker.log_text());
+    let job = setup
+        .client
+        .get_job(stopped, None)
+        .await
+        .unwrap_or_else(|e| panic!("cannot get job {stopped}: {e}"));
+    results.push(("stopped", job));
+    results
+        .into_iter()
+        .map(|(name, job)| {
+            let runs = job
+                .runs
+                .iter()
+                .map(|run| format!("{:?}", run.outcome).to_lowercase())
+                .collect();
+            (name, job.state, job.attempt, runs)
+        })
+        .collect()
+}
+
+/// Both worker modes are one runtime: the same scenario ends the same way, attempt for attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_modes_end_every_case_the_same_way() {
+    let http = same_scenario(&["--server", "SERVER"]).await;
+    let store = same_scenario(&["--data-dir", "DATA_DIR"]).await;
+    let states: Vec<_> = http
+        .iter()
+        .map(|(name, state, attempt, _)| (*name, *state, *attempt))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("ok", JobState::Succeeded, 1),
+            ("permanent", JobState::Dead, 1),
+            ("flaky", JobState::Succeeded, 2),
+            ("timed out", JobState::Dead, 1),
+            ("cancelled", JobState::Cancelled, 1),
+            ("stopped", JobState::Queued, 0),
+        ],
+        "HTTP mode: {http:?}"
+    );
+    assert_eq!(http, store, "HTTP mode and store mode differ");
+}

@@ -27,10 +27,11 @@ mod error;
 mod types;
 
 pub use error::Error;
+pub use hinter_core::store::Include;
 pub use hinter_core::{AttemptError, Job, JobState, LeasedJob, Run, RunOutcome};
 pub use types::{
-    EnqueueRequest, Enqueued, Health, HeartbeatAck, Include, JobFilter, JobSummary, LeaseRequest,
-    Leased, Page, QueueInfo, UnreadableJob, WorkerReport,
+    EnqueueRequest, Enqueued, Health, HeartbeatAck, JobFilter, JobSummary, LeaseRequest, Leased,
+    Page, QueueInfo, UnreadableJob, WorkerReport,
 };
 
 use hinter_core::format_duration;

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use hinter_core::job::opt_duration;
+use hinter_core::store::Include;
 use hinter_core::{AttemptError, Job, JobSpec, JobState, Run};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -163,67 +164,6 @@ pub struct JobSummary {
     /// Only with `include` runs: the job's attempts, oldest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs: Option<Vec<Run>>,
-}
-
-/// What a listing adds to its [`JobSummary`]s (each field costs memory and time on the
-/// server, and a page with them ends early at the server's byte budget).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Include {
-    pub payload: bool,
-    pub result: bool,
-    pub errors: bool,
-    /// The attempts (`runs`); read with one more query per page.
-    pub runs: bool,
-}
-
-impl Include {
-    /// Everything: payload, result, errors and runs.
-    pub fn all() -> Self {
-        Self {
-            payload: true,
-            result: true,
-            errors: true,
-            runs: true,
-        }
-    }
-
-    /// The `include` query value, e.g. `payload,errors`; `None` when nothing is asked for.
-    pub fn query_value(self) -> Option<String> {
-        let names: Vec<&str> = [
-            ("payload", self.payload),
-            ("result", self.result),
-            ("errors", self.errors),
-            ("runs", self.runs),
-        ]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect();
-        (!names.is_empty()).then(|| names.join(","))
-    }
-}
-
-impl std::str::FromStr for Include {
-    type Err = String;
-
-    /// A comma-separated list of `payload`, `result`, `errors`, `runs`, or `all`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut include = Include::default();
-        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            match item {
-                "payload" => include.payload = true,
-                "result" => include.result = true,
-                "errors" => include.errors = true,
-                "runs" => include.runs = true,
-                "all" => include = Include::all(),
-                other => {
-                    return Err(format!(
-                        "{other:?} is not one of payload, result, errors, runs, all"
-                    ))
-                }
-            }
-        }
-        Ok(include)
-    }
 }
 
 /// One page of a job listing.
@@ -553,17 +493,5 @@ mod tests {
             None,
             "what was not listed is not printed"
         );
-    }
-
-    #[test]
-    fn include_parses_and_renders() {
-        let include: Include = "payload, errors".parse().unwrap();
-        assert_eq!(include.query_value().as_deref(), Some("payload,errors"));
-        assert_eq!(Include::default().query_value(), None);
-        assert_eq!("all".parse::<Include>().unwrap(), Include::all());
-        let runs: Include = "runs".parse().unwrap();
-        assert!(runs.runs && !runs.errors);
-        assert_eq!(runs.query_value().as_deref(), Some("runs"));
-        assert!("secrets".parse::<Include>().is_err());
     }
 }

@@ -192,6 +192,68 @@ pub struct Expired {
     pub reason: Expiry,
 }
 
+/// What a job listing adds to its summaries (`include=` of `GET /api/v1/jobs`): each field
+/// costs memory and time on the server, and a page with them ends early at its byte budget.
+/// One type for the server that parses it and the clients that send it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Include {
+    pub payload: bool,
+    pub result: bool,
+    pub errors: bool,
+    /// The attempts (`runs`); read with one more query per page.
+    pub runs: bool,
+}
+
+impl Include {
+    /// Everything: payload, result, errors and runs.
+    pub fn all() -> Self {
+        Self {
+            payload: true,
+            result: true,
+            errors: true,
+            runs: true,
+        }
+    }
+
+    /// The `include` query value, e.g. `payload,errors`; `None` when nothing is asked for.
+    pub fn query_value(self) -> Option<String> {
+        let names: Vec<&str> = [
+            ("payload", self.payload),
+            ("result", self.result),
+            ("errors", self.errors),
+            ("runs", self.runs),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        (!names.is_empty()).then(|| names.join(","))
+    }
+}
+
+impl std::str::FromStr for Include {
+    type Err = String;
+
+    /// A comma-separated list of `payload`, `result`, `errors`, `runs`, or `all`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut include = Include::default();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item {
+                "payload" => include.payload = true,
+                "result" => include.result = true,
+                "errors" => include.errors = true,
+                "runs" => include.runs = true,
+                "all" => include = Include::all(),
+                other => {
+                    return Err(format!(
+                        "{other:?} is not one of payload, result, errors, runs, all"
+                    ))
+                }
+            }
+        }
+        Ok(include)
+    }
+}
+
 /// Filters of a job listing; results come in enqueue order after `after_seq`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {
@@ -359,4 +421,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events about changes, for long-polls and idle workers.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_parses_and_renders() {
+        let include: Include = "payload, errors".parse().expect("parses");
+        assert_eq!(include.query_value().as_deref(), Some("payload,errors"));
+        assert_eq!(Include::default().query_value(), None);
+        assert_eq!("all".parse::<Include>().expect("parses"), Include::all());
+        let runs: Include = "runs".parse().expect("parses");
+        assert!(runs.runs && !runs.errors);
+        assert_eq!(runs.query_value().as_deref(), Some("runs"));
+        assert!("secrets".parse::<Include>().is_err());
+    }
 }

@@ -45,9 +45,12 @@ mod cluster;
 mod connect;
 mod enqueue;
 pub mod events;
+mod test_schema;
 mod migrate;
 mod ops;
 mod unit;
+
+pub use test_schema::TestSchema;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

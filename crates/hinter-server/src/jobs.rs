@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hinter_core::store::{JobFilter, StoreEvent};
+use hinter_core::store::{Include, JobFilter, StoreEvent};
 use hinter_core::{parse_duration, Job, JobSpec, JobState, NewJob};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -183,7 +183,12 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Job
         None => None,
         Some(s) => Some(decode_cursor(&s)?),
     };
-    let include = Include::parse(query.include.as_deref().unwrap_or(""))?;
+    let include: Include = query
+        .include
+        .as_deref()
+        .unwrap_or("")
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("include: {e}")))?;
     // Checked like the names they match, so both backends answer the same (PostgreSQL
     // cannot even compare a NUL character).
     let name_filter = |param: &str, value: Option<String>| -> ApiResult<Option<String>> {
@@ -249,35 +254,6 @@ async fn more_after(state: &AppState, filter: &JobFilter, seq: i64) -> ApiResult
 
 /// Longest `last_error.message` of a job summary, in characters.
 pub const LAST_ERROR_CHARS: usize = 500;
-
-/// What `include=` adds to job summaries.
-#[derive(Debug, Clone, Copy, Default)]
-struct Include {
-    payload: bool,
-    result: bool,
-    errors: bool,
-    runs: bool,
-}
-
-impl Include {
-    fn parse(raw: &str) -> ApiResult<Include> {
-        let mut include = Include::default();
-        for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            match item {
-                "payload" => include.payload = true,
-                "result" => include.result = true,
-                "errors" => include.errors = true,
-                "runs" => include.runs = true,
-                other => {
-                    return Err(ApiError::bad_request(format!(
-                        "include: {other:?} is not one of payload, result, errors, runs"
-                    )))
-                }
-            }
-        }
-        Ok(include)
-    }
-}
 
 /// A job as listed: without what `include` does not ask for, with `error_count` and
 /// `last_error` (its message cut to [`LAST_ERROR_CHARS`]).

@@ -5,44 +5,11 @@
 
 mod backend {
     use hinter_core::Backend;
-    use hinter_postgres::{PostgresOptions, PostgresStore};
+    use hinter_postgres::{PostgresOptions, PostgresStore, TestSchema};
     use std::sync::Arc;
 
     pub const KIND: &str = "postgres";
     const URL_VAR: &str = "HINTER_TEST_DATABASE_URL";
-
-    /// Drops its schema (and everything in it) when dropped.
-    struct Schema {
-        url: String,
-        name: String,
-    }
-
-    impl Drop for Schema {
-        fn drop(&mut self) {
-            // Drop may run inside a runtime: do the work on a thread with a runtime of its own.
-            let (url, name) = (self.url.clone(), self.name.clone());
-            let _ = std::thread::spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                runtime.block_on(async move {
-                    let Ok((client, connection)) =
-                        tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                    else {
-                        return;
-                    };
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
-                        .await;
-                });
-            })
-            .join();
-        }
-    }
 
     /// A store in a fresh schema; `None` (after a note) without a test database, unless
     /// CI=true.
@@ -54,10 +21,7 @@ mod backend {
             eprintln!("note: {URL_VAR} is not set; the PostgreSQL API tests did not run");
             return None;
         };
-        let schema = Schema {
-            url: url.clone(),
-            name: format!("hinter_api_{:016x}", rand::random::<u64>()),
-        };
+        let schema = TestSchema::fresh(&url, "hinter_api_");
         let store = PostgresStore::connect(
             &url,
             PostgresOptions {

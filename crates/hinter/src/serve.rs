@@ -164,6 +164,10 @@ pub struct ConnectionArgs {
     pub body_timeout: Duration,
 }
 
+/// Largest `--max-connections`: far above what one process can hold open, and far below
+/// what a semaphore can count.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// Open files kept for everything but HTTP connections (store, logs, the health reserve).
 const FILES_KEPT: u64 = 256;
 
@@ -181,9 +185,13 @@ impl ConnectionArgs {
         }
         let file_limit = open_file_limit();
         let max_connections = match self.max_connections {
-            Some(0) => bail!("--max-connections 0: must be at least 1"),
+            Some(n) if !(1..=MAX_CONNECTIONS).contains(&n) => {
+                bail!("--max-connections {n}: must be from 1 to {MAX_CONNECTIONS}")
+            }
             Some(n) => {
-                if let Some(files) = file_limit.filter(|f| n as u64 + FILES_KEPT > *f) {
+                if let Some(files) =
+                    file_limit.filter(|f| (n as u64).saturating_add(FILES_KEPT) > *f)
+                {
                     tracing::warn!(
                         max_connections = n,
                         open_file_limit = files,

@@ -20,13 +20,16 @@ pub fn database_url() -> String {
 pub struct TestSchema {
     pub url: String,
     pub name: String,
+    _dropped_with: hinter_postgres::TestSchema,
 }
 
 impl TestSchema {
     pub fn new() -> Self {
+        let schema = hinter_postgres::TestSchema::fresh(&database_url(), "hinter_test_");
         Self {
-            url: database_url(),
-            name: format!("hinter_test_{:016x}", rand::random::<u64>()),
+            url: schema.url.clone(),
+            name: schema.name.clone(),
+            _dropped_with: schema,
         }
     }
 
@@ -48,34 +51,6 @@ impl TestSchema {
 impl Default for TestSchema {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl Drop for TestSchema {
-    fn drop(&mut self) {
-        // Drop may run inside a runtime: do the work on a thread with a runtime of its own.
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async move {
-                let Ok((client, connection)) =
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                else {
-                    return;
-                };
-                tokio::spawn(connection);
-                let _ = client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
-                    .await;
-            });
-        })
-        .join();
-        if dropped.is_err() {
-            eprintln!("could not drop test schema {}", self.name);
-        }
     }
 }
 

@@ -1031,4 +1031,14 @@ async fn job_shows_its_runs_and_listings_only_when_asked() {
     assert_eq!(listed.body["jobs"][0].get("runs"), None, "{}", listed.body);
     let listed = h.list("?include=runs").await;
     assert_eq!(listed.body["jobs"][0]["runs"], json!(runs));
+    let listed = h.list("?include=all").await;
+    assert_eq!(listed.body["jobs"][0]["runs"], json!(runs));
+    assert!(listed.body["jobs"][0].get("payload").is_some(), "{}", listed.body);
+    let bad = h.list("?include=runs,secrets").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(
+        bad.error_message().starts_with("include: "),
+        "{}",
+        bad.body
+    );
 }

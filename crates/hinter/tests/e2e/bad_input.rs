@@ -188,11 +188,19 @@ async fn listen_accepts_a_host_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn useless_settings_are_refused_at_start() {
     let dir = TestDir::new("useless-settings");
-    for (flag, value, says) in [
-        ("--max-job-bytes", "0", "at least 256 bytes"),
-        ("--max-batch-bytes", "0", "at least 256 bytes"),
-        ("--rescue-interval", "0", "at least 100ms"),
-        ("--rescue-interval", "-1s", "cannot be negative"),
+    for (flag, value, says, code) in [
+        ("--max-job-bytes", "0", "at least 256 bytes", 2),
+        ("--max-batch-bytes", "0", "at least 256 bytes", 2),
+        ("--rescue-interval", "0", "at least 100ms", 2),
+        ("--rescue-interval", "-1s", "cannot be negative", 2),
+        ("--max-connections", "0", "must be from 1 to 1000000", 1),
+        (
+            "--max-connections",
+            "18446744073709551615",
+            "must be from 1 to 1000000",
+            1,
+        ),
+        ("--idle-timeout", "0", "must be longer than 0", 1),
     ] {
         let mut serve = ChildGuard::spawn(
             &dir,
@@ -208,7 +216,7 @@ async fn useless_settings_are_refused_at_start() {
         );
         let status = serve.wait_exit(Duration::from_secs(20)).await;
         let stderr = serve.log();
-        assert_eq!(status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert_eq!(status.code(), Some(code), "{flag} {value}: {stderr}");
         assert!(
             stderr.contains(flag) && stderr.contains(says),
             "{flag} {value}: {stderr}"

@@ -47,6 +47,7 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres
 pub struct TestDb {
     pub url: String,
     pub schema: String,
+    _dropped_with: hinter_postgres::TestSchema,
 }
 
 impl TestDb {
@@ -59,9 +60,11 @@ impl TestDb {
 
     /// A fresh schema named `<prefix><random hex>` in the database `url`.
     pub fn fresh(url: &str, prefix: &str) -> TestDb {
+        let schema = hinter_postgres::TestSchema::fresh(url, prefix);
         TestDb {
-            url: url.to_string(),
-            schema: format!("{prefix}{:016x}", rand::random::<u64>()),
+            url: schema.url.clone(),
+            schema: schema.name.clone(),
+            _dropped_with: schema,
         }
     }
 
@@ -73,31 +76,5 @@ impl TestDb {
             "--schema".into(),
             self.schema.clone(),
         ]
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Drop may run inside a runtime: do the work on a thread with a runtime of its own.
-        let (url, schema) = (self.url.clone(), self.schema.clone());
-        let dropped = std::thread::spawn(move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async move {
-                let client = connect(&url).await.map_err(|e| e.to_string())?;
-                client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .join();
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("could not drop the test schema {}: {e}", self.schema),
-            Err(_) => eprintln!("could not drop the test schema {}", self.schema),
-        }
     }
 }

@@ -45,9 +45,9 @@ mod cluster;
 mod connect;
 mod enqueue;
 pub mod events;
-mod test_schema;
 mod migrate;
 mod ops;
+mod test_schema;
 mod unit;
 
 pub use test_schema::TestSchema;

@@ -257,15 +257,26 @@ impl Setup {
     }
 
     fn start_worker_with(&self, name: &str, extra: &[&str], command: Vec<OsString>) -> Proc {
-        let mut args: Vec<OsString> = vec![
-            "worker".into(),
-            "--server".into(),
-            self.url.clone().into(),
+        let mode = [OsString::from("--server"), self.url.clone().into()];
+        self.start_worker_in(name, &mode, extra, command)
+    }
+
+    /// `hinter worker MODE --lease 3s --stopping-wait-time 1s EXTRA -- COMMAND`.
+    fn start_worker_in(
+        &self,
+        name: &str,
+        mode: &[OsString],
+        extra: &[&str],
+        command: Vec<OsString>,
+    ) -> Proc {
+        let mut args: Vec<OsString> = vec!["worker".into()];
+        args.extend(mode.iter().cloned());
+        args.extend([
             "--lease".into(),
             "3s".into(),
             "--stopping-wait-time".into(),
             "1s".into(),
-        ];
+        ]);
         args.extend(extra.iter().map(OsString::from));
         args.push("--".into());
         args.extend(command);
@@ -941,32 +952,20 @@ async fn same_scenario(mode_args: &[&str]) -> Vec<(&'static str, JobState, u32, 
     let mut setup = Setup::new();
     setup.start_server().await;
     let data_dir = setup.dir.path().join("data");
-    let mut args: Vec<OsString> = vec!["worker".into()];
-    for arg in mode_args {
-        args.push(if *arg == "DATA_DIR" {
-            data_dir.clone().into()
-        } else if *arg == "SERVER" {
-            setup.url.clone().into()
-        } else {
-            (*arg).into()
-        });
-    }
-    args.extend(
-        [
-            "--lease",
-            "3s",
-            "--stopping-wait-time",
-            "1s",
-            "--concurrency",
-            "4",
-            "--",
-            "/bin/sh",
-        ]
-        .map(OsString::from),
-    );
-    args.push(setup.dir.path().join("job.sh").into());
-    args.push(setup.markers().into());
-    let mut worker = Proc::spawn("worker", &args, setup.dir.path().join("worker.log"));
+    let mode: Vec<OsString> = mode_args
+        .iter()
+        .map(|arg| match *arg {
+            "DATA_DIR" => data_dir.clone().into(),
+            "SERVER" => setup.url.clone().into(),
+            other => other.into(),
+        })
+        .collect();
+    let command = vec![
+        OsString::from("/bin/sh"),
+        setup.dir.path().join("job.sh").into(),
+        setup.markers().into(),
+    ];
+    let mut worker = setup.start_worker_in("worker", &mode, &["--concurrency", "4"], command);
 
     let ok = setup
         .enqueue(EnqueueRequest::new("ok", json!({"n": 1})))

@@ -489,6 +489,18 @@ async fn workers_report_themselves_and_leave() {
             json!({"host": "h", "pid": -1, "concurrency": 1, "started_at": "2026-11-29T10:00:00Z"}),
             "pid",
         ),
+        (
+            json!({"host": "h", "pid": 1u64 << 40, "concurrency": 1, "started_at": "2026-11-29T10:00:00Z"}),
+            "pid",
+        ),
+        (
+            json!({"host": "h".repeat(201), "pid": 1, "concurrency": 1, "started_at": "2026-11-29T10:00:00Z"}),
+            "host",
+        ),
+        (
+            json!({"host": "h", "pid": 1, "concurrency": 1, "started_at": "+10000-01-01T00:00:00Z"}),
+            "started_at",
+        ),
     ] {
         let (status, body) = put("x", bad.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
@@ -526,11 +538,17 @@ async fn release_hands_the_job_back_uncounted() {
         .await;
     let token = leased[0]["lease_token"].as_i64().expect("token");
 
-    let stale = h
-        .post(&format!("{url}/release"), json!({"lease_token": token + 1}))
+    for wrong in [json!(token + 1), json!(-1), json!(i64::MAX), json!(i64::MIN)] {
+        let stale = h
+            .post(&format!("{url}/release"), json!({"lease_token": wrong}))
+            .await;
+        assert_eq!(stale.status, StatusCode::CONFLICT, "{wrong}: {}", stale.body);
+        assert_eq!(stale.error_code(), "stale_lease");
+    }
+    let huge = h
+        .post(&format!("{url}/release"), json!({"lease_token": u64::MAX}))
         .await;
-    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
-    assert_eq!(stale.error_code(), "stale_lease");
+    assert_eq!(huge.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", huge.body);
     let bad = h
         .post(
             &format!("{url}/release"),

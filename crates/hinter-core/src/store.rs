@@ -165,12 +165,6 @@ pub enum WriteResult {
     Cancelled(Box<Job>),
 }
 
-/// The first error among per-item answers, or all the values: inside a unit of work one
-/// refused item (a stale lease, say) undoes the whole unit.
-pub fn all_or_first_error<T>(answers: Vec<StoreResult<T>>) -> StoreResult<Vec<T>> {
-    answers.into_iter().collect()
-}
-
 /// Why a running job is due for rescue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {

@@ -3,8 +3,14 @@
 
 use crate::ops::{self, Conn, Result};
 use chrono::{DateTime, Utc};
-use hinter_core::store::{all_or_first_error, WriteOp, WriteResult};
+use hinter_core::store::{StoreResult, WriteOp, WriteResult};
 use hinter_core::StoreEvent;
+
+/// The values of per-item answers, or the first error: inside a unit one refused item (a
+/// stale lease, say) undoes the whole unit.
+fn all_or_first_error<T>(answers: Vec<StoreResult<T>>) -> StoreResult<Vec<T>> {
+    answers.into_iter().collect()
+}
 
 /// Runs `writes` in order on `c`, a connection inside a transaction; the first error ends the
 /// unit (the caller then rolls the transaction back).

@@ -14,6 +14,7 @@
 //! Operations take batches where workers produce many at once (leases, heartbeats,
 //! completions), so backends can write them in one transaction.
 
+use crate::event::{EventFilter, EventPage};
 use crate::job::{Inserted, Job, JobState, LeasedJob, NewJob, Run};
 use crate::retry::FailOutcome;
 use async_trait::async_trait;
@@ -83,6 +84,9 @@ pub enum StoreEvent {
     /// Another process changed the store, and what changed is not known (SQLite: another
     /// process committed to the same file). Waiting parties look again.
     Changed,
+    /// New entries may be in the event log ([`Store::events_read`]). A hint: on PostgreSQL
+    /// sent at most every few milliseconds per process, after the commit.
+    Logged,
 }
 
 /// Ask for up to `max` jobs from `queues`, leased to `worker_id` for `lease_for`.
@@ -129,6 +133,9 @@ pub struct Failure {
     /// The exit code of the command that ran the attempt, if one ran and exited; kept in the
     /// attempt's [`crate::Run`].
     pub exit_code: Option<i32>,
+    /// Set when maintenance fails the attempt because its lease expired or its timeout
+    /// passed: the log then records a `rescued` event before `failed`.
+    pub rescued: Option<Expiry>,
 }
 
 /// A leased job handed back unstarted or interrupted by shutdown: it returns to `queued`
@@ -172,6 +179,16 @@ pub enum Expiry {
     LeaseExpired,
     /// Ran longer than its `timeout`.
     TimedOut,
+}
+
+impl Expiry {
+    /// The name in event data (`rescued` events' `reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expiry::LeaseExpired => "lease_expired",
+            Expiry::TimedOut => "timed_out",
+        }
+    }
 }
 
 /// A running job whose lease expired or whose timeout passed.
@@ -412,6 +429,25 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self) -> StoreResult<()> {
         Ok(())
     }
+
+    /// Event log entries after `after` (0: from the start) that match `filter`, at most
+    /// `limit`, in log order. Only entries no earlier one can still join are returned
+    /// (PostgreSQL: entries of transactions still in flight wait, and so does everything
+    /// after them), so a reader that resumes from the last id it handled misses nothing.
+    async fn events_read(
+        &self,
+        after: i64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> StoreResult<EventPage>;
+
+    /// The id of the last settled entry of the event log (0 when empty): a reader that
+    /// starts here sees what happens from now on.
+    async fn events_last_id(&self) -> StoreResult<i64>;
+
+    /// Deletes event log entries from before `before`, oldest first, at most `limit`;
+    /// returns how many.
+    async fn events_prune(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64>;
 
     /// Events about changes, for long-polls and idle workers.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;

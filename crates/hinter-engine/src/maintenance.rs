@@ -158,6 +158,7 @@ impl Maintenance {
                     error,
                     outcome,
                     exit_code: None,
+                    rescued: Some(e.reason),
                 }
             })
             .collect();

@@ -653,6 +653,7 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Outcome>
                         error,
                         outcome,
                         exit_code,
+                        rescued: None,
                     });
                 }
                 Outcome::Release(r) => releases.push(r),
@@ -789,7 +790,7 @@ async fn listener(shared: Arc<Shared>, mut events: broadcast::Receiver<StoreEven
             Ok(StoreEvent::CancelRequested { id }) => {
                 shared.stop_job(id, None, StopReason::Cancelled)
             }
-            Ok(StoreEvent::JobFinished { .. }) => {}
+            Ok(StoreEvent::JobFinished { .. } | StoreEvent::Logged) => {}
             // Another process wrote: there may be jobs (a cancel request arrives with the
             // next heartbeat).
             Ok(StoreEvent::Changed) => shared.wake.notify_one(),

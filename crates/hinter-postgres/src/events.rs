@@ -8,7 +8,7 @@
 //!
 //! Wire format: a notification's payload is a JSON array of events, packed so that a payload
 //! stays below PostgreSQL's 8000-byte limit: `{"a": queue}` (jobs available),
-//! `{"f": id, "s": state}` (job finished), `{"c": id}` (cancel requested). Unknown entries are
+//! `{"f": id, "s": state}` (job finished), `{"c": id}` (cancel requested), `{"l": 1}` (new event log entries). Unknown entries are
 //! skipped, so newer writers may add kinds.
 
 use crate::connect::quote_ident;
@@ -43,6 +43,7 @@ fn encode_one(event: &StoreEvent) -> Value {
         StoreEvent::JobFinished { id, state } => json!({ "f": id, "s": state.as_str() }),
         StoreEvent::CancelRequested { id } => json!({ "c": id }),
         StoreEvent::Changed => json!({ "x": 1 }),
+        StoreEvent::Logged => json!({ "l": 1 }),
     }
 }
 
@@ -91,6 +92,9 @@ fn decode_one(value: &Value) -> Option<StoreEvent> {
         return Some(StoreEvent::CancelRequested {
             id: Uuid::parse_str(id).ok()?,
         });
+    }
+    if obj.contains_key("l") {
+        return Some(StoreEvent::Logged);
     }
     if obj.contains_key("x") {
         return Some(StoreEvent::Changed);

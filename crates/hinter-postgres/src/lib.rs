@@ -511,6 +511,29 @@ impl Store for PostgresStore {
         self.read(async |c| ops::ping(c).await).await
     }
 
+    async fn events_read(
+        &self,
+        _after: i64,
+        _filter: &hinter_core::EventFilter,
+        _limit: u32,
+    ) -> StoreResult<hinter_core::EventPage> {
+        Err(StoreError::Unavailable(
+            "the event log is not built yet".into(),
+        ))
+    }
+
+    async fn events_last_id(&self) -> StoreResult<i64> {
+        Err(StoreError::Unavailable(
+            "the event log is not built yet".into(),
+        ))
+    }
+
+    async fn events_prune(&self, _before: DateTime<Utc>, _limit: u32) -> StoreResult<u64> {
+        Err(StoreError::Unavailable(
+            "the event log is not built yet".into(),
+        ))
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.inner.events.subscribe()
     }

@@ -212,6 +212,7 @@ pub async fn fail(
                 error: body.error,
                 outcome,
                 exit_code: None,
+                rescued: None,
             }],
             now,
         )

@@ -575,6 +575,29 @@ impl Store for SqliteStore {
             .map_err(|_| StoreError::Unavailable("the sqlite writer has stopped".into()))?
     }
 
+    async fn events_read(
+        &self,
+        _after: i64,
+        _filter: &hinter_core::EventFilter,
+        _limit: u32,
+    ) -> StoreResult<hinter_core::EventPage> {
+        Err(StoreError::Unavailable(
+            "the event log is not built yet".into(),
+        ))
+    }
+
+    async fn events_last_id(&self) -> StoreResult<i64> {
+        Err(StoreError::Unavailable(
+            "the event log is not built yet".into(),
+        ))
+    }
+
+    async fn events_prune(&self, _before: DateTime<Utc>, _limit: u32) -> StoreResult<u64> {
+        Err(StoreError::Unavailable(
+            "the event log is not built yet".into(),
+        ))
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.inner.events.subscribe()
     }

@@ -43,6 +43,7 @@ pub async fn runs_record_each_attempt(store: Arc<dyn Store>) {
                     run_at: t0 + secs(5),
                 },
                 exit_code: Some(3),
+                rescued: None,
             }],
             t0 + ms(2_250),
         )
@@ -235,6 +236,7 @@ pub async fn runs_record_rescue_and_ignore_stale_tokens(store: Arc<dyn Store>) {
                     run_at: t0 + secs(11),
                 },
                 exit_code: None,
+                rescued: Some(hinter_core::store::Expiry::LeaseExpired),
             }],
             t0 + secs(11),
         )

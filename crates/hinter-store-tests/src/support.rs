@@ -234,6 +234,7 @@ pub(crate) async fn fail(
                 error: error.to_string(),
                 outcome,
                 exit_code: None,
+                rescued: None,
             }],
             now,
         )

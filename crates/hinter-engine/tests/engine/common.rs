@@ -385,6 +385,27 @@ impl Store for HeldLease {
         self.inner.ping().await
     }
 
+    async fn events_read(
+        &self,
+        after: i64,
+        filter: &hinter_core::EventFilter,
+        limit: u32,
+    ) -> StoreResult<hinter_core::EventPage> {
+        self.inner.events_read(after, filter, limit).await
+    }
+
+    async fn events_last_id(&self) -> StoreResult<i64> {
+        self.inner.events_last_id().await
+    }
+
+    async fn events_prune(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        self.inner.events_prune(before, limit).await
+    }
+
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent> {
         self.inner.subscribe()
     }

@@ -490,6 +490,7 @@ async fn job_rescued_and_leased_again_by_the_same_worker_stops_the_stale_attempt
                 error: "lease expired: the worker stopped heartbeating".into(),
                 outcome: FailOutcome::Retry { run_at: Utc::now() },
                 exit_code: None,
+                rescued: Some(hinter_core::store::Expiry::LeaseExpired),
             }],
             Utc::now(),
         )

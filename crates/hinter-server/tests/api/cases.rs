@@ -660,6 +660,7 @@ async fn stale_token_after_rescue_is_409_and_changes_nothing() {
                     run_at: h.clock.now(),
                 },
                 exit_code: None,
+                rescued: None,
             }],
             h.clock.now(),
         )

@@ -1,0 +1,135 @@
+//! The durable event log: one row per change of a job, written by the store in the same
+//! transaction as the change, with an id that increases in the order readers see the log.
+//!
+//! Readers ask for everything after an id ([`crate::Store::events_read`]) and resume from
+//! the last id they handled; wake-ups ([`crate::StoreEvent`]) only say "look again". Ids
+//! increase but need not be dense: a reader must not infer a gap from a missing number.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// What happened to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Inserted (`queued` or `scheduled`); duplicates refused by `unique_key` log nothing.
+    Created,
+    /// Leased: an attempt began. `data.worker_id` names the worker.
+    Started,
+    /// The attempt completed; the job is `succeeded`.
+    Succeeded,
+    /// An attempt failed: `data.error`, and `data.exit_code` when a command exited. The
+    /// job's next state follows as its own event (`retry_scheduled`, `dead`, `cancelled`).
+    Failed,
+    /// After a failed attempt the job waits for another (`data.run_at`).
+    RetryScheduled,
+    /// No attempts left, or the failure was permanent.
+    Dead,
+    /// The job ended `cancelled`.
+    Cancelled,
+    /// Someone asked the running job to stop; its worker will.
+    CancelRequested,
+    /// The worker handed the job back unfinished (graceful stop); the attempt is not counted.
+    Released,
+    /// The job's lease expired or its timeout passed and maintenance took it back
+    /// (`data.reason`: `lease_expired` or `timed_out`); `failed` follows.
+    Rescued,
+    /// A `dead` or `cancelled` job was put back in its queue by hand.
+    Retried,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 11] = [
+        EventKind::Created,
+        EventKind::Started,
+        EventKind::Succeeded,
+        EventKind::Failed,
+        EventKind::RetryScheduled,
+        EventKind::Dead,
+        EventKind::Cancelled,
+        EventKind::CancelRequested,
+        EventKind::Released,
+        EventKind::Rescued,
+        EventKind::Retried,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Started => "started",
+            EventKind::Succeeded => "succeeded",
+            EventKind::Failed => "failed",
+            EventKind::RetryScheduled => "retry_scheduled",
+            EventKind::Dead => "dead",
+            EventKind::Cancelled => "cancelled",
+            EventKind::CancelRequested => "cancel_requested",
+            EventKind::Released => "released",
+            EventKind::Rescued => "rescued",
+            EventKind::Retried => "retried",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown event kind {s:?}"))
+    }
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// Position in the log: larger ids come later for every reader.
+    pub id: i64,
+    /// The store time of the change.
+    pub at: DateTime<Utc>,
+    pub kind: EventKind,
+    pub job_id: Uuid,
+    /// The job definition's name.
+    pub job: String,
+    pub queue: String,
+    /// The job's attempt number after the change.
+    pub attempt: u32,
+    /// What the kind documents; `null` for kinds without data.
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// Which events a reader wants; `None` fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub queue: Option<String>,
+    pub job: Option<String>,
+    pub job_id: Option<Uuid>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, event: &JobEvent) -> bool {
+        self.queue.as_ref().is_none_or(|q| *q == event.queue)
+            && self.job.as_ref().is_none_or(|j| *j == event.job)
+            && self.job_id.is_none_or(|id| id == event.job_id)
+    }
+}
+
+/// The answer to [`crate::Store::events_read`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventPage {
+    /// Matching events after the requested id, in log order.
+    pub events: Vec<JobEvent>,
+    /// Where the next read resumes: the last event's id when the page is full, else the end
+    /// of the log as far as it is settled, so a filter that matches nothing still moves on.
+    pub next_after: i64,
+}

@@ -4,6 +4,25 @@
 //! Readers ask for everything after an id ([`crate::Store::events_read`]) and resume from
 //! the last id they handled; wake-ups ([`crate::StoreEvent`]) only say "look again". Ids
 //! increase but need not be dense: a reader must not infer a gap from a missing number.
+//!
+//! What each store operation logs (every backend, checked by the conformance suite), with
+//! `at` = the operation's `now` and `attempt` = the job's attempt after the change:
+//! - insert: `created` per inserted job, in request order (a duplicate logs nothing);
+//! - lease: `started` per leased job, `data = {"worker_id": …}`; promotion of due
+//!   `scheduled` jobs logs nothing;
+//! - complete: `succeeded`;
+//! - fail: `rescued` (`{"reason": "lease_expired" | "timed_out"}`) when
+//!   [`crate::store::Failure::rescued`] is set, then `failed`
+//!   (`{"error": <bounded message>, "exit_code": <int or null>}`), then the job's outcome:
+//!   `retry_scheduled` (`{"run_at": <RFC 3339 as serde writes it>}`, also when due at once),
+//!   `dead`, or `cancelled` (a pending cancel request wins);
+//! - release: `released`;
+//! - cancel: `cancelled` for a `scheduled`/`queued` job; `cancel_requested` for a running
+//!   job whose request is new;
+//! - retry (by hand): `retried`;
+//! - heartbeat, pause, prune: nothing.
+//!
+//! A unit of work logs what its operations would, in their order.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

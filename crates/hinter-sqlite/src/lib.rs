@@ -6,6 +6,7 @@
 //! [`Durability::Full`] (the default) every commit is fsynced before anyone is answered.
 
 mod cluster;
+mod log;
 mod migrate;
 mod ops;
 mod writer;
@@ -577,25 +578,21 @@ impl Store for SqliteStore {
 
     async fn events_read(
         &self,
-        _after: i64,
-        _filter: &hinter_core::EventFilter,
-        _limit: u32,
+        after: i64,
+        filter: &hinter_core::EventFilter,
+        limit: u32,
     ) -> StoreResult<hinter_core::EventPage> {
-        Err(StoreError::Unavailable(
-            "the event log is not built yet".into(),
-        ))
+        let filter = filter.clone();
+        self.read(move |c| log::read(c, after, &filter, limit))
+            .await
     }
 
     async fn events_last_id(&self) -> StoreResult<i64> {
-        Err(StoreError::Unavailable(
-            "the event log is not built yet".into(),
-        ))
+        self.read(log::last_id).await
     }
 
-    async fn events_prune(&self, _before: DateTime<Utc>, _limit: u32) -> StoreResult<u64> {
-        Err(StoreError::Unavailable(
-            "the event log is not built yet".into(),
-        ))
+    async fn events_prune(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        self.write(move |c, _| log::prune(c, before, limit)).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

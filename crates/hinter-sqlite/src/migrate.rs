@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_finished_index.sql")),
     (5, include_str!("migrations/0005_runs.sql")),
     (6, include_str!("migrations/0006_process_machine.sql")),
+    (7, include_str!("migrations/0007_events.sql")),
 ];
 
 /// The schema version this build writes.

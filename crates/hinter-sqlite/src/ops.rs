@@ -1,23 +1,26 @@
 //! The SQL of every store operation. Write operations run on the writer thread inside the
 //! group transaction; read operations on a reader connection.
 
+use crate::log;
 use chrono::{DateTime, Utc};
 use hinter_core::retry::FailOutcome;
 use hinter_core::store::{
     Completion, Expired, Expiry, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest,
     PruneRequest, QueueInfo, Release,
 };
+use hinter_core::EventKind;
 use hinter_core::{
     limits, AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, Run, RunOutcome, StoreError,
     StoreEvent,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::json;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
 
-type Result<T> = std::result::Result<T, StoreError>;
+pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub fn db_err(e: rusqlite::Error) -> StoreError {
     crate::writer::db_error(e, "")
@@ -360,6 +363,7 @@ pub fn job_insert_many(
                 }
                 e => db_err(e),
             })?;
+        log::append(conn, seq, EventKind::Created, now, None, events)?;
         if state == JobState::Queued && !queues_ready.contains(&new.queue) {
             queues_ready.insert(new.queue.clone());
         }
@@ -489,7 +493,7 @@ pub fn job_lease(
         let want = max - leased.len();
         let candidates = lease_candidates(conn, &queues, want)?;
         let found = candidates.len();
-        let skipped = lease_round(conn, request, candidates, want, &mut leased)?;
+        let skipped = lease_round(conn, request, candidates, want, &mut leased, events)?;
         if !skipped || found == 0 || leased.len() >= max {
             return Ok(leased);
         }
@@ -550,6 +554,7 @@ fn lease_round(
     candidates: Vec<Candidate>,
     want: usize,
     leased: &mut Vec<LeasedJob>,
+    events: &mut Vec<StoreEvent>,
 ) -> Result<bool> {
     let now = truncate(request.now);
     let lease_until = truncate(
@@ -622,6 +627,14 @@ fn lease_round(
             micros(now)
         ])
         .map_err(db_err)?;
+        log::append(
+            conn,
+            c.seq,
+            EventKind::Started,
+            now,
+            Some(&json!({ "worker_id": request.worker_id })),
+            events,
+        )?;
         taken += 1;
         leased.push(LeasedJob {
             id: Uuid::parse_str(&id)
@@ -777,6 +790,7 @@ pub fn job_complete(
         None,
         None,
     )?;
+    log::append(conn, raw.seq, EventKind::Succeeded, now, None, events)?;
     events.push(StoreEvent::JobFinished {
         id: c.id,
         state: JobState::Succeeded,
@@ -801,6 +815,11 @@ pub fn job_fail(
         cancel_requested,
         ..
     } = running_under(conn, f.id, f.lease_token)?;
+    let now = truncate(now);
+    if let Some(reason) = f.rescued {
+        let data = json!({ "reason": reason.as_str() });
+        log::append(conn, seq, EventKind::Rescued, now, Some(&data), events)?;
+    }
     let outcome = if cancel_requested {
         FailOutcome::Cancelled
     } else {
@@ -857,6 +876,19 @@ pub fn job_fail(
         Some(&message),
         f.exit_code,
     )?;
+    let failed = json!({ "error": message, "exit_code": f.exit_code });
+    log::append(conn, seq, EventKind::Failed, now, Some(&failed), events)?;
+    let (kind, data) = match state {
+        JobState::Dead => (EventKind::Dead, None),
+        JobState::Cancelled => (EventKind::Cancelled, None),
+        _ => (
+            EventKind::RetryScheduled,
+            run_at
+                .and_then(|us| from_micros(us).ok())
+                .map(|at| json!({ "run_at": at })),
+        ),
+    };
+    log::append(conn, seq, kind, now, data.as_ref(), events)?;
     let job = job_get_seq(conn, seq)?;
     if job.state.is_finished() {
         finished_events(&job, events);
@@ -893,6 +925,7 @@ pub fn job_release(
     .map_err(db_err)?
     .execute([seq])
     .map_err(db_err)?;
+    log::append(conn, seq, EventKind::Released, now, None, events)?;
     events.push(StoreEvent::JobsAvailable { queue });
     Ok(())
 }
@@ -912,6 +945,7 @@ pub fn job_cancel(
             .map_err(db_err)?
             .execute(params![job.seq, micros(now)])
             .map_err(db_err)?;
+            log::append(conn, job.seq, EventKind::Cancelled, now, None, events)?;
             let job = job_with_runs(conn, job.seq)?;
             finished_events(&job, events);
             Ok(job)
@@ -921,6 +955,9 @@ pub fn job_cancel(
                 .map_err(db_err)?
                 .execute([job.seq])
                 .map_err(db_err)?;
+            if !job.cancel_requested {
+                log::append(conn, job.seq, EventKind::CancelRequested, now, None, events)?;
+            }
             events.push(StoreEvent::CancelRequested { id });
             job_with_runs(conn, job.seq)
         }
@@ -952,6 +989,7 @@ pub fn job_retry(
     .map_err(db_err)?
     .execute(params![job.seq, micros(now)])
     .map_err(db_err)?;
+    log::append(conn, job.seq, EventKind::Retried, now, None, events)?;
     events.push(StoreEvent::JobsAvailable {
         queue: job.queue.clone(),
     });

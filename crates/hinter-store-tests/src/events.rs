@@ -131,6 +131,8 @@ impl Heard {
             loop {
                 match self.events.recv().await {
                     Ok(event) if event == wanted => return,
+                    // Log hints are the log rules' business (`log.rs`).
+                    Ok(StoreEvent::Logged) => {}
                     Ok(event) => {
                         if !heard.contains(&event) {
                             heard.push(event);

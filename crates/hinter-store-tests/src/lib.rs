@@ -29,6 +29,7 @@ mod finish;
 mod insert;
 mod lease;
 mod limits;
+mod log;
 mod manage;
 mod ordering;
 mod runs;
@@ -42,6 +43,7 @@ pub use finish::*;
 pub use insert::*;
 pub use lease::*;
 pub use limits::*;
+pub use log::*;
 pub use manage::*;
 pub use ordering::*;
 pub use runs::*;
@@ -201,6 +203,12 @@ macro_rules! conformance_suite {
             held_back_jobs_are_announced_when_a_job_stops_running,
             concurrent_leases_are_exclusive,
             concurrent_leases_respect_singleton_and_ordering,
+            // the event log
+            log_records_every_change_in_order,
+            log_reads_after_an_id_with_filters_and_limits,
+            log_unit_of_work_logs_with_its_writes,
+            log_prune_oldest_first_and_ids_not_reused,
+            log_hint_follows_the_commit,
         );
     };
 }

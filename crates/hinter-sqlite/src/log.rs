@@ -1,0 +1,151 @@
+//! The event log on SQLite: rows appended by the operations in `ops` inside the writer's
+//! transaction, read by reader connections. Only one transaction writes at a time (across
+//! processes too), so ids grow in commit order and every committed id is final.
+
+use crate::ops::{db_err, micros, Result};
+use chrono::{DateTime, TimeZone, Utc};
+use hinter_core::{EventFilter, EventKind, EventPage, JobEvent, StoreError, StoreEvent};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+
+/// Appends an event about the job with sequence number `seq`, as it is now (its attempt after
+/// the change). Queues the `Logged` hint; the writer publishes hints after the commit.
+pub fn append(
+    conn: &Connection,
+    seq: i64,
+    kind: EventKind,
+    now: DateTime<Utc>,
+    data: Option<&Value>,
+    hints: &mut Vec<StoreEvent>,
+) -> Result<()> {
+    let data = data.map(Value::to_string);
+    conn.prepare_cached(
+        "INSERT INTO events (at, kind, job_id, job, queue, attempt, data) \
+         SELECT ?2, ?3, id, job, queue, attempt, ?4 FROM jobs WHERE seq = ?1",
+    )
+    .map_err(db_err)?
+    .execute(params![seq, micros(now), kind.as_str(), data])
+    .map_err(db_err)?;
+    if hints.last() != Some(&StoreEvent::Logged) {
+        hints.push(StoreEvent::Logged);
+    }
+    Ok(())
+}
+
+fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok(RawEvent {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        kind: r.get(2)?,
+        job_id: r.get(3)?,
+        job: r.get(4)?,
+        queue: r.get(5)?,
+        attempt: r.get(6)?,
+        data: r.get(7)?,
+    })
+}
+
+struct RawEvent {
+    id: i64,
+    at: i64,
+    kind: String,
+    job_id: String,
+    job: String,
+    queue: String,
+    attempt: i64,
+    data: Option<String>,
+}
+
+impl RawEvent {
+    fn decode(self) -> Result<JobEvent> {
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!("event {}: {what}: {e}", self.id))
+        };
+        Ok(JobEvent {
+            id: self.id,
+            at: Utc
+                .timestamp_micros(self.at)
+                .single()
+                .ok_or_else(|| bad("time", &self.at))?,
+            kind: self.kind.parse().map_err(|e: String| bad("kind", &e))?,
+            job_id: self.job_id.parse().map_err(|e| bad("job id", &e))?,
+            attempt: u32::try_from(self.attempt).map_err(|e| bad("attempt", &e))?,
+            data: match &self.data {
+                None => Value::Null,
+                Some(text) => serde_json::from_str(text).map_err(|e| bad("data", &e))?,
+            },
+            job: self.job,
+            queue: self.queue,
+        })
+    }
+}
+
+/// Events after `after` matching `filter`, at most `limit`. The end of the log is read first
+/// and the page bounded by it, so `next_after` never passes an event the page did not see.
+pub fn read(conn: &Connection, after: i64, filter: &EventFilter, limit: u32) -> Result<EventPage> {
+    let after = after.max(0);
+    if limit == 0 {
+        return Ok(EventPage {
+            events: Vec::new(),
+            next_after: after,
+        });
+    }
+    let end: i64 = last_id(conn)?;
+    let mut sql = String::from(
+        "SELECT id, at, kind, job_id, job, queue, attempt, data FROM events \
+         WHERE id > ?1 AND id <= ?2",
+    );
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(after), Box::new(end)];
+    for (column, value) in [
+        ("job_id", filter.job_id.map(|id| id.to_string())),
+        ("queue", filter.queue.clone()),
+        ("job", filter.job.clone()),
+    ] {
+        if let Some(value) = value {
+            args.push(Box::new(value));
+            sql.push_str(&format!(" AND {column} = ?{}", args.len()));
+        }
+    }
+    args.push(Box::new(limit));
+    sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+    let raws = stmt
+        .query_map(rusqlite::params_from_iter(args.iter()), event_from_row)
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)?;
+    let events = raws
+        .into_iter()
+        .map(RawEvent::decode)
+        .collect::<Result<Vec<_>>>()?;
+    let next_after = match events.last() {
+        Some(last) if events.len() as u64 >= u64::from(limit) => last.id,
+        _ => end.max(after),
+    };
+    Ok(EventPage { events, next_after })
+}
+
+/// The id of the last event ever written (pruned ones count: ids are not reused).
+pub fn last_id(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        .map_err(db_err)?
+        .query_row([], |r| r.get::<_, i64>(0))
+        .optional()
+        .map_err(db_err)?
+        .unwrap_or(0))
+}
+
+/// Deletes events from before `before` among the oldest `limit`: the scan is bounded by
+/// `limit` rows however large the log is.
+pub fn prune(conn: &Connection, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?2) \
+             AND at < ?1",
+        )
+        .map_err(db_err)?
+        .execute(params![micros(before), limit])
+        .map_err(db_err)?;
+    Ok(deleted as u64)
+}

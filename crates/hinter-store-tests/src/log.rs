@@ -1,0 +1,492 @@
+//! Rule 20: the durable event log — what every operation logs, reading after an id with
+//! filters, units of work, pruning, and the wake-up hint.
+
+use crate::support::*;
+use chrono::{DateTime, Utc};
+use hinter_core::retry::FailOutcome;
+use hinter_core::store::{Completion, Expiry, Failure, WriteOp};
+use hinter_core::{EventFilter, EventKind, EventPage, JobEvent, Store, StoreError, StoreEvent};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+/// A page that the store must answer.
+async fn read(store: &dyn Store, after: i64, filter: &EventFilter, limit: u32) -> EventPage {
+    let page = store
+        .events_read(after, filter, limit)
+        .await
+        .expect("events_read");
+    assert!(
+        page.events.len() <= limit as usize,
+        "events_read returned {} events, more than the limit {limit}",
+        page.events.len()
+    );
+    let mut last = after;
+    for event in &page.events {
+        assert!(event.id > last, "ids increase: {} after {last}", event.id);
+        last = event.id;
+    }
+    assert!(
+        page.next_after >= last,
+        "next_after {} < {last}",
+        page.next_after
+    );
+    page
+}
+
+/// Every event after `after` matching `filter`, read in pages of `page` until the log ends.
+async fn read_all(store: &dyn Store, after: i64, filter: &EventFilter, page: u32) -> Vec<JobEvent> {
+    let mut out = Vec::new();
+    let mut after = after;
+    loop {
+        let got = read(store, after, filter, page).await;
+        let n = got.events.len();
+        out.extend(got.events);
+        if n < page as usize {
+            return out;
+        }
+        after = got.next_after;
+    }
+}
+
+fn everything() -> EventFilter {
+    EventFilter::default()
+}
+
+/// (kind, job, attempt, data): what the tests compare.
+type Entry = (EventKind, Uuid, u32, Value);
+
+fn entries(events: &[JobEvent]) -> Vec<Entry> {
+    events
+        .iter()
+        .map(|e| (e.kind, e.job_id, e.attempt, e.data.clone()))
+        .collect()
+}
+
+fn entry(kind: EventKind, job: Uuid, attempt: u32, data: Value) -> Entry {
+    (kind, job, attempt, data)
+}
+
+fn time_text(t: DateTime<Utc>) -> Value {
+    serde_json::to_value(t).expect("a time serialises")
+}
+
+/// The events logged since `after`, checked to be stamped with `at` and to name the job's
+/// queue and definition as stored.
+async fn logged_since(store: &dyn Store, after: i64, at: DateTime<Utc>) -> (Vec<Entry>, i64) {
+    let events = read_all(store, after, &everything(), 1000).await;
+    for event in &events {
+        assert_eq!(
+            event.at, at,
+            "event {event:?} is stamped with the operation's time"
+        );
+        let job = get(store, event.job_id).await;
+        assert_eq!(
+            (&event.job, &event.queue),
+            (&job.job, &job.queue),
+            "{event:?}"
+        );
+    }
+    let last = events.last().map_or(after, |e| e.id);
+    (entries(&events), last)
+}
+
+/// Every operation logs exactly the events of the contract (`hinter_core::event`), in order,
+/// stamped with its time; reads and heartbeats log nothing.
+pub async fn log_records_every_change_in_order(store: Arc<dyn Store>) {
+    let store = &*store;
+    let t0 = base_time();
+    let start = store.events_last_id().await.expect("events_last_id");
+    assert_eq!(start, 0, "a new store's log is empty");
+
+    // Insert: `created` per job in request order; a duplicate logs nothing.
+    let a = job_in("a", "log").unique("k", None);
+    let b = job_in("b", "log").run_at(t0 + secs(3600));
+    let (a_id, b_id) = (a.id, b.id);
+    insert_many(store, vec![a, b], t0).await;
+    let dup = insert_one(store, job_in("a", "log").unique("k", None), t0).await;
+    assert!(dup.duplicate);
+    let (got, last) = logged_since(store, start, t0).await;
+    assert_eq!(
+        got,
+        vec![
+            entry(EventKind::Created, a_id, 0, Value::Null),
+            entry(EventKind::Created, b_id, 0, Value::Null),
+        ]
+    );
+
+    // Lease, heartbeat, complete.
+    let t1 = t0 + secs(1);
+    let leased = lease_job(store, "log", a_id, t1).await;
+    heartbeat(store, a_id, leased.lease_token, LEASE, t1)
+        .await
+        .expect("heartbeat");
+    let (got, last) = logged_since(store, last, t1).await;
+    assert_eq!(
+        got,
+        vec![entry(
+            EventKind::Started,
+            a_id,
+            1,
+            json!({"worker_id": WORKER})
+        )]
+    );
+    let t2 = t0 + secs(2);
+    complete_ok(store, &leased, t2).await;
+    let (got, last) = logged_since(store, last, t2).await;
+    assert_eq!(got, vec![entry(EventKind::Succeeded, a_id, 1, Value::Null)]);
+
+    // Fail with a retry, then for good, then retry by hand.
+    let t3 = t0 + secs(3);
+    let c_id = insert(store, job_in("c", "log"), t3).await.id;
+    let leased = lease_job(store, "log", c_id, t3).await;
+    let retry_at = t0 + secs(60);
+    store
+        .job_fail_many(
+            vec![Failure {
+                id: c_id,
+                lease_token: leased.lease_token,
+                error: "exit 3".into(),
+                outcome: FailOutcome::Retry { run_at: retry_at },
+                exit_code: Some(3),
+                rescued: None,
+            }],
+            t3,
+        )
+        .await
+        .expect("job_fail_many")
+        .pop()
+        .expect("one answer")
+        .expect("failed");
+    let (got, last) = logged_since(store, last, t3).await;
+    assert_eq!(
+        got,
+        vec![
+            entry(EventKind::Created, c_id, 0, Value::Null),
+            entry(EventKind::Started, c_id, 1, json!({"worker_id": WORKER})),
+            entry(
+                EventKind::Failed,
+                c_id,
+                1,
+                json!({"error": "exit 3", "exit_code": 3})
+            ),
+            entry(
+                EventKind::RetryScheduled,
+                c_id,
+                1,
+                json!({ "run_at": time_text(retry_at) })
+            ),
+        ]
+    );
+    let t4 = retry_at;
+    let leased = lease_job(store, "log", c_id, t4).await;
+    fail_ok(store, &leased, FailOutcome::Dead, t4).await;
+    let (got, last) = logged_since(store, last, t4).await;
+    assert_eq!(
+        got,
+        vec![
+            entry(EventKind::Started, c_id, 2, json!({"worker_id": WORKER})),
+            entry(
+                EventKind::Failed,
+                c_id,
+                2,
+                json!({"error": "boom", "exit_code": null})
+            ),
+            entry(EventKind::Dead, c_id, 2, Value::Null),
+        ]
+    );
+    let t5 = t4 + secs(1);
+    store.job_retry(c_id, t5).await.expect("job_retry");
+    let (got, last) = logged_since(store, last, t5).await;
+    assert_eq!(got, vec![entry(EventKind::Retried, c_id, 2, Value::Null)]);
+
+    // Cancel: a scheduled job ends at once; a running one is asked (once), then its failure
+    // ends it cancelled.
+    let t6 = t5 + secs(1);
+    cancel(store, b_id, t6).await;
+    let leased = lease_job(store, "log", c_id, t6).await;
+    cancel(store, c_id, t6).await;
+    cancel(store, c_id, t6).await;
+    fail_ok(
+        store,
+        &leased,
+        FailOutcome::Retry {
+            run_at: t6 + secs(5),
+        },
+        t6,
+    )
+    .await;
+    let (got, last) = logged_since(store, last, t6).await;
+    assert_eq!(
+        got,
+        vec![
+            entry(EventKind::Cancelled, b_id, 0, Value::Null),
+            entry(EventKind::Started, c_id, 3, json!({"worker_id": WORKER})),
+            entry(EventKind::CancelRequested, c_id, 3, Value::Null),
+            entry(
+                EventKind::Failed,
+                c_id,
+                3,
+                json!({"error": "boom", "exit_code": null})
+            ),
+            entry(EventKind::Cancelled, c_id, 3, Value::Null),
+        ]
+    );
+
+    // Release (the attempt is not counted), then a rescue that is due at once.
+    let t7 = t6 + secs(1);
+    let d_id = insert(store, job_in("d", "log"), t7).await.id;
+    let leased = lease_job(store, "log", d_id, t7).await;
+    release(store, d_id, leased.lease_token, t7)
+        .await
+        .expect("release");
+    let leased = lease_job(store, "log", d_id, t7).await;
+    let t8 = t7 + secs(120);
+    store
+        .job_fail_many(
+            vec![Failure {
+                id: d_id,
+                lease_token: leased.lease_token,
+                error: "lease expired".into(),
+                outcome: FailOutcome::Retry { run_at: t8 },
+                exit_code: None,
+                rescued: Some(Expiry::LeaseExpired),
+            }],
+            t8,
+        )
+        .await
+        .expect("job_fail_many")
+        .pop()
+        .expect("one answer")
+        .expect("rescued");
+    let events = read_all(store, last, &everything(), 1000).await;
+    assert_eq!(
+        entries(&events),
+        vec![
+            entry(EventKind::Created, d_id, 0, Value::Null),
+            entry(EventKind::Started, d_id, 1, json!({"worker_id": WORKER})),
+            entry(EventKind::Released, d_id, 0, Value::Null),
+            entry(EventKind::Started, d_id, 1, json!({"worker_id": WORKER})),
+            entry(
+                EventKind::Rescued,
+                d_id,
+                1,
+                json!({"reason": "lease_expired"})
+            ),
+            entry(
+                EventKind::Failed,
+                d_id,
+                1,
+                json!({"error": "lease expired", "exit_code": null})
+            ),
+            entry(
+                EventKind::RetryScheduled,
+                d_id,
+                1,
+                json!({ "run_at": time_text(t8) })
+            ),
+        ]
+    );
+    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
+    assert_eq!(times, vec![t7, t7, t7, t7, t8, t8, t8]);
+    let last = events.last().expect("events").id;
+
+    // Pause, promotion and pruning of jobs log nothing.
+    store.queue_set_paused("log", true).await.expect("pause");
+    store.queue_set_paused("log", false).await.expect("resume");
+    store
+        .job_promote_scheduled(t8 + secs(3600))
+        .await
+        .expect("promote");
+    assert_eq!(read(store, last, &everything(), 10).await.events, vec![]);
+    assert_eq!(store.events_last_id().await.expect("events_last_id"), last);
+}
+
+/// Readers page through the log after any id, with filters; `next_after` moves past what a
+/// filter skipped; negative ids read from the start; a limit of 0 reads nothing and stays.
+pub async fn log_reads_after_an_id_with_filters_and_limits(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let mut jobs = Vec::new();
+    for i in 0..30 {
+        let queue = if i % 3 == 0 { "log-a" } else { "log-b" };
+        let name = if i % 2 == 0 { "even" } else { "odd" };
+        jobs.push(job_in(name, queue));
+    }
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    insert_many(store, jobs, now).await;
+    let all = read_all(store, 0, &everything(), 7).await;
+    assert_eq!(all.iter().map(|e| e.job_id).collect::<Vec<_>>(), ids);
+    let last = all.last().expect("events").id;
+    assert_eq!(store.events_last_id().await.expect("events_last_id"), last);
+    assert_eq!(read_all(store, -5, &everything(), 100).await, all);
+
+    // Resuming from any id returns exactly what follows it.
+    for (i, event) in all.iter().enumerate() {
+        assert_eq!(
+            read_all(store, event.id, &everything(), 4).await,
+            all[i + 1..]
+        );
+    }
+    let end = read(store, last, &everything(), 10).await;
+    assert_eq!((end.events.len(), end.next_after), (0, last));
+    let zero = read(store, 0, &everything(), 0).await;
+    assert_eq!(
+        (zero.events.len(), zero.next_after),
+        (0, 0),
+        "limit 0 stays put"
+    );
+
+    let by_queue = EventFilter {
+        queue: Some("log-a".into()),
+        ..EventFilter::default()
+    };
+    let by_job = EventFilter {
+        job: Some("odd".into()),
+        ..EventFilter::default()
+    };
+    let by_id = EventFilter {
+        job_id: Some(ids[4]),
+        ..EventFilter::default()
+    };
+    let both = EventFilter {
+        queue: Some("log-a".into()),
+        job: Some("odd".into()),
+        job_id: None,
+    };
+    for filter in [by_queue, by_job, by_id, both] {
+        let want: Vec<JobEvent> = all.iter().filter(|e| filter.matches(e)).cloned().collect();
+        assert!(!want.is_empty());
+        assert_eq!(read_all(store, 0, &filter, 3).await, want, "{filter:?}");
+    }
+    // A filter that matches nothing still moves the reader to the end of the log.
+    let none = EventFilter {
+        queue: Some("nobody".into()),
+        ..EventFilter::default()
+    };
+    let page = read(store, 0, &none, 10).await;
+    assert_eq!((page.events.len(), page.next_after), (0, last));
+    // A full page resumes at its last event, not past events it did not return.
+    let page = read(store, 0, &everything(), 5).await;
+    assert_eq!(page.next_after, all[4].id);
+}
+
+/// A unit of work logs the events of its writes in their order, or, when it fails, none.
+pub async fn log_unit_of_work_logs_with_its_writes(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let first = insert(store, job_in("step-1", "log-uow"), now).await;
+    let leased = lease_job(store, "log-uow", first.id, now).await;
+    let before = store.events_last_id().await.expect("events_last_id");
+    let child = job_in("child", "log-uow");
+    let failed = store
+        .write_unit(
+            vec![
+                WriteOp::Insert(vec![child.clone()]),
+                WriteOp::Complete(vec![Completion {
+                    id: leased.id,
+                    lease_token: leased.lease_token + 1,
+                    result: None,
+                }]),
+            ],
+            now,
+        )
+        .await;
+    assert_eq!(failed, Err(StoreError::StaleLease(first.id)));
+    assert_eq!(read(store, before, &everything(), 10).await.events, vec![]);
+
+    store
+        .write_unit(
+            vec![
+                WriteOp::Complete(vec![Completion {
+                    id: leased.id,
+                    lease_token: leased.lease_token,
+                    result: None,
+                }]),
+                WriteOp::Insert(vec![child.clone()]),
+            ],
+            now,
+        )
+        .await
+        .expect("write_unit");
+    let (got, _) = logged_since(store, before, now).await;
+    assert_eq!(
+        got,
+        vec![
+            entry(EventKind::Succeeded, first.id, 1, Value::Null),
+            entry(EventKind::Created, child.id, 0, Value::Null),
+        ]
+    );
+}
+
+/// Pruning deletes the oldest events before the cut-off, at most `limit`; a reader resuming
+/// from a pruned id gets what is left; ids are never reused, even after pruning everything.
+pub async fn log_prune_oldest_first_and_ids_not_reused(store: Arc<dyn Store>) {
+    let store = &*store;
+    let t0 = base_time();
+    let t1 = t0 + secs(60);
+    let old: Vec<_> = (0..5).map(|_| job_in("old", "log-prune")).collect();
+    insert_many(store, old, t0).await;
+    let new: Vec<_> = (0..3).map(|_| job_in("new", "log-prune")).collect();
+    insert_many(store, new, t1).await;
+    let all = read_all(store, 0, &everything(), 100).await;
+    assert_eq!(all.len(), 8);
+
+    assert_eq!(store.events_prune(t1, 2).await.expect("events_prune"), 2);
+    assert_eq!(read_all(store, 0, &everything(), 100).await, all[2..]);
+    // Resuming from a pruned id returns everything still kept after it.
+    assert_eq!(
+        read_all(store, all[0].id, &everything(), 100).await,
+        all[2..]
+    );
+    assert_eq!(store.events_prune(t1, 100).await.expect("events_prune"), 3);
+    assert_eq!(read_all(store, 0, &everything(), 100).await, all[5..]);
+    assert_eq!(store.events_prune(t1, 100).await.expect("events_prune"), 0);
+
+    let last = all.last().expect("events").id;
+    assert_eq!(
+        store
+            .events_prune(t1 + secs(1), 100)
+            .await
+            .expect("events_prune"),
+        3
+    );
+    assert_eq!(read(store, 0, &everything(), 10).await.events, vec![]);
+    let later = insert(store, job_in("later", "log-prune"), t1).await;
+    let after = read_all(store, 0, &everything(), 10).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].job_id, later.id);
+    assert!(
+        after[0].id > last,
+        "id {} reused (last was {last})",
+        after[0].id
+    );
+}
+
+/// A write that logs events sends the `Logged` hint after its commit; a write that logs none
+/// (a heartbeat) need not.
+pub async fn log_hint_follows_the_commit(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let mut hints = store.subscribe();
+    let id = insert(store, job_in("hinted", "log-hint"), now).await.id;
+    let wait = async {
+        loop {
+            match hints.recv().await {
+                Ok(StoreEvent::Logged) => return,
+                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => panic!("the event channel closed"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .expect("a Logged hint within 5 s of the insert");
+    // The hinted event is readable at once.
+    let events = read_all(store, 0, &everything(), 10).await;
+    let seen: HashSet<Uuid> = events.iter().map(|e| e.job_id).collect();
+    assert!(seen.contains(&id));
+}

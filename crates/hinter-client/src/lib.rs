@@ -28,10 +28,12 @@ mod types;
 
 pub use error::Error;
 pub use hinter_core::store::Include;
-pub use hinter_core::{AttemptError, Job, JobState, LeasedJob, Run, RunOutcome};
+pub use hinter_core::{
+    AttemptError, EventFilter, EventKind, Job, JobEvent, JobState, LeasedJob, Run, RunOutcome,
+};
 pub use types::{
-    EnqueueRequest, Enqueued, Health, HeartbeatAck, JobFilter, JobSummary, LeaseRequest, Leased,
-    Page, QueueInfo, UnreadableJob, WorkerReport,
+    EnqueueRequest, Enqueued, EventsPage, Health, HeartbeatAck, JobFilter, JobSummary,
+    LeaseRequest, Leased, Page, QueueInfo, UnreadableJob, WorkerReport,
 };
 
 use hinter_core::format_duration;
@@ -168,6 +170,40 @@ impl Client {
                 return Ok(job);
             }
         }
+    }
+
+    /// `GET /api/v1/events?…`: the events after `after` that match `filter`, oldest first, at
+    /// most `limit` (server default 100); with `wait`, an empty answer waits up to that long
+    /// for one. Pass the page's `next_after` back as `after`.
+    pub async fn events(
+        &self,
+        after: i64,
+        filter: &EventFilter,
+        limit: Option<u32>,
+        wait: Option<Duration>,
+    ) -> Result<EventsPage, Error> {
+        let mut url = self.url(&["api", "v1", "events"]);
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("after", &after.to_string());
+            if let Some(queue) = &filter.queue {
+                query.append_pair("queue", queue);
+            }
+            if let Some(job) = &filter.job {
+                query.append_pair("job", job);
+            }
+            if let Some(id) = filter.job_id {
+                query.append_pair("job_id", &id.to_string());
+            }
+            if let Some(limit) = limit {
+                query.append_pair("limit", &limit.to_string());
+            }
+            if let Some(wait) = wait {
+                query.append_pair("wait", &format_duration(wait));
+            }
+        }
+        self.send(Method::GET, url, None::<&()>, wait.unwrap_or_default())
+            .await
     }
 
     /// `GET /api/v1/jobs?…`: one page of job summaries in enqueue order. Pass the page's

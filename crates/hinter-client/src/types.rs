@@ -166,6 +166,14 @@ pub struct JobSummary {
     pub runs: Option<Vec<Run>>,
 }
 
+/// One page of the event log (`GET /api/v1/events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsPage {
+    pub events: Vec<hinter_core::JobEvent>,
+    /// Pass back as `after` for the next page.
+    pub next_after: i64,
+}
+
 /// One page of a job listing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page {

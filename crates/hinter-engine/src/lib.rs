@@ -17,15 +17,18 @@
 //! --database … -- COMMAND` runs a command for any job of its queues. A handler told to stop
 //! learns why from [`HandlerContext::stop_reason`].
 //!
-//! [`Maintenance`] runs next to the workers of a server.
+//! [`Maintenance`] runs next to the workers of a server. [`EventFollower`] follows the
+//! durable event log from an id.
 
 mod cluster;
+mod events;
 mod handler;
 mod maintenance;
 mod source;
 mod worker;
 
 pub use cluster::{ClusterOptions, Coordinator, CoordinatorHandle, Leader, MAINTENANCE_LEADERSHIP};
+pub use events::EventFollower;
 pub use handler::{HandlerContext, JobError, Registry, StopReason};
 pub use maintenance::{Maintenance, MaintenanceHandle, MaintenanceOptions, Retention};
 pub use source::{HttpSource, JobSource, StoreSource};

@@ -5,6 +5,7 @@
 //! tokens, promotion and pruning are idempotent. (With PostgreSQL only the elected leader
 //! runs them, to save work.)
 
+use chrono::{DateTime, Utc};
 use hinter_core::retry::{decide_failure, FailOutcome};
 use hinter_core::store::{Expiry, Failure, PruneRequest};
 use hinter_core::{format_duration, Clock, Store};
@@ -15,12 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Leader;
 
-/// How long finished jobs are kept.
+/// How long finished jobs and event log entries are kept.
 #[derive(Debug, Clone)]
 pub struct Retention {
     pub succeeded: Duration,
     pub dead: Duration,
     pub cancelled: Duration,
+    /// Event log entries; as long as succeeded jobs by default, so a kept job's timeline is
+    /// complete.
+    pub events: Duration,
 }
 
 impl Default for Retention {
@@ -29,6 +33,7 @@ impl Default for Retention {
             succeeded: Duration::from_secs(7 * 86_400),
             dead: Duration::from_secs(30 * 86_400),
             cancelled: Duration::from_secs(30 * 86_400),
+            events: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -218,6 +223,38 @@ async fn promoter(
     }
 }
 
+/// Events per pruning statement: small enough to keep each write short.
+const EVENT_PRUNE_BATCH: u32 = 10_000;
+/// Most batches per pruning round. The log grows by a few entries per job, so one batch a
+/// round could fall behind a busy store; this many keep up with a million jobs a minute.
+const EVENT_PRUNE_ROUNDS: u32 = 500;
+
+/// Deletes event log entries from before `before`, batch after batch while batches come back
+/// full.
+async fn prune_events(store: &dyn Store, before: DateTime<Utc>, shutdown: &CancellationToken) {
+    let mut total = 0u64;
+    for _ in 0..EVENT_PRUNE_ROUNDS {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        match store.events_prune(before, EVENT_PRUNE_BATCH).await {
+            Ok(n) => {
+                total += n;
+                if n < u64::from(EVENT_PRUNE_BATCH) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning the event log failed");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(pruned = total, "pruned event log entries past retention");
+    }
+}
+
 async fn pruner(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -243,6 +280,9 @@ async fn pruner(
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "pruned finished jobs past retention"),
             Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+        if leader.is_leader() {
+            prune_events(&*store, now - age(options.retention.events), &shutdown).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(options.prune_interval) => {}

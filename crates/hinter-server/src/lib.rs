@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod error;
+mod events;
 mod extract;
 mod health;
 mod jobs;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/fail", post(worker::fail))
         .route("/api/v1/jobs/{id}/release", post(worker::release))
         .route("/api/v1/leases", post(worker::lease))
+        .route("/api/v1/events", get(events::list))
         .route("/api/v1/queues", get(queues::list))
         .route("/api/v1/workers", get(workers::list))
         .route(

@@ -253,6 +253,9 @@ pub struct MaintenanceArgs {
     /// Keep cancelled jobs this long.
     #[arg(long, env = "HINTER_RETAIN_CANCELLED", default_value = "30d", value_parser = parse_duration)]
     pub retain_cancelled: Duration,
+    /// Keep event log entries this long (readers resuming from an older id get what is left).
+    #[arg(long, env = "HINTER_RETAIN_EVENTS", default_value = "7d", value_parser = parse_duration)]
+    pub retain_events: Duration,
 }
 
 impl MaintenanceArgs {
@@ -263,6 +266,7 @@ impl MaintenanceArgs {
                 succeeded: self.retain_succeeded,
                 dead: self.retain_dead,
                 cancelled: self.retain_cancelled,
+                events: self.retain_events,
             },
             ..MaintenanceOptions::default()
         }

@@ -335,6 +335,7 @@ async fn pruning_deletes_finished_jobs_past_their_retention_only() {
                 succeeded: Duration::from_millis(1),
                 dead: Duration::from_secs(3600),
                 cancelled: Duration::from_secs(3600),
+                events: Duration::from_secs(3600),
             },
             ..fast_maintenance()
         },

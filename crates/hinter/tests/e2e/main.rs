@@ -13,6 +13,7 @@ mod bad_input;
 mod batch;
 mod connections;
 mod crash;
+mod events;
 mod external_worker;
 mod leases;
 mod limits;

@@ -1,0 +1,105 @@
+//! Following the durable event log from an id: every matching event once, in order, waiting
+//! for new ones. What SSE, callbacks and dashboards build on, and the library's way to react
+//! to what happens to jobs.
+
+use futures_util::Stream;
+use hinter_core::store::StoreResult;
+use hinter_core::{EventFilter, JobEvent, Store};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Events read per store call.
+const PAGE: u32 = 500;
+/// Longest wait without a wake-up hint before looking again: hints are best effort.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Reads the event log after an id and waits for more.
+///
+/// Persist the id of the last event you handled and start the next follower from it: every
+/// later event still retained arrives exactly once. Cancel-safe: dropping a pending
+/// [`EventFollower::next`] loses nothing.
+pub struct EventFollower {
+    store: Arc<dyn Store>,
+    filter: EventFilter,
+    after: i64,
+    buffer: VecDeque<JobEvent>,
+    hints: broadcast::Receiver<hinter_core::StoreEvent>,
+    poll: Duration,
+}
+
+impl EventFollower {
+    /// Follows events after `after` (0: from the oldest retained) that match `filter`.
+    pub fn new(store: Arc<dyn Store>, after: i64, filter: EventFilter) -> Self {
+        // Subscribed before the first read, so no hint between the two is missed.
+        let hints = store.subscribe();
+        Self {
+            store,
+            filter,
+            after,
+            buffer: VecDeque::new(),
+            hints,
+            poll: POLL,
+        }
+    }
+
+    /// Follows only what is logged from now on.
+    pub async fn from_now(store: Arc<dyn Store>, filter: EventFilter) -> StoreResult<Self> {
+        let mut follower = Self::new(store, 0, filter);
+        follower.after = follower.store.events_last_id().await?;
+        Ok(follower)
+    }
+
+    /// Sets the longest wait between reads when no hint arrives (default 1 s).
+    pub fn poll_interval(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// The next event, waiting as long as it takes. A store error is returned as is; calling
+    /// again tries again from the same place.
+    pub async fn next(&mut self) -> StoreResult<JobEvent> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Ok(event);
+            }
+            let page = self
+                .store
+                .events_read(self.after, &self.filter, PAGE)
+                .await?;
+            self.after = page.next_after;
+            if !page.events.is_empty() {
+                self.buffer.extend(page.events);
+                continue;
+            }
+            self.wait().await;
+        }
+    }
+
+    /// Waits for any hint that the store changed, or the poll interval.
+    async fn wait(&mut self) {
+        let hint = async {
+            loop {
+                match self.hints.recv().await {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    // The store is gone: only polling is left.
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.poll, hint).await;
+    }
+
+    /// The follower as a stream of events (errors included; the stream goes on after one).
+    pub fn into_stream(self) -> impl Stream<Item = StoreResult<JobEvent>> + Send {
+        futures_util::stream::unfold(self, |mut follower| async move {
+            let item = follower.next().await;
+            if item.is_err() {
+                // Not in a tight loop against a failing store.
+                tokio::time::sleep(follower.poll).await;
+            }
+            Some((item, follower))
+        })
+    }
+}

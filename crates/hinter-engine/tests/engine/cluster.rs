@@ -1,11 +1,9 @@
 //! Membership and leader election between "processes": separate store instances (separate
-//! connections and writer threads) on one database file.
+//! connections, and writer threads or pools) on one database.
 
-use crate::common::SOON;
-use hinter_core::{Cluster, ProcessInfo, SystemClock};
+use crate::common::{on_both_backends, open_store, Data, Kind, SOON};
+use hinter_core::{Backend, ProcessInfo, SystemClock};
 use hinter_engine::{ClusterOptions, Coordinator, CoordinatorHandle};
-use hinter_sqlite::{SqliteOptions, SqliteStore};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -21,12 +19,9 @@ fn fast() -> ClusterOptions {
     }
 }
 
-async fn process(path: &Path, id: &str) -> (Arc<SqliteStore>, CoordinatorHandle) {
-    let store = Arc::new(
-        SqliteStore::open(path, SqliteOptions::default())
-            .await
-            .expect("open the store"),
-    );
+/// A "process": a store instance of its own on `data`, and its coordinator.
+async fn process(data: &Data, id: &str) -> (Arc<dyn Backend>, CoordinatorHandle) {
+    let store = data.open().await;
     let now = chrono::Utc::now();
     let info = ProcessInfo {
         id: id.into(),
@@ -64,13 +59,11 @@ async fn watch_leaders(handles: &[&CoordinatorHandle], until: Instant) -> Vec<us
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_leader_and_a_crashed_leader_is_replaced_within_its_lease() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("hinter.db");
-    let (_s1, a) = process(&path, "a").await;
-    let (_s2, b) = process(&path, "b").await;
-    let (store3, c) = process(&path, "c").await;
+async fn one_leader_and_a_crashed_leader_is_replaced_within_its_lease(kind: Kind) {
+    let data = Data::fresh(kind);
+    let (_s1, a) = process(&data, "a").await;
+    let (_s2, b) = process(&data, "b").await;
+    let (store3, c) = process(&data, "c").await;
 
     // Exactly one of the three leads, and it stays the same while all are healthy.
     let first = watch_leaders(&[&a, &b, &c], Instant::now() + Duration::from_millis(1500)).await;
@@ -115,7 +108,7 @@ async fn one_leader_and_a_crashed_leader_is_replaced_within_its_lease() {
     watch_leaders(&rest, Instant::now() + Duration::from_millis(500)).await;
 
     // The crashed process drops off the listing; the others stay.
-    let listed = |store: Arc<SqliteStore>| async move {
+    let listed = |store: Arc<dyn Backend>| async move {
         let alive_since = chrono::Utc::now() - chrono::Duration::milliseconds(600);
         let mut ids: Vec<String> = store
             .process_list(alive_since)
@@ -167,20 +160,14 @@ async fn one_leader_and_a_crashed_leader_is_replaced_within_its_lease() {
 /// A process that restarts after a crash takes over at once from a leader that ran on its
 /// machine and is gone (its pid no longer runs), instead of waiting out the dead leader's
 /// lease (here a minute).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_process_takes_over_from_its_dead_predecessor_at_once() {
+async fn a_restarted_process_takes_over_from_its_dead_predecessor_at_once(kind: Kind) {
     use hinter_core::cluster::{this_machine, MAINTENANCE_LEADERSHIP};
     let machine = this_machine();
     if machine.is_empty() {
         eprintln!("note: no boot id or pid namespace here; nothing to test");
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(
-        SqliteStore::open(&dir.path().join("hinter.db"), SqliteOptions::default())
-            .await
-            .expect("open the store"),
-    );
+    let (_data, store) = open_store(kind).await;
     // A pid that ran a moment ago and is gone now.
     let mut child = std::process::Command::new("true")
         .spawn()
@@ -242,3 +229,8 @@ async fn a_restarted_process_takes_over_from_its_dead_predecessor_at_once() {
     assert_eq!(held.holder, "new");
     handle.shutdown().await;
 }
+
+on_both_backends!(
+    one_leader_and_a_crashed_leader_is_replaced_within_its_lease,
+    a_restarted_process_takes_over_from_its_dead_predecessor_at_once,
+);

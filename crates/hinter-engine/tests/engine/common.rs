@@ -1,4 +1,5 @@
-//! Shared helpers: a fresh store per test, fast worker options, condition waits with
+//! Shared helpers: the backend harness (a fresh store per test on SQLite or PostgreSQL, and
+//! the macro that runs every case on both), fast worker options, condition waits with
 //! deadlines, and small probes handlers use to report what happened to them.
 
 use hinter_core::store::{
@@ -6,11 +7,14 @@ use hinter_core::store::{
     QueueInfo, Release, StoreResult,
 };
 use hinter_core::{
-    Inserted, Job, JobDefinition, JobState, LeasedJob, NewJob, Store, StoreEvent, SystemClock,
+    Backend, Inserted, Job, JobDefinition, JobState, LeasedJob, NewJob, Store, StoreEvent,
+    SystemClock,
 };
 use hinter_engine::{Registry, Worker, WorkerHandle, WorkerOptions};
+use hinter_postgres::{PostgresOptions, PostgresStore, TestSchema};
 use hinter_sqlite::{SqliteOptions, SqliteStore};
 use std::future::Future;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +24,130 @@ use uuid::Uuid;
 /// Upper bound for things that should happen "at once"; generous for a loaded machine.
 pub const SOON: Duration = Duration::from_secs(5);
 
-/// A fresh SQLite store in its own temporary directory (kept alive by the returned guard).
-pub async fn open_store() -> (TempDir, Arc<SqliteStore>) {
-    let dir = tempfile::tempdir().expect("create a temporary directory");
-    let store = SqliteStore::open(&dir.path().join("hinter.db"), SqliteOptions::default())
-        .await
-        .expect("open the SQLite store");
-    (dir, Arc::new(store))
+/// The test database for the PostgreSQL cases.
+pub const URL_VAR: &str = "HINTER_TEST_DATABASE_URL";
+
+/// The backend a case runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// Instantiates every case named (an `async fn(Kind)` of the calling module) once per
+/// backend, as `<module>::sqlite::<case>` and `<module>::postgres::<case>`. A case left out
+/// of the list is dead code, which clippy refuses.
+///
+/// The PostgreSQL cases need `HINTER_TEST_DATABASE_URL`; without it they say so and pass,
+/// except under CI=true, where they fail: CI must never skip them (see [`postgres_ready`]).
+macro_rules! on_both_backends {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::common::Kind::Sqlite).await
+                }
+            )+
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if $crate::common::postgres_ready() {
+                        super::$case($crate::common::Kind::Postgres).await
+                    }
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+/// Whether the PostgreSQL cases can run: `HINTER_TEST_DATABASE_URL` is set. Without it, a
+/// note and `false`; under CI=true a panic instead, as CI must run them.
+pub fn postgres_ready() -> bool {
+    if std::env::var_os(URL_VAR).is_some() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "{URL_VAR} is not set: CI must run the PostgreSQL engine tests \
+             (e.g. {URL_VAR}=postgres://postgres@127.0.0.1:5432/test)"
+        );
+    }
+    // Written past the test harness's capture, so the note shows although the test passes.
+    let _ = writeln!(
+        std::io::stderr(),
+        "note: {URL_VAR} is not set; the PostgreSQL engine tests did not run"
+    );
+    false
+}
+
+/// The data of one test: a SQLite file in a temporary directory, or a PostgreSQL schema of
+/// its own. Store instances opened on it act as separate processes sharing one database;
+/// dropping it (after them) deletes the data.
+pub struct Data {
+    place: Place,
+}
+
+enum Place {
+    Sqlite(TempDir),
+    Postgres(TestSchema),
+}
+
+impl Data {
+    /// Fresh, empty data for `kind` (the schema or file is created by the first store).
+    pub fn fresh(kind: Kind) -> Data {
+        let place = match kind {
+            Kind::Sqlite => {
+                Place::Sqlite(tempfile::tempdir().expect("create a temporary directory"))
+            }
+            Kind::Postgres => {
+                let url = std::env::var(URL_VAR)
+                    .unwrap_or_else(|_| panic!("{URL_VAR} is not set (see postgres_ready)"));
+                Place::Postgres(TestSchema::fresh(&url, "hinter_engine_"))
+            }
+        };
+        Data { place }
+    }
+
+    /// A store instance on this data: its own connections (and, for SQLite, its own writer
+    /// thread; for PostgreSQL, its own pool and event listener), as another process has.
+    ///
+    /// The PostgreSQL store keeps the wall clock as the callers' clock (the default): on one
+    /// machine the database's clock does not differ from it, so every time a test hands in,
+    /// also from a `ManualClock`, is stored as given, as SQLite does.
+    pub async fn open(&self) -> Arc<dyn Backend> {
+        match &self.place {
+            Place::Sqlite(dir) => Arc::new(
+                SqliteStore::open(&dir.path().join("hinter.db"), SqliteOptions::default())
+                    .await
+                    .expect("open the SQLite store"),
+            ),
+            Place::Postgres(schema) => Arc::new(
+                PostgresStore::connect(
+                    &schema.url,
+                    PostgresOptions {
+                        schema: Some(schema.name.clone()),
+                        max_connections: 4,
+                        ..PostgresOptions::default()
+                    },
+                )
+                .await
+                .expect("connect to the test database"),
+            ),
+        }
+    }
+}
+
+/// A fresh store on `kind`, and its data (keep it alive for the test: dropping it deletes
+/// the data).
+pub async fn open_store(kind: Kind) -> (Data, Arc<dyn Backend>) {
+    let data = Data::fresh(kind);
+    let store = data.open().await;
+    (data, store)
 }
 
 /// Short leases, fast polling and a short stop: every test stays quick. Settings not
@@ -45,7 +166,7 @@ pub fn fast_options(concurrency: usize) -> WorkerOptions {
 
 /// Starts a worker on the wall clock.
 pub fn start_worker(
-    store: &Arc<SqliteStore>,
+    store: &Arc<dyn Backend>,
     registry: Registry,
     options: WorkerOptions,
 ) -> WorkerHandle {
@@ -61,7 +182,7 @@ pub fn def(name: &str) -> JobDefinition {
     }
 }
 
-pub async fn enqueue(store: &SqliteStore, job: NewJob) -> Uuid {
+pub async fn enqueue(store: &Arc<dyn Backend>, job: NewJob) -> Uuid {
     let inserted = store
         .job_insert_many(vec![job], chrono::Utc::now())
         .await
@@ -71,7 +192,7 @@ pub async fn enqueue(store: &SqliteStore, job: NewJob) -> Uuid {
     inserted[0].job.id
 }
 
-pub async fn enqueue_many(store: &SqliteStore, jobs: Vec<NewJob>) -> Vec<Uuid> {
+pub async fn enqueue_many(store: &Arc<dyn Backend>, jobs: Vec<NewJob>) -> Vec<Uuid> {
     store
         .job_insert_many(jobs, chrono::Utc::now())
         .await
@@ -81,7 +202,7 @@ pub async fn enqueue_many(store: &SqliteStore, jobs: Vec<NewJob>) -> Vec<Uuid> {
         .collect()
 }
 
-pub async fn get(store: &SqliteStore, id: Uuid) -> Job {
+pub async fn get(store: &Arc<dyn Backend>, id: Uuid) -> Job {
     store
         .job_get(id)
         .await
@@ -102,7 +223,7 @@ fn describe(job: &Job) -> String {
 
 /// Polls the job until `done` holds; panics with the last state seen after `within`.
 pub async fn wait_for_job(
-    store: &SqliteStore,
+    store: &Arc<dyn Backend>,
     id: Uuid,
     what: &str,
     within: Duration,
@@ -132,7 +253,7 @@ pub async fn wait_for_job(
 
 /// Polls the job until it is in `state`.
 pub async fn wait_for_state(
-    store: &SqliteStore,
+    store: &Arc<dyn Backend>,
     id: Uuid,
     state: JobState,
     within: Duration,
@@ -221,11 +342,11 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// A store that delegates to SQLite but can hold back the answer to one lease that took
+/// A store that delegates to another but can hold back the answer to one lease that took
 /// jobs: the lease is committed, its answer not yet delivered, as with a slow commit. Lets a
 /// test act (shut down) at exactly that moment.
 pub struct HeldLease {
-    inner: Arc<SqliteStore>,
+    inner: Arc<dyn Backend>,
     armed: AtomicBool,
     committed: tokio::sync::Notify,
     open: tokio::sync::Notify,
@@ -233,7 +354,7 @@ pub struct HeldLease {
 }
 
 impl HeldLease {
-    pub fn new(inner: Arc<SqliteStore>) -> Self {
+    pub fn new(inner: Arc<dyn Backend>) -> Self {
         Self {
             inner,
             armed: AtomicBool::new(false),

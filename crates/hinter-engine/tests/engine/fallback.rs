@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use chrono::Utc;
-use hinter_core::{JobDefinition, JobState, NewJob, Store};
+use hinter_core::{JobDefinition, JobState, NewJob};
 use hinter_engine::{HandlerContext, JobError, Registry, StopReason, WorkerOptions};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -33,6 +33,7 @@ fn echo_fallback(registry: &mut Registry) {
     });
 }
 
+/// About the registry alone: no store, so nothing to run per backend.
 #[test]
 fn a_fallback_adds_no_queue_and_no_definition() {
     let mut registry = Registry::new();
@@ -56,9 +57,8 @@ fn a_fallback_adds_no_queue_and_no_definition() {
     assert_eq!(registry.queues(), vec!["mail".to_string()]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fallback_runs_every_job_without_a_handler_of_its_own() {
-    let (_dir, store) = open_store().await;
+async fn the_fallback_runs_every_job_without_a_handler_of_its_own(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let mut registry = Registry::new();
     registry.register(
         def("greet"),
@@ -135,9 +135,8 @@ struct Strict {
     n: u32,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_typed_fallback_fails_a_payload_that_does_not_fit_for_good() {
-    let (_dir, store) = open_store().await;
+async fn a_typed_fallback_fails_a_payload_that_does_not_fit_for_good(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let mut registry = Registry::new();
     registry
         .register_fallback(|_ctx: HandlerContext, _: Strict| async { Ok::<_, JobError>("fits") });
@@ -218,9 +217,8 @@ fn options_with_grace(grace: Duration) -> WorkerOptions {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_handler_learns_why_and_may_clean_up_within_the_grace() {
-    let (_dir, store) = open_store().await;
+async fn a_cancelled_handler_learns_why_and_may_clean_up_within_the_grace(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let probe = StopProbe::default();
     let mut registry = Registry::new();
     stoppable(
@@ -242,9 +240,8 @@ async fn a_cancelled_handler_learns_why_and_may_clean_up_within_the_grace() {
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_timed_out_handler_learns_why_and_may_clean_up_within_the_grace() {
-    let (_dir, store) = open_store().await;
+async fn a_timed_out_handler_learns_why_and_may_clean_up_within_the_grace(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let probe = StopProbe::default();
     let mut registry = Registry::new();
     stoppable(
@@ -278,9 +275,8 @@ async fn a_timed_out_handler_learns_why_and_may_clean_up_within_the_grace() {
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_stopped_by_shutdown_cleans_up_and_its_job_goes_back_uncounted() {
-    let (_dir, store) = open_store().await;
+async fn a_handler_stopped_by_shutdown_cleans_up_and_its_job_goes_back_uncounted(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let probe = StopProbe::default();
     let mut registry = Registry::new();
     stoppable(
@@ -312,9 +308,8 @@ async fn a_handler_stopped_by_shutdown_cleans_up_and_its_job_goes_back_uncounted
     assert!(job.errors.is_empty(), "{:?}", job.errors);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_success_returned_during_the_shutdown_grace_is_stored() {
-    let (_dir, store) = open_store().await;
+async fn a_success_returned_during_the_shutdown_grace_is_stored(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let probe = StopProbe::default();
     let mut registry = Registry::new();
     stoppable(
@@ -336,9 +331,8 @@ async fn a_success_returned_during_the_shutdown_grace_is_stored() {
     assert_eq!(job.result, Some(json!("finished while stopping")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_signal_cuts_the_stopping_wait_short() {
-    let (_dir, store) = open_store().await;
+async fn a_second_signal_cuts_the_stopping_wait_short(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let probe = StopProbe::default();
     let mut registry = Registry::new();
     stoppable(&mut registry, &probe, Duration::ZERO, fail_with_reason);
@@ -367,3 +361,13 @@ async fn a_second_signal_cuts_the_stopping_wait_short() {
     assert_eq!(job.state, JobState::Queued);
     assert_eq!(job.attempt, 0);
 }
+
+on_both_backends!(
+    the_fallback_runs_every_job_without_a_handler_of_its_own,
+    a_typed_fallback_fails_a_payload_that_does_not_fit_for_good,
+    a_cancelled_handler_learns_why_and_may_clean_up_within_the_grace,
+    a_timed_out_handler_learns_why_and_may_clean_up_within_the_grace,
+    a_handler_stopped_by_shutdown_cleans_up_and_its_job_goes_back_uncounted,
+    a_success_returned_during_the_shutdown_grace_is_stored,
+    a_second_signal_cuts_the_stopping_wait_short,
+);

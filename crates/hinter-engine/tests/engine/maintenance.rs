@@ -6,12 +6,11 @@ use chrono::Utc;
 use hinter_core::retry::FailOutcome;
 use hinter_core::store::{Completion, Failure, LeaseRequest};
 use hinter_core::{
-    Clock, JobState, LeasedJob, ManualClock, NewJob, Store, StoreError, SystemClock,
+    Backend, Clock, JobState, LeasedJob, ManualClock, NewJob, StoreError, SystemClock,
 };
 use hinter_engine::{
     HandlerContext, JobError, Maintenance, MaintenanceOptions, Registry, Retention, WorkerOptions,
 };
-use hinter_sqlite::SqliteStore;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +18,7 @@ use tokio::sync::Notify;
 
 /// Leases up to one job as a worker that will never report back.
 async fn lease_as_vanished_worker(
-    store: &SqliteStore,
+    store: &Arc<dyn Backend>,
     now: chrono::DateTime<Utc>,
     lease_for: Duration,
 ) -> Vec<LeasedJob> {
@@ -48,9 +47,8 @@ fn fast_maintenance() -> MaintenanceOptions {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rescue_once_returns_a_job_with_an_expired_lease_to_the_queue() {
-    let (_dir, store) = open_store().await;
+async fn rescue_once_returns_a_job_with_an_expired_lease_to_the_queue(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let clock = ManualClock::new(Utc::now());
     let id = store
         .job_insert_many(vec![NewJob::new("export", json!({}))], clock.now())
@@ -132,9 +130,8 @@ async fn rescue_once_returns_a_job_with_an_expired_lease_to_the_queue() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn job_that_keeps_losing_its_worker_ends_dead_as_poison() {
-    let (_dir, store) = open_store().await;
+async fn job_that_keeps_losing_its_worker_ends_dead_as_poison(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let clock = ManualClock::new(Utc::now());
     let id = store
         .job_insert_many(
@@ -173,9 +170,8 @@ async fn job_that_keeps_losing_its_worker_ends_dead_as_poison() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rescue_once_fails_a_job_past_its_timeout_with_backoff() {
-    let (_dir, store) = open_store().await;
+async fn rescue_once_fails_a_job_past_its_timeout_with_backoff(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let clock = ManualClock::new(Utc::now());
     let id = store
         .job_insert_many(
@@ -219,9 +215,8 @@ async fn rescue_once_fails_a_job_past_its_timeout_with_backoff() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn maintenance_rescues_a_vanished_workers_job_and_a_worker_runs_it_again() {
-    let (_dir, store) = open_store().await;
+async fn maintenance_rescues_a_vanished_workers_job_and_a_worker_runs_it_again(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let id = enqueue(&store, NewJob::new("export", json!({})).max_attempts(3)).await;
     let leased = lease_as_vanished_worker(&store, Utc::now(), Duration::from_millis(300)).await;
     assert_eq!(leased.len(), 1);
@@ -248,9 +243,8 @@ async fn maintenance_rescues_a_vanished_workers_job_and_a_worker_runs_it_again()
     within("maintenance shutdown", SOON, maintenance.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn promotion_wakes_an_idle_worker_when_a_delayed_job_is_due() {
-    let (_dir, store) = open_store().await;
+async fn promotion_wakes_an_idle_worker_when_a_delayed_job_is_due(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let started_at: Arc<Mutex<Option<chrono::DateTime<Utc>>>> = Arc::default();
     let mut registry = Registry::new();
     {
@@ -296,9 +290,8 @@ async fn promotion_wakes_an_idle_worker_when_a_delayed_job_is_due() {
     within("maintenance shutdown", SOON, maintenance.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pruning_deletes_finished_jobs_past_their_retention_only() {
-    let (_dir, store) = open_store().await;
+async fn pruning_deletes_finished_jobs_past_their_retention_only(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let mut registry = Registry::new();
     registry.register(def("done"), |_ctx: HandlerContext, _: Value| async {
         Ok::<_, JobError>(())
@@ -358,9 +351,8 @@ async fn pruning_deletes_finished_jobs_past_their_retention_only() {
     assert_eq!(get(&store, waiting).await.state, JobState::Scheduled);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_keep_a_long_jobs_lease_while_the_rescuer_runs() {
-    let (_dir, store) = open_store().await;
+async fn heartbeats_keep_a_long_jobs_lease_while_the_rescuer_runs(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let mut registry = Registry::new();
     registry.register(def("long"), |ctx: HandlerContext, _: Value| async move {
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -417,9 +409,8 @@ fn first_attempt_hangs(
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn worker_that_lost_its_lease_stops_the_handler_and_reports_nothing() {
-    let (_dir, store) = open_store().await;
+async fn worker_that_lost_its_lease_stops_the_handler_and_reports_nothing(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let (started, stopped, finished) = (Arc::new(Notify::new()), Flag::default(), Flag::default());
     let mut registry = Registry::new();
     first_attempt_hangs(&mut registry, &started, &stopped, &finished);
@@ -460,9 +451,8 @@ async fn worker_that_lost_its_lease_stops_the_handler_and_reports_nothing() {
 /// The usual way a lease is lost: the worker stalls past its lease, the rescuer returns the
 /// job, and the same worker (often the only one) leases it again before its next heartbeat.
 /// The stale first attempt must be stopped; the new attempt must be tracked and reported.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn job_rescued_and_leased_again_by_the_same_worker_stops_the_stale_attempt() {
-    let (_dir, store) = open_store().await;
+async fn job_rescued_and_leased_again_by_the_same_worker_stops_the_stale_attempt(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let (started, stopped, finished) = (Arc::new(Notify::new()), Flag::default(), Flag::default());
     let mut registry = Registry::new();
     first_attempt_hangs(&mut registry, &started, &stopped, &finished);
@@ -518,9 +508,8 @@ async fn job_rescued_and_leased_again_by_the_same_worker_stops_the_stale_attempt
 
 /// A job's `timeout` limits its run. Jobs a worker holds (leased ahead, waiting for a free
 /// slot) have not started running: the rescuer must not time them out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timeout_counts_from_the_start_of_the_run_even_with_a_running_rescuer() {
-    let (_dir, store) = open_store().await;
+async fn timeout_counts_from_the_start_of_the_run_even_with_a_running_rescuer(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let gauge = Gauge::default();
     let mut registry = Registry::new();
     {
@@ -566,3 +555,16 @@ async fn timeout_counts_from_the_start_of_the_run_even_with_a_running_rescuer() 
     within("worker shutdown", SOON, worker.shutdown()).await;
     within("maintenance shutdown", SOON, maintenance.shutdown()).await;
 }
+
+on_both_backends!(
+    rescue_once_returns_a_job_with_an_expired_lease_to_the_queue,
+    job_that_keeps_losing_its_worker_ends_dead_as_poison,
+    rescue_once_fails_a_job_past_its_timeout_with_backoff,
+    maintenance_rescues_a_vanished_workers_job_and_a_worker_runs_it_again,
+    promotion_wakes_an_idle_worker_when_a_delayed_job_is_due,
+    pruning_deletes_finished_jobs_past_their_retention_only,
+    heartbeats_keep_a_long_jobs_lease_while_the_rescuer_runs,
+    worker_that_lost_its_lease_stops_the_handler_and_reports_nothing,
+    job_rescued_and_leased_again_by_the_same_worker_stops_the_stale_attempt,
+    timeout_counts_from_the_start_of_the_run_even_with_a_running_rescuer,
+);

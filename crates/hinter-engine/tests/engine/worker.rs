@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use chrono::Utc;
-use hinter_core::{JobDefinition, JobSpec, JobState, NewJob, Store};
+use hinter_core::{JobDefinition, JobSpec, JobState, NewJob};
 use hinter_engine::{HandlerContext, JobError, Registry, WorkerOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -50,9 +50,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn typed_handler_gets_payload_and_context_and_its_value_becomes_the_result() {
-    let (_dir, store) = open_store().await;
+async fn typed_handler_gets_payload_and_context_and_its_value_becomes_the_result(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let mut registry = Registry::new();
     {
@@ -120,9 +119,8 @@ async fn typed_handler_gets_payload_and_context_and_its_value_becomes_the_result
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retryable_error_is_retried_after_backoff_then_dead_when_attempts_are_used_up() {
-    let (_dir, store) = open_store().await;
+async fn retryable_error_is_retried_after_backoff_then_dead_when_attempts_are_used_up(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let calls: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();
     let mut registry = Registry::new();
     {
@@ -186,9 +184,8 @@ async fn retryable_error_is_retried_after_backoff_then_dead_when_attempts_are_us
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permanent_error_makes_the_job_dead_after_one_attempt() {
-    let (_dir, store) = open_store().await;
+async fn permanent_error_makes_the_job_dead_after_one_attempt(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let gauge = Gauge::default();
     let mut registry = Registry::new();
     {
@@ -213,9 +210,8 @@ async fn permanent_error_makes_the_job_dead_after_one_attempt() {
 
 /// A result nested deeper than clients can read back fails the attempt for good instead of
 /// being stored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_result_too_deep_to_read_back_fails_for_good() {
-    let (_dir, store) = open_store().await;
+async fn a_result_too_deep_to_read_back_fails_for_good(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let mut registry = Registry::new();
     registry.register(def("deep"), move |_ctx: HandlerContext, _: Value| async {
         let mut value = json!(1);
@@ -238,14 +234,13 @@ async fn a_result_too_deep_to_read_back_fails_for_good() {
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payload_that_does_not_fit_the_handler_type_is_dead_at_once() {
+async fn payload_that_does_not_fit_the_handler_type_is_dead_at_once(kind: Kind) {
     #[derive(Debug, Deserialize)]
     struct Charge {
         #[allow(dead_code)]
         amount_cents: u64,
     }
-    let (_dir, store) = open_store().await;
+    let (_data, store) = open_store(kind).await;
     let called = Flag::default();
     let mut registry = Registry::new();
     {
@@ -275,9 +270,8 @@ async fn payload_that_does_not_fit_the_handler_type_is_dead_at_once() {
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn panicking_handler_fails_the_attempt_and_the_worker_keeps_working() {
-    let (_dir, store) = open_store().await;
+async fn panicking_handler_fails_the_attempt_and_the_worker_keeps_working(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let mut registry = Registry::new();
     registry.register(
         def("fragile"),
@@ -314,9 +308,8 @@ async fn panicking_handler_fails_the_attempt_and_the_worker_keeps_working() {
 
 /// A handler is any `Fn(ctx, payload) -> impl Future`; the panic may come from the
 /// synchronous part that builds the future, not only from inside it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handler_panicking_while_building_its_future_fails_the_attempt() {
-    let (_dir, store) = open_store().await;
+async fn handler_panicking_while_building_its_future_fails_the_attempt(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let mut registry = Registry::new();
     registry.register(def("eager"), |_ctx: HandlerContext, p: Value| {
         if p["panic"] == json!(true) {
@@ -346,9 +339,8 @@ async fn handler_panicking_while_building_its_future_fails_the_attempt() {
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn job_timeout_fails_the_attempt_and_stops_the_handler() {
-    let (_dir, store) = open_store().await;
+async fn job_timeout_fails_the_attempt_and_stops_the_handler(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let stopped = Flag::default();
     let finished = Flag::default();
     let mut registry = Registry::new();
@@ -413,9 +405,8 @@ async fn job_timeout_fails_the_attempt_and_stops_the_handler() {
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_a_running_job_tells_its_handler_at_once_and_ends_it_cancelled() {
-    let (_dir, store) = open_store().await;
+async fn cancelling_a_running_job_tells_its_handler_at_once_and_ends_it_cancelled(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let started = Arc::new(Notify::new());
     let told: Arc<Mutex<Option<Instant>>> = Arc::default();
     let mut registry = Registry::new();
@@ -464,9 +455,8 @@ async fn cancelling_a_running_job_tells_its_handler_at_once_and_ends_it_cancelle
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelled_handler_that_ignores_its_context_is_aborted_after_the_grace() {
-    let (_dir, store) = open_store().await;
+async fn cancelled_handler_that_ignores_its_context_is_aborted_after_the_grace(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let stopped = Flag::default();
     let finished = Flag::default();
     let started = Arc::new(Notify::new());
@@ -502,9 +492,8 @@ async fn cancelled_handler_that_ignores_its_context_is_aborted_after_the_grace()
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrency_limits_how_many_jobs_run_at_once() {
-    let (_dir, store) = open_store().await;
+async fn concurrency_limits_how_many_jobs_run_at_once(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let gauge = Gauge::default();
     let mut registry = Registry::new();
     {
@@ -540,9 +529,8 @@ async fn concurrency_limits_how_many_jobs_run_at_once() {
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_finishes_quick_jobs_and_returns_stopped_ones_to_the_queue() {
-    let (_dir, store) = open_store().await;
+async fn graceful_shutdown_finishes_quick_jobs_and_returns_stopped_ones_to_the_queue(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let slow_runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let slow_started = Arc::new(Notify::new());
     let slow_stopped = Flag::default();
@@ -646,9 +634,8 @@ async fn graceful_shutdown_finishes_quick_jobs_and_returns_stopped_ones_to_the_q
 /// Shutdown can begin while a lease is being committed. The jobs it took are in the store as
 /// `running` under this worker: they must go back to the queue (attempt not counted), not be
 /// left leased to nobody until the lease expires and a rescue counts the attempt as failed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_during_a_lease_commit_takes_no_new_job_and_loses_none() {
-    let (_dir, store) = open_store().await;
+async fn shutdown_during_a_lease_commit_takes_no_new_job_and_loses_none(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let held = Arc::new(HeldLease::new(store.clone()));
     let ran = Flag::default();
     let mut registry = Registry::new();
@@ -701,9 +688,8 @@ async fn shutdown_during_a_lease_commit_takes_no_new_job_and_loses_none() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn singleton_definition_never_runs_two_jobs_at_once() {
-    let (_dir, store) = open_store().await;
+async fn singleton_definition_never_runs_two_jobs_at_once(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let gauge = Gauge::default();
     let mut registry = Registry::new();
     {
@@ -748,9 +734,8 @@ async fn singleton_definition_never_runs_two_jobs_at_once() {
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_sharing_an_ordering_key_run_one_at_a_time_in_enqueue_order() {
-    let (_dir, store) = open_store().await;
+async fn jobs_sharing_an_ordering_key_run_one_at_a_time_in_enqueue_order(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let gauge = Gauge::default();
     let order: Arc<Mutex<Vec<i64>>> = Arc::default();
     let mut registry = Registry::new();
@@ -807,9 +792,8 @@ async fn jobs_sharing_an_ordering_key_run_one_at_a_time_in_enqueue_order() {
     within("shutdown", SOON, worker.shutdown()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_names_no_more_queues_than_a_lease_may() {
-    let (_dir, store) = open_store().await;
+async fn a_worker_names_no_more_queues_than_a_lease_may(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
     let bound = hinter_core::limits::MAX_LEASE_QUEUES;
     let options = |n: usize| WorkerOptions {
         queues: (0..n).map(|i| format!("q{i}")).collect(),
@@ -844,3 +828,22 @@ async fn a_worker_names_no_more_queues_than_a_lease_may() {
     wait_for_state(&store, id, JobState::Succeeded, SOON).await;
     worker.shutdown().await;
 }
+
+on_both_backends!(
+    typed_handler_gets_payload_and_context_and_its_value_becomes_the_result,
+    retryable_error_is_retried_after_backoff_then_dead_when_attempts_are_used_up,
+    permanent_error_makes_the_job_dead_after_one_attempt,
+    a_result_too_deep_to_read_back_fails_for_good,
+    payload_that_does_not_fit_the_handler_type_is_dead_at_once,
+    panicking_handler_fails_the_attempt_and_the_worker_keeps_working,
+    handler_panicking_while_building_its_future_fails_the_attempt,
+    job_timeout_fails_the_attempt_and_stops_the_handler,
+    cancelling_a_running_job_tells_its_handler_at_once_and_ends_it_cancelled,
+    cancelled_handler_that_ignores_its_context_is_aborted_after_the_grace,
+    concurrency_limits_how_many_jobs_run_at_once,
+    graceful_shutdown_finishes_quick_jobs_and_returns_stopped_ones_to_the_queue,
+    shutdown_during_a_lease_commit_takes_no_new_job_and_loses_none,
+    singleton_definition_never_runs_two_jobs_at_once,
+    jobs_sharing_an_ordering_key_run_one_at_a_time_in_enqueue_order,
+    a_worker_names_no_more_queues_than_a_lease_may,
+);

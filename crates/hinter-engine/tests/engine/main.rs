@@ -19,6 +19,7 @@
 
 mod cluster;
 mod common;
+mod events;
 mod fallback;
 mod maintenance;
 mod worker;

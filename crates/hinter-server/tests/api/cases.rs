@@ -1061,3 +1061,105 @@ async fn job_shows_its_runs_and_listings_only_when_asked() {
         bad.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_page_after_an_id_with_filters() {
+    let Some(h) = harness().await else { return };
+    let a = h.enqueue(json!({"job": "a", "queue": "q1"})).await;
+    let b = h.enqueue(json!({"job": "b", "queue": "q2"})).await;
+    let leased = h.lease(json!({"worker_id": "w", "queues": ["q1"]})).await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    let done = h
+        .post(
+            &format!("/api/v1/jobs/{}/complete", id_of(&a)),
+            json!({"lease_token": token}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK);
+
+    let all = h.get("/api/v1/events").await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    let events = all.body["events"].as_array().expect("events").clone();
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap_or(""), e["job"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("created", "a"), ("created", "b"), ("started", "a"), ("succeeded", "a")]
+    );
+    assert_eq!(events[2]["data"]["worker_id"], "w");
+    assert_eq!(events[2]["attempt"], 1);
+    assert_eq!(events[1]["job_id"], b["id"]);
+    let last = events[3]["id"].as_i64().expect("id");
+    assert_eq!(all.body["next_after"], last);
+
+    // After an id, with a limit, by queue, job and job id.
+    let first = events[0]["id"].as_i64().expect("id");
+    let page = h.get(&format!("/api/v1/events?after={first}&limit=2")).await;
+    assert_eq!(page.body["events"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page.body["events"][0], events[1]);
+    assert_eq!(page.body["next_after"], events[2]["id"]);
+    for (query, want) in [
+        ("queue=q2", vec![1]),
+        ("job=a", vec![0, 2, 3]),
+        (&format!("job_id={}", id_of(&a)) as &str, vec![0, 2, 3]),
+    ] {
+        let page = h.get(&format!("/api/v1/events?{query}")).await;
+        let got = page.body["events"].as_array().expect("events").clone();
+        let want: Vec<Value> = want.into_iter().map(|i| events[i].clone()).collect();
+        assert_eq!(got, want, "{query}");
+    }
+    // A filter matching nothing still answers where the log ends.
+    let none = h.get("/api/v1/events?queue=nobody").await;
+    assert_eq!(none.body["events"], json!([]));
+    assert_eq!(none.body["next_after"], last);
+
+    // Bad parameters are 400 and name the parameter.
+    for query in [
+        "after=-1",
+        "after=x",
+        "after=99999999999999999999",
+        "limit=0",
+        "limit=1001",
+        "wait=forever",
+        "job_id=nope",
+        "queue=a%00b",
+        "colour=red",
+    ] {
+        let answer = h.get(&format!("/api/v1/events?{query}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}: {}", answer.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_returns_when_an_event_is_logged() {
+    let Some(h) = harness().await else { return };
+    let h = Arc::new(h);
+    let end = h.get("/api/v1/events").await.body["next_after"]
+        .as_i64()
+        .expect("next_after");
+    let started = tokio::time::Instant::now();
+    let empty = h.get(&format!("/api/v1/events?after={end}&wait=300ms")).await;
+    assert_eq!(empty.body["events"], json!([]));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    let waiter = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            h.get(&format!("/api/v1/events?after={end}&queue=later&wait=30s"))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.enqueue(json!({"job": "elsewhere"})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "an event of another queue does not count");
+    let job = h.enqueue(json!({"job": "x", "queue": "later"})).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the wait ends when a matching event is logged")
+        .expect("task");
+    assert_eq!(answer.body["events"][0]["job_id"], job["id"]);
+    assert_eq!(answer.body["events"][0]["kind"], "created");
+}

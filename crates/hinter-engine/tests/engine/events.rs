@@ -1,0 +1,111 @@
+//! Following the event log: a follower on another store instance (another process) sees
+//! what a worker does, every event once and in order, resumes from an id, and filters.
+
+use crate::common::*;
+use hinter_core::{EventFilter, EventKind, JobEvent, NewJob};
+use hinter_engine::{EventFollower, HandlerContext, JobError, Registry};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The next `n` events of `follower`, each within [`WAIT`].
+async fn take(follower: &mut EventFollower, n: usize) -> Vec<JobEvent> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let event = within("the next event", WAIT, follower.next())
+            .await
+            .expect("reading the event log");
+        out.push(event);
+    }
+    out
+}
+
+fn kinds_of(events: &[JobEvent], id: Uuid) -> Vec<EventKind> {
+    events
+        .iter()
+        .filter(|e| e.job_id == id)
+        .map(|e| e.kind)
+        .collect()
+}
+
+async fn a_follower_on_another_instance_sees_a_workers_events_once_in_order(kind: Kind) {
+    let data = Data::fresh(kind);
+    let writer = data.open().await;
+    let reader = data.open().await;
+    let mut follower = EventFollower::new(reader.clone(), 0, EventFilter::default())
+        .poll_interval(Duration::from_secs(30));
+    let mut registry = Registry::new();
+    registry.register(def("ok"), |_ctx: HandlerContext, _: Value| async {
+        Ok::<_, JobError>(json!("done"))
+    });
+    registry.register(def("bad"), |_ctx: HandlerContext, _: Value| async {
+        Err::<(), _>(JobError::permanent("no"))
+    });
+    let worker = start_worker(&writer, registry, fast_options(4));
+    let ok = enqueue_many(
+        &writer,
+        (0..10)
+            .map(|i| NewJob::new("ok", json!({ "i": i })))
+            .collect(),
+    )
+    .await;
+    let bad = enqueue(&writer, NewJob::new("bad", json!({}))).await;
+
+    // The poll interval is 30 s: only the other instance's wake-up hints deliver these in time.
+    let events = take(&mut follower, 10 * 3 + 4).await;
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id), "{events:?}");
+    for id in &ok {
+        assert_eq!(
+            kinds_of(&events, *id),
+            [EventKind::Created, EventKind::Started, EventKind::Succeeded]
+        );
+    }
+    assert_eq!(
+        kinds_of(&events, bad),
+        [
+            EventKind::Created,
+            EventKind::Started,
+            EventKind::Failed,
+            EventKind::Dead
+        ]
+    );
+    let failed = events
+        .iter()
+        .find(|e| e.job_id == bad && e.kind == EventKind::Failed)
+        .expect("the failure");
+    assert_eq!(failed.data["error"], "no");
+    within("worker shutdown", WAIT, worker.shutdown()).await;
+
+    // Resuming from any event gives exactly what followed it.
+    let k = 17;
+    let mut resumed = EventFollower::new(reader.clone(), events[k].id, EventFilter::default());
+    assert_eq!(
+        take(&mut resumed, events.len() - k - 1).await,
+        events[k + 1..]
+    );
+
+    // A filtered follower sees only its job, from the same log.
+    let mut one = EventFollower::new(
+        reader.clone(),
+        0,
+        EventFilter {
+            job_id: Some(bad),
+            ..EventFilter::default()
+        },
+    );
+    let mine = take(&mut one, 4).await;
+    assert!(mine.iter().all(|e| e.job_id == bad));
+    // Nothing more arrives for it; a new job elsewhere does not wake it with a wrong event.
+    enqueue(&writer, NewJob::new("ok", json!({}))).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), one.next())
+            .await
+            .is_err(),
+        "the filtered follower saw an event of another job"
+    );
+}
+
+on_both_backends!(a_follower_on_another_instance_sees_a_workers_events_once_in_order);

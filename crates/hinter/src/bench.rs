@@ -43,7 +43,7 @@ pub struct BenchArgs {
     #[arg(long, env = "HINTER_BENCH_DATABASE_URL")]
     pub database: Option<String>,
     /// Run only these phases (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events"])]
     pub only: Vec<String>,
 }
 
@@ -402,6 +402,60 @@ async fn latency(durability: Durability, rate: u64, length: Duration) -> anyhow:
     })
 }
 
+/// How long an event takes to reach a reader on another store instance (another process on
+/// the same store): from the moment the writing insert returned (the event is committed) to
+/// the moment the reader's [`hinter_engine::EventFollower`] hands it out. The reader polls
+/// only every 30 s, so the figures measure the wake-up path (SQLite: `PRAGMA data_version`;
+/// PostgreSQL: NOTIFY). One probe at a time, with idle gaps.
+pub(crate) async fn event_visibility(
+    writer: Arc<dyn Store>,
+    reader: Arc<dyn Store>,
+    probes: usize,
+) -> anyhow::Result<(Duration, Duration, usize)> {
+    let mut follower = hinter_engine::EventFollower::from_now(reader, Default::default())
+        .await?
+        .poll_interval(Duration::from_secs(30));
+    // The reader waits in its own task, as a reader in another process would.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reading = tokio::spawn(async move {
+        while let Ok(event) = follower.next().await {
+            if seen_tx.send((event.job_id, Instant::now())).is_err() {
+                return;
+            }
+        }
+    });
+    let mut all = Vec::with_capacity(probes);
+    for _ in 0..probes {
+        // Idle gap first, so the reader is waiting when the probe commits.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let job = NewJob::new("probe", json!(null));
+        let id = job.id;
+        writer.job_insert_many(vec![job], chrono::Utc::now()).await?;
+        let committed = Instant::now();
+        loop {
+            let (job_id, seen) = tokio::time::timeout(Duration::from_secs(10), seen_rx.recv())
+                .await
+                .context("an event did not reach the other reader within 10 s")?
+                .context("the reader stopped")?;
+            if job_id == id {
+                all.push(seen.saturating_duration_since(committed));
+                break;
+            }
+        }
+    }
+    reading.abort();
+    all.sort();
+    let pick = |q: f64| all[((all.len() as f64 - 1.0) * q) as usize];
+    Ok((pick(0.5), pick(0.99), all.len()))
+}
+
+async fn events_sqlite(durability: Durability) -> anyhow::Result<(Duration, Duration, usize)> {
+    let dir = tempfile::tempdir().context("creating a temp dir")?;
+    let writer = Arc::new(open_sqlite(dir.path(), durability).await?);
+    let reader = Arc::new(open_sqlite(dir.path(), durability).await?);
+    event_visibility(writer, reader, 300).await
+}
+
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.database {
         return crate::bench_pg::run(url, args.jobs, args.concurrency, args.json).await;
@@ -472,6 +526,22 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         figures.insert(
             "latency_p99_ms".into(),
             json!(lat.p99.as_secs_f64() * 1000.0),
+        );
+    }
+    if run("events") {
+        let (p50, p99, n) = events_sqlite(durability).await?;
+        say(format!(
+            "event seen by another store instance ({n} probes):  p50 {:.2} ms, p99 {:.2} ms",
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0
+        ));
+        figures.insert(
+            "event_visible_p50_ms".into(),
+            json!(p50.as_secs_f64() * 1000.0),
+        );
+        figures.insert(
+            "event_visible_p99_ms".into(),
+            json!(p99.as_secs_f64() * 1000.0),
         );
     }
     if args.json {

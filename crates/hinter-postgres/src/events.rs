@@ -8,8 +8,13 @@
 //!
 //! Wire format: a notification's payload is a JSON array of events, packed so that a payload
 //! stays below PostgreSQL's 8000-byte limit: `{"a": queue}` (jobs available),
-//! `{"f": id, "s": state}` (job finished), `{"c": id}` (cancel requested), `{"l": 1}` (new event log entries). Unknown entries are
-//! skipped, so newer writers may add kinds.
+//! `{"f": id, "s": state}` (job finished), `{"c": id}` (cancel requested), `{"l": 1}` (new
+//! event log entries). Unknown entries are skipped, so newer writers may add kinds.
+//!
+//! `{"l": 1}` is the one event not sent inside the writing transaction: a store sends it
+//! after the commit, at most every [`LOGGED_EVERY`] ([`announce_logged`]); transactional
+//! enqueue ([`crate::enqueue_in`]), whose commit the application makes, sends it in its
+//! transaction like the others.
 
 use crate::connect::quote_ident;
 use hinter_core::{JobState, StoreError, StoreEvent};
@@ -28,6 +33,61 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often an idle listener checks that its connection still answers.
 const LISTEN_PING_EVERY: Duration = Duration::from_secs(15);
+
+/// Least time between two announcements of new event log entries by one store: a busy
+/// process commits thousands of logged changes a second, and each NOTIFY costs every
+/// listener a wake-up, so one says "look again" for all the changes of the window.
+pub const LOGGED_EVERY: Duration = Duration::from_millis(5);
+
+/// Announces new event log entries (`{"l": 1}`) to every process on the database, after the
+/// commits that wrote them: one NOTIFY per poke on `pokes`, paced by [`pace`]. Sent on a
+/// pooled connection outside any writing transaction, so writers never wait for it; best
+/// effort (readers also poll): a failure is logged and the next poke tries again. Ends when
+/// the store (the sender) is dropped.
+pub(crate) async fn announce_logged(
+    pool: deadpool_postgres::Pool,
+    channel: String,
+    pokes: tokio::sync::mpsc::Receiver<()>,
+) {
+    let payload = encode(&[StoreEvent::Logged]).concat();
+    pace(pokes, LOGGED_EVERY, || async {
+        let sent = async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            let stmt = client
+                .prepare_cached("SELECT pg_notify($1, $2)")
+                .await
+                .map_err(|e| crate::ops::describe(&e))?;
+            client
+                .execute(&stmt, &[&channel, &payload])
+                .await
+                .map_err(|e| crate::ops::describe(&e))
+        }
+        .await;
+        if let Err(error) = sent {
+            tracing::debug!(%error, channel, "announcing new event log entries failed");
+        }
+    })
+    .await;
+}
+
+/// Calls `send` once per poke, starting at most one call per `every`: a poke while a call
+/// runs or the pause after it lasts waits in the channel (which holds one: pokes meanwhile
+/// are one) and is served when the pause ends, so the last poke is always followed by a
+/// call that starts after it (trailing edge). Ends when every sender is dropped.
+pub(crate) async fn pace<F, Fut>(
+    mut pokes: tokio::sync::mpsc::Receiver<()>,
+    every: Duration,
+    mut send: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    while pokes.recv().await.is_some() {
+        let window = tokio::time::Instant::now() + every;
+        send().await;
+        tokio::time::sleep_until(window).await;
+    }
+}
 
 /// The notification channel of a store in `schema` (`hinter_events` without one).
 pub fn channel(schema: Option<&str>) -> String {
@@ -238,6 +298,51 @@ fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many pokes, few calls: calls start at least `every` apart, and the last poke is
+    /// followed by a call that starts after it.
+    #[tokio::test]
+    async fn pace_spaces_calls_and_never_drops_the_last_poke() {
+        use std::sync::{Arc, Mutex};
+        use tokio::time::Instant;
+        let every = Duration::from_millis(5);
+        let calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let record = calls.clone();
+        let pacer = tokio::spawn(pace(rx, every, move || {
+            let record = record.clone();
+            async move {
+                record.lock().expect("lock").push(Instant::now());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }));
+        let started = Instant::now();
+        let mut last_poke = started;
+        let mut pokes = 0;
+        while started.elapsed() < Duration::from_millis(60) {
+            let _ = tx.try_send(());
+            last_poke = Instant::now();
+            pokes += 1;
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        drop(tx);
+        pacer.await.expect("the pacer ends with its senders");
+        let calls = calls.lock().expect("lock").clone();
+        assert!(
+            calls.len() >= 2 && calls.len() < pokes,
+            "{} calls",
+            calls.len()
+        );
+        for pair in calls.windows(2) {
+            assert!(pair[1] - pair[0] >= every, "calls closer than {every:?}");
+        }
+        assert!(
+            *calls.last().expect("calls") >= last_poke,
+            "the last poke was not served"
+        );
+        // 60 ms of pokes: about 12 calls, never one per poke.
+        assert!(calls.len() <= 14, "{} calls in 60 ms", calls.len());
+    }
 
     #[test]
     fn events_round_trip_and_pack() {

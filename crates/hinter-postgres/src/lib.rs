@@ -45,6 +45,7 @@ mod cluster;
 mod connect;
 mod enqueue;
 pub mod events;
+mod log;
 mod migrate;
 mod ops;
 mod test_schema;
@@ -60,13 +61,13 @@ use hinter_core::store::{
     QueueInfo, Release, StoreResult, WriteOp, WriteResult,
 };
 use hinter_core::{
-    Clock, Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Run, Store,
-    StoreError, StoreEvent, SystemClock,
+    Clock, Cluster, EventFilter, EventPage, Inserted, Job, Leadership, LeasedJob, NewJob,
+    ProcessInfo, Run, Store, StoreError, StoreEvent, SystemClock,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::{IsolationLevel, NoTls};
 use uuid::Uuid;
 
@@ -137,6 +138,9 @@ struct Inner {
     schema: Option<String>,
     channel: String,
     events: broadcast::Sender<StoreEvent>,
+    /// Pokes the task that announces new event log entries to other processes
+    /// ([`events::announce_logged`]); a full channel means a poke is already pending.
+    logged: mpsc::Sender<()>,
     /// Callers' times on the database's clock.
     clock: clock::DbClock,
     /// Dropping it stops the listener task.
@@ -219,6 +223,12 @@ impl PostgresStore {
             StoreError::Unavailable(format!("the event listener for {target} stopped"))
         })??;
 
+        let (logged, pokes) = mpsc::channel(1);
+        tokio::spawn(events::announce_logged(
+            pool.clone(),
+            channel.clone(),
+            pokes,
+        ));
         let store = Self {
             inner: Arc::new(Inner {
                 pool,
@@ -226,6 +236,7 @@ impl PostgresStore {
                 schema: options.schema.clone(),
                 channel,
                 events: events_tx,
+                logged,
                 clock: clock::DbClock::new(options.clock.clone()),
                 _stop: stop,
             }),
@@ -311,6 +322,34 @@ impl PostgresStore {
         })
     }
 
+    /// Called after the commit of a write that logged events: wakes this process's readers
+    /// at once and has the announcer tell the others (after its rate limit).
+    fn logged(&self) {
+        let _ = self.inner.events.send(StoreEvent::Logged);
+        // Full: a poke is pending already and covers this one.
+        let _ = self.inner.logged.try_send(());
+    }
+
+    /// Places the events of settled transactions in the log (see `log.rs`), each step in a
+    /// transaction of its own under the sequencing lock, so a read that follows sees every
+    /// event that could be placed when it started.
+    async fn sequence(&self, client: &mut deadpool_postgres::Client) -> Result<(), ops::Error> {
+        for _ in 0..log::MAX_STEPS {
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::ReadCommitted)
+                .start()
+                .await?;
+            log::lock(&tx).await?;
+            let placed = log::sequence_step(&tx).await?;
+            tx.commit().await?;
+            if i64::try_from(placed).unwrap_or(i64::MAX) < log::STEP_TXS {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `f` on a pooled connection, outside a transaction: reads, and writes of a
     /// single statement that publish no events.
     async fn read<R>(
@@ -342,8 +381,16 @@ macro_rules! write_tx {
                     let $ev = &mut events;
                     $body.await?
                 };
+                // New log entries are announced after the commit, rate-limited, not by a
+                // notification of this transaction.
+                let count = events.len();
+                events.retain(|e| *e != StoreEvent::Logged);
+                let logged = events.len() != count;
                 ops::notify(&$tx, &$store.inner.channel, &events).await?;
                 $tx.commit().await?;
+                if logged {
+                    $store.logged();
+                }
                 Ok(value)
             }
             .await;
@@ -511,27 +558,70 @@ impl Store for PostgresStore {
         self.read(async |c| ops::ping(c).await).await
     }
 
+    /// A negative `after` reads from the start, like 0. `limit` 0 reads nothing and stays at
+    /// `after`. A filter string with a NUL (which no stored name can hold) matches nothing.
     async fn events_read(
         &self,
-        _after: i64,
-        _filter: &hinter_core::EventFilter,
-        _limit: u32,
-    ) -> StoreResult<hinter_core::EventPage> {
-        Err(StoreError::Unavailable(
-            "the event log is not built yet".into(),
-        ))
+        after: i64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> StoreResult<EventPage> {
+        let after = after.max(0);
+        if limit == 0 {
+            return Ok(EventPage {
+                events: Vec::new(),
+                next_after: after,
+            });
+        }
+        let impossible = [filter.queue.as_deref(), filter.job.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|s| s.contains('\0'));
+        async {
+            let mut client = self.client().await?;
+            self.sequence(&mut client).await?;
+            if impossible {
+                return Ok(EventPage {
+                    events: Vec::new(),
+                    next_after: log::last_id(&client).await?.max(after),
+                });
+            }
+            log::read(&client, after, filter, limit).await
+        }
+        .await
+        .map_err(ops::Error::into_store)
     }
 
     async fn events_last_id(&self) -> StoreResult<i64> {
-        Err(StoreError::Unavailable(
-            "the event log is not built yet".into(),
-        ))
+        async {
+            let mut client = self.client().await?;
+            self.sequence(&mut client).await?;
+            log::last_id(&client).await
+        }
+        .await
+        .map_err(ops::Error::into_store)
     }
 
-    async fn events_prune(&self, _before: DateTime<Utc>, _limit: u32) -> StoreResult<u64> {
-        Err(StoreError::Unavailable(
-            "the event log is not built yet".into(),
-        ))
+    async fn events_prune(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let before = self.inner.clock.at(before);
+        async {
+            let mut client = self.client().await?;
+            self.sequence(&mut client).await?;
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::ReadCommitted)
+                .start()
+                .await?;
+            log::lock(&tx).await?;
+            let pruned = log::prune(&tx, before, limit).await?;
+            tx.commit().await?;
+            Ok(pruned)
+        }
+        .await
+        .map_err(ops::Error::into_store)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_errors_omitted.sql")),
     (4, include_str!("migrations/0004_runs.sql")),
     (5, include_str!("migrations/0005_process_machine.sql")),
+    (6, include_str!("migrations/0006_events.sql")),
 ];
 
 /// The schema version this build writes.

@@ -112,6 +112,15 @@ pub fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
+/// `t` as serde_json writes a `DateTime<Utc>` (what the event log's `data` and the errors'
+/// `at` hold): computed here, not by the database, so both backends write the same text.
+fn serde_time(t: DateTime<Utc>) -> Result<String> {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .ok_or_else(|| Error::Store(StoreError::Corrupt(format!("cannot encode the time {t}"))))
+}
+
 fn plus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     truncate(t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::hours(1)))
 }
@@ -589,15 +598,16 @@ pub async fn job_insert_many<C: Conn>(
             .collect();
         let singletons: Vec<bool> = fresh.iter().map(|&i| jobs[i].singleton).collect();
         // `seq` values are drawn first and handed out in ascending order, so they grow in
-        // request order whatever order the database evaluates rows in.
+        // request order whatever order the database evaluates rows in; the `created` events
+        // follow `seq`, so they are logged in request order too.
         let rows = query(
             c,
             "WITH s AS MATERIALIZED (
                  SELECT row_number() OVER (ORDER BY v) AS ord, v
                  FROM (SELECT nextval('jobs_seq_seq') AS v
                        FROM generate_series(1, cardinality($1::uuid[]))) AS g
-             )
-             INSERT INTO jobs (seq, id, job, queue, payload, state, priority, max_attempts,
+             ),
+             ins AS (INSERT INTO jobs (seq, id, job, queue, payload, state, priority, max_attempts,
                                run_at, created_at, unique_key, ordering_key, timeout_ms,
                                singleton)
              SELECT s.v, u.id, u.job, u.queue, u.payload, u.state, u.priority, u.max_attempts,
@@ -609,7 +619,11 @@ pub async fn job_insert_many<C: Conn>(
                                        run_at, unique_key, ordering_key, timeout_ms,
                                        singleton, ord)
              JOIN s ON s.ord = u.ord
-             RETURNING seq, id",
+             RETURNING seq, id, job, queue),
+             logged AS (
+                 INSERT INTO events (at, kind, job_id, job, queue, attempt)
+                 SELECT $13, 'created', id, job, queue, 0 FROM ins ORDER BY seq)
+             SELECT seq, id FROM ins",
             &[
                 &ids,
                 &names,
@@ -639,6 +653,7 @@ pub async fn job_insert_many<C: Conn>(
         for row in rows {
             seqs.insert(get(&row, 1)?, get(&row, 0)?);
         }
+        events.push(StoreEvent::Logged);
     }
 
     let mut out: Vec<Inserted> = Vec::with_capacity(jobs.len());
@@ -843,7 +858,12 @@ pub async fn job_lease<C: Conn>(
                                j.priority, j.created_at, j.timeout_ms, u.token),
                  started AS (
                      INSERT INTO runs (job_seq, attempt, worker_id, lease_token, started_at)
-                     SELECT seq, attempt, $3, token, $5 FROM leased)
+                     SELECT seq, attempt, $3, token, $5 FROM leased),
+                 logged AS (
+                     INSERT INTO events (at, kind, job_id, job, queue, attempt, data)
+                     SELECT $5, 'started', id, job, queue, attempt,
+                            json_build_object('worker_id', $3::text)
+                     FROM leased ORDER BY priority DESC, seq)
                  SELECT * FROM leased",
                 &[&seqs, &tokens, &request.worker_id, &until, &now],
             )
@@ -867,7 +887,11 @@ pub async fn job_lease<C: Conn>(
                     },
                 ));
             }
+            // The order the `started` events were logged in.
             round.sort_by(|(sa, a), (sb, b)| b.priority.cmp(&a.priority).then(sa.cmp(sb)));
+            if !round.is_empty() {
+                events.push(StoreEvent::Logged);
+            }
             leased.extend(round.into_iter().map(|(_, l)| l));
         }
         if !skipped || found == 0 || leased.len() >= max {
@@ -994,7 +1018,10 @@ pub async fn job_complete_many<C: Conn>(
              WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
              RETURNING u.i, {JOB_COLUMNS}, u.token AS run_token, 'succeeded'::text AS run_outcome,
                        NULL::text AS run_error, NULL::int4 AS run_exit_code),
-         {}
+         {},
+         logged AS (
+             INSERT INTO events (at, kind, job_id, job, queue, attempt)
+             SELECT $4, 'succeeded', id, job, queue, attempt FROM done ORDER BY i)
          SELECT * FROM done",
         FINISH_RUNS.replace("$NOW", "$4")
     );
@@ -1023,6 +1050,9 @@ pub async fn job_complete_many<C: Conn>(
         finished_events(&job, events);
         matched.insert(i, job);
     }
+    if !rows.is_empty() {
+        events.push(StoreEvent::Logged);
+    }
     answers(c, &ids, matched).await
 }
 
@@ -1033,10 +1063,7 @@ pub async fn job_fail_many<C: Conn>(
     events: &mut Vec<StoreEvent>,
 ) -> Result<Vec<StoreResult<Job>>> {
     let now = truncate(now);
-    let at = serde_json::to_value(now)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .ok_or_else(|| StoreError::Corrupt(format!("cannot encode the time {now}")))?;
+    let at = serde_time(now)?;
     let ids: Vec<Uuid> = failures.iter().map(|f| f.id).collect();
     let order = by_id(&ids);
     let states: Vec<&str> = order
@@ -1064,6 +1091,15 @@ pub async fn job_fail_many<C: Conn>(
     // history policy of `hinter_core::limits`: append, keep the first $9 and the last $10
     // entries, count the dropped ones.
     let exit_codes: Vec<Option<i32>> = order.iter().map(|&i| failures[i].exit_code).collect();
+    // What the events' data holds: the retry's time as serde writes it, the rescue's reason.
+    let run_at_texts: Vec<Option<String>> = run_ats
+        .iter()
+        .map(|t| t.map(serde_time).transpose())
+        .collect::<Result<_>>()?;
+    let reasons: Vec<Option<&str>> = order
+        .iter()
+        .map(|&i| failures[i].rescued.map(Expiry::as_str))
+        .collect();
     let sql = format!(
         "WITH done AS (UPDATE jobs AS j SET
              state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE u.state END,
@@ -1081,13 +1117,30 @@ pub async fn job_fail_many<C: Conn>(
                  + GREATEST(jsonb_array_length(j.errors) + 1 - ($9::int8 + $10::int8), 0),
              lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL
          FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::timestamptz[], $7::text[],
-                     $8::int4[], $11::int4[]) AS u(id, token, state, run_at, message, i, exit_code)
+                     $8::int4[], $11::int4[], $12::text[], $13::text[])
+              AS u(id, token, state, run_at, message, i, exit_code, run_at_text, reason)
          WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
          RETURNING u.i, {JOB_COLUMNS}, u.token AS run_token,
                    CASE WHEN j.state = 'cancelled' THEN 'cancelled' ELSE 'failed' END
                        AS run_outcome,
-                   u.message AS run_error, u.exit_code AS run_exit_code),
-         {}
+                   u.message AS run_error, u.exit_code AS run_exit_code,
+                   u.run_at_text AS ev_run_at, u.reason AS ev_reason),
+         {},
+         logged AS (
+             INSERT INTO events (at, kind, job_id, job, queue, attempt, data)
+             SELECT $5, e.kind, d.id, d.job, d.queue, d.attempt, e.data
+             FROM done AS d CROSS JOIN LATERAL (VALUES
+                 (1, CASE WHEN d.ev_reason IS NOT NULL THEN 'rescued' END,
+                     json_build_object('reason', d.ev_reason)),
+                 (2, 'failed',
+                     json_build_object('error', d.run_error, 'exit_code', d.run_exit_code)),
+                 (3, CASE d.state WHEN 'cancelled' THEN 'cancelled' WHEN 'dead' THEN 'dead'
+                                  ELSE 'retry_scheduled' END,
+                     CASE WHEN d.state IN ('queued', 'scheduled')
+                          THEN json_build_object('run_at', d.ev_run_at) END)
+             ) AS e(n, kind, data)
+             WHERE e.kind IS NOT NULL
+             ORDER BY d.i, e.n)
          SELECT * FROM done",
         FINISH_RUNS.replace("$NOW", "$5")
     );
@@ -1109,6 +1162,8 @@ pub async fn job_fail_many<C: Conn>(
             &(limits::ERRORS_KEPT_FIRST as i64),
             &(limits::ERRORS_KEPT_LAST as i64),
             &exit_codes,
+            &run_at_texts,
+            &reasons,
         ],
     )
     .await?;
@@ -1125,6 +1180,9 @@ pub async fn job_fail_many<C: Conn>(
             });
         }
         matched.insert(i, job);
+    }
+    if !rows.is_empty() {
+        events.push(StoreEvent::Logged);
     }
     answers(c, &ids, matched).await
 }
@@ -1144,9 +1202,13 @@ pub async fn job_release_many<C: Conn>(
                  started_at = NULL, deadline_at = NULL
              FROM unnest($1::uuid[], $2::int8[], $3::int4[]) AS u(id, token, i)
              WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
-             RETURNING u.i, j.queue, j.seq, u.token AS run_token, 'released'::text AS run_outcome,
-                       NULL::text AS run_error, NULL::int4 AS run_exit_code),
-         {}
+             RETURNING u.i, j.queue, j.seq, j.id, j.job, j.attempt, u.token AS run_token,
+                       'released'::text AS run_outcome, NULL::text AS run_error,
+                       NULL::int4 AS run_exit_code),
+         {},
+         logged AS (
+             INSERT INTO events (at, kind, job_id, job, queue, attempt)
+             SELECT $4, 'released', id, job, queue, attempt FROM done ORDER BY i)
          SELECT i, queue FROM done",
         FINISH_RUNS.replace("$NOW", "$4")
     );
@@ -1172,6 +1234,9 @@ pub async fn job_release_many<C: Conn>(
         });
         matched.insert(i, ());
     }
+    if !rows.is_empty() {
+        events.push(StoreEvent::Logged);
+    }
     answers(c, &ids, matched).await
 }
 
@@ -1191,18 +1256,36 @@ pub async fn job_cancel<C: Conn>(
     now: DateTime<Utc>,
     events: &mut Vec<StoreEvent>,
 ) -> Result<Job> {
-    // In SET, `state` is the value before the update.
+    // In SET, `state` is the value before the update. The row as it was (`old`, locked, so
+    // the latest committed version) tells whether a running job's cancel request is new:
+    // only a new one is logged.
     let sql = format!(
-        "UPDATE jobs AS j SET
-             state = CASE WHEN j.state = 'running' THEN j.state ELSE 'cancelled' END,
-             finished_at = CASE WHEN j.state = 'running' THEN j.finished_at ELSE $2 END,
-             cancel_requested = j.cancel_requested OR j.state = 'running'
-         WHERE j.id = $1 AND j.state IN ('scheduled', 'queued', 'running')
-         RETURNING {JOB_COLUMNS}, {RUNS_COLUMN}"
+        "WITH old AS (SELECT id, state, cancel_requested FROM jobs WHERE id = $1 FOR UPDATE),
+         done AS (
+             UPDATE jobs AS j SET
+                 state = CASE WHEN j.state = 'running' THEN j.state ELSE 'cancelled' END,
+                 finished_at = CASE WHEN j.state = 'running' THEN j.finished_at ELSE $2 END,
+                 cancel_requested = j.cancel_requested OR j.state = 'running'
+             FROM old
+             WHERE j.id = old.id AND j.state IN ('scheduled', 'queued', 'running')
+             RETURNING {JOB_COLUMNS}, {RUNS_COLUMN} AS runs, old.state AS old_state,
+                       old.cancel_requested AS old_cancel_requested),
+         logged AS (
+             INSERT INTO events (at, kind, job_id, job, queue, attempt)
+             SELECT $2, CASE WHEN old_state = 'running' THEN 'cancel_requested'
+                             ELSE 'cancelled' END,
+                    id, job, queue, attempt
+             FROM done WHERE old_state <> 'running' OR NOT old_cancel_requested)
+         SELECT * FROM done"
     );
     match query_opt(c, &sql, &[&id, &truncate(now)]).await? {
         Some(row) => {
             let job = job_with_runs(&row)?;
+            let old_state: String = get(&row, 24)?;
+            let old_cancel_requested: bool = get(&row, 25)?;
+            if old_state != JobState::Running.as_str() || !old_cancel_requested {
+                events.push(StoreEvent::Logged);
+            }
             if job.state == JobState::Running {
                 events.push(StoreEvent::CancelRequested { id });
             } else {
@@ -1227,15 +1310,23 @@ pub async fn job_retry<C: Conn>(
     events: &mut Vec<StoreEvent>,
 ) -> Result<Job> {
     let sql = format!(
-        "UPDATE jobs AS j SET state = 'queued', run_at = $2, finished_at = NULL,
-             cancel_requested = false, max_attempts = GREATEST(j.max_attempts, j.attempt + 1),
-             worker_id = NULL, lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL
-         WHERE j.id = $1 AND j.state IN ('dead', 'cancelled')
-         RETURNING {JOB_COLUMNS}, {RUNS_COLUMN}"
+        "WITH done AS (
+             UPDATE jobs AS j SET state = 'queued', run_at = $2, finished_at = NULL,
+                 cancel_requested = false,
+                 max_attempts = GREATEST(j.max_attempts, j.attempt + 1),
+                 worker_id = NULL, lease_token = NULL, lease_expires_at = NULL,
+                 deadline_at = NULL
+             WHERE j.id = $1 AND j.state IN ('dead', 'cancelled')
+             RETURNING {JOB_COLUMNS}, {RUNS_COLUMN} AS runs),
+         logged AS (
+             INSERT INTO events (at, kind, job_id, job, queue, attempt)
+             SELECT $2, 'retried', id, job, queue, attempt FROM done)
+         SELECT * FROM done"
     );
     match query_opt(c, &sql, &[&id, &truncate(now)]).await? {
         Some(row) => {
             let job = job_with_runs(&row)?;
+            events.push(StoreEvent::Logged);
             events.push(StoreEvent::JobsAvailable {
                 queue: job.queue.clone(),
             });

@@ -430,7 +430,9 @@ pub(crate) async fn event_visibility(
         tokio::time::sleep(Duration::from_millis(10)).await;
         let job = NewJob::new("probe", json!(null));
         let id = job.id;
-        writer.job_insert_many(vec![job], chrono::Utc::now()).await?;
+        writer
+            .job_insert_many(vec![job], chrono::Utc::now())
+            .await?;
         let committed = Instant::now();
         loop {
             let (job_id, seen) = tokio::time::timeout(Duration::from_secs(10), seen_rx.recv())

@@ -108,10 +108,9 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Eve
             }));
         }
         let recheck = deadline.min(Instant::now() + RECHECK);
-        match tokio::time::timeout_at(recheck, rx.recv()).await {
-            Ok(Err(RecvError::Closed)) => tokio::time::sleep_until(recheck).await,
-            // A hint (or lag, or the recheck time): read again.
-            _ => {}
+        // A hint, lag or the recheck time: read again. No more hints: poll.
+        if let Ok(Err(RecvError::Closed)) = tokio::time::timeout_at(recheck, rx.recv()).await {
+            tokio::time::sleep_until(recheck).await;
         }
     }
 }

@@ -1393,6 +1393,79 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// events
+
+/// How long one request of `events --follow` waits for new events.
+const FOLLOW_WAIT: Duration = Duration::from_secs(30);
+
+async fn events(args: EventsArgs) -> CmdResult {
+    if args.after < 0 {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("--after: {} is not an event id (0 or more)", args.after),
+        ));
+    }
+    let client = args.opts.client()?;
+    let filter = hinter_client::EventFilter {
+        queue: args.queue,
+        job: args.job,
+        job_id: args.job_id,
+    };
+    let mut after = args.after;
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let wait = args.follow.then_some(FOLLOW_WAIT);
+        let page = match client.events(after, &filter, Some(1000), wait).await {
+            Ok(page) => page,
+            // Following outlives a server restart: try again, say so once.
+            Err(e @ ApiError::Transport { .. }) if args.follow => {
+                if down_since.is_none() {
+                    note(&format!("warning: {e}; trying again every second"));
+                    down_since = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if down_since.take().is_some() {
+            note("the server answers again; following");
+        }
+        let n = page.events.len();
+        let mut text = String::new();
+        for event in &page.events {
+            if args.opts.json {
+                let line = serde_json::to_string(event)
+                    .map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot print JSON: {e}")))?;
+                text.push_str(&line);
+            } else {
+                text.push_str(&format!(
+                    "{:>8}  {}  {:<16} {} {} {} attempt {}",
+                    event.id,
+                    event.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                    event.kind.as_str(),
+                    event.job_id,
+                    event.job,
+                    event.queue,
+                    event.attempt
+                ));
+                if !event.data.is_null() {
+                    text.push_str(&format!("  {}", event.data));
+                }
+            }
+            text.push('\n');
+        }
+        if !text.is_empty() {
+            out(&text)?;
+        }
+        after = page.next_after;
+        if !args.follow && n < 1000 {
+            return Ok(exit::OK);
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1653,78 +1726,5 @@ mod tests {
         assert_eq!(elapsed(Duration::from_millis(3200)), "3.2s");
         assert_eq!(elapsed(Duration::from_secs(65)), "1m05s");
         assert_eq!(elapsed(Duration::from_secs(7380)), "2h03m");
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// events
-
-/// How long one request of `events --follow` waits for new events.
-const FOLLOW_WAIT: Duration = Duration::from_secs(30);
-
-async fn events(args: EventsArgs) -> CmdResult {
-    if args.after < 0 {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!("--after: {} is not an event id (0 or more)", args.after),
-        ));
-    }
-    let client = args.opts.client()?;
-    let filter = hinter_client::EventFilter {
-        queue: args.queue,
-        job: args.job,
-        job_id: args.job_id,
-    };
-    let mut after = args.after;
-    let mut down_since: Option<Instant> = None;
-    loop {
-        let wait = args.follow.then_some(FOLLOW_WAIT);
-        let page = match client.events(after, &filter, Some(1000), wait).await {
-            Ok(page) => page,
-            // Following outlives a server restart: try again, say so once.
-            Err(e @ ApiError::Transport { .. }) if args.follow => {
-                if down_since.is_none() {
-                    note(&format!("warning: {e}; trying again every second"));
-                    down_since = Some(Instant::now());
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if down_since.take().is_some() {
-            note("the server answers again; following");
-        }
-        let n = page.events.len();
-        let mut text = String::new();
-        for event in &page.events {
-            if args.opts.json {
-                let line = serde_json::to_string(event)
-                    .map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot print JSON: {e}")))?;
-                text.push_str(&line);
-            } else {
-                text.push_str(&format!(
-                    "{:>8}  {}  {:<16} {} {} {} attempt {}",
-                    event.id,
-                    event.at.to_rfc3339_opts(SecondsFormat::Millis, true),
-                    event.kind.as_str(),
-                    event.job_id,
-                    event.job,
-                    event.queue,
-                    event.attempt
-                ));
-                if !event.data.is_null() {
-                    text.push_str(&format!("  {}", event.data));
-                }
-            }
-            text.push('\n');
-        }
-        if !text.is_empty() {
-            out(&text)?;
-        }
-        after = page.next_after;
-        if !args.follow && n < 1000 {
-            return Ok(exit::OK);
-        }
     }
 }

@@ -5,7 +5,6 @@ use crate::common::*;
 use hinter_core::{EventFilter, EventKind, JobEvent, NewJob};
 use hinter_engine::{EventFollower, HandlerContext, JobError, Registry};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 

@@ -18,6 +18,19 @@ impl Clock for SystemClock {
     }
 }
 
+/// The wall clock moved by a fixed offset: stands in for a machine whose clock is wrong (the
+/// clock-skew tests of a cluster run such processes).
+#[derive(Debug, Clone, Copy)]
+pub struct ShiftedClock {
+    pub offset: Duration,
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.offset
+    }
+}
+
 /// A clock that only moves when told to; for tests.
 #[derive(Debug, Clone)]
 pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);

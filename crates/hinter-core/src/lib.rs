@@ -14,7 +14,7 @@ pub mod limits;
 pub mod retry;
 pub mod store;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, ShiftedClock, SystemClock};
 pub use cluster::{Backend, Cluster, Leadership, ProcessInfo};
 pub use definition::{Definitions, FieldError, JobDefinition, JobSpec};
 pub use duration::{format_duration, parse_duration, DurationError};

@@ -28,9 +28,35 @@ pub struct StoreArgs {
     /// acknowledged jobs may be lost on power failure or OS crash.
     #[arg(long, env = "HINTER_DURABILITY", default_value = "full", value_parser = ["full", "relaxed"])]
     pub durability: String,
+    /// Runs this process on a clock moved by this much (`30s`, `-30s`): the clock-skew tests
+    /// stand in for a machine whose clock is wrong with it. Hidden: not for production.
+    #[arg(long, env = "HINTER_CLOCK_OFFSET", default_value = "0s", value_parser = parse_offset, allow_hyphen_values = true, hide = true)]
+    pub clock_offset: chrono::Duration,
+}
+
+/// A signed duration: `30s`, `-1.5s`.
+fn parse_offset(s: &str) -> Result<chrono::Duration, String> {
+    let (negative, magnitude) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let d = parse_duration(magnitude)?;
+    let d = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
+    Ok(if negative { -d } else { d })
 }
 
 impl StoreArgs {
+    /// The clock of this process: the wall clock, moved by `--clock-offset`.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        if self.clock_offset.is_zero() {
+            Arc::new(SystemClock)
+        } else {
+            Arc::new(hinter_core::ShiftedClock {
+                offset: self.clock_offset,
+            })
+        }
+    }
+
     /// The store in a log line: the data dir, or the database (password hidden) and schema.
     pub fn describe(&self) -> String {
         match &self.database {
@@ -67,6 +93,7 @@ impl StoreArgs {
         }
         Ok(PostgresOptions {
             schema: Some(self.schema.clone()),
+            clock: self.clock(),
             ..PostgresOptions::default()
         })
     }
@@ -364,7 +391,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let backend = args.store.open().await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock = args.store.clock();
     let now = clock.now();
     let process = ProcessInfo {
         id: hinter_engine::default_worker_id(),

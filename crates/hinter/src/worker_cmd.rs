@@ -237,6 +237,7 @@ impl WorkerArgs {
                 database: self.database.clone(),
                 schema: self.schema.clone(),
                 durability: self.durability.clone(),
+                clock_offset: chrono::Duration::zero(),
             }))
         } else {
             for (id, flag) in STORE_ONLY {

@@ -12,7 +12,7 @@
 use crate::exec::{JobCommand, JobInfo, Outcome, KILL_GRACE};
 use crate::serve::StoreArgs;
 use crate::worker_cmd::{StopSignals, WorkerArgs, STOPPED_MESSAGE};
-use hinter_core::{format_duration, Clock, ProcessInfo, Store, SystemClock};
+use hinter_core::{format_duration, ProcessInfo, Store, SystemClock};
 use hinter_engine::{
     Coordinator, HandlerContext, JobError, JobSource, Maintenance, Registry, StopReason,
     StoreSource, Worker, WorkerOptions,
@@ -33,7 +33,7 @@ pub async fn run(args: WorkerArgs, store: StoreArgs) -> anyhow::Result<()> {
     let cluster_options = args.cluster.options()?;
     let signals = StopSignals::listen()?;
     let backend = store.open().await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock = store.clock();
     // Unique per process start even when the ID is given: leadership is held by this id.
     let worker_id = match &args.worker_id {
         Some(id) => format!("{id}:{:04x}", rand::random::<u16>()),

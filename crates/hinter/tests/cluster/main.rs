@@ -4,6 +4,8 @@
 //! PostgreSQL tests explain themselves and pass, except under CI=true, where they fail: CI
 //! never skips them.
 //!
+//! - `clock_skew`: a serve whose clock is 30 s ahead neither takes the leadership from a live
+//!   leader nor, leading, rescues leases before they end on the database's clock.
 //! - `drain`: one serve and three workers drain 20,000 jobs while a worker is killed
 //!   (SIGKILL) midway: nothing lost, only the killed worker's jobs run twice.
 //! - `leader`: leader election across processes: a killed leader is replaced within its
@@ -16,6 +18,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod clock_skew;
 mod drain;
 mod leader;
 mod store_mode;

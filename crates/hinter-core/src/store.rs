@@ -445,8 +445,8 @@ pub trait Store: Send + Sync + 'static {
     /// starts here sees what happens from now on.
     async fn events_last_id(&self) -> StoreResult<i64>;
 
-    /// Deletes event log entries from before `before`, oldest first, at most `limit`;
-    /// returns how many.
+    /// Deletes event log entries from before `before` among the oldest `limit` (so the work
+    /// is bounded however long the log is), never the newest entry; returns how many.
     async fn events_prune(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64>;
 
     /// Events about changes, for long-polls and idle workers.

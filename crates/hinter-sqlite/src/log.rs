@@ -20,16 +20,60 @@ pub fn append(
 ) -> Result<()> {
     let data = data.map(Value::to_string);
     conn.prepare_cached(
-        "INSERT INTO events (at, kind, job_id, job, queue, attempt, data) \
-         SELECT ?2, ?3, id, job, queue, attempt, ?4 FROM jobs WHERE seq = ?1",
+        "INSERT INTO events (at, kind, job_seq, job_id, job, queue, attempt, data) \
+         SELECT ?2, ?3, seq, id, job, queue, attempt, ?4 FROM jobs WHERE seq = ?1",
     )
     .map_err(db_err)?
     .execute(params![seq, micros(now), kind.as_str(), data])
     .map_err(db_err)?;
+    hint(hints);
+    Ok(())
+}
+
+/// The job an event is about, when the caller has its row at hand (the hot paths: insert,
+/// lease, complete), which saves looking it up again.
+pub struct About<'a> {
+    pub seq: i64,
+    pub id: &'a str,
+    pub job: &'a str,
+    pub queue: &'a str,
+    pub attempt: i64,
+}
+
+/// [`append`] with the job's fields given.
+pub fn append_about(
+    conn: &Connection,
+    about: &About<'_>,
+    kind: EventKind,
+    now: DateTime<Utc>,
+    data: Option<&Value>,
+    hints: &mut Vec<StoreEvent>,
+) -> Result<()> {
+    let data = data.map(Value::to_string);
+    conn.prepare_cached(
+        "INSERT INTO events (at, kind, job_seq, job_id, job, queue, attempt, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .map_err(db_err)?
+    .execute(params![
+        micros(now),
+        kind.as_str(),
+        about.seq,
+        about.id,
+        about.job,
+        about.queue,
+        about.attempt,
+        data
+    ])
+    .map_err(db_err)?;
+    hint(hints);
+    Ok(())
+}
+
+fn hint(hints: &mut Vec<StoreEvent>) {
     if hints.last() != Some(&StoreEvent::Logged) {
         hints.push(StoreEvent::Logged);
     }
-    Ok(())
 }
 
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEvent> {
@@ -96,6 +140,19 @@ pub fn read(conn: &Connection, after: i64, filter: &EventFilter, limit: u32) -> 
          WHERE id > ?1 AND id <= ?2",
     );
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(after), Box::new(end)];
+    if let Some(id) = filter.job_id {
+        // Through the job's `seq` (indexed) while the job exists; the text id decides.
+        let seq: Option<i64> = conn
+            .prepare_cached("SELECT seq FROM jobs WHERE id = ?1")
+            .map_err(db_err)?
+            .query_row([id.to_string()], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        if let Some(seq) = seq {
+            args.push(Box::new(seq));
+            sql.push_str(&format!(" AND job_seq = ?{}", args.len()));
+        }
+    }
     for (column, value) in [
         ("job_id", filter.job_id.map(|id| id.to_string())),
         ("queue", filter.queue.clone()),
@@ -125,24 +182,22 @@ pub fn read(conn: &Connection, after: i64, filter: &EventFilter, limit: u32) -> 
     Ok(EventPage { events, next_after })
 }
 
-/// The id of the last event ever written (pruned ones count: ids are not reused).
+/// The id of the last event written (pruning keeps it, so ids are not reused).
 pub fn last_id(conn: &Connection) -> Result<i64> {
-    Ok(conn
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+    conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM events")
         .map_err(db_err)?
         .query_row([], |r| r.get::<_, i64>(0))
-        .optional()
-        .map_err(db_err)?
-        .unwrap_or(0))
+        .map_err(db_err)
 }
 
 /// Deletes events from before `before` among the oldest `limit`: the scan is bounded by
-/// `limit` rows however large the log is.
+/// `limit` rows however large the log is. The newest event is kept whatever its age: it
+/// holds the highest id, so the next one is numbered above every id ever handed out.
 pub fn prune(conn: &Connection, before: DateTime<Utc>, limit: u32) -> Result<u64> {
     let deleted = conn
         .prepare_cached(
             "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?2) \
-             AND at < ?1",
+             AND at < ?1 AND id < (SELECT MAX(id) FROM events)",
         )
         .map_err(db_err)?
         .execute(params![micros(before), limit])

@@ -330,6 +330,7 @@ pub fn job_insert_many(
         };
         let payload = serde_json::to_string(&new.payload)
             .map_err(|e| StoreError::Corrupt(format!("payload: {e}")))?;
+        let id_text = new.id.to_string();
         let seq: i64 = conn
             .prepare_cached(
                 "INSERT INTO jobs (id, job, queue, payload, state, priority, max_attempts, \
@@ -339,7 +340,7 @@ pub fn job_insert_many(
             .map_err(db_err)?
             .query_row(
                 params![
-                    new.id.to_string(),
+                    id_text,
                     new.job,
                     new.queue,
                     payload,
@@ -363,7 +364,14 @@ pub fn job_insert_many(
                 }
                 e => db_err(e),
             })?;
-        log::append(conn, seq, EventKind::Created, now, None, events)?;
+        let about = log::About {
+            seq,
+            id: &id_text,
+            job: &new.job,
+            queue: &new.queue,
+            attempt: 0,
+        };
+        log::append_about(conn, &about, EventKind::Created, now, None, events)?;
         if state == JobState::Queued && !queues_ready.contains(&new.queue) {
             queues_ready.insert(new.queue.clone());
         }
@@ -577,6 +585,7 @@ fn lease_round(
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(db_err)?;
+    let started = json!({ "worker_id": request.worker_id });
     let mut singletons_taken: HashSet<String> = HashSet::new();
     let mut skipped = false;
     let mut taken = 0;
@@ -627,12 +636,19 @@ fn lease_round(
             micros(now)
         ])
         .map_err(db_err)?;
-        log::append(
+        let about = log::About {
+            seq: c.seq,
+            id: &id,
+            job: &job,
+            queue: &queue,
+            attempt,
+        };
+        log::append_about(
             conn,
-            c.seq,
+            &about,
             EventKind::Started,
             now,
-            Some(&json!({ "worker_id": request.worker_id })),
+            Some(&started),
             events,
         )?;
         taken += 1;
@@ -790,7 +806,14 @@ pub fn job_complete(
         None,
         None,
     )?;
-    log::append(conn, raw.seq, EventKind::Succeeded, now, None, events)?;
+    let about = log::About {
+        seq: raw.seq,
+        id: &raw.id,
+        job: &raw.job,
+        queue: &raw.queue,
+        attempt: raw.attempt,
+    };
+    log::append_about(conn, &about, EventKind::Succeeded, now, None, events)?;
     events.push(StoreEvent::JobFinished {
         id: c.id,
         state: JobState::Succeeded,

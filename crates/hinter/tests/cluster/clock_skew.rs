@@ -40,9 +40,11 @@ async fn a_clock_30s_ahead_neither_usurps_the_leader_nor_rescues_live_leases() {
     };
     let dir = TestDir::new("clock-skew");
     let mut slow = start_serve(&dir, &db, "serve-on-time", &FLAGS).await;
-    wait_for(Duration::from_secs(30), "the on-time serve to lead", || async {
-        (became_leader(&slow.proc) == 1).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the on-time serve to lead",
+        || async { (became_leader(&slow.proc) == 1).then_some(()) },
+    )
     .await;
     let mut fast_flags = FLAGS.to_vec();
     fast_flags.extend(["--clock-offset", "30s"]);
@@ -52,13 +54,23 @@ async fn a_clock_30s_ahead_neither_usurps_the_leader_nor_rescues_live_leases() {
     // never sees its lease as run out.
     let watch_until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < watch_until {
-        assert_eq!(became_leader(&fast.proc), 0, "the fast clock took the leadership");
-        assert_eq!(lost_leadership(&slow.proc), 0, "the leader lost its leadership");
+        assert_eq!(
+            became_leader(&fast.proc),
+            0,
+            "the fast clock took the leadership"
+        );
+        assert_eq!(
+            lost_leadership(&slow.proc),
+            0,
+            "the leader lost its leadership"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // Leases granted by the on-time process for 20 s.
-    let jobs: Vec<Value> = (0..20).map(|i| json!({"job": "skew", "payload": i})).collect();
+    let jobs: Vec<Value> = (0..20)
+        .map(|i| json!({"job": "skew", "payload": i}))
+        .collect();
     slow.api
         .post("/api/v1/jobs/batch", &json!({ "jobs": jobs }))
         .await
@@ -72,9 +84,11 @@ async fn a_clock_30s_ahead_neither_usurps_the_leader_nor_rescues_live_leases() {
     // The fast process leads once the on-time one is gone, and must leave those leases alone
     // until they end: 20 s on the database's clock, not on its own (where they ended already).
     slow.proc.kill();
-    wait_for(Duration::from_secs(30), "the fast serve to lead", || async {
-        (became_leader(&fast.proc) == 1).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the fast serve to lead",
+        || async { (became_leader(&fast.proc) == 1).then_some(()) },
+    )
     .await;
     let led_at = Instant::now();
     while led_at.elapsed() < Duration::from_secs(3) {

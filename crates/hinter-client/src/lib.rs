@@ -322,10 +322,25 @@ impl Client {
         error: &str,
         retry: bool,
     ) -> Result<Job, Error> {
+        self.fail_with_exit_code(id, lease_token, error, retry, None)
+            .await
+    }
+
+    /// [`Client::fail`] for an attempt that ran a command: its exit code (if it exited) is
+    /// kept in the attempt's record.
+    pub async fn fail_with_exit_code(
+        &self,
+        id: Uuid,
+        lease_token: i64,
+        error: &str,
+        retry: bool,
+        exit_code: Option<i32>,
+    ) -> Result<Job, Error> {
         let body = FailBody {
             lease_token,
             error,
             retry,
+            exit_code,
         };
         self.job_action(id, "fail", Some(&body)).await
     }

@@ -388,6 +388,8 @@ pub(crate) struct FailBody<'a> {
     pub lease_token: i64,
     pub error: &'a str,
     pub retry: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 #[cfg(test)]

@@ -257,7 +257,7 @@ impl JobSource for HttpSource {
             // to know whether this failure may be retried.
             let retry = matches!(f.outcome, FailOutcome::Retry { .. });
             self.client
-                .fail(f.id, f.lease_token, &f.error, retry)
+                .fail_with_exit_code(f.id, f.lease_token, &f.error, retry, f.exit_code)
                 .await
                 .map(|_| ())
                 .map_err(|e| store_error(Some(f.id), e))

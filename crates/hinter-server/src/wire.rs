@@ -124,6 +124,10 @@ pub struct FailBody {
     pub error: String,
     #[serde(default = "default_true")]
     pub retry: bool,
+    /// The exit code of the command that ran the attempt, if one ran and exited; kept in the
+    /// attempt's record (`runs`).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
 }
 
 fn default_true() -> bool {

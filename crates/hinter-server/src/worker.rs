@@ -211,7 +211,7 @@ pub async fn fail(
                 lease_token: body.lease_token,
                 error: body.error,
                 outcome,
-                exit_code: None,
+                exit_code: body.exit_code,
                 rescued: None,
             }],
             now,

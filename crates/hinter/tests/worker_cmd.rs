@@ -436,6 +436,21 @@ async fn exit_codes_decide_retries() {
         error_messages(&job),
         ["exited with code 1: boom on attempt 1"]
     );
+    // The exit codes are in the attempt records, as in store mode.
+    let job = setup
+        .client
+        .get_job(permanent, None)
+        .await
+        .unwrap_or_else(|e| panic!("cannot read the job: {e}"));
+    let codes: Vec<Option<i32>> = job.runs.iter().map(|r| r.exit_code).collect();
+    assert_eq!(codes, [Some(65)]);
+    let job = setup
+        .client
+        .get_job(flaky, None)
+        .await
+        .unwrap_or_else(|e| panic!("cannot read the job: {e}"));
+    let codes: Vec<Option<i32>> = job.runs.iter().map(|r| r.exit_code).collect();
+    assert_eq!(codes, [Some(1), None], "a failed attempt keeps its code");
 }
 
 #[tokio::test]

@@ -86,7 +86,9 @@ pub async fn last_id<C: Conn>(c: &C) -> Result<i64> {
 
 /// The page after `after` (≥ 0): the placed events past `after`'s position that match
 /// `filter`, at most `limit` (> 0), with where the next read resumes. One statement, so the
-/// events and the end of the log come from one snapshot.
+/// events and the end of the log come from one snapshot. Both tables are read as ranges of
+/// their primary keys from the position on (the bounds on `t.xid` too, or the join would
+/// walk `event_txs` from its start), so a page costs what it returns, not the log's length.
 pub async fn read<C: Conn>(
     c: &C,
     after: i64,
@@ -128,6 +130,7 @@ pub async fn read<C: Conn>(
              WHERE (e.xid, e.seq) > (coalesce((SELECT xid FROM pos), '0'::xid8),
                                      coalesce((SELECT seq FROM pos), 0))
                AND e.xid <= l.xid{conditions}
+               AND t.xid >= coalesce((SELECT xid FROM pos), '0'::xid8) AND t.xid <= l.xid
              ORDER BY e.xid, e.seq
              LIMIT ${}
          ) AS p ON true

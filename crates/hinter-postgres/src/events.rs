@@ -12,7 +12,7 @@
 //! event log entries). Unknown entries are skipped, so newer writers may add kinds.
 //!
 //! `{"l": 1}` is the one event not sent inside the writing transaction: a store sends it
-//! after the commit, at most every [`LOGGED_EVERY`] ([`announce_logged`]); transactional
+//! after the commit, at most every [`LOGGED_EVERY`] (`announce_logged`); transactional
 //! enqueue ([`crate::enqueue_in`]), whose commit the application makes, sends it in its
 //! transaction like the others.
 

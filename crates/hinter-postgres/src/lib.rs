@@ -28,6 +28,29 @@
 //!   transaction (delivered only on commit, to every process on the database); a dedicated
 //!   connection per store `LISTEN`s and forwards them to [`Store::subscribe`] receivers,
 //!   reconnecting with backoff. Events are hints; consumers also poll. See [`events`].
+//! - **Event log.** Every change also writes its rows of the durable log
+//!   ([`hinter_core::event`]) into `events`, in the same statement (a data-modifying CTE
+//!   over the rows the change returned), so they exist if and only if it commits; `at` is
+//!   the operation's `now` and `data` strings that must match the SQLite backend byte for
+//!   byte (times) are made in Rust. A row's key is `(xid, seq)`: the writing transaction
+//!   (`pg_current_xact_id()`) and a sequence value. Public ids cannot be either: a sequence
+//!   value (or an xid) taken early can commit late, and a reader resuming "after id N" would
+//!   skip it. So ids are given only to *settled* transactions, those below the xmin of the
+//!   current snapshot (every transaction before them has ended, and no new event can get
+//!   such an xid): a sequencer, run by each `events_read`/`events_last_id` under an advisory
+//!   lock, places them in xid order in `event_txs` with
+//!   `base(next) = base(prev) + span(prev)`, and an event's id is
+//!   `base + (seq - first_seq)`. Ids then grow in log order, never change and are never
+//!   reused (pruning keeps the newest `event_txs` row), with gaps where sequence values
+//!   went elsewhere. A read maps `after` to its `(xid, seq)` position and walks the primary
+//!   keys from there. The trade-off: a transaction left open anywhere on the server while
+//!   holding an xid (`idle in transaction` after a write, a forgotten prepared transaction)
+//!   holds back the log, for every reader, until it ends; writes go on, and their events
+//!   appear, in order, when it does. After a commit that logged rows the store wakes its own
+//!   readers ([`StoreEvent::Logged`]) at once and tells other processes with a NOTIFY sent
+//!   outside the transaction, at most one per 5 ms (a trailing one is never dropped);
+//!   [`enqueue_in`] sends it in the application's transaction instead. Readers also poll:
+//!   nothing announces the end of a transaction that logged nothing but held the log back.
 //! - **Cluster.** [`Cluster`] (live processes, leaderships with terms) lives in the same
 //!   database; a leadership changes hands only through one guarded upsert, so concurrent
 //!   candidates on any machine get exactly one winner.

@@ -86,7 +86,9 @@ pub async fn last_id<C: Conn>(c: &C) -> Result<i64> {
 
 /// The page after `after` (≥ 0): the placed events past `after`'s position that match
 /// `filter`, at most `limit` (> 0), with where the next read resumes. One statement, so the
-/// events and the end of the log come from one snapshot.
+/// events and the end of the log come from one snapshot. Both tables are read as ranges of
+/// their primary keys from the position on (the bounds on `t.xid` too, or the join would
+/// walk `event_txs` from its start), so a page costs what it returns, not the log's length.
 pub async fn read<C: Conn>(
     c: &C,
     after: i64,
@@ -128,6 +130,7 @@ pub async fn read<C: Conn>(
              WHERE (e.xid, e.seq) > (coalesce((SELECT xid FROM pos), '0'::xid8),
                                      coalesce((SELECT seq FROM pos), 0))
                AND e.xid <= l.xid{conditions}
+               AND t.xid >= coalesce((SELECT xid FROM pos), '0'::xid8) AND t.xid <= l.xid
              ORDER BY e.xid, e.seq
              LIMIT ${}
          ) AS p ON true
@@ -164,20 +167,26 @@ pub async fn read<C: Conn>(
     Ok(EventPage { events, next_after })
 }
 
-/// Deletes placed events from before `before`, the first `limit` of them in log order, then
-/// the places of transactions older than every remaining event, except the newest place (it
+/// Deletes the placed events from before `before` among the oldest `limit` of the log (so
+/// the work is bounded however long the log is), never the newest placed event; then the
+/// places of transactions older than every remaining event, except the newest place (it
 /// carries the next base, so ids are never reused). Inside a transaction holding [`lock`].
 pub async fn prune<C: Conn>(c: &C, before: DateTime<Utc>, limit: u32) -> Result<u64> {
     let limit = i64::from(limit);
     let stmt = c
         .prepare_cached(
             "WITH last AS (SELECT xid FROM event_txs ORDER BY xid DESC LIMIT 1),
-             doomed AS (
-                 SELECT xid, seq FROM events
-                 WHERE xid <= (SELECT xid FROM last) AND at < $1
+             newest AS (
+                 SELECT xid, seq FROM events WHERE xid <= (SELECT xid FROM last)
+                 ORDER BY xid DESC, seq DESC LIMIT 1
+             ),
+             oldest AS (
+                 SELECT xid, seq, at FROM events WHERE xid <= (SELECT xid FROM last)
                  ORDER BY xid, seq LIMIT $2
              )
-             DELETE FROM events AS e USING doomed AS d WHERE e.xid = d.xid AND e.seq = d.seq",
+             DELETE FROM events AS e USING oldest AS o
+             WHERE e.xid = o.xid AND e.seq = o.seq AND o.at < $1
+               AND (o.xid, o.seq) <> (SELECT xid, seq FROM newest)",
         )
         .await?;
     let deleted = c.execute(&stmt, &[&before, &limit]).await?;

@@ -38,6 +38,8 @@ const LISTEN_PING_EVERY: Duration = Duration::from_secs(15);
 /// process commits thousands of logged changes a second, and each NOTIFY costs every
 /// listener a wake-up, so one says "look again" for all the changes of the window.
 pub const LOGGED_EVERY: Duration = Duration::from_millis(5);
+/// How long the announcer waits for a writing transaction to carry the hint instead.
+const ANNOUNCE_GRACE: Duration = Duration::from_millis(10);
 
 /// Announces new event log entries (`{"l": 1}`) to every process on the database, after the
 /// commits that wrote them: one NOTIFY per poke on `pokes`, paced by [`pace`]. Sent on a
@@ -48,9 +50,19 @@ pub(crate) async fn announce_logged(
     pool: deadpool_postgres::Pool,
     channel: String,
     pokes: tokio::sync::mpsc::Receiver<()>,
+    announced: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
+    use std::sync::atomic::Ordering;
     let payload = encode(&[StoreEvent::Logged]).concat();
     pace(pokes, LOGGED_EVERY, || async {
+        // A busy store's next notifying transaction usually carries the hint within this
+        // grace; then a NOTIFY of its own (a commit that queues for the global notification
+        // lock) is not needed.
+        let before = announced.load(Ordering::Acquire);
+        tokio::time::sleep(ANNOUNCE_GRACE).await;
+        if announced.load(Ordering::Acquire) != before {
+            return;
+        }
         let sent = async {
             let client = pool.get().await.map_err(|e| e.to_string())?;
             let stmt = client
@@ -63,8 +75,13 @@ pub(crate) async fn announce_logged(
                 .map_err(|e| crate::ops::describe(&e))
         }
         .await;
-        if let Err(error) = sent {
-            tracing::debug!(%error, channel, "announcing new event log entries failed");
+        match sent {
+            Ok(_) => {
+                announced.fetch_add(1, Ordering::Release);
+            }
+            Err(error) => {
+                tracing::debug!(%error, channel, "announcing new event log entries failed")
+            }
         }
     })
     .await;

@@ -88,6 +88,7 @@ use hinter_core::{
     ProcessInfo, Run, Store, StoreError, StoreEvent, SystemClock,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -164,6 +165,10 @@ struct Inner {
     /// Pokes the task that announces new event log entries to other processes
     /// ([`events::announce_logged`]); a full channel means a poke is already pending.
     logged: mpsc::Sender<()>,
+    /// Counts announcements of new log entries that this store committed (inside a writing
+    /// transaction that notified anyway, or by the announcer), so the announcer can skip one
+    /// that a transaction made meanwhile.
+    announced: Arc<AtomicU64>,
     /// Callers' times on the database's clock.
     clock: clock::DbClock,
     /// Dropping it stops the listener task.
@@ -247,10 +252,12 @@ impl PostgresStore {
         })??;
 
         let (logged, pokes) = mpsc::channel(1);
+        let announced = Arc::new(AtomicU64::new(0));
         tokio::spawn(events::announce_logged(
             pool.clone(),
             channel.clone(),
             pokes,
+            announced.clone(),
         ));
         let store = Self {
             inner: Arc::new(Inner {
@@ -260,6 +267,7 @@ impl PostgresStore {
                 channel,
                 events: events_tx,
                 logged,
+                announced,
                 clock: clock::DbClock::new(options.clock.clone()),
                 _stop: stop,
             }),
@@ -346,11 +354,17 @@ impl PostgresStore {
     }
 
     /// Called after the commit of a write that logged events: wakes this process's readers
-    /// at once and has the announcer tell the others (after its rate limit).
-    fn logged(&self) {
+    /// at once. Other processes were told by the transaction itself when it notified anyway
+    /// (`in_commit`); otherwise the announcer tells them (after its rate limit, unless a
+    /// transaction does first).
+    fn logged(&self, in_commit: bool) {
         let _ = self.inner.events.send(StoreEvent::Logged);
-        // Full: a poke is pending already and covers this one.
-        let _ = self.inner.logged.try_send(());
+        if in_commit {
+            self.inner.announced.fetch_add(1, Ordering::Release);
+        } else {
+            // Full: a poke is pending already and covers this one.
+            let _ = self.inner.logged.try_send(());
+        }
     }
 
     /// Places the events of settled transactions in the log (see `log.rs`), each step in a
@@ -409,10 +423,17 @@ macro_rules! write_tx {
                 let count = events.len();
                 events.retain(|e| *e != StoreEvent::Logged);
                 let logged = events.len() != count;
+                // A transaction that notifies anyway carries the hint for free. One that does
+                // not is not made to: a notifying commit queues for PostgreSQL's global
+                // notification lock, so the announcer sends it, paced, after the commit.
+                let in_commit = logged && !events.is_empty();
+                if in_commit {
+                    events.push(StoreEvent::Logged);
+                }
                 ops::notify(&$tx, &$store.inner.channel, &events).await?;
                 $tx.commit().await?;
                 if logged {
-                    $store.logged();
+                    $store.logged(in_commit);
                 }
                 Ok(value)
             }

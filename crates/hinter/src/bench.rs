@@ -42,8 +42,9 @@ pub struct BenchArgs {
     /// versus 1,000,000 jobs queued.
     #[arg(long, env = "HINTER_BENCH_DATABASE_URL")]
     pub database: Option<String>,
-    /// Run only these phases (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events"])]
+    /// Run only these phases (default: all). PostgreSQL has `drain`, `latency`, `events` and
+    /// `backlog`; the embedded store all but `backlog`.
+    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events", "backlog"])]
     pub only: Vec<String>,
 }
 
@@ -460,7 +461,7 @@ async fn events_sqlite(durability: Durability) -> anyhow::Result<(Duration, Dura
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.database {
-        return crate::bench_pg::run(url, args.jobs, args.concurrency, args.json).await;
+        return crate::bench_pg::run(url, &args).await;
     }
     let durability = if args.durability == "relaxed" {
         Durability::Relaxed

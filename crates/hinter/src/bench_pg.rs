@@ -6,7 +6,7 @@ use anyhow::Context;
 use hinter_core::{JobDefinition, NewJob, Store, SystemClock};
 use hinter_engine::{HandlerContext, JobError, Registry, Worker, WorkerOptions};
 use hinter_postgres::{PostgresOptions, PostgresStore};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -149,8 +149,10 @@ pub async fn idle_latency(
     Ok((pick(0.5), pick(0.99), all.len()))
 }
 
-/// Runs the PostgreSQL phases and prints them.
-pub async fn run(url: &str, jobs: u64, concurrency: usize, json_out: bool) -> anyhow::Result<()> {
+/// Runs the PostgreSQL phases (all, or those of `--only`) and prints them.
+pub async fn run(url: &str, args: &crate::bench::BenchArgs) -> anyhow::Result<()> {
+    let (jobs, concurrency, json_out) = (args.jobs, args.concurrency, args.json);
+    let run = |phase: &str| args.only.is_empty() || args.only.iter().any(|p| p == phase);
     let say = |line: String| {
         if !json_out {
             println!("{line}");
@@ -160,38 +162,59 @@ pub async fn run(url: &str, jobs: u64, concurrency: usize, json_out: bool) -> an
         "hinter bench — PostgreSQL ({}), synchronous_commit=on, {jobs} jobs per drain",
         crate::serve::redact(url)
     ));
-    let drain_rate = drain(url, jobs, concurrency).await?;
-    say(format!(
-        "drain, in-process handlers, concurrency {concurrency:<3}:       {drain_rate:>10.0} jobs/s"
-    ));
-    let (p50, p99, n) = idle_latency(url, 200).await?;
-    say(format!(
-        "idle enqueue-to-start across connections (NOTIFY, {n} jobs): p50 {:.2} ms, p99 {:.2} ms",
-        p50.as_secs_f64() * 1000.0,
-        p99.as_secs_f64() * 1000.0
-    ));
-    let measured = 20_000;
-    let small = drain_with_backlog(url, 10_000 + measured, measured, concurrency).await?;
-    say(format!(
-        "drain of {measured} with 10,000 more queued:               {small:>10.0} jobs/s"
-    ));
-    let large = drain_with_backlog(url, 1_000_000, measured, concurrency).await?;
-    say(format!(
-        "drain of {measured} with 1,000,000 queued:                 {large:>10.0} jobs/s ({:+.0}%)",
-        (large / small - 1.0) * 100.0
-    ));
-    if json_out {
-        println!(
-            "{}",
-            json!({
-                "backend": "postgres",
-                "drain_in_process_jobs_per_s": drain_rate.round(),
-                "idle_latency_p50_ms": p50.as_secs_f64() * 1000.0,
-                "idle_latency_p99_ms": p99.as_secs_f64() * 1000.0,
-                "drain_backlog_10k_jobs_per_s": small.round(),
-                "drain_backlog_1m_jobs_per_s": large.round(),
-            })
+    let mut figures = serde_json::Map::new();
+    figures.insert("backend".into(), json!("postgres"));
+    let ms = |d: Duration| json!(d.as_secs_f64() * 1000.0);
+    if run("drain") {
+        let drain_rate = drain(url, jobs, concurrency).await?;
+        say(format!(
+            "drain, in-process handlers, concurrency {concurrency:<3}:       {drain_rate:>10.0} jobs/s"
+        ));
+        figures.insert(
+            "drain_in_process_jobs_per_s".into(),
+            json!(drain_rate.round()),
         );
+    }
+    if run("latency") {
+        let (p50, p99, n) = idle_latency(url, 200).await?;
+        say(format!(
+            "idle enqueue-to-start across connections (NOTIFY, {n} jobs): p50 {:.2} ms, p99 {:.2} ms",
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0
+        ));
+        figures.insert("idle_latency_p50_ms".into(), ms(p50));
+        figures.insert("idle_latency_p99_ms".into(), ms(p99));
+    }
+    if run("events") {
+        let scratch = Scratch::new(url);
+        let writer = scratch.connect().await?;
+        let reader = scratch.connect().await?;
+        let (p50, p99, n) = crate::bench::event_visibility(writer, reader, 300).await?;
+        scratch.drop_schema().await?;
+        say(format!(
+            "event seen by another store instance ({n} probes):       p50 {:.2} ms, p99 {:.2} ms",
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0
+        ));
+        figures.insert("event_visible_p50_ms".into(), ms(p50));
+        figures.insert("event_visible_p99_ms".into(), ms(p99));
+    }
+    if run("backlog") {
+        let measured = 20_000;
+        let small = drain_with_backlog(url, 10_000 + measured, measured, concurrency).await?;
+        say(format!(
+            "drain of {measured} with 10,000 more queued:               {small:>10.0} jobs/s"
+        ));
+        let large = drain_with_backlog(url, 1_000_000, measured, concurrency).await?;
+        say(format!(
+            "drain of {measured} with 1,000,000 queued:                 {large:>10.0} jobs/s ({:+.0}%)",
+            (large / small - 1.0) * 100.0
+        ));
+        figures.insert("drain_backlog_10k_jobs_per_s".into(), json!(small.round()));
+        figures.insert("drain_backlog_1m_jobs_per_s".into(), json!(large.round()));
+    }
+    if json_out {
+        println!("{}", Value::Object(figures));
     }
     Ok(())
 }

@@ -2,12 +2,12 @@
 //! long-poll. Clients keep the id of the last event they handled and ask for what follows.
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::parse_query;
+use crate::extract::{name_filter, non_empty, parse_limit, parse_query, parse_wait};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::Uri;
 use axum::Json;
-use hinter_core::{parse_duration, EventFilter, JobEvent};
+use hinter_core::{EventFilter, JobEvent};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -51,35 +51,11 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Eve
             ApiError::bad_request(format!("after: {s:?} is not an event id (0 or more)"))
         })?,
     };
-    let limit = match non_empty(query.limit) {
-        None => DEFAULT_LIMIT,
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "limit: {s:?} is not a number from 1 to {MAX_LIMIT}"
-                ))
-            })?,
-    };
-    let wait = match non_empty(query.wait) {
-        None => Duration::ZERO,
-        Some(raw) => parse_duration(&raw)
-            .map_err(|e| ApiError::bad_request(format!("wait: {e}")))?
-            .min(state.config.max_wait),
-    };
-    let name = |param: &str, value: Option<String>| -> ApiResult<Option<String>> {
-        let value = non_empty(value);
-        if let Some(name) = &value {
-            hinter_core::definition::validate_name(param, name)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        }
-        Ok(value)
-    };
+    let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let wait = parse_wait(query.wait, state.config.max_wait)?;
     let filter = EventFilter {
-        queue: name("queue", query.queue)?,
-        job: name("job", query.job)?,
+        queue: name_filter("queue", query.queue)?,
+        job: name_filter("job", query.job)?,
         job_id: match non_empty(query.job_id) {
             None => None,
             Some(s) => Some(s.parse().map_err(|_| {
@@ -113,8 +89,4 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Eve
             tokio::time::sleep_until(recheck).await;
         }
     }
-}
-
-fn non_empty(value: Option<String>) -> Option<String> {
-    value.filter(|v| !v.is_empty())
 }

@@ -171,6 +171,49 @@ fn json_error(e: &serde_json::Error, path: Option<String>) -> ApiError {
     }
 }
 
+/// A query parameter's value; an empty one (`?limit=`) counts as absent.
+pub fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+/// A `limit` parameter: `default` when absent, else a number from 1 to `max`.
+pub fn parse_limit(value: Option<String>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match non_empty(value) {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit: {s:?} is not a number from 1 to {max}"))
+            }),
+    }
+}
+
+/// A `wait` parameter (`30s`): zero when absent, at most `max`.
+pub fn parse_wait(
+    value: Option<String>,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, ApiError> {
+    match non_empty(value) {
+        None => Ok(std::time::Duration::ZERO),
+        Some(raw) => Ok(hinter_core::parse_duration(&raw)
+            .map_err(|e| ApiError::bad_request(format!("wait: {e}")))?
+            .min(max)),
+    }
+}
+
+/// A filter on a queue or job name, checked like the names it matches, so both backends
+/// answer the same (PostgreSQL cannot even compare a NUL character).
+pub fn name_filter(param: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    let value = non_empty(value);
+    if let Some(name) = &value {
+        hinter_core::definition::validate_name(param, name)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    Ok(value)
+}
+
 /// Parses the query string into `T` (unknown parameters are ignored).
 pub fn parse_query<T: DeserializeOwned + Default>(uri: &Uri) -> Result<T, ApiError> {
     if uri.query().is_none_or(str::is_empty) {

@@ -6,14 +6,17 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hinter_core::store::{Include, JobFilter, StoreEvent};
-use hinter_core::{parse_duration, Job, JobSpec, JobState, NewJob};
+use hinter_core::{Job, JobSpec, JobState, NewJob};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, parse_query, read_body, JobBody, JobId};
+use crate::extract::{
+    name_filter, non_empty, parse_json, parse_limit, parse_query, parse_wait, read_body, JobBody,
+    JobId,
+};
 use crate::wire::{BatchRequest, BatchResponse, Enqueued, GetJobQuery, JobList, ListQuery};
 use crate::AppState;
 
@@ -106,12 +109,7 @@ pub async fn show(
     uri: Uri,
 ) -> ApiResult<Json<Job>> {
     let query: GetJobQuery = parse_query(&uri)?;
-    let wait = match query.wait.as_deref() {
-        None | Some("") => Duration::ZERO,
-        Some(raw) => parse_duration(raw)
-            .map_err(|e| ApiError::bad_request(format!("wait: {e}")))?
-            .min(state.config.max_wait),
-    };
+    let wait = parse_wait(query.wait, state.config.max_wait)?;
     wait_until_finished(&state, id, wait).await.map(Json)
 }
 
@@ -167,18 +165,7 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Job
                 .map_err(|e| ApiError::bad_request(format!("state: {e}")))?,
         ),
     };
-    let limit = match non_empty(query.limit) {
-        None => DEFAULT_LIST_LIMIT,
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "limit: {s:?} is not a number from 1 to {MAX_LIST_LIMIT}"
-                ))
-            })?,
-    };
+    let limit = parse_limit(query.limit, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)?;
     let after_seq = match non_empty(query.cursor) {
         None => None,
         Some(s) => Some(decode_cursor(&s)?),
@@ -189,16 +176,6 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Job
         .unwrap_or("")
         .parse()
         .map_err(|e| ApiError::bad_request(format!("include: {e}")))?;
-    // Checked like the names they match, so both backends answer the same (PostgreSQL
-    // cannot even compare a NUL character).
-    let name_filter = |param: &str, value: Option<String>| -> ApiResult<Option<String>> {
-        let value = non_empty(value);
-        if let Some(name) = &value {
-            hinter_core::definition::validate_name(param, name)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        }
-        Ok(value)
-    };
     let filter = JobFilter {
         state: job_state,
         queue: name_filter("queue", query.queue)?,
@@ -288,10 +265,6 @@ fn summary(job: Job, include: Include) -> ApiResult<serde_json::Value> {
         );
     }
     Ok(value)
-}
-
-fn non_empty(value: Option<String>) -> Option<String> {
-    value.filter(|v| !v.is_empty())
 }
 
 /// Cursors are opaque to clients; today they are the last job's sequence number.

@@ -1163,3 +1163,41 @@ async fn events_wait_returns_when_an_event_is_logged() {
     assert_eq!(answer.body["events"][0]["job_id"], job["id"]);
     assert_eq!(answer.body["events"][0]["kind"], "created");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_keeps_the_exit_code_in_the_run_and_the_log() {
+    let Some(h) = harness().await else { return };
+    let job = h.enqueue(json!({"job": "cmd", "max_attempts": 3})).await;
+    let url = format!("/api/v1/jobs/{}", id_of(&job));
+    let leased = h.lease(json!({"worker_id": "w"})).await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    // Out of range for an exit code: refused, and nothing changes.
+    for bad in [json!(1u64 << 40), json!("3"), json!(1.5)] {
+        let answer = h
+            .post(
+                &format!("{url}/fail"),
+                json!({"lease_token": token, "error": "boom", "exit_code": bad}),
+            )
+            .await;
+        assert!(answer.status.is_client_error(), "{bad}: {}", answer.body);
+        assert_eq!(h.get(&url).await.body["state"], "running");
+    }
+    let failed = h
+        .post(
+            &format!("{url}/fail"),
+            json!({"lease_token": token, "error": "boom", "exit_code": -9}),
+        )
+        .await;
+    assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
+    let shown = h.get(&url).await;
+    assert_eq!(shown.body["runs"][0]["exit_code"], -9, "{}", shown.body);
+    let events = h.get(&format!("/api/v1/events?job_id={}", id_of(&job))).await;
+    let failed_event = events.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "failed")
+        .cloned()
+        .expect("a failed event");
+    assert_eq!(failed_event["data"], json!({"error": "boom", "exit_code": -9}));
+}

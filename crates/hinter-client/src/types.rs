@@ -223,6 +223,9 @@ impl JobFilter {
 pub struct LeaseRequest {
     /// Queues to take jobs from; the server's default is `["default"]`.
     pub queues: Vec<String>,
+    /// Only jobs of these names (a worker that runs only some); empty: any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
     /// Who holds the lease (shown in job listings), e.g. `host-1:4711`.
     pub worker_id: String,
     /// 1…1000 jobs at most.
@@ -240,6 +243,7 @@ impl LeaseRequest {
     pub fn new(worker_id: impl Into<String>) -> Self {
         Self {
             queues: vec![hinter_core::DEFAULT_QUEUE.to_string()],
+            jobs: Vec::new(),
             worker_id: worker_id.into(),
             max: 1,
             lease: None,
@@ -252,6 +256,16 @@ impl LeaseRequest {
         S: Into<String>,
     {
         self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Takes only jobs of these names; none: any.
+    pub fn jobs<I, S>(mut self, jobs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.jobs = jobs.into_iter().map(Into::into).collect();
         self
     }
     pub fn max(mut self, max: u32) -> Self {

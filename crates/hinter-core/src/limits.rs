@@ -116,6 +116,8 @@ pub fn check_text(field: &str, value: &str) -> Result<(), FieldError> {
 
 /// Most queues one lease request may name.
 pub const MAX_LEASE_QUEUES: usize = 1000;
+/// Most job names one lease request may be limited to.
+pub const MAX_LEASE_JOB_NAMES: usize = 1000;
 /// Most jobs one lease request may take.
 pub const MAX_LEASE_JOBS: u32 = 1000;
 
@@ -155,6 +157,27 @@ pub fn check_lease_queue_count(field: &str, queues: &[String]) -> Result<(), Fie
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Checks the job names a lease is limited to (none: any): each a valid name, at most
+/// [`MAX_LEASE_JOB_NAMES`] distinct ones.
+pub fn check_lease_job_names(field: &str, names: &[String]) -> Result<(), FieldError> {
+    if names.len() > MAX_LEASE_JOB_NAMES {
+        let distinct: HashSet<&str> = names.iter().map(String::as_str).collect();
+        if distinct.len() > MAX_LEASE_JOB_NAMES {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "names {} jobs; one lease may name at most {MAX_LEASE_JOB_NAMES}",
+                    distinct.len()
+                ),
+            ));
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        validate_name(&format!("{field}[{i}]"), name)?;
     }
     Ok(())
 }

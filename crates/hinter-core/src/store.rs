@@ -93,6 +93,9 @@ pub enum StoreEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeaseRequest {
     pub queues: Vec<String>,
+    /// Only jobs of these definitions (job names); empty: any. A worker that can run only
+    /// some names leaves the others in a shared queue for workers that can.
+    pub jobs: Vec<String>,
     pub worker_id: String,
     pub max: u32,
     pub lease_for: Duration,

@@ -267,6 +267,18 @@ impl Registry {
         queues
     }
 
+    /// The job names a worker of this registry leases: every name with a handler, sorted; or
+    /// none, meaning any, when a fallback runs every other name. So a worker never takes a
+    /// job it cannot run from a queue it shares with other workers.
+    pub fn job_names(&self) -> Vec<String> {
+        if self.fallback.is_some() {
+            return Vec::new();
+        }
+        let mut names: Vec<String> = self.handlers.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// True if no handler is registered, neither by name nor as fallback.
     pub fn is_empty(&self) -> bool {
         self.handlers.is_empty() && self.fallback.is_none()

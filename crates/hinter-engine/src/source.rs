@@ -161,6 +161,7 @@ impl JobSource for HttpSource {
         let asked = tokio::time::Instant::now();
         let http = HttpLease::new(request.worker_id)
             .queues(request.queues)
+            .jobs(request.jobs)
             .max(request.max)
             .lease(request.lease_for)
             .wait(self.lease_wait);

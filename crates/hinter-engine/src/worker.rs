@@ -153,6 +153,8 @@ struct Shared {
     registry: Registry,
     options: WorkerOptions,
     queues: Vec<String>,
+    /// The job names it leases ([`Registry::job_names`]); empty: any.
+    jobs: Vec<String>,
     running: Mutex<HashMap<Uuid, Running>>,
     outcomes: mpsc::UnboundedSender<Outcome>,
     /// Jobs became available in one of our queues.
@@ -274,6 +276,8 @@ impl Worker {
         }
         let mut seen = HashSet::new();
         queues.retain(|queue| seen.insert(queue.clone()));
+        let jobs = registry.job_names();
+        limits::check_lease_job_names("jobs", &jobs)?;
         if queues.is_empty() {
             tracing::warn!(
                 worker_id = %options.worker_id,
@@ -289,6 +293,7 @@ impl Worker {
             registry,
             options,
             queues,
+            jobs,
             running: Mutex::new(HashMap::new()),
             outcomes,
             wake: Notify::new(),
@@ -416,6 +421,7 @@ async fn fetcher(shared: Arc<Shared>) {
             .saturating_sub(shared.running().len())
             .max(1);
         let request = LeaseRequest {
+            jobs: shared.jobs.clone(),
             queues: shared.queues.clone(),
             worker_id: shared.options.worker_id.clone(),
             // A larger room fills over several leases.

@@ -98,6 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("worker woken by the commit: {}", woken.is_ok());
     let leased = store
         .job_lease(LeaseRequest {
+            jobs: Vec::new(),
             queues: vec!["mail".into()],
             worker_id: "example-worker".into(),
             max: 10,

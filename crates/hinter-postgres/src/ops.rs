@@ -772,6 +772,7 @@ const LEASE_CANDIDATES: &str = "
                   AND (o.seq < j.seq OR o.state = 'running')))
           AND (NOT j.singleton OR (j.job <> ALL ($3::text[]) AND NOT EXISTS (
                 SELECT 1 FROM jobs AS s WHERE s.job = j.job AND s.state = 'running')))
+          AND (cardinality($4::text[]) = 0 OR j.job = ANY ($4::text[]))
         ORDER BY j.priority DESC, j.seq
         LIMIT $2
         FOR UPDATE OF j SKIP LOCKED
@@ -813,7 +814,12 @@ pub async fn job_lease<C: Conn>(
     let mut excluded: Vec<String> = Vec::new();
     for _ in 0..MAX_LEASE_ROUNDS {
         let want = i64::try_from(max - leased.len()).unwrap_or(i64::MAX);
-        let rows = query(c, LEASE_CANDIDATES, &[&queues, &want, &excluded]).await?;
+        let rows = query(
+            c,
+            LEASE_CANDIDATES,
+            &[&queues, &want, &excluded, &request.jobs],
+        )
+        .await?;
         let found = rows.len();
         let mut take: Vec<(i64, String, bool)> = Vec::with_capacity(found);
         let mut singles: Vec<String> = Vec::new();

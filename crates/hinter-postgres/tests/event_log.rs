@@ -123,6 +123,7 @@ mod with_database {
     ) -> Vec<LeasedJob> {
         store
             .job_lease(LeaseRequest {
+                jobs: Vec::new(),
                 queues: vec![queue.into()],
                 worker_id: "w-1".into(),
                 max,

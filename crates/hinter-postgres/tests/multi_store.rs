@@ -62,6 +62,7 @@ mod with_database {
     async fn lease(store: &PostgresStore, worker: &str, max: u32) -> Vec<LeasedJob> {
         store
             .job_lease(LeaseRequest {
+                jobs: Vec::new(),
                 queues: vec!["a".into(), "b".into()],
                 worker_id: worker.into(),
                 max,
@@ -267,6 +268,7 @@ mod with_database {
 
         let leased = writer
             .job_lease(LeaseRequest {
+                jobs: Vec::new(),
                 queues: vec!["x".into()],
                 worker_id: "w".into(),
                 max: 1,
@@ -591,6 +593,7 @@ mod with_database {
             .id;
         let leased = honest
             .job_lease(LeaseRequest {
+                jobs: Vec::new(),
                 queues: vec!["default".into()],
                 worker_id: "honest".into(),
                 max: 1,
@@ -610,6 +613,7 @@ mod with_database {
         );
         let again = fast
             .job_lease(LeaseRequest {
+                jobs: Vec::new(),
                 queues: vec!["default".into()],
                 worker_id: "fast".into(),
                 max: 1,

@@ -143,6 +143,7 @@ mod with_database {
         );
         let leased = store
             .job_lease(LeaseRequest {
+                jobs: Vec::new(),
                 queues: vec!["mail".into()],
                 worker_id: "w".into(),
                 max: 10,
@@ -217,6 +218,7 @@ mod with_database {
 
         let leased = worker_store
             .job_lease(LeaseRequest {
+                jobs: Vec::new(),
                 queues: vec!["billing".into()],
                 worker_id: "w1".into(),
                 max: 10,

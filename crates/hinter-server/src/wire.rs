@@ -76,6 +76,9 @@ pub struct JobList {
 pub struct LeaseBody {
     #[serde(default)]
     pub queues: Option<Vec<String>>,
+    /// Only jobs of these names; absent or empty: any.
+    #[serde(default)]
+    pub jobs: Option<Vec<String>>,
     pub worker_id: String,
     #[serde(default)]
     pub max: Option<u32>,

@@ -36,6 +36,8 @@ pub async fn lease(
         .queues
         .unwrap_or_else(|| vec![DEFAULT_QUEUE.to_string()]);
     limits::check_lease_queues("queues", &queues)?;
+    let job_names = body.jobs.unwrap_or_default();
+    limits::check_lease_job_names("jobs", &job_names)?;
     if body.worker_id.is_empty() || body.worker_id.len() > MAX_WORKER_ID_LEN {
         return Err(FieldError::new(
             "worker_id",
@@ -49,6 +51,7 @@ pub async fn lease(
     let lease_for = check_lease(body.lease, state.config.default_lease)?;
     let wait = body.wait.unwrap_or_default().min(state.config.max_wait);
     let request = LeaseRequest {
+        jobs: job_names,
         queues,
         worker_id: body.worker_id,
         max,

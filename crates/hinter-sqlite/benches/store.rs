@@ -35,6 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             loop {
                 let leased = store
                     .job_lease(LeaseRequest {
+                        jobs: Vec::new(),
                         queues: vec!["default".into()],
                         worker_id: format!("bench-{w}"),
                         max: 100,

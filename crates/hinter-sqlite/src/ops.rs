@@ -499,7 +499,7 @@ pub fn job_lease(
     // and the guard in the query then sees the first one running.
     loop {
         let want = max - leased.len();
-        let candidates = lease_candidates(conn, &queues, want)?;
+        let candidates = lease_candidates(conn, &queues, &request.jobs, want)?;
         let found = candidates.len();
         let skipped = lease_round(conn, request, candidates, want, &mut leased, events)?;
         if !skipped || found == 0 || leased.len() >= max {
@@ -511,10 +511,23 @@ pub fn job_lease(
 /// The best `want` eligible queued jobs of `queues`, best first. Each queue's jobs are read
 /// in lease order and only while they could still make the cut, and only the columns that
 /// choose, so many queues cost little more than their best jobs.
-fn lease_candidates(conn: &Connection, queues: &[&String], want: usize) -> Result<Vec<Candidate>> {
+fn lease_candidates(
+    conn: &Connection,
+    queues: &[&String],
+    jobs: &[String],
+    want: usize,
+) -> Result<Vec<Candidate>> {
     if want == 0 {
         return Ok(Vec::new());
     }
+    // Limited to some job names: one JSON array parameter, so the statement is prepared once.
+    let (names_filter, names) = if jobs.is_empty() {
+        ("", None)
+    } else {
+        let names = serde_json::to_string(jobs)
+            .map_err(|e| StoreError::Corrupt(format!("job names: {e}")))?;
+        ("AND job IN (SELECT value FROM json_each(?3))", Some(names))
+    };
     // The best so far; its top is the worst of them.
     let mut best: BinaryHeap<Candidate> = BinaryHeap::with_capacity(want + 1);
     let mut stmt = conn
@@ -528,12 +541,17 @@ fn lease_candidates(conn: &Connection, queues: &[&String], want: usize) -> Resul
                       AND o.state IN {ACTIVE_STATES} AND (o.seq < j.seq OR o.state = 'running')))
                AND (singleton = 0 OR NOT EXISTS (
                     SELECT 1 FROM jobs s WHERE s.job = j.job AND s.state = 'running'))
+               {names_filter}
              ORDER BY priority DESC, seq
              LIMIT ?2"
         ))
         .map_err(db_err)?;
     for queue in queues {
-        let mut rows = stmt.query(params![queue, want as i64]).map_err(db_err)?;
+        let mut rows = match &names {
+            None => stmt.query(params![queue, want as i64]),
+            Some(names) => stmt.query(params![queue, want as i64, names]),
+        }
+        .map_err(db_err)?;
         while let Some(row) = rows.next().map_err(db_err)? {
             let candidate = Candidate {
                 seq: row.get(0).map_err(db_err)?,
@@ -1284,6 +1302,7 @@ mod tests {
             let leased = job_lease(
                 &conn,
                 &LeaseRequest {
+                    jobs: Vec::new(),
                     queues: vec!["default".into()],
                     worker_id: "w".into(),
                     max: 1,

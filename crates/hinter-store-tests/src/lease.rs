@@ -282,3 +282,36 @@ pub async fn lease_over_many_queues(store: Arc<dyn Store>) {
     let last = lease(store, &queues, 2, now).await;
     assert_eq!(id_set(&last), set(&[ids[4]]));
 }
+
+/// A lease limited to some job names takes only jobs of those names, in the usual order, and
+/// leaves the others queued for leasers that can run them.
+pub async fn lease_only_requested_job_names(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let a = insert(store, job_in("resize", "shared"), now).await.id;
+    let b = insert(store, job_in("report", "shared").priority(10), now)
+        .await
+        .id;
+    let c = insert(store, job_in("resize", "shared"), now).await.id;
+    let limited = |jobs: &[&str]| hinter_core::store::LeaseRequest {
+        queues: vec!["shared".into()],
+        jobs: jobs.iter().map(|j| j.to_string()).collect(),
+        worker_id: WORKER.into(),
+        max: 10,
+        lease_for: LEASE,
+        now,
+    };
+    let none = store
+        .job_lease(limited(&["unknown"]))
+        .await
+        .expect("job_lease");
+    assert!(none.is_empty(), "{none:?}");
+    let resized = store
+        .job_lease(limited(&["resize", "other"]))
+        .await
+        .expect("job_lease");
+    assert_eq!(resized.iter().map(|l| l.id).collect::<Vec<_>>(), vec![a, c]);
+    assert_eq!(get(store, b).await.state, JobState::Queued);
+    let rest = store.job_lease(limited(&[])).await.expect("job_lease");
+    assert_eq!(rest.iter().map(|l| l.id).collect::<Vec<_>>(), vec![b]);
+}

@@ -140,6 +140,7 @@ macro_rules! conformance_suite {
             scheduled_not_leased_before_run_at,
             promote_scheduled_and_next_scheduled_at,
             lease_over_many_queues,
+            lease_only_requested_job_names,
             // heartbeat, complete, fail, release, expiry
             heartbeat_extends_lease,
             heartbeat_stale_token_refused,

@@ -108,6 +108,7 @@ pub(crate) async fn lease_with(
 ) -> Vec<LeasedJob> {
     let leased = store
         .job_lease(LeaseRequest {
+            jobs: Vec::new(),
             queues: queues.iter().map(|q| q.to_string()).collect(),
             worker_id: worker_id.to_string(),
             max,

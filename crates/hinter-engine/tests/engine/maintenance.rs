@@ -24,6 +24,7 @@ async fn lease_as_vanished_worker(
 ) -> Vec<LeasedJob> {
     store
         .job_lease(LeaseRequest {
+            jobs: Vec::new(),
             queues: vec!["default".into()],
             worker_id: "vanished-worker".into(),
             max: 1,

@@ -829,7 +829,26 @@ async fn a_worker_names_no_more_queues_than_a_lease_may(kind: Kind) {
     worker.shutdown().await;
 }
 
+async fn a_worker_leaves_jobs_it_has_no_handler_for_in_a_shared_queue(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
+    let mut registry = Registry::new();
+    registry.register(def("mine"), |_ctx: HandlerContext, _: Value| async {
+        Ok::<_, JobError>(json!("done"))
+    });
+    // Enqueued first and with a higher priority: a worker that leased by queue alone would
+    // take it first.
+    let theirs = enqueue(&store, NewJob::new("theirs", json!({})).priority(5)).await;
+    let mine = enqueue(&store, NewJob::new("mine", json!({}))).await;
+    let worker = start_worker(&store, registry, fast_options(2));
+    wait_for_state(&store, mine, JobState::Succeeded, SOON).await;
+    within("worker shutdown", SOON, worker.shutdown()).await;
+    let left = get(&store, theirs).await;
+    assert_eq!(left.state, JobState::Queued, "{left:?}");
+    assert_eq!(left.attempt, 0, "never leased: {left:?}");
+}
+
 on_both_backends!(
+    a_worker_leaves_jobs_it_has_no_handler_for_in_a_shared_queue,
     typed_handler_gets_payload_and_context_and_its_value_becomes_the_result,
     retryable_error_is_retried_after_backoff_then_dead_when_attempts_are_used_up,
     permanent_error_makes_the_job_dead_after_one_attempt,

@@ -1201,3 +1201,26 @@ async fn fail_keeps_the_exit_code_in_the_run_and_the_log() {
         .expect("a failed event");
     assert_eq!(failed_event["data"], json!({"error": "boom", "exit_code": -9}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_limited_to_job_names() {
+    let Some(h) = harness().await else { return };
+    let report = h.enqueue(json!({"job": "report", "priority": 9})).await;
+    let resize = h.enqueue(json!({"job": "resize"})).await;
+    let leased = h
+        .lease(json!({"worker_id": "w", "max": 10, "jobs": ["resize", "unknown"]}))
+        .await;
+    assert_eq!(leased.len(), 1, "{leased:?}");
+    assert_eq!(leased[0]["id"], resize["id"]);
+    let rest = h.lease(json!({"worker_id": "w", "max": 10, "jobs": []})).await;
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0]["id"], report["id"]);
+    // Names are checked like job names; too many are refused.
+    let many: Vec<String> = (0..1001).map(|i| format!("job-{i}")).collect();
+    for bad in [json!(["a\u{0}b"]), json!([""]), json!(many), json!("resize")] {
+        let answer = h
+            .post("/api/v1/leases", json!({"worker_id": "w", "jobs": bad}))
+            .await;
+        assert!(answer.status.is_client_error(), "{}", answer.body);
+    }
+}

@@ -71,18 +71,15 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Eve
         let page = state.store.events_read(after, &filter, limit).await?;
         after = page.next_after;
         let stopping = !state.ready.load(std::sync::atomic::Ordering::Acquire);
-        let Some(rx) = hints.as_mut() else {
-            return Ok(Json(EventsPage {
-                events: page.events,
-                next_after: page.next_after,
-            }));
+        let rx = match hints.as_mut() {
+            Some(rx) if page.events.is_empty() && Instant::now() < deadline && !stopping => rx,
+            _ => {
+                return Ok(Json(EventsPage {
+                    events: page.events,
+                    next_after: page.next_after,
+                }))
+            }
         };
-        if !page.events.is_empty() || Instant::now() >= deadline || stopping {
-            return Ok(Json(EventsPage {
-                events: page.events,
-                next_after: page.next_after,
-            }));
-        }
         let recheck = deadline.min(Instant::now() + RECHECK);
         // A hint, lag or the recheck time: read again. No more hints: poll.
         if let Ok(Err(RecvError::Closed)) = tokio::time::timeout_at(recheck, rx.recv()).await {

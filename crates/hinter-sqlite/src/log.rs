@@ -9,7 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 /// Appends an event about the job with sequence number `seq`, as it is now (its attempt after
-/// the change). Queues the `Logged` hint; the writer publishes hints after the commit.
+/// the change), reading the job's fields first. Queues the `Logged` hint; the writer publishes
+/// hints after the commit.
 pub fn append(
     conn: &Connection,
     seq: i64,
@@ -18,16 +19,19 @@ pub fn append(
     data: Option<&Value>,
     hints: &mut Vec<StoreEvent>,
 ) -> Result<()> {
-    let data = data.map(Value::to_string);
-    conn.prepare_cached(
-        "INSERT INTO events (at, kind, job_seq, job_id, job, queue, attempt, data) \
-         SELECT ?2, ?3, seq, id, job, queue, attempt, ?4 FROM jobs WHERE seq = ?1",
-    )
-    .map_err(db_err)?
-    .execute(params![seq, micros(now), kind.as_str(), data])
-    .map_err(db_err)?;
-    hint(hints);
-    Ok(())
+    let (id, job, queue, attempt): (String, String, String, i64) = conn
+        .prepare_cached("SELECT id, job, queue, attempt FROM jobs WHERE seq = ?1")
+        .map_err(db_err)?
+        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .map_err(db_err)?;
+    let about = About {
+        seq,
+        id: &id,
+        job: &job,
+        queue: &queue,
+        attempt,
+    };
+    append_about(conn, &about, kind, now, data, hints)
 }
 
 /// The job an event is about, when the caller has its row at hand (the hot paths: insert,
@@ -40,7 +44,7 @@ pub struct About<'a> {
     pub attempt: i64,
 }
 
-/// [`append`] with the job's fields given.
+/// Appends an event about the job `about` (its fields as they are after the change).
 pub fn append_about(
     conn: &Connection,
     about: &About<'_>,

@@ -493,13 +493,22 @@ pub fn job_lease(
         .iter()
         .filter(|queue| !paused.contains(*queue) && seen.insert(queue.as_str()))
         .collect();
+    // Limited to some job names: one JSON array parameter, so the statement is prepared once.
+    let names = if request.jobs.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::to_string(&request.jobs)
+                .map_err(|e| StoreError::Corrupt(format!("job names: {e}")))?,
+        )
+    };
     let max = request.max as usize;
     let mut leased = Vec::with_capacity(max);
     // Rounds: a round that had to skip a second singleton of the same name asks again,
     // and the guard in the query then sees the first one running.
     loop {
         let want = max - leased.len();
-        let candidates = lease_candidates(conn, &queues, &request.jobs, want)?;
+        let candidates = lease_candidates(conn, &queues, names.as_deref(), want)?;
         let found = candidates.len();
         let skipped = lease_round(conn, request, candidates, want, &mut leased, events)?;
         if !skipped || found == 0 || leased.len() >= max {
@@ -514,19 +523,15 @@ pub fn job_lease(
 fn lease_candidates(
     conn: &Connection,
     queues: &[&String],
-    jobs: &[String],
+    names: Option<&str>,
     want: usize,
 ) -> Result<Vec<Candidate>> {
     if want == 0 {
         return Ok(Vec::new());
     }
-    // Limited to some job names: one JSON array parameter, so the statement is prepared once.
-    let (names_filter, names) = if jobs.is_empty() {
-        ("", None)
-    } else {
-        let names = serde_json::to_string(jobs)
-            .map_err(|e| StoreError::Corrupt(format!("job names: {e}")))?;
-        ("AND job IN (SELECT value FROM json_each(?3))", Some(names))
+    let names_filter = match names {
+        None => "",
+        Some(_) => "AND job IN (SELECT value FROM json_each(?3))",
     };
     // The best so far; its top is the worst of them.
     let mut best: BinaryHeap<Candidate> = BinaryHeap::with_capacity(want + 1);
@@ -547,7 +552,7 @@ fn lease_candidates(
         ))
         .map_err(db_err)?;
     for queue in queues {
-        let mut rows = match &names {
+        let mut rows = match names {
             None => stmt.query(params![queue, want as i64]),
             Some(names) => stmt.query(params![queue, want as i64, names]),
         }

@@ -1413,23 +1413,23 @@ async fn events(args: EventsArgs) -> CmdResult {
         job_id: args.job_id,
     };
     let mut after = args.after;
-    let mut down_since: Option<Instant> = None;
+    let mut down = false;
     loop {
         let wait = args.follow.then_some(FOLLOW_WAIT);
         let page = match client.events(after, &filter, Some(1000), wait).await {
             Ok(page) => page,
             // Following outlives a server restart: try again, say so once.
             Err(e @ ApiError::Transport { .. }) if args.follow => {
-                if down_since.is_none() {
+                if !down {
                     note(&format!("warning: {e}; trying again every second"));
-                    down_since = Some(Instant::now());
+                    down = true;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
-        if down_since.take().is_some() {
+        if std::mem::take(&mut down) {
             note("the server answers again; following");
         }
         let n = page.events.len();

@@ -489,6 +489,20 @@ mod tests {
     }
 
     #[test]
+    fn clock_offsets_are_signed_bounded_durations() {
+        let secs = chrono::Duration::seconds;
+        assert_eq!(super::parse_offset("30s"), Ok(secs(30)));
+        assert_eq!(super::parse_offset("-30s"), Ok(secs(-30)));
+        assert_eq!(
+            super::parse_offset("-3650d"),
+            Ok(chrono::Duration::days(-3650))
+        );
+        for bad in ["", "-", "--1s", "3651d", "-3651d", "1e9s", "1s\0"] {
+            assert!(super::parse_offset(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn default_connection_cap_fits_the_file_limit() {
         assert_eq!(super::default_max_connections(None), 10_000);
         assert_eq!(super::default_max_connections(Some(1_048_576)), 10_000);

@@ -557,6 +557,59 @@ async fn timeout_counts_from_the_start_of_the_run_even_with_a_running_rescuer(ki
     within("maintenance shutdown", SOON, maintenance.shutdown()).await;
 }
 
+async fn pruning_deletes_event_log_entries_past_their_retention(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
+    let ids = enqueue_many(
+        &store,
+        (0..3)
+            .map(|i| NewJob::new("kept", json!({ "i": i })))
+            .collect(),
+    )
+    .await;
+    let everything = hinter_core::EventFilter::default();
+    let read = |after: i64| {
+        let store = store.clone();
+        let filter = everything.clone();
+        async move {
+            store
+                .events_read(after, &filter, 100)
+                .await
+                .expect("events_read")
+                .events
+        }
+    };
+    // PostgreSQL places entries once earlier transactions (other tests') have ended.
+    let mut logged = read(0).await;
+    while logged.len() < 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        logged = read(0).await;
+    }
+    let maintenance = Maintenance::start(
+        store.clone(),
+        Arc::new(SystemClock),
+        MaintenanceOptions {
+            retention: Retention {
+                events: Duration::from_millis(1),
+                ..Retention::default()
+            },
+            ..fast_maintenance()
+        },
+        hinter_engine::Leader::always(),
+    );
+    let pruned = async {
+        while read(0).await.len() > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    within("pruning the event log", SOON, pruned).await;
+    within("maintenance shutdown", SOON, maintenance.shutdown()).await;
+    // The newest entry is kept; the jobs themselves are untouched.
+    assert_eq!(read(0).await, logged[2..]);
+    for id in ids {
+        assert_eq!(get(&store, id).await.state, JobState::Queued);
+    }
+}
+
 on_both_backends!(
     rescue_once_returns_a_job_with_an_expired_lease_to_the_queue,
     job_that_keeps_losing_its_worker_ends_dead_as_poison,
@@ -564,6 +617,7 @@ on_both_backends!(
     maintenance_rescues_a_vanished_workers_job_and_a_worker_runs_it_again,
     promotion_wakes_an_idle_worker_when_a_delayed_job_is_due,
     pruning_deletes_finished_jobs_past_their_retention_only,
+    pruning_deletes_event_log_entries_past_their_retention,
     heartbeats_keep_a_long_jobs_lease_while_the_rescuer_runs,
     worker_that_lost_its_lease_stops_the_handler_and_reports_nothing,
     job_rescued_and_leased_again_by_the_same_worker_stops_the_stale_attempt,

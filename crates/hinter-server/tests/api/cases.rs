@@ -1110,6 +1110,11 @@ async fn events_page_after_an_id_with_filters() {
         let want: Vec<Value> = want.into_iter().map(|i| events[i].clone()).collect();
         assert_eq!(got, want, "{query}");
     }
+    // The largest id reads nothing and stays there, on every backend.
+    let past = h.get(&format!("/api/v1/events?after={}", i64::MAX)).await;
+    assert_eq!(past.status, StatusCode::OK, "{}", past.body);
+    assert_eq!(past.body["events"], json!([]));
+    assert_eq!(past.body["next_after"], i64::MAX);
     // A filter matching nothing still answers where the log ends.
     let none = h.get("/api/v1/events?queue=nobody").await;
     assert_eq!(none.body["events"], json!([]));
@@ -1185,12 +1190,12 @@ async fn fail_keeps_the_exit_code_in_the_run_and_the_log() {
     let failed = h
         .post(
             &format!("{url}/fail"),
-            json!({"lease_token": token, "error": "boom", "exit_code": -9}),
+            json!({"lease_token": token, "error": "boom", "exit_code": i32::MIN}),
         )
         .await;
     assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
     let shown = h.get(&url).await;
-    assert_eq!(shown.body["runs"][0]["exit_code"], -9, "{}", shown.body);
+    assert_eq!(shown.body["runs"][0]["exit_code"], i32::MIN, "{}", shown.body);
     let events = h.get(&format!("/api/v1/events?job_id={}", id_of(&job))).await;
     let failed_event = events.body["events"]
         .as_array()
@@ -1199,7 +1204,10 @@ async fn fail_keeps_the_exit_code_in_the_run_and_the_log() {
         .find(|e| e["kind"] == "failed")
         .cloned()
         .expect("a failed event");
-    assert_eq!(failed_event["data"], json!({"error": "boom", "exit_code": -9}));
+    assert_eq!(
+        failed_event["data"],
+        json!({"error": "boom", "exit_code": i32::MIN})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

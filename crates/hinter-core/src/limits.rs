@@ -145,14 +145,19 @@ pub fn check_lease_queue_count(field: &str, queues: &[String]) -> Result<(), Fie
     if queues.is_empty() {
         return Err(FieldError::new(field, "must name at least one queue"));
     }
-    // Only a long list is hashed: duplicates count once.
-    if queues.len() > MAX_LEASE_QUEUES {
-        let distinct: HashSet<&str> = queues.iter().map(String::as_str).collect();
-        if distinct.len() > MAX_LEASE_QUEUES {
+    check_distinct("queues", field, queues, MAX_LEASE_QUEUES)
+}
+
+/// At most `max` distinct names in `names` (what they name: `what`). Only a long list is
+/// hashed: duplicates count once.
+fn check_distinct(what: &str, field: &str, names: &[String], max: usize) -> Result<(), FieldError> {
+    if names.len() > max {
+        let distinct: HashSet<&str> = names.iter().map(String::as_str).collect();
+        if distinct.len() > max {
             return Err(FieldError::new(
                 field,
                 format!(
-                    "names {} queues; one lease may name at most {MAX_LEASE_QUEUES}",
+                    "names {} {what}; one lease may name at most {max}",
                     distinct.len()
                 ),
             ));
@@ -164,18 +169,7 @@ pub fn check_lease_queue_count(field: &str, queues: &[String]) -> Result<(), Fie
 /// Checks the job names a lease is limited to (none: any): each a valid name, at most
 /// [`MAX_LEASE_JOB_NAMES`] distinct ones.
 pub fn check_lease_job_names(field: &str, names: &[String]) -> Result<(), FieldError> {
-    if names.len() > MAX_LEASE_JOB_NAMES {
-        let distinct: HashSet<&str> = names.iter().map(String::as_str).collect();
-        if distinct.len() > MAX_LEASE_JOB_NAMES {
-            return Err(FieldError::new(
-                field,
-                format!(
-                    "names {} jobs; one lease may name at most {MAX_LEASE_JOB_NAMES}",
-                    distinct.len()
-                ),
-            ));
-        }
-    }
+    check_distinct("jobs", field, names, MAX_LEASE_JOB_NAMES)?;
     for (i, name) in names.iter().enumerate() {
         validate_name(&format!("{field}[{i}]"), name)?;
     }

@@ -372,12 +372,7 @@ impl PostgresStore {
     /// event that could be placed when it started.
     async fn sequence(&self, client: &mut deadpool_postgres::Client) -> Result<(), ops::Error> {
         for _ in 0..log::MAX_STEPS {
-            let tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::ReadCommitted)
-                .start()
-                .await?;
-            log::lock(&tx).await?;
+            let tx = log_transaction(client).await?;
             let placed = log::sequence_step(&tx).await?;
             tx.commit().await?;
             if i64::try_from(placed).unwrap_or(i64::MAX) < log::STEP_TXS {
@@ -396,6 +391,20 @@ impl PostgresStore {
         let client = self.client().await.map_err(ops::Error::into_store)?;
         f(&client).await.map_err(ops::Error::into_store)
     }
+}
+
+/// A `READ COMMITTED` transaction holding the event log's sequencing lock: sequencing and
+/// pruning take turns.
+async fn log_transaction(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, ops::Error> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .start()
+        .await?;
+    log::lock(&tx).await?;
+    Ok(tx)
 }
 
 /// Runs `$body` (an expression using the transaction `$tx` and the event list `$ev`) in a
@@ -654,12 +663,7 @@ impl Store for PostgresStore {
         async {
             let mut client = self.client().await?;
             self.sequence(&mut client).await?;
-            let tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::ReadCommitted)
-                .start()
-                .await?;
-            log::lock(&tx).await?;
+            let tx = log_transaction(&mut client).await?;
             let pruned = log::prune(&tx, before, limit).await?;
             tx.commit().await?;
             Ok(pruned)

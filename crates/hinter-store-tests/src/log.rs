@@ -403,7 +403,8 @@ pub async fn log_unit_of_work_logs_with_its_writes(store: Arc<dyn Store>) {
     let now = base_time();
     let first = insert(store, job_in("step-1", "log-uow"), now).await;
     let leased = lease_job(store, "log-uow", first.id, now).await;
-    let before = store.events_last_id().await.expect("events_last_id");
+    // After this test's own entries (created, started), once they are readable.
+    let before = wait_logged(store, 0, 2).await.last().expect("entries").id;
     let child = job_in("child", "log-uow");
     let failed = store
         .write_unit(

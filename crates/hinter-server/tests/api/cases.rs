@@ -126,6 +126,21 @@ impl Harness {
     }
 }
 
+/// `GET uri` (an event log page) once it holds at least `n` events: on PostgreSQL a commit's
+/// entries become readable once every transaction that started before it has ended, other
+/// tests' included.
+async fn events_once_settled(h: &Harness, uri: &str, n: usize) -> Answer {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = h.get(uri).await;
+        let count = answer.body["events"].as_array().map_or(0, Vec::len);
+        if count >= n || tokio::time::Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn id_of(job: &Value) -> String {
     job["id"].as_str().expect("id").to_string()
 }
@@ -1077,7 +1092,7 @@ async fn events_page_after_an_id_with_filters() {
         .await;
     assert_eq!(done.status, StatusCode::OK);
 
-    let all = h.get("/api/v1/events").await;
+    let all = events_once_settled(&h, "/api/v1/events", 4).await;
     assert_eq!(all.status, StatusCode::OK, "{}", all.body);
     let events = all.body["events"].as_array().expect("events").clone();
     let kinds: Vec<(&str, &str)> = events
@@ -1196,7 +1211,12 @@ async fn fail_keeps_the_exit_code_in_the_run_and_the_log() {
     assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
     let shown = h.get(&url).await;
     assert_eq!(shown.body["runs"][0]["exit_code"], i32::MIN, "{}", shown.body);
-    let events = h.get(&format!("/api/v1/events?job_id={}", id_of(&job))).await;
+    let events = events_once_settled(
+        &h,
+        &format!("/api/v1/events?job_id={}", id_of(&job)),
+        3,
+    )
+    .await;
     let failed_event = events.body["events"]
         .as_array()
         .expect("events")

@@ -116,8 +116,12 @@ async fn scenario(dir: &TestDir, store: &[String]) {
     let second_out = dir.path().join("reader-2.stdout.log");
     tokio::join!(write(&one, "c", 30), write(&two, "d", 30));
 
-    let everything = all_events(&one).await;
-    // 180 jobs, three events each.
+    // 180 jobs, three events each (on PostgreSQL readable once earlier transactions ended).
+    let everything = wait_for(WAIT, "every write's events to be readable", || async {
+        let all = all_events(&one).await;
+        (all.len() >= 180 * 3).then_some(all)
+    })
+    .await;
     assert_eq!(everything.len(), 180 * 3, "every write logged its events");
     let last = *ids(&everything).last().expect("events");
     let seen_second = wait_for(

@@ -1,8 +1,11 @@
 //! `hinter serve`: API, maintenance and workers in one process on one store.
 
 use anyhow::{bail, Context};
-use hinter_core::{format_duration, Backend, Clock, Definitions, ProcessInfo, SystemClock};
-use hinter_engine::{ClusterOptions, Coordinator, Maintenance, MaintenanceOptions, Retention};
+use hinter_core::{format_duration, Backend, Clock, ProcessInfo, SystemClock};
+use hinter_engine::{
+    ClusterOptions, Coordinator, Maintenance, MaintenanceOptions, Registry, Retention, Worker,
+    WorkerOptions,
+};
 use hinter_postgres::{PostgresOptions, PostgresStore};
 use hinter_server::{AppState, ConnLimits, ServerConfig};
 use hinter_sqlite::{Durability, SqliteOptions, SqliteStore};
@@ -169,6 +172,21 @@ pub struct ServeArgs {
     pub maintenance: MaintenanceArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub jobs: HostedArgs,
+}
+
+/// How `serve` runs the jobs it has handlers for (script jobs): the engine's worker in
+/// process, with the same graceful stop as `hinter worker`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostedArgs {
+    /// Jobs this server runs at once, of the jobs it has handlers for.
+    #[arg(long, env = "HINTER_CONCURRENCY", value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub concurrency: u32,
+    /// After SIGTERM/SIGINT, how long the jobs this server runs may go on before they are
+    /// stopped and handed back to the queue.
+    #[arg(long, env = "HINTER_STOPPING_WAIT_TIME", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub stopping_wait_time: Duration,
 }
 
 /// Limits on HTTP connections, so idle or slow clients cannot use up the process's files.
@@ -383,23 +401,51 @@ pub fn parse_byte_limit(s: &str) -> Result<usize, String> {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cluster_options = args.cluster.options()?;
-    let limits = args.connections.limits()?;
+    args.cluster.options()?;
+    args.connections.limits()?;
     // Bind first: with the port taken, fail before the store is created or migrated.
     // A host name is resolved; the first of its addresses that can be bound is used.
     let listener = tokio::net::TcpListener::bind(args.listen.as_str())
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // Script jobs (--jobs-dir) register their handlers here.
+    let handlers = Registry::new();
+    serve_on(listener, args, handlers, shutdown_signal()).await
+}
+
+/// `serve` on a bound listener until `shutdown` resolves: the API, maintenance, and a worker
+/// of the engine's runtime for the jobs `handlers` knows (none: no worker). The worker leases
+/// only those job names, from their definitions' queues, so it never takes a job meant for
+/// an external worker; the API applies the definitions' defaults on enqueue.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    args: ServeArgs,
+    handlers: Registry,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let cluster_options = args.cluster.options()?;
+    let limits = args.connections.limits()?;
     let backend = args.store.open().await?;
     let clock = args.store.clock();
     let now = clock.now();
+    let worker_options = WorkerOptions {
+        worker_id: hinter_engine::default_worker_id(),
+        concurrency: args.jobs.concurrency as usize,
+        stopping_wait_time: args.jobs.stopping_wait_time,
+        ..WorkerOptions::default()
+    };
+    let hosting = !handlers.is_empty();
     let process = ProcessInfo {
-        id: hinter_engine::default_worker_id(),
+        id: worker_options.worker_id.clone(),
         host: hinter_engine::hostname(),
         pid: std::process::id(),
         role: "serve".into(),
-        queues: Vec::new(),
-        concurrency: 0,
+        queues: if hosting {
+            handlers.queues()
+        } else {
+            Vec::new()
+        },
+        concurrency: if hosting { args.jobs.concurrency } else { 0 },
         started_at: now,
         last_heartbeat_at: now,
         machine: hinter_core::cluster::this_machine(),
@@ -411,7 +457,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store: store.clone(),
         cluster: backend.clone(),
         clock: clock.clone(),
-        definitions: Definitions::new(),
+        definitions: handlers.definitions().clone(),
         config: Arc::new(ServerConfig {
             max_job_bytes: args.max_job_bytes,
             max_batch_bytes: args.max_batch_bytes,
@@ -423,10 +469,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let maintenance = Maintenance::start(
         store.clone(),
-        clock,
+        clock.clone(),
         args.maintenance.options(),
         coordinator.leader(),
     );
+    let worker = if hosting {
+        Some(Worker::start(
+            store.clone(),
+            clock,
+            handlers,
+            worker_options,
+        )?)
+    } else {
+        None
+    };
     let local = listener
         .local_addr()
         .context("reading the listen address")?;
@@ -438,12 +494,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     ready.store(true, Ordering::SeqCst);
     let stopping = ready.clone();
-    hinter_server::serve(listener, state, limits, async move {
-        shutdown_signal().await;
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
         stopping.store(false, Ordering::SeqCst);
-        tracing::info!("shutting down: no new requests, finishing open ones");
-    })
-    .await;
+        tracing::info!("shutting down: no new requests or jobs, finishing open ones");
+        let _ = stop.send(true);
+    });
+    let mut http_stopped = stopped.clone();
+    let api = hinter_server::serve(listener, state, limits, async move {
+        let _ = http_stopped.wait_for(|stop| *stop).await;
+    });
+    // The hosted worker stops with the API, not after it: its running jobs get their
+    // stopping_wait_time while open requests finish.
+    let jobs = async move {
+        if let Some(worker) = worker {
+            let _ = stopped.wait_for(|stop| *stop).await;
+            worker.shutdown().await;
+        }
+    };
+    tokio::join!(api, jobs);
     maintenance.shutdown().await;
     coordinator.shutdown().await;
     // SQLite: fold the WAL into the database and truncate it, so a stopped store is one file.
@@ -517,5 +587,162 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+    }
+}
+
+/// `serve` hosting the engine's runtime, in process: a real SQLite store, real HTTP.
+#[cfg(test)]
+mod hosting {
+    use super::{serve_on, ServeArgs};
+    use clap::Parser;
+    use hinter_client::{Client, EnqueueRequest, JobState, RunOutcome};
+    use hinter_core::JobDefinition;
+    use hinter_engine::{HandlerContext, JobError, Registry};
+    use serde_json::{json, Value};
+    use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn definition(name: &str, queue: &str) -> JobDefinition {
+        JobDefinition {
+            name: name.into(),
+            queue: Some(queue.into()),
+            max_attempts: None,
+            timeout: None,
+            singleton: false,
+        }
+    }
+
+    async fn until<T, F: std::future::Future<Output = Option<T>>>(
+        what: &str,
+        mut probe: impl FnMut() -> F,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(value) = probe().await {
+                return value;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serve_runs_the_jobs_it_has_handlers_for_and_hands_them_back_on_stop() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let args = Args::try_parse_from([
+            "serve",
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+            "--stopping-wait-time",
+            "200ms",
+        ])
+        .expect("flags parse")
+        .serve;
+        let mut handlers = Registry::new();
+        handlers.register(
+            definition("greet", "hosted"),
+            |_ctx: HandlerContext, payload: Value| async move {
+                Ok::<_, JobError>(json!({ "hello": payload["name"] }))
+            },
+        );
+        // Runs until told to stop; then fails, which a shutdown turns into a hand-back.
+        handlers.register(
+            definition("slow", "hosted"),
+            |ctx: HandlerContext, _payload: Value| async move {
+                ctx.cancelled().await;
+                Err::<Value, _>(JobError::retryable("stopped"))
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(listener, args, handlers, async move {
+            let _ = stopped.await;
+        }));
+        let client = Client::new(&url, None).expect("client");
+
+        // The definition's queue applies to an enqueue that names none, and the job runs.
+        let greet = client
+            .enqueue(&EnqueueRequest::new("greet", json!({ "name": "Ada" })))
+            .await
+            .expect("enqueue greet")
+            .job;
+        let done = client
+            .wait_for_finish(greet.id, Some(Duration::from_secs(20)))
+            .await
+            .expect("greet finishes");
+        assert_eq!(done.queue, "hosted");
+        assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+        assert_eq!(done.result, Some(json!({ "hello": "Ada" })));
+        assert_eq!(done.runs.len(), 1);
+
+        // A job it has no handler for stays for another worker, even in a queue it serves.
+        let foreign = client
+            .enqueue(&EnqueueRequest::new("resize", json!(null)).queue("hosted"))
+            .await
+            .expect("enqueue resize")
+            .job;
+
+        // It lists itself with the queues and concurrency it runs.
+        let workers: Value = reqwest::get(format!("{url}/api/v1/workers"))
+            .await
+            .expect("GET workers")
+            .json()
+            .await
+            .expect("workers JSON");
+        let me = workers["workers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|w| w["role"] == "serve"))
+            .cloned()
+            .unwrap_or_else(|| panic!("serve is listed: {workers}"));
+        assert_eq!(me["queues"], json!(["hosted"]), "{me}");
+        assert_eq!(me["concurrency"], json!(10), "{me}");
+
+        // Stopped mid-job, it hands the job back: queued again, the attempt not counted.
+        let slow = client
+            .enqueue(&EnqueueRequest::new("slow", json!(null)))
+            .await
+            .expect("enqueue slow")
+            .job;
+        until("slow is running", || {
+            let client = client.clone();
+            async move {
+                let job = client.get_job(slow.id, None).await.ok()?;
+                (job.state == JobState::Running).then_some(())
+            }
+        })
+        .await;
+        stop.send(()).expect("serve is running");
+        tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .expect("serve stops")
+            .expect("serve task")
+            .expect("serve returns Ok");
+
+        let store = super::open_sqlite(&data, hinter_sqlite::Durability::Full)
+            .await
+            .expect("reopen the store");
+        let slow = hinter_core::Store::job_get(&store, slow.id)
+            .await
+            .expect("read slow")
+            .expect("slow exists");
+        assert_eq!(slow.state, hinter_core::JobState::Queued, "{slow:?}");
+        assert_eq!(slow.attempt, 0, "the handed-back attempt is not counted");
+        assert_eq!(slow.runs.len(), 1);
+        assert_eq!(slow.runs[0].outcome, RunOutcome::Released);
+        let foreign = hinter_core::Store::job_get(&store, foreign.id)
+            .await
+            .expect("read resize")
+            .expect("resize exists");
+        assert_eq!(foreign.state, hinter_core::JobState::Queued);
+        assert_eq!(foreign.attempt, 0);
     }
 }

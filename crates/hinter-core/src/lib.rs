@@ -11,6 +11,7 @@ pub mod duration;
 pub mod event;
 pub mod job;
 pub mod limits;
+pub mod listing;
 pub mod retry;
 pub mod store;
 
@@ -20,4 +21,5 @@ pub use definition::{Definitions, FieldError, JobDefinition, JobSpec};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use event::{EventFilter, EventKind, EventPage, JobEvent};
 pub use job::*;
+pub use listing::{JobPage, ListCursor};
 pub use store::{Store, StoreError, StoreEvent};

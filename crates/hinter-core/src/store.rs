@@ -16,6 +16,7 @@
 
 use crate::event::{EventFilter, EventPage};
 use crate::job::{Inserted, Job, JobState, LeasedJob, NewJob, Run};
+use crate::listing::{JobPage, ListCursor};
 use crate::retry::FailOutcome;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -335,6 +336,49 @@ pub trait Store: Send + Sync + 'static {
     async fn job_get(&self, id: Uuid) -> StoreResult<Option<Job>>;
 
     async fn job_list(&self, filter: JobFilter) -> StoreResult<Vec<Job>>;
+
+    /// A page of a job listing: at most `filter.limit` jobs after `after` (its
+    /// `filter.after_seq` is not used), and where the next page starts. Each job is listed
+    /// once across the pages, also one whose insert commits after a later job was listed
+    /// (see [`crate::listing`]). This default suits a store that commits inserts in sequence
+    /// order (SQLite); PostgreSQL overrides it.
+    async fn job_page(&self, filter: JobFilter, after: Option<ListCursor>) -> StoreResult<JobPage> {
+        let limit = filter.limit as usize;
+        if limit == 0 {
+            return Ok(JobPage::default());
+        }
+        let read = JobFilter {
+            after_seq: after.map(|c| c.after_seq),
+            limit: filter.limit.saturating_add(1),
+            ..filter.clone()
+        };
+        let mut jobs = self.job_list(read).await?;
+        let more = if jobs.len() > limit {
+            jobs.truncate(limit);
+            true
+        } else {
+            match jobs.last() {
+                // A short page: the end, or the byte budget was reached.
+                Some(last) => {
+                    let next = JobFilter {
+                        after_seq: Some(last.seq),
+                        limit: 1,
+                        with_payload: false,
+                        with_result: false,
+                        max_bytes: None,
+                        ..filter
+                    };
+                    !self.job_list(next).await?.is_empty()
+                }
+                None => false,
+            }
+        };
+        let next = match jobs.last() {
+            Some(last) if more => Some(ListCursor::after(last.seq)),
+            _ => None,
+        };
+        Ok(JobPage { jobs, next })
+    }
 
     /// The attempts of each of `ids` that exists, oldest first (what [`Store::job_get`]
     /// puts in [`Job::runs`]); for listings that ask for them. Default: none recorded.

@@ -84,8 +84,8 @@ use hinter_core::store::{
     QueueInfo, Release, StoreResult, WriteOp, WriteResult,
 };
 use hinter_core::{
-    Clock, Cluster, EventFilter, EventPage, Inserted, Job, Leadership, LeasedJob, NewJob,
-    ProcessInfo, Run, Store, StoreError, StoreEvent, SystemClock,
+    Clock, Cluster, EventFilter, EventPage, Inserted, Job, JobPage, Leadership, LeasedJob,
+    ListCursor, NewJob, ProcessInfo, Run, Store, StoreError, StoreEvent, SystemClock,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -478,6 +478,27 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         self.read(async |c| ops::job_list(c, &filter).await).await
+    }
+
+    async fn job_page(&self, filter: JobFilter, after: Option<ListCursor>) -> StoreResult<JobPage> {
+        if filter.limit == 0 {
+            return Ok(JobPage::default());
+        }
+        let attempt: Result<JobPage, ops::Error> = async {
+            let mut client = self.client().await?;
+            // One snapshot for the page, the one its cursor names.
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let page = ops::job_page(&tx, &filter, after).await?;
+            tx.commit().await?;
+            Ok(page)
+        }
+        .await;
+        attempt.map_err(ops::Error::into_store)
     }
 
     async fn job_runs(&self, ids: Vec<Uuid>) -> StoreResult<HashMap<Uuid, Vec<Run>>> {

@@ -9,6 +9,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use hinter_core::listing::{JobPage, ListCursor, Snapshot, Unseen};
 use hinter_core::retry::FailOutcome;
 use hinter_core::store::{
     Completion, Expired, Expiry, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest,
@@ -605,7 +606,10 @@ pub async fn job_insert_many<C: Conn>(
             "WITH s AS MATERIALIZED (
                  SELECT row_number() OVER (ORDER BY v) AS ord, v
                  FROM (SELECT nextval('jobs_seq_seq') AS v
-                       FROM generate_series(1, cardinality($1::uuid[]))) AS g
+                       FROM generate_series(1, cardinality($1::uuid[]))
+                       -- The transaction id first, then the numbers (a one-time filter):
+                       -- a listing's cursor relies on it (job_page).
+                       WHERE pg_current_xact_id() IS NOT NULL) AS g
              ),
              ins AS (INSERT INTO jobs (seq, id, job, queue, payload, state, priority, max_attempts,
                                run_at, created_at, unique_key, ordering_key, timeout_ms,
@@ -1435,12 +1439,65 @@ fn list_columns(filter: &JobFilter) -> String {
 }
 
 pub async fn job_list<C: Conn>(c: &C, filter: &JobFilter) -> Result<Vec<Job>> {
-    let after = filter.after_seq.unwrap_or(0);
+    list_rows(c, filter, Rows::After(filter.after_seq.unwrap_or(0))).await
+}
+
+/// Which jobs a listing reads, before its filters.
+enum Rows<'a> {
+    /// Those after this sequence number.
+    After(i64),
+    /// Those a cursor names as unseen ([`ListCursor::unseen`], not empty).
+    Unseen(&'a [Unseen]),
+}
+
+async fn list_rows<C: Conn>(c: &C, filter: &JobFilter, rows: Rows<'_>) -> Result<Vec<Job>> {
     let state = filter.state.map(JobState::as_str);
     let limit = i64::from(filter.limit);
     let columns = list_columns(filter);
-    let mut sql = format!("SELECT {columns} FROM jobs AS j WHERE j.seq > $1");
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after];
+    let after;
+    let (oldest, highs, lows, snapshots): (String, Vec<i64>, Vec<i64>, Vec<String>);
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    let mut sql = match rows {
+        Rows::After(seq) => {
+            after = seq;
+            params.push(&after);
+            format!("SELECT {columns} FROM jobs AS j WHERE j.seq > $1")
+        }
+        Rows::Unseen(unseen) => {
+            oldest = unseen
+                .first()
+                .map(|u| u.snapshot.as_str().to_string())
+                .unwrap_or_default();
+            highs = unseen.iter().map(|u| u.through).collect();
+            lows = unseen
+                .iter()
+                .skip(1)
+                .map(|u| u.through)
+                .chain([0])
+                .collect();
+            snapshots = unseen
+                .iter()
+                .map(|u| u.snapshot.as_str().to_string())
+                .collect();
+            params.extend([&oldest as &(dyn ToSql + Sync), &highs, &lows, &snapshots]);
+            // Every insert has its transaction id before it takes a sequence number
+            // (job_insert_many). An unseen job took its number before the oldest snapshot
+            // and was not visible in it, so its transaction id lies in that snapshot's
+            // [xmin, xmax): a short range of the event log's key finds it by its `created`
+            // entry.
+            format!(
+                "SELECT {columns} FROM jobs AS j
+                 JOIN events AS e ON e.job_id = j.id AND e.kind = 'created'
+                  AND e.xid >= pg_snapshot_xmin($1::text::pg_snapshot)
+                  AND e.xid < pg_snapshot_xmax($1::text::pg_snapshot)
+                  AND NOT pg_visible_in_snapshot(e.xid, $1::text::pg_snapshot)
+                 WHERE EXISTS (
+                  SELECT 1 FROM unnest($2::int8[], $3::int8[], $4::text[]) AS u(high, low, snap)
+                  WHERE j.seq <= u.high AND j.seq > u.low
+                   AND NOT pg_visible_in_snapshot(e.xid, u.snap::pg_snapshot))"
+            )
+        }
+    };
     if let Some(state) = &state {
         params.push(state);
         sql += &format!(" AND j.state = ${}", params.len());
@@ -1474,6 +1531,108 @@ pub async fn job_list<C: Conn>(c: &C, filter: &JobFilter) -> Result<Vec<Job>> {
         .iter()
         .map(|row| job_from_row(row, 0))
         .collect()
+}
+
+/// A page of a listing ([`hinter_core::Store::job_page`]), read in one `REPEATABLE READ`
+/// transaction `c`: first the unseen jobs the cursor names that are visible now, then the
+/// jobs after it. The next cursor names, with this page's snapshot, what it could not see.
+pub async fn job_page<C: Conn>(
+    c: &C,
+    filter: &JobFilter,
+    after: Option<ListCursor>,
+) -> Result<JobPage> {
+    let limit = filter.limit as usize;
+    let now: Snapshot = query_opt(c, "SELECT pg_current_snapshot()::text", &[])
+        .await?
+        .ok_or_else(|| Error::Store(StoreError::Unavailable("no snapshot".into())))?
+        .try_get::<_, String>(0)?
+        .parse()
+        .map_err(|e: String| Error::Store(StoreError::Unavailable(e)))?;
+    let after = after.unwrap_or_else(|| ListCursor::after(0));
+    let mut jobs = Vec::new();
+    let mut budget = filter.max_bytes;
+    if !after.unseen.is_empty() {
+        let read = JobFilter {
+            limit: filter.limit.saturating_add(1),
+            ..filter.clone()
+        };
+        jobs = list_rows(c, &read, Rows::Unseen(&after.unseen)).await?;
+        let more_late = if jobs.len() > limit {
+            jobs.truncate(limit);
+            true
+        } else {
+            match jobs.last() {
+                // Cut by the byte budget: are there more?
+                Some(last) if budget.is_some() => {
+                    let rest = after.late_through(last.seq, now.clone());
+                    !list_rows(c, &probe(filter), Rows::Unseen(&rest.unseen))
+                        .await?
+                        .is_empty()
+                }
+                _ => false,
+            }
+        };
+        if let (true, Some(last)) = (more_late, jobs.last()) {
+            let next = after.late_through(last.seq, now);
+            return Ok(JobPage {
+                jobs,
+                next: Some(next),
+            });
+        }
+        if let Some(budget) = &mut budget {
+            *budget = budget.saturating_sub(jobs.iter().map(listed_bytes).sum());
+        }
+    }
+    // Every unseen job visible now is listed: the jobs after the cursor, in the room left.
+    let room = limit - jobs.len();
+    let read = JobFilter {
+        limit: u32::try_from(room + 1).unwrap_or(u32::MAX),
+        max_bytes: budget,
+        ..filter.clone()
+    };
+    let mut fresh = list_rows(c, &read, Rows::After(after.after_seq)).await?;
+    let more = if fresh.len() > room {
+        fresh.truncate(room);
+        true
+    } else {
+        let last = fresh.last().map_or(after.after_seq, |j| j.seq);
+        !list_rows(c, &probe(filter), Rows::After(last))
+            .await?
+            .is_empty()
+    };
+    let last = fresh.last().map_or(after.after_seq, |j| j.seq);
+    jobs.append(&mut fresh);
+    let next = (more && last > 0).then(|| ListCursor {
+        after_seq: last,
+        unseen: vec![Unseen {
+            through: last,
+            snapshot: now,
+        }],
+    });
+    Ok(JobPage { jobs, next })
+}
+
+/// The filter that asks whether one more job exists.
+fn probe(filter: &JobFilter) -> JobFilter {
+    JobFilter {
+        limit: 1,
+        with_payload: false,
+        with_result: false,
+        max_bytes: None,
+        ..filter.clone()
+    }
+}
+
+/// About the bytes of a listed job that the budget counts (`list_columns`).
+fn listed_bytes(job: &Job) -> u64 {
+    let errors = serde_json::to_string(&job.errors).map_or(0, |s| s.len());
+    let payload = serde_json::to_string(&job.payload).map_or(0, |s| s.len());
+    let result = job
+        .result
+        .as_ref()
+        .and_then(|r| serde_json::to_string(r).ok())
+        .map_or(0, |s| s.len());
+    (errors + payload + result) as u64
 }
 
 pub async fn job_prune<C: Conn>(c: &C, request: &PruneRequest) -> Result<u64> {

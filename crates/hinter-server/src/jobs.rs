@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hinter_core::store::{Include, JobFilter, StoreEvent};
-use hinter_core::{Job, JobSpec, JobState, NewJob};
+use hinter_core::{Job, JobSpec, JobState, ListCursor, NewJob};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -166,9 +166,12 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Job
         ),
     };
     let limit = parse_limit(query.limit, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)?;
-    let after_seq = match non_empty(query.cursor) {
+    let after = match non_empty(query.cursor) {
         None => None,
-        Some(s) => Some(decode_cursor(&s)?),
+        Some(s) => Some(
+            s.parse::<ListCursor>()
+                .map_err(|e| ApiError::bad_request(format!("cursor: {e}")))?,
+        ),
     };
     let include: Include = query
         .include
@@ -180,25 +183,15 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Job
         state: job_state,
         queue: name_filter("queue", query.queue)?,
         job: name_filter("job", query.job)?,
-        after_seq,
-        limit: limit + 1,
+        after_seq: None,
+        limit,
         with_payload: include.payload,
         with_result: include.result,
         max_bytes: Some(state.config.list_max_bytes),
     };
-    let mut jobs = state.store.job_list(filter.clone()).await?;
-    let next_cursor = if jobs.len() > limit as usize {
-        jobs.truncate(limit as usize);
-        jobs.last().map(|j| encode_cursor(j.seq))
-    } else {
-        match jobs.last() {
-            // A short page: the end of the listing, or the byte budget was reached.
-            Some(last) if more_after(&state, &filter, last.seq).await? => {
-                Some(encode_cursor(last.seq))
-            }
-            _ => None,
-        }
-    };
+    let page = state.store.job_page(filter, after).await?;
+    let mut jobs = page.jobs;
+    let next_cursor = page.next.map(|cursor| cursor.to_string());
     if include.runs && !jobs.is_empty() {
         // Read only when asked for: one more read for the page.
         let mut runs = state
@@ -214,19 +207,6 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Job
         .map(|job| summary(job, include))
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(JobList { jobs, next_cursor }))
-}
-
-/// Whether a job of the listing comes after `seq`.
-async fn more_after(state: &AppState, filter: &JobFilter, seq: i64) -> ApiResult<bool> {
-    let next = JobFilter {
-        after_seq: Some(seq),
-        limit: 1,
-        with_payload: false,
-        with_result: false,
-        max_bytes: None,
-        ..filter.clone()
-    };
-    Ok(!state.store.job_list(next).await?.is_empty())
 }
 
 /// Longest `last_error.message` of a job summary, in characters.
@@ -265,21 +245,6 @@ fn summary(job: Job, include: Include) -> ApiResult<serde_json::Value> {
         );
     }
     Ok(value)
-}
-
-/// Cursors are opaque to clients; today they are the last job's sequence number.
-fn encode_cursor(seq: i64) -> String {
-    seq.to_string()
-}
-
-fn decode_cursor(raw: &str) -> ApiResult<i64> {
-    // Sequence numbers start at 1; anything else was not handed out.
-    raw.parse::<i64>()
-        .ok()
-        .filter(|seq| *seq >= 1)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("cursor: {raw:?} is not a cursor from next_cursor"))
-        })
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`.

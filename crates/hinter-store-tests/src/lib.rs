@@ -183,6 +183,7 @@ macro_rules! conformance_suite {
             queue_list_counts_and_paused,
             list_filters,
             list_pages_with_cursor,
+            list_pages_by_job_page,
             list_reads_bodies_only_when_asked,
             list_byte_budget_ends_pages_early,
             prune_finished_by_cutoff,

@@ -380,6 +380,85 @@ pub async fn list_pages_with_cursor(store: Arc<dyn Store>) {
     }
 }
 
+/// `job_page` pages through a listing: every job once, in enqueue order, `next` at the end
+/// `None`; its cursors survive their text form; filters and the byte budget hold across
+/// pages; a cursor from another listing position resumes after it.
+pub async fn list_pages_by_job_page(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let mut all = Vec::new();
+    let mut in_q1 = Vec::new();
+    for i in 0..23 {
+        let queue = if i % 3 == 0 { "p1" } else { "p2" };
+        let payload = serde_json::json!("x".repeat(1_000));
+        let id = insert(store, NewJob::new("paged", payload).queue(queue), now)
+            .await
+            .id;
+        all.push(id);
+        if queue == "p1" {
+            in_q1.push(id);
+        }
+    }
+    let filter = |queue: Option<&str>, limit: u32, max_bytes: Option<u64>| JobFilter {
+        queue: queue.map(str::to_string),
+        job: Some("paged".into()),
+        limit,
+        with_payload: true,
+        max_bytes,
+        ..JobFilter::default()
+    };
+    let cases: Vec<(JobFilter, &Vec<Uuid>, Vec<usize>)> = vec![
+        (filter(None, 10, None), &all, vec![10, 10, 3]),
+        (filter(None, 23, None), &all, vec![23]),
+        (filter(None, 1, None), &all, vec![1; 23]),
+        (filter(Some("p1"), 3, None), &in_q1, vec![3, 3, 2]),
+        // About 1,004 bytes a job: the budget ends pages after the fifth job.
+        (filter(None, 100, Some(4_500)), &all, vec![5, 5, 5, 5, 3]),
+    ];
+    for (filter, expected, sizes) in cases {
+        let mut seen = Vec::new();
+        let mut seen_sizes = Vec::new();
+        let mut cursor: Option<hinter_core::ListCursor> = None;
+        loop {
+            let page = store
+                .job_page(filter.clone(), cursor.clone())
+                .await
+                .expect("job_page");
+            assert!(page.jobs.len() <= filter.limit as usize);
+            seen_sizes.push(page.jobs.len());
+            seen.extend(ids(&page.jobs));
+            match page.next {
+                Some(next) => {
+                    let text = next.to_string();
+                    let parsed: hinter_core::ListCursor = text.parse().expect("cursor parses");
+                    assert_eq!(parsed, next, "cursor {text:?} round-trips");
+                    cursor = Some(parsed);
+                }
+                None => break,
+            }
+            assert!(seen_sizes.len() <= 30, "paging ends");
+        }
+        assert_eq!(&seen, expected, "every job once, in order, with {filter:?}");
+        assert_eq!(seen_sizes, sizes, "page sizes with {filter:?}");
+    }
+    // Resuming after a given job, and a limit of 0.
+    let after = get(store, all[19]).await.seq;
+    let page = store
+        .job_page(
+            filter(None, 10, None),
+            Some(hinter_core::ListCursor::after(after)),
+        )
+        .await
+        .expect("job_page");
+    assert_eq!(ids(&page.jobs), all[20..].to_vec());
+    assert_eq!(page.next, None);
+    let empty = store
+        .job_page(filter(None, 0, None), None)
+        .await
+        .expect("job_page");
+    assert!(empty.jobs.is_empty() && empty.next.is_none());
+}
+
 /// A listing reads `payload` and `result` only when asked for (they come back `null` and
 /// `None` otherwise); every other field, the error history included, is always there.
 pub async fn list_reads_bodies_only_when_asked(store: Arc<dyn Store>) {

@@ -954,4 +954,51 @@ mod tests {
             Some((PathBuf::from("c.toml"), Named::Flag))
         );
     }
+
+    const DOCS: &str = include_str!("../../../docs/configuration.md");
+
+    /// The example file of docs/configuration.md.
+    fn documented_example() -> &'static str {
+        let marker = "<!-- example: hinter.toml -->\n```toml\n";
+        let start = DOCS.find(marker).expect("the example's marker") + marker.len();
+        let len = DOCS[start..].find("```").expect("the example's end");
+        &DOCS[start..start + len]
+    }
+
+    #[test]
+    fn the_documented_example_loads() {
+        use clap::CommandFactory;
+        let file = ConfigFile::parse(Path::new("example.toml"), documented_example())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut layered =
+            Layered::new(crate::Cli::command(), Some(file)).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = layered.tokens().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["web", "remote-workers"]);
+        let matches = layered
+            .command
+            .try_get_matches_from_mut(["hinter", "worker", "--", "true"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let worker = matches.subcommand_matches("worker").expect("worker");
+        let queues: Vec<&String> = worker
+            .get_many::<String>("queues")
+            .expect("queues")
+            .collect();
+        assert_eq!(queues, ["emails", "reports"]);
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        use clap::CommandFactory;
+        let mut command = crate::Cli::command();
+        command.build();
+        let missing: BTreeSet<String> = settings(&command)
+            .iter()
+            .map(|s| s.key.clone())
+            .filter(|key| !DOCS.contains(&format!("| `{key}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "keys missing from the tables of docs/configuration.md: {missing:?}"
+        );
+    }
 }

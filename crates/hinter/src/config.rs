@@ -315,11 +315,15 @@ impl Layered {
             };
             let owned = std::mem::take(target);
             *target = owned.mut_args(|arg| {
-                if arg.get_id() == id.as_str() {
-                    arg.default_values(raw.clone())
-                } else {
-                    arg
+                if arg.get_id() != id.as_str() {
+                    return arg;
                 }
+                // `--help` shows defaults: not a file's secrets or URLs (which may hold a
+                // password).
+                let hide = key_of(&arg).is_some_and(|key| is_secret_key(&key))
+                    || arg.is_hide_env_values_set()
+                    || raw.iter().any(|v| v.contains("://"));
+                arg.default_values(raw.clone()).hide_default_value(hide)
             });
         }
         Ok(Layered {

@@ -450,6 +450,57 @@ mod tests {
         assert!(stray.is_err_and(|e| e.starts_with("--token is for the HTTP mode")));
     }
 
+    /// The mode `hinter worker ARGV` picks with `toml` as hinter.toml.
+    fn mode_with_file(toml: &str, argv: &[&str]) -> Result<Mode, String> {
+        use clap::{CommandFactory, FromArgMatches};
+        let file = crate::config::ConfigFile::parse(std::path::Path::new("hinter.toml"), toml)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut layered = crate::config::Layered::new(crate::Cli::command(), Some(file))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let argv = ["hinter", "worker"]
+            .iter()
+            .chain(argv)
+            .chain(&["--", "true"]);
+        let matches = layered
+            .command
+            .try_get_matches_from_mut(argv)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sub = matches.subcommand_matches("worker").expect("worker");
+        let args = WorkerArgs::from_arg_matches(sub).unwrap_or_else(|e| panic!("{e}"));
+        let path = ["worker".to_string()];
+        args.mode(sub, |id| layered.file_origin(&path, id))
+    }
+
+    #[test]
+    fn the_mode_follows_the_file() {
+        match mode_with_file("data_dir = \"/srv/d\"\n", &[]) {
+            Ok(Mode::Store(store)) => assert_eq!(store.data_dir, PathBuf::from("/srv/d")),
+            other => panic!("{other:?}"),
+        }
+        // [worker] beats the top level.
+        let file = "data_dir = \"/srv/d\"\n[worker]\nserver = \"http://h:1\"\n";
+        match mode_with_file(file, &[]) {
+            Ok(Mode::Http { server }) => assert_eq!(server, "http://h:1"),
+            other => panic!("{other:?}"),
+        }
+        let file = "server = \"http://h:1\"\n[worker]\ndatabase = \"postgres://db/x\"\n";
+        match mode_with_file(file, &[]) {
+            Ok(Mode::Store(store)) => {
+                assert_eq!(store.database.as_deref(), Some("postgres://db/x"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // A flag beats the file.
+        match mode_with_file("data_dir = \"/srv/d\"\n", &["--server", "http://h:2"]) {
+            Ok(Mode::Http { server }) => assert_eq!(server, "http://h:2"),
+            other => panic!("{other:?}"),
+        }
+        let both = mode_with_file("server = \"http://h:1\"\ndata_dir = \"/srv/d\"\n", &[]);
+        assert!(both.is_err_and(|e| e.contains("at the top level")));
+        let both = mode_with_file("[worker]\nserver = \"http://h:1\"\ndata_dir = \"d\"\n", &[]);
+        assert!(both.is_err_and(|e| e.contains("[worker] section sets both")));
+    }
+
     #[test]
     fn queues_are_bounded_like_a_lease() {
         let mut argv: Vec<String> = Vec::new();

@@ -447,6 +447,15 @@ fn secrets_are_hidden() {
             printed.push_str(&stderr(&output));
         }
     }
+    for help in [
+        &["serve", "--help"][..],
+        &["jobs", "list", "--help"][..],
+        &["worker", "--help"][..],
+    ] {
+        let output = run(&dir, help, &[]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        printed.push_str(&stdout(&output));
+    }
     for secret in secrets {
         assert!(!printed.contains(secret), "{secret} was shown:\n{printed}");
     }

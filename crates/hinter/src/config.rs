@@ -150,8 +150,8 @@ pub fn locate(argv: &[OsString]) -> Option<(PathBuf, Named)> {
         .then(|| (PathBuf::from(DEFAULT_PATH), Named::Default))
 }
 
-/// Checks that clap read the same `--config` as [`locate`] did; they differ only when the
-/// flag's text is the value of another option.
+/// Checks that clap read the same `--config` flag (`parsed`, when given on the command line)
+/// as [`locate`] did; they differ only when the flag's text is the value of another option.
 pub fn check_config_flag(parsed: Option<&Path>, read: Option<&Path>) -> Result<(), ConfigError> {
     match parsed {
         Some(parsed) if Some(parsed) != read => Err(ConfigError(format!(

@@ -95,8 +95,12 @@ fn main() -> ExitCode {
         .try_get_matches_from_mut(&argv)
         .unwrap_or_else(|e| e.exit());
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let config_flag = cli
+        .config
+        .as_deref()
+        .filter(|_| matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine));
     if let Err(e) = config::check_config_flag(
-        cli.config.as_deref(),
+        config_flag,
         config_path.as_ref().map(|(path, _)| path.as_path()),
     ) {
         config_error(e);

@@ -3,6 +3,8 @@
 mod bench;
 mod bench_pg;
 mod client_cmds;
+mod config;
+mod config_cmd;
 mod exec;
 mod serve;
 mod worker_cmd;
@@ -21,6 +23,9 @@ struct Cli {
     /// Log format: `text` for people, `json` for log collectors.
     #[arg(long, env = "HINTER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
     log_format: String,
+    /// Configuration file (docs/configuration.md) [default: ./hinter.toml if it exists]
+    #[arg(long, env = config::CONFIG_ENV, value_name = "PATH", global = true)]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,6 +41,8 @@ enum Command {
     /// Run a command for each job of some queues, leased from a hinter server (--server) or
     /// straight from the store (--database/--data-dir)
     Worker(worker_cmd::WorkerArgs),
+    /// Show the effective configuration (flags, HINTER_* variables, hinter.toml, defaults)
+    Config(config_cmd::ConfigArgs),
     #[command(flatten)]
     Client(client_cmds::ClientCommand),
 }
@@ -68,17 +75,53 @@ fn worker_usage_error(message: String) -> ! {
         .exit()
 }
 
+/// Exits with status 2 (a usage error) for a configuration file that cannot be used.
+fn config_error(error: config::ConfigError) -> ! {
+    eprintln!("error: {error}");
+    std::process::exit(2)
+}
+
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The file's values become clap's defaults, so flags and HINTER_* variables beat them.
+    let config_path = config::locate(&argv);
+    let file = config_path.as_ref().map(|(path, named)| {
+        config::ConfigFile::read(path, *named).unwrap_or_else(|e| config_error(e))
+    });
+    let mut layered =
+        config::Layered::new(Cli::command(), file).unwrap_or_else(|e| config_error(e));
+    let matches = layered
+        .command
+        .try_get_matches_from_mut(&argv)
+        .unwrap_or_else(|e| e.exit());
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    // The worker's mode depends on where its flags came from (command line or environment).
+    let config_flag = cli
+        .config
+        .as_deref()
+        .filter(|_| matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine));
+    if let Err(e) = config::check_config_flag(
+        config_flag,
+        config_path.as_ref().map(|(path, _)| path.as_path()),
+    ) {
+        config_error(e);
+    }
+    // The worker's mode depends on where its flags came from (command line, environment,
+    // the file's [worker] section or its top level).
     let worker_mode = match (&cli.command, matches.subcommand_matches("worker")) {
-        (Command::Worker(args), Some(sub)) => match args.mode(sub) {
-            Ok(mode) => Some(mode),
-            Err(message) => worker_usage_error(message),
-        },
+        (Command::Worker(args), Some(sub)) => {
+            let path = ["worker".to_string()];
+            match args.mode(sub, |id| layered.file_origin(&path, id)) {
+                Ok(mode) => Some(mode),
+                Err(message) => worker_usage_error(message),
+            }
+        }
         _ => None,
     };
+    if let Command::Config(args) = &cli.command {
+        return match &args.command {
+            config_cmd::ConfigCommand::Show(show) => config_cmd::show(show, &layered),
+        };
+    }
     init_logging(&cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -97,6 +140,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => args.migrate().await.map(|(version, place)| {
                 println!("schema version {version}: {place}");
             }),
+            Command::Config(_) => Ok(()),
             Command::Worker(args) => match worker_mode {
                 Some(mode) => worker_cmd::run(args, mode).await,
                 None => Err(anyhow::anyhow!("no worker mode was chosen")),

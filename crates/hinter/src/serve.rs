@@ -391,7 +391,7 @@ pub fn parse_byte_limit(s: &str) -> Result<usize, String> {
     let bytes: usize = s
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
+        .map_err(|_| format!("expected a number of bytes, got {s:?}"))?;
     if bytes < MIN_BODY_LIMIT {
         return Err(format!(
             "{bytes} bytes is too small; the limit must be at least {MIN_BODY_LIMIT} bytes"

@@ -13,6 +13,7 @@
 //! heartbeat answers) or the store. So both behave the same: outcomes, heartbeats, timeouts,
 //! cancellation, and a graceful stop that hands unfinished jobs back uncounted.
 
+use crate::config::FileOrigin;
 use crate::exec::{self, JobCommand};
 use crate::serve::{ClusterArgs, MaintenanceArgs, StoreArgs};
 use anyhow::Context;
@@ -163,6 +164,16 @@ pub struct WorkerArgs {
     pub command: Vec<OsString>,
 }
 
+/// Where a setting that picks the worker's mode was given, highest precedence first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    CommandLine,
+    Env,
+    FileSection,
+    FileTop,
+    Unset,
+}
+
 /// Where a worker takes its jobs from.
 #[derive(Debug, Clone)]
 pub enum Mode {
@@ -187,42 +198,53 @@ const STORE_ONLY: [(&str, &str); 9] = [
 
 impl WorkerArgs {
     /// Picks the mode: `--database`/`--data-dir` mean store mode, `--server` HTTP mode (the
-    /// default); a flag on the command line beats an environment variable. Both modes at
-    /// once from the same kind of source is a usage error, and so is a flag of the other
-    /// mode given on the command line. `matches` are the subcommand's, for where each value
-    /// came from.
-    pub fn mode(&self, matches: &ArgMatches) -> Result<Mode, String> {
+    /// default). The mode is chosen where it is named with the highest precedence: command
+    /// line, environment, the file's `[worker]` section, the file's top level. Both modes at
+    /// one level is a usage error, and so is a flag of the other mode given on the command
+    /// line. `matches` are the subcommand's, for where each value came from; `file_origin`
+    /// tells where in hinter.toml a value that is not a built-in default came from.
+    pub fn mode(
+        &self,
+        matches: &ArgMatches,
+        file_origin: impl Fn(&str) -> Option<FileOrigin>,
+    ) -> Result<Mode, String> {
         // One lease names every queue, so the lease's bound is the worker's. The names
         // themselves are checked by the server (HTTP mode) or the engine (store mode).
         hinter_core::limits::check_lease_queue_count("--queue", &self.queues)
             .map_err(|e| e.to_string())?;
         let source = |id: &str| matches.value_source(id);
         let on_command_line = |id: &str| source(id) == Some(ValueSource::CommandLine);
-        let from_env = |id: &str| source(id) == Some(ValueSource::EnvVariable);
-        let store_cli = on_command_line("database") || on_command_line("data_dir");
-        let store_env = from_env("database") || from_env("data_dir");
-        let server_cli = on_command_line("server");
-        let server_env = from_env("server");
-        let store = match (server_cli, store_cli) {
-            (true, true) => {
-                return Err(
-                    "--server (HTTP mode) cannot be used with --database or --data-dir \
-                     (store mode): choose one"
-                        .to_string(),
-                )
-            }
-            (false, true) => true,
-            (true, false) => false,
-            (false, false) => match (server_env, store_env) {
-                (true, true) => {
-                    return Err("HINTER_SERVER (HTTP mode) and HINTER_DATABASE_URL or \
-                         HINTER_DATA_DIR (store mode) are both set: choose with --server or \
-                         --database/--data-dir"
-                        .to_string())
-                }
-                (_, store_env) => store_env,
+        let level = |id: &str| match source(id) {
+            Some(ValueSource::CommandLine) => Level::CommandLine,
+            Some(ValueSource::EnvVariable) => Level::Env,
+            Some(ValueSource::DefaultValue) => match file_origin(id) {
+                Some(FileOrigin::Section) => Level::FileSection,
+                Some(FileOrigin::TopLevel) => Level::FileTop,
+                None => Level::Unset,
             },
+            _ => Level::Unset,
         };
+        let store_level = level("database").min(level("data_dir"));
+        let server_level = level("server");
+        if store_level == server_level && store_level != Level::Unset {
+            return Err(match store_level {
+                Level::CommandLine => "--server (HTTP mode) cannot be used with --database or \
+                     --data-dir (store mode): choose one"
+                    .to_string(),
+                Level::Env => "HINTER_SERVER (HTTP mode) and HINTER_DATABASE_URL or \
+                     HINTER_DATA_DIR (store mode) are both set: choose with --server or \
+                     --database/--data-dir"
+                    .to_string(),
+                Level::FileSection => "the config file's [worker] section sets both server \
+                     (HTTP mode) and database or data_dir (store mode): keep one"
+                    .to_string(),
+                _ => "the config file sets both server (HTTP mode) and database or data_dir \
+                     (store mode) at the top level: choose one in its [worker] section, or \
+                     with --server or --database/--data-dir"
+                    .to_string(),
+            });
+        }
+        let store = store_level < server_level;
         if store {
             if on_command_line("token") {
                 return Err("--token is for the HTTP mode (--server); in store mode \
@@ -388,7 +410,7 @@ mod tests {
             .try_get_matches_from(std::iter::once("worker").chain(argv.iter().copied()))
             .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         let cli = TestCli::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{e}"));
-        cli.args.mode(&matches)
+        cli.args.mode(&matches, |_| None)
     }
 
     #[test]
@@ -426,6 +448,57 @@ mod tests {
         assert!(stray.is_err_and(|e| e.starts_with("--leader-ttl is for the store mode")));
         let stray = mode_of(&["--data-dir", "/tmp/d", "--token", "t", "--", "true"]);
         assert!(stray.is_err_and(|e| e.starts_with("--token is for the HTTP mode")));
+    }
+
+    /// The mode `hinter worker ARGV` picks with `toml` as hinter.toml.
+    fn mode_with_file(toml: &str, argv: &[&str]) -> Result<Mode, String> {
+        use clap::{CommandFactory, FromArgMatches};
+        let file = crate::config::ConfigFile::parse(std::path::Path::new("hinter.toml"), toml)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut layered = crate::config::Layered::new(crate::Cli::command(), Some(file))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let argv = ["hinter", "worker"]
+            .iter()
+            .chain(argv)
+            .chain(&["--", "true"]);
+        let matches = layered
+            .command
+            .try_get_matches_from_mut(argv)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sub = matches.subcommand_matches("worker").expect("worker");
+        let args = WorkerArgs::from_arg_matches(sub).unwrap_or_else(|e| panic!("{e}"));
+        let path = ["worker".to_string()];
+        args.mode(sub, |id| layered.file_origin(&path, id))
+    }
+
+    #[test]
+    fn the_mode_follows_the_file() {
+        match mode_with_file("data_dir = \"/srv/d\"\n", &[]) {
+            Ok(Mode::Store(store)) => assert_eq!(store.data_dir, PathBuf::from("/srv/d")),
+            other => panic!("{other:?}"),
+        }
+        // [worker] beats the top level.
+        let file = "data_dir = \"/srv/d\"\n[worker]\nserver = \"http://h:1\"\n";
+        match mode_with_file(file, &[]) {
+            Ok(Mode::Http { server }) => assert_eq!(server, "http://h:1"),
+            other => panic!("{other:?}"),
+        }
+        let file = "server = \"http://h:1\"\n[worker]\ndatabase = \"postgres://db/x\"\n";
+        match mode_with_file(file, &[]) {
+            Ok(Mode::Store(store)) => {
+                assert_eq!(store.database.as_deref(), Some("postgres://db/x"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // A flag beats the file.
+        match mode_with_file("data_dir = \"/srv/d\"\n", &["--server", "http://h:2"]) {
+            Ok(Mode::Http { server }) => assert_eq!(server, "http://h:2"),
+            other => panic!("{other:?}"),
+        }
+        let both = mode_with_file("server = \"http://h:1\"\ndata_dir = \"/srv/d\"\n", &[]);
+        assert!(both.is_err_and(|e| e.contains("at the top level")));
+        let both = mode_with_file("[worker]\nserver = \"http://h:1\"\ndata_dir = \"d\"\n", &[]);
+        assert!(both.is_err_and(|e| e.contains("[worker] section sets both")));
     }
 
     #[test]

@@ -512,8 +512,12 @@ async fn enqueue(args: EnqueueArgs) -> CmdResult {
     spec.validate()
         .map_err(|e| Failure::usage(format!("invalid job: {e}")))?;
     if let Some(key) = &args.idempotency_key {
-        hinter_client::check_idempotency_key(key)
-            .map_err(|e| Failure::usage(format!("--idempotency-key: {e}")))?;
+        hinter_client::check_idempotency_key(key).map_err(|_| {
+            Failure::usage(format!(
+                "--idempotency-key {key:?}: must be 1 to {} printable ASCII characters",
+                hinter_client::MAX_IDEMPOTENCY_KEY_CHARS
+            ))
+        })?;
     }
     let client = args.opts.client()?;
     // The client sends the request with the key and sends it again (same key) when the

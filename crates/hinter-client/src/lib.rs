@@ -59,6 +59,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many times an enqueue is sent at most (the first try and its retries), unless
+/// [`Client::with_enqueue_retries`] says otherwise.
+pub const ENQUEUE_ATTEMPTS: u32 = 4;
+/// The wait before an enqueue's first retry; it doubles for each next one (with jitter).
+pub const ENQUEUE_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest `Idempotency-Key` the server accepts.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
 /// A handle on one hinter server. Cheap to clone; clones share connections.
 #[derive(Clone)]
 pub struct Client {
@@ -66,6 +74,8 @@ pub struct Client {
     base: Url,
     token: Option<String>,
     timeout: Duration,
+    enqueue_attempts: u32,
+    enqueue_backoff: Duration,
 }
 
 /// Shows the server, never the token.
@@ -101,7 +111,18 @@ impl Client {
             base,
             token: token.filter(|t| !t.is_empty()),
             timeout: DEFAULT_TIMEOUT,
+            enqueue_attempts: ENQUEUE_ATTEMPTS,
+            enqueue_backoff: ENQUEUE_BACKOFF,
         })
+    }
+
+    /// How enqueues are retried: sent at most `attempts` times in all (at least once), the
+    /// first retry after `first_backoff`, doubling after that (default [`ENQUEUE_ATTEMPTS`],
+    /// [`ENQUEUE_BACKOFF`]). See [`Client::enqueue`].
+    pub fn with_enqueue_retries(mut self, attempts: u32, first_backoff: Duration) -> Self {
+        self.enqueue_attempts = attempts.max(1);
+        self.enqueue_backoff = first_backoff;
+        self
     }
 
     /// How long a request may take beyond the long-poll `wait` it asks for
@@ -120,24 +141,46 @@ impl Client {
 
     /// `POST /api/v1/jobs`. A `unique_key` duplicate answers the first job with
     /// `duplicate: true`.
+    ///
+    /// Safe to retry: the request carries a new random `Idempotency-Key`, and is sent again
+    /// with the same key when the server could not be reached, the connection broke before
+    /// the answer arrived, or the server answered 503 or 408 (see
+    /// [`Client::with_enqueue_retries`]). A retry of a request the server did commit gets
+    /// the first answer, so a lost reply never makes a second job.
     pub async fn enqueue(&self, request: &EnqueueRequest) -> Result<Enqueued, Error> {
-        self.call(
-            Method::POST,
-            self.url(&["api", "v1", "jobs"]),
-            Some(request),
-        )
-        .await
+        self.enqueue_with_key(request, &new_idempotency_key()).await
     }
 
-    /// `POST /api/v1/jobs/batch`: all jobs or none; answers in request order.
+    /// [`Client::enqueue`] with the caller's own `Idempotency-Key` (1 to 255 printable ASCII
+    /// characters): the same key from the same token within the server's retention
+    /// (`--idempotency-ttl`, 24 h by default) answers the first answer again, even across
+    /// processes. The same key with a different request is a 422 `idempotency_key_reused`.
+    pub async fn enqueue_with_key(
+        &self,
+        request: &EnqueueRequest,
+        key: &str,
+    ) -> Result<Enqueued, Error> {
+        self.post_idempotent(self.url(&["api", "v1", "jobs"]), request, key)
+            .await
+    }
+
+    /// `POST /api/v1/jobs/batch`: all jobs or none; answers in request order. Retried as
+    /// [`Client::enqueue`].
     pub async fn enqueue_batch(&self, requests: &[EnqueueRequest]) -> Result<Vec<Enqueued>, Error> {
+        self.enqueue_batch_with_key(requests, &new_idempotency_key())
+            .await
+    }
+
+    /// [`Client::enqueue_batch`] with the caller's own `Idempotency-Key` (see
+    /// [`Client::enqueue_with_key`]).
+    pub async fn enqueue_batch_with_key(
+        &self,
+        requests: &[EnqueueRequest],
+        key: &str,
+    ) -> Result<Vec<Enqueued>, Error> {
         let body = BatchRequest { jobs: requests };
         let answer: BatchAnswer = self
-            .call(
-                Method::POST,
-                self.url(&["api", "v1", "jobs", "batch"]),
-                Some(&body),
-            )
+            .post_idempotent(self.url(&["api", "v1", "jobs", "batch"]), &body, key)
             .await?;
         Ok(answer.jobs)
     }
@@ -455,6 +498,38 @@ impl Client {
         decode(&url, status, &bytes)
     }
 
+    /// POSTs `body` with `Idempotency-Key: key`, sending it again with the same key while
+    /// the failure is one a retry may cure ([`retry_may_help`]) and attempts are left.
+    async fn post_idempotent<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        body: &impl Serialize,
+        key: &str,
+    ) -> Result<T, Error> {
+        check_idempotency_key(key)?;
+        let bytes = encode_body(body)?;
+        let mut attempt = 1;
+        loop {
+            let answer = self
+                .exchange_encoded(
+                    Method::POST,
+                    url.clone(),
+                    Some(bytes.clone()),
+                    Duration::ZERO,
+                    Some(key),
+                )
+                .await
+                .and_then(|(status, body)| decode(&url, status, &body));
+            match answer {
+                Err(e) if attempt < self.enqueue_attempts && retry_may_help(&e) => {
+                    tokio::time::sleep(backoff(self.enqueue_backoff, attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Sends one request and returns the status and body of any answer.
     async fn exchange(
         &self,
@@ -462,6 +537,19 @@ impl Client {
         url: Url,
         body: Option<&impl Serialize>,
         wait: Duration,
+    ) -> Result<(StatusCode, bytes::Bytes), Error> {
+        let bytes = body.map(encode_body).transpose()?;
+        self.exchange_encoded(method, url, bytes, wait, None).await
+    }
+
+    /// [`Client::exchange`] with the body encoded, and an `Idempotency-Key` if given.
+    async fn exchange_encoded(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        wait: Duration,
+        idempotency_key: Option<&str>,
     ) -> Result<(StatusCode, bytes::Bytes), Error> {
         let timeout = self.timeout + wait;
         let mut request = self
@@ -472,10 +560,10 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        if let Some(body) = body {
-            let bytes = serde_json::to_vec(body).map_err(|e| Error::InvalidRequest {
-                message: e.to_string(),
-            })?;
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(bytes) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(bytes);
@@ -506,6 +594,49 @@ impl Client {
             connect_failed: error.is_connect(),
         }
     }
+}
+
+fn encode_body(body: &impl Serialize) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(body).map_err(|e| Error::InvalidRequest {
+        message: e.to_string(),
+    })
+}
+
+/// A fresh `Idempotency-Key`: a random UUID, unique to this request.
+pub fn new_idempotency_key() -> String {
+    Uuid::new_v4().to_string()
+}
+
+/// The server's rule for `Idempotency-Key`s, checked before sending: 1 to 255 printable
+/// ASCII characters; else [`Error::InvalidRequest`].
+pub fn check_idempotency_key(key: &str) -> Result<(), Error> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_CHARS
+        || !key.bytes().all(|b| (0x20..=0x7e).contains(&b))
+    {
+        return Err(Error::InvalidRequest {
+            message: format!(
+                "Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII \
+                 characters"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Failures after which the same request may succeed: no connection, a connection that
+/// broke or stalled before the answer (the request may or may not have been committed: the
+/// key makes the retry safe), or a server that said it changed nothing and is busy or down
+/// (503) or did not get the body in time (408).
+fn retry_may_help(error: &Error) -> bool {
+    matches!(error, Error::Transport { .. }) || matches!(error.status(), Some(503 | 408))
+}
+
+/// The wait before retry number `retry` (1 for the first): `first` doubled per retry, between
+/// half and all of it, so clients cut off together do not come back together.
+fn backoff(first: Duration, retry: u32) -> Duration {
+    let full = first.saturating_mul(1 << retry.saturating_sub(1).min(10));
+    full.mul_f64(rand::random_range(0.5..=1.0))
 }
 
 /// Accepts `http://host:port[/prefix]` or `host:port`.

@@ -301,7 +301,8 @@ impl NewJob {
 }
 
 /// The answer to an insert: the job, and whether it already existed (`unique_key`).
-#[derive(Debug, Clone, PartialEq)]
+/// Serialisable, because an idempotency key keeps it ([`crate::store::IdempotentInsert`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inserted {
     pub job: Job,
     pub duplicate: bool,

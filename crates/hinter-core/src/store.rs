@@ -163,6 +163,73 @@ pub enum WriteOp {
     Release(Vec<Release>),
     /// As [`Store::job_cancel`].
     Cancel(Uuid),
+    /// An insert guarded by an idempotency key: see [`IdempotentInsert`].
+    InsertOnce(IdempotentInsert),
+}
+
+/// An insert that a key makes safe to repeat ([`WriteOp::InsertOnce`]). The first use of
+/// `(scope, key)` inserts the jobs and keeps their answer with the key, in the same
+/// transaction, so an answer lost with its connection can be asked for again. Until
+/// `expires_at`, the same key with the same `fingerprint` answers that kept answer and inserts
+/// nothing; with another fingerprint it answers [`Idempotent::KeyReused`]. A concurrent use of
+/// the key waits for the first one's transaction and then answers as if it came after it.
+/// An expired key counts as unused. Any error undoes the whole unit, key included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotentInsert {
+    /// Whose key it is: keys of different scopes never meet. The server uses a hash of the
+    /// caller's `Authorization` header.
+    pub scope: String,
+    /// The caller's key.
+    pub key: String,
+    /// What the request was (the server: a hash of method, path and canonical body). Only the
+    /// same request gets the kept answer.
+    pub fingerprint: String,
+    /// The key answers until this time (exclusive); [`Store::idempotency_prune`] deletes it
+    /// after.
+    pub expires_at: DateTime<Utc>,
+    pub jobs: Vec<NewJob>,
+}
+
+impl IdempotentInsert {
+    /// Checks that the key and the jobs can be stored ([`check_new_jobs`]); each backend
+    /// calls it first.
+    pub fn check(&self) -> StoreResult<()> {
+        use crate::limits::{check_text, check_time};
+        for (field, value) in [
+            ("idempotency scope", &self.scope),
+            ("idempotency key", &self.key),
+            ("idempotency fingerprint", &self.fingerprint),
+        ] {
+            check_text(field, value).map_err(StoreError::Invalid)?;
+        }
+        check_time("idempotency expires_at", self.expires_at).map_err(StoreError::Invalid)?;
+        check_new_jobs(&self.jobs)
+    }
+}
+
+/// The answer an idempotency key keeps, as stored text (JSON); the same on every backend.
+pub fn encode_kept_answer(answer: &[Inserted]) -> StoreResult<String> {
+    serde_json::to_string(answer)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode an idempotency answer: {e}")))
+}
+
+/// Reads back what [`encode_kept_answer`] wrote.
+pub fn decode_kept_answer(text: &str) -> StoreResult<Vec<Inserted>> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("a kept idempotency answer: {e}")))
+}
+
+/// The answer to a [`WriteOp::InsertOnce`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Idempotent {
+    /// The key was unused: the jobs were inserted (as by [`WriteOp::Insert`]) and this answer
+    /// kept with the key.
+    Inserted(Vec<Inserted>),
+    /// The key was used for the same request: its kept answer (the jobs as they were then,
+    /// `seq` not kept). Nothing was inserted.
+    Replayed(Vec<Inserted>),
+    /// The key was used for a different request. Nothing was inserted.
+    KeyReused,
 }
 
 /// What one write of a unit of work did, in the order of the writes.
@@ -174,6 +241,7 @@ pub enum WriteResult {
     /// How many jobs were handed back.
     Released(usize),
     Cancelled(Box<Job>),
+    InsertedOnce(Idempotent),
 }
 
 /// Why a running job is due for rescue.
@@ -495,6 +563,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes event log entries from before `before` among the oldest `limit` (so the work
     /// is bounded however long the log is), never the newest entry; returns how many.
     async fn events_prune(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64>;
+
+    /// Deletes up to `limit` idempotency keys ([`WriteOp::InsertOnce`]) whose `expires_at`
+    /// is at or before `now`, earliest first; returns how many.
+    async fn idempotency_prune(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<u64>;
 
     /// Events about changes, for long-polls and idle workers.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;

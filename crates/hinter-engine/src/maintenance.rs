@@ -1,5 +1,6 @@
 //! Keeping the store healthy: rescue of expired leases and timed-out jobs, promotion of due
-//! scheduled jobs (so idle workers wake on time), and retention pruning.
+//! scheduled jobs (so idle workers wake on time), and retention pruning (finished jobs, the
+//! event log, expired idempotency keys).
 //!
 //! Every step is safe to run in several processes at once: rescues are fenced by lease
 //! tokens, promotion and pruning are idempotent. (With PostgreSQL only the elected leader
@@ -255,6 +256,40 @@ async fn prune_events(store: &dyn Store, before: DateTime<Utc>, shutdown: &Cance
     }
 }
 
+/// Idempotency keys per pruning statement; each holds an answer, so fewer than events.
+const KEY_PRUNE_BATCH: u32 = 1_000;
+/// Most batches per pruning round: a hundred thousand keys a minute.
+const KEY_PRUNE_ROUNDS: u32 = 100;
+
+/// Deletes idempotency keys expired at `now`, batch after batch while batches come back full.
+async fn prune_idempotency_keys(
+    store: &dyn Store,
+    now: DateTime<Utc>,
+    shutdown: &CancellationToken,
+) {
+    let mut total = 0u64;
+    for _ in 0..KEY_PRUNE_ROUNDS {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        match store.idempotency_prune(now, KEY_PRUNE_BATCH).await {
+            Ok(n) => {
+                total += n;
+                if n < u64::from(KEY_PRUNE_BATCH) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning idempotency keys failed");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(pruned = total, "pruned expired idempotency keys");
+    }
+}
+
 async fn pruner(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -283,6 +318,7 @@ async fn pruner(
         }
         if leader.is_leader() {
             prune_events(&*store, now - age(options.retention.events), &shutdown).await;
+            prune_idempotency_keys(&*store, now, &shutdown).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(options.prune_interval) => {}

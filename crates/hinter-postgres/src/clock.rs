@@ -83,6 +83,10 @@ impl DbClock {
             .into_iter()
             .map(|write| match write {
                 WriteOp::Fail(failures) => WriteOp::Fail(self.failures(failures)),
+                WriteOp::InsertOnce(mut request) => {
+                    request.expires_at = self.at(request.expires_at);
+                    WriteOp::InsertOnce(request)
+                }
                 other => other,
             })
             .collect()

@@ -68,6 +68,7 @@ mod cluster;
 mod connect;
 mod enqueue;
 pub mod events;
+mod idempotency;
 mod log;
 mod migrate;
 mod ops;
@@ -96,6 +97,7 @@ use tokio_postgres::{IsolationLevel, NoTls};
 use uuid::Uuid;
 
 pub use enqueue::enqueue_in;
+pub use migrate::versions as schema_versions;
 pub use migrate::LATEST_VERSION as SCHEMA_VERSION;
 /// The `tokio-postgres` this crate is built with: [`enqueue_in`] takes its transactions.
 pub use tokio_postgres;
@@ -691,6 +693,15 @@ impl Store for PostgresStore {
         }
         .await
         .map_err(ops::Error::into_store)
+    }
+
+    async fn idempotency_prune(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let now = self.inner.clock.at(now);
+        self.read(async |c| idempotency::prune(c, now, limit).await)
+            .await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

@@ -13,7 +13,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_runs.sql")),
     (5, include_str!("migrations/0005_process_machine.sql")),
     (6, include_str!("migrations/0006_events.sql")),
+    (8, include_str!("migrations/0008_idempotency.sql")),
 ];
+
+/// Every schema version, in order (not contiguous while branches take numbers apart).
+pub fn versions() -> Vec<i64> {
+    MIGRATIONS.iter().map(|(v, _)| *v).collect()
+}
 
 /// The schema version this build writes.
 pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

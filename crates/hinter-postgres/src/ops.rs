@@ -304,12 +304,16 @@ impl Conn for tokio_postgres::Transaction<'_> {
     }
 }
 
-async fn query<C: Conn>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+pub(crate) async fn query<C: Conn>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>> {
     let stmt = c.prepare_cached(sql).await?;
     Ok(c.query(&stmt, params).await?)
 }
 
-async fn query_opt<C: Conn>(
+pub(crate) async fn query_opt<C: Conn>(
     c: &C,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -318,7 +322,11 @@ async fn query_opt<C: Conn>(
     Ok(c.query_opt(&stmt, params).await?)
 }
 
-async fn execute<C: Conn>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+pub(crate) async fn execute<C: Conn>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64> {
     let stmt = c.prepare_cached(sql).await?;
     Ok(c.execute(&stmt, params).await?)
 }

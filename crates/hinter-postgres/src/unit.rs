@@ -38,6 +38,9 @@ pub async fn write_unit<C: Conn>(
             WriteOp::Cancel(id) => {
                 WriteResult::Cancelled(Box::new(ops::job_cancel(c, *id, now, events).await?))
             }
+            WriteOp::InsertOnce(request) => WriteResult::InsertedOnce(
+                crate::idempotency::insert_once(c, request, now, events).await?,
+            ),
         });
     }
     Ok(results)

@@ -5,8 +5,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hinter_core::store::{Include, JobFilter, StoreEvent};
-use hinter_core::{Job, JobSpec, JobState, ListCursor, NewJob};
+use chrono::{DateTime, Utc};
+use hinter_core::store::{
+    Idempotent, IdempotentInsert, Include, JobFilter, StoreEvent, WriteOp, WriteResult,
+};
+use hinter_core::{Inserted, Job, JobSpec, JobState, ListCursor, NewJob};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -14,9 +17,9 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{
-    name_filter, non_empty, parse_json, parse_limit, parse_query, parse_wait, read_body, JobBody,
-    JobId,
+    name_filter, non_empty, parse_json, parse_limit, parse_query, parse_wait, read_body, JobId,
 };
+use crate::idempotency;
 use crate::wire::{BatchRequest, BatchResponse, Enqueued, GetJobQuery, JobList, ListQuery};
 use crate::AppState;
 
@@ -29,17 +32,20 @@ pub const MAX_LIST_LIMIT: u32 = 1000;
 /// stores whose events do not cross processes.
 const WAIT_RECHECK: Duration = Duration::from_secs(1);
 
-/// `POST /api/v1/jobs`.
+/// `POST /api/v1/jobs`. With an `Idempotency-Key`, see [`insert_jobs`].
 pub async fn enqueue(
     State(state): State<AppState>,
-    JobBody(spec): JobBody<JobSpec>,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<Response> {
+    let config = &state.config;
+    let bytes = read_body(&headers, body, config.max_job_bytes, config.body_timeout).await?;
+    let spec: JobSpec = parse_json(&bytes, None)?;
     let now = state.clock.now();
     let new_job = state.definitions.resolve(spec, now)?;
-    let inserted = state
-        .store
-        .job_insert_many(vec![new_job], now)
-        .await?
+    let (inserted, replayed) =
+        insert_jobs(&state, &headers, ENQUEUE_PATH, &bytes, vec![new_job], now).await?;
+    let inserted = inserted
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::unavailable("the store answered an insert with no job"))?;
@@ -47,19 +53,23 @@ pub async fn enqueue(
         duplicate: inserted.duplicate,
         job: inserted.job,
     };
-    if body.duplicate {
-        return Ok((StatusCode::OK, Json(body)).into_response());
-    }
-    let location = format!("/api/v1/jobs/{}", body.job.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(body),
-    )
-        .into_response())
+    let mut response = if body.duplicate {
+        (StatusCode::OK, Json(body)).into_response()
+    } else {
+        let location = format!("/api/v1/jobs/{}", body.job.id);
+        (
+            StatusCode::CREATED,
+            [(header::LOCATION, location)],
+            Json(body),
+        )
+            .into_response()
+    };
+    mark_replayed(&mut response, replayed);
+    Ok(response)
 }
 
-/// `POST /api/v1/jobs/batch`: every item is checked before anything is inserted.
+/// `POST /api/v1/jobs/batch`: every item is checked before anything is inserted. With an
+/// `Idempotency-Key`, see [`insert_jobs`].
 pub async fn enqueue_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -91,7 +101,8 @@ pub async fn enqueue_batch(
             .map_err(|e| e.within(&prefix))?;
         new_jobs.push(new_job);
     }
-    let inserted = state.store.job_insert_many(new_jobs, now).await?;
+    let (inserted, replayed) =
+        insert_jobs(&state, &headers, BATCH_PATH, &bytes, new_jobs, now).await?;
     let jobs = inserted
         .into_iter()
         .map(|i| Enqueued {
@@ -99,7 +110,72 @@ pub async fn enqueue_batch(
             job: i.job,
         })
         .collect();
-    Ok((StatusCode::CREATED, Json(BatchResponse { jobs })).into_response())
+    let mut response = (StatusCode::CREATED, Json(BatchResponse { jobs })).into_response();
+    mark_replayed(&mut response, replayed);
+    Ok(response)
+}
+
+const ENQUEUE_PATH: &str = "/api/v1/jobs";
+const BATCH_PATH: &str = "/api/v1/jobs/batch";
+
+/// Inserts `jobs`; answers them and whether the answer is a kept one. With an
+/// `Idempotency-Key`, the key is kept with the answer in the insert's transaction, for
+/// [`crate::ServerConfig::idempotency_ttl`]; the same request (same caller, route and
+/// canonical body, see [`idempotency`]) with the key again gets that answer and inserts
+/// nothing, and a different one is 422 `idempotency_key_reused`. A concurrent request with
+/// the key waits in the store for the first one and then gets its answer.
+async fn insert_jobs(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    body: &[u8],
+    jobs: Vec<NewJob>,
+    now: DateTime<Utc>,
+) -> ApiResult<(Vec<Inserted>, bool)> {
+    let Some(key) = idempotency::key(headers)? else {
+        return Ok((state.store.job_insert_many(jobs, now).await?, false));
+    };
+    let ttl = state.config.idempotency_ttl;
+    let expires_at = chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .ok_or_else(|| {
+            ApiError::unavailable("the server's idempotency key retention is out of range")
+        })?;
+    let request = IdempotentInsert {
+        scope: idempotency::scope(headers),
+        key,
+        fingerprint: idempotency::fingerprint("POST", path, body)?,
+        expires_at,
+        jobs,
+    };
+    let answer = state
+        .store
+        .write_unit(vec![WriteOp::InsertOnce(request)], now)
+        .await?;
+    match answer.into_iter().next() {
+        Some(WriteResult::InsertedOnce(Idempotent::Inserted(inserted))) => Ok((inserted, false)),
+        Some(WriteResult::InsertedOnce(Idempotent::Replayed(inserted))) => Ok((inserted, true)),
+        Some(WriteResult::InsertedOnce(Idempotent::KeyReused)) => {
+            Err(ApiError::idempotency_key_reused(format!(
+                "Idempotency-Key: this key was used for a different request (another route or \
+                 body) within the last {}; send a new key with a new request",
+                hinter_core::format_duration(ttl)
+            )))
+        }
+        _ => Err(ApiError::unavailable(
+            "the store answered an insert with no result",
+        )),
+    }
+}
+
+fn mark_replayed(response: &mut Response, replayed: bool) {
+    if replayed {
+        response.headers_mut().insert(
+            idempotency::REPLAYED,
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
 }
 
 /// `GET /api/v1/jobs/{id}[?wait=30s]`.

@@ -16,6 +16,7 @@ pub mod error;
 mod events;
 mod extract;
 mod health;
+pub mod idempotency;
 mod jobs;
 pub mod listen;
 mod queues;
@@ -45,6 +46,8 @@ pub struct ServerConfig {
     /// A page of `GET /api/v1/jobs` ends early once its jobs hold this many bytes of
     /// payload, result and error history (always at least one job).
     pub list_max_bytes: u64,
+    /// How long an `Idempotency-Key` of an enqueue answers its first answer again.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +60,7 @@ impl Default for ServerConfig {
             process_dead_after: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
             list_max_bytes: 8 * 1024 * 1024,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! [`Durability::Full`] (the default) every commit is fsynced before anyone is answered.
 
 mod cluster;
+mod idempotency;
 mod log;
 mod migrate;
 mod ops;
@@ -494,6 +495,9 @@ impl Store for SqliteStore {
                     WriteOp::Cancel(id) => {
                         WriteResult::Cancelled(Box::new(ops::job_cancel(c, id, now, ev)?))
                     }
+                    WriteOp::InsertOnce(request) => {
+                        WriteResult::InsertedOnce(idempotency::insert_once(c, request, now, ev)?)
+                    }
                 });
             }
             Ok(results)
@@ -593,6 +597,11 @@ impl Store for SqliteStore {
 
     async fn events_prune(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
         self.write(move |c, _| log::prune(c, before, limit)).await
+    }
+
+    async fn idempotency_prune(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        self.write(move |c, _| idempotency::prune(c, now, limit))
+            .await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

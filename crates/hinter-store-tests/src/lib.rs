@@ -26,6 +26,7 @@ mod cluster;
 mod concurrency;
 mod events;
 mod finish;
+mod idempotency;
 mod insert;
 mod lease;
 mod limits;
@@ -40,6 +41,7 @@ pub use cluster::*;
 pub use concurrency::*;
 pub use events::*;
 pub use finish::*;
+pub use idempotency::*;
 pub use insert::*;
 pub use lease::*;
 pub use limits::*;
@@ -211,6 +213,13 @@ macro_rules! conformance_suite {
             log_unit_of_work_logs_with_its_writes,
             log_prune_oldest_first_and_ids_not_reused,
             log_hint_follows_the_commit,
+            // idempotency keys
+            idempotency_same_key_inserts_once_and_replays,
+            idempotency_batch_answer_is_kept_whole,
+            idempotency_other_request_with_the_key_is_refused,
+            idempotency_keys_expire_and_are_pruned,
+            idempotency_key_is_atomic_with_the_insert,
+            idempotency_concurrent_uses_insert_once,
         );
     };
 }

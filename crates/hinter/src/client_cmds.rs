@@ -210,6 +210,12 @@ pub struct EnqueueArgs {
     #[arg(long, value_name = "DURATION", value_parser = duration_arg, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
 
+    /// Idempotency-Key of the request (1-255 printable ASCII characters; default: a new
+    /// random one). Running the command again with the same key (and token) within the
+    /// server's --idempotency-ttl answers the first job instead of enqueueing another
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+
     /// Wait for the job to finish, showing progress on stderr; print its result and exit 0
     /// only if it succeeded
     #[arg(long)]
@@ -505,9 +511,23 @@ async fn enqueue(args: EnqueueArgs) -> CmdResult {
     // The server checks the same; checking here too gives the answer without a round trip.
     spec.validate()
         .map_err(|e| Failure::usage(format!("invalid job: {e}")))?;
+    if let Some(key) = &args.idempotency_key {
+        hinter_client::check_idempotency_key(key).map_err(|_| {
+            Failure::usage(format!(
+                "--idempotency-key {key:?}: must be 1 to {} printable ASCII characters",
+                hinter_client::MAX_IDEMPOTENCY_KEY_CHARS
+            ))
+        })?;
+    }
     let client = args.opts.client()?;
+    // The client sends the request with the key and sends it again (same key) when the
+    // connection fails or breaks before the answer, so a lost reply makes no second job.
+    let key = args
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(hinter_client::new_idempotency_key);
     let answer = client
-        .enqueue(&EnqueueRequest::from(spec))
+        .enqueue_with_key(&EnqueueRequest::from(spec), &key)
         .await
         .map_err(|e| match e {
             // The job exists; enqueueing it again would make a second one.

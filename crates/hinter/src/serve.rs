@@ -166,6 +166,10 @@ pub struct ServeArgs {
     /// Largest batch enqueue body, in bytes.
     #[arg(long, env = "HINTER_MAX_BATCH_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = parse_byte_limit)]
     pub max_batch_bytes: usize,
+    /// How long an enqueue's Idempotency-Key answers a retry with the first answer
+    /// (1s to 3650d).
+    #[arg(long, env = "HINTER_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_idempotency_ttl)]
+    pub idempotency_ttl: Duration,
     #[command(flatten)]
     pub connections: ConnectionArgs,
     #[command(flatten)]
@@ -368,6 +372,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     hinter_core::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// `--idempotency-ttl`: a key must outlive a client's retries, and its expiry be storable.
+fn parse_idempotency_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(s)?;
+    let max = hinter_core::limits::MAX_DURATION;
+    if ttl < Duration::from_secs(1) || ttl > max {
+        return Err(format!(
+            "must be from 1s to {}",
+            hinter_core::format_duration(max)
+        ));
+    }
+    Ok(ttl)
+}
+
 /// Shortest interval of a periodic task: shorter would make it a busy loop.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -463,6 +480,7 @@ pub async fn serve_on(
             max_batch_bytes: args.max_batch_bytes,
             process_dead_after: args.cluster.dead_after,
             body_timeout: args.connections.body_timeout,
+            idempotency_ttl: args.idempotency_ttl,
             ..ServerConfig::default()
         }),
         ready: ready.clone(),

@@ -344,9 +344,11 @@ impl Drop for GaugeGuard {
 
 /// A store that delegates to another but can hold back the answer to one lease that took
 /// jobs: the lease is committed, its answer not yet delivered, as with a slow commit. Lets a
-/// test act (shut down) at exactly that moment.
+/// test act (shut down) at exactly that moment. Also counts the idempotency keys pruned
+/// through it, so a test sees when maintenance pruned.
 pub struct HeldLease {
     inner: Arc<dyn Backend>,
+    keys_pruned: std::sync::atomic::AtomicU64,
     armed: AtomicBool,
     committed: tokio::sync::Notify,
     open: tokio::sync::Notify,
@@ -357,6 +359,7 @@ impl HeldLease {
     pub fn new(inner: Arc<dyn Backend>) -> Self {
         Self {
             inner,
+            keys_pruned: std::sync::atomic::AtomicU64::new(0),
             armed: AtomicBool::new(false),
             committed: tokio::sync::Notify::new(),
             open: tokio::sync::Notify::new(),
@@ -377,6 +380,11 @@ impl HeldLease {
     /// Lets the held answer go to the caller (if it still waits for it).
     pub fn open(&self) {
         self.open.notify_one();
+    }
+
+    /// How many idempotency keys were pruned through this store.
+    pub fn keys_pruned(&self) -> u64 {
+        self.keys_pruned.load(Ordering::SeqCst)
     }
 
     /// True once the caller dropped the held lease call without its answer.
@@ -525,6 +533,16 @@ impl Store for HeldLease {
         limit: u32,
     ) -> StoreResult<u64> {
         self.inner.events_prune(before, limit).await
+    }
+
+    async fn idempotency_prune(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let pruned = self.inner.idempotency_prune(now, limit).await?;
+        self.keys_pruned.fetch_add(pruned, Ordering::SeqCst);
+        Ok(pruned)
     }
 
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent> {

@@ -610,7 +610,60 @@ async fn pruning_deletes_event_log_entries_past_their_retention(kind: Kind) {
     }
 }
 
+/// Expired idempotency keys are pruned by maintenance; live ones stay.
+async fn pruning_deletes_expired_idempotency_keys(kind: Kind) {
+    use hinter_core::store::{Idempotent, IdempotentInsert, WriteOp, WriteResult};
+    let (_data, store) = open_store(kind).await;
+    let now = Utc::now();
+    let use_key = |key: &str, expires_at| {
+        WriteOp::InsertOnce(IdempotentInsert {
+            scope: "s".into(),
+            key: key.into(),
+            fingerprint: "f".into(),
+            expires_at,
+            jobs: vec![NewJob::new("kept", json!(null))],
+        })
+    };
+    store
+        .write_unit(
+            vec![
+                use_key("expired", now - ms(1)),
+                use_key("live", now + chrono::Duration::hours(1)),
+            ],
+            now - ms(2),
+        )
+        .await
+        .expect("write_unit");
+    let observed = Arc::new(HeldLease::new(store.clone()));
+    let maintenance = Maintenance::start(
+        observed.clone(),
+        Arc::new(SystemClock),
+        fast_maintenance(),
+        hinter_engine::Leader::always(),
+    );
+    let pruned = async {
+        while observed.keys_pruned() < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    within("pruning the expired key", SOON, pruned).await;
+    within("maintenance shutdown", SOON, maintenance.shutdown()).await;
+    assert_eq!(observed.keys_pruned(), 1, "only the expired key");
+    let again = store
+        .write_unit(vec![use_key("live", now + chrono::Duration::hours(2))], now)
+        .await
+        .expect("write_unit");
+    assert!(
+        matches!(
+            &again[..],
+            [WriteResult::InsertedOnce(Idempotent::Replayed(_))]
+        ),
+        "the live key is kept: {again:?}"
+    );
+}
+
 on_both_backends!(
+    pruning_deletes_expired_idempotency_keys,
     rescue_once_returns_a_job_with_an_expired_lease_to_the_queue,
     job_that_keeps_losing_its_worker_ends_dead_as_poison,
     rescue_once_fails_a_job_past_its_timeout_with_backoff,

@@ -11,6 +11,7 @@ mod harness;
 mod dead;
 mod enqueue;
 mod fake;
+mod idempotency;
 mod jobs;
 mod queues;
 mod server_url;

@@ -10,11 +10,13 @@
 //! * [`wait_until`] / [`wait_for`] poll a condition with a deadline; tests never sleep to
 //!   synchronize.
 //! * [`pg`]: the PostgreSQL test database and a fresh schema per test.
+//! * [`lossy_proxy::LossyProxy`]: a loopback TCP proxy that loses replies.
 //!
 //! Every binary compiles this module on its own and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
 mod http;
+pub mod lossy_proxy;
 pub mod pg;
 mod process;
 

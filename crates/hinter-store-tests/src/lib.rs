@@ -22,6 +22,7 @@
 //! `now` forward explicitly. Times are whole milliseconds, so backends must keep at least
 //! millisecond precision for times and durations.
 
+mod access;
 mod cluster;
 mod concurrency;
 mod events;
@@ -36,6 +37,7 @@ mod runs;
 mod support;
 mod unique;
 
+pub use access::*;
 pub use cluster::*;
 pub use concurrency::*;
 pub use events::*;
@@ -210,6 +212,11 @@ macro_rules! conformance_suite {
             log_unit_of_work_logs_with_its_writes,
             log_prune_oldest_first_and_ids_not_reused,
             log_hint_follows_the_commit,
+            // tokens and the audit record
+            tokens_create_list_revoke,
+            tokens_refuse_duplicates_unknown_names_and_bad_input,
+            audit_is_written_with_its_action,
+            audit_pages_newest_first,
         );
     };
 }

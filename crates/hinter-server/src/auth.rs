@@ -30,6 +30,11 @@ use crate::error::{ApiError, ApiResult};
 /// token is refused at most this long (plus one store read) after the revocation committed.
 pub const REFRESH: Duration = Duration::from_secs(1);
 
+/// A token not in the cache makes the cache be read again if it is at least this old, so a
+/// token just made works at once, while a flood of bad tokens costs at most one store read
+/// per this interval.
+pub const MISS_REFRESH: Duration = Duration::from_millis(100);
+
 /// How the API authenticates. Part of [`crate::ServerConfig`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthConfig {
@@ -209,23 +214,23 @@ impl Authenticator {
         }
     }
 
-    fn fresh(&self) -> Option<Arc<Vec<Known>>> {
+    fn fresh(&self, max_age: Duration) -> Option<Arc<Vec<Known>>> {
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         cache
             .as_ref()
-            .filter(|s| s.loaded.elapsed() < REFRESH)
+            .filter(|s| s.loaded.elapsed() < max_age)
             .map(|s| s.tokens.clone())
     }
 
-    /// The known tokens, read again from the store when the cache is older than
-    /// [`REFRESH`]. A store that cannot be read fails the request (503): a stale list could
-    /// let a revoked token in.
-    async fn tokens(&self) -> ApiResult<Arc<Vec<Known>>> {
-        if let Some(tokens) = self.fresh() {
+    /// The known tokens, read again from the store when the cache is older than `max_age`.
+    /// A store that cannot be read fails the request (503): a stale list could let a revoked
+    /// token in.
+    async fn tokens(&self, max_age: Duration) -> ApiResult<Arc<Vec<Known>>> {
+        if let Some(tokens) = self.fresh(max_age) {
             return Ok(tokens);
         }
         let _reloading = self.reload.lock().await;
-        if let Some(tokens) = self.fresh() {
+        if let Some(tokens) = self.fresh(max_age) {
             return Ok(tokens);
         }
         let loaded = Instant::now();
@@ -259,33 +264,29 @@ impl Authenticator {
     }
 
     /// The caller of a request that needs `scope`: 401 without a valid token, 403 without
-    /// the scope. With no token known and none required, everyone may call.
+    /// the scope. While no token exists and none is required, a request without a token may
+    /// call (as [`ACTOR_NO_AUTH`]); a token that is sent is always checked, so a revoked one
+    /// is refused even once no token is left.
     pub async fn authenticate(&self, headers: &HeaderMap, scope: Scope) -> ApiResult<Caller> {
-        let tokens = self.tokens().await?;
-        if tokens.is_empty() && !self.config.require_tokens {
+        let tokens = self.tokens(REFRESH).await?;
+        if tokens.is_empty()
+            && !self.config.require_tokens
+            && !headers.contains_key(header::AUTHORIZATION)
+        {
             return Ok(Caller::no_auth());
         }
-        let secret = bearer(headers)?;
-        let hash = hash_secret(secret);
-        // Every known hash is compared, in constant time, so the answer's timing says
-        // nothing about how close a guess came or which token matched.
-        let mut found: Option<&Known> = None;
-        for known in tokens.iter() {
-            if bool::from(known.hash.as_bytes().ct_eq(hash.as_bytes())) {
-                found = Some(known);
-            }
-        }
-        let Some(known) = found else {
-            return Err(ApiError::unauthorized(
-                "the bearer token is not valid: unknown or revoked",
-            ));
+        let hash = hash_secret(bearer(headers)?);
+        let known = match find(&tokens, &hash) {
+            Some(known) => known,
+            None => find(&self.tokens(MISS_REFRESH).await?, &hash).ok_or_else(|| {
+                ApiError::unauthorized("the bearer token is not valid: unknown or revoked")
+            })?,
         };
-        let caller = &known.caller;
-        if !caller.scopes.iter().any(|held| held.covers(scope)) {
+        if !known.scopes.iter().any(|held| held.covers(scope)) {
             return Err(ApiError::forbidden(format!(
                 "token {:?} lacks the {scope} scope this route needs; it has {}",
-                caller.name,
-                caller
+                known.name,
+                known
                     .scopes
                     .iter()
                     .map(|s| s.as_str())
@@ -293,8 +294,20 @@ impl Authenticator {
                     .join(", ")
             )));
         }
-        Ok(caller.clone())
+        Ok(known)
     }
+}
+
+/// The caller whose token hashes to `hash`. Every known hash is compared, in constant time,
+/// so the answer's timing says nothing about how close a guess came or which token matched.
+fn find(tokens: &[Known], hash: &str) -> Option<Caller> {
+    let mut found = None;
+    for known in tokens {
+        if bool::from(known.hash.as_bytes().ct_eq(hash.as_bytes())) {
+            found = Some(known.caller.clone());
+        }
+    }
+    found
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header.

@@ -30,11 +30,6 @@ use crate::error::{ApiError, ApiResult};
 /// token is refused at most this long (plus one store read) after the revocation committed.
 pub const REFRESH: Duration = Duration::from_secs(1);
 
-/// A token not in the cache makes the cache be read again if it is at least this old, so a
-/// token just made works at once, while a flood of bad tokens costs at most one store read
-/// per this interval.
-pub const MISS_REFRESH: Duration = Duration::from_millis(100);
-
 /// How the API authenticates. Part of [`crate::ServerConfig`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthConfig {
@@ -214,23 +209,24 @@ impl Authenticator {
         }
     }
 
-    fn fresh(&self, max_age: Duration) -> Option<Arc<Vec<Known>>> {
+    /// The cached tokens, if their read started at `since` or later.
+    fn cached(&self, since: Instant) -> Option<Arc<Vec<Known>>> {
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         cache
             .as_ref()
-            .filter(|s| s.loaded.elapsed() < max_age)
+            .filter(|s| s.loaded >= since)
             .map(|s| s.tokens.clone())
     }
 
-    /// The known tokens, read again from the store when the cache is older than `max_age`.
-    /// A store that cannot be read fails the request (503): a stale list could let a revoked
-    /// token in.
-    async fn tokens(&self, max_age: Duration) -> ApiResult<Arc<Vec<Known>>> {
-        if let Some(tokens) = self.fresh(max_age) {
+    /// The known tokens, read from the store at `since` or later: the cache, or a new read
+    /// (one at a time; callers waiting for it use its result). A store that cannot be read
+    /// fails the request (503): a stale list could let a revoked token in.
+    async fn tokens(&self, since: Instant) -> ApiResult<Arc<Vec<Known>>> {
+        if let Some(tokens) = self.cached(since) {
             return Ok(tokens);
         }
         let _reloading = self.reload.lock().await;
-        if let Some(tokens) = self.fresh(max_age) {
+        if let Some(tokens) = self.cached(since) {
             return Ok(tokens);
         }
         let loaded = Instant::now();
@@ -267,8 +263,15 @@ impl Authenticator {
     /// the scope. While no token exists and none is required, a request without a token may
     /// call (as [`ACTOR_NO_AUTH`]); a token that is sent is always checked, so a revoked one
     /// is refused even once no token is left.
+    ///
+    /// A token not in the cache makes the cache be read again unless that read started
+    /// after the request arrived, so a token works as soon as `hinter tokens create` has
+    /// answered. Unknown tokens therefore cost at most one store read at a time.
     pub async fn authenticate(&self, headers: &HeaderMap, scope: Scope) -> ApiResult<Caller> {
-        let tokens = self.tokens(REFRESH).await?;
+        let arrived = Instant::now();
+        let tokens = self
+            .tokens(arrived.checked_sub(REFRESH).unwrap_or(arrived))
+            .await?;
         if tokens.is_empty()
             && !self.config.require_tokens
             && !headers.contains_key(header::AUTHORIZATION)
@@ -278,7 +281,7 @@ impl Authenticator {
         let hash = hash_secret(bearer(headers)?);
         let known = match find(&tokens, &hash) {
             Some(known) => known,
-            None => find(&self.tokens(MISS_REFRESH).await?, &hash).ok_or_else(|| {
+            None => find(&self.tokens(arrived).await?, &hash).ok_or_else(|| {
                 ApiError::unauthorized("the bearer token is not valid: unknown or revoked")
             })?,
         };

@@ -5,6 +5,7 @@ mod bench_pg;
 mod client_cmds;
 mod exec;
 mod serve;
+mod tokens;
 mod worker_cmd;
 mod worker_store;
 
@@ -36,6 +37,8 @@ enum Command {
     /// Run a command for each job of some queues, leased from a hinter server (--server) or
     /// straight from the store (--database/--data-dir)
     Worker(worker_cmd::WorkerArgs),
+    /// Create, list and revoke API tokens, straight on the store (--data-dir/--database)
+    Tokens(tokens::TokensArgs),
     #[command(flatten)]
     Client(client_cmds::ClientCommand),
 }
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
                 Some(mode) => worker_cmd::run(args, mode).await,
                 None => Err(anyhow::anyhow!("no worker mode was chosen")),
             },
+            Command::Tokens(args) => return tokens::run(args).await,
             // Client commands print their own errors and choose their exit code.
             Command::Client(cmd) => {
                 return client_cmds::run(cmd).await.unwrap_or(ExitCode::FAILURE)

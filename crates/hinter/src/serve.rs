@@ -57,6 +57,17 @@ impl StoreArgs {
         }
     }
 
+    /// The flags that name this store again, for commands in messages (password hidden).
+    pub fn flags(&self) -> String {
+        match &self.database {
+            Some(url) if self.schema != hinter_postgres::DEFAULT_SCHEMA => {
+                format!("--database '{}' --schema {}", redact(url), self.schema)
+            }
+            Some(url) => format!("--database '{}'", redact(url)),
+            None => format!("--data-dir {}", self.data_dir.display()),
+        }
+    }
+
     /// The store in a log line: the data dir, or the database (password hidden) and schema.
     pub fn describe(&self) -> String {
         match &self.database {
@@ -163,6 +174,11 @@ pub struct ServeArgs {
     /// Largest batch enqueue body, in bytes.
     #[arg(long, env = "HINTER_MAX_BATCH_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = parse_byte_limit)]
     pub max_batch_bytes: usize,
+    /// Serve without API tokens on an address beyond loopback (for a gateway in front that
+    /// authenticates requests). Without it, such a listen address needs a token
+    /// (`hinter tokens create`).
+    #[arg(long, env = "HINTER_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
     #[command(flatten)]
     pub connections: ConnectionArgs,
     #[command(flatten)]
@@ -391,6 +407,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let backend = args.store.open().await?;
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    let auth = safe_listening(&args, local, backend.as_ref()).await?;
     let clock = args.store.clock();
     let now = clock.now();
     let process = ProcessInfo {
@@ -417,6 +437,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_batch_bytes: args.max_batch_bytes,
             process_dead_after: args.cluster.dead_after,
             body_timeout: args.connections.body_timeout,
+            auth,
             ..ServerConfig::default()
         }),
         ready: ready.clone(),
@@ -427,9 +448,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.maintenance.options(),
         coordinator.leader(),
     );
-    let local = listener
-        .local_addr()
-        .context("reading the listen address")?;
     tracing::info!(
         listen = %local,
         store = %args.store.describe(),
@@ -452,6 +470,57 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Whether `addr` is a loopback address (`127.0.0.0/8`, `::1`, and `::ffff:127.…`).
+fn is_loopback(addr: std::net::SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+/// Safe by default: beyond loopback the API needs tokens. With none in the store (or
+/// declared), listening there is refused unless `--insecure-no-auth` says a gateway in front
+/// authenticates. A server beyond loopback keeps requiring a token even when the last one is
+/// revoked; on loopback, no token at all means an open API.
+async fn safe_listening(
+    args: &ServeArgs,
+    local: std::net::SocketAddr,
+    store: &dyn hinter_core::Store,
+) -> anyhow::Result<hinter_server::AuthConfig> {
+    let auth = hinter_server::AuthConfig::default();
+    if is_loopback(local) {
+        return Ok(auth);
+    }
+    let tokens = store
+        .token_list()
+        .await
+        .context("reading the API tokens")?
+        .len()
+        + auth.declared.len();
+    if tokens > 0 {
+        return Ok(hinter_server::AuthConfig {
+            require_tokens: true,
+            ..auth
+        });
+    }
+    if args.insecure_no_auth {
+        tracing::warn!(
+            listen = %local,
+            "--insecure-no-auth: the API takes requests from anyone who can reach {local} \
+             without a token; only do this behind a gateway that authenticates them"
+        );
+        return Ok(auth);
+    }
+    bail!(
+        "refusing to listen on {} without API tokens: anyone who can reach it could \
+         enqueue, cancel and lease jobs.\n\
+         Create a token first, on the same store:\n\
+         \x20   hinter tokens create admin --scope admin {}\n\
+         and give it to clients with --token or HINTER_TOKEN. Or listen on 127.0.0.1, or pass \
+         --insecure-no-auth (HINTER_INSECURE_NO_AUTH=true) if a gateway in front of hinter \
+         authenticates requests.",
+        args.listen,
+        args.store.flags()
+    )
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

@@ -114,7 +114,14 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
-                ExitCode::FAILURE
+                // The token is missing or not allowed: the client commands' exit code.
+                match e
+                    .downcast_ref::<hinter_client::Error>()
+                    .and_then(|e| e.status())
+                {
+                    Some(401 | 403) => ExitCode::from(client_cmds::exit::NO_PERMISSION),
+                    _ => ExitCode::FAILURE,
+                }
             }
         }
     })

@@ -92,6 +92,15 @@ async fn token_lifecycle(dir: &TestDir, store: Vec<String>, server: &Server) {
     let stderr = text(&refused.stderr);
     assert!(stderr.contains("needs a token"), "{stderr}");
     assert!(stderr.contains("--token or HINTER_TOKEN"), "{stderr}");
+    // So does `hinter worker --server`: it stops at once, exit 77, before taking a job.
+    let mut command = hinter_command();
+    command.args(["worker", "--server", &base, "--", "true"]);
+    let mut worker = ChildGuard::spawn(dir, "worker-without-token", &mut command);
+    let exit = worker.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(exit.code(), Some(77), "{}", worker.log());
+    assert!(worker
+        .log()
+        .contains("refused this worker; pass a token with the work scope"));
     let reader = create_token(&store, "reader", "read");
     let forbidden = hinter(&[
         "queues", "pause", "mail", "--server", &base, "--token", &reader,

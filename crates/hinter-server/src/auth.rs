@@ -260,9 +260,9 @@ impl Authenticator {
     }
 
     /// The caller of a request that needs `scope`: 401 without a valid token, 403 without
-    /// the scope. While no token exists and none is required, a request without a token may
-    /// call (as [`ACTOR_NO_AUTH`]); a token that is sent is always checked, so a revoked one
-    /// is refused even once no token is left.
+    /// the scope. While no token exists and none is required, every request may call (as
+    /// [`ACTOR_NO_AUTH`]), whatever it sends: the API is open to anyone who can reach it, so
+    /// a token would add nothing.
     ///
     /// A token not in the cache makes the cache be read again unless that read started
     /// after the request arrived, so a token works as soon as `hinter tokens create` has
@@ -272,10 +272,7 @@ impl Authenticator {
         let tokens = self
             .tokens(arrived.checked_sub(REFRESH).unwrap_or(arrived))
             .await?;
-        if tokens.is_empty()
-            && !self.config.require_tokens
-            && !headers.contains_key(header::AUTHORIZATION)
-        {
+        if tokens.is_empty() && !self.config.require_tokens {
             return Ok(Caller::no_auth());
         }
         let hash = hash_secret(bearer(headers)?);

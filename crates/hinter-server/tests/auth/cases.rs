@@ -137,19 +137,24 @@ impl Server {
             )
             .await
             .expect("token_create");
+        // The server has seen a token (an open API would let anything in), and this one.
+        self.wait_until("", |status| status == StatusCode::UNAUTHORIZED)
+            .await;
         self.wait_until(&secret, |status| status != StatusCode::UNAUTHORIZED)
             .await;
         secret
     }
 
-    /// Waits until `GET /api/v1/queues` with `secret` answers a status `done` accepts: the
-    /// server's token cache has seen a change on the store.
+    /// Waits until `GET /api/v1/queues` with `secret` (none if empty) answers a status `done`
+    /// accepts: the server's token cache has seen a change on the store.
     async fn wait_until(&self, secret: &str, done: impl Fn(StatusCode) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let answer = self
-                .send(Method::GET, "/api/v1/queues", None, Auth::Bearer(secret))
-                .await;
+            let auth = match secret {
+                "" => Auth::None,
+                secret => Auth::Bearer(secret),
+            };
+            let answer = self.send(Method::GET, "/api/v1/queues", None, auth).await;
             if done(answer.status) {
                 return;
             }
@@ -426,6 +431,21 @@ async fn open_without_tokens_unless_required() {
         assert!(Instant::now() < deadline, "still open after a token was made");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Revoking the last token opens it again: no token at all is the loopback mode.
+    server
+        .store
+        .token_revoke("first", ACTOR_CLI, Utc::now())
+        .await
+        .expect("revoke");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = server.send(Method::GET, "/api/v1/queues", None, Auth::None).await;
+        if answer.status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still closed with no token left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(server);
 
     let Some(server) = start(AuthConfig {
@@ -472,6 +492,8 @@ async fn revocation_takes_effect_within_the_refresh() {
     let Some(server) = start(AuthConfig::default()).await else {
         return;
     };
+    // Another token stays: with none left, a loopback API is open again.
+    server.token("stays", &[Scope::Read], None).await;
     let secret = server.token("soon-gone", &[Scope::Read], None).await;
     let ok = server.send(Method::GET, "/api/v1/queues", None, Auth::Bearer(&secret)).await;
     assert_eq!(ok.status, StatusCode::OK);

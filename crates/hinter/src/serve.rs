@@ -580,6 +580,23 @@ mod tests {
     }
 
     #[test]
+    fn loopback_is_127_8_and_ipv6_one_also_mapped() {
+        for (addr, loopback) in [
+            ("127.0.0.1:7433", true),
+            ("127.1.2.3:7433", true),
+            ("[::1]:7433", true),
+            ("[::ffff:127.0.0.1]:7433", true),
+            ("0.0.0.0:7433", false),
+            ("[::]:7433", false),
+            ("192.168.1.5:7433", false),
+            ("[::ffff:10.0.0.1]:7433", false),
+        ] {
+            let addr: std::net::SocketAddr = addr.parse().expect("address");
+            assert_eq!(super::is_loopback(addr), loopback, "{addr}");
+        }
+    }
+
+    #[test]
     fn redacts_passwords() {
         assert_eq!(
             super::redact("postgres://u:secret@h/db"),

@@ -4,6 +4,7 @@
 //! Nothing here does I/O. Time enters through [`clock::Clock`] so rules can be tested with a
 //! clock the test controls.
 
+pub mod access;
 pub mod clock;
 pub mod cluster;
 pub mod definition;

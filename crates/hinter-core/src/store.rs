@@ -14,6 +14,7 @@
 //! Operations take batches where workers produce many at once (leases, heartbeats,
 //! completions), so backends can write them in one transaction.
 
+use crate::access::{AuditEntry, NewAudit, NewToken, TokenInfo};
 use crate::event::{EventFilter, EventPage};
 use crate::job::{Inserted, Job, JobState, LeasedJob, NewJob, Run};
 use crate::listing::{JobPage, ListCursor};
@@ -53,6 +54,9 @@ pub enum StoreError {
     /// ("disk full …"), without paths or SQL.
     #[error("store cannot write: {0}")]
     Storage(String),
+    /// A named thing (a token) does not exist; the message names it. Nothing was changed.
+    #[error("{0}")]
+    Unknown(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -163,6 +167,16 @@ pub enum WriteOp {
     Release(Vec<Release>),
     /// As [`Store::job_cancel`].
     Cancel(Uuid),
+    /// As [`Store::job_retry`].
+    Retry(Uuid),
+    /// As [`Store::queue_set_paused`].
+    QueuePause { queue: String, paused: bool },
+    /// Stores a token ([`NewToken::check`]ed); a taken name is a [`StoreError::Conflict`].
+    TokenCreate(NewToken),
+    /// Deletes the token of this name; an unknown name is a [`StoreError::Unknown`].
+    TokenRevoke(String),
+    /// Appends an entry to the audit record.
+    Audit(NewAudit),
     /// An insert guarded by an idempotency key: see [`IdempotentInsert`].
     InsertOnce(IdempotentInsert),
 }
@@ -242,6 +256,13 @@ pub enum WriteResult {
     Released(usize),
     Cancelled(Box<Job>),
     InsertedOnce(Idempotent),
+    Retried(Box<Job>),
+    QueuePaused,
+    TokenCreated(TokenInfo),
+    /// The token as it was before it was deleted.
+    TokenRevoked(TokenInfo),
+    /// The id of the new audit entry.
+    Audited(i64),
 }
 
 /// Why a running job is due for rescue.
@@ -570,6 +591,71 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events about changes, for long-polls and idle workers.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
+
+    /// Every stored token, by name. Servers keep them in a cache refreshed from here.
+    async fn token_list(&self) -> StoreResult<Vec<TokenInfo>>;
+
+    /// Audit entries with an id below `before` (`None`: from the newest), newest first, at
+    /// most `limit`.
+    async fn audit_list(&self, before: Option<i64>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Stores a token and records `token.create` by `actor`, in one unit of work.
+    async fn token_create(
+        &self,
+        token: NewToken,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TokenInfo> {
+        let audit = NewAudit {
+            actor: actor.to_string(),
+            action: "token.create".into(),
+            target: token.name.clone(),
+            detail: serde_json::json!({"scopes": token.scopes, "queues": token.queues}),
+        };
+        let results = self
+            .write_unit(
+                vec![WriteOp::TokenCreate(token), WriteOp::Audit(audit)],
+                now,
+            )
+            .await?;
+        match results.into_iter().next() {
+            Some(WriteResult::TokenCreated(info)) => Ok(info),
+            other => Err(StoreError::Corrupt(format!(
+                "token_create answered {other:?}"
+            ))),
+        }
+    }
+
+    /// Deletes the token `name` and records `token.revoke` by `actor`, in one unit of work;
+    /// answers the token as it was. An unknown name is a [`StoreError::Unknown`].
+    async fn token_revoke(
+        &self,
+        name: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TokenInfo> {
+        let audit = NewAudit {
+            actor: actor.to_string(),
+            action: "token.revoke".into(),
+            target: name.to_string(),
+            detail: Value::Null,
+        };
+        let results = self
+            .write_unit(
+                vec![
+                    WriteOp::TokenRevoke(name.to_string()),
+                    WriteOp::Audit(audit),
+                ],
+                now,
+            )
+            .await?;
+        match results.into_iter().next() {
+            Some(WriteResult::TokenRevoked(info)) => Ok(info),
+            other => Err(StoreError::Corrupt(format!(
+                "token_revoke answered {other:?}"
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]

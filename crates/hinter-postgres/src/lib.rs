@@ -63,6 +63,7 @@
 //!   under a session advisory lock so instances starting together migrate once; a database
 //!   with a newer schema than this build knows is refused.
 
+mod access;
 mod clock;
 mod cluster;
 mod connect;
@@ -706,6 +707,22 @@ impl Store for PostgresStore {
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.inner.events.subscribe()
+    }
+
+    async fn token_list(&self) -> StoreResult<Vec<hinter_core::access::TokenInfo>> {
+        self.read(async |c| access::token_list(c).await).await
+    }
+
+    async fn audit_list(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<hinter_core::access::AuditEntry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read(async |c| access::audit_list(c, before, limit).await)
+            .await
     }
 }
 

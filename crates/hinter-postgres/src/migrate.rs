@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_runs.sql")),
     (5, include_str!("migrations/0005_process_machine.sql")),
     (6, include_str!("migrations/0006_events.sql")),
+    (7, include_str!("migrations/0007_tokens.sql")),
     (8, include_str!("migrations/0008_idempotency.sql")),
 ];
 

@@ -1,6 +1,7 @@
 //! [`hinter_core::Store::write_unit`]: several writes in the one transaction of the caller
 //! (`write_tx!`), each by the same function as its single-operation form.
 
+use crate::access;
 use crate::ops::{self, Conn, Result};
 use chrono::{DateTime, Utc};
 use hinter_core::store::{StoreResult, WriteOp, WriteResult};
@@ -41,6 +42,22 @@ pub async fn write_unit<C: Conn>(
             WriteOp::InsertOnce(request) => WriteResult::InsertedOnce(
                 crate::idempotency::insert_once(c, request, now, events).await?,
             ),
+            WriteOp::Retry(id) => {
+                WriteResult::Retried(Box::new(ops::job_retry(c, *id, now, events).await?))
+            }
+            WriteOp::QueuePause { queue, paused } => {
+                ops::queue_set_paused(c, queue, *paused, events).await?;
+                WriteResult::QueuePaused
+            }
+            WriteOp::TokenCreate(token) => {
+                WriteResult::TokenCreated(access::token_create(c, token, now).await?)
+            }
+            WriteOp::TokenRevoke(name) => {
+                WriteResult::TokenRevoked(access::token_revoke(c, name).await?)
+            }
+            WriteOp::Audit(entry) => {
+                WriteResult::Audited(access::audit_append(c, entry, now).await?)
+            }
         });
     }
     Ok(results)

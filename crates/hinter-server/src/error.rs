@@ -48,6 +48,17 @@ impl ApiError {
         )
     }
 
+    /// 401: no token, or one that is not valid (unknown, revoked); answered with
+    /// `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403: the token lacks the scope, or may not use the queue.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -103,6 +114,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => Self::not_found(format!("no job with id {id}")),
+            StoreError::Unknown(message) => Self::not_found(message),
             StoreError::StaleLease(_) => Self::stale_lease(e.to_string()),
             StoreError::Invalid(field_error) => field_error.into(),
             StoreError::Conflict(message) => Self::conflict(message),
@@ -133,7 +145,14 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 

@@ -1,6 +1,7 @@
 //! `GET /api/v1/events`: the durable event log after an id, as JSON pages with an optional
 //! long-poll. Clients keep the id of the last event they handled and ask for what follows.
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{name_filter, non_empty, parse_limit, parse_query, parse_wait};
 use crate::AppState;
@@ -43,7 +44,11 @@ pub struct EventsPage {
 /// `GET /api/v1/events?after=&limit=&wait=&queue=&job=&job_id=`: events after `after`
 /// (default 0: the oldest retained), oldest first; with `wait`, an empty page waits up to
 /// that long for the first matching event.
-pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<EventsPage>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+) -> ApiResult<Json<EventsPage>> {
     let query: EventsQuery = parse_query(&uri)?;
     let after = match non_empty(query.after) {
         None => 0,
@@ -53,8 +58,10 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Eve
     };
     let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let wait = parse_wait(query.wait, state.config.max_wait)?;
+    let queue = name_filter("queue", query.queue)?;
+    caller.check_filter(queue.as_deref())?;
     let filter = EventFilter {
-        queue: name_filter("queue", query.queue)?,
+        queue,
         job: name_filter("job", query.job)?,
         job_id: match non_empty(query.job_id) {
             None => None,

@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use hinter_core::access::NewAudit;
 use hinter_core::store::{
     Idempotent, IdempotentInsert, Include, JobFilter, StoreEvent, WriteOp, WriteResult,
 };
@@ -15,6 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{
     name_filter, non_empty, parse_json, parse_limit, parse_query, parse_wait, read_body, JobId,
@@ -35,6 +37,7 @@ const WAIT_RECHECK: Duration = Duration::from_secs(1);
 /// `POST /api/v1/jobs`. With an `Idempotency-Key`, see [`insert_jobs`].
 pub async fn enqueue(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -43,6 +46,7 @@ pub async fn enqueue(
     let spec: JobSpec = parse_json(&bytes, None)?;
     let now = state.clock.now();
     let new_job = state.definitions.resolve(spec, now)?;
+    caller.check_queue(&new_job.queue)?;
     let (inserted, replayed) =
         insert_jobs(&state, &headers, ENQUEUE_PATH, &bytes, vec![new_job], now).await?;
     let inserted = inserted
@@ -72,6 +76,7 @@ pub async fn enqueue(
 /// `Idempotency-Key`, see [`insert_jobs`].
 pub async fn enqueue_batch(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -99,6 +104,9 @@ pub async fn enqueue_batch(
             .definitions
             .resolve(spec, now)
             .map_err(|e| e.within(&prefix))?;
+        caller
+            .check_queue(&new_job.queue)
+            .map_err(|e| ApiError::forbidden(format!("{prefix}.queue: {}", e.message)))?;
         new_jobs.push(new_job);
     }
     let (inserted, replayed) =
@@ -181,12 +189,26 @@ fn mark_replayed(response: &mut Response, replayed: bool) {
 /// `GET /api/v1/jobs/{id}[?wait=30s]`.
 pub async fn show(
     State(state): State<AppState>,
+    caller: Caller,
     JobId(id): JobId,
     uri: Uri,
 ) -> ApiResult<Json<Job>> {
     let query: GetJobQuery = parse_query(&uri)?;
+    check_job_queue(&state, &caller, id).await?;
     let wait = parse_wait(query.wait, state.config.max_wait)?;
     wait_until_finished(&state, id, wait).await.map(Json)
+}
+
+/// 403 when a caller limited to some queues names a job of another queue. An unknown job
+/// passes: the handler answers 404 as for everyone.
+pub async fn check_job_queue(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<()> {
+    if !caller.limited() {
+        return Ok(());
+    }
+    if let Some(job) = state.store.job_get(id).await? {
+        caller.check_queue(&job.queue)?;
+    }
+    Ok(())
 }
 
 async fn get_job(state: &AppState, id: Uuid) -> ApiResult<Job> {
@@ -232,7 +254,11 @@ async fn wait_until_finished(state: &AppState, id: Uuid, wait: Duration) -> ApiR
 
 /// `GET /api/v1/jobs?state=&queue=&job=&limit=&cursor=&include=`: a page of job
 /// summaries, ended early by [`crate::ServerConfig::list_max_bytes`].
-pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<JobList>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+) -> ApiResult<Json<JobList>> {
     let query: ListQuery = parse_query(&uri)?;
     let job_state = match non_empty(query.state) {
         None => None,
@@ -255,9 +281,11 @@ pub async fn list(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Job
         .unwrap_or("")
         .parse()
         .map_err(|e| ApiError::bad_request(format!("include: {e}")))?;
+    let queue = name_filter("queue", query.queue)?;
+    caller.check_filter(queue.as_deref())?;
     let filter = JobFilter {
         state: job_state,
-        queue: name_filter("queue", query.queue)?,
+        queue,
         job: name_filter("job", query.job)?,
         after_seq: None,
         limit,
@@ -323,14 +351,55 @@ fn summary(job: Job, include: Include) -> ApiResult<serde_json::Value> {
     Ok(value)
 }
 
-/// `POST /api/v1/jobs/{id}/cancel`.
-pub async fn cancel(State(state): State<AppState>, JobId(id): JobId) -> ApiResult<Json<Job>> {
-    let job = state.store.job_cancel(id, state.clock.now()).await?;
-    Ok(Json(job))
+/// `POST /api/v1/jobs/{id}/cancel`: cancels and records it in the audit record, together.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobId(id): JobId,
+) -> ApiResult<Json<Job>> {
+    check_job_queue(&state, &caller, id).await?;
+    let results = state
+        .store
+        .write_unit(
+            vec![WriteOp::Cancel(id), audit(&caller, "job.cancel", id)],
+            state.clock.now(),
+        )
+        .await?;
+    match results.into_iter().next() {
+        Some(WriteResult::Cancelled(job)) => Ok(Json(*job)),
+        _ => Err(ApiError::unavailable(
+            "the store answered a cancel with no job",
+        )),
+    }
 }
 
-/// `POST /api/v1/jobs/{id}/retry`.
-pub async fn retry(State(state): State<AppState>, JobId(id): JobId) -> ApiResult<Json<Job>> {
-    let job = state.store.job_retry(id, state.clock.now()).await?;
-    Ok(Json(job))
+/// `POST /api/v1/jobs/{id}/retry`: retries and records it in the audit record, together.
+pub async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobId(id): JobId,
+) -> ApiResult<Json<Job>> {
+    check_job_queue(&state, &caller, id).await?;
+    let results = state
+        .store
+        .write_unit(
+            vec![WriteOp::Retry(id), audit(&caller, "job.retry", id)],
+            state.clock.now(),
+        )
+        .await?;
+    match results.into_iter().next() {
+        Some(WriteResult::Retried(job)) => Ok(Json(*job)),
+        _ => Err(ApiError::unavailable(
+            "the store answered a retry with no job",
+        )),
+    }
+}
+
+fn audit(caller: &Caller, action: &str, id: Uuid) -> WriteOp {
+    WriteOp::Audit(NewAudit {
+        actor: caller.actor().to_string(),
+        action: action.into(),
+        target: id.to_string(),
+        detail: serde_json::Value::Null,
+    })
 }

@@ -3,15 +3,22 @@
 //! [`router`] builds an [`axum::Router`] over an [`AppState`]; the binary serves it. Every
 //! answer that is not a success has the shape `{"error": {"code", "message"}}`, including
 //! unknown routes, wrong methods, bad JSON and oversized bodies.
+//!
+//! Architecture invariant: every route is one entry of [`routes`], with its method, path and
+//! [`Access`]; the router is built from that list alone and puts [`auth::require`] in front
+//! of every route that is not [`Access::Open`]. A route without an access cannot be written.
 
+use axum::handler::Handler;
 use axum::http::{Method, Uri};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::Router;
 use hinter_core::{Clock, Cluster, Definitions, Store};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod audit;
+pub mod auth;
 pub mod error;
 mod events;
 mod extract;
@@ -24,6 +31,7 @@ pub mod wire;
 mod worker;
 mod workers;
 
+pub use auth::{Access, AuthConfig, Caller, QueueCheck, Scope};
 pub use error::{ApiError, ApiResult};
 pub use listen::{serve, ConnLimits};
 
@@ -48,6 +56,8 @@ pub struct ServerConfig {
     pub list_max_bytes: u64,
     /// How long an `Idempotency-Key` of an enqueue answers its first answer again.
     pub idempotency_ttl: Duration,
+    /// Tokens: whether one is required, and those declared in configuration.
+    pub auth: AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +71,7 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(60),
             list_max_bytes: 8 * 1024 * 1024,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -78,30 +89,180 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
 }
 
-/// The API's routes over `state`.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/api/v1/jobs", post(jobs::enqueue).get(jobs::list))
-        .route("/api/v1/jobs/batch", post(jobs::enqueue_batch))
-        .route("/api/v1/jobs/{id}", get(jobs::show))
-        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/api/v1/jobs/{id}/retry", post(jobs::retry))
-        .route("/api/v1/jobs/{id}/heartbeat", post(worker::heartbeat))
-        .route("/api/v1/jobs/{id}/complete", post(worker::complete))
-        .route("/api/v1/jobs/{id}/fail", post(worker::fail))
-        .route("/api/v1/jobs/{id}/release", post(worker::release))
-        .route("/api/v1/leases", post(worker::lease))
-        .route("/api/v1/events", get(events::list))
-        .route("/api/v1/queues", get(queues::list))
-        .route("/api/v1/workers", get(workers::list))
-        .route(
+/// One route: its method, path and who may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub method: Method,
+    /// In axum's syntax: `/api/v1/jobs/{id}`.
+    pub path: &'static str,
+    pub access: Access,
+}
+
+type Entry = (RouteSpec, MethodRouter<AppState>);
+
+fn entry<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Entry
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+    let spec = RouteSpec {
+        method,
+        path,
+        access,
+    };
+    (spec, axum::routing::on(filter, handler))
+}
+
+/// Every route of the API with its access: the one list [`router`] is built from.
+fn table() -> Vec<Entry> {
+    use Access::{Open, Scope as Needs};
+    use QueueCheck as Q;
+    use Scope::{Admin, Enqueue, Read, Work};
+    let (get, post) = (Method::GET, Method::POST);
+    vec![
+        entry(get.clone(), "/healthz", Open, health::healthz),
+        entry(get.clone(), "/readyz", Open, health::readyz),
+        entry(
+            post.clone(),
+            "/api/v1/jobs",
+            Needs(Enqueue, Q::Body),
+            jobs::enqueue,
+        ),
+        entry(
+            get.clone(),
+            "/api/v1/jobs",
+            Needs(Read, Q::Filter),
+            jobs::list,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/jobs/batch",
+            Needs(Enqueue, Q::Body),
+            jobs::enqueue_batch,
+        ),
+        entry(
+            get.clone(),
+            "/api/v1/jobs/{id}",
+            Needs(Read, Q::Job),
+            jobs::show,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/jobs/{id}/cancel",
+            Needs(Admin, Q::Job),
+            jobs::cancel,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/jobs/{id}/retry",
+            Needs(Admin, Q::Job),
+            jobs::retry,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/jobs/{id}/heartbeat",
+            Needs(Work, Q::Job),
+            worker::heartbeat,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/jobs/{id}/complete",
+            Needs(Work, Q::Job),
+            worker::complete,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/jobs/{id}/fail",
+            Needs(Work, Q::Job),
+            worker::fail,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/jobs/{id}/release",
+            Needs(Work, Q::Job),
+            worker::release,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/leases",
+            Needs(Work, Q::Body),
+            worker::lease,
+        ),
+        entry(
+            get.clone(),
+            "/api/v1/events",
+            Needs(Read, Q::Filter),
+            events::list,
+        ),
+        entry(
+            get.clone(),
+            "/api/v1/queues",
+            Needs(Read, Q::Restrict),
+            queues::list,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/queues/{name}/pause",
+            Needs(Admin, Q::Path),
+            queues::pause,
+        ),
+        entry(
+            post,
+            "/api/v1/queues/{name}/resume",
+            Needs(Admin, Q::Path),
+            queues::resume,
+        ),
+        entry(
+            get.clone(),
+            "/api/v1/workers",
+            Needs(Read, Q::None),
+            workers::list,
+        ),
+        entry(
+            Method::PUT,
             "/api/v1/workers/{id}",
-            axum::routing::put(workers::report).delete(workers::remove),
-        )
-        .route("/api/v1/queues/{name}/pause", post(queues::pause))
-        .route("/api/v1/queues/{name}/resume", post(queues::resume))
+            Needs(Work, Q::None),
+            workers::report,
+        ),
+        entry(
+            Method::DELETE,
+            "/api/v1/workers/{id}",
+            Needs(Work, Q::None),
+            workers::remove,
+        ),
+        entry(
+            get,
+            "/api/v1/audit",
+            Needs(Admin, Q::Unlimited),
+            audit::list,
+        ),
+    ]
+}
+
+/// Every route of the API with its method, path and access, in the order of the docs.
+pub fn routes() -> Vec<RouteSpec> {
+    table().into_iter().map(|(spec, _)| spec).collect()
+}
+
+/// The API's routes over `state`, each behind the check of its [`Access`].
+pub fn router(state: AppState) -> Router {
+    let auth = Arc::new(auth::Authenticator::new(
+        state.store.clone(),
+        state.config.auth.clone(),
+    ));
+    let mut router = Router::new();
+    for (spec, handler) in table() {
+        let handler = match spec.access {
+            Access::Open => handler,
+            Access::Scope(scope, _) => handler.route_layer(axum::middleware::from_fn_with_state(
+                (auth.clone(), scope),
+                auth::require,
+            )),
+        };
+        router = router.route(spec.path, handler);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -13,8 +13,10 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JobBody, JobId};
+use crate::jobs::check_job_queue;
 use crate::wire::{CompleteBody, FailBody, HeartbeatBody, LeaseBody, Leases, ReleaseBody};
 use crate::AppState;
 
@@ -30,12 +32,16 @@ const LEASE_REPOLL: Duration = Duration::from_millis(250);
 /// `POST /api/v1/leases`.
 pub async fn lease(
     State(state): State<AppState>,
+    caller: Caller,
     JobBody(body): JobBody<LeaseBody>,
 ) -> ApiResult<Json<Leases>> {
     let queues = body
         .queues
         .unwrap_or_else(|| vec![DEFAULT_QUEUE.to_string()]);
     limits::check_lease_queues("queues", &queues)?;
+    for queue in &queues {
+        caller.check_queue(queue)?;
+    }
     let job_names = body.jobs.unwrap_or_default();
     limits::check_lease_job_names("jobs", &job_names)?;
     if body.worker_id.is_empty() || body.worker_id.len() > MAX_WORKER_ID_LEN {
@@ -112,9 +118,11 @@ async fn lease_with_wait(
 /// `POST /api/v1/jobs/{id}/heartbeat`.
 pub async fn heartbeat(
     State(state): State<AppState>,
+    caller: Caller,
     JobId(id): JobId,
     JobBody(body): JobBody<HeartbeatBody>,
 ) -> ApiResult<Json<HeartbeatAck>> {
+    check_job_queue(&state, &caller, id).await?;
     let lease_for = check_lease(body.lease, state.config.default_lease)?;
     let results = state
         .store
@@ -133,9 +141,11 @@ pub async fn heartbeat(
 /// `POST /api/v1/jobs/{id}/complete`.
 pub async fn complete(
     State(state): State<AppState>,
+    caller: Caller,
     JobId(id): JobId,
     JobBody(body): JobBody<CompleteBody>,
 ) -> ApiResult<Json<Job>> {
+    check_job_queue(&state, &caller, id).await?;
     if let Some(result) = &body.result {
         hinter_core::limits::check_json("result", result)?;
     }
@@ -157,9 +167,11 @@ pub async fn complete(
 /// worker is stopping, or took more than it can run); the attempt is not counted.
 pub async fn release(
     State(state): State<AppState>,
+    caller: Caller,
     JobId(id): JobId,
     JobBody(body): JobBody<ReleaseBody>,
 ) -> ApiResult<Json<Job>> {
+    check_job_queue(&state, &caller, id).await?;
     let results = state
         .store
         .job_release_many(
@@ -183,9 +195,11 @@ pub async fn release(
 /// only if the lease token is current.
 pub async fn fail(
     State(state): State<AppState>,
+    caller: Caller,
     JobId(id): JobId,
     JobBody(body): JobBody<FailBody>,
 ) -> ApiResult<Json<Job>> {
+    check_job_queue(&state, &caller, id).await?;
     let job = state
         .store
         .job_get(id)

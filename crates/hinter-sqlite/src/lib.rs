@@ -5,6 +5,7 @@
 //! connections, which WAL mode lets proceed while the writer commits. With
 //! [`Durability::Full`] (the default) every commit is fsynced before anyone is answered.
 
+mod access;
 mod cluster;
 mod idempotency;
 mod log;
@@ -498,6 +499,22 @@ impl Store for SqliteStore {
                     WriteOp::InsertOnce(request) => {
                         WriteResult::InsertedOnce(idempotency::insert_once(c, request, now, ev)?)
                     }
+                    WriteOp::Retry(id) => {
+                        WriteResult::Retried(Box::new(ops::job_retry(c, id, now, ev)?))
+                    }
+                    WriteOp::QueuePause { queue, paused } => {
+                        ops::queue_set_paused(c, &queue, paused, ev)?;
+                        WriteResult::QueuePaused
+                    }
+                    WriteOp::TokenCreate(token) => {
+                        WriteResult::TokenCreated(access::token_create(c, &token, now)?)
+                    }
+                    WriteOp::TokenRevoke(name) => {
+                        WriteResult::TokenRevoked(access::token_revoke(c, &name)?)
+                    }
+                    WriteOp::Audit(entry) => {
+                        WriteResult::Audited(access::audit_append(c, &entry, now)?)
+                    }
                 });
             }
             Ok(results)
@@ -606,6 +623,19 @@ impl Store for SqliteStore {
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.inner.events.subscribe()
+    }
+
+    async fn token_list(&self) -> StoreResult<Vec<hinter_core::access::TokenInfo>> {
+        self.read(access::token_list).await
+    }
+
+    async fn audit_list(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<hinter_core::access::AuditEntry>> {
+        self.read(move |c| access::audit_list(c, before, limit))
+            .await
     }
 }
 

@@ -22,6 +22,7 @@
 //! `now` forward explicitly. Times are whole milliseconds, so backends must keep at least
 //! millisecond precision for times and durations.
 
+mod access;
 mod cluster;
 mod concurrency;
 mod events;
@@ -37,6 +38,7 @@ mod runs;
 mod support;
 mod unique;
 
+pub use access::*;
 pub use cluster::*;
 pub use concurrency::*;
 pub use events::*;
@@ -220,6 +222,11 @@ macro_rules! conformance_suite {
             idempotency_keys_expire_and_are_pruned,
             idempotency_key_is_atomic_with_the_insert,
             idempotency_concurrent_uses_insert_once,
+            // tokens and the audit record
+            tokens_create_list_revoke,
+            tokens_refuse_duplicates_unknown_names_and_bad_input,
+            audit_is_written_with_its_action,
+            audit_pages_newest_first,
         );
     };
 }

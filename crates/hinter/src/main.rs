@@ -7,6 +7,7 @@ mod config;
 mod config_cmd;
 mod exec;
 mod serve;
+mod tokens;
 mod worker_cmd;
 mod worker_store;
 
@@ -43,6 +44,8 @@ enum Command {
     Worker(worker_cmd::WorkerArgs),
     /// Show the effective configuration (flags, HINTER_* variables, hinter.toml, defaults)
     Config(config_cmd::ConfigArgs),
+    /// Create, list and revoke API tokens, straight on the store (--data-dir/--database)
+    Tokens(tokens::TokensArgs),
     #[command(flatten)]
     Client(client_cmds::ClientCommand),
 }
@@ -145,6 +148,7 @@ fn main() -> ExitCode {
                 Some(mode) => worker_cmd::run(args, mode).await,
                 None => Err(anyhow::anyhow!("no worker mode was chosen")),
             },
+            Command::Tokens(args) => return tokens::run(args).await,
             // Client commands print their own errors and choose their exit code.
             Command::Client(cmd) => {
                 return client_cmds::run(cmd).await.unwrap_or(ExitCode::FAILURE)
@@ -154,7 +158,14 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
-                ExitCode::FAILURE
+                // The token is missing or not allowed: the client commands' exit code.
+                match e
+                    .downcast_ref::<hinter_client::Error>()
+                    .and_then(|e| e.status())
+                {
+                    Some(401 | 403) => ExitCode::from(client_cmds::exit::NO_PERMISSION),
+                    _ => ExitCode::FAILURE,
+                }
             }
         }
     })

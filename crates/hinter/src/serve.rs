@@ -60,6 +60,17 @@ impl StoreArgs {
         }
     }
 
+    /// The flags that name this store again, for commands in messages (password hidden).
+    pub fn flags(&self) -> String {
+        match &self.database {
+            Some(url) if self.schema != hinter_postgres::DEFAULT_SCHEMA => {
+                format!("--database '{}' --schema {}", redact(url), self.schema)
+            }
+            Some(url) => format!("--database '{}'", redact(url)),
+            None => format!("--data-dir {}", self.data_dir.display()),
+        }
+    }
+
     /// The store in a log line: the data dir, or the database (password hidden) and schema.
     pub fn describe(&self) -> String {
         match &self.database {
@@ -170,6 +181,11 @@ pub struct ServeArgs {
     /// (1s to 3650d).
     #[arg(long, env = "HINTER_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_idempotency_ttl)]
     pub idempotency_ttl: Duration,
+    /// Serve without API tokens on an address beyond loopback (for a gateway in front that
+    /// authenticates requests). Without it, such a listen address needs a token
+    /// (`hinter tokens create`).
+    #[arg(long, env = "HINTER_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
     #[command(flatten)]
     pub connections: ConnectionArgs,
     #[command(flatten)]
@@ -443,6 +459,10 @@ pub async fn serve_on(
     let cluster_options = args.cluster.options()?;
     let limits = args.connections.limits()?;
     let backend = args.store.open().await?;
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    let auth = safe_listening(&args, local, backend.as_ref()).await?;
     let clock = args.store.clock();
     let now = clock.now();
     let worker_options = WorkerOptions {
@@ -481,6 +501,7 @@ pub async fn serve_on(
             process_dead_after: args.cluster.dead_after,
             body_timeout: args.connections.body_timeout,
             idempotency_ttl: args.idempotency_ttl,
+            auth,
             ..ServerConfig::default()
         }),
         ready: ready.clone(),
@@ -501,9 +522,6 @@ pub async fn serve_on(
     } else {
         None
     };
-    let local = listener
-        .local_addr()
-        .context("reading the listen address")?;
     tracing::info!(
         listen = %local,
         store = %args.store.describe(),
@@ -540,6 +558,57 @@ pub async fn serve_on(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Whether `addr` is a loopback address (`127.0.0.0/8`, `::1`, and `::ffff:127.…`).
+fn is_loopback(addr: std::net::SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+/// Safe by default: beyond loopback the API needs tokens. With none in the store (or
+/// declared), listening there is refused unless `--insecure-no-auth` says a gateway in front
+/// authenticates. A server beyond loopback keeps requiring a token even when the last one is
+/// revoked; on loopback, no token at all means an open API.
+async fn safe_listening(
+    args: &ServeArgs,
+    local: std::net::SocketAddr,
+    store: &dyn hinter_core::Store,
+) -> anyhow::Result<hinter_server::AuthConfig> {
+    let auth = hinter_server::AuthConfig::default();
+    if is_loopback(local) {
+        return Ok(auth);
+    }
+    let tokens = store
+        .token_list()
+        .await
+        .context("reading the API tokens")?
+        .len()
+        + auth.declared.len();
+    if tokens > 0 {
+        return Ok(hinter_server::AuthConfig {
+            require_tokens: true,
+            ..auth
+        });
+    }
+    if args.insecure_no_auth {
+        tracing::warn!(
+            listen = %local,
+            "--insecure-no-auth: the API takes requests from anyone who can reach {local} \
+             without a token; only do this behind a gateway that authenticates them"
+        );
+        return Ok(auth);
+    }
+    bail!(
+        "refusing to listen on {} without API tokens: anyone who can reach it could \
+         enqueue, cancel and lease jobs.\n\
+         Create a token first, on the same store:\n\
+         \x20   hinter tokens create admin --scope admin {}\n\
+         and give it to clients with --token or HINTER_TOKEN. Or listen on 127.0.0.1, or pass \
+         --insecure-no-auth (HINTER_INSECURE_NO_AUTH=true) if a gateway in front of hinter \
+         authenticates requests.",
+        args.listen,
+        args.store.flags()
+    )
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
@@ -596,6 +665,23 @@ mod tests {
         assert_eq!(super::default_max_connections(Some(1_048_576)), 10_000);
         assert_eq!(super::default_max_connections(Some(1024)), 768);
         assert_eq!(super::default_max_connections(Some(100)), 16);
+    }
+
+    #[test]
+    fn loopback_is_127_8_and_ipv6_one_also_mapped() {
+        for (addr, loopback) in [
+            ("127.0.0.1:7433", true),
+            ("127.1.2.3:7433", true),
+            ("[::1]:7433", true),
+            ("[::ffff:127.0.0.1]:7433", true),
+            ("0.0.0.0:7433", false),
+            ("[::]:7433", false),
+            ("192.168.1.5:7433", false),
+            ("[::ffff:10.0.0.1]:7433", false),
+        ] {
+            let addr: std::net::SocketAddr = addr.parse().expect("address");
+            assert_eq!(super::is_loopback(addr), loopback, "{addr}");
+        }
     }
 
     #[test]

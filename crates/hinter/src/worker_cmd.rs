@@ -340,6 +340,18 @@ async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         started_at: chrono::Utc::now(),
     };
+    // The first report also checks the token, so a worker the server will not serve stops
+    // at once with a clear message (exit 77), before taking any job.
+    if let Err(e) = client.report_worker(&worker_id, &report).await {
+        if matches!(e.status(), Some(401 | 403)) {
+            return Err(anyhow::Error::new(e).context(format!(
+                "the server {} refused this worker; pass a token with the work scope \
+                 (--token or HINTER_TOKEN)",
+                client.base_url()
+            )));
+        }
+        tracing::debug!(error = %e, "could not report this worker to the server");
+    }
     let membership = exec::AbortOnDrop(tokio::spawn(report_alive(
         client.clone(),
         worker_id.clone(),

@@ -548,4 +548,16 @@ impl Store for HeldLease {
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent> {
         self.inner.subscribe()
     }
+
+    async fn token_list(&self) -> StoreResult<Vec<hinter_core::access::TokenInfo>> {
+        self.inner.token_list().await
+    }
+
+    async fn audit_list(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<hinter_core::access::AuditEntry>> {
+        self.inner.audit_list(before, limit).await
+    }
 }

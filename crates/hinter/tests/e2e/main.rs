@@ -7,6 +7,7 @@ mod support;
 
 mod shutdown;
 mod storage;
+mod tokens;
 mod workers;
 
 mod bad_input;

@@ -1,0 +1,350 @@
+//! Who may call what: bearer tokens, their scopes and queues.
+//!
+//! Every route of [`crate::routes`] names its [`Access`]; the router puts [`require`] in front
+//! of each route that needs a scope, so a route cannot exist without one. [`require`] finds
+//! the token (`Authorization: Bearer …`) among the stored and declared ones, checks its
+//! scope, and hands the handler a [`Caller`]; handlers check the queues they touch with
+//! [`Caller::check_queue`] (the route's [`QueueCheck`] says which).
+//!
+//! Tokens are read from the store into a cache that is at most [`REFRESH`] old, so a token
+//! revoked on the store (`hinter tokens revoke`) is refused within about a second, by every
+//! server sharing the store. With no token anywhere and [`AuthConfig::require_tokens`] off,
+//! the API is open: the loopback-only mode of `hinter serve`.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+pub use hinter_core::access::Scope;
+use hinter_core::access::{hash_secret, NewToken, ACTOR_NO_AUTH};
+use hinter_core::Store;
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+use crate::error::{ApiError, ApiResult};
+
+/// Longest a cached token list is used before it is read again from the store: a revoked
+/// token is refused at most this long (plus one store read) after the revocation committed.
+pub const REFRESH: Duration = Duration::from_secs(1);
+
+/// How the API authenticates. Part of [`crate::ServerConfig`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Refuse every request without a valid token, even while no token exists (a server
+    /// listening beyond loopback). Off: with no token at all, the API is open.
+    pub require_tokens: bool,
+    /// Tokens declared in configuration (`hinter.toml`), besides those in the store: name,
+    /// SHA-256 of the secret, scopes, queues. A stored token of the same name wins.
+    pub declared: Vec<NewToken>,
+}
+
+/// What a route asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: health checks.
+    Open,
+    /// A token holding this scope (or `admin`); the [`QueueCheck`] says how a token limited
+    /// to some queues is held to them.
+    Scope(Scope, QueueCheck),
+}
+
+/// Where a route's queue comes from, for tokens limited to some queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueCheck {
+    /// The route touches no queue (the process list).
+    None,
+    /// The queue of the job `{id}` in the path.
+    Job,
+    /// The queue `{name}` in the path.
+    Path,
+    /// The queues in the body: each job's queue (after definitions apply), a lease's queues.
+    Body,
+    /// A `queue=` filter: a limited token must give one of its queues.
+    Filter,
+    /// Listings that span queues are cut to the token's queues.
+    Restrict,
+    /// Refused to limited tokens: the route spans every queue (the audit record).
+    Unlimited,
+}
+
+/// Who is calling: a token's name, scopes and queues, or nobody ([`ACTOR_NO_AUTH`]) when the
+/// API is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    name: Arc<str>,
+    scopes: Arc<[Scope]>,
+    /// `None`: every queue.
+    queues: Option<Arc<BTreeSet<String>>>,
+}
+
+impl Caller {
+    /// The caller of an open API: every scope, every queue.
+    pub fn no_auth() -> Self {
+        Self {
+            name: ACTOR_NO_AUTH.into(),
+            scopes: Arc::new([Scope::Admin]),
+            queues: None,
+        }
+    }
+
+    fn of(token: &NewToken) -> Self {
+        Self {
+            name: token.name.as_str().into(),
+            scopes: token.scopes.clone().into(),
+            queues: token
+                .queues
+                .as_ref()
+                .map(|q| Arc::new(q.iter().cloned().collect())),
+        }
+    }
+
+    /// The name the audit record shows.
+    pub fn actor(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the token is limited to some queues.
+    pub fn limited(&self) -> bool {
+        self.queues.is_some()
+    }
+
+    pub fn may_use(&self, queue: &str) -> bool {
+        self.queues.as_ref().is_none_or(|q| q.contains(queue))
+    }
+
+    /// 403 unless the token may use `queue`.
+    pub fn check_queue(&self, queue: &str) -> ApiResult<()> {
+        if self.may_use(queue) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!(
+            "token {:?} may not use queue {queue:?}; it is limited to {}",
+            self.name,
+            self.queue_list()
+        )))
+    }
+
+    /// 403 for a token limited to some queues: `what` spans every queue.
+    pub fn check_unlimited(&self, what: &str) -> ApiResult<()> {
+        if !self.limited() {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!(
+            "token {:?} is limited to {}; {what} needs a token for every queue",
+            self.name,
+            self.queue_list()
+        )))
+    }
+
+    /// 403 unless `filter` names a queue the token may use (always fine for tokens that are
+    /// not limited).
+    pub fn check_filter(&self, filter: Option<&str>) -> ApiResult<()> {
+        match filter {
+            Some(queue) => self.check_queue(queue),
+            None if self.limited() => Err(ApiError::forbidden(format!(
+                "token {:?} is limited to {}: pass one of them as queue=",
+                self.name,
+                self.queue_list()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn queue_list(&self) -> String {
+        match &self.queues {
+            None => "every queue".into(),
+            Some(q) => format!(
+                "queue{} {}",
+                if q.len() == 1 { "" } else { "s" },
+                q.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+}
+
+/// The caller found by [`require`]. A route without it was registered without a scope; it
+/// fails closed.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("this route checks no token; refused"))
+    }
+}
+
+struct Known {
+    /// [`hash_secret`] of the token, as bytes of hex to compare in constant time.
+    hash: String,
+    caller: Caller,
+}
+
+struct Snapshot {
+    loaded: Instant,
+    tokens: Arc<Vec<Known>>,
+}
+
+/// Finds callers by their bearer token; shared by every route of one router.
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    config: AuthConfig,
+    cache: RwLock<Option<Snapshot>>,
+    /// One reload at a time; the others wait for it and use its result.
+    reload: tokio::sync::Mutex<()>,
+}
+
+impl Authenticator {
+    pub fn new(store: Arc<dyn Store>, config: AuthConfig) -> Self {
+        Self {
+            store,
+            config,
+            cache: RwLock::new(None),
+            reload: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The cached tokens, if their read started at `since` or later.
+    fn cached(&self, since: Instant) -> Option<Arc<Vec<Known>>> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        cache
+            .as_ref()
+            .filter(|s| s.loaded >= since)
+            .map(|s| s.tokens.clone())
+    }
+
+    /// The known tokens, read from the store at `since` or later: the cache, or a new read
+    /// (one at a time; callers waiting for it use its result). A store that cannot be read
+    /// fails the request (503): a stale list could let a revoked token in.
+    async fn tokens(&self, since: Instant) -> ApiResult<Arc<Vec<Known>>> {
+        if let Some(tokens) = self.cached(since) {
+            return Ok(tokens);
+        }
+        let _reloading = self.reload.lock().await;
+        if let Some(tokens) = self.cached(since) {
+            return Ok(tokens);
+        }
+        let loaded = Instant::now();
+        let stored = self.store.token_list().await?;
+        let mut known: Vec<Known> = stored
+            .iter()
+            .map(|t| Known {
+                hash: t.hash.clone(),
+                caller: Caller::of(&NewToken {
+                    name: t.name.clone(),
+                    hash: t.hash.clone(),
+                    scopes: t.scopes.clone(),
+                    queues: t.queues.clone(),
+                }),
+            })
+            .collect();
+        for declared in &self.config.declared {
+            if !stored.iter().any(|t| t.name == declared.name) {
+                known.push(Known {
+                    hash: declared.hash.clone(),
+                    caller: Caller::of(declared),
+                });
+            }
+        }
+        let tokens = Arc::new(known);
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = Some(Snapshot {
+            loaded,
+            tokens: tokens.clone(),
+        });
+        Ok(tokens)
+    }
+
+    /// The caller of a request that needs `scope`: 401 without a valid token, 403 without
+    /// the scope. While no token exists and none is required, every request may call (as
+    /// [`ACTOR_NO_AUTH`]), whatever it sends: the API is open to anyone who can reach it, so
+    /// a token would add nothing.
+    ///
+    /// A token not in the cache makes the cache be read again unless that read started
+    /// after the request arrived, so a token works as soon as `hinter tokens create` has
+    /// answered. Unknown tokens therefore cost at most one store read at a time.
+    pub async fn authenticate(&self, headers: &HeaderMap, scope: Scope) -> ApiResult<Caller> {
+        let arrived = Instant::now();
+        let tokens = self
+            .tokens(arrived.checked_sub(REFRESH).unwrap_or(arrived))
+            .await?;
+        if tokens.is_empty() && !self.config.require_tokens {
+            return Ok(Caller::no_auth());
+        }
+        let hash = hash_secret(bearer(headers)?);
+        let known = match find(&tokens, &hash) {
+            Some(known) => known,
+            None => find(&self.tokens(arrived).await?, &hash).ok_or_else(|| {
+                ApiError::unauthorized("the bearer token is not valid: unknown or revoked")
+            })?,
+        };
+        if !known.scopes.iter().any(|held| held.covers(scope)) {
+            return Err(ApiError::forbidden(format!(
+                "token {:?} lacks the {scope} scope this route needs; it has {}",
+                known.name,
+                known
+                    .scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(known)
+    }
+}
+
+/// The caller whose token hashes to `hash`. Every known hash is compared, in constant time,
+/// so the answer's timing says nothing about how close a guess came or which token matched.
+fn find(tokens: &[Known], hash: &str) -> Option<Caller> {
+    let mut found = None;
+    for known in tokens {
+        if bool::from(known.hash.as_bytes().ct_eq(hash.as_bytes())) {
+            found = Some(known.caller.clone());
+        }
+    }
+    found
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::unauthorized(
+            "this API needs a token: send Authorization: Bearer TOKEN \
+             (hinter: --token or HINTER_TOKEN)",
+        ));
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::unauthorized(
+            "the Authorization header must be `Bearer TOKEN`",
+        )),
+    }
+}
+
+/// The middleware in front of every route that needs `scope`: finds the [`Caller`] for the
+/// handler, or answers 401/403.
+pub async fn require(
+    State((auth, scope)): State<(Arc<Authenticator>, Scope)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match auth.authenticate(request.headers(), scope).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e) => e.into_response(),
+    }
+}

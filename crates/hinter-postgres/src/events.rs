@@ -247,10 +247,7 @@ async fn session(
     listening: &mut bool,
     ready: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = settings
-        .config
-        .connect(settings.connector.clone())
-        .await?;
+    let (client, mut connection) = settings.config.connect(settings.connector.clone()).await?;
     let listen_sql = format!("LISTEN {}", quote_ident(channel));
     let mut listen = std::pin::pin!(client.batch_execute(&listen_sql));
     let mut ping = tokio::time::interval(LISTEN_PING_EVERY);

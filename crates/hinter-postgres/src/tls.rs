@@ -24,7 +24,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 pub use tokio_postgres_rustls::MakeRustlsConnect;
@@ -103,7 +105,9 @@ pub fn split(url: &str) -> Result<(String, TlsSettings), StoreError> {
         match key {
             "sslmode" => mode = Some(SslMode::parse(&value)?),
             "sslrootcert" if value.is_empty() => {
-                return Err(invalid("sslrootcert is empty: give a PEM file's path".into()))
+                return Err(invalid(
+                    "sslrootcert is empty: give a PEM file's path".into(),
+                ))
             }
             "sslrootcert" if value == "system" => root_cert = Some(RootCert::System),
             "sslrootcert" => root_cert = Some(RootCert::File(PathBuf::from(value))),
@@ -252,9 +256,7 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect, StoreError
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot set up TLS: {e}")))?;
         if settings.mode == SslMode::VerifyFull {
-            builder
-                .with_webpki_verifier(webpki)
-                .with_no_client_auth()
+            builder.with_webpki_verifier(webpki).with_no_client_auth()
         } else {
             builder
                 .dangerous()
@@ -270,8 +272,9 @@ fn root_store(root_cert: &RootCert) -> Result<RootCertStore, StoreError> {
     match root_cert {
         RootCert::File(path) => {
             let shown = path.display();
-            let pem = std::fs::read(path)
-                .map_err(|e| StoreError::Unavailable(format!("cannot read sslrootcert {shown}: {e}")))?;
+            let pem = std::fs::read(path).map_err(|e| {
+                StoreError::Unavailable(format!("cannot read sslrootcert {shown}: {e}"))
+            })?;
             for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert.map_err(|e| {
                     StoreError::Unavailable(format!("sslrootcert {shown} is not valid PEM: {e}"))
@@ -307,7 +310,13 @@ fn root_store(root_cert: &RootCert) -> Result<RootCertStore, StoreError> {
 pub fn hint(error: &tokio_postgres::Error, settings: &TlsSettings) -> Option<String> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
-        if let Some(rustls::Error::InvalidCertificate(cert)) = e.downcast_ref::<rustls::Error>() {
+        // tokio-rustls wraps rustls' error in an io::Error, whose `source` skips it.
+        let rustls_error = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::InvalidCertificate(cert)) = rustls_error {
             return Some(match cert {
                 CertificateError::UnknownIssuer | CertificateError::BadSignature => {
                     match &settings.root_cert {
@@ -369,7 +378,12 @@ impl ServerCertVerifier for NoCertificateCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -378,7 +392,12 @@ impl ServerCertVerifier for NoCertificateCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -489,7 +508,10 @@ mod tests {
     fn bad_values_name_the_parameter() {
         for (url, expected) in [
             ("postgres://h/db?sslmode=allow", "sslmode=\"allow\""),
-            ("postgres://h/db?sslmode=verify_full", "verify-ca or verify-full"),
+            (
+                "postgres://h/db?sslmode=verify_full",
+                "verify-ca or verify-full",
+            ),
             ("postgres://h/db?sslrootcert=", "sslrootcert is empty"),
             ("postgres://h/db?sslrootcert=%zz", "percent-encoding"),
             ("host=h sslmode=bogus", "sslmode=\"bogus\""),
@@ -506,7 +528,10 @@ mod tests {
             root_cert: RootCert::File(PathBuf::from("/nonexistent/ca.pem")),
         };
         let err = connector(&settings).err().unwrap().to_string();
-        assert!(err.contains("cannot read sslrootcert /nonexistent/ca.pem"), "{err}");
+        assert!(
+            err.contains("cannot read sslrootcert /nonexistent/ca.pem"),
+            "{err}"
+        );
 
         let dir = std::env::temp_dir().join(format!("hinter-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

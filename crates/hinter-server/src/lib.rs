@@ -19,12 +19,14 @@ mod health;
 mod jobs;
 pub mod listen;
 mod queues;
+mod tls;
 pub mod wire;
 mod worker;
 mod workers;
 
 pub use error::{ApiError, ApiResult};
-pub use listen::{serve, ConnLimits};
+pub use listen::{serve, serve_tls, ConnLimits};
+pub use tls::{TlsConfig, TlsError};
 
 /// Limits and defaults of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,6 +29,17 @@ pub enum Error {
         connect_failed: bool,
     },
 
+    /// No TLS session could be made with an `https://` server: most often its certificate
+    /// is not trusted (give its CA with [`crate::ClientBuilder::ca_file`]) or is for another
+    /// host name. Trying again does not help.
+    #[error("TLS with the hinter server at {url} failed: {reason}")]
+    Tls { url: String, reason: String },
+
+    /// A CA certificate given to [`crate::ClientBuilder`] cannot be used. `origin` is its
+    /// file, or `(PEM text)`.
+    #[error("cannot use the CA certificate {origin}: {message}")]
+    InvalidCaCertificate { origin: String, message: String },
+
     /// The server answered with a success status but a body that is not what the API promises.
     #[error("unexpected answer from {url} (HTTP {status}): {message}")]
     Decode {

@@ -308,38 +308,27 @@ fn root_store(root_cert: &RootCert) -> Result<RootCertStore, StoreError> {
 
 /// What to tell the user about a failed connection, when TLS is the reason.
 pub fn hint(error: &tokio_postgres::Error, settings: &TlsSettings) -> Option<String> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = cause {
-        // tokio-rustls wraps rustls' error in an io::Error, whose `source` skips it.
-        let rustls_error = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(rustls::Error::InvalidCertificate(cert)) = rustls_error {
-            return Some(match cert {
-                CertificateError::UnknownIssuer | CertificateError::BadSignature => {
-                    match &settings.root_cert {
-                        RootCert::File(path) => format!(
-                            "the server's certificate is not signed by a CA in sslrootcert {}",
-                            path.display()
-                        ),
-                        RootCert::System => "the server's certificate is not signed by a CA \
+    if let Some(rustls::Error::InvalidCertificate(cert)) = find_rustls_error(error) {
+        return Some(match cert {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                match &settings.root_cert {
+                    RootCert::File(path) => format!(
+                        "the server's certificate is not signed by a CA in sslrootcert {}",
+                        path.display()
+                    ),
+                    RootCert::System => "the server's certificate is not signed by a CA \
                                              the system trusts: name its CA file with \
                                              sslrootcert=PATH in the URL"
-                            .to_string(),
-                    }
+                        .to_string(),
                 }
-                CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => {
-                    "the server's certificate does not name the host of the URL: connect by \
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "the server's certificate does not name the host of the URL: connect by \
                      a name it holds, or check the chain only with sslmode=verify-ca"
-                        .to_string()
-                }
-                _ => "the server's certificate was refused".to_string(),
-            });
-        }
-        cause = e.source();
+                    .to_string()
+            }
+            _ => "the server's certificate was refused".to_string(),
+        });
     }
     let text = error.to_string();
     if text.contains("server does not support TLS") {
@@ -353,6 +342,23 @@ pub fn hint(error: &tokio_postgres::Error, settings: &TlsSettings) -> Option<Str
         ));
     }
     None
+}
+
+/// Looks through the causes, into `io::Error`s too: their `source` skips the error they
+/// wrap (tokio-rustls wraps rustls' error in one).
+fn find_rustls_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        return find_rustls_error(inner);
+    }
+    find_rustls_error(error.source()?)
 }
 
 /// `prefer` and `require` without a CA, as libpq: encrypt, but take any certificate. The

@@ -166,9 +166,41 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub connections: ConnectionArgs,
     #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
     pub maintenance: MaintenanceArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+/// HTTPS for the API: both files, or neither (plain HTTP).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first, then
+    /// intermediates); needs --tls-key
+    #[arg(long, env = "HINTER_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "HINTER_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The loaded certificate and key, `None` for plain HTTP.
+    pub fn config(&self) -> anyhow::Result<Option<hinter_server::TlsConfig>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => hinter_server::TlsConfig::from_pem_files(cert, key)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}")),
+            (Some(_), None) => bail!(
+                "--tls-cert needs --tls-key (HINTER_TLS_KEY) too: the certificate's private key"
+            ),
+            (None, Some(_)) => bail!(
+                "--tls-key needs --tls-cert (HINTER_TLS_CERT) too: the certificate of that key"
+            ),
+        }
+    }
 }
 
 /// Limits on HTTP connections, so idle or slow clients cannot use up the process's files.
@@ -385,6 +417,7 @@ pub fn parse_byte_limit(s: &str) -> Result<usize, String> {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cluster_options = args.cluster.options()?;
     let limits = args.connections.limits()?;
+    let tls = args.tls.config()?;
     // Bind first: with the port taken, fail before the store is created or migrated.
     // A host name is resolved; the first of its addresses that can be bound is used.
     let listener = tokio::net::TcpListener::bind(args.listen.as_str())
@@ -432,18 +465,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("reading the listen address")?;
     tracing::info!(
         listen = %local,
+        scheme = if tls.is_some() { "https" } else { "http" },
         store = %args.store.describe(),
         max_connections = limits.max_connections,
         "hinter is serving"
     );
     ready.store(true, Ordering::SeqCst);
     let stopping = ready.clone();
-    hinter_server::serve(listener, state, limits, async move {
+    let shutdown = async move {
         shutdown_signal().await;
         stopping.store(false, Ordering::SeqCst);
         tracing::info!("shutting down: no new requests, finishing open ones");
-    })
-    .await;
+    };
+    match tls {
+        Some(tls) => hinter_server::serve_tls(listener, state, limits, tls, shutdown).await,
+        None => hinter_server::serve(listener, state, limits, shutdown).await,
+    }
     maintenance.shutdown().await;
     coordinator.shutdown().await;
     // SQLite: fold the WAL into the database and truncate it, so a stopped store is one file.

@@ -36,7 +36,7 @@
 mod error;
 mod types;
 
-pub use error::Error;
+pub use error::{Error, TlsProblem};
 pub use hinter_core::store::Include;
 pub use hinter_core::{
     AttemptError, EventFilter, EventKind, Job, JobEvent, JobState, LeasedJob, Run, RunOutcome,
@@ -587,9 +587,11 @@ impl Client {
 
     fn transport(&self, error: &reqwest::Error, timeout: Duration) -> Error {
         if let Some(tls) = tls_error(error) {
+            let (problem, reason) = tls_reason(tls);
             return Error::Tls {
                 url: self.base_url().to_string(),
-                reason: tls_reason(tls),
+                problem,
+                reason,
             };
         }
         let timed_out = error.is_timeout();
@@ -629,23 +631,29 @@ fn find_rustls_error<'a>(
     find_rustls_error(error.source()?)
 }
 
-/// What went wrong in words, then rustls' own.
-fn tls_reason(error: &rustls::Error) -> String {
+/// What went wrong, and in words, then rustls' own.
+fn tls_reason(error: &rustls::Error) -> (TlsProblem, String) {
     use rustls::CertificateError as C;
-    let what = match error {
-        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
-            "the server's certificate is not signed by a CA this client trusts"
-        }
+    let (problem, what) = match error {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => (
+            TlsProblem::UntrustedCertificate,
+            "the server's certificate is not signed by a CA this client trusts",
+        ),
         rustls::Error::InvalidCertificate(
             C::NotValidForName | C::NotValidForNameContext { .. },
-        ) => "the server's certificate is not for the host name in the server URL",
+        ) => (
+            TlsProblem::WrongHostName,
+            "the server's certificate is not for the host name in the server URL",
+        ),
         rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
-            "the server's certificate has expired"
+            (TlsProblem::Other, "the server's certificate has expired")
         }
-        rustls::Error::InvalidCertificate(_) => "the server's certificate was refused",
-        _ => "the TLS handshake failed",
+        rustls::Error::InvalidCertificate(_) => {
+            (TlsProblem::Other, "the server's certificate was refused")
+        }
+        _ => (TlsProblem::Other, "the TLS handshake failed"),
     };
-    format!("{what} ({error})")
+    (problem, format!("{what} ({error})"))
 }
 
 /// Accepts `http://host:port[/prefix]`, `https://host:port[/prefix]` or `host:port`.

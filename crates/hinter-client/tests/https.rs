@@ -2,7 +2,7 @@
 //! through the builder it works; without it, or for another host name, it fails with
 //! [`Error::Tls`] saying why.
 
-use hinter_client::{Client, EnqueueRequest, Error};
+use hinter_client::{Client, EnqueueRequest, Error, TlsProblem};
 use hinter_server::{AppState, ConnLimits, ServerConfig, TlsConfig};
 use hinter_sqlite::{SqliteOptions, SqliteStore};
 use std::sync::atomic::AtomicBool;
@@ -97,8 +97,13 @@ async fn reaches_an_https_server_with_a_custom_ca() {
         .await
         .expect_err("an untrusted certificate");
     match &err {
-        Error::Tls { url: at, reason } => {
+        Error::Tls {
+            url: at,
+            problem,
+            reason,
+        } => {
             assert_eq!(at, &url);
+            assert_eq!(*problem, TlsProblem::UntrustedCertificate);
             assert!(
                 reason.contains("not signed by a CA this client trusts")
                     && reason.contains("UnknownIssuer"),
@@ -118,7 +123,7 @@ async fn reaches_an_https_server_with_a_custom_ca() {
         .await
         .expect_err("a certificate for another name");
     assert!(
-        matches!(&err, Error::Tls { reason, .. } if reason.contains("not for the host name")),
+        matches!(&err, Error::Tls { reason, problem: TlsProblem::WrongHostName, .. } if reason.contains("not for the host name")),
         "{err:?}"
     );
 }

@@ -14,4 +14,5 @@ mod fake;
 mod jobs;
 mod queues;
 mod server_url;
+mod tls;
 mod wait;

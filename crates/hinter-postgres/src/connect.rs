@@ -127,8 +127,12 @@ pub fn config(
     options: &PostgresOptions,
 ) -> Result<(tokio_postgres::Config, TlsSettings), StoreError> {
     let (url, tls) = tls::split(url)?;
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-        StoreError::Unavailable(format!("invalid PostgreSQL URL (postgres://…): {e}"))
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        // The cause says which option is wrong ("unknown option `x`").
+        let cause = std::error::Error::source(&e)
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        StoreError::Unavailable(format!("invalid PostgreSQL URL (postgres://…): {e}{cause}"))
     })?;
     config.ssl_mode(tls.mode.for_tokio_postgres());
     if let Some(schema) = &options.schema {

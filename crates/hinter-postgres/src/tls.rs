@@ -111,6 +111,12 @@ pub fn split(url: &str) -> Result<(String, TlsSettings), StoreError> {
             }
             "sslrootcert" if value == "system" => root_cert = Some(RootCert::System),
             "sslrootcert" => root_cert = Some(RootCert::File(PathBuf::from(value))),
+            "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
+                return Err(invalid(format!(
+                    "{key} is not supported: hinter does not present client certificates or \
+                     read revocation lists (use a password, or another authentication)"
+                )))
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -521,6 +527,7 @@ mod tests {
             ("postgres://h/db?sslrootcert=", "sslrootcert is empty"),
             ("postgres://h/db?sslrootcert=%zz", "percent-encoding"),
             ("host=h sslmode=bogus", "sslmode=\"bogus\""),
+            ("postgres://h/db?sslcert=c.pem", "sslcert is not supported"),
         ] {
             let err = split(url).unwrap_err().to_string();
             assert!(err.contains(expected), "{url}: {err}");

@@ -29,6 +29,23 @@ pub enum Error {
         connect_failed: bool,
     },
 
+    /// No TLS session could be made with an `https://` server: most often its certificate
+    /// is not trusted (give its CA with [`crate::ClientBuilder::ca_file`]) or is for another
+    /// host name. Trying again does not help.
+    #[error("TLS with the hinter server at {url} failed: {reason}")]
+    Tls {
+        url: String,
+        /// What was wrong, for code that acts on it.
+        problem: TlsProblem,
+        /// What was wrong in words, with rustls' own description.
+        reason: String,
+    },
+
+    /// A CA certificate given to [`crate::ClientBuilder`] cannot be used. `origin` is its
+    /// file, or `(PEM text)`.
+    #[error("cannot use the CA certificate {origin}: {message}")]
+    InvalidCaCertificate { origin: String, message: String },
+
     /// The server answered with a success status but a body that is not what the API promises.
     #[error("unexpected answer from {url} (HTTP {status}): {message}")]
     Decode {
@@ -44,6 +61,18 @@ pub enum Error {
     /// The request could not be encoded as JSON (a map with non-string keys, say).
     #[error("cannot encode the request: {message}")]
     InvalidRequest { message: String },
+}
+
+/// Why a TLS session with the server could not be made ([`Error::Tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsProblem {
+    /// The server's certificate does not chain up to a trusted CA.
+    UntrustedCertificate,
+    /// The server's certificate is not for the host name of the server URL.
+    WrongHostName,
+    /// The certificate has expired or is otherwise refused, or the handshake failed.
+    Other,
 }
 
 impl Error {

@@ -20,13 +20,23 @@
 //! request (with its status, machine code and message), [`Error::Transport`] when the server
 //! could not be reached, [`Error::Decode`] when its answer was not what the API promises.
 //!
-//! Only plain `http://` is supported by this build (no TLS); put a TLS-terminating proxy in
-//! front of the server for remote use.
+//! `https://` servers are reached with rustls: their certificate must chain up to one of the
+//! system's root certificates, or to a CA given with [`ClientBuilder::ca_certificate_pem`] /
+//! [`ClientBuilder::ca_file`] (for a private CA or a self-signed server):
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), hinter_client::Error> {
+//! let client = hinter_client::Client::builder("https://jobs.internal:7433")
+//!     .token(Some("…".into()))
+//!     .ca_file("/etc/hinter/ca.pem")
+//!     .build()?;
+//! # Ok(()) }
+//! ```
 
 mod error;
 mod types;
 
-pub use error::Error;
+pub use error::{Error, TlsProblem};
 pub use hinter_core::store::Include;
 pub use hinter_core::{
     AttemptError, EventFilter, EventKind, Job, JobEvent, JobState, LeasedJob, Run, RunOutcome,
@@ -89,31 +99,114 @@ impl std::fmt::Debug for Client {
     }
 }
 
-impl Client {
-    /// A client for the server at `base_url` (`http://host:port`, optionally with a path prefix
-    /// when the server sits behind a proxy; a missing scheme means `http://`). The `token`, if
-    /// any and not empty, is sent as `Authorization: Bearer <token>`.
-    pub fn new(base_url: impl AsRef<str>, token: Option<String>) -> Result<Self, Error> {
-        let base = parse_base_url(base_url.as_ref())?;
-        let http = reqwest::Client::builder()
+/// Sets up a [`Client`] with more than [`Client::new`] takes: made by [`Client::builder`].
+#[derive(Clone)]
+pub struct ClientBuilder {
+    base_url: String,
+    token: Option<String>,
+    /// PEM texts of extra trusted CAs, each with where it came from (for messages).
+    cas: Vec<(String, Vec<u8>)>,
+    ca_files: Vec<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_files", &self.ca_files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// The token sent as `Authorization: Bearer <token>` (none, or empty: no header).
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Trusts the CA certificates in `pem` (one or more `BEGIN CERTIFICATE` blocks) for
+    /// `https://` servers, besides the system's root certificates.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.cas.push(("(PEM text)".to_string(), pem.into()));
+        self
+    }
+
+    /// As [`ClientBuilder::ca_certificate_pem`], from a PEM file, read by
+    /// [`ClientBuilder::build`].
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_files.push(path.into());
+        self
+    }
+
+    /// The client. A CA file that cannot be read or holds no certificate is
+    /// [`Error::InvalidCaCertificate`]; a bad URL [`Error::InvalidUrl`].
+    pub fn build(self) -> Result<Client, Error> {
+        let base = parse_base_url(&self.base_url)?;
+        let mut cas = self.cas;
+        for path in &self.ca_files {
+            let pem = std::fs::read(path).map_err(|e| Error::InvalidCaCertificate {
+                origin: path.display().to_string(),
+                message: format!("cannot read it: {e}"),
+            })?;
+            cas.push((path.display().to_string(), pem));
+        }
+        let mut http = reqwest::Client::builder()
+            .use_rustls_tls()
             .connect_timeout(CONNECT_TIMEOUT)
             // Below `hinter serve --idle-timeout`'s default (60s): a pooled connection is
             // dropped here before the server closes it, not reused as it does.
             .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("hinter-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::InvalidUrl {
-                url: base_url.as_ref().to_string(),
-                message: format!("cannot set up the HTTP client: {e}"),
-            })?;
-        Ok(Self {
+            .user_agent(concat!("hinter-client/", env!("CARGO_PKG_VERSION")));
+        for (source, pem) in cas {
+            let invalid = |message: String| Error::InvalidCaCertificate {
+                origin: source.clone(),
+                message,
+            };
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| invalid(format!("not valid PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(invalid(
+                    "it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+                ));
+            }
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().map_err(|e| Error::InvalidUrl {
+            url: self.base_url.clone(),
+            message: format!("cannot set up the HTTP client: {}", root_cause(&e)),
+        })?;
+        Ok(Client {
             http,
             base,
-            token: token.filter(|t| !t.is_empty()),
+            token: self.token.filter(|t| !t.is_empty()),
             timeout: DEFAULT_TIMEOUT,
             enqueue_attempts: ENQUEUE_ATTEMPTS,
             enqueue_backoff: ENQUEUE_BACKOFF,
         })
+    }
+}
+
+impl Client {
+    /// A client for the server at `base_url` (`http://host:port` or `https://host:port`,
+    /// optionally with a path prefix when the server sits behind a proxy; a missing scheme
+    /// means `http://`). The `token`, if any and not empty, is sent as
+    /// `Authorization: Bearer <token>`. [`Client::builder`] takes more options.
+    pub fn new(base_url: impl AsRef<str>, token: Option<String>) -> Result<Self, Error> {
+        Self::builder(base_url.as_ref()).token(token).build()
+    }
+
+    /// A builder for a client of the server at `base_url` (as [`Client::new`] takes it).
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base_url: base_url.into(),
+            token: None,
+            cas: Vec::new(),
+            ca_files: Vec::new(),
+        }
     }
 
     /// How enqueues are retried: sent at most `attempts` times in all (at least once), the
@@ -581,6 +674,14 @@ impl Client {
     }
 
     fn transport(&self, error: &reqwest::Error, timeout: Duration) -> Error {
+        if let Some(tls) = tls_error(error) {
+            let (problem, reason) = tls_reason(tls);
+            return Error::Tls {
+                url: self.base_url().to_string(),
+                problem,
+                reason,
+            };
+        }
         let timed_out = error.is_timeout();
         let reason = if timed_out {
             format!("no answer within {}", format_duration(timeout))
@@ -639,7 +740,54 @@ fn backoff(first: Duration, retry: u32) -> Duration {
     full.mul_f64(rand::random_range(0.5..=1.0))
 }
 
-/// Accepts `http://host:port[/prefix]` or `host:port`.
+/// The rustls error under `error`, if TLS is why it failed.
+fn tls_error(error: &reqwest::Error) -> Option<&rustls::Error> {
+    find_rustls_error(error)
+}
+
+/// Looks through the causes, into `io::Error`s too: their `source` skips the error they wrap
+/// (hyper-rustls wraps rustls' error in one, and the connector that in another).
+fn find_rustls_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        return find_rustls_error(inner);
+    }
+    find_rustls_error(error.source()?)
+}
+
+/// What went wrong, and in words, then rustls' own.
+fn tls_reason(error: &rustls::Error) -> (TlsProblem, String) {
+    use rustls::CertificateError as C;
+    let (problem, what) = match error {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => (
+            TlsProblem::UntrustedCertificate,
+            "the server's certificate is not signed by a CA this client trusts",
+        ),
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => (
+            TlsProblem::WrongHostName,
+            "the server's certificate is not for the host name in the server URL",
+        ),
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            (TlsProblem::Other, "the server's certificate has expired")
+        }
+        rustls::Error::InvalidCertificate(_) => {
+            (TlsProblem::Other, "the server's certificate was refused")
+        }
+        _ => (TlsProblem::Other, "the TLS handshake failed"),
+    };
+    (problem, format!("{what} ({error})"))
+}
+
+/// Accepts `http://host:port[/prefix]`, `https://host:port[/prefix]` or `host:port`.
 fn parse_base_url(input: &str) -> Result<Url, Error> {
     let invalid = |message: &str| Error::InvalidUrl {
         url: input.to_string(),
@@ -656,20 +804,15 @@ fn parse_base_url(input: &str) -> Result<Url, Error> {
     };
     let mut url = Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(invalid(
-                "https is not supported by this build; use http:// (or a TLS-terminating proxy)",
-            ))
-        }
+        "http" | "https" => {}
         other => {
             return Err(invalid(&format!(
-                "unsupported scheme {other:?}; use http://"
+                "unsupported scheme {other:?}; use http:// or https://"
             )))
         }
     }
     if url.cannot_be_a_base() || url.host_str().is_none() {
-        return Err(invalid("expected http://HOST:PORT"));
+        return Err(invalid("expected http://HOST:PORT or https://HOST:PORT"));
     }
     url.set_query(None);
     url.set_fragment(None);
@@ -730,19 +873,42 @@ mod tests {
 
     #[test]
     fn bad_base_urls_are_refused() {
-        for bad in [
-            "",
-            "https://example.com",
-            "ftp://x",
-            "http://",
-            "file:///tmp/x",
-            "a b:1",
-        ] {
+        assert_eq!(
+            Client::new("https://example.com:7433/", None)
+                .unwrap()
+                .base_url(),
+            "https://example.com:7433"
+        );
+        for bad in ["", "ftp://x", "http://", "file:///tmp/x", "a b:1"] {
             assert!(
                 matches!(Client::new(bad, None), Err(Error::InvalidUrl { .. })),
                 "{bad:?} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn unusable_ca_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("hinter-client-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let missing = dir.join("missing.pem");
+        for (path, expected) in [
+            (&missing, "cannot read it"),
+            (&empty, "holds no PEM certificate"),
+        ] {
+            let err = Client::builder("https://localhost:7433")
+                .ca_file(path)
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidCaCertificate { origin, .. } if *origin == path.display().to_string()),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

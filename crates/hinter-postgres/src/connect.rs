@@ -1,6 +1,7 @@
-//! Connection settings: parsing the URL, the schema's `search_path`, and naming the
-//! database in messages without its password.
+//! Connection settings: parsing the URL (its TLS parameters: `tls.rs`), the schema's
+//! `search_path`, and naming the database in messages without its password.
 
+use crate::tls::{self, MakeRustlsConnect, TlsSettings};
 use crate::PostgresOptions;
 use hinter_core::StoreError;
 use std::time::Duration;
@@ -63,12 +64,77 @@ pub fn describe_target(config: &tokio_postgres::Config) -> String {
     format!("postgres://{user}{hosts}{db}")
 }
 
+/// How to open connections to one database.
+#[derive(Clone)]
+pub struct Settings {
+    pub config: tokio_postgres::Config,
+    pub tls: TlsSettings,
+    pub connector: MakeRustlsConnect,
+    /// `user@host:port/db`, for messages.
+    pub target: String,
+}
+
+impl Settings {
+    /// Parses `url` (with its TLS parameters) and applies `options`.
+    pub fn new(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
+        let (config, tls) = config(url, options)?;
+        let connector = tls::connector(&tls)?;
+        let target = describe_target(&config);
+        Ok(Self {
+            config,
+            tls,
+            connector,
+            target,
+        })
+    }
+
+    /// Opens one connection (its task spawned); a failure names the database, never the
+    /// password, and says what to change when TLS was the reason.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, StoreError> {
+        let (client, connection) = self
+            .config
+            .connect(self.connector.clone())
+            .await
+            .map_err(|e| self.connect_error(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    pub fn connect_error(&self, e: &tokio_postgres::Error) -> StoreError {
+        let mut message = format!(
+            "cannot connect to PostgreSQL at {}: {}",
+            self.target,
+            crate::ops::describe(e)
+        );
+        if let Some(hint) = tls::hint(e, &self.tls) {
+            message.push_str(" (");
+            message.push_str(&hint);
+            message.push(')');
+        }
+        StoreError::Unavailable(message)
+    }
+}
+
 /// Parses `url` and applies the options: the schema's `search_path` for every connection,
-/// timeouts, keepalives and an application name when the URL sets none.
-pub fn config(url: &str, options: &PostgresOptions) -> Result<tokio_postgres::Config, StoreError> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-        StoreError::Unavailable(format!("invalid PostgreSQL URL (postgres://…): {e}"))
+/// timeouts, keepalives and an application name when the URL sets none. `sslmode` and
+/// `sslrootcert` are taken out first ([`tls::split`]).
+pub fn config(
+    url: &str,
+    options: &PostgresOptions,
+) -> Result<(tokio_postgres::Config, TlsSettings), StoreError> {
+    let (url, tls) = tls::split(url)?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        // The cause says which option is wrong ("unknown option `x`").
+        let cause = std::error::Error::source(&e)
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        StoreError::Unavailable(format!("invalid PostgreSQL URL (postgres://…): {e}{cause}"))
     })?;
+    config.ssl_mode(tls.mode.for_tokio_postgres());
     if let Some(schema) = &options.schema {
         validate_schema(schema)?;
         let search_path = format!("-c search_path={schema}");
@@ -87,7 +153,7 @@ pub fn config(url: &str, options: &PostgresOptions) -> Result<tokio_postgres::Co
     if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
         config.keepalives_idle(Duration::from_secs(30));
     }
-    Ok(config)
+    Ok((config, tls))
 }
 
 #[cfg(test)]
@@ -107,7 +173,7 @@ mod tests {
     #[test]
     fn target_hides_the_password() {
         let options = PostgresOptions::default();
-        let config =
+        let (config, _) =
             config("postgres://alice:s3cret@db.example:6543/jobs", &options).expect("a valid URL");
         let target = describe_target(&config);
         assert_eq!(target, "postgres://alice@db.example:6543/jobs");

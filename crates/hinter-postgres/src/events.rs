@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::future::poll_fn;
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
 /// Largest payload sent in one notification (PostgreSQL refuses 8000 bytes and more).
@@ -195,7 +195,7 @@ pub fn decode(payload: &str) -> Vec<StoreEvent> {
 /// forwards events to `events`, reconnecting with backoff. `ready` is answered once, after
 /// the first LISTEN succeeded or failed.
 pub(crate) async fn listen(
-    config: tokio_postgres::Config,
+    settings: crate::connect::Settings,
     target: String,
     channel: String,
     events: broadcast::Sender<StoreEvent>,
@@ -206,7 +206,7 @@ pub(crate) async fn listen(
     let mut backoff = MIN_BACKOFF;
     loop {
         let mut listening = false;
-        let session = session(&config, &channel, &events, &mut listening, &mut ready);
+        let session = session(&settings, &channel, &events, &mut listening, &mut ready);
         let outcome = tokio::select! {
             _ = stop.changed() => return,
             outcome = session => outcome,
@@ -241,13 +241,13 @@ pub(crate) async fn listen(
 
 /// One listening connection, until it closes or fails.
 async fn session(
-    config: &tokio_postgres::Config,
+    settings: &crate::connect::Settings,
     channel: &str,
     events: &broadcast::Sender<StoreEvent>,
     listening: &mut bool,
     ready: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = settings.config.connect(settings.connector.clone()).await?;
     let listen_sql = format!("LISTEN {}", quote_ident(channel));
     let mut listen = std::pin::pin!(client.batch_execute(&listen_sql));
     let mut ping = tokio::time::interval(LISTEN_PING_EVERY);

@@ -74,6 +74,7 @@ mod log;
 mod migrate;
 mod ops;
 mod test_schema;
+pub mod tls;
 mod unit;
 
 pub use test_schema::TestSchema;
@@ -94,7 +95,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio_postgres::{IsolationLevel, NoTls};
+use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
 pub use enqueue::enqueue_in;
@@ -187,23 +188,15 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// Opens the migration connection, a session of its own.
-async fn open_session(
-    config: &tokio_postgres::Config,
-    target: &str,
-) -> StoreResult<tokio_postgres::Client> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
-        StoreError::Unavailable(format!(
-            "cannot connect to PostgreSQL at {target}: {}",
-            ops::describe(&e)
-        ))
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "migration connection ended");
-        }
-    });
-    Ok(client)
+/// Opens one plain connection to the database at `url`, with the same URL handling as
+/// [`PostgresStore::connect`] (TLS by `sslmode`/`sslrootcert`, see [`tls`]), its
+/// connection task spawned. For tools and tests that need a session of their own.
+pub async fn connect_session(url: &str) -> StoreResult<tokio_postgres::Client> {
+    let options = PostgresOptions {
+        schema: None,
+        ..PostgresOptions::default()
+    };
+    connect::Settings::new(url, &options)?.connect().await
 }
 
 impl PostgresStore {
@@ -212,9 +205,9 @@ impl PostgresStore {
     /// refused login or a schema from a newer hinter is [`StoreError::Unavailable`] with a
     /// message naming the host (never the password).
     pub async fn connect(url: &str, options: PostgresOptions) -> StoreResult<Self> {
-        let config = connect::config(url, &options)?;
-        let target = connect::describe_target(&config);
-        let mut session = open_session(&config, &target).await?;
+        let settings = connect::Settings::new(url, &options)?;
+        let target = settings.target.clone();
+        let mut session = settings.connect().await?;
         migrate::migrate(&mut session, options.schema.as_deref())
             .await
             .map_err(|e| match e {
@@ -224,8 +217,8 @@ impl PostgresStore {
         drop(session);
 
         let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
+            settings.config.clone(),
+            settings.connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -243,7 +236,7 @@ impl PostgresStore {
         let (stop, stop_rx) = watch::channel(());
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(events::listen(
-            config,
+            settings,
             target.clone(),
             channel.clone(),
             events_tx.clone(),
@@ -310,9 +303,8 @@ impl PostgresStore {
     /// Brings the database at `url` to the current schema without keeping a store open
     /// (`hinter migrate`); returns the schema version.
     pub async fn migrate(url: &str, options: &PostgresOptions) -> StoreResult<i64> {
-        let config = connect::config(url, options)?;
-        let target = connect::describe_target(&config);
-        let mut session = open_session(&config, &target).await?;
+        let settings = connect::Settings::new(url, options)?;
+        let mut session = settings.connect().await?;
         migrate::migrate(&mut session, options.schema.as_deref()).await
     }
 

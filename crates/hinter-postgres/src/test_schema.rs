@@ -30,10 +30,9 @@ impl Drop for TestSchema {
                 .build()
                 .map_err(|e| e.to_string())?;
             runtime.block_on(async move {
-                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                let client = crate::connect_session(&url)
                     .await
                     .map_err(|e| e.to_string())?;
-                tokio::spawn(connection);
                 client
                     .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
                     .await

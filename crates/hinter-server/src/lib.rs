@@ -27,13 +27,15 @@ pub mod idempotency;
 mod jobs;
 pub mod listen;
 mod queues;
+mod tls;
 pub mod wire;
 mod worker;
 mod workers;
 
 pub use auth::{Access, AuthConfig, Caller, QueueCheck, Scope};
 pub use error::{ApiError, ApiResult};
-pub use listen::{serve, ConnLimits};
+pub use listen::{serve, serve_tls, ConnLimits};
+pub use tls::{TlsConfig, TlsError};
 
 /// Limits and defaults of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]

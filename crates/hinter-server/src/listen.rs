@@ -7,6 +7,12 @@
 //!
 //! The request body's own time limit is [`crate::ServerConfig::body_timeout`], applied where
 //! bodies are read.
+//!
+//! With [`serve_tls`] every connection is TLS. The handshake runs in the connection's own
+//! task, holding its place under the cap, and must be done within
+//! [`ConnLimits::header_timeout`] of the accept; a failed or stalled handshake is dropped
+//! quietly (debug log), as any other client that goes away. The limits above then apply to
+//! the decrypted stream, exactly as without TLS.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -28,6 +34,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::error::ApiError;
+use crate::tls::TlsConfig;
 use crate::{health, AppState};
 
 /// Connections accepted past [`ConnLimits::max_connections`] that may still ask for
@@ -70,6 +77,27 @@ pub async fn serve(
     listener: TcpListener,
     state: AppState,
     limits: ConnLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_maybe_tls(listener, state, limits, None, shutdown).await;
+}
+
+/// As [`serve`], over TLS (HTTPS) with `tls`'s certificate.
+pub async fn serve_tls(
+    listener: TcpListener,
+    state: AppState,
+    limits: ConnLimits,
+    tls: TlsConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_maybe_tls(listener, state, limits, Some(tls), shutdown).await;
+}
+
+async fn serve_maybe_tls(
+    listener: TcpListener,
+    state: AppState,
+    limits: ConnLimits,
+    tls: Option<TlsConfig>,
     shutdown: impl Future<Output = ()>,
 ) {
     let app = crate::router(state.clone());
@@ -139,13 +167,23 @@ pub async fn serve(
             // A reserve connection answers one request; it may not sit idle long.
             conn_limits.idle_timeout = limits.idle_timeout.min(limits.header_timeout);
         }
-        tokio::spawn(serve_connection(
-            stream,
-            conn,
-            conn_limits,
-            stop_rx.clone(),
-            closed_rx.clone(),
-        ));
+        let (stop, closed) = (stop_rx.clone(), closed_rx.clone());
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(stream, conn, conn_limits, stop, closed));
+            }
+            Some(tls) => {
+                let acceptor = tls.acceptor.clone();
+                tokio::spawn(async move {
+                    if let Some(stream) =
+                        handshake(&acceptor, stream, &conn_limits, stop.clone()).await
+                    {
+                        serve_connection(stream, conn, conn_limits, stop, closed).await;
+                    }
+                    // Otherwise `conn`, and with it the connection's place, goes here.
+                });
+            }
+        }
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -188,13 +226,42 @@ async fn overloaded(method: Method, uri: Uri) -> ApiError {
     ))
 }
 
-async fn serve_connection(
+/// The server side of a TLS handshake on `stream`: `None` when it failed, took longer than
+/// the header timeout, or the server began to stop meanwhile.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
     stream: TcpStream,
+    limits: &ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let peer = stream.peer_addr().ok();
+    tokio::select! {
+        done = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)) => match done {
+            Ok(Ok(stream)) => Some(stream),
+            // Scanners, plain HTTP on the TLS port, clients that distrust the certificate:
+            // a client's problem, not the server's, so no more than a debug line.
+            Ok(Err(e)) => {
+                tracing::debug!(peer = ?peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(peer = ?peer, "TLS handshake not done within the header timeout");
+                None
+            }
+        },
+        _ = stop.wait_for(|stopping| *stopping) => None,
+    }
+}
+
+async fn serve_connection<S>(
+    stream: S,
     conn: Conn,
     limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
     _closed: watch::Receiver<()>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -339,13 +406,14 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A socket that reports the bytes it moves to its connection's [`Activity`].
-struct Watched {
-    inner: TcpStream,
+/// A socket (or the plain side of a TLS stream) that reports the bytes it moves to its
+/// connection's [`Activity`].
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -360,7 +428,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -38,10 +38,10 @@ impl Scratch {
     }
 
     async fn execute(&self, sql: &str) -> anyhow::Result<()> {
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+        // The store's own URL handling, so sslmode/sslrootcert work here too.
+        let client = hinter_postgres::connect_session(&self.url)
             .await
             .context("connecting to the benchmark database")?;
-        tokio::spawn(connection);
         client
             .batch_execute(sql)
             .await

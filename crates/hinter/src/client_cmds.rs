@@ -11,11 +11,11 @@
 //! |---|---|---|
 //! | 0 | [`exit::OK`] | done (`enqueue --wait`: the job succeeded) |
 //! | 1 | [`exit::JOB_FAILED`] | `enqueue --wait`: the job ended `dead` or `cancelled` |
-//! | 2 | [`exit::USAGE`] | invalid input: usage error, bad payload JSON, invalid field, API 400/413/422 |
+//! | 2 | [`exit::USAGE`] | invalid input: usage error, bad payload JSON, invalid field, unusable --ca-file, API 400/413/422 |
 //! | 3 | [`exit::NOT_FOUND`] | no such job or queue (API 404) |
 //! | 4 | [`exit::CONFLICT`] | the job's state does not allow it (API 409) |
 //! | 5 | [`exit::WAIT_TIMEOUT`] | `enqueue --wait --wait-timeout`: the job had not finished in time |
-//! | 69 | [`exit::UNAVAILABLE`] | the server cannot be reached, or answered 503 (or 502/504/429) |
+//! | 69 | [`exit::UNAVAILABLE`] | the server cannot be reached (its TLS certificate not trusted included), or answered 503 (or 502/504/429) |
 //! | 70 | [`exit::SOFTWARE`] | the server answered something unexpected (a 500, a body that is not the API's) |
 //! | 74 | [`exit::IO`] | cannot read stdin or write stdout |
 //! | 77 | [`exit::NO_PERMISSION`] | the token is missing or not allowed (API 401/403) |
@@ -25,6 +25,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use hinter_client::{
     Client, EnqueueRequest, Error as ApiError, Include, Job, JobFilter, JobState, JobSummary,
+    TlsProblem,
 };
 use hinter_core::{format_duration, parse_duration, JobSpec};
 use serde::Serialize;
@@ -72,8 +73,8 @@ pub fn exit_code_for(error: &ApiError) -> u8 {
             400..=499 => exit::USAGE,
             _ => exit::SOFTWARE,
         },
-        ApiError::Transport { .. } => exit::UNAVAILABLE,
-        ApiError::InvalidUrl { .. } => exit::USAGE,
+        ApiError::Transport { .. } | ApiError::Tls { .. } => exit::UNAVAILABLE,
+        ApiError::InvalidUrl { .. } | ApiError::InvalidCaCertificate { .. } => exit::USAGE,
         _ => exit::SOFTWARE,
     }
 }
@@ -104,6 +105,11 @@ pub struct ClientOpts {
     )]
     pub token: Option<String>,
 
+    /// PEM file of the CA that signed an https:// server's certificate, trusted besides
+    /// the system's root certificates
+    #[arg(long, env = "HINTER_CA_FILE", global = true, value_name = "PEM")]
+    pub ca_file: Option<std::path::PathBuf>,
+
     /// Print JSON (the API's answers) instead of human-readable text
     #[arg(long, global = true)]
     pub json: bool,
@@ -111,7 +117,11 @@ pub struct ClientOpts {
 
 impl ClientOpts {
     fn client(&self) -> Result<Client, Failure> {
-        Ok(Client::new(&self.server, self.token.clone())?)
+        let mut client = Client::builder(&self.server).token(self.token.clone());
+        if let Some(ca_file) = &self.ca_file {
+            client = client.ca_file(ca_file);
+        }
+        Ok(client.build()?)
     }
 }
 
@@ -459,6 +469,17 @@ impl From<ApiError> for Failure {
             ApiError::Api {
                 status: 401 | 403, ..
             } => failure.hint("pass a valid token with --token or HINTER_TOKEN"),
+            ApiError::Tls {
+                problem: TlsProblem::UntrustedCertificate,
+                ..
+            } => failure.hint(
+                "pass the CA certificate that signed the server's certificate with --ca-file \
+                 (or HINTER_CA_FILE)",
+            ),
+            ApiError::Tls {
+                problem: TlsProblem::WrongHostName,
+                ..
+            } => failure.hint("use a host name in --server that the server's certificate holds"),
             _ => failure,
         }
     }

@@ -189,6 +189,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub connections: ConnectionArgs,
     #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
     pub maintenance: MaintenanceArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -207,6 +209,36 @@ pub struct HostedArgs {
     /// stopped and handed back to the queue.
     #[arg(long, env = "HINTER_STOPPING_WAIT_TIME", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub stopping_wait_time: Duration,
+}
+
+/// HTTPS for the API: both files, or neither (plain HTTP).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first, then
+    /// intermediates); needs --tls-key
+    #[arg(long, env = "HINTER_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "HINTER_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The loaded certificate and key, `None` for plain HTTP.
+    pub fn config(&self) -> anyhow::Result<Option<hinter_server::TlsConfig>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => hinter_server::TlsConfig::from_pem_files(cert, key)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}")),
+            (Some(_), None) => bail!(
+                "--tls-cert needs --tls-key (HINTER_TLS_KEY) too: the certificate's private key"
+            ),
+            (None, Some(_)) => bail!(
+                "--tls-key needs --tls-cert (HINTER_TLS_CERT) too: the certificate of that key"
+            ),
+        }
+    }
 }
 
 /// Limits on HTTP connections, so idle or slow clients cannot use up the process's files.
@@ -436,6 +468,7 @@ pub fn parse_byte_limit(s: &str) -> Result<usize, String> {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.cluster.options()?;
     args.connections.limits()?;
+    args.tls.config()?;
     // Bind first: with the port taken, fail before the store is created or migrated.
     // A host name is resolved; the first of its addresses that can be bound is used.
     let listener = tokio::net::TcpListener::bind(args.listen.as_str())
@@ -458,6 +491,7 @@ pub async fn serve_on(
 ) -> anyhow::Result<()> {
     let cluster_options = args.cluster.options()?;
     let limits = args.connections.limits()?;
+    let tls = args.tls.config()?;
     let backend = args.store.open().await?;
     let local = listener
         .local_addr()
@@ -524,6 +558,7 @@ pub async fn serve_on(
     };
     tracing::info!(
         listen = %local,
+        scheme = if tls.is_some() { "https" } else { "http" },
         store = %args.store.describe(),
         max_connections = limits.max_connections,
         "hinter is serving"
@@ -538,9 +573,15 @@ pub async fn serve_on(
         let _ = stop.send(true);
     });
     let mut http_stopped = stopped.clone();
-    let api = hinter_server::serve(listener, state, limits, async move {
+    let http_stop = async move {
         let _ = http_stopped.wait_for(|stop| *stop).await;
-    });
+    };
+    let api = async move {
+        match tls {
+            Some(tls) => hinter_server::serve_tls(listener, state, limits, tls, http_stop).await,
+            None => hinter_server::serve(listener, state, limits, http_stop).await,
+        }
+    };
     // The hosted worker stops with the API, not after it: its running jobs get their
     // stopping_wait_time while open requests finish.
     let jobs = async move {

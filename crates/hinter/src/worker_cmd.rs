@@ -114,6 +114,11 @@ pub struct WorkerArgs {
     )]
     pub token: Option<String>,
 
+    /// PEM file of the CA that signed an https:// server's certificate, trusted besides
+    /// the system's root certificates
+    #[arg(long, env = "HINTER_CA_FILE", value_name = "PEM", help_heading = HTTP_MODE)]
+    pub ca_file: Option<PathBuf>,
+
     /// PostgreSQL URL of the database the `hinter serve` processes use (not passed on to
     /// COMMAND)
     #[arg(
@@ -251,6 +256,13 @@ impl WorkerArgs {
                      (--database/--data-dir) the worker talks to the store directly"
                     .to_string());
             }
+            if on_command_line("ca_file") {
+                return Err(
+                    "--ca-file is for an https:// server (--server); in store mode \
+                     TLS to PostgreSQL is set in the URL (sslmode, sslrootcert)"
+                        .to_string(),
+                );
+            }
             Ok(Mode::Store(StoreArgs {
                 data_dir: self
                     .data_dir
@@ -327,7 +339,11 @@ fn default_worker_id() -> String {
 /// until the server refuses to lease (a 4xx answer: wrong queue name, token…; then `Err`
 /// after the running jobs are handled).
 async fn run_http(args: WorkerArgs, server: String) -> anyhow::Result<()> {
-    let client = Client::new(&server, args.token.clone())?;
+    let mut client = Client::builder(&server).token(args.token.clone());
+    if let Some(ca_file) = &args.ca_file {
+        client = client.ca_file(ca_file);
+    }
+    let client = client.build()?;
     // What a lease may name, checked before anything starts (as in store mode).
     hinter_core::limits::check_lease_queues("--queue", &args.queues)?;
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);

@@ -15,4 +15,5 @@ mod idempotency;
 mod jobs;
 mod queues;
 mod server_url;
+mod tls;
 mod wait;

@@ -68,6 +68,27 @@ pub struct FileToken {
     pub hash: [u8; 32],
 }
 
+impl FileToken {
+    /// The token as the server checks it; a name or queue the store would refuse is an error
+    /// naming the token.
+    pub fn to_new_token(&self) -> Result<hinter_core::access::NewToken, ConfigError> {
+        let bad = |what: String| ConfigError(format!("[[tokens]] {:?}: {what}", self.name));
+        let scopes = self
+            .scopes
+            .iter()
+            .map(|s| s.parse().map_err(bad))
+            .collect::<Result<Vec<_>, _>>()?;
+        let token = hinter_core::access::NewToken {
+            name: self.name.clone(),
+            hash: self.hash.iter().map(|b| format!("{b:02x}")).collect(),
+            scopes,
+            queues: (!self.queues.is_empty()).then(|| self.queues.clone()),
+        };
+        token.check().map_err(|e| bad(e.to_string()))?;
+        Ok(token)
+    }
+}
+
 /// A parsed `hinter.toml`.
 #[derive(Debug, Clone)]
 pub struct ConfigFile {

@@ -125,6 +125,12 @@ fn main() -> ExitCode {
             config_cmd::ConfigCommand::Show(show) => config_cmd::show(show, &layered),
         };
     }
+    let declared = layered
+        .tokens()
+        .iter()
+        .map(config::FileToken::to_new_token)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_else(|e| config_error(e));
     init_logging(&cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -138,7 +144,10 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         let result = match cli.command {
-            Command::Serve(args) => serve::serve(args).await,
+            Command::Serve(mut args) => {
+                args.declared_tokens = declared;
+                serve::serve(args).await
+            }
             Command::Bench(args) => bench::bench(args).await,
             Command::Migrate(args) => args.migrate().await.map(|(version, place)| {
                 println!("schema version {version}: {place}");

@@ -196,6 +196,9 @@ pub struct ServeArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub jobs: HostedArgs,
+    /// API tokens declared in `hinter.toml` (`[[tokens]]`), besides those in the store.
+    #[arg(skip)]
+    pub declared_tokens: Vec<hinter_core::access::NewToken>,
 }
 
 /// How `serve` runs the jobs it has handlers for (script jobs): the engine's worker in
@@ -615,7 +618,10 @@ async fn safe_listening(
     local: std::net::SocketAddr,
     store: &dyn hinter_core::Store,
 ) -> anyhow::Result<hinter_server::AuthConfig> {
-    let auth = hinter_server::AuthConfig::default();
+    let auth = hinter_server::AuthConfig {
+        declared: args.declared_tokens.clone(),
+        ..hinter_server::AuthConfig::default()
+    };
     if is_loopback(local) {
         return Ok(auth);
     }

@@ -251,3 +251,72 @@ async fn insecure_no_auth_serves_everyone_and_warns() {
     );
     assert!(log.contains("without a token"), "{log}");
 }
+
+/// Tokens declared in `hinter.toml` (by the SHA-256 of their secrets) count as tokens: serve
+/// listens beyond loopback with them alone, and they carry their scopes and queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_declared_in_hinter_toml_guard_the_api() {
+    let dir = TestDir::new("declared");
+    // The hashes are sha256 of the two secrets below.
+    let web = "hnt_declared_web_secret_for_tests";
+    let reader = "hnt_declared_reader_secret_for_tests";
+    let config = dir.path().join("hinter.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[tokens]]
+name = "web"
+scopes = ["enqueue"]
+queues = ["mail"]
+hash = "520ffe0a40e1c87134473692c076877490a91e60d060e6c5b96b9ca66bccea90"
+
+[[tokens]]
+name = "reader"
+scopes = ["read"]
+hash = "7f20277cd90cea713db8ccdf2a140efe79c0a0a8259896b9661cce4f96e4d431"
+"#,
+    )
+    .expect("write hinter.toml");
+    let config = config.display().to_string();
+    let server = serve_everywhere(&dir, &["--config", &config]).await;
+    let base = server.base().to_string();
+    assert_eq!(status(&base, "/api/v1/queues", None).await, 401);
+    assert_eq!(status(&base, "/api/v1/queues", Some(web)).await, 403);
+    assert_eq!(status(&base, "/api/v1/queues", Some(reader)).await, 200);
+    let enqueue = |token: &'static str, queue: &'static str| {
+        let base = base.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{base}/api/v1/jobs"))
+                .bearer_auth(token)
+                .json(&json!({"job": "mail", "queue": queue}))
+                .send()
+                .await
+                .expect("an answer")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(enqueue(web, "mail").await, 201);
+    assert_eq!(enqueue(web, "other").await, 403, "outside its queues");
+    assert_eq!(enqueue(reader, "mail").await, 403, "no enqueue scope");
+    // A declared token the store would refuse stops serve at start, naming it.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[[tokens]]\nname = \"bad name!\"\nscopes = [\"read\"]\nhash = \"7f20277cd90cea713db8ccdf2a140efe79c0a0a8259896b9661cce4f96e4d431\"\n",
+    )
+    .expect("write bad.toml");
+    let refused = hinter_command()
+        .arg("--config")
+        .arg(dir.path().join("bad.toml"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.data_dir())
+        .output()
+        .expect("running hinter serve");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("bad name!"),
+        "{}",
+        text(&refused.stderr)
+    );
+}

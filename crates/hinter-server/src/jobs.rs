@@ -357,20 +357,7 @@ pub async fn cancel(
     caller: Caller,
     JobId(id): JobId,
 ) -> ApiResult<Json<Job>> {
-    check_job_queue(&state, &caller, id).await?;
-    let results = state
-        .store
-        .write_unit(
-            vec![WriteOp::Cancel(id), audit(&caller, "job.cancel", id)],
-            state.clock.now(),
-        )
-        .await?;
-    match results.into_iter().next() {
-        Some(WriteResult::Cancelled(job)) => Ok(Json(*job)),
-        _ => Err(ApiError::unavailable(
-            "the store answered a cancel with no job",
-        )),
-    }
+    admin_action(&state, &caller, id, WriteOp::Cancel(id), "job.cancel").await
 }
 
 /// `POST /api/v1/jobs/{id}/retry`: retries and records it in the audit record, together.
@@ -379,19 +366,27 @@ pub async fn retry(
     caller: Caller,
     JobId(id): JobId,
 ) -> ApiResult<Json<Job>> {
-    check_job_queue(&state, &caller, id).await?;
+    admin_action(&state, &caller, id, WriteOp::Retry(id), "job.retry").await
+}
+
+/// Runs `op` on job `id` and its audit entry as one unit; the job as it is after.
+async fn admin_action(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    op: WriteOp,
+    action: &str,
+) -> ApiResult<Json<Job>> {
+    check_job_queue(state, caller, id).await?;
     let results = state
         .store
-        .write_unit(
-            vec![WriteOp::Retry(id), audit(&caller, "job.retry", id)],
-            state.clock.now(),
-        )
+        .write_unit(vec![op, audit(caller, action, id)], state.clock.now())
         .await?;
     match results.into_iter().next() {
-        Some(WriteResult::Retried(job)) => Ok(Json(*job)),
-        _ => Err(ApiError::unavailable(
-            "the store answered a retry with no job",
-        )),
+        Some(WriteResult::Cancelled(job) | WriteResult::Retried(job)) => Ok(Json(*job)),
+        _ => Err(ApiError::unavailable(format!(
+            "the store answered {action} with no job"
+        ))),
     }
 }
 

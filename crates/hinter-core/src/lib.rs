@@ -12,6 +12,7 @@ pub mod event;
 pub mod job;
 pub mod limits;
 pub mod listing;
+pub mod output;
 pub mod retry;
 pub mod store;
 
@@ -22,4 +23,5 @@ pub use duration::{format_duration, parse_duration, DurationError};
 pub use event::{EventFilter, EventKind, EventPage, JobEvent};
 pub use job::*;
 pub use listing::{JobPage, ListCursor};
+pub use output::{JobReport, LogLine, LogQuery, LogStream, NewLogLine, Progress};
 pub use store::{Store, StoreError, StoreEvent};

@@ -71,6 +71,7 @@ pub mod events;
 mod log;
 mod migrate;
 mod ops;
+mod output;
 mod test_schema;
 mod unit;
 
@@ -84,8 +85,9 @@ use hinter_core::store::{
     QueueInfo, Release, StoreResult, WriteOp, WriteResult,
 };
 use hinter_core::{
-    Clock, Cluster, EventFilter, EventPage, Inserted, Job, JobPage, Leadership, LeasedJob,
-    ListCursor, NewJob, ProcessInfo, Run, Store, StoreError, StoreEvent, SystemClock,
+    Clock, Cluster, EventFilter, EventPage, Inserted, Job, JobPage, JobReport, Leadership,
+    LeasedJob, ListCursor, LogLine, LogQuery, NewJob, ProcessInfo, Run, Store, StoreError,
+    StoreEvent, SystemClock,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -691,6 +693,26 @@ impl Store for PostgresStore {
         }
         .await
         .map_err(ops::Error::into_store)
+    }
+
+    async fn job_report(&self, report: JobReport, now: DateTime<Utc>) -> StoreResult<()> {
+        let _ = now;
+        let mut report = report.storable();
+        report.check().map_err(StoreError::Invalid)?;
+        // Times on the database's clock, as every other time this store writes.
+        for line in &mut report.logs {
+            line.at = self.inner.clock.at(line.at);
+        }
+        if let Some(progress) = &mut report.progress {
+            progress.at = self.inner.clock.at(progress.at);
+        }
+        self.read(async |c| output::job_report(c, &report).await)
+            .await
+    }
+
+    async fn job_logs(&self, id: Uuid, query: LogQuery) -> StoreResult<Option<Vec<LogLine>>> {
+        self.read(async |c| output::job_logs(c, id, query).await)
+            .await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

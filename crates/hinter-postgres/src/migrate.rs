@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_runs.sql")),
     (5, include_str!("migrations/0005_process_machine.sql")),
     (6, include_str!("migrations/0006_events.sql")),
+    (9, include_str!("migrations/0009_job_logs.sql")),
 ];
 
 /// The schema version this build writes.

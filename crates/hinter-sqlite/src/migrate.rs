@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_runs.sql")),
     (6, include_str!("migrations/0006_process_machine.sql")),
     (7, include_str!("migrations/0007_events.sql")),
+    (10, include_str!("migrations/0010_job_logs.sql")),
 ];
 
 /// The schema version this build writes.

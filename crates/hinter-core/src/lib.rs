@@ -18,7 +18,7 @@ pub mod store;
 
 pub use clock::{Clock, ManualClock, ShiftedClock, SystemClock};
 pub use cluster::{Backend, Cluster, Leadership, ProcessInfo};
-pub use definition::{Definitions, FieldError, JobDefinition, JobSpec};
+pub use definition::{DefinitionInfo, Definitions, FieldError, JobDefinition, JobSpec};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use event::{EventFilter, EventKind, EventPage, JobEvent};
 pub use job::*;

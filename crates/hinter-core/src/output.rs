@@ -192,6 +192,48 @@ impl JobReport {
     }
 }
 
+/// `POST /api/v1/jobs/{id}/report` body: a worker's report on the attempt it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    pub lease_token: i64,
+    #[serde(default)]
+    pub logs: Vec<NewLogLine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Value>,
+}
+
+impl ReportBody {
+    /// The store's form of this report on job `id`.
+    pub fn into_report(self, id: Uuid) -> JobReport {
+        JobReport {
+            id,
+            lease_token: self.lease_token,
+            logs: self.logs,
+            progress: self.progress,
+            checkpoint: self.checkpoint,
+        }
+    }
+}
+
+/// `GET /api/v1/jobs/{id}/logs` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogPage {
+    pub job_id: Uuid,
+    pub lines: Vec<LogLine>,
+    /// Ask with `after=` this to get the lines written since (the last line's id, or the
+    /// `after` asked with when there were none).
+    pub next_after: i64,
+}
+
+/// `GET /api/v1/definitions` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionList {
+    pub definitions: Vec<crate::DefinitionInfo>,
+}
+
 /// Which lines of a job's log to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LogQuery {

@@ -18,6 +18,7 @@ mod extract;
 mod health;
 mod jobs;
 pub mod listen;
+mod output;
 mod queues;
 pub mod wire;
 mod worker;
@@ -88,6 +89,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/complete", post(worker::complete))
         .route("/api/v1/jobs/{id}/fail", post(worker::fail))
         .route("/api/v1/jobs/{id}/release", post(worker::release))
+        .route("/api/v1/jobs/{id}/report", post(output::report))
+        .route("/api/v1/jobs/{id}/logs", get(output::logs))
+        .route("/api/v1/definitions", get(output::definitions))
         .route("/api/v1/leases", post(worker::lease))
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/queues", get(queues::list))

@@ -237,6 +237,14 @@ impl Definitions {
             .cloned()
     }
 
+    /// Every definition, sorted by name.
+    pub fn all(&self) -> Vec<JobDefinition> {
+        let loaded = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<JobDefinition> = loaded.by_name.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// Replaces every definition and the catalog at once (a reload of the job folders):
     /// an enqueue sees the old set or the new one, never a mix.
     pub fn replace_all(&self, definitions: Vec<JobDefinition>, catalog: Vec<DefinitionInfo>) {

@@ -308,6 +308,21 @@ impl Registry {
         self
     }
 
+    /// A copy with its own definitions (the same ones, copied): registering more on it
+    /// changes neither this registry nor the definitions it shares with an API. A reload of
+    /// script jobs builds each new registry on a snapshot of the code-registered one.
+    pub fn snapshot(&self) -> Registry {
+        let definitions = Definitions::new();
+        for definition in self.definitions.all() {
+            definitions.insert(definition);
+        }
+        Registry {
+            handlers: self.handlers.clone(),
+            fallback: self.fallback.clone(),
+            definitions,
+        }
+    }
+
     /// True if a fallback handler is registered.
     pub fn has_fallback(&self) -> bool {
         self.fallback.is_some()

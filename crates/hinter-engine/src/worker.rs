@@ -342,13 +342,15 @@ impl Worker {
     }
 }
 
-impl WorkerHandle {
-    /// Replaces what the worker runs (hot reload of script jobs): the next lease asks for
-    /// the new registry's job names and queues, and jobs that start from now on get its
-    /// handlers. Jobs already running keep the handler they started with. A job leased
-    /// under the old registry whose name the new one lacks fails (retryable: "no handler"),
-    /// and goes back to its queue with backoff for a worker that has it. Refuses what
-    /// [`Worker::start`] refuses, keeping the old registry.
+/// A handle that can change what a running [`Worker`] runs ([`WorkerHandle::control`]);
+/// cheap to clone, usable while the [`WorkerHandle`] itself waits to be shut down.
+#[derive(Clone)]
+pub struct WorkerControl {
+    shared: Arc<Shared>,
+}
+
+impl WorkerControl {
+    /// See [`WorkerHandle::set_registry`].
     pub fn set_registry(&self, registry: Registry) -> Result<(), FieldError> {
         let routing = Routing::new(registry, &self.shared.options)?;
         *self
@@ -364,6 +366,30 @@ impl WorkerHandle {
     /// The job names the worker leases now (sorted; empty: any, with a fallback).
     pub fn job_names(&self) -> Vec<String> {
         self.shared.routing().jobs.clone()
+    }
+
+    /// The queues the worker leases from now.
+    pub fn queues(&self) -> Vec<String> {
+        self.shared.routing().queues.clone()
+    }
+}
+
+impl WorkerHandle {
+    /// A handle to change what this worker runs while it runs.
+    pub fn control(&self) -> WorkerControl {
+        WorkerControl {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Replaces what the worker runs (hot reload of script jobs): the next lease asks for
+    /// the new registry's job names and queues, and jobs that start from now on get its
+    /// handlers. Jobs already running keep the handler they started with. A job leased
+    /// under the old registry whose name the new one lacks fails (retryable: "no handler"),
+    /// and goes back to its queue with backoff for a worker that has it. Refuses what
+    /// [`Worker::start`] refuses, keeping the old registry.
+    pub fn set_registry(&self, registry: Registry) -> Result<(), FieldError> {
+        self.control().set_registry(registry)
     }
 
     /// Number of jobs held now (running or waiting for a run slot).

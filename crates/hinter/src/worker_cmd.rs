@@ -154,14 +154,24 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
+    /// Folder of script jobs (triggered/NAME/; docs/scripts.md) to run, watched for
+    /// changes; then COMMAND is optional and runs every other job of the queues
+    #[arg(long, env = "HINTER_JOBS_DIR", value_name = "DIR", help_heading = "Both modes")]
+    pub jobs_dir: Option<PathBuf>,
+
     /// The command run for each job, with its arguments (after `--`)
     #[arg(
         last = true,
-        required = true,
+        required_unless_present = "jobs_dir",
         value_name = "COMMAND",
         help_heading = "Arguments"
     )]
     pub command: Vec<OsString>,
+
+    /// Whether --queue was given (command line, environment or file) rather than defaulted:
+    /// a worker of script jobs alone otherwise leases from their queues.
+    #[arg(skip)]
+    pub queues_given: bool,
 }
 
 /// Where a setting that picks the worker's mode was given, highest precedence first.
@@ -282,6 +292,24 @@ impl WorkerArgs {
     pub fn job_command(&self) -> anyhow::Result<JobCommand> {
         JobCommand::from_argv(&self.command)
             .context("no COMMAND given: `hinter worker [OPTIONS] -- COMMAND [ARGS...]`")
+    }
+
+    /// The command, if one was given (with --jobs-dir it is optional).
+    pub fn job_command_if_any(&self) -> anyhow::Result<Option<JobCommand>> {
+        if self.command.is_empty() && self.jobs_dir.is_some() {
+            return Ok(None);
+        }
+        self.job_command().map(Some)
+    }
+
+    /// The queues to lease from: --queue, or with script jobs alone and no --queue, none
+    /// named (the scripts' own queues).
+    pub fn lease_queues(&self) -> Vec<String> {
+        if self.command.is_empty() && self.jobs_dir.is_some() && !self.queues_given {
+            Vec::new()
+        } else {
+            self.queues.clone()
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! while it leads, so the store stays healthy even when every `serve` is gone.
 
 use crate::exec::{JobCommand, JobInfo, Outcome, KILL_GRACE};
+use crate::scripts::ScriptHost;
 use crate::serve::StoreArgs;
 use crate::worker_cmd::{StopSignals, WorkerArgs, STOPPED_MESSAGE};
 use hinter_core::{format_duration, ProcessInfo, Store, SystemClock};
@@ -27,7 +28,7 @@ const STOP_MARGIN: Duration = Duration::from_secs(2);
 
 /// Runs the worker until SIGTERM/SIGINT.
 pub async fn run(args: WorkerArgs, store: StoreArgs) -> anyhow::Result<()> {
-    args.job_command()?;
+    args.job_command_if_any()?;
     // What a lease may name, checked before anything starts (the engine refuses it too).
     hinter_core::limits::check_lease_queues("--queue", &args.queues)?;
     let cluster_options = args.cluster.options()?;
@@ -86,38 +87,66 @@ pub async fn run_worker(
     mut signals: StopSignals,
     from: &str,
 ) -> anyhow::Result<()> {
-    let command = Arc::new(args.job_command()?);
-    let program = command.program_name();
-    let mut registry = Registry::new();
-    registry.register_fallback(move |ctx: HandlerContext, payload: Value| {
-        run_job(command.clone(), ctx, payload)
-    });
+    let mut base = Registry::new();
+    let program = match args.job_command_if_any()? {
+        Some(command) => {
+            let command = Arc::new(command);
+            let program = command.program_name();
+            base.register_fallback(move |ctx: HandlerContext, payload: Value| {
+                run_job(command.clone(), ctx, payload, false)
+            });
+            program
+        }
+        None => "(none)".to_string(),
+    };
+    let scripts = match &args.jobs_dir {
+        Some(dir) => crate::scripts::jobs_dir(Some(dir))?.map(ScriptHost::new),
+        None => None,
+    };
+    let loaded = scripts.as_ref().map(|host| host.load()).unwrap_or_default();
+    let registry = match &scripts {
+        Some(host) => host.registry(&base, &loaded),
+        None => base.clone(),
+    };
     let concurrency = args.concurrency as usize;
     let worker = Worker::start_on(
         source,
         Arc::new(SystemClock),
         registry,
         WorkerOptions {
-            queues: args.queues.clone(),
+            queues: args.lease_queues(),
             concurrency,
             // A little ahead of the free slots while commands are short: one lease fills
             // several slots, and a process holds at most twice its concurrency.
             prefetch: concurrency,
             lease_for: args.lease,
             stopping_wait_time: args.stopping_wait_time,
-            cancel_grace: KILL_GRACE + STOP_MARGIN,
+            // A stopped script gets its own stopping_wait_time between SIGTERM and SIGKILL.
+            cancel_grace: if scripts.is_some() {
+                crate::scripts::settings::MAX_STOPPING_WAIT + STOP_MARGIN
+            } else {
+                KILL_GRACE + STOP_MARGIN
+            },
             worker_id: worker_id.clone(),
             ..WorkerOptions::default()
         },
     )?;
+    let control = worker.control();
     tracing::info!(
         from,
-        queues = ?args.queues,
+        queues = ?control.queues(),
         concurrency = args.concurrency,
         worker_id = %worker_id,
         command = %program,
+        jobs_dir = ?args.jobs_dir,
+        scripts = ?control.job_names(),
         "hinter worker started"
     );
+    // The worker's definitions are its own: the server applies its own on enqueue.
+    let watching = match scripts {
+        Some(host) => Some(host.watch(base, loaded, control, hinter_core::Definitions::new())?),
+        None => None,
+    };
 
     let wait = format_duration(args.stopping_wait_time);
     let fatal = tokio::select! {
@@ -136,6 +165,7 @@ pub async fn run_worker(
             Some(why)
         }
     };
+    drop(watching);
     worker
         .shutdown_early_on(async {
             let name = signals.recv().await;
@@ -159,11 +189,14 @@ fn describe(store: &StoreArgs) -> String {
     }
 }
 
-/// The fallback handler: one attempt of any job, run by the command.
-async fn run_job(
+/// One attempt of a job, run by `command`: the fallback handler of `hinter worker --
+/// COMMAND`, and the handler of each script job (`scripts.rs`), which also stores the
+/// output in the attempt's log (`store_output`).
+pub async fn run_job(
     command: Arc<JobCommand>,
     ctx: HandlerContext,
     payload: Value,
+    store_output: bool,
 ) -> Result<Option<Value>, JobError> {
     let id = ctx.id;
     tracing::info!(
@@ -181,6 +214,7 @@ async fn run_job(
         attempt: ctx.attempt,
         max_attempts: ctx.max_attempts,
         payload: &payload,
+        checkpoint: ctx.checkpoint.as_ref(),
     };
     let stop = async {
         ctx.cancelled().await;
@@ -201,7 +235,8 @@ async fn run_job(
         }
         reason
     };
-    match command.run(&info, stop).await {
+    let report = store_output.then(|| ctx.clone());
+    match command.run_reporting(&info, report, stop).await {
         Outcome::Succeeded(result) => {
             tracing::info!(job_id = %id, "job succeeded");
             Ok(result)

@@ -15,22 +15,22 @@
 use chrono::Utc;
 use hinter_core::{format_duration, LogStream, NewLogLine, Progress, StoreError};
 use hinter_engine::HandlerContext;
-use std::collections::VecDeque;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::Notify;
 use tokio::time::timeout;
 use uuid::Uuid;
 
@@ -491,7 +491,11 @@ impl OutputSink {
         let bytes = text.len() as u64 + 1;
         {
             let mut state = self.state();
-            if state.kept_bytes + bytes > self.cap && stream != LogStream::Hinter {
+            // The kept log is a prefix of the output: past the first line over the cap,
+            // nothing more of the command's output is kept.
+            if stream != LogStream::Hinter
+                && (state.dropped_lines > 0 || state.kept_bytes + bytes > self.cap)
+            {
                 state.dropped_lines += 1;
                 state.dropped_bytes += bytes;
                 return;
@@ -516,7 +520,10 @@ impl OutputSink {
             match serde_json::from_str::<Value>(json) {
                 Ok(value) => match hinter_core::limits::check_json("checkpoint", &value) {
                     Ok(()) => self.state().checkpoint = Some(value),
-                    Err(e) => self.line(LogStream::Hinter, &format!("ignoring a ::checkpoint:: line: {e}")),
+                    Err(e) => self.line(
+                        LogStream::Hinter,
+                        &format!("ignoring a ::checkpoint:: line: {e}"),
+                    ),
                 },
                 Err(e) => self.line(
                     LogStream::Hinter,
@@ -628,7 +635,12 @@ async fn ship(ctx: HandlerContext, sink: Arc<OutputSink>) {
                 lines.extend(state.lines.pop_front());
             }
             let closed = state.closed && state.lines.is_empty();
-            (lines, state.progress.take(), state.checkpoint.take(), closed)
+            (
+                lines,
+                state.progress.take(),
+                state.checkpoint.take(),
+                closed,
+            )
         };
         if lines.is_empty() && progress.is_none() && checkpoint.is_none() {
             if closed {

@@ -156,7 +156,12 @@ pub struct WorkerArgs {
 
     /// Folder of script jobs (triggered/NAME/; docs/scripts.md) to run, watched for
     /// changes; then COMMAND is optional and runs every other job of the queues
-    #[arg(long, env = "HINTER_JOBS_DIR", value_name = "DIR", help_heading = "Both modes")]
+    #[arg(
+        long,
+        env = "HINTER_JOBS_DIR",
+        value_name = "DIR",
+        help_heading = "Both modes"
+    )]
     pub jobs_dir: Option<PathBuf>,
 
     /// The command run for each job, with its arguments (after `--`)

@@ -1,6 +1,6 @@
 //! `hinter jobs logs ID [--follow]` and `hinter definitions list`.
 
-use super::{exit, note, out, out_json, CmdResult, ClientOpts, Failure, Table};
+use super::{exit, note, out, out_json, ClientOpts, CmdResult, Failure, Table};
 use chrono::SecondsFormat;
 use clap::{Args, Subcommand};
 use hinter_client::{Client, JobState};

@@ -326,7 +326,11 @@ mod tests {
         write(&t.join("bad name/run.sh"), "", false);
         write(&jobs.join("continuous/a/run.sh"), "", false);
         write(&jobs.join("continuous/idx/run.sh"), "", false);
-        write(&t.join("README.md"), "a file among the folders is ignored", false);
+        write(
+            &t.join("README.md"),
+            "a file among the folders is ignored",
+            false,
+        );
 
         let loaded = load(&jobs, Some(&path));
         let by = |kind: Kind, name: &str| {
@@ -343,7 +347,10 @@ mod tests {
         assert_eq!(a.interpreter, vec!["python3"]);
         assert_eq!(
             a.argv,
-            vec![bin.join("python3").into_os_string(), t.join("a/run.py").into_os_string()]
+            vec![
+                bin.join("python3").into_os_string(),
+                t.join("a/run.py").into_os_string()
+            ]
         );
         assert_eq!(by(Kind::Triggered, "b").file.as_deref(), Some("go.py"));
         let c = by(Kind::Triggered, "c");
@@ -358,13 +365,19 @@ mod tests {
         let g = by(Kind::Triggered, "g").error.expect("nothing to run");
         assert!(g.contains("nothing to run: no run.* file"), "{g}");
         let h = by(Kind::Triggered, "h").error.expect("node missing");
-        assert!(h.contains("node is not installed (not found in PATH)"), "{h}");
+        assert!(
+            h.contains("node is not installed (not found in PATH)"),
+            "{h}"
+        );
         let i = by(Kind::Triggered, "i").error.expect("bad settings");
         assert!(i.contains("settings.job: \"timeout\":"), "{i}");
         let bad = by(Kind::Triggered, "bad name").error.expect("bad name");
         assert!(bad.contains("contains ' '"), "{bad}");
         let clash = by(Kind::Continuous, "a").error.expect("name clash");
-        assert!(clash.contains("a triggered job has the same name"), "{clash}");
+        assert!(
+            clash.contains("a triggered job has the same name"),
+            "{clash}"
+        );
         assert_eq!(by(Kind::Continuous, "idx").error, None);
         assert_eq!(loaded.len(), 12, "{loaded:#?}");
     }

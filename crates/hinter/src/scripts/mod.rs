@@ -99,7 +99,9 @@ impl ScriptHost {
         let jobs = folder::load(&self.dir, self.path_var.as_deref());
         for job in &jobs {
             match &job.error {
-                Some(error) => tracing::error!(job = %job.name, kind = job.kind.as_str(), "script job not loaded: {error}"),
+                Some(error) => {
+                    tracing::error!(job = %job.name, kind = job.kind.as_str(), "script job not loaded: {error}")
+                }
                 None => tracing::info!(
                     job = %job.name,
                     kind = job.kind.as_str(),
@@ -163,10 +165,7 @@ impl ScriptHost {
                 folder: Some(job.folder.display().to_string()),
                 file: job.file.clone(),
                 interpreter: job.file.as_ref().map(|_| job.interpreter.clone()),
-                settings: job
-                    .settings
-                    .as_ref()
-                    .map_or(Value::Null, |s| s.to_json()),
+                settings: job.settings.as_ref().map_or(Value::Null, |s| s.to_json()),
                 error: job.error.clone(),
             })
             .collect()
@@ -188,15 +187,14 @@ impl ScriptHost {
         definitions: Definitions,
     ) -> anyhow::Result<Watching> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {
-            match events {
+        let mut debouncer =
+            new_debouncer(DEBOUNCE, move |events: DebounceEventResult| match events {
                 Ok(_) => {
                     let _ = tx.send(());
                 }
                 Err(e) => tracing::warn!(error = %e, "watching the jobs folder"),
-            }
-        })
-        .context("cannot watch the jobs folder")?;
+            })
+            .context("cannot watch the jobs folder")?;
         debouncer
             .watcher()
             .watch(&self.dir, notify::RecursiveMode::Recursive)
@@ -245,12 +243,20 @@ fn log_changes(before: &[ScriptJob], after: &[ScriptJob]) {
     for job in after {
         match before.iter().find(|old| key(old) == key(job)) {
             None => match &job.error {
-                None => tracing::info!(job = %job.name, kind = job.kind.as_str(), "script job added"),
-                Some(e) => tracing::error!(job = %job.name, kind = job.kind.as_str(), "script job added, not loaded: {e}"),
+                None => {
+                    tracing::info!(job = %job.name, kind = job.kind.as_str(), "script job added")
+                }
+                Some(e) => {
+                    tracing::error!(job = %job.name, kind = job.kind.as_str(), "script job added, not loaded: {e}")
+                }
             },
             Some(old) if old != job => match &job.error {
-                None => tracing::info!(job = %job.name, kind = job.kind.as_str(), "script job changed"),
-                Some(e) => tracing::error!(job = %job.name, kind = job.kind.as_str(), "script job changed, not loaded: {e}"),
+                None => {
+                    tracing::info!(job = %job.name, kind = job.kind.as_str(), "script job changed")
+                }
+                Some(e) => {
+                    tracing::error!(job = %job.name, kind = job.kind.as_str(), "script job changed, not loaded: {e}")
+                }
             },
             Some(_) => {}
         }

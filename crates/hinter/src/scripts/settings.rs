@@ -53,7 +53,7 @@ pub struct Settings {
     pub overlap: String,
     pub misfire: String,
     pub watch: Option<String>,
-    /// Extra variables of the script's environment, in the file's order.
+    /// Extra variables of the script's environment, sorted by name.
     pub env: Vec<(String, String)>,
     pub max_memory: Option<u64>,
     pub max_output: Option<u64>,
@@ -98,8 +98,8 @@ impl Settings {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| format!("not valid JSON: {e}"))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
         let Value::Object(map) = value else {
             return Err(format!(
                 "must be a JSON object of settings, not {}",
@@ -173,7 +173,9 @@ impl Settings {
             "time_zone" => {
                 let zone = string(value)?;
                 zone.parse::<chrono_tz::Tz>().map_err(|_| {
-                    format!("{zone:?} is not an IANA time zone (such as \"Europe/Berlin\" or \"UTC\")")
+                    format!(
+                        "{zone:?} is not an IANA time zone (such as \"Europe/Berlin\" or \"UTC\")"
+                    )
                 })?;
                 self.time_zone = zone.to_string();
             }
@@ -308,7 +310,9 @@ fn environment(value: &Value) -> Result<Vec<(String, String)>, String> {
             ));
         }
         if name.starts_with("HINTER_") || name == "WEBJOBS_SHUTDOWN_FILE" {
-            return Err(format!("{name:?} is set by hinter for each job and cannot be set here"));
+            return Err(format!(
+                "{name:?} is set by hinter for each job and cannot be set here"
+            ));
         }
         let Value::String(text) = value else {
             return Err(format!(
@@ -425,59 +429,123 @@ mod tests {
         assert_eq!(settings.timeout, Some(Duration::from_secs(120)));
         assert_eq!(settings.concurrency, Some(2));
         assert_eq!(settings.time_zone, "Europe/Berlin");
-        assert_eq!((settings.overlap.as_str(), settings.misfire.as_str()), ("replace", "catch_up"));
+        assert_eq!(
+            (settings.overlap.as_str(), settings.misfire.as_str()),
+            ("replace", "catch_up")
+        );
         assert_eq!(settings.watch.as_deref(), Some("/srv/in/*.png"));
         assert_eq!(
             settings.env,
-            vec![("MODE".into(), "fast".into()), ("B_2".into(), "".into())]
+            vec![("B_2".into(), "".into()), ("MODE".into(), "fast".into())]
         );
         assert_eq!(settings.max_memory, Some(512 << 20));
         assert_eq!(settings.max_output, Some(1 << 20));
         let shown = settings.to_json();
-        assert_eq!(shown["env"], json!({"MODE": "***", "B_2": "***"}), "values hidden");
+        assert_eq!(
+            shown["env"],
+            json!({"MODE": "***", "B_2": "***"}),
+            "values hidden"
+        );
         assert_eq!(shown["stopping_wait_time"], json!("30s"));
     }
 
     #[test]
     fn defaults_for_an_empty_or_missing_file() {
         assert_eq!(Settings::parse("").expect("empty"), Settings::default());
-        assert_eq!(Settings::parse("\u{feff}{}").expect("BOM"), Settings::default());
+        assert_eq!(
+            Settings::parse("\u{feff}{}").expect("BOM"),
+            Settings::default()
+        );
         let missing = Settings::read(Path::new("/nonexistent/settings.job")).expect("missing");
         assert_eq!(missing, Settings::default());
         let d = Settings::default();
         assert_eq!(d.stopping_wait_time, Duration::from_secs(5));
-        assert_eq!((d.time_zone.as_str(), d.overlap.as_str(), d.misfire.as_str()), ("UTC", "skip", "run_once"));
+        assert_eq!(
+            (d.time_zone.as_str(), d.overlap.as_str(), d.misfire.as_str()),
+            ("UTC", "skip", "run_once")
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            (r#"{"timeuot": "5s"}"#, "\"timeuot\": unknown setting (did you mean \"timeout\"?)"),
-            (r#"{"is_singleton": "yes"}"#, "\"is_singleton\": must be true or false, not a string"),
-            (r#"{"schedule": "61 * * * *"}"#, "\"schedule\": \"61 * * * *\" is not a valid cron"),
-            (r#"{"schedule": "* * * *"}"#, "\"schedule\": \"* * * *\" has 4 fields"),
+            (
+                r#"{"timeuot": "5s"}"#,
+                "\"timeuot\": unknown setting (did you mean \"timeout\"?)",
+            ),
+            (
+                r#"{"is_singleton": "yes"}"#,
+                "\"is_singleton\": must be true or false, not a string",
+            ),
+            (
+                r#"{"schedule": "61 * * * *"}"#,
+                "\"schedule\": \"61 * * * *\" is not a valid cron",
+            ),
+            (
+                r#"{"schedule": "* * * *"}"#,
+                "\"schedule\": \"* * * *\" has 4 fields",
+            ),
             (r#"{"schedule": "0 0 0 * * * *"}"#, "has 7 fields"),
-            (r#"{"schedule": "@hourly", "time_zone": "Mars/Base"}"#, "\"time_zone\": \"Mars/Base\" is not an IANA time zone"),
-            (r#"{"time_zone": "UTC"}"#, "\"time_zone\": only means something with a \"schedule\""),
-            (r#"{"max_attempts": 0}"#, "\"max_attempts\": 0 is out of range 1..=1000"),
-            (r#"{"max_attempts": 1.5}"#, "\"max_attempts\": must be a whole number, not 1.5"),
+            (
+                r#"{"schedule": "@hourly", "time_zone": "Mars/Base"}"#,
+                "\"time_zone\": \"Mars/Base\" is not an IANA time zone",
+            ),
+            (
+                r#"{"time_zone": "UTC"}"#,
+                "\"time_zone\": only means something with a \"schedule\"",
+            ),
+            (
+                r#"{"max_attempts": 0}"#,
+                "\"max_attempts\": 0 is out of range 1..=1000",
+            ),
+            (
+                r#"{"max_attempts": 1.5}"#,
+                "\"max_attempts\": must be a whole number, not 1.5",
+            ),
             (r#"{"timeout": "soon"}"#, "\"timeout\":"),
             (r#"{"timeout": 0}"#, "\"timeout\": must be longer than 0"),
-            (r#"{"stopping_wait_time": "1h"}"#, "\"stopping_wait_time\": 1h is longer than the most allowed, 10m"),
+            (
+                r#"{"stopping_wait_time": "1h"}"#,
+                "\"stopping_wait_time\": 1h is longer than the most allowed, 10m",
+            ),
             (r#"{"queue": "a b"}"#, "\"queue\": \"a b\" contains ' '"),
-            (r#"{"overlap": "sometimes"}"#, "\"overlap\": \"sometimes\" is not one of skip, allow, replace"),
-            (r#"{"env": {"HINTER_JOB_ID": "x"}}"#, "\"env\": \"HINTER_JOB_ID\" is set by hinter"),
-            (r#"{"env": {"A": 1}}"#, "\"env\": \"A\": the value must be a string, not a number"),
+            (
+                r#"{"overlap": "sometimes"}"#,
+                "\"overlap\": \"sometimes\" is not one of skip, allow, replace",
+            ),
+            (
+                r#"{"env": {"HINTER_JOB_ID": "x"}}"#,
+                "\"env\": \"HINTER_JOB_ID\" is set by hinter",
+            ),
+            (
+                r#"{"env": {"A": 1}}"#,
+                "\"env\": \"A\": the value must be a string, not a number",
+            ),
             (r#"{"env": ["A"]}"#, "\"env\": must be an object"),
-            (r#"{"max_memory": "lots"}"#, "\"max_memory\": \"lots\" is not a size"),
-            (r#"{"max_output": "5M"}"#, "\"max_output\": \"M\" is not a size unit"),
-            (r#"{"max_output": 0}"#, "\"max_output\": must be more than 0 bytes"),
+            (
+                r#"{"max_memory": "lots"}"#,
+                "\"max_memory\": \"lots\" is not a size",
+            ),
+            (
+                r#"{"max_output": "5M"}"#,
+                "\"max_output\": \"M\" is not a size unit",
+            ),
+            (
+                r#"{"max_output": 0}"#,
+                "\"max_output\": must be more than 0 bytes",
+            ),
             (r#"[1]"#, "must be a JSON object of settings, not an array"),
-            (r#"{"queue": "a",}"#, "not valid JSON: trailing comma at line 1 column 15"),
+            (
+                r#"{"queue": "a",}"#,
+                "not valid JSON: trailing comma at line 1 column 15",
+            ),
         ];
         for (text, expected) in cases {
             let error = Settings::parse(text).expect_err(text);
-            assert!(error.contains(expected), "{text}: {error:?} should contain {expected:?}");
+            assert!(
+                error.contains(expected),
+                "{text}: {error:?} should contain {expected:?}"
+            );
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("settings.job");
@@ -491,7 +559,13 @@ mod tests {
 
     #[test]
     fn cron_takes_five_or_six_fields_and_aliases() {
-        for good in ["*/5 * * * *", "0 */5 * * * *", "0 0 12 * * MON-FRI", "@hourly", "@daily"] {
+        for good in [
+            "*/5 * * * *",
+            "0 */5 * * * *",
+            "0 0 12 * * MON-FRI",
+            "@hourly",
+            "@daily",
+        ] {
             check_cron(good).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
         for bad in ["", "* * *", "60 * * * * *", "@sometimes", "0 0 32 * *"] {

@@ -62,7 +62,8 @@ pub struct JobCommand {
     workdir: Option<PathBuf>,
     /// Between SIGTERM and SIGKILL when the command must stop.
     kill_grace: Duration,
-    /// Bytes of output kept in the attempt's log when the output is stored.
+    /// Bytes of output kept in the attempt's log when the output is stored
+    /// ([`DEFAULT_LOG_CAP`]; `max_output` of settings.job will set it).
     log_cap: u64,
 }
 
@@ -134,13 +135,6 @@ impl JobCommand {
     /// Waits this long between SIGTERM and SIGKILL (default [`KILL_GRACE`]).
     pub fn kill_grace(mut self, grace: Duration) -> Self {
         self.kill_grace = grace;
-        self
-    }
-
-    /// Keeps at most this many bytes of output in a stored log (default [`DEFAULT_LOG_CAP`]).
-    #[cfg(test)]
-    pub fn log_cap(mut self, bytes: u64) -> Self {
-        self.log_cap = bytes;
         self
     }
 
@@ -609,9 +603,9 @@ impl OutputLog {
 /// `1 MiB`, `512 KiB`, `300 bytes`.
 fn format_bytes(bytes: u64) -> String {
     const KIB: u64 = 1024;
-    if bytes >= KIB * KIB && bytes % (KIB * KIB) == 0 {
+    if bytes >= KIB * KIB && bytes.is_multiple_of(KIB * KIB) {
         format!("{} MiB", bytes / (KIB * KIB))
-    } else if bytes >= KIB && bytes % KIB == 0 {
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
         format!("{} KiB", bytes / KIB)
     } else {
         format!("{bytes} bytes")
@@ -798,6 +792,63 @@ mod tests {
         assert!(!cannot_ever_run(&busy));
         let noexec = std::io::Error::from_raw_os_error(Errno::ENOEXEC as i32);
         assert!(cannot_ever_run(&noexec));
+    }
+
+    fn sink(cap: u64) -> OutputSink {
+        OutputSink {
+            state: Mutex::new(SinkState::default()),
+            wake: Notify::new(),
+            cap,
+        }
+    }
+
+    #[test]
+    fn the_kept_output_is_a_prefix_up_to_the_cap() {
+        let sink = sink(10);
+        sink.line(LogStream::Stdout, "abcd"); // 5 bytes with its newline
+        sink.line(LogStream::Stderr, "efgh"); // 10
+        sink.line(LogStream::Stdout, "i"); // over: dropped
+        sink.line(LogStream::Stdout, ""); // would fit, but the log stays a prefix
+        sink.line(LogStream::Hinter, "a note of hinter's own is always kept");
+        let state = sink.state();
+        let kept: Vec<&str> = state.lines.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(
+            kept,
+            ["abcd", "efgh", "a note of hinter's own is always kept"]
+        );
+        assert_eq!((state.dropped_lines, state.dropped_bytes), (2, 3));
+    }
+
+    #[test]
+    fn directives_set_progress_and_checkpoints_or_say_why_not() {
+        let sink = sink(1 << 20);
+        sink.directive("::progress::42.5 resizing  a.png ");
+        sink.directive("::checkpoint::{\"done\": [1, 2]}");
+        sink.directive("::progress::101");
+        sink.directive("::checkpoint::{oops");
+        sink.directive("plain output");
+        let state = sink.state();
+        let progress = state.progress.as_ref().expect("progress");
+        assert_eq!(
+            (progress.percent, progress.message.as_deref()),
+            (42.5, Some("resizing  a.png"))
+        );
+        assert_eq!(state.checkpoint, Some(json!({"done": [1, 2]})));
+        let notes: Vec<&str> = state.lines.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].contains("\"101\" is not a percentage from 0 to 100"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].starts_with("ignoring a ::checkpoint:: line that is not valid JSON"),
+            "{notes:?}"
+        );
+        assert!(parse_progress("7").is_ok_and(|p| p.message.is_none()));
+        assert!(parse_progress("-1 x").is_err());
+        assert!(parse_progress("NaN").is_err());
+        assert_eq!(format_bytes(1 << 20), "1 MiB");
+        assert_eq!(format_bytes(1536), "1536 bytes");
     }
 
     #[tokio::test]

@@ -98,7 +98,7 @@ use tokio_postgres::{IsolationLevel, NoTls};
 use uuid::Uuid;
 
 pub use enqueue::enqueue_in;
-pub use migrate::LATEST_VERSION as SCHEMA_VERSION;
+pub use migrate::{versions as migration_versions, LATEST_VERSION as SCHEMA_VERSION};
 /// The `tokio-postgres` this crate is built with: [`enqueue_in`] takes its transactions.
 pub use tokio_postgres;
 

@@ -19,6 +19,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// The schema version this build writes.
 pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
+/// Every migration's version, in order. Versions need not be consecutive: features built
+/// side by side take their numbers ahead, and every version above the database's is applied.
+pub fn versions() -> Vec<i64> {
+    MIGRATIONS.iter().map(|(version, _)| *version).collect()
+}
+
 fn fail(what: &str, e: tokio_postgres::Error) -> StoreError {
     StoreError::Unavailable(format!("{what}: {}", crate::ops::describe(&e)))
 }

@@ -93,7 +93,7 @@ pub async fn run_worker(
             let command = Arc::new(command);
             let program = command.program_name();
             base.register_fallback(move |ctx: HandlerContext, payload: Value| {
-                run_job(command.clone(), ctx, payload, false)
+                run_job(command.clone(), ctx, payload, RunOptions::default())
             });
             program
         }
@@ -189,14 +189,31 @@ fn describe(store: &StoreArgs) -> String {
     }
 }
 
+/// How a script job runs beyond its command ([`run_job`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Store the output in the attempt's log (script jobs).
+    pub store_output: bool,
+    /// Stop the command after this long, failing the attempt "timed out after …", even when
+    /// the job itself carries no timeout (it was enqueued on a server that does not know
+    /// the script's settings). The job's own timeout is applied by the engine as well.
+    pub timeout: Option<Duration>,
+}
+
+/// Why a command was stopped: the engine told its handler, or [`RunOptions::timeout`].
+enum Stop {
+    Engine(Option<StopReason>),
+    TimedOut(Duration),
+}
+
 /// One attempt of a job, run by `command`: the fallback handler of `hinter worker --
-/// COMMAND`, and the handler of each script job (`scripts.rs`), which also stores the
-/// output in the attempt's log (`store_output`).
+/// COMMAND`, and the handler of each script job (`scripts/`), which also stores the output
+/// in the attempt's log and has its settings' timeout.
 pub async fn run_job(
     command: Arc<JobCommand>,
     ctx: HandlerContext,
     payload: Value,
-    store_output: bool,
+    options: RunOptions,
 ) -> Result<Option<Value>, JobError> {
     let id = ctx.id;
     tracing::info!(
@@ -217,7 +234,17 @@ pub async fn run_job(
         checkpoint: ctx.checkpoint.as_ref(),
     };
     let stop = async {
-        ctx.cancelled().await;
+        if let Some(limit) = options.timeout {
+            tokio::select! {
+                _ = ctx.cancelled() => {}
+                _ = tokio::time::sleep(limit) => {
+                    tracing::warn!(job_id = %id, "ran past its timeout of {}: stopping the command", format_duration(limit));
+                    return Stop::TimedOut(limit);
+                }
+            }
+        } else {
+            ctx.cancelled().await;
+        }
         let reason = ctx.stop_reason();
         match reason {
             Some(StopReason::Cancelled) => {
@@ -233,9 +260,9 @@ pub async fn run_job(
             }
             _ => tracing::warn!(job_id = %id, "{}: stopping the command", describe_stop(reason)),
         }
-        reason
+        Stop::Engine(reason)
     };
-    let report = store_output.then(|| ctx.clone());
+    let report = options.store_output.then(|| ctx.clone());
     match command.run_reporting(&info, report, stop).await {
         Outcome::Succeeded(result) => {
             tracing::info!(job_id = %id, "job succeeded");
@@ -256,11 +283,15 @@ pub async fn run_job(
         }
         // The engine decides what a stopped attempt becomes: cancelled, failed by its
         // timeout, handed back on shutdown, or nothing (lease lost).
-        Outcome::Stopped(reason) => Err(JobError::retryable(match reason {
+        Outcome::Stopped(Stop::Engine(reason)) => Err(JobError::retryable(match reason {
             Some(StopReason::Cancelled) => "cancelled".to_string(),
             Some(StopReason::Shutdown) => STOPPED_MESSAGE.to_string(),
             other => describe_stop(other),
         })),
+        Outcome::Stopped(Stop::TimedOut(limit)) => Err(JobError::retryable(format!(
+            "timed out after {}",
+            format_duration(limit)
+        ))),
     }
 }
 

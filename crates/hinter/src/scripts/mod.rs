@@ -132,8 +132,12 @@ impl ScriptHost {
                 singleton: settings.is_singleton,
             };
             let command = Arc::new(command);
+            let options = crate::worker_store::RunOptions {
+                store_output: true,
+                timeout: settings.timeout,
+            };
             registry.register(definition, move |ctx: HandlerContext, payload: Value| {
-                crate::worker_store::run_job(command.clone(), ctx, payload, true)
+                crate::worker_store::run_job(command.clone(), ctx, payload, options)
             });
         }
         registry

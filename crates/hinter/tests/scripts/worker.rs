@@ -10,6 +10,19 @@ async fn runs_a_script_job(mode: &[String], name: &str) {
     let dir = TestDir::new(name);
     let jobs = jobs_dir(&dir);
     put(&jobs, "triggered/remote/run.sh", REPORT, false);
+    // Its timeout holds where it runs, though the server that enqueued it does not know it.
+    put(
+        &jobs,
+        "triggered/hang/run.sh",
+        "echo hanging\nexec sleep 1000\n",
+        false,
+    );
+    put(
+        &jobs,
+        "triggered/hang/settings.job",
+        r#"{"timeout": "1s", "stopping_wait_time": 1}"#,
+        false,
+    );
     // The server has no jobs folder of its own (an empty one): only the worker runs scripts.
     let server_jobs = dir.path().join("server-jobs");
     std::fs::create_dir_all(&server_jobs).expect("server jobs folder");
@@ -42,6 +55,16 @@ async fn runs_a_script_job(mode: &[String], name: &str) {
         definition(&definitions(api).await, "remote").is_none(),
         "the server does not run it"
     );
+
+    let hang = api.enqueue(json!({"job": "hang", "max_attempts": 1})).await;
+    let hang = finished(api, &support::id_of(&hang)).await;
+    assert_eq!(hang["state"], "dead", "{hang}");
+    assert_eq!(
+        hang["timeout"],
+        Value::Null,
+        "the job itself has no timeout"
+    );
+    assert_eq!(hang["errors"][0]["message"], "timed out after 1s", "{hang}");
     worker.terminate();
     let status = worker.wait_exit(JOB_DEADLINE).await;
     assert!(status.success(), "{status:?}\n{}", worker.log());

@@ -695,8 +695,7 @@ impl Store for PostgresStore {
         .map_err(ops::Error::into_store)
     }
 
-    async fn job_report(&self, report: JobReport, now: DateTime<Utc>) -> StoreResult<()> {
-        let _ = now;
+    async fn job_report(&self, report: JobReport, _now: DateTime<Utc>) -> StoreResult<()> {
         let mut report = report.storable();
         report.check().map_err(StoreError::Invalid)?;
         // Times on the database's clock, as every other time this store writes.

@@ -74,6 +74,8 @@ pub const MAX_CHECKPOINT_VARIABLE: usize = 64 * 1024;
 pub const DEFAULT_LOG_CAP: u64 = 1024 * 1024;
 /// Most lines or bytes sent in one report of output: within a worker call's body limit.
 const REPORT_MAX_LINES: usize = 500;
+/// Longest wait, once a command has ended, for its output to be stored.
+const LOG_FINISH_LIMIT: Duration = Duration::from_secs(30);
 const REPORT_MAX_BYTES: usize = 256 * 1024;
 
 /// What the command is told about the attempt it runs.
@@ -596,7 +598,15 @@ impl OutputLog {
             state.closed = true;
         }
         self.sink.wake.notify_one();
-        let _ = self.shipper.await;
+        let abort = self.shipper.abort_handle();
+        if timeout(LOG_FINISH_LIMIT, self.shipper).await.is_err() {
+            // The store or server is too slow: the outcome matters more than the last lines.
+            abort.abort();
+            tracing::warn!(
+                "the job's last output lines could not be stored within {}; going on without them",
+                format_duration(LOG_FINISH_LIMIT)
+            );
+        }
     }
 }
 

@@ -92,7 +92,18 @@ async fn migrate_locked(client: &mut Client, schema: Option<&str>) -> Result<i64
              ({LATEST_VERSION}); run a newer hinter"
         )));
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    // Every migration not recorded, also one numbered below a recorded version: features
+    // built side by side take their numbers ahead, so a database may have met a later one
+    // first.
+    let applied: Vec<i64> = client
+        .query("SELECT version FROM schema_migrations", &[])
+        .await
+        .map_err(|e| fail("reading the schema versions", e))?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail("reading the schema versions", e))?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
         let tx = client
             .transaction()
             .await

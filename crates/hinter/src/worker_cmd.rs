@@ -51,7 +51,10 @@ Each job runs COMMAND ARGS directly (no shell) in its own process group, with th
 JSON on stdin and in $HINTER_PAYLOAD_FILE, and HINTER_JOB_ID, HINTER_JOB_NAME, HINTER_QUEUE, \
 HINTER_ATTEMPT, HINTER_MAX_ATTEMPTS, HINTER_SHUTDOWN_FILE (= WEBJOBS_SHUTDOWN_FILE) set. \
 A stdout line `::result::{json}` sets the result. Exit 0 succeeds, 65 fails permanently, \
-anything else fails and is retried. See docs/worker.md.")]
+anything else fails and is retried. See docs/worker.md.
+
+With --jobs-dir DIR the worker runs the script jobs of DIR (triggered/NAME/ folders, \
+reloaded as they change; docs/scripts.md) and COMMAND is optional.")]
 pub struct WorkerArgs {
     /// Queue to take jobs from; repeat for several (at most 1000)
     #[arg(

@@ -253,7 +253,12 @@ fn runner(
             ));
         }
         if let Some((_, interpreter)) = INTERPRETERS.iter().find(|(known, _)| known == ext) {
-            let (program, args) = interpreter.split_first().expect("an interpreter");
+            let Some((program, args)) = interpreter.split_first() else {
+                return Err(format!(
+                    "{}: no interpreter is known for .{ext}",
+                    path.display()
+                ));
+            };
             let found = find_in_path(program, path_var).ok_or_else(|| {
                 format!(
                     "{}: {program} is not installed (not found in PATH), and .{ext} files run \

@@ -323,7 +323,7 @@ impl JobCommand {
 }
 
 /// Creates the shutdown file, sends SIGTERM to the command's process group, and SIGKILL after
-/// [`KILL_GRACE`] if the command is still running then.
+/// `grace` if the command is still running then.
 async fn terminate(
     child: &mut Child,
     group: Option<Pid>,
@@ -564,7 +564,8 @@ fn parse_progress(text: &str) -> Result<Progress, String> {
 /// whatever arrived while the previous report was being written goes in the next.
 struct OutputLog {
     sink: Arc<OutputSink>,
-    shipper: tokio::task::JoinHandle<()>,
+    /// Aborted if the attempt is abandoned before [`OutputLog::finish`].
+    shipper: AbortOnDrop<()>,
 }
 
 impl OutputLog {
@@ -574,13 +575,13 @@ impl OutputLog {
             wake: Notify::new(),
             cap,
         });
-        let shipper = tokio::spawn(ship(ctx, sink.clone()));
+        let shipper = AbortOnDrop(tokio::spawn(ship(ctx, sink.clone())));
         Self { sink, shipper }
     }
 
     /// Once the output is read: notes what was dropped at the cap, and waits until
     /// everything is stored (or given up on).
-    async fn finish(self) {
+    async fn finish(mut self) {
         {
             let mut state = self.sink.state();
             if state.dropped_lines > 0 {
@@ -598,10 +599,12 @@ impl OutputLog {
             state.closed = true;
         }
         self.sink.wake.notify_one();
-        let abort = self.shipper.abort_handle();
-        if timeout(LOG_FINISH_LIMIT, self.shipper).await.is_err() {
-            // The store or server is too slow: the outcome matters more than the last lines.
-            abort.abort();
+        if timeout(LOG_FINISH_LIMIT, &mut self.shipper.0)
+            .await
+            .is_err()
+        {
+            // The store or server is too slow: the outcome matters more than the last lines
+            // (the shipper is aborted when `self` is dropped).
             tracing::warn!(
                 "the job's last output lines could not be stored within {}; going on without them",
                 format_duration(LOG_FINISH_LIMIT)

@@ -489,6 +489,51 @@ impl Client {
             .await
     }
 
+    /// `POST /api/v1/jobs/{id}/report`: appends log lines to the attempt a worker runs and
+    /// sets the job's progress and checkpoint, under its lease token (409 when stale).
+    pub async fn report(&self, report: &hinter_core::JobReport) -> Result<(), Error> {
+        let body = hinter_core::output::ReportBody {
+            lease_token: report.lease_token,
+            logs: report.logs.clone(),
+            progress: report.progress.clone(),
+            checkpoint: report.checkpoint.clone(),
+        };
+        let _: serde::de::IgnoredAny = self.job_action(report.id, "report", Some(&body)).await?;
+        Ok(())
+    }
+
+    /// `GET /api/v1/jobs/{id}/logs`: the job's log lines after `after` (0: from the start),
+    /// of one attempt if given, at most `limit` (server default 1000).
+    pub async fn job_logs(
+        &self,
+        id: Uuid,
+        attempt: Option<u32>,
+        after: i64,
+        limit: Option<u32>,
+    ) -> Result<hinter_core::output::LogPage, Error> {
+        let mut url = self.url(&["api", "v1", "jobs", &id.to_string(), "logs"]);
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("after", &after.to_string());
+            if let Some(attempt) = attempt {
+                query.append_pair("attempt", &attempt.to_string());
+            }
+            if let Some(limit) = limit {
+                query.append_pair("limit", &limit.to_string());
+            }
+        }
+        self.call(Method::GET, url, None::<&()>).await
+    }
+
+    /// `GET /api/v1/definitions`: the job definitions the server has loaded, with the error
+    /// of each script folder that could not be loaded.
+    pub async fn definitions(&self) -> Result<Vec<hinter_core::DefinitionInfo>, Error> {
+        let url = self.url(&["api", "v1", "definitions"]);
+        let list: hinter_core::output::DefinitionList =
+            self.call(Method::GET, url, None::<&()>).await?;
+        Ok(list.definitions)
+    }
+
     // Workers
 
     /// `PUT /api/v1/workers/{id}`: reports this worker process alive, so `GET

@@ -5,7 +5,7 @@ use crate::job::{NewJob, DEFAULT_QUEUE};
 use crate::limits;
 use crate::retry::DEFAULT_MAX_ATTEMPTS;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -180,9 +180,40 @@ impl JobSpec {
     }
 }
 
+/// How a loaded definition is described to users (`GET /api/v1/definitions`): script
+/// folders with what runs them and their settings, or the error that keeps one from loading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionInfo {
+    pub name: String,
+    /// `triggered`, `continuous` (script folders) or `code` (registered in Rust).
+    pub kind: String,
+    /// The job's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    /// The file that runs, relative to the folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// What runs it: `["python3"]`, `["java", "-jar"]`; empty for a file run directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<Vec<String>>,
+    /// The effective settings (settings.job over the defaults); `null` when they could not
+    /// be read.
+    #[serde(default)]
+    pub settings: Value,
+    /// Why the definition cannot run; `None` when it is loaded.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Loaded {
+    by_name: HashMap<String, JobDefinition>,
+    catalog: Vec<DefinitionInfo>,
+}
+
 /// The registry of job definitions, shared by the API, the engine and the library.
 #[derive(Debug, Clone, Default)]
-pub struct Definitions(Arc<RwLock<HashMap<String, JobDefinition>>>);
+pub struct Definitions(Arc<RwLock<Loaded>>);
 
 impl Definitions {
     pub fn new() -> Self {
@@ -193,6 +224,7 @@ impl Definitions {
         self.0
             .write()
             .unwrap_or_else(|e| e.into_inner())
+            .by_name
             .insert(definition.name.clone(), definition);
     }
 
@@ -200,8 +232,58 @@ impl Definitions {
         self.0
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .by_name
             .get(name)
             .cloned()
+    }
+
+    /// Every definition, sorted by name.
+    pub fn all(&self) -> Vec<JobDefinition> {
+        let loaded = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<JobDefinition> = loaded.by_name.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Replaces every definition and the catalog at once (a reload of the job folders):
+    /// an enqueue sees the old set or the new one, never a mix.
+    pub fn replace_all(&self, definitions: Vec<JobDefinition>, catalog: Vec<DefinitionInfo>) {
+        let mut loaded = self.0.write().unwrap_or_else(|e| e.into_inner());
+        loaded.by_name = definitions
+            .into_iter()
+            .map(|d| (d.name.clone(), d))
+            .collect();
+        loaded.catalog = catalog;
+    }
+
+    /// What `GET /api/v1/definitions` lists: the catalog (script folders, with errors), then
+    /// every other definition as `code`, each sorted by name.
+    pub fn describe(&self) -> Vec<DefinitionInfo> {
+        let loaded = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = loaded.catalog.clone();
+        let mut code: Vec<DefinitionInfo> = loaded
+            .by_name
+            .values()
+            .filter(|d| !out.iter().any(|info| info.name == d.name))
+            .map(|d| DefinitionInfo {
+                name: d.name.clone(),
+                kind: "code".into(),
+                folder: None,
+                file: None,
+                interpreter: None,
+                settings: serde_json::json!({
+                    "queue": d.queue,
+                    "max_attempts": d.max_attempts,
+                    "timeout": d.timeout.map(crate::format_duration),
+                    "is_singleton": d.singleton,
+                }),
+                error: None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.kind.cmp(&b.kind)));
+        code.sort_by(|a, b| a.name.cmp(&b.name));
+        out.extend(code);
+        out
     }
 
     /// Validates a request and fills in defaults: the job's own options win, then its

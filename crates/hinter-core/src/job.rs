@@ -195,6 +195,13 @@ pub struct Job {
     /// in listings and in the answers of other operations.
     #[serde(default)]
     pub runs: Vec<Run>,
+    /// The last progress an attempt reported (script jobs: `::progress::`).
+    #[serde(default)]
+    pub progress: Option<crate::Progress>,
+    /// The last checkpoint an attempt saved (`::checkpoint::`), handed to the next attempt.
+    /// Read by `Store::job_get`; `None` in listings.
+    #[serde(default)]
+    pub checkpoint: Option<Value>,
     /// Position in enqueue order; the cursor of job listings.
     #[serde(skip)]
     pub seq: i64,
@@ -324,6 +331,9 @@ pub struct LeasedJob {
     pub lease_expires_at: DateTime<Utc>,
     #[serde(with = "opt_duration")]
     pub timeout: Option<Duration>,
+    /// The last checkpoint an earlier attempt saved, to resume from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Value>,
 }
 
 /// Durations on the wire are strings such as `30s`.

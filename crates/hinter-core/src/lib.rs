@@ -13,14 +13,16 @@ pub mod event;
 pub mod job;
 pub mod limits;
 pub mod listing;
+pub mod output;
 pub mod retry;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, ShiftedClock, SystemClock};
 pub use cluster::{Backend, Cluster, Leadership, ProcessInfo};
-pub use definition::{Definitions, FieldError, JobDefinition, JobSpec};
+pub use definition::{DefinitionInfo, Definitions, FieldError, JobDefinition, JobSpec};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use event::{EventFilter, EventKind, EventPage, JobEvent};
 pub use job::*;
 pub use listing::{JobPage, ListCursor};
+pub use output::{JobReport, LogLine, LogQuery, LogStream, NewLogLine, Progress};
 pub use store::{Store, StoreError, StoreEvent};

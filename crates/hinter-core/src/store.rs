@@ -589,6 +589,21 @@ pub trait Store: Send + Sync + 'static {
     /// is at or before `now`, earliest first; returns how many.
     async fn idempotency_prune(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<u64>;
 
+    /// Appends a running attempt's log lines and sets its progress and checkpoint, in one
+    /// write guarded by the lease token: a stale token is [`StoreError::StaleLease`] and
+    /// changes nothing; an unknown job [`StoreError::NotFound`]; a report that cannot be
+    /// stored ([`crate::JobReport::check`]) [`StoreError::Invalid`]. Lines are stored under
+    /// the job's current attempt, in order, and deleted with the job.
+    async fn job_report(&self, report: crate::JobReport, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// A job's log lines matching `query`, in the order they were written; `None` when the
+    /// job does not exist.
+    async fn job_logs(
+        &self,
+        id: Uuid,
+        query: crate::LogQuery,
+    ) -> StoreResult<Option<Vec<crate::LogLine>>>;
+
     /// Events about changes, for long-polls and idle workers.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
 

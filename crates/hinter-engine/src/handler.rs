@@ -20,8 +20,26 @@ pub struct HandlerContext {
     /// This attempt, counting from 1.
     pub attempt: u32,
     pub max_attempts: u32,
+    /// The last checkpoint an earlier attempt saved ([`HandlerContext::report`]), to resume
+    /// from.
+    pub checkpoint: Option<Value>,
+    lease_token: i64,
     cancel: CancellationToken,
     stop: Arc<OnceLock<StopReason>>,
+    reporter: Option<Reporter>,
+}
+
+/// Where a handler's reports go: the worker's source, on the worker's clock.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    pub(crate) source: Arc<dyn crate::JobSource>,
+    pub(crate) clock: Arc<dyn hinter_core::Clock>,
+}
+
+impl fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reporter")
+    }
 }
 
 /// Why the engine told a handler to stop ([`HandlerContext::stop_reason`]).
@@ -62,6 +80,7 @@ impl HandlerContext {
         job: &LeasedJob,
         cancel: CancellationToken,
         stop: Arc<OnceLock<StopReason>>,
+        reporter: Reporter,
     ) -> Self {
         Self {
             id: job.id,
@@ -69,8 +88,58 @@ impl HandlerContext {
             queue: job.queue.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
+            checkpoint: job.checkpoint.clone(),
+            lease_token: job.lease_token,
             cancel,
             stop,
+            reporter: Some(reporter),
+        }
+    }
+
+    /// A context for running a handler outside a worker (tests, tools): it is never told
+    /// to stop, and its reports go nowhere.
+    pub fn detached(id: Uuid, job: &str, queue: &str, attempt: u32, max_attempts: u32) -> Self {
+        Self {
+            id,
+            job: job.to_string(),
+            queue: queue.to_string(),
+            attempt,
+            max_attempts,
+            checkpoint: None,
+            lease_token: 0,
+            cancel: CancellationToken::new(),
+            stop: Arc::new(OnceLock::new()),
+            reporter: None,
+        }
+    }
+
+    /// Appends log lines to this attempt's log and sets the job's progress and checkpoint
+    /// (each part optional), under this attempt's lease: once the lease is lost the store
+    /// refuses it ([`hinter_core::StoreError::StaleLease`]).
+    pub async fn report(
+        &self,
+        logs: Vec<hinter_core::NewLogLine>,
+        progress: Option<hinter_core::Progress>,
+        checkpoint: Option<Value>,
+    ) -> Result<(), hinter_core::StoreError> {
+        let Some(reporter) = &self.reporter else {
+            return Ok(());
+        };
+        let report = hinter_core::JobReport {
+            id: self.id,
+            lease_token: self.lease_token,
+            logs,
+            progress,
+            checkpoint,
+        };
+        reporter.source.report(report, reporter.clock.now()).await
+    }
+
+    /// The time on the worker's clock (for log lines and progress).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        match &self.reporter {
+            Some(reporter) => reporter.clock.now(),
+            None => chrono::Utc::now(),
         }
     }
 
@@ -237,6 +306,21 @@ impl Registry {
             _payload: std::marker::PhantomData,
         }));
         self
+    }
+
+    /// A copy with its own definitions (the same ones, copied): registering more on it
+    /// changes neither this registry nor the definitions it shares with an API. A reload of
+    /// script jobs builds each new registry on a snapshot of the code-registered one.
+    pub fn snapshot(&self) -> Registry {
+        let definitions = Definitions::new();
+        for definition in self.definitions.all() {
+            definitions.insert(definition);
+        }
+        Registry {
+            handlers: self.handlers.clone(),
+            fallback: self.fallback.clone(),
+            definitions,
+        }
     }
 
     /// True if a fallback handler is registered.

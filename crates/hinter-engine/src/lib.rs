@@ -32,4 +32,4 @@ pub use events::EventFollower;
 pub use handler::{HandlerContext, JobError, Registry, StopReason};
 pub use maintenance::{Maintenance, MaintenanceHandle, MaintenanceOptions, Retention};
 pub use source::{HttpSource, JobSource, StoreSource};
-pub use worker::{default_worker_id, hostname, Worker, WorkerHandle, WorkerOptions};
+pub use worker::{default_worker_id, hostname, Worker, WorkerControl, WorkerHandle, WorkerOptions};

@@ -12,7 +12,7 @@ use hinter_core::retry::FailOutcome;
 use hinter_core::store::{
     Completion, Failure, Heartbeat, HeartbeatAck, LeaseRequest, Release, StoreResult,
 };
-use hinter_core::{FieldError, LeasedJob, Store, StoreError, StoreEvent};
+use hinter_core::{FieldError, JobReport, LeasedJob, Store, StoreError, StoreEvent};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +45,9 @@ pub trait JobSource: Send + Sync {
         releases: Vec<Release>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<()>>>;
+    /// Appends a running attempt's log lines and sets its progress and checkpoint
+    /// ([`Store::job_report`]); fenced by the lease token like the outcomes.
+    async fn report(&self, report: JobReport, now: DateTime<Utc>) -> StoreResult<()>;
     /// Wake-ups (jobs available, cancel requests). A source without them hands out a
     /// receiver that never yields; it relies on [`JobSource::lease_waits`] and heartbeats.
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
@@ -94,6 +97,9 @@ impl JobSource for StoreSource {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<()>>> {
         self.0.job_release_many(releases, now).await
+    }
+    async fn report(&self, report: JobReport, now: DateTime<Utc>) -> StoreResult<()> {
+        self.0.job_report(report, now).await
     }
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.0.subscribe()
@@ -279,6 +285,14 @@ impl JobSource for HttpSource {
                 .map_err(|e| store_error(Some(r.id), e))
         })
         .await
+    }
+
+    async fn report(&self, report: JobReport, _now: DateTime<Utc>) -> StoreResult<()> {
+        let id = report.id;
+        self.client
+            .report(&report)
+            .await
+            .map_err(|e| store_error(Some(id), e))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

@@ -147,14 +147,44 @@ enum Outcome {
     Flush(oneshot::Sender<()>),
 }
 
-struct Shared {
-    source: Arc<dyn JobSource>,
-    clock: Arc<dyn Clock>,
+/// What the worker runs and where it leases it from: replaced whole by
+/// [`WorkerHandle::set_registry`], read by the fetcher before each lease and by each job as
+/// it starts.
+struct Routing {
     registry: Registry,
-    options: WorkerOptions,
     queues: Vec<String>,
     /// The job names it leases ([`Registry::job_names`]); empty: any.
     jobs: Vec<String>,
+}
+
+impl Routing {
+    /// The queues and job names of `registry` (or `options.queues`), checked.
+    fn new(registry: Registry, options: &WorkerOptions) -> Result<Self, FieldError> {
+        let mut queues = if options.queues.is_empty() {
+            registry.queues()
+        } else {
+            options.queues.clone()
+        };
+        if !queues.is_empty() {
+            limits::check_lease_queues("queues", &queues)?;
+        }
+        let mut seen = HashSet::new();
+        queues.retain(|queue| seen.insert(queue.clone()));
+        let jobs = registry.job_names();
+        limits::check_lease_job_names("jobs", &jobs)?;
+        Ok(Self {
+            registry,
+            queues,
+            jobs,
+        })
+    }
+}
+
+struct Shared {
+    source: Arc<dyn JobSource>,
+    clock: Arc<dyn Clock>,
+    routing: std::sync::RwLock<Arc<Routing>>,
+    options: WorkerOptions,
     running: Mutex<HashMap<Uuid, Running>>,
     outcomes: mpsc::UnboundedSender<Outcome>,
     /// Jobs became available in one of our queues.
@@ -172,6 +202,13 @@ struct Shared {
 }
 
 impl Shared {
+    fn routing(&self) -> Arc<Routing> {
+        self.routing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -266,19 +303,8 @@ impl Worker {
         registry: Registry,
         options: WorkerOptions,
     ) -> Result<WorkerHandle, FieldError> {
-        let mut queues = if options.queues.is_empty() {
-            registry.queues()
-        } else {
-            options.queues.clone()
-        };
-        if !queues.is_empty() {
-            limits::check_lease_queues("queues", &queues)?;
-        }
-        let mut seen = HashSet::new();
-        queues.retain(|queue| seen.insert(queue.clone()));
-        let jobs = registry.job_names();
-        limits::check_lease_job_names("jobs", &jobs)?;
-        if queues.is_empty() {
+        let routing = Routing::new(registry, &options)?;
+        if routing.queues.is_empty() {
             tracing::warn!(
                 worker_id = %options.worker_id,
                 "this worker has no queues to lease from: register handlers by name or set \
@@ -290,10 +316,8 @@ impl Worker {
         let shared = Arc::new(Shared {
             source,
             clock,
-            registry,
+            routing: std::sync::RwLock::new(Arc::new(routing)),
             options,
-            queues,
-            jobs,
             running: Mutex::new(HashMap::new()),
             outcomes,
             wake: Notify::new(),
@@ -318,7 +342,56 @@ impl Worker {
     }
 }
 
+/// A handle that can change what a running [`Worker`] runs ([`WorkerHandle::control`]);
+/// cheap to clone, usable while the [`WorkerHandle`] itself waits to be shut down.
+#[derive(Clone)]
+pub struct WorkerControl {
+    shared: Arc<Shared>,
+}
+
+impl WorkerControl {
+    /// See [`WorkerHandle::set_registry`].
+    pub fn set_registry(&self, registry: Registry) -> Result<(), FieldError> {
+        let routing = Routing::new(registry, &self.shared.options)?;
+        *self
+            .shared
+            .routing
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(routing);
+        // A fetcher waiting for jobs of the old names asks again at once.
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// The job names the worker leases now (sorted; empty: any, with a fallback).
+    pub fn job_names(&self) -> Vec<String> {
+        self.shared.routing().jobs.clone()
+    }
+
+    /// The queues the worker leases from now.
+    pub fn queues(&self) -> Vec<String> {
+        self.shared.routing().queues.clone()
+    }
+}
+
 impl WorkerHandle {
+    /// A handle to change what this worker runs while it runs.
+    pub fn control(&self) -> WorkerControl {
+        WorkerControl {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Replaces what the worker runs (hot reload of script jobs): the next lease asks for
+    /// the new registry's job names and queues, and jobs that start from now on get its
+    /// handlers. Jobs already running keep the handler they started with. A job leased
+    /// under the old registry whose name the new one lacks fails (retryable: "no handler"),
+    /// and goes back to its queue with backoff for a worker that has it. Refuses what
+    /// [`Worker::start`] refuses, keeping the old registry.
+    pub fn set_registry(&self, registry: Registry) -> Result<(), FieldError> {
+        self.control().set_registry(registry)
+    }
+
     /// Number of jobs held now (running or waiting for a run slot).
     pub fn running(&self) -> usize {
         self.shared.running().len()
@@ -420,9 +493,19 @@ async fn fetcher(shared: Arc<Shared>) {
             .capacity()
             .saturating_sub(shared.running().len())
             .max(1);
+        let routing = shared.routing();
+        if routing.queues.is_empty() {
+            // Nothing to run yet (script jobs not loaded): wait for a new registry.
+            tokio::select! {
+                _ = shared.wake.notified() => {}
+                _ = tokio::time::sleep(shared.options.poll_interval) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
+        }
         let request = LeaseRequest {
-            jobs: shared.jobs.clone(),
-            queues: shared.queues.clone(),
+            jobs: routing.jobs.clone(),
+            queues: routing.queues.clone(),
             worker_id: shared.options.worker_id.clone(),
             // A larger room fills over several leases.
             max: u32::try_from(room)
@@ -558,13 +641,17 @@ async fn run_job(
     cancel: CancellationToken,
     stop: Arc<OnceLock<StopReason>>,
 ) -> Result<Option<Value>, JobError> {
-    let Some(handler) = shared.registry.get(&job.job) else {
+    let Some(handler) = shared.routing().registry.get(&job.job) else {
         return Err(JobError::retryable(format!(
             "no handler for job {:?} in worker {}",
             job.job, shared.options.worker_id
         )));
     };
-    let ctx = HandlerContext::new(job, cancel.clone(), stop);
+    let reporter = crate::handler::Reporter {
+        source: shared.source.clone(),
+        clock: shared.clock.clone(),
+    };
+    let ctx = HandlerContext::new(job, cancel.clone(), stop, reporter);
     let payload = job.payload.clone();
     // The handler is called inside the task, so a panic while it builds its future is
     // caught like a panic while it runs.
@@ -789,7 +876,7 @@ async fn listener(shared: Arc<Shared>, mut events: broadcast::Receiver<StoreEven
         };
         match event {
             Ok(StoreEvent::JobsAvailable { queue }) => {
-                if shared.queues.contains(&queue) {
+                if shared.routing().queues.contains(&queue) {
                     shared.wake.notify_one();
                 }
             }

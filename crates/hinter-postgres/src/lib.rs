@@ -73,6 +73,7 @@ mod idempotency;
 mod log;
 mod migrate;
 mod ops;
+mod output;
 mod test_schema;
 pub mod tls;
 mod unit;
@@ -87,8 +88,9 @@ use hinter_core::store::{
     QueueInfo, Release, StoreResult, WriteOp, WriteResult,
 };
 use hinter_core::{
-    Clock, Cluster, EventFilter, EventPage, Inserted, Job, JobPage, Leadership, LeasedJob,
-    ListCursor, NewJob, ProcessInfo, Run, Store, StoreError, StoreEvent, SystemClock,
+    Clock, Cluster, EventFilter, EventPage, Inserted, Job, JobPage, JobReport, Leadership,
+    LeasedJob, ListCursor, LogLine, LogQuery, NewJob, ProcessInfo, Run, Store, StoreError,
+    StoreEvent, SystemClock,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,8 +101,7 @@ use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
 pub use enqueue::enqueue_in;
-pub use migrate::versions as schema_versions;
-pub use migrate::LATEST_VERSION as SCHEMA_VERSION;
+pub use migrate::{versions as schema_versions, LATEST_VERSION as SCHEMA_VERSION};
 /// The `tokio-postgres` this crate is built with: [`enqueue_in`] takes its transactions.
 pub use tokio_postgres;
 
@@ -694,6 +695,25 @@ impl Store for PostgresStore {
         }
         let now = self.inner.clock.at(now);
         self.read(async |c| idempotency::prune(c, now, limit).await)
+            .await
+    }
+
+    async fn job_report(&self, report: JobReport, _now: DateTime<Utc>) -> StoreResult<()> {
+        let mut report = report.storable();
+        report.check().map_err(StoreError::Invalid)?;
+        // Times on the database's clock, as every other time this store writes.
+        for line in &mut report.logs {
+            line.at = self.inner.clock.at(line.at);
+        }
+        if let Some(progress) = &mut report.progress {
+            progress.at = self.inner.clock.at(progress.at);
+        }
+        self.read(async |c| output::job_report(c, &report).await)
+            .await
+    }
+
+    async fn job_logs(&self, id: Uuid, query: LogQuery) -> StoreResult<Option<Vec<LogLine>>> {
+        self.read(async |c| output::job_logs(c, id, query).await)
             .await
     }
 

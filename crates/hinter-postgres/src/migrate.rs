@@ -15,15 +15,18 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_events.sql")),
     (7, include_str!("migrations/0007_tokens.sql")),
     (8, include_str!("migrations/0008_idempotency.sql")),
+    (9, include_str!("migrations/0009_job_logs.sql")),
 ];
-
-/// Every schema version, in order (not contiguous while branches take numbers apart).
-pub fn versions() -> Vec<i64> {
-    MIGRATIONS.iter().map(|(v, _)| *v).collect()
-}
 
 /// The schema version this build writes.
 pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Every migration's version, in order. Versions need not be consecutive: features built
+/// side by side take their numbers ahead, and every version the database has not recorded is
+/// applied, in order.
+pub fn versions() -> Vec<i64> {
+    MIGRATIONS.iter().map(|(version, _)| *version).collect()
+}
 
 fn fail(what: &str, e: tokio_postgres::Error) -> StoreError {
     StoreError::Unavailable(format!("{what}: {}", crate::ops::describe(&e)))
@@ -92,7 +95,18 @@ async fn migrate_locked(client: &mut Client, schema: Option<&str>) -> Result<i64
              ({LATEST_VERSION}); run a newer hinter"
         )));
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    // Every migration not recorded, also one numbered below a recorded version: features
+    // built side by side take their numbers ahead, so a database may have met a later one
+    // first.
+    let applied: Vec<i64> = client
+        .query("SELECT version FROM schema_migrations", &[])
+        .await
+        .map_err(|e| fail("reading the schema versions", e))?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail("reading the schema versions", e))?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
         let tx = client
             .transaction()
             .await

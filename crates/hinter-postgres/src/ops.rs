@@ -142,7 +142,10 @@ fn to_u32(n: i64) -> u32 {
 const JOB_COLUMNS: &str = "j.seq, j.id, j.job, j.queue, j.payload, j.state, j.priority, \
     j.attempt, j.max_attempts, j.run_at, j.created_at, j.started_at, j.finished_at, \
     j.unique_key, j.ordering_key, j.timeout_ms, j.singleton, j.cancel_requested, j.worker_id, \
-    j.lease_expires_at, j.errors, j.result, j.errors_omitted";
+    j.lease_expires_at, j.errors, j.result, j.errors_omitted, j.progress, j.checkpoint";
+
+/// How many columns [`JOB_COLUMNS`] has: what follows it starts here.
+const JOB_COLUMN_COUNT: usize = 25;
 
 /// The runs of job `j`, oldest first, as one JSON array of [`Run`] objects: one statement
 /// (one snapshot) reads a job with its runs. Follows [`JOB_COLUMNS`] where it is read.
@@ -211,6 +214,11 @@ fn job_from_row(row: &Row, at: usize) -> Result<Job> {
         errors_omitted: u64::try_from(get::<i64>(row, at + 22)?).unwrap_or(0),
         result: get(row, at + 21)?,
         runs: Vec::new(),
+        progress: get::<Option<Value>>(row, at + 23)?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("progress of job {id}: {e}")))?,
+        checkpoint: get(row, at + 24)?,
     })
 }
 
@@ -357,7 +365,7 @@ pub async fn job_get<C: Conn>(c: &C, id: Uuid) -> Result<Option<Job>> {
 /// A row of [`JOB_COLUMNS`] followed by [`RUNS_COLUMN`].
 fn job_with_runs(row: &Row) -> Result<Job> {
     let mut job = job_from_row(row, 0)?;
-    job.runs = runs_from_row(row, 23)?;
+    job.runs = runs_from_row(row, JOB_COLUMN_COUNT)?;
     Ok(job)
 }
 
@@ -714,6 +722,8 @@ pub async fn job_insert_many<C: Conn>(
                         errors_omitted: 0,
                         runs: Vec::new(),
                         result: None,
+                        progress: None,
+                        checkpoint: None,
                         seq,
                     },
                     duplicate: false,
@@ -873,7 +883,7 @@ pub async fn job_lease<C: Conn>(
                      FROM unnest($1::int8[], $2::int8[]) AS u(seq, token)
                      WHERE j.seq = u.seq AND j.state = 'queued'
                      RETURNING j.seq, j.id, j.job, j.queue, j.payload, j.attempt, j.max_attempts,
-                               j.priority, j.created_at, j.timeout_ms, u.token),
+                               j.priority, j.created_at, j.timeout_ms, u.token, j.checkpoint),
                  started AS (
                      INSERT INTO runs (job_seq, attempt, worker_id, lease_token, started_at)
                      SELECT seq, attempt, $3, token, $5 FROM leased),
@@ -902,6 +912,7 @@ pub async fn job_lease<C: Conn>(
                         timeout: get::<Option<i64>>(row, 9)?.map(from_ms),
                         lease_token: get(row, 10)?,
                         lease_expires_at: until,
+                        checkpoint: get(row, 11)?,
                     },
                 ));
             }
@@ -1299,8 +1310,8 @@ pub async fn job_cancel<C: Conn>(
     match query_opt(c, &sql, &[&id, &truncate(now)]).await? {
         Some(row) => {
             let job = job_with_runs(&row)?;
-            let old_state: String = get(&row, 24)?;
-            let old_cancel_requested: bool = get(&row, 25)?;
+            let old_state: String = get(&row, JOB_COLUMN_COUNT + 1)?;
+            let old_cancel_requested: bool = get(&row, JOB_COLUMN_COUNT + 2)?;
             if old_state != JobState::Running.as_str() || !old_cancel_requested {
                 events.push(StoreEvent::Logged);
             }
@@ -1440,6 +1451,8 @@ fn list_columns(filter: &JobFilter) -> String {
     } else {
         columns = columns.replacen("j.result", "NULL::json AS result", 1);
     }
+    // A checkpoint can be large and is for the next attempt: `job_get` reads it.
+    columns = columns.replacen("j.checkpoint", "NULL::json AS checkpoint", 1);
     if filter.max_bytes.is_none() {
         return columns;
     }

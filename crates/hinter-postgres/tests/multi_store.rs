@@ -443,6 +443,45 @@ mod with_database {
         assert!(winners[0].term > first.term);
     }
 
+    /// A schema that recorded a later version before an earlier one (features merged in
+    /// another order than numbered) gets the earlier one at the next start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_version_below_the_latest_is_applied() {
+        let schema = TestSchema::new();
+        PostgresStore::migrate(&schema.url, &schema.options())
+            .await
+            .expect("migrate");
+        let (client, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        let name = &schema.name;
+        // As if version 5 had not been there when the later ones were applied.
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE \"{name}\".processes DROP COLUMN machine;
+                 DELETE FROM \"{name}\".schema_migrations WHERE version = 5"
+            ))
+            .await
+            .expect("undo migration 5");
+        PostgresStore::migrate(&schema.url, &schema.options())
+            .await
+            .expect("migrate again");
+        let rows = client
+            .query(
+                &format!("SELECT version FROM \"{name}\".schema_migrations ORDER BY version"),
+                &[],
+            )
+            .await
+            .expect("versions");
+        let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(versions, hinter_postgres::schema_versions());
+        client
+            .query(&format!("SELECT machine FROM \"{name}\".processes"), &[])
+            .await
+            .expect("the column is back");
+    }
+
     /// Stores starting together migrate the schema once; a schema newer than this build is
     /// refused with a clear message.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -26,6 +26,7 @@ mod health;
 pub mod idempotency;
 mod jobs;
 pub mod listen;
+mod output;
 mod queues;
 mod tls;
 pub mod wire;
@@ -184,6 +185,24 @@ fn table() -> Vec<Entry> {
             "/api/v1/jobs/{id}/release",
             Needs(Work, Q::Job),
             worker::release,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/jobs/{id}/report",
+            Needs(Work, Q::Job),
+            output::report,
+        ),
+        entry(
+            get.clone(),
+            "/api/v1/jobs/{id}/logs",
+            Needs(Read, Q::Job),
+            output::logs,
+        ),
+        entry(
+            get.clone(),
+            "/api/v1/definitions",
+            Needs(Read, Q::None),
+            output::definitions,
         ),
         entry(
             post.clone(),

@@ -11,6 +11,7 @@ mod idempotency;
 mod log;
 mod migrate;
 mod ops;
+mod output;
 mod writer;
 
 use async_trait::async_trait;
@@ -20,8 +21,8 @@ use hinter_core::store::{
     QueueInfo, Release, StoreResult, WriteOp, WriteResult,
 };
 use hinter_core::{
-    Cluster, Inserted, Job, Leadership, LeasedJob, NewJob, ProcessInfo, Run, Store, StoreError,
-    StoreEvent,
+    Cluster, Inserted, Job, JobReport, Leadership, LeasedJob, LogLine, LogQuery, NewJob,
+    ProcessInfo, Run, Store, StoreError, StoreEvent,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::collections::HashMap;
@@ -619,6 +620,17 @@ impl Store for SqliteStore {
     async fn idempotency_prune(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
         self.write(move |c, _| idempotency::prune(c, now, limit))
             .await
+    }
+
+    async fn job_report(&self, report: JobReport, now: DateTime<Utc>) -> StoreResult<()> {
+        let report = report.storable();
+        report.check().map_err(StoreError::Invalid)?;
+        self.write(move |c, _| output::job_report(c, &report, now))
+            .await
+    }
+
+    async fn job_logs(&self, id: Uuid, query: LogQuery) -> StoreResult<Option<Vec<LogLine>>> {
+        self.read(move |c| output::job_logs(c, id, query)).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

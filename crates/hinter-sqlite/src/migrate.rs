@@ -14,12 +14,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/0007_events.sql")),
     (8, include_str!("migrations/0008_tokens.sql")),
     (9, include_str!("migrations/0009_idempotency.sql")),
+    (10, include_str!("migrations/0010_job_logs.sql")),
 ];
 
 /// The schema version this build writes.
 pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
-/// Brings the database to [`LATEST_VERSION`]; refuses a database from a newer hinter.
+/// Brings the database to [`LATEST_VERSION`]: applies, in order, every migration the
+/// database has not recorded, also one numbered below a version it has (features built side
+/// by side take their numbers ahead, so a database may have met a later number first).
+/// Refuses a database from a newer hinter.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let fail = |what: &str, e: rusqlite::Error| StoreError::Unavailable(format!("{what}: {e}"));
     conn.execute_batch(
@@ -42,7 +46,17 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
              ({LATEST_VERSION}); run a newer hinter"
         )));
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    let applied: Vec<i64> = {
+        let mut statement = conn
+            .prepare("SELECT version FROM schema_migrations")
+            .map_err(|e| fail("reading schema versions", e))?;
+        let rows = statement
+            .query_map([], |r| r.get(0))
+            .map_err(|e| fail("reading schema versions", e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| fail("reading schema versions", e))?
+    };
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| fail("starting migration", e))?;
@@ -69,4 +83,39 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tracing::info!(version, "applied schema migration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn versions(conn: &Connection) -> Vec<i64> {
+        let mut statement = conn
+            .prepare("SELECT version FROM schema_migrations ORDER BY version")
+            .expect("prepare");
+        let rows = statement.query_map([], |r| r.get(0)).expect("query");
+        rows.collect::<Result<_, _>>().expect("versions")
+    }
+
+    /// A database that recorded a later version before an earlier one (features merged in
+    /// another order than numbered) gets the earlier one at the next start.
+    #[test]
+    fn a_missing_version_below_the_latest_is_applied() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("hinter.db")).expect("open");
+        migrate(&mut conn).expect("migrate");
+        let all: Vec<i64> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(versions(&conn), all);
+        // As if version 7 had not been there when a later one was applied.
+        conn.execute_batch("DROP TABLE events; DELETE FROM schema_migrations WHERE version = 7")
+            .expect("undo migration 7");
+        assert!(
+            MIGRATIONS.iter().any(|(v, _)| *v > 7),
+            "a later version exists"
+        );
+        migrate(&mut conn).expect("migrate again");
+        assert_eq!(versions(&conn), all);
+        conn.execute("INSERT INTO events (at, kind, job_seq, job_id, job, queue, attempt) VALUES (0, 'created', 1, 'x', 'j', 'q', 0)", [])
+            .expect("the events table is back");
+    }
 }

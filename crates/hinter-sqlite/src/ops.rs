@@ -30,7 +30,7 @@ pub fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-fn from_micros(us: i64) -> Result<DateTime<Utc>> {
+pub(crate) fn from_micros(us: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(us)
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} out of range")))
 }
@@ -48,7 +48,7 @@ fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn parse_json(text: &str, what: &str) -> Result<serde_json::Value> {
+pub(crate) fn parse_json(text: &str, what: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
@@ -56,7 +56,7 @@ fn parse_json(text: &str, what: &str) -> Result<serde_json::Value> {
 pub const JOB_COLUMNS: &str = "seq, id, job, queue, payload, state, priority, attempt, \
     max_attempts, run_at, created_at, started_at, finished_at, unique_key, ordering_key, \
     timeout_ms, singleton, cancel_requested, worker_id, lease_expires_at, errors, result, \
-    errors_omitted";
+    errors_omitted, progress, checkpoint";
 
 /// Raw column values; decoding happens outside rusqlite's row callback so errors keep
 /// their meaning.
@@ -84,6 +84,8 @@ pub struct RawJob {
     errors: String,
     result: Option<String>,
     errors_omitted: i64,
+    progress: Option<String>,
+    checkpoint: Option<String>,
 }
 
 pub fn raw_job(row: &Row<'_>) -> rusqlite::Result<RawJob> {
@@ -111,6 +113,8 @@ pub fn raw_job(row: &Row<'_>) -> rusqlite::Result<RawJob> {
         errors: row.get(20)?,
         result: row.get(21)?,
         errors_omitted: row.get(22)?,
+        progress: row.get(23)?,
+        checkpoint: row.get(24)?,
     })
 }
 
@@ -152,6 +156,19 @@ impl RawJob {
                 .map(|r| parse_json(r, "result"))
                 .transpose()?,
             runs: Vec::new(),
+            progress: self
+                .progress
+                .as_deref()
+                .map(|p| {
+                    serde_json::from_str(p)
+                        .map_err(|e| StoreError::Corrupt(format!("progress: {e}")))
+                })
+                .transpose()?,
+            checkpoint: self
+                .checkpoint
+                .as_deref()
+                .map(|c| parse_json(c, "checkpoint"))
+                .transpose()?,
             seq: self.seq,
         })
     }
@@ -402,6 +419,8 @@ pub fn job_insert_many(
                 errors_omitted: 0,
                 runs: Vec::new(),
                 result: None,
+                progress: None,
+                checkpoint: None,
                 seq,
             },
             duplicate: false,
@@ -599,7 +618,7 @@ fn lease_round(
              deadline_at = CASE WHEN timeout_ms IS NULL THEN NULL ELSE ?5 + timeout_ms * 1000 END \
              WHERE seq = ?1 AND state = 'queued' \
              RETURNING id, job, queue, payload, attempt, max_attempts, priority, created_at, \
-                       timeout_ms",
+                       timeout_ms, checkpoint",
         )
         .map_err(db_err)?;
     let mut run = conn
@@ -641,13 +660,24 @@ fn lease_round(
                         r.get::<_, i32>(6)?,
                         r.get::<_, i64>(7)?,
                         r.get::<_, Option<i64>>(8)?,
+                        r.get::<_, Option<String>>(9)?,
                     ))
                 },
             )
             .optional()
             .map_err(db_err)?;
-        let Some((id, job, queue, payload, attempt, max_attempts, priority, created_at, timeout)) =
-            row
+        let Some((
+            id,
+            job,
+            queue,
+            payload,
+            attempt,
+            max_attempts,
+            priority,
+            created_at,
+            timeout,
+            checkpoint,
+        )) = row
         else {
             continue;
         };
@@ -688,6 +718,10 @@ fn lease_round(
             lease_token,
             lease_expires_at: lease_until,
             timeout: timeout.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+            checkpoint: checkpoint
+                .as_deref()
+                .map(|c| parse_json(c, "checkpoint"))
+                .transpose()?,
         });
     }
     Ok(skipped)
@@ -743,7 +777,7 @@ fn running_under(conn: &Connection, id: Uuid, lease_token: i64) -> Result<Held> 
 }
 
 /// Why a guarded update of job `id` under `lease_token` matched nothing.
-fn not_running_under(conn: &Connection, id: Uuid) -> StoreError {
+pub(crate) fn not_running_under(conn: &Connection, id: Uuid) -> StoreError {
     let exists = conn
         .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
         .and_then(|mut s| s.exists([id.to_string()]));
@@ -1122,7 +1156,8 @@ fn list_columns(filter: &JobFilter) -> String {
     if !filter.with_result {
         columns = columns.replacen(", result,", ", NULL,", 1);
     }
-    columns
+    // A checkpoint can be large and is for the next attempt: `job_get` reads it.
+    columns.replacen(", checkpoint", ", NULL", 1)
 }
 
 pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {

@@ -57,6 +57,8 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
         errors: vec![],
         errors_omitted: 0,
         runs: Vec::new(),
+        progress: None,
+        checkpoint: None,
         result: None,
         seq: inserted.job.seq,
     };
@@ -88,6 +90,8 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
         errors: vec![],
         errors_omitted: 0,
         runs: Vec::new(),
+        progress: None,
+        checkpoint: None,
         result: None,
         seq: inserted.seq,
     };

@@ -34,6 +34,7 @@ mod limits;
 mod log;
 mod manage;
 mod ordering;
+mod output;
 mod runs;
 mod support;
 mod unique;
@@ -50,6 +51,7 @@ pub use limits::*;
 pub use log::*;
 pub use manage::*;
 pub use ordering::*;
+pub use output::*;
 pub use runs::*;
 pub use unique::*;
 
@@ -199,6 +201,10 @@ macro_rules! conformance_suite {
             runs_record_released_attempt,
             runs_record_rescue_and_ignore_stale_tokens,
             runs_pruned_with_their_job,
+            output_lines_progress_and_checkpoints_per_attempt,
+            output_reports_are_fenced,
+            output_lines_are_mended_and_reports_checked,
+            output_logs_pruned_with_their_job,
             // events and concurrency
             subscribe_jobs_available_and_finished,
             unit_of_work_commits_all_writes_together,

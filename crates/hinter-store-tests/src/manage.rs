@@ -494,6 +494,8 @@ pub async fn list_reads_bodies_only_when_asked(store: Arc<dyn Store>) {
             payload: serde_json::Value::Null,
             result: None,
             runs: Vec::new(),
+            progress: None,
+            checkpoint: None,
             ..full
         };
         assert_eq!(*job, expected, "every other field is read, runs are not");

@@ -94,6 +94,8 @@ pub(crate) async fn get(store: &dyn Store, id: Uuid) -> Job {
 pub(crate) async fn stored(store: &dyn Store, id: Uuid) -> Job {
     Job {
         runs: Vec::new(),
+        progress: None,
+        checkpoint: None,
         ..get(store, id).await
     }
 }

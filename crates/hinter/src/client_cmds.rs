@@ -21,6 +21,8 @@
 //! | 77 | [`exit::NO_PERMISSION`] | the token is missing or not allowed (API 401/403) |
 //! | 130 | [`exit::INTERRUPTED`] | `enqueue --wait` stopped by Ctrl-C (the job goes on) |
 
+mod scripts;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use hinter_client::{
@@ -139,6 +141,8 @@ pub enum ClientCommand {
     Dead(Box<DeadArgs>),
     /// Print the event log (what happened to jobs), oldest first; --follow waits for more
     Events(Box<EventsArgs>),
+    /// List the job definitions the server has loaded (script jobs, with their errors)
+    Definitions(Box<scripts::DefinitionsArgs>),
 }
 
 /// `hinter events [--after ID] [--follow] [filters]`
@@ -268,6 +272,9 @@ pub enum JobsCommand {
         #[arg(value_name = "ID")]
         id: Uuid,
     },
+    /// Print a job's log lines (script jobs: stdout INFO, stderr ERROR) per attempt;
+    /// --follow waits for more until the job has finished
+    Logs(scripts::LogsArgs),
 }
 
 /// Filters and paging of `jobs list`.
@@ -402,6 +409,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Queues(args) => queues(*args).await,
         ClientCommand::Dead(args) => dead(*args).await,
         ClientCommand::Events(args) => events(*args).await,
+        ClientCommand::Definitions(args) => scripts::definitions(*args).await,
     };
     let code = match result {
         Ok(code) => code,
@@ -884,6 +892,7 @@ async fn jobs(args: JobsArgs) -> CmdResult {
                 more_hint(&page.next_cursor);
             }
         }
+        JobsCommand::Logs(logs) => return scripts::logs(&client, logs, json).await,
         JobsCommand::Show { id } => {
             let job = client.get_job(id, None).await?;
             if json {
@@ -1158,10 +1167,21 @@ fn show_job(job: &Job) -> String {
         ("unique key", opt(&job.unique_key)),
         ("ordering key", opt(&job.ordering_key)),
         ("singleton", if job.singleton { "yes" } else { "no" }.into()),
+        (
+            "progress",
+            scripts::progress_line(job).unwrap_or_else(|| "-".into()),
+        ),
         ("payload", pretty(&job.payload)),
         (
             "result",
             job.result
+                .as_ref()
+                .map(pretty)
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "checkpoint",
+            job.checkpoint
                 .as_ref()
                 .map(pretty)
                 .unwrap_or_else(|| "-".into()),

@@ -165,7 +165,10 @@ fn relaxed(command: Command) -> Command {
     let mut command = command
         .subcommand_required(false)
         .arg_required_else_help(false)
-        .mut_args(|arg| arg.required(false));
+        .mut_args(|arg| {
+            arg.required(false)
+                .required_unless_present(clap::builder::Resettable::<clap::Id>::Reset)
+        });
     for sub in command.get_subcommands_mut() {
         *sub = relaxed(std::mem::take(sub));
     }

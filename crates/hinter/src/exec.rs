@@ -12,19 +12,25 @@
 //! command leaves in its group is killed when it ends; if the attempt's future is dropped
 //! while the command runs, the whole group is killed at once.
 
-use hinter_core::format_duration;
+use chrono::Utc;
+use hinter_core::{format_duration, LogStream, NewLogLine, Progress, StoreError};
+use hinter_engine::HandlerContext;
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::Notify;
 use tokio::time::timeout;
 use uuid::Uuid;
 
@@ -49,7 +55,28 @@ type WaitResult = std::io::Result<ExitStatus>;
 pub struct JobCommand {
     program: OsString,
     args: Vec<OsString>,
+    /// `None`: this process's environment without hinter's secrets (`hinter worker --
+    /// COMMAND`). `Some`: exactly these variables (script jobs), plus the job's own.
+    environment: Option<Vec<(OsString, OsString)>>,
+    /// `None`: a temporary directory per attempt (the one holding the payload file).
+    workdir: Option<PathBuf>,
+    /// Between SIGTERM and SIGKILL when the command must stop.
+    kill_grace: Duration,
+    /// Bytes of output kept in the attempt's log when the output is stored
+    /// ([`DEFAULT_LOG_CAP`]; `max_output` of settings.job will set it).
+    log_cap: u64,
 }
+
+/// Longest checkpoint passed in `$HINTER_CHECKPOINT`; a larger one is only in
+/// `$HINTER_CHECKPOINT_FILE` (a variable's value is bounded by the kernel, 128 KiB on Linux).
+pub const MAX_CHECKPOINT_VARIABLE: usize = 64 * 1024;
+/// Default bytes of output kept per attempt ([`JobCommand::log_cap`]).
+pub const DEFAULT_LOG_CAP: u64 = 1024 * 1024;
+/// Most lines or bytes sent in one report of output: within a worker call's body limit.
+const REPORT_MAX_LINES: usize = 500;
+/// Longest wait, once a command has ended, for its output to be stored.
+const LOG_FINISH_LIMIT: Duration = Duration::from_secs(30);
+const REPORT_MAX_BYTES: usize = 256 * 1024;
 
 /// What the command is told about the attempt it runs.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +87,8 @@ pub struct JobInfo<'a> {
     pub attempt: u32,
     pub max_attempts: u32,
     pub payload: &'a Value,
+    /// The checkpoint an earlier attempt saved (`::checkpoint::`).
+    pub checkpoint: Option<&'a Value>,
 }
 
 /// How an attempt of the command ended.
@@ -85,7 +114,30 @@ impl JobCommand {
         Some(Self {
             program: program.clone(),
             args: args.to_vec(),
+            environment: None,
+            workdir: None,
+            kill_grace: KILL_GRACE,
+            log_cap: DEFAULT_LOG_CAP,
         })
+    }
+
+    /// Runs with exactly `variables` (and the job's `HINTER_*`), not this process's
+    /// environment.
+    pub fn clean_environment(mut self, variables: Vec<(OsString, OsString)>) -> Self {
+        self.environment = Some(variables);
+        self
+    }
+
+    /// Runs in `dir` instead of a temporary directory.
+    pub fn workdir(mut self, dir: PathBuf) -> Self {
+        self.workdir = Some(dir);
+        self
+    }
+
+    /// Waits this long between SIGTERM and SIGKILL (default [`KILL_GRACE`]).
+    pub fn kill_grace(mut self, grace: Duration) -> Self {
+        self.kill_grace = grace;
+        self
     }
 
     /// The program, for messages.
@@ -94,7 +146,20 @@ impl JobCommand {
     }
 
     /// Runs the command for one attempt of `job`, stopping it when `stop` completes first.
+    #[cfg(test)]
     pub async fn run<R>(&self, job: &JobInfo<'_>, stop: impl Future<Output = R>) -> Outcome<R> {
+        self.run_reporting(job, None, stop).await
+    }
+
+    /// [`JobCommand::run`], also storing the output in the attempt's log through `report`
+    /// (with progress and checkpoints from `::progress::` and `::checkpoint::` lines). Every
+    /// line is stored before this returns.
+    pub async fn run_reporting<R>(
+        &self,
+        job: &JobInfo<'_>,
+        report: Option<HandlerContext>,
+        stop: impl Future<Output = R>,
+    ) -> Outcome<R> {
         let id = job.id;
         let workdir = match tempfile::Builder::new().prefix("hinter-job-").tempdir() {
             Ok(dir) => dir,
@@ -117,11 +182,39 @@ impl JobCommand {
             };
         }
         let shutdown_file = workdir.path().join("shutdown");
+        let checkpoint_file = workdir.path().join("checkpoint.json");
+        let checkpoint = job
+            .checkpoint
+            .map(|c| serde_json::to_string(c).unwrap_or_else(|_| "null".into()));
+        if let Some(text) = &checkpoint {
+            if let Err(e) = tokio::fs::write(&checkpoint_file, text).await {
+                return Outcome::Failed {
+                    message: format!("cannot write {}: {e}", checkpoint_file.display()),
+                    retry: true,
+                    exit_code: None,
+                };
+            }
+        }
 
         let mut command = Command::new(&self.program);
         command.args(&self.args);
-        for name in SECRET_VARIABLES {
-            command.env_remove(name);
+        match &self.environment {
+            Some(variables) => {
+                command.env_clear();
+                command.envs(variables.iter().map(|(k, v)| (k, v)));
+            }
+            None => {
+                for name in SECRET_VARIABLES {
+                    command.env_remove(name);
+                }
+            }
+        }
+        command.current_dir(self.workdir.as_deref().unwrap_or(workdir.path()));
+        if let Some(text) = &checkpoint {
+            command.env("HINTER_CHECKPOINT_FILE", &checkpoint_file);
+            if text.len() <= MAX_CHECKPOINT_VARIABLE {
+                command.env("HINTER_CHECKPOINT", text);
+            }
         }
         command
             .env("HINTER_JOB_ID", id.to_string())
@@ -163,14 +256,16 @@ impl JobCommand {
                 let _ = stdin.shutdown().await;
             }))
         });
+        let log = report.map(|ctx| OutputLog::start(ctx, self.log_cap));
+        let sink = log.as_ref().map(|log| log.sink.clone());
         let stdout = child
             .stdout
             .take()
-            .map(|out| tokio::spawn(read_stdout(out, id)));
+            .map(|out| tokio::spawn(read_stdout(out, id, sink.clone())));
         let stderr = child
             .stderr
             .take()
-            .map(|err| tokio::spawn(read_stderr(err, id)));
+            .map(|err| tokio::spawn(read_stderr(err, id, sink)));
 
         let ended: Result<WaitResult, R> = tokio::select! {
             status = child.wait() => Ok(status),
@@ -179,7 +274,8 @@ impl JobCommand {
         let (status, stopped) = match ended {
             Ok(status) => (status, None),
             Err(reason) => {
-                let status = terminate(&mut child, group, &shutdown_file, id).await;
+                let status =
+                    terminate(&mut child, group, &shutdown_file, id, self.kill_grace).await;
                 (status, Some(reason))
             }
         };
@@ -189,6 +285,9 @@ impl JobCommand {
         drop(stdin);
         let result = collect(stdout, id).await.flatten();
         let last_stderr = collect(stderr, id).await.flatten();
+        if let Some(log) = log {
+            log.finish().await;
+        }
         let status_text = match &status {
             Ok(status) => describe_status(*status),
             Err(e) => format!("cannot wait for the command: {e}"),
@@ -224,24 +323,25 @@ impl JobCommand {
 }
 
 /// Creates the shutdown file, sends SIGTERM to the command's process group, and SIGKILL after
-/// [`KILL_GRACE`] if the command is still running then.
+/// `grace` if the command is still running then.
 async fn terminate(
     child: &mut Child,
     group: Option<Pid>,
     shutdown_file: &Path,
     id: Uuid,
+    grace: Duration,
 ) -> WaitResult {
     if let Err(e) = std::fs::write(shutdown_file, b"") {
         tracing::warn!(job_id = %id, "cannot create the shutdown file {}: {e}", shutdown_file.display());
     }
     signal_group(group, Signal::SIGTERM, id);
-    match timeout(KILL_GRACE, child.wait()).await {
+    match timeout(grace, child.wait()).await {
         Ok(status) => status,
         Err(_) => {
             tracing::warn!(
                 job_id = %id,
                 "the command did not stop within {} of SIGTERM: sending SIGKILL",
-                format_duration(KILL_GRACE)
+                format_duration(grace)
             );
             signal_group(group, Signal::SIGKILL, id);
             if group.is_none() {
@@ -303,36 +403,296 @@ async fn collect<T>(task: Option<tokio::task::JoinHandle<T>>, id: Uuid) -> Optio
     }
 }
 
-/// Logs stdout lines at INFO; answers the last valid `::result::` JSON.
-async fn read_stdout(out: impl AsyncRead + Unpin, id: Uuid) -> Option<Value> {
+/// Logs stdout lines at INFO (and into `sink`, with progress and checkpoints); answers the
+/// last valid `::result::` JSON.
+async fn read_stdout(
+    out: impl AsyncRead + Unpin,
+    id: Uuid,
+    sink: Option<Arc<OutputSink>>,
+) -> Option<Value> {
     let mut result = None;
     for_each_line(out, id, |line| {
         tracing::info!(job_id = %id, stream = "stdout", "{line}");
+        if let Some(sink) = &sink {
+            sink.line(LogStream::Stdout, line);
+        }
         if let Some(json) = line.strip_prefix("::result::") {
             match serde_json::from_str(json) {
                 Ok(value) => result = Some(value),
-                Err(e) => tracing::error!(
-                    job_id = %id,
-                    "ignoring a ::result:: line that is not valid JSON: {e}"
-                ),
+                Err(e) => {
+                    let warning = format!("ignoring a ::result:: line that is not valid JSON: {e}");
+                    tracing::error!(job_id = %id, "{warning}");
+                    if let Some(sink) = &sink {
+                        sink.line(LogStream::Hinter, &warning);
+                    }
+                }
             }
+        } else if let Some(sink) = &sink {
+            sink.directive(line);
         }
     })
     .await;
     result
 }
 
-/// Logs stderr lines at ERROR; answers the last one that is not blank (for the error message).
-async fn read_stderr(err: impl AsyncRead + Unpin, id: Uuid) -> Option<String> {
+/// Logs stderr lines at ERROR (and into `sink`); answers the last one that is not blank
+/// (for the error message).
+async fn read_stderr(
+    err: impl AsyncRead + Unpin,
+    id: Uuid,
+    sink: Option<Arc<OutputSink>>,
+) -> Option<String> {
     let mut last = None;
     for_each_line(err, id, |line| {
         tracing::error!(job_id = %id, stream = "stderr", "{line}");
+        if let Some(sink) = &sink {
+            sink.line(LogStream::Stderr, line);
+        }
         if !line.trim().is_empty() {
             last = Some(truncate(line.trim(), MAX_ERROR_LINE));
         }
     })
     .await;
     last
+}
+
+/// Where the output readers put what is to be stored: lines up to the cap (past it only
+/// counted), and the latest progress and checkpoint. Bounded by the cap whatever the
+/// command prints; [`OutputLog`] ships it.
+struct OutputSink {
+    state: Mutex<SinkState>,
+    wake: Notify,
+    cap: u64,
+}
+
+#[derive(Default)]
+struct SinkState {
+    lines: VecDeque<NewLogLine>,
+    progress: Option<Progress>,
+    checkpoint: Option<Value>,
+    kept_bytes: u64,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+    /// Lines the store refused or could not take (lease lost, store away).
+    lost_lines: u64,
+    closed: bool,
+}
+
+impl OutputSink {
+    fn state(&self) -> std::sync::MutexGuard<'_, SinkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn line(&self, stream: LogStream, text: &str) {
+        let bytes = text.len() as u64 + 1;
+        {
+            let mut state = self.state();
+            // The kept log is a prefix of the output: past the first line over the cap,
+            // nothing more of the command's output is kept.
+            if stream != LogStream::Hinter
+                && (state.dropped_lines > 0 || state.kept_bytes + bytes > self.cap)
+            {
+                state.dropped_lines += 1;
+                state.dropped_bytes += bytes;
+                return;
+            }
+            state.kept_bytes += bytes;
+            state
+                .lines
+                .push_back(NewLogLine::new(Utc::now(), stream, text).storable());
+        }
+        self.wake.notify_one();
+    }
+
+    /// `::progress::42 message` and `::checkpoint::{json}`; a malformed one is noted in the
+    /// log, never fatal.
+    fn directive(&self, line: &str) {
+        if let Some(rest) = line.strip_prefix("::progress::") {
+            match parse_progress(rest) {
+                Ok(progress) => self.state().progress = Some(progress),
+                Err(why) => self.line(LogStream::Hinter, &format!("ignoring {line:?}: {why}")),
+            }
+        } else if let Some(json) = line.strip_prefix("::checkpoint::") {
+            match serde_json::from_str::<Value>(json) {
+                Ok(value) => match hinter_core::limits::check_json("checkpoint", &value) {
+                    Ok(()) => self.state().checkpoint = Some(value),
+                    Err(e) => self.line(
+                        LogStream::Hinter,
+                        &format!("ignoring a ::checkpoint:: line: {e}"),
+                    ),
+                },
+                Err(e) => self.line(
+                    LogStream::Hinter,
+                    &format!("ignoring a ::checkpoint:: line that is not valid JSON: {e}"),
+                ),
+            }
+        } else {
+            return;
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// `42 resizing` → 42 %, "resizing"; the percentage from 0 to 100.
+fn parse_progress(text: &str) -> Result<Progress, String> {
+    let text = text.trim();
+    let (number, message) = match text.split_once(char::is_whitespace) {
+        Some((number, message)) => (number, message.trim()),
+        None => (text, ""),
+    };
+    let percent: f64 = number
+        .parse()
+        .ok()
+        .filter(|p: &f64| (0.0..=100.0).contains(p))
+        .ok_or_else(|| format!("{number:?} is not a percentage from 0 to 100"))?;
+    let mut message = message.to_string();
+    if message.len() > hinter_core::output::MAX_PROGRESS_MESSAGE_BYTES {
+        let mut cut = hinter_core::output::MAX_PROGRESS_MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    Ok(Progress {
+        percent,
+        message: (!message.is_empty()).then(|| message.replace('\0', "\u{FFFD}")),
+        at: Utc::now(),
+    })
+}
+
+/// Ships what the [`OutputSink`] collects to the store, in batches, while the command runs:
+/// whatever arrived while the previous report was being written goes in the next.
+struct OutputLog {
+    sink: Arc<OutputSink>,
+    /// Aborted if the attempt is abandoned before [`OutputLog::finish`].
+    shipper: AbortOnDrop<()>,
+}
+
+impl OutputLog {
+    fn start(ctx: HandlerContext, cap: u64) -> Self {
+        let sink = Arc::new(OutputSink {
+            state: Mutex::new(SinkState::default()),
+            wake: Notify::new(),
+            cap,
+        });
+        let shipper = AbortOnDrop(tokio::spawn(ship(ctx, sink.clone())));
+        Self { sink, shipper }
+    }
+
+    /// Once the output is read: notes what was dropped at the cap, and waits until
+    /// everything is stored (or given up on).
+    async fn finish(mut self) {
+        {
+            let mut state = self.sink.state();
+            if state.dropped_lines > 0 {
+                let note = format!(
+                    "output over this attempt's log cap of {}: {} more lines ({} bytes) were \
+                     not kept",
+                    format_bytes(self.sink.cap),
+                    state.dropped_lines,
+                    state.dropped_bytes
+                );
+                state
+                    .lines
+                    .push_back(NewLogLine::new(Utc::now(), LogStream::Hinter, note));
+            }
+            state.closed = true;
+        }
+        self.sink.wake.notify_one();
+        if timeout(LOG_FINISH_LIMIT, &mut self.shipper.0)
+            .await
+            .is_err()
+        {
+            // The store or server is too slow: the outcome matters more than the last lines
+            // (the shipper is aborted when `self` is dropped).
+            tracing::warn!(
+                "the job's last output lines could not be stored within {}; going on without them",
+                format_duration(LOG_FINISH_LIMIT)
+            );
+        }
+    }
+}
+
+/// `1 MiB`, `512 KiB`, `300 bytes`.
+fn format_bytes(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    if bytes >= KIB * KIB && bytes.is_multiple_of(KIB * KIB) {
+        format!("{} MiB", bytes / (KIB * KIB))
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+async fn ship(ctx: HandlerContext, sink: Arc<OutputSink>) {
+    let mut gone = false;
+    loop {
+        let (lines, progress, checkpoint, closed) = {
+            let mut state = sink.state();
+            let mut lines = Vec::new();
+            let mut bytes = 0;
+            while let Some(line) = state.lines.front() {
+                if lines.len() >= REPORT_MAX_LINES
+                    || (bytes + line.line.len() > REPORT_MAX_BYTES && !lines.is_empty())
+                {
+                    break;
+                }
+                bytes += line.line.len();
+                lines.extend(state.lines.pop_front());
+            }
+            let closed = state.closed && state.lines.is_empty();
+            (
+                lines,
+                state.progress.take(),
+                state.checkpoint.take(),
+                closed,
+            )
+        };
+        if lines.is_empty() && progress.is_none() && checkpoint.is_none() {
+            if closed {
+                let lost = sink.state().lost_lines;
+                if lost > 0 {
+                    tracing::warn!(job_id = %ctx.id, lost, "log lines of the job could not be stored");
+                }
+                return;
+            }
+            sink.wake.notified().await;
+            continue;
+        }
+        if gone {
+            sink.state().lost_lines += lines.len() as u64;
+            continue;
+        }
+        let count = lines.len() as u64;
+        let mut delay = Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match ctx
+                .report(lines.clone(), progress.clone(), checkpoint.clone())
+                .await
+            {
+                Ok(()) => break,
+                // The attempt is no longer this worker's: nothing more is stored.
+                Err(StoreError::StaleLease(_) | StoreError::NotFound(_)) => {
+                    gone = true;
+                    sink.state().lost_lines += count;
+                    break;
+                }
+                Err(e) if tries >= 5 => {
+                    tracing::warn!(job_id = %ctx.id, error = %e, "could not store the job's output");
+                    sink.state().lost_lines += count;
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(job_id = %ctx.id, error = %e, "storing the job's output; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
 }
 
 /// Calls `each` with every line (without its line ending; invalid UTF-8 replaced; a line
@@ -447,15 +807,72 @@ mod tests {
         assert!(cannot_ever_run(&noexec));
     }
 
+    fn sink(cap: u64) -> OutputSink {
+        OutputSink {
+            state: Mutex::new(SinkState::default()),
+            wake: Notify::new(),
+            cap,
+        }
+    }
+
+    #[test]
+    fn the_kept_output_is_a_prefix_up_to_the_cap() {
+        let sink = sink(10);
+        sink.line(LogStream::Stdout, "abcd"); // 5 bytes with its newline
+        sink.line(LogStream::Stderr, "efgh"); // 10
+        sink.line(LogStream::Stdout, "i"); // over: dropped
+        sink.line(LogStream::Stdout, ""); // would fit, but the log stays a prefix
+        sink.line(LogStream::Hinter, "a note of hinter's own is always kept");
+        let state = sink.state();
+        let kept: Vec<&str> = state.lines.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(
+            kept,
+            ["abcd", "efgh", "a note of hinter's own is always kept"]
+        );
+        assert_eq!((state.dropped_lines, state.dropped_bytes), (2, 3));
+    }
+
+    #[test]
+    fn directives_set_progress_and_checkpoints_or_say_why_not() {
+        let sink = sink(1 << 20);
+        sink.directive("::progress::42.5 resizing  a.png ");
+        sink.directive("::checkpoint::{\"done\": [1, 2]}");
+        sink.directive("::progress::101");
+        sink.directive("::checkpoint::{oops");
+        sink.directive("plain output");
+        let state = sink.state();
+        let progress = state.progress.as_ref().expect("progress");
+        assert_eq!(
+            (progress.percent, progress.message.as_deref()),
+            (42.5, Some("resizing  a.png"))
+        );
+        assert_eq!(state.checkpoint, Some(json!({"done": [1, 2]})));
+        let notes: Vec<&str> = state.lines.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].contains("\"101\" is not a percentage from 0 to 100"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].starts_with("ignoring a ::checkpoint:: line that is not valid JSON"),
+            "{notes:?}"
+        );
+        assert!(parse_progress("7").is_ok_and(|p| p.message.is_none()));
+        assert!(parse_progress("-1 x").is_err());
+        assert!(parse_progress("NaN").is_err());
+        assert_eq!(format_bytes(1 << 20), "1 MiB");
+        assert_eq!(format_bytes(1536), "1536 bytes");
+    }
+
     #[tokio::test]
     async fn reads_lines_and_the_last_valid_result() {
         let out: &[u8] =
             b"hello\n::result::{\"n\": 1}\r\n::result::{\"n\": 2}\n::result::{oops\n\xffbad\nno newline";
-        let result = read_stdout(out, Uuid::nil()).await;
+        let result = read_stdout(out, Uuid::nil(), None).await;
         assert_eq!(result, Some(json!({"n": 2})));
         let err: &[u8] = b"first\nlast problem\n\n  \n";
         assert_eq!(
-            read_stderr(err, Uuid::nil()).await.as_deref(),
+            read_stderr(err, Uuid::nil(), None).await.as_deref(),
             Some("last problem")
         );
     }
@@ -472,6 +889,7 @@ mod tests {
             attempt: 2,
             max_attempts: 3,
             payload,
+            checkpoint: None,
         }
     }
 

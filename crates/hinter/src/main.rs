@@ -6,6 +6,7 @@ mod client_cmds;
 mod config;
 mod config_cmd;
 mod exec;
+mod scripts;
 mod serve;
 mod tokens;
 mod worker_cmd;
@@ -52,7 +53,9 @@ enum Command {
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The file watcher of script jobs reports routine trouble (a watched folder removed)
+        // at INFO; it is not news.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=warn"));
     // Colours only for people: not when stderr goes to a file, a pipe or a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -97,7 +100,7 @@ fn main() -> ExitCode {
         .command
         .try_get_matches_from_mut(&argv)
         .unwrap_or_else(|e| e.exit());
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let config_flag = cli
         .config
         .as_deref()
@@ -120,6 +123,14 @@ fn main() -> ExitCode {
         }
         _ => None,
     };
+    if let (Command::Worker(args), Some(sub)) =
+        (&mut cli.command, matches.subcommand_matches("worker"))
+    {
+        let path = ["worker".to_string()];
+        args.queues_given = sub.value_source("queues")
+            != Some(clap::parser::ValueSource::DefaultValue)
+            || layered.file_origin(&path, "queues").is_some();
+    }
     if let Command::Config(args) = &cli.command {
         return match &args.command {
             config_cmd::ConfigCommand::Show(show) => config_cmd::show(show, &layered),

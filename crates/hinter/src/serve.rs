@@ -212,6 +212,10 @@ pub struct HostedArgs {
     /// stopped and handed back to the queue.
     #[arg(long, env = "HINTER_STOPPING_WAIT_TIME", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub stopping_wait_time: Duration,
+    /// Folder of script jobs (triggered/NAME/, continuous/NAME/; docs/scripts.md), watched
+    /// for changes. Must exist when given [default: ./jobs, if it exists]
+    #[arg(long, env = "HINTER_JOBS_DIR", value_name = "DIR")]
+    pub jobs_dir: Option<PathBuf>,
 }
 
 /// HTTPS for the API: both files, or neither (plain HTTP).
@@ -243,6 +247,10 @@ impl TlsArgs {
         }
     }
 }
+
+/// On top of the longest `stopping_wait_time` a script may have: time for a stopped
+/// script's end to be read before the engine gives up on its attempt.
+pub const SCRIPT_STOP_MARGIN: Duration = Duration::from_secs(2);
 
 /// Limits on HTTP connections, so idle or slow clients cannot use up the process's files.
 #[derive(Debug, Clone, clap::Args)]
@@ -477,15 +485,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen.as_str())
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    // Script jobs (--jobs-dir) register their handlers here.
+    // Script jobs (--jobs-dir) are added to these by `serve_on`.
     let handlers = Registry::new();
     serve_on(listener, args, handlers, shutdown_signal()).await
 }
 
 /// `serve` on a bound listener until `shutdown` resolves: the API, maintenance, and a worker
-/// of the engine's runtime for the jobs `handlers` knows (none: no worker). The worker leases
-/// only those job names, from their definitions' queues, so it never takes a job meant for
-/// an external worker; the API applies the definitions' defaults on enqueue.
+/// of the engine's runtime for the jobs `handlers` knows and the script jobs of the jobs
+/// folder (none of either: no worker). The worker leases only those job names, from their
+/// definitions' queues, so it never takes a job meant for an external worker; the API
+/// applies the definitions' defaults on enqueue. The jobs folder is watched: script jobs
+/// added, changed or removed are picked up while serving.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     args: ServeArgs,
@@ -495,6 +505,28 @@ pub async fn serve_on(
     let cluster_options = args.cluster.options()?;
     let limits = args.connections.limits()?;
     let tls = args.tls.config()?;
+
+    let scripts = crate::scripts::jobs_dir(args.jobs.jobs_dir.as_deref())?
+        .map(crate::scripts::ScriptHost::new);
+    // Shared with the API: script reloads replace what it holds. Each registry of script
+    // jobs is built on a copy of the code handlers taken now, before any script is added.
+    let definitions = handlers.definitions().clone();
+    let base = handlers.snapshot();
+    let loaded = scripts.as_ref().map(|host| host.load()).unwrap_or_default();
+    let registry = match &scripts {
+        Some(host) => {
+            let registry = host.registry(&base, &loaded);
+            host.publish(&definitions, &registry, &loaded);
+            tracing::info!(
+                jobs_dir = %host.dir().display(),
+                loaded = loaded.iter().filter(|j| j.is_runnable()).count(),
+                failed = loaded.iter().filter(|j| !j.is_runnable()).count(),
+                "script jobs loaded; watching the folder for changes"
+            );
+            registry
+        }
+        None => handlers.clone(),
+    };
     let backend = args.store.open().await?;
     let local = listener
         .local_addr()
@@ -506,16 +538,23 @@ pub async fn serve_on(
         worker_id: hinter_engine::default_worker_id(),
         concurrency: args.jobs.concurrency as usize,
         stopping_wait_time: args.jobs.stopping_wait_time,
+        // A stopped script gets its own stopping_wait_time between SIGTERM and SIGKILL.
+        cancel_grace: if scripts.is_some() {
+            crate::scripts::settings::MAX_STOPPING_WAIT + SCRIPT_STOP_MARGIN
+        } else {
+            WorkerOptions::default().cancel_grace
+        },
         ..WorkerOptions::default()
     };
-    let hosting = !handlers.is_empty();
+    // With a jobs folder, a worker runs even with no script yet: one may be added.
+    let hosting = !registry.is_empty() || scripts.is_some();
     let process = ProcessInfo {
         id: worker_options.worker_id.clone(),
         host: hinter_engine::hostname(),
         pid: std::process::id(),
         role: "serve".into(),
         queues: if hosting {
-            handlers.queues()
+            registry.queues()
         } else {
             Vec::new()
         },
@@ -531,7 +570,7 @@ pub async fn serve_on(
         store: store.clone(),
         cluster: backend.clone(),
         clock: clock.clone(),
-        definitions: handlers.definitions().clone(),
+        definitions: definitions.clone(),
         config: Arc::new(ServerConfig {
             max_job_bytes: args.max_job_bytes,
             max_batch_bytes: args.max_batch_bytes,
@@ -553,12 +592,22 @@ pub async fn serve_on(
         Some(Worker::start(
             store.clone(),
             clock,
-            handlers,
+            registry,
             worker_options,
         )?)
     } else {
         None
     };
+
+    let watching = match (scripts, &worker) {
+        (Some(host), Some(worker)) => {
+            Some(host.watch(base, loaded, worker.control(), definitions)?)
+        }
+        _ => None,
+    };
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
     tracing::info!(
         listen = %local,
         scheme = if tls.is_some() { "https" } else { "http" },
@@ -590,6 +639,9 @@ pub async fn serve_on(
     let jobs = async move {
         if let Some(worker) = worker {
             let _ = stopped.wait_for(|stop| *stop).await;
+            if let Some(watching) = watching {
+                watching.stop();
+            }
             worker.shutdown().await;
         }
     };

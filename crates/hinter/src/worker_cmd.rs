@@ -51,7 +51,10 @@ Each job runs COMMAND ARGS directly (no shell) in its own process group, with th
 JSON on stdin and in $HINTER_PAYLOAD_FILE, and HINTER_JOB_ID, HINTER_JOB_NAME, HINTER_QUEUE, \
 HINTER_ATTEMPT, HINTER_MAX_ATTEMPTS, HINTER_SHUTDOWN_FILE (= WEBJOBS_SHUTDOWN_FILE) set. \
 A stdout line `::result::{json}` sets the result. Exit 0 succeeds, 65 fails permanently, \
-anything else fails and is retried. See docs/worker.md.")]
+anything else fails and is retried. See docs/worker.md.
+
+With --jobs-dir DIR the worker runs the script jobs of DIR (triggered/NAME/ folders, \
+reloaded as they change; docs/scripts.md) and COMMAND is optional.")]
 pub struct WorkerArgs {
     /// Queue to take jobs from; repeat for several (at most 1000)
     #[arg(
@@ -159,14 +162,29 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
+    /// Folder of script jobs (triggered/NAME/; docs/scripts.md) to run, watched for
+    /// changes; then COMMAND is optional and runs every other job of the queues
+    #[arg(
+        long,
+        env = "HINTER_JOBS_DIR",
+        value_name = "DIR",
+        help_heading = "Both modes"
+    )]
+    pub jobs_dir: Option<PathBuf>,
+
     /// The command run for each job, with its arguments (after `--`)
     #[arg(
         last = true,
-        required = true,
+        required_unless_present = "jobs_dir",
         value_name = "COMMAND",
         help_heading = "Arguments"
     )]
     pub command: Vec<OsString>,
+
+    /// Whether --queue was given (command line, environment or file) rather than defaulted:
+    /// a worker of script jobs alone otherwise leases from their queues.
+    #[arg(skip)]
+    pub queues_given: bool,
 }
 
 /// Where a setting that picks the worker's mode was given, highest precedence first.
@@ -294,6 +312,24 @@ impl WorkerArgs {
     pub fn job_command(&self) -> anyhow::Result<JobCommand> {
         JobCommand::from_argv(&self.command)
             .context("no COMMAND given: `hinter worker [OPTIONS] -- COMMAND [ARGS...]`")
+    }
+
+    /// The command, if one was given (with --jobs-dir it is optional).
+    pub fn job_command_if_any(&self) -> anyhow::Result<Option<JobCommand>> {
+        if self.command.is_empty() && self.jobs_dir.is_some() {
+            return Ok(None);
+        }
+        self.job_command().map(Some)
+    }
+
+    /// The queues to lease from: --queue, or with script jobs alone and no --queue, none
+    /// named (the scripts' own queues).
+    pub fn lease_queues(&self) -> Vec<String> {
+        if self.command.is_empty() && self.jobs_dir.is_some() && !self.queues_given {
+            Vec::new()
+        } else {
+            self.queues.clone()
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! while it leads, so the store stays healthy even when every `serve` is gone.
 
 use crate::exec::{JobCommand, JobInfo, Outcome, KILL_GRACE};
+use crate::scripts::ScriptHost;
 use crate::serve::StoreArgs;
 use crate::worker_cmd::{StopSignals, WorkerArgs, STOPPED_MESSAGE};
 use hinter_core::{format_duration, ProcessInfo, Store, SystemClock};
@@ -27,7 +28,7 @@ const STOP_MARGIN: Duration = Duration::from_secs(2);
 
 /// Runs the worker until SIGTERM/SIGINT.
 pub async fn run(args: WorkerArgs, store: StoreArgs) -> anyhow::Result<()> {
-    args.job_command()?;
+    args.job_command_if_any()?;
     // What a lease may name, checked before anything starts (the engine refuses it too).
     hinter_core::limits::check_lease_queues("--queue", &args.queues)?;
     let cluster_options = args.cluster.options()?;
@@ -86,38 +87,66 @@ pub async fn run_worker(
     mut signals: StopSignals,
     from: &str,
 ) -> anyhow::Result<()> {
-    let command = Arc::new(args.job_command()?);
-    let program = command.program_name();
-    let mut registry = Registry::new();
-    registry.register_fallback(move |ctx: HandlerContext, payload: Value| {
-        run_job(command.clone(), ctx, payload)
-    });
+    let mut base = Registry::new();
+    let program = match args.job_command_if_any()? {
+        Some(command) => {
+            let command = Arc::new(command);
+            let program = command.program_name();
+            base.register_fallback(move |ctx: HandlerContext, payload: Value| {
+                run_job(command.clone(), ctx, payload, RunOptions::default())
+            });
+            program
+        }
+        None => "(none)".to_string(),
+    };
+    let scripts = match &args.jobs_dir {
+        Some(dir) => crate::scripts::jobs_dir(Some(dir))?.map(ScriptHost::new),
+        None => None,
+    };
+    let loaded = scripts.as_ref().map(|host| host.load()).unwrap_or_default();
+    let registry = match &scripts {
+        Some(host) => host.registry(&base, &loaded),
+        None => base.clone(),
+    };
     let concurrency = args.concurrency as usize;
     let worker = Worker::start_on(
         source,
         Arc::new(SystemClock),
         registry,
         WorkerOptions {
-            queues: args.queues.clone(),
+            queues: args.lease_queues(),
             concurrency,
             // A little ahead of the free slots while commands are short: one lease fills
             // several slots, and a process holds at most twice its concurrency.
             prefetch: concurrency,
             lease_for: args.lease,
             stopping_wait_time: args.stopping_wait_time,
-            cancel_grace: KILL_GRACE + STOP_MARGIN,
+            // A stopped script gets its own stopping_wait_time between SIGTERM and SIGKILL.
+            cancel_grace: if scripts.is_some() {
+                crate::scripts::settings::MAX_STOPPING_WAIT + STOP_MARGIN
+            } else {
+                KILL_GRACE + STOP_MARGIN
+            },
             worker_id: worker_id.clone(),
             ..WorkerOptions::default()
         },
     )?;
+    let control = worker.control();
     tracing::info!(
         from,
-        queues = ?args.queues,
+        queues = ?control.queues(),
         concurrency = args.concurrency,
         worker_id = %worker_id,
         command = %program,
+        jobs_dir = ?args.jobs_dir,
+        scripts = ?control.job_names(),
         "hinter worker started"
     );
+    // The worker's definitions are its own: the server applies its own on enqueue.
+    let watching = match scripts {
+        Some(host) => Some(host.watch(base, loaded, control, hinter_core::Definitions::new())?),
+        None => None,
+    };
 
     let wait = format_duration(args.stopping_wait_time);
     let fatal = tokio::select! {
@@ -136,6 +165,7 @@ pub async fn run_worker(
             Some(why)
         }
     };
+    drop(watching);
     worker
         .shutdown_early_on(async {
             let name = signals.recv().await;
@@ -159,11 +189,31 @@ fn describe(store: &StoreArgs) -> String {
     }
 }
 
-/// The fallback handler: one attempt of any job, run by the command.
-async fn run_job(
+/// How a script job runs beyond its command ([`run_job`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Store the output in the attempt's log (script jobs).
+    pub store_output: bool,
+    /// Stop the command after this long, failing the attempt "timed out after …", even when
+    /// the job itself carries no timeout (it was enqueued on a server that does not know
+    /// the script's settings). The job's own timeout is applied by the engine as well.
+    pub timeout: Option<Duration>,
+}
+
+/// Why a command was stopped: the engine told its handler, or [`RunOptions::timeout`].
+enum Stop {
+    Engine(Option<StopReason>),
+    TimedOut(Duration),
+}
+
+/// One attempt of a job, run by `command`: the fallback handler of `hinter worker --
+/// COMMAND`, and the handler of each script job (`scripts/`), which also stores the output
+/// in the attempt's log and has its settings' timeout.
+pub async fn run_job(
     command: Arc<JobCommand>,
     ctx: HandlerContext,
     payload: Value,
+    options: RunOptions,
 ) -> Result<Option<Value>, JobError> {
     let id = ctx.id;
     tracing::info!(
@@ -181,9 +231,20 @@ async fn run_job(
         attempt: ctx.attempt,
         max_attempts: ctx.max_attempts,
         payload: &payload,
+        checkpoint: ctx.checkpoint.as_ref(),
     };
     let stop = async {
-        ctx.cancelled().await;
+        if let Some(limit) = options.timeout {
+            tokio::select! {
+                _ = ctx.cancelled() => {}
+                _ = tokio::time::sleep(limit) => {
+                    tracing::warn!(job_id = %id, "ran past its timeout of {}: stopping the command", format_duration(limit));
+                    return Stop::TimedOut(limit);
+                }
+            }
+        } else {
+            ctx.cancelled().await;
+        }
         let reason = ctx.stop_reason();
         match reason {
             Some(StopReason::Cancelled) => {
@@ -199,9 +260,10 @@ async fn run_job(
             }
             _ => tracing::warn!(job_id = %id, "{}: stopping the command", describe_stop(reason)),
         }
-        reason
+        Stop::Engine(reason)
     };
-    match command.run(&info, stop).await {
+    let report = options.store_output.then(|| ctx.clone());
+    match command.run_reporting(&info, report, stop).await {
         Outcome::Succeeded(result) => {
             tracing::info!(job_id = %id, "job succeeded");
             Ok(result)
@@ -221,11 +283,15 @@ async fn run_job(
         }
         // The engine decides what a stopped attempt becomes: cancelled, failed by its
         // timeout, handed back on shutdown, or nothing (lease lost).
-        Outcome::Stopped(reason) => Err(JobError::retryable(match reason {
+        Outcome::Stopped(Stop::Engine(reason)) => Err(JobError::retryable(match reason {
             Some(StopReason::Cancelled) => "cancelled".to_string(),
             Some(StopReason::Shutdown) => STOPPED_MESSAGE.to_string(),
             other => describe_stop(other),
         })),
+        Outcome::Stopped(Stop::TimedOut(limit)) => Err(JobError::retryable(format!(
+            "timed out after {}",
+            format_duration(limit)
+        ))),
     }
 }
 

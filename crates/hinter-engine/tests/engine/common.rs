@@ -474,6 +474,22 @@ impl Store for HeldLease {
         self.inner.job_release_many(releases, now).await
     }
 
+    async fn job_report(
+        &self,
+        report: hinter_core::JobReport,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<()> {
+        self.inner.job_report(report, now).await
+    }
+
+    async fn job_logs(
+        &self,
+        id: Uuid,
+        query: hinter_core::LogQuery,
+    ) -> StoreResult<Option<Vec<hinter_core::LogLine>>> {
+        self.inner.job_logs(id, query).await
+    }
+
     async fn job_cancel(&self, id: Uuid, now: chrono::DateTime<chrono::Utc>) -> StoreResult<Job> {
         self.inner.job_cancel(id, now).await
     }

@@ -13,7 +13,9 @@
 //!   handlers (cancel, timeout, shutdown);
 //! - `cluster`: membership and leader election between store instances on one database
 //!   (several SQLite stores on one file, or several PostgreSQL stores on one schema);
-//! - `maintenance`: lease rescue, promotion of due jobs, pruning, heartbeats and lost leases.
+//! - `maintenance`: lease rescue, promotion of due jobs, pruning, heartbeats and lost leases;
+//! - `reload`: a running worker given a new registry, and handlers' reports (logs, progress,
+//!   checkpoints).
 //!
 //! Every wait is on a condition with a deadline; no test sleeps to synchronise.
 
@@ -22,4 +24,5 @@ mod common;
 mod events;
 mod fallback;
 mod maintenance;
+mod reload;
 mod worker;

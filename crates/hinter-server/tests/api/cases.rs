@@ -23,6 +23,8 @@ struct Harness {
     store: Arc<dyn Backend>,
     clock: ManualClock,
     ready: Arc<AtomicBool>,
+    /// The definitions the API applies and lists (`GET /api/v1/definitions`).
+    definitions: hinter_core::Definitions,
     /// Dropped after the store: the temporary directory or database schema.
     _guard: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -52,11 +54,12 @@ async fn harness_with(max_job_bytes: usize) -> Option<Harness> {
     let (store, guard) = backend::open().await?;
     let clock = ManualClock::new(Utc::now());
     let ready = Arc::new(AtomicBool::new(true));
+    let definitions = hinter_core::Definitions::new();
     let state = AppState {
         store: store.clone() as Arc<dyn Store>,
         cluster: store.clone() as Arc<dyn hinter_core::Cluster>,
         clock: Arc::new(clock.clone()),
-        definitions: Default::default(),
+        definitions: definitions.clone(),
         config: Arc::new(ServerConfig {
             max_job_bytes,
             max_batch_bytes: MAX_BATCH,
@@ -69,6 +72,7 @@ async fn harness_with(max_job_bytes: usize) -> Option<Harness> {
         store,
         clock,
         ready,
+        definitions,
         _guard: guard,
     })
 }
@@ -1251,4 +1255,143 @@ async fn lease_limited_to_job_names() {
             .await;
         assert!(answer.status.is_client_error(), "{}", answer.body);
     }
+}
+
+/// `report` appends lines under the running attempt and sets progress and checkpoint;
+/// `logs` pages through them by `after`, per `attempt`; stale tokens are 409, unknown jobs
+/// 404, bad reports 422, bad parameters 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_and_logs() {
+    let Some(h) = harness().await else { return };
+    let id = id_of(&h.enqueue(json!({"job": "script"})).await);
+    let leased = h.lease(json!({"worker_id": "w"})).await;
+    let token = leased[0]["lease_token"].clone();
+    let now = Utc::now().to_rfc3339();
+    let report = h
+        .post(
+            &format!("/api/v1/jobs/{id}/report"),
+            json!({"lease_token": token, "logs": [
+                {"at": now, "stream": "stdout", "line": "one"},
+                {"at": now, "stream": "stderr", "line": "two"},
+                {"at": now, "stream": "hinter", "line": "three"}],
+              "progress": {"percent": 30, "message": "going", "at": now},
+              "checkpoint": {"k": 1}}),
+        )
+        .await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
+    assert_eq!(report.body, json!({"logged": 3}));
+    let job = h.get(&format!("/api/v1/jobs/{id}")).await.body;
+    assert_eq!(job["progress"]["percent"], json!(30.0));
+    assert_eq!(job["progress"]["message"], "going");
+    assert_eq!(job["checkpoint"], json!({"k": 1}));
+
+    let all = h.get(&format!("/api/v1/jobs/{id}/logs")).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    let lines = all.body["lines"].as_array().expect("lines").clone();
+    let levels: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["level"].as_str().unwrap_or(""), l["line"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(levels, [("info", "one"), ("error", "two"), ("warn", "three")]);
+    assert_eq!(all.body["next_after"], lines[2]["id"]);
+    let first_id = lines[0]["id"].as_i64().expect("id");
+    let page = h
+        .get(&format!("/api/v1/jobs/{id}/logs?after={first_id}&limit=1&attempt=1"))
+        .await;
+    assert_eq!(page.body["lines"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page.body["lines"][0]["line"], "two");
+    let other = h.get(&format!("/api/v1/jobs/{id}/logs?attempt=2")).await;
+    assert_eq!(other.body["lines"], json!([]));
+    assert_eq!(other.body["next_after"], json!(0));
+
+    for bad in ["after=-1", "after=x", "attempt=0", "limit=0", "limit=1001"] {
+        let answer = h.get(&format!("/api/v1/jobs/{id}/logs?{bad}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}: {}", answer.body);
+    }
+    let unknown = h
+        .get("/api/v1/jobs/01a228aa-0000-7000-8000-000000000000/logs")
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+
+    let stale = h
+        .post(
+            &format!("/api/v1/jobs/{id}/report"),
+            json!({"lease_token": 1, "logs": [{"at": now, "stream": "stdout", "line": "x"}]}),
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+    assert_eq!(stale.error_code(), "stale_lease");
+    let bad = h
+        .post(
+            &format!("/api/v1/jobs/{id}/report"),
+            json!({"lease_token": token, "progress": {"percent": 101, "at": now}}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert!(bad.error_message().contains("progress.percent"), "{}", bad.body);
+    let unknown_field = h
+        .post(
+            &format!("/api/v1/jobs/{id}/report"),
+            json!({"lease_token": token, "lines": []}),
+        )
+        .await;
+    assert_eq!(unknown_field.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", unknown_field.body);
+    let lines_after = h.get(&format!("/api/v1/jobs/{id}/logs")).await;
+    assert_eq!(lines_after.body["lines"].as_array().map(Vec::len), Some(3), "nothing more");
+}
+
+/// `GET /api/v1/definitions` lists the catalog (with errors) and code definitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_are_listed() {
+    let Some(h) = harness().await else { return };
+    let empty = h.get("/api/v1/definitions").await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert_eq!(empty.body, json!({"definitions": []}));
+    h.definitions.replace_all(
+        vec![
+            hinter_core::JobDefinition {
+                name: "script".into(),
+                queue: Some("media".into()),
+                ..Default::default()
+            },
+            hinter_core::JobDefinition {
+                name: "code".into(),
+                max_attempts: Some(2),
+                ..Default::default()
+            },
+        ],
+        vec![
+            hinter_core::DefinitionInfo {
+                name: "script".into(),
+                kind: "triggered".into(),
+                folder: Some("jobs/triggered/script".into()),
+                file: Some("run.sh".into()),
+                interpreter: Some(vec!["bash".into()]),
+                settings: json!({"queue": "media"}),
+                error: None,
+            },
+            hinter_core::DefinitionInfo {
+                name: "broken".into(),
+                kind: "triggered".into(),
+                folder: Some("jobs/triggered/broken".into()),
+                file: None,
+                interpreter: None,
+                settings: Value::Null,
+                error: Some("nothing to run".into()),
+            },
+        ],
+    );
+    let listed = h.get("/api/v1/definitions").await.body;
+    let names: Vec<(&str, &str)> = listed["definitions"]
+        .as_array()
+        .expect("definitions")
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap_or(""), d["kind"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(names, [("broken", "triggered"), ("script", "triggered"), ("code", "code")]);
+    assert_eq!(listed["definitions"][0]["error"], "nothing to run");
+    assert_eq!(listed["definitions"][2]["settings"]["max_attempts"], 2);
+    // The definition applies on enqueue.
+    let job = h.enqueue(json!({"job": "script"})).await;
+    assert_eq!(job["queue"], "media");
 }

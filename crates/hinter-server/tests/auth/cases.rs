@@ -199,7 +199,8 @@ fn sample(spec: &RouteSpec, job_id: &str) -> (String, Option<Value>) {
         .replace("{name}", QUEUE);
     let body = match (spec.method.as_str(), spec.path) {
         ("GET", "/healthz" | "/readyz" | "/api/v1/jobs/{id}" | "/api/v1/queues")
-        | ("GET", "/api/v1/workers" | "/api/v1/audit")
+        | ("GET", "/api/v1/workers" | "/api/v1/audit" | "/api/v1/definitions")
+        | ("GET", "/api/v1/jobs/{id}/logs")
         | ("POST", "/api/v1/jobs/{id}/cancel" | "/api/v1/jobs/{id}/retry")
         | ("POST", "/api/v1/queues/{name}/pause" | "/api/v1/queues/{name}/resume")
         | ("DELETE", "/api/v1/workers/{id}") => None,
@@ -212,6 +213,7 @@ fn sample(spec: &RouteSpec, job_id: &str) -> (String, Option<Value>) {
         }
         ("POST", "/api/v1/jobs/{id}/heartbeat" | "/api/v1/jobs/{id}/complete")
         | ("POST", "/api/v1/jobs/{id}/release") => Some(json!({"lease_token": 1})),
+        ("POST", "/api/v1/jobs/{id}/report") => Some(json!({"lease_token": 1, "logs": []})),
         ("POST", "/api/v1/jobs/{id}/fail") => Some(json!({"lease_token": 1, "error": "boom"})),
         ("POST", "/api/v1/leases") => Some(json!({"queues": [QUEUE], "worker_id": "w"})),
         ("PUT", "/api/v1/workers/{id}") => Some(json!({

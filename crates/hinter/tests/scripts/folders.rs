@@ -1,0 +1,230 @@
+//! Job folders: what loads, the named errors of those that cannot, and changes while the
+//! server runs.
+
+use super::support::{hinter_command, wait_for, TestDir};
+use super::*;
+
+/// Folders that cannot run are listed with an error naming the problem (and the file and
+/// key for settings), in the API and `hinter definitions list`; the others load and run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_folders_are_named_and_do_not_stop_the_others() {
+    let dir = TestDir::new("bad-folders");
+    let jobs = jobs_dir(&dir);
+    // A PATH with bash alone: python3 is "not installed" for this server.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    std::os::unix::fs::symlink("/bin/bash", bin.join("bash")).expect("symlink bash");
+    put(
+        &jobs,
+        "triggered/good/run.sh",
+        "echo '::result::\"fine\"'\n",
+        false,
+    );
+    put(
+        &jobs,
+        "triggered/empty/notes.txt",
+        "nothing to run here",
+        false,
+    );
+    put(&jobs, "triggered/nopython/run.py", "print(1)\n", false);
+    put(&jobs, "triggered/batch/run.cmd", "echo hi\r\n", false);
+    put(&jobs, "triggered/unknown-key/run.sh", "", false);
+    put(
+        &jobs,
+        "triggered/unknown-key/settings.job",
+        r#"{"queue": "q", "retries": 3}"#,
+        false,
+    );
+    put(&jobs, "triggered/wrong-type/run.sh", "", false);
+    put(
+        &jobs,
+        "triggered/wrong-type/settings.job",
+        r#"{"is_singleton": "yes"}"#,
+        false,
+    );
+    put(&jobs, "triggered/bad-cron/run.sh", "", false);
+    put(
+        &jobs,
+        "triggered/bad-cron/settings.job",
+        r#"{"schedule": "0 61 * * *"}"#,
+        false,
+    );
+    put(&jobs, "triggered/bad-json/run.sh", "", false);
+    put(
+        &jobs,
+        "triggered/bad-json/settings.job",
+        "{\"queue\": ",
+        false,
+    );
+    put(&jobs, "continuous/indexer/run.sh", "", false);
+    let server = Server::launch(
+        "hinter serve",
+        Server::READY_TIMEOUT,
+        Duration::from_secs(30),
+        |addr| {
+            let mut command = hinter_command();
+            command
+                .env("PATH", &bin)
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(dir.data_dir())
+                .arg("--listen")
+                .arg(addr.to_string())
+                .arg("--jobs-dir")
+                .arg(&jobs);
+            support::ChildGuard::spawn_logged(&dir, "serve", &mut command)
+        },
+    )
+    .await;
+    let api = &server.api;
+    let all = definitions(api).await;
+    let error = |name: &str| -> String {
+        definition(&all, name).unwrap_or_else(|| panic!("{name} listed: {all:?}"))["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has an error: {all:?}"))
+            .to_string()
+    };
+    let folder = |name: &str| jobs.join("triggered").join(name).display().to_string();
+    let expected = [
+        ("empty", format!("{}: nothing to run: no run.* file and no file ending in .sh, .py, .js, .php, .ps1, .jar or with the execute bit", folder("empty"))),
+        ("nopython", format!("{}/run.py: python3 is not installed (not found in PATH), and .py files run with it", folder("nopython"))),
+        ("batch", format!("{}/run.cmd: .cmd files run only on Windows", folder("batch"))),
+        ("unknown-key", format!("{}/settings.job: \"retries\": unknown setting", folder("unknown-key"))),
+        ("wrong-type", format!("{}/settings.job: \"is_singleton\": must be true or false, not a string", folder("wrong-type"))),
+        ("bad-cron", format!("{}/settings.job: \"schedule\": \"0 61 * * *\" is not a valid cron expression", folder("bad-cron"))),
+        ("bad-json", format!("{}/settings.job: not valid JSON", folder("bad-json"))),
+    ];
+    for (name, start) in &expected {
+        let error = error(name);
+        assert!(
+            error.starts_with(start.as_str()),
+            "{name}: {error:?} should start with {start:?}"
+        );
+    }
+    let good = definition(&all, "good").expect("good listed");
+    assert_eq!(good["error"], Value::Null);
+    assert_eq!(good["kind"], "triggered");
+    assert_eq!(good["file"], "run.sh");
+    assert_eq!(good["interpreter"], json!(["bash"]));
+    assert_eq!(good["settings"]["queue"], "default");
+    assert_eq!(good["settings"]["stopping_wait_time"], "5s");
+    let indexer = definition(&all, "indexer").expect("continuous listed");
+    assert_eq!(
+        (indexer["kind"].as_str(), &indexer["error"]),
+        (Some("continuous"), &Value::Null)
+    );
+
+    let job = finished(api, &enqueue(api, "good", json!(null)).await).await;
+    assert_eq!(job["result"], "fine", "{job}");
+
+    let listed = hinter_command()
+        .args(["definitions", "list", "--server", &api.base])
+        .output()
+        .expect("hinter definitions list");
+    assert!(listed.status.success(), "{listed:?}");
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("good ") && l.ends_with(" ok")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("nopython ") && l.ends_with(" error")),
+        "{table}"
+    );
+    let errors = String::from_utf8_lossy(&listed.stderr);
+    assert!(errors.contains("batch (triggered): "), "{errors}");
+    let listed = hinter_command()
+        .args(["definitions", "list", "--json", "--server", &api.base])
+        .output()
+        .expect("hinter definitions list --json");
+    let body: Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    assert_eq!(
+        body["definitions"].as_array().map(Vec::len),
+        Some(all.len())
+    );
+
+    // A jobs folder that does not exist, named explicitly, is an error.
+    let missing = hinter_command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--jobs-dir"])
+        .arg(dir.path().join("nowhere"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data2"))
+        .output()
+        .expect("hinter serve");
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("nowhere: no such directory"), "{stderr}");
+}
+
+/// A folder added while the server runs can be enqueued and runs; a changed settings.job
+/// takes effect; a removed folder's definition is gone and its jobs are no longer run here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_are_reloaded_while_serving() {
+    let dir = TestDir::new("reload");
+    let jobs = jobs_dir(&dir);
+    let server = serve(&dir, &jobs).await;
+    let api = &server.api;
+    assert!(definitions(api).await.is_empty());
+
+    put(
+        &jobs,
+        "triggered/late/run.sh",
+        "echo \"::result::\\\"late $HINTER_QUEUE\\\"\"\n",
+        false,
+    );
+    wait_for(JOB_DEADLINE, "the new folder to load", || async {
+        definition(&definitions(api).await, "late").cloned()
+    })
+    .await;
+    let job = finished(api, &enqueue(api, "late", json!(null)).await).await;
+    assert_eq!(job["result"], "late default", "{job}");
+
+    put(
+        &jobs,
+        "triggered/late/settings.job",
+        r#"{"queue": "elsewhere"}"#,
+        false,
+    );
+    wait_for(JOB_DEADLINE, "the changed settings to load", || async {
+        let all = definitions(api).await;
+        (definition(&all, "late")?["settings"]["queue"] == "elsewhere").then_some(())
+    })
+    .await;
+    let job = finished(api, &enqueue(api, "late", json!(null)).await).await;
+    assert_eq!(
+        job["result"], "late elsewhere",
+        "runs from its new queue: {job}"
+    );
+
+    // A broken edit shows its error; fixing it loads it again.
+    put(
+        &jobs,
+        "triggered/late/settings.job",
+        r#"{"queue": 7}"#,
+        false,
+    );
+    wait_for(JOB_DEADLINE, "the broken settings to show", || async {
+        let all = definitions(api).await;
+        definition(&all, "late")?["error"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
+
+    std::fs::remove_dir_all(jobs.join("triggered/late")).expect("remove the folder");
+    wait_for(JOB_DEADLINE, "the removed folder to go", || async {
+        definition(&definitions(api).await, "late")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let workers = api.get("/api/v1/workers").await.expect_status(200);
+    assert!(
+        server.stderr().contains("script job removed"),
+        "{workers:?}"
+    );
+}

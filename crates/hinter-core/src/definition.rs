@@ -203,12 +203,29 @@ pub struct DefinitionInfo {
     /// Why the definition cannot run; `None` when it is loaded.
     #[serde(default)]
     pub error: Option<String>,
+    /// What a continuous job is doing now (state, pid, restarts, last exit, last lines),
+    /// filled in by [`Definitions::describe`] from the status source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Value>,
 }
 
-#[derive(Debug, Default)]
+/// Where [`Definitions::describe`] gets the live status of a continuous job by name.
+pub type StatusSource = Arc<dyn Fn(&str) -> Option<Value> + Send + Sync>;
+
+#[derive(Default)]
 struct Loaded {
     by_name: HashMap<String, JobDefinition>,
     catalog: Vec<DefinitionInfo>,
+    status: Option<StatusSource>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("by_name", &self.by_name)
+            .field("catalog", &self.catalog)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The registry of job definitions, shared by the API, the engine and the library.
@@ -256,11 +273,22 @@ impl Definitions {
         loaded.catalog = catalog;
     }
 
+    /// Sets where the live status of continuous jobs comes from (`describe` asks it for
+    /// each `continuous` entry).
+    pub fn set_status_source(&self, source: StatusSource) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).status = Some(source);
+    }
+
     /// What `GET /api/v1/definitions` lists: the catalog (script folders, with errors), then
     /// every other definition as `code`, each sorted by name.
     pub fn describe(&self) -> Vec<DefinitionInfo> {
         let loaded = self.0.read().unwrap_or_else(|e| e.into_inner());
         let mut out = loaded.catalog.clone();
+        if let Some(source) = &loaded.status {
+            for info in out.iter_mut().filter(|i| i.kind == "continuous") {
+                info.status = source(&info.name);
+            }
+        }
         let mut code: Vec<DefinitionInfo> = loaded
             .by_name
             .values()
@@ -278,6 +306,7 @@ impl Definitions {
                     "is_singleton": d.singleton,
                 }),
                 error: None,
+                status: None,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.kind.cmp(&b.kind)));

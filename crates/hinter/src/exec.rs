@@ -63,8 +63,75 @@ pub struct JobCommand {
     /// Between SIGTERM and SIGKILL when the command must stop.
     kill_grace: Duration,
     /// Bytes of output kept in the attempt's log when the output is stored
-    /// ([`DEFAULT_LOG_CAP`]; `max_output` of settings.job will set it).
+    /// ([`DEFAULT_LOG_CAP`]).
     log_cap: u64,
+    /// settings.job's `max_memory`, `max_processes` and `max_output`.
+    limits: Limits,
+}
+
+/// Limits of one run of a command; over one, the whole process group is killed at once and
+/// the attempt fails naming the limit (docs/scripts.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Resident memory of the command's process group, in bytes (polled).
+    pub max_memory: Option<u64>,
+    /// Processes in the command's process group at once (polled).
+    pub max_processes: Option<u32>,
+    /// Bytes of stdout and stderr (each line counts its bytes plus one).
+    pub max_output: Option<u64>,
+}
+
+impl Limits {
+    fn polled(&self) -> bool {
+        self.max_memory.is_some() || self.max_processes.is_some()
+    }
+}
+
+/// How often the process group of a command with `max_memory` or `max_processes` is
+/// measured.
+const LIMIT_POLL: Duration = Duration::from_millis(25);
+
+/// Told what a running command does: its pid once spawned, and each output line (the
+/// continuous jobs' supervisor keeps them for the API).
+pub trait Observer: Send + Sync {
+    fn spawned(&self, pid: u32);
+    fn line(&self, stream: LogStream, line: &str);
+}
+
+/// Output seen so far, against `max_output`.
+struct OutputBudget {
+    used: std::sync::atomic::AtomicU64,
+    limit: u64,
+    over: Notify,
+}
+
+impl OutputBudget {
+    fn take(&self, bytes: u64) {
+        let before = self
+            .used
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        if before <= self.limit && before + bytes > self.limit {
+            self.over.notify_one();
+        }
+    }
+}
+
+/// What the output readers share besides the log sink.
+#[derive(Clone, Default)]
+struct Watchers {
+    observer: Option<Arc<dyn Observer>>,
+    budget: Option<Arc<OutputBudget>>,
+}
+
+impl Watchers {
+    fn line(&self, stream: LogStream, line: &str) {
+        if let Some(budget) = &self.budget {
+            budget.take(line.len() as u64 + 1);
+        }
+        if let Some(observer) = &self.observer {
+            observer.line(stream, line);
+        }
+    }
 }
 
 /// Longest checkpoint passed in `$HINTER_CHECKPOINT`; a larger one is only in
@@ -118,7 +185,14 @@ impl JobCommand {
             workdir: None,
             kill_grace: KILL_GRACE,
             log_cap: DEFAULT_LOG_CAP,
+            limits: Limits::default(),
         })
+    }
+
+    /// Stops a run over one of `limits`.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Runs with exactly `variables` (and the job's `HINTER_*`), not this process's
@@ -158,6 +232,17 @@ impl JobCommand {
         &self,
         job: &JobInfo<'_>,
         report: Option<HandlerContext>,
+        stop: impl Future<Output = R>,
+    ) -> Outcome<R> {
+        self.run_observed(job, report, None, stop).await
+    }
+
+    /// [`JobCommand::run_reporting`], also telling `observer` the pid and every line.
+    pub async fn run_observed<R>(
+        &self,
+        job: &JobInfo<'_>,
+        report: Option<HandlerContext>,
+        observer: Option<Arc<dyn Observer>>,
         stop: impl Future<Output = R>,
     ) -> Outcome<R> {
         let id = job.id;
@@ -248,6 +333,19 @@ impl JobCommand {
         // Should this future be dropped (the caller gave up on the attempt) while the
         // command runs, nothing of it outlives the attempt.
         let mut group_guard = KillGroupOnDrop { group, id };
+        if let (Some(observer), Some(pid)) = (&observer, child.id()) {
+            observer.spawned(pid);
+        }
+        let watchers = Watchers {
+            observer,
+            budget: self.limits.max_output.map(|limit| {
+                Arc::new(OutputBudget {
+                    used: 0.into(),
+                    limit,
+                    over: Notify::new(),
+                })
+            }),
+        };
 
         let stdin = child.stdin.take().map(|mut stdin| {
             AbortOnDrop(tokio::spawn(async move {
@@ -261,22 +359,34 @@ impl JobCommand {
         let stdout = child
             .stdout
             .take()
-            .map(|out| tokio::spawn(read_stdout(out, id, sink.clone())));
+            .map(|out| tokio::spawn(read_stdout(out, id, sink.clone(), watchers.clone())));
         let stderr = child
             .stderr
             .take()
-            .map(|err| tokio::spawn(read_stderr(err, id, sink)));
+            .map(|err| tokio::spawn(read_stderr(err, id, sink, watchers.clone())));
 
-        let ended: Result<WaitResult, R> = tokio::select! {
+        let ended: Result<WaitResult, Ended<R>> = tokio::select! {
             status = child.wait() => Ok(status),
-            reason = stop => Err(reason),
+            reason = stop => Err(Ended::Stopped(reason)),
+            breach = watch_limits(group, self.limits, watchers.budget.clone()) => Err(Ended::Limit(breach)),
         };
+        let mut over_limit = None;
         let (status, stopped) = match ended {
             Ok(status) => (status, None),
-            Err(reason) => {
+            Err(Ended::Stopped(reason)) => {
                 let status =
                     terminate(&mut child, group, &shutdown_file, id, self.kill_grace).await;
                 (status, Some(reason))
+            }
+            Err(Ended::Limit(breach)) => {
+                // No grace: a fork bomb or a memory hog is not asked to stop.
+                tracing::warn!(job_id = %id, "{breach}: killing the command's process group");
+                signal_group(group, Signal::SIGKILL, id);
+                if group.is_none() {
+                    let _ = child.start_kill();
+                }
+                over_limit = Some(breach);
+                (child.wait().await, None)
             }
         };
         // Whatever the command left running in its group goes with it.
@@ -295,6 +405,13 @@ impl JobCommand {
         if let Some(reason) = stopped {
             tracing::info!(job_id = %id, "the command stopped: {status_text}");
             return Outcome::Stopped(reason);
+        }
+        if let Some(breach) = over_limit {
+            return Outcome::Failed {
+                message: breach,
+                retry: true,
+                exit_code: None,
+            };
         }
         match status {
             Ok(status) if status.success() => Outcome::Succeeded(result),
@@ -320,6 +437,69 @@ impl JobCommand {
             },
         }
     }
+}
+
+/// Why a command was ended before it exited.
+enum Ended<R> {
+    Stopped(R),
+    /// Over a limit: the message saying which.
+    Limit(String),
+}
+
+/// Completes with a message naming the limit when the command's group goes over one of
+/// `limits`; never, without limits.
+async fn watch_limits(
+    group: Option<Pid>,
+    limits: Limits,
+    budget: Option<Arc<OutputBudget>>,
+) -> String {
+    let output = async {
+        match &budget {
+            Some(budget) => {
+                budget.over.notified().await;
+                format!(
+                    "stopped: its output went over max_output ({})",
+                    format_bytes(budget.limit)
+                )
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let polled = async {
+        let Some(group) = group.filter(|_| limits.polled()) else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(LIMIT_POLL).await;
+            let usage = crate::procfs::group_usage(group.as_raw());
+            if let Some(max) = limits.max_processes {
+                if usage.processes > max as usize {
+                    return format!(
+                        "stopped: over max_processes ({max}): {} processes in its group",
+                        usage.processes
+                    );
+                }
+            }
+            if let Some(max) = limits.max_memory {
+                if usage.memory > max {
+                    return format!(
+                        "stopped: over max_memory ({}): {} resident",
+                        format_bytes(max),
+                        format_bytes_approx(usage.memory)
+                    );
+                }
+            }
+        }
+    };
+    tokio::select! {
+        message = output => message,
+        message = polled => message,
+    }
+}
+
+/// `12.3 MiB`.
+fn format_bytes_approx(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// Creates the shutdown file, sends SIGTERM to the command's process group, and SIGKILL after
@@ -409,10 +589,12 @@ async fn read_stdout(
     out: impl AsyncRead + Unpin,
     id: Uuid,
     sink: Option<Arc<OutputSink>>,
+    watchers: Watchers,
 ) -> Option<Value> {
     let mut result = None;
     for_each_line(out, id, |line| {
         tracing::info!(job_id = %id, stream = "stdout", "{line}");
+        watchers.line(LogStream::Stdout, line);
         if let Some(sink) = &sink {
             sink.line(LogStream::Stdout, line);
         }
@@ -441,10 +623,12 @@ async fn read_stderr(
     err: impl AsyncRead + Unpin,
     id: Uuid,
     sink: Option<Arc<OutputSink>>,
+    watchers: Watchers,
 ) -> Option<String> {
     let mut last = None;
     for_each_line(err, id, |line| {
         tracing::error!(job_id = %id, stream = "stderr", "{line}");
+        watchers.line(LogStream::Stderr, line);
         if let Some(sink) = &sink {
             sink.line(LogStream::Stderr, line);
         }
@@ -868,11 +1052,11 @@ mod tests {
     async fn reads_lines_and_the_last_valid_result() {
         let out: &[u8] =
             b"hello\n::result::{\"n\": 1}\r\n::result::{\"n\": 2}\n::result::{oops\n\xffbad\nno newline";
-        let result = read_stdout(out, Uuid::nil(), None).await;
+        let result = read_stdout(out, Uuid::nil(), None, Watchers::default()).await;
         assert_eq!(result, Some(json!({"n": 2})));
         let err: &[u8] = b"first\nlast problem\n\n  \n";
         assert_eq!(
-            read_stderr(err, Uuid::nil(), None).await.as_deref(),
+            read_stderr(err, Uuid::nil(), None, Watchers::default()).await.as_deref(),
             Some("last problem")
         );
     }

@@ -6,6 +6,7 @@ mod client_cmds;
 mod config;
 mod config_cmd;
 mod exec;
+mod procfs;
 mod scripts;
 mod serve;
 mod tokens;

@@ -503,6 +503,7 @@ pub async fn serve_on(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cluster_options = args.cluster.options()?;
+    let cluster_leader_ttl = cluster_options.leader_ttl;
     let limits = args.connections.limits()?;
     let tls = args.tls.config()?;
 
@@ -563,6 +564,7 @@ pub async fn serve_on(
         last_heartbeat_at: now,
         machine: hinter_core::cluster::this_machine(),
     };
+    let worker_id = worker_options.worker_id.clone();
     let coordinator = Coordinator::start(backend.clone(), clock.clone(), process, cluster_options);
     let store: Arc<dyn hinter_core::Store> = backend.clone();
     let ready = Arc::new(AtomicBool::new(false));
@@ -599,10 +601,28 @@ pub async fn serve_on(
         None
     };
 
+    // Continuous jobs run on every server with the folder; a singleton on one of them.
+    let continuous = scripts.as_ref().map(|host| {
+        let supervisor = crate::scripts::continuous::Supervisor::new(
+            host.clone(),
+            backend.clone(),
+            args.store.clock(),
+            worker_id.clone(),
+            cluster_leader_ttl,
+        );
+        supervisor.update(&loaded);
+        let status = supervisor.clone();
+        definitions.set_status_source(Arc::new(move |name: &str| status.status(name)));
+        supervisor
+    });
     let watching = match (scripts, &worker) {
-        (Some(host), Some(worker)) => {
-            Some(host.watch(base, loaded, worker.control(), definitions)?)
-        }
+        (Some(host), Some(worker)) => Some(host.watch(
+            base,
+            loaded,
+            worker.control(),
+            definitions,
+            continuous.clone(),
+        )?),
         _ => None,
     };
     let local = listener
@@ -642,7 +662,12 @@ pub async fn serve_on(
             if let Some(watching) = watching {
                 watching.stop();
             }
-            worker.shutdown().await;
+            match continuous {
+                Some(continuous) => {
+                    tokio::join!(worker.shutdown(), continuous.shutdown());
+                }
+                None => worker.shutdown().await,
+            }
         }
     };
     tokio::join!(api, jobs);

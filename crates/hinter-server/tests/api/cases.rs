@@ -1369,6 +1369,7 @@ async fn definitions_are_listed() {
                 interpreter: Some(vec!["bash".into()]),
                 settings: json!({"queue": "media"}),
                 error: None,
+                status: None,
             },
             hinter_core::DefinitionInfo {
                 name: "broken".into(),
@@ -1378,6 +1379,7 @@ async fn definitions_are_listed() {
                 interpreter: None,
                 settings: Value::Null,
                 error: Some("nothing to run".into()),
+                status: None,
             },
         ],
     );

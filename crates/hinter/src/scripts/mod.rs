@@ -10,8 +10,10 @@
 //! (`notify`, debounced) and on every change loads it again: if what runs changed, the
 //! running worker is handed the new registry ([`WorkerControl::set_registry`]) and the
 //! API the new definitions, so folders added, changed or removed take effect without a
-//! restart. Continuous jobs are loaded, checked and listed, but not run yet.
+//! restart. Continuous jobs are run by `hinter serve`'s [`continuous::Supervisor`], updated on
+//! every reload too.
 
+pub mod continuous;
 pub mod folder;
 pub mod settings;
 
@@ -22,10 +24,12 @@ use hinter_core::{DefinitionInfo, Definitions, JobDefinition};
 use hinter_engine::{HandlerContext, Registry, WorkerControl};
 use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Where `hinter serve` looks for job folders when `--jobs-dir` is not given.
 pub const DEFAULT_JOBS_DIR: &str = "./jobs";
@@ -71,6 +75,9 @@ pub struct ScriptHost {
     path_var: Option<OsString>,
     /// The environment every script starts from ([`PASSED_VARIABLES`]).
     base_env: Vec<(OsString, OsString)>,
+    /// `concurrency` permits per job name, kept across reloads while the limit is the same
+    /// (jobs started before a reload count against the new registry too).
+    permits: Arc<std::sync::Mutex<HashMap<String, (u32, Arc<Semaphore>)>>>,
 }
 
 impl ScriptHost {
@@ -87,6 +94,20 @@ impl ScriptHost {
             dir,
             path_var,
             base_env,
+            permits: Arc::default(),
+        }
+    }
+
+    /// The permits of job `name` limited to `n` at once.
+    fn permits(&self, name: &str, n: u32) -> Arc<Semaphore> {
+        let mut permits = self.permits.lock().unwrap_or_else(|e| e.into_inner());
+        match permits.get(name) {
+            Some((limit, semaphore)) if *limit == n => semaphore.clone(),
+            _ => {
+                let semaphore = Arc::new(Semaphore::new(n as usize));
+                permits.insert(name.to_string(), (n, semaphore.clone()));
+                semaphore
+            }
         }
     }
 
@@ -136,8 +157,26 @@ impl ScriptHost {
                 store_output: true,
                 timeout: settings.timeout,
             };
+            // Per process: a job over its definition's `concurrency` waits for a permit
+            // (holding its lease and its run slot) before its script starts.
+            let permits = settings.concurrency.map(|n| self.permits(&job.name, n));
             registry.register(definition, move |ctx: HandlerContext, payload: Value| {
-                crate::worker_store::run_job(command.clone(), ctx, payload, options)
+                let command = command.clone();
+                let permits = permits.clone();
+                async move {
+                    let _permit = match &permits {
+                        Some(permits) => tokio::select! {
+                            permit = permits.clone().acquire_owned() => permit.ok(),
+                            _ = ctx.cancelled() => {
+                                return Err(hinter_engine::JobError::retryable(
+                                    "stopped while waiting for its concurrency limit",
+                                ))
+                            }
+                        },
+                        None => None,
+                    };
+                    crate::worker_store::run_job(command, ctx, payload, options).await
+                }
             });
         }
         registry
@@ -145,7 +184,7 @@ impl ScriptHost {
 
     /// How `job` runs: its file (through its interpreter), in its folder, with the base
     /// environment and its settings' `env`, stopped with its `stopping_wait_time`.
-    fn command(&self, job: &ScriptJob) -> Option<JobCommand> {
+    pub fn command(&self, job: &ScriptJob) -> Option<JobCommand> {
         let settings = job.settings.as_ref()?;
         let mut env = self.base_env.clone();
         for (name, value) in &settings.env {
@@ -156,7 +195,12 @@ impl ScriptHost {
             JobCommand::from_argv(&job.argv)?
                 .clean_environment(env)
                 .workdir(job.folder.clone())
-                .kill_grace(settings.stopping_wait_time),
+                .kill_grace(settings.stopping_wait_time)
+                .limits(crate::exec::Limits {
+                    max_memory: settings.max_memory,
+                    max_processes: settings.max_processes,
+                    max_output: settings.max_output,
+                }),
         )
     }
 
@@ -171,6 +215,7 @@ impl ScriptHost {
                 interpreter: job.file.as_ref().map(|_| job.interpreter.clone()),
                 settings: job.settings.as_ref().map_or(Value::Null, |s| s.to_json()),
                 error: job.error.clone(),
+                status: None,
             })
             .collect()
     }
@@ -189,6 +234,7 @@ impl ScriptHost {
         current: Vec<ScriptJob>,
         control: WorkerControl,
         definitions: Definitions,
+        continuous: Option<continuous::Supervisor>,
     ) -> anyhow::Result<Watching> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let mut debouncer =
@@ -220,6 +266,9 @@ impl ScriptHost {
                     continue;
                 }
                 log_changes(&current, &loaded);
+                if let Some(supervisor) = &continuous {
+                    supervisor.update(&loaded);
+                }
                 let registry = self.registry(&base, &loaded);
                 if let Err(e) = control.set_registry(registry.clone()) {
                     tracing::error!(error = %e, "the reloaded script jobs cannot be run; keeping the previous ones");

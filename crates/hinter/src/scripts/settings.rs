@@ -14,7 +14,7 @@ pub const DEFAULT_STOPPING_WAIT: Duration = Duration::from_secs(5);
 /// margin) before it aborts it, so it bounds how long a stop can take.
 pub const MAX_STOPPING_WAIT: Duration = Duration::from_secs(600);
 /// Every key settings.job may hold.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 15] = [
     "schedule",
     "is_singleton",
     "stopping_wait_time",
@@ -29,6 +29,7 @@ pub const KEYS: [&str; 14] = [
     "env",
     "max_memory",
     "max_output",
+    "max_processes",
 ];
 
 /// What to do when a schedule fires while the previous run still goes on.
@@ -57,6 +58,8 @@ pub struct Settings {
     pub env: Vec<(String, String)>,
     pub max_memory: Option<u64>,
     pub max_output: Option<u64>,
+    /// Most processes in the script's process group at once (a fork bomb's stop).
+    pub max_processes: Option<u32>,
 }
 
 impl Default for Settings {
@@ -76,6 +79,7 @@ impl Default for Settings {
             env: Vec::new(),
             max_memory: None,
             max_output: None,
+            max_processes: None,
         }
     }
 }
@@ -191,6 +195,14 @@ impl Settings {
             "env" => self.env = environment(value)?,
             "max_memory" => self.max_memory = Some(size(value)?),
             "max_output" => self.max_output = Some(size(value)?),
+            "max_processes" => {
+                let n = integer(value)?;
+                let n = u32::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| format!("{n} is out of range 1..=100000"))?;
+                self.max_processes = Some(n);
+            }
             other => {
                 let close = KEYS
                     .iter()
@@ -229,6 +241,7 @@ impl Settings {
             "env": env,
             "max_memory": self.max_memory,
             "max_output": self.max_output,
+            "max_processes": self.max_processes,
         })
     }
 }

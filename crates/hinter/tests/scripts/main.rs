@@ -5,7 +5,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod continuous;
 mod folders;
+mod limits;
 mod run;
 mod stop;
 mod worker;

@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// Length of the latency phase.
     #[arg(long, default_value = "5s", value_parser = crate::serve::parse_duration)]
     pub latency_duration: Duration,
+    /// Script jobs run at once in the `scripts` phase.
+    #[arg(long, default_value_t = 16)]
+    pub script_concurrency: usize,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
@@ -43,8 +46,9 @@ pub struct BenchArgs {
     #[arg(long, env = "HINTER_BENCH_DATABASE_URL")]
     pub database: Option<String>,
     /// Run only these phases (default: all). PostgreSQL has `drain`, `latency`, `events` and
-    /// `backlog`; the embedded store all but `backlog`.
-    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events", "backlog"])]
+    /// `backlog`; the embedded store all but `backlog`. `scripts` runs trivial `.sh` script
+    /// jobs (a twentieth of --jobs, at least 1000) with --script-concurrency.
+    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events", "backlog", "scripts"])]
     pub only: Vec<String>,
 }
 
@@ -180,6 +184,54 @@ async fn drain_in_process(
     let store: Arc<dyn Store> = Arc::new(open_sqlite(dir.path(), durability).await?);
     fill(store.as_ref(), jobs).await?;
     run_noop_worker(store, jobs, concurrency, true).await
+}
+
+/// Runs `jobs` trivial `.sh` script jobs (`exit 0`) end to end through the runtime `serve`
+/// uses for its jobs folder (script handler, clean environment, payload file, output
+/// stored, process group), `concurrency` at once; returns jobs per second.
+async fn drain_scripts(
+    durability: Durability,
+    jobs: u64,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let folder = dir.path().join("jobs/triggered/noop");
+    std::fs::create_dir_all(&folder)?;
+    std::fs::write(folder.join("run.sh"), "exit 0\n")?;
+    let host = crate::scripts::ScriptHost::new(dir.path().join("jobs"));
+    let loaded = host.load();
+    if let Some(error) = loaded.iter().find_map(|j| j.error.clone()) {
+        bail!("the benchmark's script job does not load: {error}");
+    }
+    let registry = host.registry(&Registry::new(), &loaded);
+    let store: Arc<dyn Store> = Arc::new(open_sqlite(dir.path(), durability).await?);
+    fill(store.as_ref(), jobs).await?;
+    let start = Instant::now();
+    let worker = Worker::start(
+        store.clone(),
+        Arc::new(SystemClock),
+        registry,
+        WorkerOptions {
+            concurrency,
+            prefetch: concurrency,
+            ..WorkerOptions::default()
+        },
+    )?;
+    wait_settled(store.as_ref(), Instant::now() + Duration::from_secs(600)).await?;
+    let rate = jobs as f64 / start.elapsed().as_secs_f64();
+    worker.shutdown().await;
+    // A failed script would be retried later (scheduled) or dead: then the figure is wrong.
+    for state in [hinter_core::JobState::Scheduled, hinter_core::JobState::Dead] {
+        let filter = hinter_core::store::JobFilter {
+            state: Some(state),
+            limit: 1,
+            ..Default::default()
+        };
+        if let Some(job) = store.job_list(filter).await?.first() {
+            bail!("a benchmark script job failed: {:?}", job.errors.first());
+        }
+    }
+    Ok(rate)
 }
 
 /// Runs a worker with a no-op handler until `jobs` handlers ran (and, with `settle`, every
@@ -530,6 +582,15 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "latency_p99_ms".into(),
             json!(lat.p99.as_secs_f64() * 1000.0),
         );
+    }
+    if run("scripts") {
+        let jobs = (args.jobs / 20).max(1000);
+        let rate = drain_scripts(durability, jobs, args.script_concurrency).await?;
+        say(format!(
+            "script jobs (.sh, {jobs}, concurrency {:<3}):        {rate:>10.0} jobs/s",
+            args.script_concurrency
+        ));
+        figures.insert("scripts_jobs_per_s".into(), json!(rate.round()));
     }
     if run("events") {
         let (p50, p99, n) = events_sqlite(durability).await?;

@@ -221,7 +221,10 @@ async fn drain_scripts(
     let rate = jobs as f64 / start.elapsed().as_secs_f64();
     worker.shutdown().await;
     // A failed script would be retried later (scheduled) or dead: then the figure is wrong.
-    for state in [hinter_core::JobState::Scheduled, hinter_core::JobState::Dead] {
+    for state in [
+        hinter_core::JobState::Scheduled,
+        hinter_core::JobState::Dead,
+    ] {
         let filter = hinter_core::store::JobFilter {
             state: Some(state),
             limit: 1,

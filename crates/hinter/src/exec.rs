@@ -1056,7 +1056,9 @@ mod tests {
         assert_eq!(result, Some(json!({"n": 2})));
         let err: &[u8] = b"first\nlast problem\n\n  \n";
         assert_eq!(
-            read_stderr(err, Uuid::nil(), None, Watchers::default()).await.as_deref(),
+            read_stderr(err, Uuid::nil(), None, Watchers::default())
+                .await
+                .as_deref(),
             Some("last problem")
         );
     }

@@ -144,7 +144,9 @@ pub async fn run_worker(
     );
     // The worker's definitions are its own: the server applies its own on enqueue.
     let watching = match scripts {
-        Some(host) => Some(host.watch(base, loaded, control, hinter_core::Definitions::new(), None)?),
+        Some(host) => {
+            Some(host.watch(base, loaded, control, hinter_core::Definitions::new(), None)?)
+        }
         None => None,
     };
 

@@ -141,7 +141,9 @@ impl Supervisor {
         let mut previous: HashMap<String, JoinHandle<()>> = HashMap::new();
         let names: Vec<String> = running.keys().cloned().collect();
         for name in names {
-            let keep = wanted.iter().any(|j| j.name == name && running[&name].job == **j);
+            let keep = wanted
+                .iter()
+                .any(|j| j.name == name && running[&name].job == **j);
             if !keep {
                 if let Some(old) = running.remove(&name) {
                     tracing::info!(job = %name, "continuous job removed or changed: stopping it");
@@ -346,7 +348,10 @@ async fn supervise(
             });
         });
         if settings.is_singleton {
-            let _ = inner.cluster.leader_release(&leadership, &inner.holder).await;
+            let _ = inner
+                .cluster
+                .leader_release(&leadership, &inner.holder)
+                .await;
         }
         if *stop.borrow() {
             break;
@@ -415,7 +420,9 @@ async fn acquire(
                     s.next_start_at = None;
                 });
             }
-            Err(e) => tracing::warn!(leadership, error = %e, "cannot take the singleton leadership"),
+            Err(e) => {
+                tracing::warn!(leadership, error = %e, "cannot take the singleton leadership")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}

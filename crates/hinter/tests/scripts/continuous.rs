@@ -44,15 +44,24 @@ async fn a_crashing_continuous_job_is_restarted_with_growing_delays() {
     let times: Vec<f64> = wait_for(Duration::from_secs(30), "four starts", || {
         let starts = starts.clone();
         async move {
-            let times: Vec<f64> = lines(&starts).iter().filter_map(|l| l.parse().ok()).collect();
+            let times: Vec<f64> = lines(&starts)
+                .iter()
+                .filter_map(|l| l.parse().ok())
+                .collect();
             (times.len() >= 4).then_some(times)
         }
     })
     .await;
     let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps[0] >= 0.9, "first delay about 1 s: {gaps:?}");
-    assert!(gaps[1] >= 1.9 && gaps[1] > gaps[0] * 1.5, "doubling: {gaps:?}");
-    assert!(gaps[2] >= 3.9 && gaps[2] > gaps[1] * 1.5, "doubling: {gaps:?}");
+    assert!(
+        gaps[1] >= 1.9 && gaps[1] > gaps[0] * 1.5,
+        "doubling: {gaps:?}"
+    );
+    assert!(
+        gaps[2] >= 3.9 && gaps[2] > gaps[1] * 1.5,
+        "doubling: {gaps:?}"
+    );
 
     let status = status(&server.api, "crasher").await;
     assert!(status["restarts"].as_u64().unwrap_or(0) >= 3, "{status}");
@@ -65,7 +74,10 @@ async fn a_crashing_continuous_job_is_restarted_with_growing_delays() {
         ["backoff", "running"].contains(&status["state"].as_str().unwrap_or("")),
         "{status}"
     );
-    assert!(!status["host"].as_str().unwrap_or("").is_empty(), "{status}");
+    assert!(
+        !status["host"].as_str().unwrap_or("").is_empty(),
+        "{status}"
+    );
     let output = status["output"].as_array().cloned().unwrap_or_default();
     assert!(
         output
@@ -74,9 +86,9 @@ async fn a_crashing_continuous_job_is_restarted_with_growing_delays() {
         "{status}"
     );
     assert!(
-        output
-            .iter()
-            .any(|l| l["stream"] == "stdout" && l["line"].as_str().unwrap_or("").starts_with("run ")),
+        output.iter().any(
+            |l| l["stream"] == "stdout" && l["line"].as_str().unwrap_or("").starts_with("run ")
+        ),
         "{status}"
     );
     assert!(server.stderr().contains("starting it again in 2s"));
@@ -148,7 +160,12 @@ async fn a_singleton_runs_once_across_two_servers_and_moves_when_its_holder_dies
     let running = status(&servers[holder].api, "only-one").await;
     assert_eq!(running["state"], "running", "{running}");
     assert_eq!(running["pid"], script_pid, "{running}");
-    assert_eq!(lines(&starts).len(), 1, "started once: {:?}", lines(&starts));
+    assert_eq!(
+        lines(&starts).len(),
+        1,
+        "started once: {:?}",
+        lines(&starts)
+    );
 
     servers[holder].kill();
     let killed_at = Instant::now();
@@ -169,9 +186,11 @@ async fn a_singleton_runs_once_across_two_servers_and_moves_when_its_holder_dies
         killed_at.elapsed()
     );
     // The orphan noticed its server was gone and ended.
-    wait_until(Duration::from_secs(10), "the orphaned script to end", || async {
-        !alive(script_pid)
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the orphaned script to end",
+        || async { !alive(script_pid) },
+    )
     .await;
     let running = status(&servers[other].api, "only-one").await;
     assert_eq!(running["state"], "running", "{running}");
@@ -234,7 +253,10 @@ async fn stop_honours_the_shutdown_file_and_stopping_wait_time() {
         .expect("the server stops");
     let took = asked.elapsed();
     assert!(status.success(), "{status}");
-    assert!(took >= Duration::from_secs(2), "waited stopping_wait_time: {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "waited stopping_wait_time: {took:?}"
+    );
     assert!(took < Duration::from_secs(12), "{took:?}");
     assert!(dir.path().join("polite-saw-the-file").exists());
     assert!(!alive(script) && !alive(grandchild), "the group was killed");

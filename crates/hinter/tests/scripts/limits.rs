@@ -30,7 +30,12 @@ async fn at_most_concurrency_jobs_of_a_definition_run_at_once() {
     );
     let server = Server::start(
         &dir,
-        &["--jobs-dir", jobs.to_str().expect("UTF-8"), "--concurrency", "6"],
+        &[
+            "--jobs-dir",
+            jobs.to_str().expect("UTF-8"),
+            "--concurrency",
+            "6",
+        ],
     )
     .await;
     let mut ids = Vec::new();
@@ -47,12 +52,19 @@ async fn at_most_concurrency_jobs_of_a_definition_run_at_once() {
         .filter_map(|l| l.trim().parse().ok())
         .collect();
     assert_eq!(counts.len(), 8, "{counts:?}");
-    assert_eq!(counts.iter().max(), Some(&2), "never more than 2: {counts:?}");
+    assert_eq!(
+        counts.iter().max(),
+        Some(&2),
+        "never more than 2: {counts:?}"
+    );
 }
 
 /// The first error message of a finished job.
 fn error_of(job: &Value) -> String {
-    job["errors"][0]["message"].as_str().unwrap_or("").to_string()
+    job["errors"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// A memory hog over `max_memory`, a (bounded) fork bomb over `max_processes` and a script
@@ -130,9 +142,11 @@ async fn a_memory_hog_a_fork_bomb_and_a_chatty_script_are_stopped_at_their_limit
         .trim()
         .parse()
         .expect("a pid");
-    wait_until(Duration::from_secs(10), "every process of the bomb to be gone", || async {
-        group_members(pgid) == 0
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "every process of the bomb to be gone",
+        || async { group_members(pgid) == 0 },
+    )
     .await;
 
     let job = finished(api, &chatty).await;
@@ -164,7 +178,9 @@ fn group_members(pgid: i32) -> usize {
                 .and_then(|stat| {
                     let rest = stat.rsplit_once(')')?.1.to_string();
                     let fields: Vec<&str> = rest.split_whitespace().collect();
-                    Some(fields.first() != Some(&"Z") && fields.get(2)?.parse::<i32>().ok()? == pgid)
+                    Some(
+                        fields.first() != Some(&"Z") && fields.get(2)?.parse::<i32>().ok()? == pgid,
+                    )
                 })
                 .unwrap_or(false)
         })

@@ -67,6 +67,9 @@ pub fn jobs_dir(given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
     }
 }
 
+/// A job's `concurrency` and the semaphore that enforces it.
+type Permits = (u32, Arc<Semaphore>);
+
 /// Script jobs of one jobs folder, as handlers of the engine.
 #[derive(Clone)]
 pub struct ScriptHost {
@@ -77,7 +80,7 @@ pub struct ScriptHost {
     base_env: Vec<(OsString, OsString)>,
     /// `concurrency` permits per job name, kept across reloads while the limit is the same
     /// (jobs started before a reload count against the new registry too).
-    permits: Arc<std::sync::Mutex<HashMap<String, (u32, Arc<Semaphore>)>>>,
+    permits: Arc<std::sync::Mutex<HashMap<String, Permits>>>,
 }
 
 impl ScriptHost {

@@ -129,7 +129,7 @@ async fn a_singleton_runs_once_across_two_servers_and_moves_when_its_holder_dies
         "--heartbeat-interval",
         "200ms",
     ];
-    let mut servers = vec![
+    let mut servers = [
         Server::start(&dir, &flags).await,
         Server::start(&dir, &flags).await,
     ];

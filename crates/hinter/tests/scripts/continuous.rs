@@ -266,3 +266,77 @@ async fn stop_honours_the_shutdown_file_and_stopping_wait_time() {
         "{log}"
     );
 }
+
+/// Reloads apply to continuous jobs: a folder added while serving is started, a changed
+/// settings.job restarts it (the old run gets the shutdown file first), a removed folder
+/// stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_jobs_follow_the_folder_while_serving() {
+    let dir = TestDir::new("continuous-reload");
+    let jobs = jobs_dir(&dir);
+    std::fs::create_dir_all(jobs.join("continuous")).expect("mkdir");
+    let server = serve(&dir, &jobs).await;
+    let d = dir.path().display();
+    let runs = dir.path().join("runs");
+    // Notes "start PID COLOUR" and, when asked to stop through the shutdown file (SIGTERM
+    // ignored), "stop PID".
+    put(
+        &jobs,
+        "continuous/live/run.sh",
+        &format!(
+            "trap '' TERM\necho \"start $$ $COLOUR\" >> {d}/runs\n\
+             while [ ! -e \"$HINTER_SHUTDOWN_FILE\" ]; do sleep 0.05; done\n\
+             echo \"stop $$\" >> {d}/runs\n"
+        ),
+        false,
+    );
+    put(
+        &jobs,
+        "continuous/live/settings.job",
+        r#"{"env": {"COLOUR": "red"}}"#,
+        false,
+    );
+    let first: i32 = wait_for(JOB_DEADLINE, "the added job to start", || {
+        let runs = runs.clone();
+        async move {
+            let line = lines(&runs).into_iter().find(|l| l.ends_with(" red"))?;
+            line.split(' ').nth(1)?.parse().ok()
+        }
+    })
+    .await;
+    assert_eq!(status(&server.api, "live").await["state"], "running");
+
+    put(
+        &jobs,
+        "continuous/live/settings.job",
+        r#"{"env": {"COLOUR": "blue"}}"#,
+        false,
+    );
+    let second: i32 = wait_for(JOB_DEADLINE, "the changed job to restart", || {
+        let runs = runs.clone();
+        async move {
+            let line = lines(&runs).into_iter().find(|l| l.ends_with(" blue"))?;
+            line.split(' ').nth(1)?.parse().ok()
+        }
+    })
+    .await;
+    let seen = lines(&runs);
+    let stopped_at = seen.iter().position(|l| *l == format!("stop {first}"));
+    let blue_at = seen.iter().position(|l| l.ends_with(" blue"));
+    assert!(
+        stopped_at.is_some() && stopped_at < blue_at,
+        "the old run stopped (with the shutdown file) before the new one started: {seen:?}"
+    );
+
+    std::fs::remove_dir_all(jobs.join("continuous/live")).expect("removing the folder");
+    wait_until(JOB_DEADLINE, "the removed job to stop", || async {
+        lines(&runs).contains(&format!("stop {second}")) && !alive(second)
+    })
+    .await;
+    wait_until(
+        JOB_DEADLINE,
+        "the removed job to leave the list",
+        || async { definition(&definitions(&server.api).await, "live").is_none() },
+    )
+    .await;
+}

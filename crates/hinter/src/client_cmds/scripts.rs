@@ -131,19 +131,13 @@ pub async fn definitions(args: DefinitionsArgs) -> CmdResult {
                 };
                 let queue = d.settings["queue"].as_str().unwrap_or("-").to_string();
                 let status = if d.error.is_some() {
-                    "error"
+                    "error".to_string()
                 } else if d.kind == "continuous" {
-                    "loaded (not run yet)"
+                    continuous_state(d.status.as_ref())
                 } else {
-                    "ok"
+                    "ok".to_string()
                 };
-                table.row(vec![
-                    d.name.clone(),
-                    d.kind.clone(),
-                    queue,
-                    runs,
-                    status.to_string(),
-                ]);
+                table.row(vec![d.name.clone(), d.kind.clone(), queue, runs, status]);
             }
             if table.is_empty() {
                 note("no job definitions loaded");
@@ -158,6 +152,31 @@ pub async fn definitions(args: DefinitionsArgs) -> CmdResult {
         }
     }
     Ok(exit::OK)
+}
+
+/// A continuous job's status on the server: `running (pid 4242)`, `backoff (3 restarts)`,
+/// `waiting-for-singleton`.
+fn continuous_state(status: Option<&serde_json::Value>) -> String {
+    let Some(status) = status else {
+        return "ok".into();
+    };
+    let state = status["state"].as_str().unwrap_or("?");
+    let restarts = status["restarts"].as_u64().unwrap_or(0);
+    let mut details = Vec::new();
+    if let Some(pid) = status["pid"].as_u64() {
+        details.push(format!("pid {pid}"));
+    }
+    if restarts > 0 {
+        details.push(format!(
+            "{restarts} restart{}",
+            if restarts == 1 { "" } else { "s" }
+        ));
+    }
+    if details.is_empty() {
+        state.to_string()
+    } else {
+        format!("{state} ({})", details.join(", "))
+    }
 }
 
 /// A job's state for `jobs show`: its progress, if any.

@@ -92,6 +92,18 @@ async fn a_crashing_continuous_job_is_restarted_with_growing_delays() {
         "{status}"
     );
     assert!(server.stderr().contains("starting it again in 2s"));
+
+    let listed = super::support::hinter_command()
+        .args(["definitions", "list", "--server", &server.api.base])
+        .output()
+        .expect("hinter definitions list");
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        table.lines().any(|l| l.starts_with("crasher ")
+            && l.contains(" continuous ")
+            && l.contains(" restarts")),
+        "{table}"
+    );
 }
 
 /// A singleton script that notes which server started it and runs while that server lives.

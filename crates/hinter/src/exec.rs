@@ -471,7 +471,8 @@ async fn watch_limits(
         };
         loop {
             tokio::time::sleep(LIMIT_POLL).await;
-            let usage = crate::procfs::group_usage(group.as_raw());
+            // Short blocking reads of /proc (no disk behind them).
+            let usage = crate::procfs::group_usage(group.as_raw(), LIMIT_POLL / 2);
             if let Some(max) = limits.max_processes {
                 if usage.processes > max as usize {
                     return format!(

@@ -1,9 +1,12 @@
 //! What a process group uses, read from `/proc` (Linux): the processes in it and their
 //! resident memory. `max_processes` and `max_memory` of script jobs are checked with it
-//! (`exec.rs`); without `/proc` (another system) a group uses nothing, and those limits
+//! (`exec.rs`), every job from one shared reading per poll; without `/proc` (another system) a group uses nothing, and those limits
 //! are not enforced.
 
+use std::collections::HashMap;
 use std::fs;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// A process group's use at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -16,12 +19,32 @@ pub struct Usage {
 /// Assumed when the page size cannot be known: Linux on x86-64 and most arm64 kernels.
 const PAGE_SIZE: u64 = 4096;
 
-/// The processes of group `pgid` and their resident memory. Processes that end while they
-/// are read are skipped; zombies count as processes with no memory.
-pub fn group_usage(pgid: i32) -> Usage {
-    let mut usage = Usage::default();
+/// The last reading of every group, shared by every caller: one scan of `/proc` serves
+/// all the jobs with limits that ask within `max_age` of it.
+static SNAPSHOT: Mutex<Option<(Instant, HashMap<i32, Usage>)>> = Mutex::new(None);
+
+/// The processes of group `pgid` and their resident memory, from a reading at most
+/// `max_age` old. Processes that end while they are read are skipped; zombies count as
+/// processes with no memory.
+pub fn group_usage(pgid: i32, max_age: Duration) -> Usage {
+    let mut snapshot = SNAPSHOT.lock().unwrap_or_else(|e| e.into_inner());
+    let fresh = snapshot
+        .as_ref()
+        .is_some_and(|(at, _)| at.elapsed() <= max_age);
+    if !fresh {
+        *snapshot = Some((Instant::now(), scan()));
+    }
+    snapshot
+        .as_ref()
+        .and_then(|(_, groups)| groups.get(&pgid).copied())
+        .unwrap_or_default()
+}
+
+/// Every process group's use now.
+fn scan() -> HashMap<i32, Usage> {
+    let mut groups: HashMap<i32, Usage> = HashMap::new();
     let Ok(entries) = fs::read_dir("/proc") else {
-        return usage;
+        return groups;
     };
     let page = page_size();
     for entry in entries.flatten() {
@@ -36,13 +59,12 @@ pub fn group_usage(pgid: i32) -> Usage {
             continue;
         };
         if let Some((group, rss_pages)) = parse_stat(&stat) {
-            if group == pgid {
-                usage.processes += 1;
-                usage.memory += rss_pages * page;
-            }
+            let usage = groups.entry(group).or_default();
+            usage.processes += 1;
+            usage.memory += rss_pages * page;
         }
     }
-    usage
+    groups
 }
 
 /// The process group and resident pages of a `/proc/PID/stat` line. The command name (in
@@ -77,7 +99,7 @@ mod tests {
     #[test]
     fn this_process_group_is_seen_with_its_memory() {
         let group = nix::unistd::getpgrp().as_raw();
-        let usage = group_usage(group);
+        let usage = group_usage(group, Duration::ZERO);
         assert!(usage.processes >= 1, "{usage:?}");
         assert!(usage.memory > 1024 * 1024, "{usage:?}");
     }

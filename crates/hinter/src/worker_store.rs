@@ -104,6 +104,16 @@ pub async fn run_worker(
         None => None,
     };
     let loaded = scripts.as_ref().map(|host| host.load()).unwrap_or_default();
+    let continuous = loaded
+        .iter()
+        .filter(|j| j.kind == crate::scripts::folder::Kind::Continuous)
+        .count();
+    if continuous > 0 {
+        tracing::warn!(
+            continuous,
+            "continuous jobs run in hinter serve only; this worker runs the triggered ones"
+        );
+    }
     let registry = match &scripts {
         Some(host) => host.registry(&base, &loaded),
         None => base.clone(),

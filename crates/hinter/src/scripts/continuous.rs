@@ -156,7 +156,7 @@ impl Supervisor {
             if running.contains_key(&job.name) {
                 continue;
             }
-            let Some(command) = self.inner.host.command(job) else {
+            let Some(command) = self.inner.host.continuous_command(job) else {
                 continue;
             };
             let status = Arc::new(Mutex::new(Status {

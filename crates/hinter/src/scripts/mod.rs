@@ -185,6 +185,29 @@ impl ScriptHost {
         registry
     }
 
+    /// How continuous `job` runs: as [`ScriptHost::command`], under `setpriv --pdeathsig
+    /// KILL` when `setpriv` (util-linux) is installed, so that the script is killed if this
+    /// process dies without stopping it (SIGKILL, a crash) instead of running on beside the
+    /// server that takes its singleton over.
+    pub fn continuous_command(&self, job: &ScriptJob) -> Option<JobCommand> {
+        match folder::find_in_path("setpriv", self.path_var.as_deref()) {
+            Some(setpriv) => {
+                let mut wrapped = job.clone();
+                wrapped.argv = [
+                    setpriv.into_os_string(),
+                    "--pdeathsig".into(),
+                    "KILL".into(),
+                    "--".into(),
+                ]
+                .into_iter()
+                .chain(job.argv.iter().cloned())
+                .collect();
+                self.command(&wrapped)
+            }
+            None => self.command(job),
+        }
+    }
+
     /// How `job` runs: its file (through its interpreter), in its folder, with the base
     /// environment and its settings' `env`, stopped with its `stopping_wait_time`.
     pub fn command(&self, job: &ScriptJob) -> Option<JobCommand> {

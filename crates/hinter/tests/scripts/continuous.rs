@@ -106,10 +106,10 @@ async fn a_crashing_continuous_job_is_restarted_with_growing_delays() {
     );
 }
 
-/// A singleton script that notes which server started it and runs while that server lives.
+/// A singleton script that notes which server started it and runs until killed.
 fn singleton_script(dir: &Path) -> String {
     format!(
-        "parent=$PPID\necho \"$parent $$\" >> {}/starts\nwhile kill -0 $parent 2>/dev/null; do sleep 0.1; done\n",
+        "echo \"$PPID $$\" >> {}/starts\nwhile :; do sleep 0.1; done\n",
         dir.display()
     )
 }
@@ -197,7 +197,8 @@ async fn a_singleton_runs_once_across_two_servers_and_moves_when_its_holder_dies
         "taken over within the lease: {:?}",
         killed_at.elapsed()
     );
-    // The orphan noticed its server was gone and ended.
+    // The script of the killed server did not run on: it got SIGKILL when its parent died
+    // (setpriv --pdeathsig).
     wait_until(
         Duration::from_secs(10),
         "the orphaned script to end",

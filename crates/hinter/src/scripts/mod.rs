@@ -188,7 +188,9 @@ impl ScriptHost {
     /// How continuous `job` runs: as [`ScriptHost::command`], under `setpriv --pdeathsig
     /// KILL` when `setpriv` (util-linux) is installed, so that the script is killed if this
     /// process dies without stopping it (SIGKILL, a crash) instead of running on beside the
-    /// server that takes its singleton over.
+    /// server that takes its singleton over. (The kernel sends the signal when the thread
+    /// that spawned the script ends: a tokio worker thread, which lives as long as the
+    /// runtime.)
     pub fn continuous_command(&self, job: &ScriptJob) -> Option<JobCommand> {
         match folder::find_in_path("setpriv", self.path_var.as_deref()) {
             Some(setpriv) => {

@@ -430,7 +430,8 @@ mod tests {
                 "watch": "/srv/in/*.png",
                 "env": {"MODE": "fast", "B_2": ""},
                 "max_memory": "512MiB",
-                "max_output": 1048576
+                "max_output": 1048576,
+                "max_processes": 50
             }"#,
         )
         .expect("valid settings");
@@ -453,6 +454,7 @@ mod tests {
         );
         assert_eq!(settings.max_memory, Some(512 << 20));
         assert_eq!(settings.max_output, Some(1 << 20));
+        assert_eq!(settings.max_processes, Some(50));
         let shown = settings.to_json();
         assert_eq!(
             shown["env"],
@@ -542,6 +544,10 @@ mod tests {
             (
                 r#"{"max_output": "5M"}"#,
                 "\"max_output\": \"M\" is not a size unit",
+            ),
+            (
+                r#"{"max_processes": 0}"#,
+                "\"max_processes\": 0 is out of range 1..=100000",
             ),
             (
                 r#"{"max_output": 0}"#,

@@ -14,6 +14,7 @@ pub mod job;
 pub mod limits;
 pub mod listing;
 pub mod retry;
+pub mod schedule;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, ShiftedClock, SystemClock};

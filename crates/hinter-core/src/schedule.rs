@@ -74,8 +74,14 @@ impl CronSchedule {
         let cron = Cron::new(expanded)
             .with_seconds_optional()
             .parse()
-            .map_err(|e| FieldError::new("cron", format!("{expr:?} is not a cron expression: {e}")))?;
-        let time_fields = if fields.len() == 6 { &fields[..3] } else { &fields[..2] };
+            .map_err(|e| {
+                FieldError::new("cron", format!("{expr:?} is not a cron expression: {e}"))
+            })?;
+        let time_fields = if fields.len() == 6 {
+            &fields[..3]
+        } else {
+            &fields[..2]
+        };
         let wildcard = time_fields.iter().any(|f| f.starts_with('*'));
         Ok(Self { cron, tz, wildcard })
     }
@@ -327,6 +333,29 @@ pub struct NewSchedule {
     pub create_only: bool,
 }
 
+impl NewSchedule {
+    /// Validates `spec` and computes its first fire time from `now` (on the store's clock,
+    /// [`crate::Store::store_time`]): the first cron time at or after `now`, or `at` itself
+    /// (one in the past fires at once, as a late occurrence under `misfire`).
+    pub fn from_spec(
+        spec: ScheduleSpec,
+        source: &str,
+        now: DateTime<Utc>,
+        create_only: bool,
+    ) -> Result<Self, FieldError> {
+        let next_fire_at = match spec.validate()? {
+            Timing::At(at) => Some(at),
+            timing => timing.first_from(now),
+        };
+        Ok(Self {
+            spec,
+            source: source.to_string(),
+            next_fire_at,
+            create_only,
+        })
+    }
+}
+
 /// What became of one occurrence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -539,7 +568,13 @@ mod tests {
 
     #[test]
     fn bad_expressions_and_zones_name_the_field() {
-        for bad in ["* * *", "61 * * * *", "* * * * * * * *", "@fortnightly", "x y z a b"] {
+        for bad in [
+            "* * *",
+            "61 * * * *",
+            "* * * * * * * *",
+            "@fortnightly",
+            "x y z a b",
+        ] {
             let err = CronSchedule::parse(bad, "UTC").expect_err(bad);
             assert_eq!(err.field, "cron", "{bad}: {err}");
         }

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_events.sql")),
     (7, include_str!("migrations/0007_tokens.sql")),
     (8, include_str!("migrations/0008_idempotency.sql")),
+    (10, include_str!("migrations/0010_schedules.sql")),
 ];
 
 /// Every schema version, in order (not contiguous while branches take numbers apart).

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/0007_events.sql")),
     (8, include_str!("migrations/0008_tokens.sql")),
     (9, include_str!("migrations/0009_idempotency.sql")),
+    (11, include_str!("migrations/0011_schedules.sql")),
 ];
 
 /// The schema version this build writes.

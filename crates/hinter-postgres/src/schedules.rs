@@ -64,7 +64,7 @@ pub async fn schedule_due<C: Conn>(c: &C, now: DateTime<Utc>, limit: u32) -> Res
         c,
         &format!(
             "SELECT {COLUMNS} FROM schedules WHERE NOT paused AND next_fire_at IS NOT NULL \
-             AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2"
+             AND next_fire_at <= $1 ORDER BY next_fire_at, name LIMIT $2"
         ),
         &[&now, &i64::from(limit)],
     )

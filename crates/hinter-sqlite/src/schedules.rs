@@ -78,7 +78,7 @@ pub fn schedule_due(conn: &Connection, now: DateTime<Utc>, limit: u32) -> Result
         conn,
         &format!(
             "SELECT {COLUMNS} FROM schedules WHERE paused = 0 AND next_fire_at IS NOT NULL \
-             AND next_fire_at <= ?1 ORDER BY next_fire_at LIMIT ?2"
+             AND next_fire_at <= ?1 ORDER BY next_fire_at, name LIMIT ?2"
         ),
         params![micros(now), limit],
     )

@@ -14,6 +14,7 @@
 //! - `cluster`: membership and leader election between store instances on one database
 //!   (several SQLite stores on one file, or several PostgreSQL stores on one schema);
 //! - `maintenance`: lease rescue, promotion of due jobs, pruning, heartbeats and lost leases.
+//! - `schedules`: the scheduler: overlap, misfire, several schedulers on one store, its loop.
 //!
 //! Every wait is on a condition with a deadline; no test sleeps to synchronise.
 
@@ -22,4 +23,5 @@ mod common;
 mod events;
 mod fallback;
 mod maintenance;
+mod schedules;
 mod worker;

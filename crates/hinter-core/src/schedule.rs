@@ -323,6 +323,23 @@ pub struct Schedule {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Schedule {
+    /// The next `n` fire times (none while paused), for display.
+    pub fn next_fire_times(&self, n: usize) -> Vec<DateTime<Utc>> {
+        let Some(first) = self.next_fire_at else {
+            return Vec::new();
+        };
+        if self.spec.paused || n == 0 {
+            return Vec::new();
+        }
+        let mut out = vec![first];
+        if let Ok(timing) = self.spec.validate() {
+            out.extend(timing.upcoming(first, n - 1));
+        }
+        out
+    }
+}
+
 /// A schedule to store: its spec, where it came from and its first fire time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewSchedule {

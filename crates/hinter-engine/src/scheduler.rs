@@ -353,24 +353,6 @@ fn job_of(
     definitions.resolve(job, now)
 }
 
-/// The next `n` fire times of a schedule from `now` (store clock), for display.
-pub fn next_fire_times(schedule: &Schedule, n: usize) -> Vec<DateTime<Utc>> {
-    let Some(first) = schedule.next_fire_at else {
-        return Vec::new();
-    };
-    if schedule.spec.paused {
-        return Vec::new();
-    }
-    match schedule.spec.validate() {
-        Ok(timing) => {
-            let mut out = vec![first];
-            out.extend(timing.upcoming(first, n.saturating_sub(1)));
-            out
-        }
-        Err(_) => Vec::new(),
-    }
-}
-
 /// What [`sync_declared`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {

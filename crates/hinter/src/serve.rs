@@ -549,6 +549,16 @@ pub async fn serve_on(
         args.maintenance.options(),
         coordinator.leader(),
     );
+    // Every server runs the scheduler; the store makes each tick fire once (scheduler.rs).
+    let scheduler = hinter_engine::Scheduler::new(
+        store.clone(),
+        clock.clone(),
+        hinter_engine::SchedulerOptions {
+            definitions: handlers.definitions().clone(),
+            ..hinter_engine::SchedulerOptions::default()
+        },
+    )
+    .start();
     let worker = if hosting {
         Some(Worker::start(
             store.clone(),
@@ -594,6 +604,7 @@ pub async fn serve_on(
         }
     };
     tokio::join!(api, jobs);
+    scheduler.shutdown().await;
     maintenance.shutdown().await;
     coordinator.shutdown().await;
     // SQLite: fold the WAL into the database and truncate it, so a stopped store is one file.

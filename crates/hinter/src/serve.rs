@@ -196,6 +196,8 @@ pub struct ServeArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub jobs: HostedArgs,
+    #[command(flatten)]
+    pub hooks: HookArgs,
     /// API tokens declared in `hinter.toml` (`[[tokens]]`), besides those in the store.
     #[arg(skip)]
     pub declared_tokens: Vec<hinter_core::access::NewToken>,
@@ -212,6 +214,59 @@ pub struct HostedArgs {
     /// stopped and handed back to the queue.
     #[arg(long, env = "HINTER_STOPPING_WAIT_TIME", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub stopping_wait_time: Duration,
+}
+
+/// HTTP hooks (`POST /hooks/{job}`) that senders sign instead of sending a token.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HookArgs {
+    /// Lets POST /hooks/JOB be signed instead of carrying a token: JOB=ENV_VAR names the
+    /// environment variable holding that hook's secret; requests then carry the HMAC-SHA256
+    /// of their body under it in --hook-signature-header. Repeat for more hooks.
+    #[arg(long = "hook-secret", env = "HINTER_HOOK_SECRET", value_name = "JOB=ENV_VAR", value_delimiter = ',')]
+    pub hook_secret: Vec<String>,
+    /// The request header signed hooks carry their signature in (hex, `sha256=` allowed).
+    #[arg(long, env = "HINTER_HOOK_SIGNATURE_HEADER", value_name = "HEADER", default_value = "X-Hub-Signature-256")]
+    pub hook_signature_header: String,
+}
+
+impl HookArgs {
+    /// The hooks' secrets, read from the variables named; a missing or empty one is an error
+    /// naming it.
+    pub fn config(&self) -> anyhow::Result<hinter_server::hooks::HookConfig> {
+        let header = axum_header_name(&self.hook_signature_header)?;
+        let mut secrets = std::collections::BTreeMap::new();
+        for item in &self.hook_secret {
+            let Some((job, var)) = item.split_once('=') else {
+                bail!("--hook-secret {item:?}: expected JOB=ENV_VAR");
+            };
+            hinter_core::definition::validate_name("job", job)
+                .map_err(|e| anyhow::anyhow!("--hook-secret {item:?}: {e}"))?;
+            let secret = std::env::var(var).unwrap_or_default();
+            if secret.is_empty() {
+                bail!(
+                    "--hook-secret {item:?}: the environment variable {var} is not set or empty; \
+                     it must hold the hook's secret"
+                );
+            }
+            secrets.insert(job.to_string(), secret.into_bytes());
+        }
+        Ok(hinter_server::hooks::HookConfig {
+            secrets,
+            signature_header: header,
+        })
+    }
+}
+
+/// A header name as HTTP allows it, in lower case.
+fn axum_header_name(name: &str) -> anyhow::Result<String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid {
+        bail!("--hook-signature-header {name:?}: not a valid HTTP header name");
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 /// HTTPS for the API: both files, or neither (plain HTTP).
@@ -495,6 +550,7 @@ pub async fn serve_on(
     let cluster_options = args.cluster.options()?;
     let limits = args.connections.limits()?;
     let tls = args.tls.config()?;
+    let hooks = args.hooks.config()?;
     let backend = args.store.open().await?;
     let local = listener
         .local_addr()
@@ -539,6 +595,7 @@ pub async fn serve_on(
             body_timeout: args.connections.body_timeout,
             idempotency_ttl: args.idempotency_ttl,
             auth,
+            hooks,
             ..ServerConfig::default()
         }),
         ready: ready.clone(),

@@ -402,15 +402,15 @@ impl Outcome {
 }
 
 /// One recorded occurrence of a schedule.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Occurrence {
     pub schedule: String,
     pub fire_time: DateTime<Utc>,
     pub outcome: Outcome,
     /// Why it was skipped or missed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<Uuid>,
     pub recorded_at: DateTime<Utc>,
 }

@@ -139,6 +139,8 @@ pub enum ClientCommand {
     Dead(Box<DeadArgs>),
     /// Print the event log (what happened to jobs), oldest first; --follow waits for more
     Events(Box<EventsArgs>),
+    /// Cron and one-shot schedules: list, show, add, rm, pause, resume, history
+    Schedules(Box<schedules::SchedulesArgs>),
 }
 
 /// `hinter events [--after ID] [--follow] [filters]`
@@ -378,6 +380,8 @@ pub struct DeadRetryArgs {
     pub job: Option<String>,
 }
 
+mod schedules;
+
 fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|e| e.to_string())
 }
@@ -402,6 +406,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Queues(args) => queues(*args).await,
         ClientCommand::Dead(args) => dead(*args).await,
         ClientCommand::Events(args) => events(*args).await,
+        ClientCommand::Schedules(args) => schedules::run(*args).await,
     };
     let code = match result {
         Ok(code) => code,

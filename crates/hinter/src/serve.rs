@@ -222,10 +222,20 @@ pub struct HookArgs {
     /// Lets POST /hooks/JOB be signed instead of carrying a token: JOB=ENV_VAR names the
     /// environment variable holding that hook's secret; requests then carry the HMAC-SHA256
     /// of their body under it in --hook-signature-header. Repeat for more hooks.
-    #[arg(long = "hook-secret", env = "HINTER_HOOK_SECRET", value_name = "JOB=ENV_VAR", value_delimiter = ',')]
+    #[arg(
+        long = "hook-secret",
+        env = "HINTER_HOOK_SECRET",
+        value_name = "JOB=ENV_VAR",
+        value_delimiter = ','
+    )]
     pub hook_secret: Vec<String>,
     /// The request header signed hooks carry their signature in (hex, `sha256=` allowed).
-    #[arg(long, env = "HINTER_HOOK_SIGNATURE_HEADER", value_name = "HEADER", default_value = "X-Hub-Signature-256")]
+    #[arg(
+        long,
+        env = "HINTER_HOOK_SIGNATURE_HEADER",
+        value_name = "HEADER",
+        default_value = "X-Hub-Signature-256"
+    )]
     pub hook_signature_header: String,
 }
 

@@ -412,6 +412,9 @@ pub struct Occurrence {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<Uuid>,
+    /// The process that recorded it (its id in `GET /api/v1/workers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_by: Option<String>,
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -449,6 +452,8 @@ pub struct ScheduleFiring {
     pub next: Option<DateTime<Utc>>,
     pub overlap: Overlap,
     pub due: Vec<Due>,
+    /// The process firing (recorded with each occurrence).
+    pub fired_by: Option<String>,
 }
 
 /// What a firing wrote.

@@ -46,6 +46,8 @@ pub struct SchedulerOptions {
     pub poll_interval: Duration,
     /// Defaults of the jobs fired (queue, attempts, timeout by job name).
     pub definitions: Definitions,
+    /// This process's id, recorded with the occurrences it fires.
+    pub process_id: Option<String>,
 }
 
 impl Default for SchedulerOptions {
@@ -54,6 +56,7 @@ impl Default for SchedulerOptions {
             batch: 500,
             poll_interval: Duration::from_secs(5),
             definitions: Definitions::new(),
+            process_id: None,
         }
     }
 }
@@ -191,6 +194,10 @@ impl Scheduler {
         let firings: Vec<ScheduleFiring> = due
             .iter()
             .filter_map(|s| firing(s, now, &self.options.definitions))
+            .map(|mut f| {
+                f.fired_by = self.options.process_id.clone();
+                f
+            })
             .collect();
         let written = self.clock.now();
         let ops: Vec<WriteOp> = firings.iter().cloned().map(WriteOp::ScheduleFire).collect();
@@ -265,6 +272,7 @@ pub fn firing(
                     fire_time: expected,
                     reason: format!("invalid schedule: {e}"),
                 }],
+                fired_by: None,
             });
         }
     };
@@ -339,6 +347,7 @@ pub fn firing(
         next,
         overlap: spec.overlap,
         due,
+        fired_by: None,
     })
 }
 

@@ -192,7 +192,7 @@ pub async fn occurrence_list<C: Conn>(
 ) -> Result<Vec<Occurrence>> {
     let rows = query(
         c,
-        "SELECT schedule, fire_time, outcome, reason, job_id, recorded_at \
+        "SELECT schedule, fire_time, outcome, reason, job_id, recorded_at, fired_by \
          FROM schedule_occurrences WHERE schedule = $1 AND ($2::timestamptz IS NULL OR fire_time < $2) \
          ORDER BY fire_time DESC LIMIT $3",
         &[&schedule, &before, &i64::from(limit)],
@@ -209,6 +209,7 @@ pub async fn occurrence_list<C: Conn>(
                 reason: get(row, 3)?,
                 job_id: get(row, 4)?,
                 recorded_at: get(row, 5)?,
+                fired_by: get(row, 6)?,
             })
         })
         .collect()
@@ -243,15 +244,25 @@ async fn record<C: Conn>(
     outcome: Outcome,
     reason: Option<&str>,
     job_id: Option<Uuid>,
+    fired_by: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Option<Occurrence>> {
     let fire_time = truncate(fire_time);
     let now = truncate(now);
     let inserted = execute(
         c,
-        "INSERT INTO schedule_occurrences (schedule, fire_time, outcome, reason, job_id, recorded_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        &[&schedule, &fire_time, &outcome.as_str(), &reason, &job_id, &now],
+        "INSERT INTO schedule_occurrences \
+         (schedule, fire_time, outcome, reason, job_id, recorded_at, fired_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        &[
+            &schedule,
+            &fire_time,
+            &outcome.as_str(),
+            &reason,
+            &job_id,
+            &now,
+            &fired_by,
+        ],
     )
     .await?;
     Ok((inserted == 1).then(|| Occurrence {
@@ -260,6 +271,7 @@ async fn record<C: Conn>(
         outcome,
         reason: reason.map(str::to_string),
         job_id,
+        fired_by: fired_by.map(str::to_string),
         recorded_at: now,
     }))
 }
@@ -290,6 +302,7 @@ pub async fn schedule_fire<C: Conn>(
         ..FireReport::default()
     };
     let previous = unfinished_previous(c, name).await?;
+    let by = firing.fired_by.as_deref();
     for due in &firing.due {
         let occurrence = match due {
             Due::Missed { fire_time, reason } => {
@@ -300,6 +313,7 @@ pub async fn schedule_fire<C: Conn>(
                     Outcome::Missed,
                     Some(reason),
                     None,
+                    by,
                     now,
                 )
                 .await?
@@ -316,6 +330,7 @@ pub async fn schedule_fire<C: Conn>(
                                 Outcome::Skipped,
                                 Some(&reason),
                                 None,
+                                by,
                                 now,
                             )
                             .await?;
@@ -334,8 +349,17 @@ pub async fn schedule_fire<C: Conn>(
                     }
                 }
                 // The occurrence first: recorded already means its job exists already.
-                let Some(mut occurrence) =
-                    record(c, name, *fire_time, Outcome::Fired, None, Some(job.id), now).await?
+                let Some(mut occurrence) = record(
+                    c,
+                    name,
+                    *fire_time,
+                    Outcome::Fired,
+                    None,
+                    Some(job.id),
+                    by,
+                    now,
+                )
+                .await?
                 else {
                     continue;
                 };

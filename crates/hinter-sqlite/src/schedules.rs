@@ -191,12 +191,20 @@ pub fn occurrence_list(
 ) -> Result<Vec<Occurrence>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT schedule, fire_time, outcome, reason, job_id, recorded_at \
+            "SELECT schedule, fire_time, outcome, reason, job_id, recorded_at, fired_by \
              FROM schedule_occurrences WHERE schedule = ?1 AND fire_time < ?2 \
              ORDER BY fire_time DESC LIMIT ?3",
         )
         .map_err(db_err)?;
-    type Raw = (String, i64, String, Option<String>, Option<String>, i64);
+    type Raw = (
+        String,
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+        i64,
+        Option<String>,
+    );
     let rows = stmt
         .query_map(
             params![schedule, before.map_or(i64::MAX, micros), limit],
@@ -208,6 +216,7 @@ pub fn occurrence_list(
                     r.get(3)?,
                     r.get(4)?,
                     r.get(5)?,
+                    r.get(6)?,
                 ))
             },
         )
@@ -216,7 +225,7 @@ pub fn occurrence_list(
         .map_err(db_err)?;
     rows.into_iter()
         .map(
-            |(schedule, fire_time, outcome, reason, job_id, recorded_at)| {
+            |(schedule, fire_time, outcome, reason, job_id, recorded_at, fired_by)| {
                 Ok(Occurrence {
                     schedule,
                     fire_time: time(fire_time)?,
@@ -228,6 +237,7 @@ pub fn occurrence_list(
                         .map(|id| id.parse::<Uuid>())
                         .transpose()
                         .map_err(|e| StoreError::Corrupt(format!("occurrence job id: {e}")))?,
+                    fired_by,
                     recorded_at: time(recorded_at)?,
                 })
             },
@@ -266,11 +276,13 @@ fn record(
     outcome: Outcome,
     reason: Option<&str>,
     job_id: Option<Uuid>,
+    fired_by: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Occurrence> {
     conn.prepare_cached(
-        "INSERT INTO schedule_occurrences (schedule, fire_time, outcome, reason, job_id, recorded_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO schedule_occurrences \
+         (schedule, fire_time, outcome, reason, job_id, recorded_at, fired_by) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .map_err(db_err)?
     .execute(params![
@@ -279,7 +291,8 @@ fn record(
         outcome.as_str(),
         reason,
         job_id.map(|id| id.to_string()),
-        micros(now)
+        micros(now),
+        fired_by
     ])
     .map_err(db_err)?;
     Ok(Occurrence {
@@ -288,6 +301,7 @@ fn record(
         outcome,
         reason: reason.map(str::to_string),
         job_id,
+        fired_by: fired_by.map(str::to_string),
         recorded_at: time(micros(now))?,
     })
 }
@@ -328,6 +342,7 @@ pub fn schedule_fire(
     };
     let previous = unfinished_previous(conn, &firing.schedule)?;
     let name = &firing.schedule;
+    let by = firing.fired_by.as_deref();
     for due in firing.due {
         if recorded(conn, name, due.fire_time())? {
             continue;
@@ -340,6 +355,7 @@ pub fn schedule_fire(
                 Outcome::Missed,
                 Some(&reason),
                 None,
+                by,
                 now,
             )?,
             Due::Fire { fire_time, job } => {
@@ -354,6 +370,7 @@ pub fn schedule_fire(
                                 Outcome::Skipped,
                                 Some(&reason),
                                 None,
+                                by,
                                 now,
                             )?);
                             continue;
@@ -371,7 +388,7 @@ pub fn schedule_fire(
                 }
                 let inserted = ops::job_insert_many(conn, vec![job], now, events)?;
                 let id = inserted.first().map(|i| i.job.id);
-                record(conn, name, fire_time, Outcome::Fired, None, id, now)?
+                record(conn, name, fire_time, Outcome::Fired, None, id, by, now)?
             }
         };
         report.recorded.push(occurrence);

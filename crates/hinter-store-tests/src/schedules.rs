@@ -55,6 +55,7 @@ fn firing(
             fire_time: expected,
             job: NewJob::new("tick", json!({"at": expected})),
         }],
+        fired_by: Some("process-1".into()),
     }
 }
 
@@ -262,6 +263,9 @@ pub async fn schedules_occurrence_and_job_are_atomic(store: Arc<dyn Store>) {
     assert_eq!(report.recorded.len(), 1);
     let occurrence = &report.recorded[0];
     assert_eq!(occurrence.outcome, Outcome::Fired);
+    assert_eq!(occurrence.fired_by.as_deref(), Some("process-1"));
+    let stored = store.occurrence_list("s", None, 1).await.expect("history");
+    assert_eq!(stored[0], *occurrence);
     let jobs = all_jobs(store).await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(occurrence.job_id, Some(jobs[0].id));
@@ -361,6 +365,7 @@ pub async fn schedules_history_latest_first(store: Arc<dyn Store>) {
                 job: NewJob::new("tick", json!(1)),
             },
         ],
+        fired_by: None,
     };
     let report = fire(store, f, now).await;
     assert_eq!(report.recorded.len(), 3);

@@ -622,6 +622,7 @@ pub async fn serve_on(
         clock.clone(),
         hinter_engine::SchedulerOptions {
             definitions: handlers.definitions().clone(),
+            process_id: Some(worker_options.worker_id.clone()),
             ..hinter_engine::SchedulerOptions::default()
         },
     )

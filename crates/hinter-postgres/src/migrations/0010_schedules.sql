@@ -19,6 +19,7 @@ CREATE TABLE schedule_occurrences (
     outcome     TEXT        NOT NULL,   -- fired, skipped, missed
     reason      TEXT,
     job_id      UUID,                   -- the job fired (no foreign key: pruned jobs)
+    fired_by    TEXT,                  -- the process that recorded it (its id in /api/v1/workers)
     recorded_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (schedule, fire_time)
 );

@@ -11,6 +11,8 @@
 //! - `leader`: leader election across processes: a killed leader is replaced within its
 //!   lease, never two leaders, the dead drop off the list, and a worker leads (and runs
 //!   maintenance) when every serve is gone.
+//! - `schedules`: three serves fire an every-second schedule exactly once per tick, also
+//!   after the one that fired last is killed.
 //! - `store_mode`: a store-mode worker runs its command as the HTTP mode does (payload,
 //!   variables, result, exit codes, cancel, timeout) and hands jobs back on SIGTERM; with
 //!   `--data-dir` it shares a serve's embedded store (no PostgreSQL needed).
@@ -21,5 +23,6 @@ mod support;
 mod clock_skew;
 mod drain;
 mod leader;
+mod schedules;
 mod store_mode;
 mod util;

@@ -237,16 +237,22 @@ async fn unfinished_previous<C: Conn>(c: &C, schedule: &str) -> Result<Option<(U
 }
 
 /// Records an occurrence unless (schedule, fire_time) is recorded already (`None`).
+/// Who records, and when: the parts every occurrence of one firing shares.
+struct Recorder<'a> {
+    schedule: &'a str,
+    fired_by: Option<&'a str>,
+    now: DateTime<Utc>,
+}
+
 async fn record<C: Conn>(
     c: &C,
-    schedule: &str,
+    by: &Recorder<'_>,
     fire_time: DateTime<Utc>,
     outcome: Outcome,
     reason: Option<&str>,
     job_id: Option<Uuid>,
-    fired_by: Option<&str>,
-    now: DateTime<Utc>,
 ) -> Result<Option<Occurrence>> {
+    let (schedule, fired_by, now) = (by.schedule, by.fired_by, by.now);
     let fire_time = truncate(fire_time);
     let now = truncate(now);
     let inserted = execute(
@@ -302,38 +308,24 @@ pub async fn schedule_fire<C: Conn>(
         ..FireReport::default()
     };
     let previous = unfinished_previous(c, name).await?;
-    let by = firing.fired_by.as_deref();
+    let by = Recorder {
+        schedule: name,
+        fired_by: firing.fired_by.as_deref(),
+        now,
+    };
     for due in &firing.due {
         let occurrence = match due {
             Due::Missed { fire_time, reason } => {
-                record(
-                    c,
-                    name,
-                    *fire_time,
-                    Outcome::Missed,
-                    Some(reason),
-                    None,
-                    by,
-                    now,
-                )
-                .await?
+                record(c, &by, *fire_time, Outcome::Missed, Some(reason), None).await?
             }
             Due::Fire { fire_time, job } => {
                 if let Some((prev, state)) = previous {
                     match firing.overlap {
                         Overlap::Skip => {
                             let reason = format!("overlap: job {prev} is still {state}");
-                            let skipped = record(
-                                c,
-                                name,
-                                *fire_time,
-                                Outcome::Skipped,
-                                Some(&reason),
-                                None,
-                                by,
-                                now,
-                            )
-                            .await?;
+                            let skipped =
+                                record(c, &by, *fire_time, Outcome::Skipped, Some(&reason), None)
+                                    .await?;
                             report.recorded.extend(skipped);
                             continue;
                         }
@@ -349,17 +341,8 @@ pub async fn schedule_fire<C: Conn>(
                     }
                 }
                 // The occurrence first: recorded already means its job exists already.
-                let Some(mut occurrence) = record(
-                    c,
-                    name,
-                    *fire_time,
-                    Outcome::Fired,
-                    None,
-                    Some(job.id),
-                    by,
-                    now,
-                )
-                .await?
+                let Some(mut occurrence) =
+                    record(c, &by, *fire_time, Outcome::Fired, None, Some(job.id)).await?
                 else {
                     continue;
                 };

@@ -269,16 +269,22 @@ fn unfinished_previous(conn: &Connection, schedule: &str) -> Result<Option<(Uuid
     Ok((!state.is_finished()).then_some((id, state)))
 }
 
+/// Who records, and when: the parts every occurrence of one firing shares.
+struct Recorder<'a> {
+    schedule: &'a str,
+    fired_by: Option<&'a str>,
+    now: DateTime<Utc>,
+}
+
 fn record(
     conn: &Connection,
-    schedule: &str,
+    by: &Recorder<'_>,
     fire_time: DateTime<Utc>,
     outcome: Outcome,
     reason: Option<&str>,
     job_id: Option<Uuid>,
-    fired_by: Option<&str>,
-    now: DateTime<Utc>,
 ) -> Result<Occurrence> {
+    let (schedule, fired_by, now) = (by.schedule, by.fired_by, by.now);
     conn.prepare_cached(
         "INSERT INTO schedule_occurrences \
          (schedule, fire_time, outcome, reason, job_id, recorded_at, fired_by) \
@@ -342,22 +348,19 @@ pub fn schedule_fire(
     };
     let previous = unfinished_previous(conn, &firing.schedule)?;
     let name = &firing.schedule;
-    let by = firing.fired_by.as_deref();
+    let by = Recorder {
+        schedule: name,
+        fired_by: firing.fired_by.as_deref(),
+        now,
+    };
     for due in firing.due {
         if recorded(conn, name, due.fire_time())? {
             continue;
         }
         let occurrence = match due {
-            Due::Missed { fire_time, reason } => record(
-                conn,
-                name,
-                fire_time,
-                Outcome::Missed,
-                Some(&reason),
-                None,
-                by,
-                now,
-            )?,
+            Due::Missed { fire_time, reason } => {
+                record(conn, &by, fire_time, Outcome::Missed, Some(&reason), None)?
+            }
             Due::Fire { fire_time, job } => {
                 if let Some((prev, state)) = previous {
                     match firing.overlap {
@@ -365,13 +368,11 @@ pub fn schedule_fire(
                             let reason = format!("overlap: job {prev} is still {state}");
                             report.recorded.push(record(
                                 conn,
-                                name,
+                                &by,
                                 fire_time,
                                 Outcome::Skipped,
                                 Some(&reason),
                                 None,
-                                by,
-                                now,
                             )?);
                             continue;
                         }
@@ -388,7 +389,7 @@ pub fn schedule_fire(
                 }
                 let inserted = ops::job_insert_many(conn, vec![job], now, events)?;
                 let id = inserted.first().map(|i| i.job.id);
-                record(conn, name, fire_time, Outcome::Fired, None, id, by, now)?
+                record(conn, &by, fire_time, Outcome::Fired, None, id)?
             }
         };
         report.recorded.push(occurrence);

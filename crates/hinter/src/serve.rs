@@ -762,6 +762,29 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn hook_secrets_come_from_the_environment() {
+        let args = |secrets: &[&str], header: &str| super::HookArgs {
+            hook_secret: secrets.iter().map(|s| s.to_string()).collect(),
+            hook_signature_header: header.into(),
+        };
+        // PATH is set and not empty wherever tests run.
+        let config = args(&["build=PATH"], "X-Signature")
+            .config()
+            .expect("valid");
+        assert_eq!(config.signature_header, "x-signature");
+        assert_eq!(
+            config.secrets.get("build").map(Vec::len),
+            std::env::var("PATH").ok().map(|p| p.len())
+        );
+        let err = |a: super::HookArgs| a.config().expect_err("refused").to_string();
+        assert!(err(args(&["build=HINTER_NO_SUCH_VARIABLE_XYZ"], "h"))
+            .contains("HINTER_NO_SUCH_VARIABLE_XYZ"));
+        assert!(err(args(&["build"], "h")).contains("JOB=ENV_VAR"));
+        assert!(err(args(&["bad name=PATH"], "h")).contains("job"));
+        assert!(err(args(&[], "bad header")).contains("--hook-signature-header"));
+    }
+
+    #[test]
     fn limits_and_intervals_have_floors() {
         assert!(super::parse_byte_limit("0").is_err());
         assert!(super::parse_byte_limit("255").is_err());

@@ -376,7 +376,12 @@ pub struct SyncReport {
 /// the script folders' `settings.job`) exactly `specs`, in one unit of work: new ones are
 /// created, changed ones replaced (their next fire time recomputed), unchanged ones left as
 /// they are (their next fire time and history kept), ones no longer declared deleted. A name
-/// taken by a schedule of another source (the API) is left alone and reported.
+/// taken by a schedule of another source (the API) is left alone and reported. A schedule
+/// paused through the API stays paused.
+///
+/// The script loader calls it after loading the folders, with the `schedule` of each
+/// `settings.job` as a spec (name: the job's, job: the job's, cron/time_zone/overlap/misfire
+/// from the settings).
 pub async fn sync_declared(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -388,15 +393,22 @@ pub async fn sync_declared(
     let existing = store.schedule_list().await?;
     let mut report = SyncReport::default();
     let mut ops = Vec::new();
-    for spec in &specs {
+    for declared in &specs {
+        let mut spec = declared.clone();
         let old = existing.iter().find(|s| s.spec.name == spec.name);
         match old {
             Some(old) if old.source != source => {
                 report.refused.push(spec.name.clone());
                 continue;
             }
-            Some(old) if old.spec == *spec => continue,
-            Some(_) => report.updated.push(spec.name.clone()),
+            Some(old) => {
+                // A pause made through the API outlives the next load.
+                spec.paused |= old.spec.paused;
+                if old.spec == spec {
+                    continue;
+                }
+                report.updated.push(spec.name.clone());
+            }
             None => report.created.push(spec.name.clone()),
         }
         let new = NewSchedule::from_spec(spec.clone(), source, store_now, false)

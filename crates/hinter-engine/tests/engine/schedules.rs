@@ -295,4 +295,99 @@ on_both_backends!(
     misfire_policies_after_a_downtime,
     several_schedulers_fire_each_tick_once,
     the_loop_fires_on_time_and_wakes_on_new_schedules,
+    sync_declared_replaces_one_sources_schedules,
 );
+
+/// The script loader's entry point: declared schedules of one source are created, kept,
+/// replaced and deleted as a set; API schedules are left alone; an API pause outlives a load.
+async fn sync_declared_replaces_one_sources_schedules(kind: Kind) {
+    use hinter_core::schedule::SOURCE_SETTINGS;
+    use hinter_engine::scheduler::sync_declared;
+    let (_data, store) = open_store(kind).await;
+    let clock = ManualClock::new(start_time());
+    create(
+        &store,
+        json!({"name": "api-one", "cron": "@daily", "job": "x"}),
+        clock.now(),
+    )
+    .await;
+    let spec = |name: &str, cron: &str| -> ScheduleSpec {
+        serde_json::from_value(json!({"name": name, "cron": cron, "job": name})).expect("spec")
+    };
+    let report = sync_declared(
+        store.as_ref(),
+        &clock,
+        SOURCE_SETTINGS,
+        vec![
+            spec("a", "@hourly"),
+            spec("b", "@daily"),
+            spec("api-one", "@hourly"),
+        ],
+    )
+    .await
+    .expect("sync");
+    assert_eq!(report.created, ["a", "b"]);
+    assert_eq!(report.refused, ["api-one"]);
+    let a = store.schedule_get("a").await.expect("get").expect("a");
+    assert_eq!(a.source, SOURCE_SETTINGS);
+    // Pause `a` through the API and change `b`: `a` is kept as it is, `b` replaced.
+    store
+        .write_unit(
+            vec![WriteOp::SchedulePause {
+                name: "a".into(),
+                paused: true,
+                next_fire_at: None,
+            }],
+            clock.now(),
+        )
+        .await
+        .expect("pause");
+    clock.advance(secs(10));
+    let report = sync_declared(
+        store.as_ref(),
+        &clock,
+        SOURCE_SETTINGS,
+        vec![spec("a", "@hourly"), spec("b", "*/5 * * * *")],
+    )
+    .await
+    .expect("sync");
+    assert!(
+        report.created.is_empty() && report.deleted.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(report.updated, ["b"]);
+    let a_again = store.schedule_get("a").await.expect("get").expect("a");
+    assert!(a_again.spec.paused, "the API pause outlives the load");
+    assert_eq!(
+        a_again.next_fire_at, a.next_fire_at,
+        "unchanged: next fire time kept"
+    );
+    assert_eq!(
+        store
+            .schedule_get("b")
+            .await
+            .expect("get")
+            .expect("b")
+            .spec
+            .cron
+            .as_deref(),
+        Some("*/5 * * * *")
+    );
+    let report = sync_declared(
+        store.as_ref(),
+        &clock,
+        SOURCE_SETTINGS,
+        vec![spec("b", "*/5 * * * *")],
+    )
+    .await
+    .expect("sync");
+    assert_eq!(report.deleted, ["a"]);
+    let names: Vec<String> = store
+        .schedule_list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.spec.name)
+        .collect();
+    assert_eq!(names, ["api-one", "b"]);
+}

@@ -69,6 +69,8 @@ pub struct FireSummary {
     pub missed: usize,
     /// Schedules another process fired first (or that changed under us).
     pub lost: usize,
+    /// Schedules whose firing failed (logged); they stay due.
+    pub failed: usize,
 }
 
 impl FireSummary {
@@ -163,15 +165,19 @@ impl Scheduler {
 
     /// Fires what is due, then answers how long to sleep until the next due time.
     async fn pass(&self) -> StoreResult<Duration> {
+        let poll = self.options.poll_interval;
         loop {
             let summary = self.fire_due().await?;
+            if summary.failed > 0 {
+                // They stay due: not again at once.
+                return Ok(poll.min(Duration::from_secs(1)));
+            }
             if summary.fired + summary.skipped + summary.missed + summary.lost
                 < self.options.batch as usize
             {
                 break;
             }
         }
-        let poll = self.options.poll_interval;
         Ok(match self.store.schedule_next_fire_at().await? {
             Some(next) => (next - self.now())
                 .to_std()
@@ -226,6 +232,7 @@ impl Scheduler {
                             }
                         }
                         Err(e) => {
+                            summary.failed += 1;
                             tracing::warn!(schedule = %name, error = %e, "firing a schedule failed")
                         }
                     }

@@ -37,15 +37,18 @@ mod error;
 mod types;
 
 pub use error::{Error, TlsProblem};
+pub use hinter_core::schedule::{Misfire, Occurrence, Outcome, Overlap, ScheduleSpec};
 pub use hinter_core::store::Include;
 pub use hinter_core::{
     AttemptError, EventFilter, EventKind, Job, JobEvent, JobState, LeasedJob, Run, RunOutcome,
 };
 pub use types::{
     EnqueueRequest, Enqueued, EventsPage, Health, HeartbeatAck, JobFilter, JobSummary,
-    LeaseRequest, Leased, Page, QueueInfo, UnreadableJob, WorkerReport,
+    LeaseRequest, Leased, OccurrencePage, Page, QueueInfo, ScheduleInfo, UnreadableJob,
+    WorkerReport,
 };
 
+use chrono::{DateTime, Utc};
 use hinter_core::format_duration;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -577,6 +580,84 @@ impl Client {
     pub async fn resume_queue(&self, name: &str) -> Result<QueueInfo, Error> {
         let url = self.url(&["api", "v1", "queues", name, "resume"]);
         self.call(Method::POST, url, None::<&()>).await
+    }
+
+    // Schedules
+
+    /// `GET /api/v1/schedules`.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
+        let url = self.url(&["api", "v1", "schedules"]);
+        let answer: types::SchedulesAnswer = self.call(Method::GET, url, None::<&()>).await?;
+        Ok(answer.schedules)
+    }
+
+    /// `GET /api/v1/schedules/{name}`.
+    pub async fn schedule(&self, name: &str) -> Result<ScheduleInfo, Error> {
+        let url = self.url(&["api", "v1", "schedules", name]);
+        self.call(Method::GET, url, None::<&()>).await
+    }
+
+    /// `POST /api/v1/schedules`: a taken name is a 409 `conflict`.
+    pub async fn create_schedule(
+        &self,
+        spec: &hinter_core::schedule::ScheduleSpec,
+    ) -> Result<ScheduleInfo, Error> {
+        let url = self.url(&["api", "v1", "schedules"]);
+        self.call(Method::POST, url, Some(spec)).await
+    }
+
+    /// `PUT /api/v1/schedules/{name}`: creates or replaces.
+    pub async fn put_schedule(
+        &self,
+        spec: &hinter_core::schedule::ScheduleSpec,
+    ) -> Result<ScheduleInfo, Error> {
+        let url = self.url(&["api", "v1", "schedules", &spec.name]);
+        self.call(Method::PUT, url, Some(spec)).await
+    }
+
+    /// `DELETE /api/v1/schedules/{name}`: the schedule as it was.
+    pub async fn delete_schedule(&self, name: &str) -> Result<ScheduleInfo, Error> {
+        let url = self.url(&["api", "v1", "schedules", name]);
+        self.call(Method::DELETE, url, None::<&()>).await
+    }
+
+    /// `POST /api/v1/schedules/{name}/pause`.
+    pub async fn pause_schedule(&self, name: &str) -> Result<ScheduleInfo, Error> {
+        let url = self.url(&["api", "v1", "schedules", name, "pause"]);
+        self.call(Method::POST, url, None::<&()>).await
+    }
+
+    /// `POST /api/v1/schedules/{name}/resume`: goes on from now.
+    pub async fn resume_schedule(&self, name: &str) -> Result<ScheduleInfo, Error> {
+        let url = self.url(&["api", "v1", "schedules", name, "resume"]);
+        self.call(Method::POST, url, None::<&()>).await
+    }
+
+    /// `GET /api/v1/schedules/{name}/occurrences`: latest first, up to `limit`, older than
+    /// `before` when given.
+    pub async fn schedule_history(
+        &self,
+        name: &str,
+        limit: Option<u32>,
+        before: Option<DateTime<Utc>>,
+    ) -> Result<OccurrencePage, Error> {
+        let mut url = self.url(&["api", "v1", "schedules", name, "occurrences"]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(limit) = limit {
+                query.append_pair("limit", &limit.to_string());
+            }
+            if let Some(before) = before {
+                query.append_pair(
+                    "before",
+                    &before.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                );
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        self.call(Method::GET, url, None::<&()>).await
     }
 
     // Health

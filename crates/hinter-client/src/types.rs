@@ -519,3 +519,46 @@ mod tests {
         );
     }
 }
+
+/// A schedule as the API shows it (`GET /api/v1/schedules/{name}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    pub time_zone: String,
+    pub job: String,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    pub overlap: hinter_core::schedule::Overlap,
+    pub misfire: hinter_core::schedule::Misfire,
+    pub paused: bool,
+    pub source: String,
+    #[serde(default)]
+    pub next_fire_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The next fire times (none while paused).
+    #[serde(default)]
+    pub next_fire_times: Vec<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SchedulesAnswer {
+    pub schedules: Vec<ScheduleInfo>,
+}
+
+/// A page of a schedule's history, latest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OccurrencePage {
+    pub occurrences: Vec<hinter_core::schedule::Occurrence>,
+    /// Pass as `before` for the next (older) page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<DateTime<Utc>>,
+}

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod listing;
 pub mod output;
 pub mod retry;
+pub mod schedule;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, ShiftedClock, SystemClock};

@@ -61,6 +61,10 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+fn no_schedules() -> StoreError {
+    StoreError::Unavailable("this store keeps no schedules".into())
+}
+
 /// Checks every job of an insert with [`NewJob::check`]; each backend calls it first, so a
 /// job built in code is held to the same bounds as one that came through the API.
 pub fn check_new_jobs(jobs: &[NewJob]) -> StoreResult<()> {
@@ -179,6 +183,19 @@ pub enum WriteOp {
     Audit(NewAudit),
     /// An insert guarded by an idempotency key: see [`IdempotentInsert`].
     InsertOnce(IdempotentInsert),
+    /// Creates or replaces a schedule (`create_only`: a name in use is a `Conflict`).
+    ScheduleSave(crate::schedule::NewSchedule),
+    /// Deletes a schedule and its occurrence history (`Unknown` when there is none).
+    ScheduleDelete(String),
+    /// Pauses or resumes a schedule; `next_fire_at` replaces the stored one when given
+    /// (resuming starts from now: ticks due while paused are not missed ones).
+    SchedulePause {
+        name: String,
+        paused: bool,
+        next_fire_at: Option<Option<DateTime<Utc>>>,
+    },
+    /// One firing: occurrences and their jobs (see [`crate::schedule::ScheduleFiring`]).
+    ScheduleFire(crate::schedule::ScheduleFiring),
 }
 
 /// An insert that a key makes safe to repeat ([`WriteOp::InsertOnce`]). The first use of
@@ -263,6 +280,9 @@ pub enum WriteResult {
     TokenRevoked(TokenInfo),
     /// The id of the new audit entry.
     Audited(i64),
+    ScheduleSaved(Box<crate::schedule::Schedule>),
+    ScheduleDeleted(Box<crate::schedule::Schedule>),
+    ScheduleFired(crate::schedule::FireReport),
 }
 
 /// Why a running job is due for rescue.
@@ -606,6 +626,51 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events about changes, for long-polls and idle workers.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
+
+    /// `t`, a time on the caller's clock, on the store's clock (PostgreSQL: the database's;
+    /// see `hinter-postgres/src/clock.rs`). The scheduler reads its "now" through this, so
+    /// every server of a cluster fires a tick at the same instant whatever its own clock.
+    fn store_time(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        t
+    }
+
+    /// One schedule by name.
+    async fn schedule_get(&self, name: &str) -> StoreResult<Option<crate::schedule::Schedule>> {
+        let _ = name;
+        Err(no_schedules())
+    }
+
+    /// Every schedule, by name.
+    async fn schedule_list(&self) -> StoreResult<Vec<crate::schedule::Schedule>> {
+        Err(no_schedules())
+    }
+
+    /// Schedules not paused whose `next_fire_at` is at or before `now`, earliest first.
+    /// `now` is on the store's clock ([`Store::store_time`]).
+    async fn schedule_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::schedule::Schedule>> {
+        let _ = (now, limit);
+        Err(no_schedules())
+    }
+
+    /// The earliest `next_fire_at` of the schedules not paused.
+    async fn schedule_next_fire_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        Err(no_schedules())
+    }
+
+    /// A schedule's occurrences, latest first, before `before` (a fire time) when given.
+    async fn occurrence_list(
+        &self,
+        schedule: &str,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::schedule::Occurrence>> {
+        let _ = (schedule, before, limit);
+        Err(no_schedules())
+    }
 
     /// Every stored token, by name. Servers keep them in a cache refreshed from here.
     async fn token_list(&self) -> StoreResult<Vec<TokenInfo>>;

@@ -24,6 +24,7 @@ mod cluster;
 mod events;
 mod handler;
 mod maintenance;
+pub mod scheduler;
 mod source;
 mod worker;
 
@@ -31,5 +32,6 @@ pub use cluster::{ClusterOptions, Coordinator, CoordinatorHandle, Leader, MAINTE
 pub use events::EventFollower;
 pub use handler::{HandlerContext, JobError, Registry, StopReason};
 pub use maintenance::{Maintenance, MaintenanceHandle, MaintenanceOptions, Retention};
+pub use scheduler::{Scheduler, SchedulerHandle, SchedulerOptions};
 pub use source::{HttpSource, JobSource, StoreSource};
 pub use worker::{default_worker_id, hostname, Worker, WorkerControl, WorkerHandle, WorkerOptions};

@@ -74,6 +74,7 @@ mod log;
 mod migrate;
 mod ops;
 mod output;
+mod schedules;
 mod test_schema;
 pub mod tls;
 mod unit;
@@ -719,6 +720,46 @@ impl Store for PostgresStore {
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.inner.events.subscribe()
+    }
+
+    fn store_time(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        self.inner.clock.at(t)
+    }
+
+    async fn schedule_get(
+        &self,
+        name: &str,
+    ) -> StoreResult<Option<hinter_core::schedule::Schedule>> {
+        self.read(async |c| schedules::schedule_get(c, name).await)
+            .await
+    }
+
+    async fn schedule_list(&self) -> StoreResult<Vec<hinter_core::schedule::Schedule>> {
+        self.read(async |c| schedules::schedule_list(c).await).await
+    }
+
+    async fn schedule_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<hinter_core::schedule::Schedule>> {
+        self.read(async |c| schedules::schedule_due(c, now, limit).await)
+            .await
+    }
+
+    async fn schedule_next_fire_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        self.read(async |c| schedules::schedule_next_fire_at(c).await)
+            .await
+    }
+
+    async fn occurrence_list(
+        &self,
+        schedule: &str,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> StoreResult<Vec<hinter_core::schedule::Occurrence>> {
+        self.read(async |c| schedules::occurrence_list(c, schedule, before, limit).await)
+            .await
     }
 
     async fn token_list(&self) -> StoreResult<Vec<hinter_core::access::TokenInfo>> {

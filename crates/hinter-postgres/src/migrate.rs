@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/0007_tokens.sql")),
     (8, include_str!("migrations/0008_idempotency.sql")),
     (9, include_str!("migrations/0009_job_logs.sql")),
+    (10, include_str!("migrations/0010_schedules.sql")),
 ];
 
 /// The schema version this build writes.

@@ -3,6 +3,7 @@
 
 use crate::access;
 use crate::ops::{self, Conn, Result};
+use crate::schedules;
 use chrono::{DateTime, Utc};
 use hinter_core::store::{StoreResult, WriteOp, WriteResult};
 use hinter_core::StoreEvent;
@@ -57,6 +58,22 @@ pub async fn write_unit<C: Conn>(
             }
             WriteOp::Audit(entry) => {
                 WriteResult::Audited(access::audit_append(c, entry, now).await?)
+            }
+            WriteOp::ScheduleSave(new) => WriteResult::ScheduleSaved(Box::new(
+                schedules::schedule_save(c, new, now, events).await?,
+            )),
+            WriteOp::ScheduleDelete(name) => WriteResult::ScheduleDeleted(Box::new(
+                schedules::schedule_delete(c, name, events).await?,
+            )),
+            WriteOp::SchedulePause {
+                name,
+                paused,
+                next_fire_at,
+            } => WriteResult::ScheduleSaved(Box::new(
+                schedules::schedule_pause(c, name, *paused, *next_fire_at, now, events).await?,
+            )),
+            WriteOp::ScheduleFire(firing) => {
+                WriteResult::ScheduleFired(schedules::schedule_fire(c, firing, now, events).await?)
             }
         });
     }

@@ -90,6 +90,21 @@ impl Caller {
         }
     }
 
+    /// The sender of a hook request whose signature matched the hook's secret: it may
+    /// enqueue that hook's job, on any queue the hook names.
+    pub fn signed_hook(job: &str) -> Self {
+        Self {
+            name: format!("hook:{job}").into(),
+            scopes: Arc::new([Scope::Enqueue]),
+            queues: None,
+        }
+    }
+
+    /// Whether this is the caller of an open API (no token exists).
+    pub fn is_no_auth(&self) -> bool {
+        &*self.name == ACTOR_NO_AUTH
+    }
+
     fn of(token: &NewToken) -> Self {
         Self {
             name: token.name.as_str().into(),

@@ -23,11 +23,13 @@ pub mod error;
 mod events;
 mod extract;
 mod health;
+pub mod hooks;
 pub mod idempotency;
 mod jobs;
 pub mod listen;
 mod output;
 mod queues;
+pub mod schedules;
 mod tls;
 pub mod wire;
 mod worker;
@@ -61,6 +63,8 @@ pub struct ServerConfig {
     pub idempotency_ttl: Duration,
     /// Tokens: whether one is required, and those declared in configuration.
     pub auth: AuthConfig,
+    /// Per-hook secrets for `POST /hooks/{job}` ([`hooks`]).
+    pub hooks: hooks::HookConfig,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
             list_max_bytes: 8 * 1024 * 1024,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             auth: AuthConfig::default(),
+            hooks: hooks::HookConfig::default(),
         }
     }
 }
@@ -229,7 +234,7 @@ fn table() -> Vec<Entry> {
             queues::pause,
         ),
         entry(
-            post,
+            post.clone(),
             "/api/v1/queues/{name}/resume",
             Needs(Admin, Q::Path),
             queues::resume,
@@ -253,10 +258,66 @@ fn table() -> Vec<Entry> {
             workers::remove,
         ),
         entry(
-            get,
+            get.clone(),
             "/api/v1/audit",
             Needs(Admin, Q::Unlimited),
             audit::list,
+        ),
+        // Schedules span queues: refused to tokens limited to some.
+        entry(
+            get.clone(),
+            "/api/v1/schedules",
+            Needs(Read, Q::Unlimited),
+            schedules::list,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/schedules",
+            Needs(Admin, Q::Unlimited),
+            schedules::create,
+        ),
+        entry(
+            get.clone(),
+            "/api/v1/schedules/{name}",
+            Needs(Read, Q::Unlimited),
+            schedules::show,
+        ),
+        entry(
+            Method::PUT,
+            "/api/v1/schedules/{name}",
+            Needs(Admin, Q::Unlimited),
+            schedules::replace,
+        ),
+        entry(
+            Method::DELETE,
+            "/api/v1/schedules/{name}",
+            Needs(Admin, Q::Unlimited),
+            schedules::delete,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/schedules/{name}/pause",
+            Needs(Admin, Q::Unlimited),
+            schedules::pause,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/schedules/{name}/resume",
+            Needs(Admin, Q::Unlimited),
+            schedules::resume,
+        ),
+        entry(
+            get,
+            "/api/v1/schedules/{name}/occurrences",
+            Needs(Read, Q::Unlimited),
+            schedules::occurrences,
+        ),
+        // A token with `enqueue`, or the hook's signature (hooks::require, not auth::require).
+        entry(
+            post,
+            hooks::HOOK_PATH,
+            Needs(Enqueue, Q::Filter),
+            hooks::receive,
         ),
     ]
 }
@@ -276,6 +337,12 @@ pub fn router(state: AppState) -> Router {
     for (spec, handler) in table() {
         let handler = match spec.access {
             Access::Open => handler,
+            Access::Scope(_, _) if spec.path == hooks::HOOK_PATH => {
+                handler.route_layer(axum::middleware::from_fn_with_state(
+                    (auth.clone(), state.config.clone()),
+                    hooks::require,
+                ))
+            }
             Access::Scope(scope, _) => handler.route_layer(axum::middleware::from_fn_with_state(
                 (auth.clone(), scope),
                 auth::require,

@@ -12,10 +12,12 @@ mod log;
 mod migrate;
 mod ops;
 mod output;
+mod schedules;
 mod writer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use hinter_core::schedule::{Occurrence, Schedule};
 use hinter_core::store::{
     Completion, Expired, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest, PruneRequest,
     QueueInfo, Release, StoreResult, WriteOp, WriteResult,
@@ -516,6 +518,27 @@ impl Store for SqliteStore {
                     WriteOp::Audit(entry) => {
                         WriteResult::Audited(access::audit_append(c, &entry, now)?)
                     }
+                    WriteOp::ScheduleSave(new) => WriteResult::ScheduleSaved(Box::new(
+                        schedules::schedule_save(c, &new, now, ev)?,
+                    )),
+                    WriteOp::ScheduleDelete(name) => WriteResult::ScheduleDeleted(Box::new(
+                        schedules::schedule_delete(c, &name, ev)?,
+                    )),
+                    WriteOp::SchedulePause {
+                        name,
+                        paused,
+                        next_fire_at,
+                    } => WriteResult::ScheduleSaved(Box::new(schedules::schedule_pause(
+                        c,
+                        &name,
+                        paused,
+                        next_fire_at,
+                        now,
+                        ev,
+                    )?)),
+                    WriteOp::ScheduleFire(firing) => {
+                        WriteResult::ScheduleFired(schedules::schedule_fire(c, firing, now, ev)?)
+                    }
                 });
             }
             Ok(results)
@@ -631,6 +654,35 @@ impl Store for SqliteStore {
 
     async fn job_logs(&self, id: Uuid, query: LogQuery) -> StoreResult<Option<Vec<LogLine>>> {
         self.read(move |c| output::job_logs(c, id, query)).await
+    }
+
+    async fn schedule_get(&self, name: &str) -> StoreResult<Option<Schedule>> {
+        let name = name.to_string();
+        self.read(move |c| schedules::schedule_get(c, &name)).await
+    }
+
+    async fn schedule_list(&self) -> StoreResult<Vec<Schedule>> {
+        self.read(schedules::schedule_list).await
+    }
+
+    async fn schedule_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Schedule>> {
+        self.read(move |c| schedules::schedule_due(c, now, limit))
+            .await
+    }
+
+    async fn schedule_next_fire_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        self.read(schedules::schedule_next_fire_at).await
+    }
+
+    async fn occurrence_list(
+        &self,
+        schedule: &str,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> StoreResult<Vec<Occurrence>> {
+        let schedule = schedule.to_string();
+        self.read(move |c| schedules::occurrence_list(c, &schedule, before, limit))
+            .await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

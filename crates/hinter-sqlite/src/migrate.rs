@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/0008_tokens.sql")),
     (9, include_str!("migrations/0009_idempotency.sql")),
     (10, include_str!("migrations/0010_job_logs.sql")),
+    (11, include_str!("migrations/0011_schedules.sql")),
 ];
 
 /// The schema version this build writes.

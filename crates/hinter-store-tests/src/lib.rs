@@ -36,6 +36,7 @@ mod manage;
 mod ordering;
 mod output;
 mod runs;
+mod schedules;
 mod support;
 mod unique;
 
@@ -53,6 +54,7 @@ pub use manage::*;
 pub use ordering::*;
 pub use output::*;
 pub use runs::*;
+pub use schedules::*;
 pub use unique::*;
 
 use std::any::Any;
@@ -228,6 +230,13 @@ macro_rules! conformance_suite {
             idempotency_keys_expire_and_are_pruned,
             idempotency_key_is_atomic_with_the_insert,
             idempotency_concurrent_uses_insert_once,
+            // schedules
+            schedules_create_read_replace_pause_delete,
+            schedules_due_earliest_first_without_paused,
+            schedules_occurrence_and_job_are_atomic,
+            schedules_second_firing_of_a_time_inserts_nothing,
+            schedules_history_latest_first,
+            schedules_overlap_reads_the_previous_job,
             // tokens and the audit record
             tokens_create_list_revoke,
             tokens_refuse_duplicates_unknown_names_and_bad_input,

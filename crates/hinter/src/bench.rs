@@ -47,8 +47,10 @@ pub struct BenchArgs {
     pub database: Option<String>,
     /// Run only these phases (default: all). PostgreSQL has `drain`, `latency`, `events` and
     /// `backlog`; the embedded store all but `backlog`. `scripts` runs trivial `.sh` script
-    /// jobs (a twentieth of --jobs, at least 1000) with --script-concurrency.
-    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events", "backlog", "scripts"])]
+    /// jobs (a twentieth of --jobs, at least 1000) with --script-concurrency. `schedules`
+    /// (embedded store): how late an every-second schedule fires on an idle server, and the
+    /// CPU 10,000 schedules cost.
+    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events", "backlog", "scripts", "schedules"])]
     pub only: Vec<String>,
 }
 
@@ -611,8 +613,152 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             json!(p99.as_secs_f64() * 1000.0),
         );
     }
+    if run("schedules") {
+        let figures_of = schedules_bench(durability).await?;
+        say(format!(
+            "schedule firing, idle server ({} ticks):        p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms late",
+            figures_of.ticks, figures_of.late_p50_ms, figures_of.late_p99_ms, figures_of.late_max_ms
+        ));
+        say(format!(
+            "10,000 schedules, each hourly (~2.8 fires/s):     {:>6.1} % of one core",
+            figures_of.hourly_cpu_percent
+        ));
+        say(format!(
+            "10,000 schedules, each every minute (~167 fires/s): {:>4.1} % of one core",
+            figures_of.minutely_cpu_percent
+        ));
+        figures.insert("schedule_late_p50_ms".into(), json!(figures_of.late_p50_ms));
+        figures.insert("schedule_late_p99_ms".into(), json!(figures_of.late_p99_ms));
+        figures.insert("schedule_late_max_ms".into(), json!(figures_of.late_max_ms));
+        figures.insert(
+            "schedules_10k_hourly_cpu_percent".into(),
+            json!(figures_of.hourly_cpu_percent),
+        );
+        figures.insert(
+            "schedules_10k_minutely_cpu_percent".into(),
+            json!(figures_of.minutely_cpu_percent),
+        );
+    }
     if args.json {
         println!("{}", Value::Object(figures));
     }
     Ok(())
+}
+
+struct ScheduleFigures {
+    ticks: usize,
+    late_p50_ms: f64,
+    late_p99_ms: f64,
+    late_max_ms: f64,
+    hourly_cpu_percent: f64,
+    minutely_cpu_percent: f64,
+}
+
+/// This process's CPU time (user + system) so far.
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(usage) => {
+            let tv = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(t.tv_sec().max(0) as u64)
+                    + Duration::from_micros(t.tv_usec().max(0) as u64)
+            };
+            tv(usage.user_time()) + tv(usage.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
+
+async fn save_schedules(store: &dyn Store, specs: Vec<Value>) -> anyhow::Result<()> {
+    use hinter_core::schedule::{NewSchedule, ScheduleSpec, SOURCE_API};
+    use hinter_core::store::WriteOp;
+    let now = chrono::Utc::now();
+    for chunk in specs.chunks(500) {
+        let mut ops = Vec::with_capacity(chunk.len());
+        for spec in chunk {
+            let spec: ScheduleSpec = serde_json::from_value(spec.clone())?;
+            let new = NewSchedule::from_spec(spec, SOURCE_API, now, true)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            ops.push(WriteOp::ScheduleSave(new));
+        }
+        store.write_unit(ops, now).await?;
+    }
+    Ok(())
+}
+
+/// Firing lateness on an idle server (one every-second schedule, 20 ticks, as the recorded
+/// time of each occurrence minus its due time), then the CPU share of the whole process
+/// (scheduler, store, job inserts) with 10,000 schedules, over 15 s each.
+async fn schedules_bench(durability: Durability) -> anyhow::Result<ScheduleFigures> {
+    use hinter_engine::{Scheduler, SchedulerOptions};
+    let start = |store: Arc<dyn Store>| {
+        Scheduler::new(store, Arc::new(SystemClock), SchedulerOptions::default()).start()
+    };
+    // Precision.
+    let dir = tempfile::tempdir().context("creating a temp dir")?;
+    let store: Arc<dyn Store> = Arc::new(open_sqlite(dir.path(), durability).await?);
+    save_schedules(
+        store.as_ref(),
+        vec![json!({"name": "tick", "cron": "* * * * * *", "job": "noop", "overlap": "allow"})],
+    )
+    .await?;
+    let scheduler = start(store.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let occurrences = loop {
+        let history = store.occurrence_list("tick", None, 100).await?;
+        if history.len() >= 20 {
+            break history;
+        }
+        if Instant::now() > deadline {
+            bail!("the schedule fired {} times in 60 s", history.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    scheduler.shutdown().await;
+    store.close().await?;
+    let mut late: Vec<f64> = occurrences
+        .iter()
+        .map(|o| {
+            (o.recorded_at - o.fire_time)
+                .num_microseconds()
+                .unwrap_or(0) as f64
+                / 1000.0
+        })
+        .collect();
+    late.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| late[((late.len() as f64 - 1.0) * q).round() as usize];
+    let (p50, p99, max) = (pick(0.5), pick(0.99), late[late.len() - 1]);
+
+    // Cost.
+    let mut cpu = Vec::new();
+    for every_minute in [false, true] {
+        let dir = tempfile::tempdir().context("creating a temp dir")?;
+        let store: Arc<dyn Store> = Arc::new(open_sqlite(dir.path(), durability).await?);
+        let specs = (0..10_000)
+            .map(|i| {
+                let cron = if every_minute {
+                    format!("{} * * * * *", i % 60)
+                } else {
+                    format!("{} {} * * * *", i % 60, (i / 60) % 60)
+                };
+                json!({"name": format!("s{i}"), "cron": cron, "job": "noop", "overlap": "allow"})
+            })
+            .collect();
+        save_schedules(store.as_ref(), specs).await?;
+        let scheduler = start(store.clone());
+        let (wall, cpu_before) = (Instant::now(), cpu_time());
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let used = cpu_time().saturating_sub(cpu_before);
+        cpu.push(used.as_secs_f64() / wall.elapsed().as_secs_f64() * 100.0);
+        scheduler.shutdown().await;
+        store.close().await?;
+    }
+    Ok(ScheduleFigures {
+        ticks: late.len(),
+        late_p50_ms: p50,
+        late_p99_ms: p99,
+        late_max_ms: max,
+        hourly_cpu_percent: cpu[0],
+        minutely_cpu_percent: cpu[1],
+    })
 }

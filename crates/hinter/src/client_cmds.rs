@@ -143,6 +143,8 @@ pub enum ClientCommand {
     Events(Box<EventsArgs>),
     /// List the job definitions the server has loaded (script jobs, with their errors)
     Definitions(Box<scripts::DefinitionsArgs>),
+    /// Cron and one-shot schedules: list, show, add, rm, pause, resume, history
+    Schedules(Box<schedules::SchedulesArgs>),
 }
 
 /// `hinter events [--after ID] [--follow] [filters]`
@@ -385,6 +387,8 @@ pub struct DeadRetryArgs {
     pub job: Option<String>,
 }
 
+mod schedules;
+
 fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|e| e.to_string())
 }
@@ -410,6 +414,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Dead(args) => dead(*args).await,
         ClientCommand::Events(args) => events(*args).await,
         ClientCommand::Definitions(args) => scripts::definitions(*args).await,
+        ClientCommand::Schedules(args) => schedules::run(*args).await,
     };
     let code = match result {
         Ok(code) => code,

@@ -196,6 +196,8 @@ pub struct ServeArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub jobs: HostedArgs,
+    #[command(flatten)]
+    pub hooks: HookArgs,
     /// API tokens declared in `hinter.toml` (`[[tokens]]`), besides those in the store.
     #[arg(skip)]
     pub declared_tokens: Vec<hinter_core::access::NewToken>,
@@ -216,6 +218,69 @@ pub struct HostedArgs {
     /// for changes. Must exist when given [default: ./jobs, if it exists]
     #[arg(long, env = "HINTER_JOBS_DIR", value_name = "DIR")]
     pub jobs_dir: Option<PathBuf>,
+}
+
+/// HTTP hooks (`POST /hooks/{job}`) that senders sign instead of sending a token.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HookArgs {
+    /// Lets POST /hooks/JOB be signed instead of carrying a token: JOB=ENV_VAR names the
+    /// environment variable holding that hook's secret; requests then carry the HMAC-SHA256
+    /// of their body under it in --hook-signature-header. Repeat for more hooks.
+    #[arg(
+        long = "hook-secret",
+        env = "HINTER_HOOK_SECRET",
+        value_name = "JOB=ENV_VAR",
+        value_delimiter = ','
+    )]
+    pub hook_secret: Vec<String>,
+    /// The request header signed hooks carry their signature in (hex, `sha256=` allowed).
+    #[arg(
+        long,
+        env = "HINTER_HOOK_SIGNATURE_HEADER",
+        value_name = "HEADER",
+        default_value = "X-Hub-Signature-256"
+    )]
+    pub hook_signature_header: String,
+}
+
+impl HookArgs {
+    /// The hooks' secrets, read from the variables named; a missing or empty one is an error
+    /// naming it.
+    pub fn config(&self) -> anyhow::Result<hinter_server::hooks::HookConfig> {
+        let header = axum_header_name(&self.hook_signature_header)?;
+        let mut secrets = std::collections::BTreeMap::new();
+        for item in &self.hook_secret {
+            let Some((job, var)) = item.split_once('=') else {
+                bail!("--hook-secret {item:?}: expected JOB=ENV_VAR");
+            };
+            hinter_core::definition::validate_name("job", job)
+                .map_err(|e| anyhow::anyhow!("--hook-secret {item:?}: {e}"))?;
+            let secret = std::env::var(var).unwrap_or_default();
+            if secret.is_empty() {
+                bail!(
+                    "--hook-secret {item:?}: the environment variable {var} is not set or empty; \
+                     it must hold the hook's secret"
+                );
+            }
+            secrets.insert(job.to_string(), secret.into_bytes());
+        }
+        Ok(hinter_server::hooks::HookConfig {
+            secrets,
+            signature_header: header,
+        })
+    }
+}
+
+/// A header name as HTTP allows it, in lower case.
+fn axum_header_name(name: &str) -> anyhow::Result<String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid {
+        bail!("--hook-signature-header {name:?}: not a valid HTTP header name");
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 /// HTTPS for the API: both files, or neither (plain HTTP).
@@ -528,6 +593,7 @@ pub async fn serve_on(
         }
         None => handlers.clone(),
     };
+    let hooks = args.hooks.config()?;
     let backend = args.store.open().await?;
     let local = listener
         .local_addr()
@@ -580,6 +646,7 @@ pub async fn serve_on(
             body_timeout: args.connections.body_timeout,
             idempotency_ttl: args.idempotency_ttl,
             auth,
+            hooks,
             ..ServerConfig::default()
         }),
         ready: ready.clone(),
@@ -590,6 +657,17 @@ pub async fn serve_on(
         args.maintenance.options(),
         coordinator.leader(),
     );
+    // Every server runs the scheduler; the store makes each tick fire once (scheduler.rs).
+    let scheduler = hinter_engine::Scheduler::new(
+        store.clone(),
+        clock.clone(),
+        hinter_engine::SchedulerOptions {
+            definitions: handlers.definitions().clone(),
+            process_id: Some(worker_options.worker_id.clone()),
+            ..hinter_engine::SchedulerOptions::default()
+        },
+    )
+    .start();
     let worker = if hosting {
         Some(Worker::start(
             store.clone(),
@@ -671,6 +749,7 @@ pub async fn serve_on(
         }
     };
     tokio::join!(api, jobs);
+    scheduler.shutdown().await;
     maintenance.shutdown().await;
     coordinator.shutdown().await;
     // SQLite: fold the WAL into the database and truncate it, so a stopped store is one file.
@@ -759,6 +838,29 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hook_secrets_come_from_the_environment() {
+        let args = |secrets: &[&str], header: &str| super::HookArgs {
+            hook_secret: secrets.iter().map(|s| s.to_string()).collect(),
+            hook_signature_header: header.into(),
+        };
+        // PATH is set and not empty wherever tests run.
+        let config = args(&["build=PATH"], "X-Signature")
+            .config()
+            .expect("valid");
+        assert_eq!(config.signature_header, "x-signature");
+        assert_eq!(
+            config.secrets.get("build").map(Vec::len),
+            std::env::var("PATH").ok().map(|p| p.len())
+        );
+        let err = |a: super::HookArgs| a.config().expect_err("refused").to_string();
+        assert!(err(args(&["build=HINTER_NO_SUCH_VARIABLE_XYZ"], "h"))
+            .contains("HINTER_NO_SUCH_VARIABLE_XYZ"));
+        assert!(err(args(&["build"], "h")).contains("JOB=ENV_VAR"));
+        assert!(err(args(&["bad name=PATH"], "h")).contains("job"));
+        assert!(err(args(&[], "bad header")).contains("--hook-signature-header"));
+    }
+
     #[test]
     fn limits_and_intervals_have_floors() {
         assert!(super::parse_byte_limit("0").is_err());

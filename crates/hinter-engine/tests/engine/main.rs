@@ -15,7 +15,8 @@
 //!   (several SQLite stores on one file, or several PostgreSQL stores on one schema);
 //! - `maintenance`: lease rescue, promotion of due jobs, pruning, heartbeats and lost leases;
 //! - `reload`: a running worker given a new registry, and handlers' reports (logs, progress,
-//!   checkpoints).
+//!   checkpoints);
+//! - `schedules`: the scheduler: overlap, misfire, several schedulers on one store, its loop.
 //!
 //! Every wait is on a condition with a deadline; no test sleeps to synchronise.
 
@@ -25,4 +26,5 @@ mod events;
 mod fallback;
 mod maintenance;
 mod reload;
+mod schedules;
 mod worker;

@@ -1397,3 +1397,117 @@ async fn definitions_are_listed() {
     let job = h.enqueue(json!({"job": "script"})).await;
     assert_eq!(job["queue"], "media");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_create_show_change_pause_delete() {
+    let Some(h) = harness().await else { return };
+    let nightly = json!({"name": "nightly", "cron": "30 2 * * *", "time_zone": "America/New_York",
+                         "job": "report", "payload": {"kind": "daily"}});
+    let created = h.post("/api/v1/schedules", nightly.clone()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.headers[header::LOCATION], "/api/v1/schedules/nightly");
+    assert_eq!(created.body["overlap"], "skip");
+    assert_eq!(created.body["misfire"], "run_once");
+    assert_eq!(created.body["source"], "api");
+    let times = created.body["next_fire_times"].as_array().expect("times");
+    assert_eq!(times.len(), 5);
+    assert_eq!(created.body["next_fire_at"], times[0]);
+
+    let dup = h.post("/api/v1/schedules", nightly).await;
+    assert_eq!(dup.status, StatusCode::CONFLICT, "{}", dup.body);
+    assert!(dup.error_message().contains("nightly"));
+
+    for (body, field) in [
+        (json!({"name": "x", "cron": "61 * * * *", "job": "j"}), "cron"),
+        (json!({"name": "x", "cron": "* * *", "job": "j"}), "cron"),
+        (json!({"name": "x", "cron": "* * * * *", "time_zone": "Mars/Base", "job": "j"}), "time_zone"),
+        (json!({"name": "x", "job": "j"}), "cron"),
+        (json!({"name": "x", "cron": "* * * * *", "job": "j", "overlap": "maybe"}), "overlap"),
+        (json!({"name": "x", "cron": "* * * * *", "job": "j", "every": "1m"}), "every"),
+    ] {
+        let answer = h.post("/api/v1/schedules", body.clone()).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", answer.body);
+        assert!(answer.error_message().contains(field), "{body}: {}", answer.body);
+    }
+    assert_eq!(h.raw(Method::POST, "/api/v1/schedules", Some("{".into())).await.status, StatusCode::BAD_REQUEST);
+
+    let shown = h.get("/api/v1/schedules/nightly").await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.body["payload"], json!({"kind": "daily"}));
+    let missing = h.get("/api/v1/schedules/nope").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.error_code(), "not_found");
+
+    let changed = h
+        .raw(Method::PUT, "/api/v1/schedules/nightly",
+             Some(json!({"cron": "@hourly", "job": "report", "overlap": "allow"}).to_string()))
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(changed.body["cron"], "@hourly");
+    assert_eq!(changed.body["created_at"], created.body["created_at"]);
+    let renamed = h
+        .raw(Method::PUT, "/api/v1/schedules/nightly",
+             Some(json!({"name": "other", "cron": "@hourly", "job": "report"}).to_string()))
+        .await;
+    assert_eq!(renamed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(renamed.error_message().starts_with("name"), "{}", renamed.body);
+    let put_new = h
+        .raw(Method::PUT, "/api/v1/schedules/once",
+             Some(json!({"at": "2030-01-01T00:00:00Z", "job": "report"}).to_string()))
+        .await;
+    assert_eq!(put_new.status, StatusCode::CREATED, "{}", put_new.body);
+    assert_eq!(put_new.body["next_fire_times"], json!(["2030-01-01T00:00:00Z"]));
+
+    let paused = h.post("/api/v1/schedules/nightly/pause", json!(null)).await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.body);
+    assert_eq!(paused.body["paused"], true);
+    assert_eq!(paused.body["next_fire_times"], json!([]));
+    let resumed = h.post("/api/v1/schedules/nightly/resume", json!(null)).await;
+    assert_eq!(resumed.body["paused"], false);
+    assert_eq!(resumed.body["next_fire_times"].as_array().map(Vec::len), Some(5));
+    assert_eq!(h.post("/api/v1/schedules/nope/pause", json!(null)).await.status, StatusCode::NOT_FOUND);
+
+    let history = h.get("/api/v1/schedules/nightly/occurrences").await;
+    assert_eq!(history.status, StatusCode::OK);
+    assert_eq!(history.body["occurrences"], json!([]));
+    assert_eq!(h.get("/api/v1/schedules/nope/occurrences").await.status, StatusCode::NOT_FOUND);
+
+    let listed = h.get("/api/v1/schedules").await;
+    let names: Vec<&str> = listed.body["schedules"].as_array().expect("list").iter()
+        .map(|s| s["name"].as_str().expect("name")).collect();
+    assert_eq!(names, ["nightly", "once"]);
+
+    let deleted = h.raw(Method::DELETE, "/api/v1/schedules/nightly", None).await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    assert_eq!(h.get("/api/v1/schedules/nightly").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.raw(Method::DELETE, "/api/v1/schedules/nightly", None).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_history_shows_fired_jobs_and_pages() {
+    let Some(h) = harness().await else { return };
+    let created = h
+        .post("/api/v1/schedules", json!({"name": "tick", "cron": "* * * * * *", "job": "t", "overlap": "allow"}))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let scheduler = hinter_engine::Scheduler::new(
+        h.store.clone(),
+        Arc::new(h.clock.clone()),
+        hinter_engine::SchedulerOptions::default(),
+    );
+    for _ in 0..3 {
+        h.clock.advance(chrono::Duration::seconds(1));
+        scheduler.fire_due().await.expect("fire");
+    }
+    let page = h.get("/api/v1/schedules/tick/occurrences?limit=2").await;
+    let occurrences = page.body["occurrences"].as_array().expect("occurrences");
+    assert_eq!(occurrences.len(), 2, "{}", page.body);
+    assert!(occurrences.iter().all(|o| o["outcome"] == "fired"));
+    let job_id = occurrences[0]["job_id"].as_str().expect("job id");
+    assert_eq!(h.get(&format!("/api/v1/jobs/{job_id}")).await.status, StatusCode::OK);
+    let before = page.body["next_before"].as_str().expect("next page");
+    let rest = h.get(&format!("/api/v1/schedules/tick/occurrences?before={before}")).await;
+    assert!(rest.body["next_before"].is_null(), "{}", rest.body);
+    assert!(!rest.body["occurrences"].as_array().expect("rest").is_empty());
+    assert_eq!(h.get("/api/v1/schedules/tick/occurrences?before=yesterday").await.status, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -168,6 +168,18 @@ impl Server {
         }
     }
 
+    /// The schedule every `/api/v1/schedules/{name}` route names (its name is [`QUEUE`]),
+    /// made again before each request, as some requests delete it.
+    async fn ensure_schedule(&self) {
+        let spec = serde_json::from_value(schedule_body()).expect("spec");
+        let new = hinter_core::schedule::NewSchedule::from_spec(spec, "api", Utc::now(), false)
+            .expect("valid");
+        self.store
+            .write_unit(vec![hinter_core::store::WriteOp::ScheduleSave(new)], Utc::now())
+            .await
+            .expect("save the schedule");
+    }
+
     /// A job in [`QUEUE`], enqueued with `token`; its id.
     async fn job(&self, token: Auth<'_>) -> String {
         let answer = self
@@ -190,6 +202,10 @@ enum Auth<'a> {
     Header(&'a str),
 }
 
+fn schedule_body() -> Value {
+    json!({"name": QUEUE, "cron": "0 3 * * *", "job": "report", "queue": QUEUE})
+}
+
 /// A request that reaches each route's handler, and with a valid body its queue check: the
 /// path with `{id}` (a job in [`QUEUE`]) or `{name}` ([`QUEUE`]) filled in.
 fn sample(spec: &RouteSpec, job_id: &str) -> (String, Option<Value>) {
@@ -204,6 +220,14 @@ fn sample(spec: &RouteSpec, job_id: &str) -> (String, Option<Value>) {
         | ("POST", "/api/v1/jobs/{id}/cancel" | "/api/v1/jobs/{id}/retry")
         | ("POST", "/api/v1/queues/{name}/pause" | "/api/v1/queues/{name}/resume")
         | ("DELETE", "/api/v1/workers/{id}") => None,
+        ("GET", "/api/v1/schedules" | "/api/v1/schedules/{name}")
+        | ("GET", "/api/v1/schedules/{name}/occurrences")
+        | ("DELETE", "/api/v1/schedules/{name}")
+        | ("POST", "/api/v1/schedules/{name}/pause" | "/api/v1/schedules/{name}/resume") => None,
+        ("POST", "/api/v1/schedules") | ("PUT", "/api/v1/schedules/{name}") => Some(schedule_body()),
+        ("POST", "/hooks/{job}") => {
+            return (format!("/hooks/report?queue={QUEUE}"), Some(json!({"any": ["json"]})));
+        }
         ("GET", "/api/v1/jobs" | "/api/v1/events") => {
             return (format!("{path}?queue={QUEUE}"), None);
         }
@@ -280,11 +304,14 @@ async fn auth_matrix_every_route_every_token() {
         let (path, body) = sample(spec, &job_id);
         let label = format!("{} {}", spec.method, spec.path);
         macro_rules! send {
-            ($auth:expr) => {
+            ($auth:expr) => {{
+                if spec.path.starts_with("/api/v1/schedules/{name}") {
+                    server.ensure_schedule().await;
+                }
                 server
                     .send(spec.method.clone(), &path, body.as_ref(), $auth)
                     .await
-            };
+            }};
         }
         let Access::Scope(needed, queue_check) = spec.access else {
             for auth in [Auth::None, Auth::Bearer(&bad)] {

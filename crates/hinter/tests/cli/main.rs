@@ -1,4 +1,4 @@
-//! End-to-end tests of the client commands (`enqueue`, `jobs`, `queues`, `dead`): the real
+//! End-to-end tests of the client commands (`enqueue`, `jobs`, `queues`, `dead`, `schedules`): the real
 //! `hinter` binary run against a real `hinter serve`, with the server's state checked over HTTP.
 //!
 //! Every test has its own temporary directory and server (see [`harness`] and [`support`]).
@@ -14,6 +14,7 @@ mod fake;
 mod idempotency;
 mod jobs;
 mod queues;
+mod schedules;
 mod server_url;
 mod tls;
 mod wait;

@@ -13,6 +13,8 @@
 //!   maintenance) when every serve is gone.
 //! - `singleton`: a singleton continuous script job runs on one of two serves, and on the
 //!   other once its holder is killed.
+//! - `schedules`: three serves fire an every-second schedule exactly once per tick, also
+//!   after the one that fired last is killed.
 //! - `store_mode`: a store-mode worker runs its command as the HTTP mode does (payload,
 //!   variables, result, exit codes, cancel, timeout) and hands jobs back on SIGTERM; with
 //!   `--data-dir` it shares a serve's embedded store (no PostgreSQL needed).
@@ -23,6 +25,7 @@ mod support;
 mod clock_skew;
 mod drain;
 mod leader;
+mod schedules;
 mod singleton;
 mod store_mode;
 mod util;

@@ -668,6 +668,7 @@ pub async fn serve_on(
         },
     )
     .start();
+    let clock_for_scripts = clock.clone();
     let worker = if hosting {
         Some(Worker::start(
             store.clone(),
@@ -679,6 +680,11 @@ pub async fn serve_on(
         None
     };
 
+    // The folders' schedules, kept in step on every reload (scheduler.rs fires them).
+    let scripts = scripts.map(|host| host.with_schedules(store.clone(), clock_for_scripts));
+    if let Some(host) = &scripts {
+        host.sync_schedules(&loaded).await;
+    }
     // Continuous jobs run on every server with the folder; a singleton on one of them.
     let continuous = scripts.as_ref().map(|host| {
         let supervisor = crate::scripts::continuous::Supervisor::new(

@@ -20,7 +20,8 @@ pub mod settings;
 use crate::exec::JobCommand;
 use anyhow::{bail, Context};
 use folder::{Kind, ScriptJob};
-use hinter_core::{DefinitionInfo, Definitions, JobDefinition};
+use hinter_core::schedule::{Misfire, Overlap, ScheduleSpec, SOURCE_SETTINGS};
+use hinter_core::{Clock, DefinitionInfo, Definitions, JobDefinition, Store};
 use hinter_engine::{HandlerContext, Registry, WorkerControl};
 use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
 use serde_json::Value;
@@ -81,6 +82,8 @@ pub struct ScriptHost {
     /// `concurrency` permits per job name, kept across reloads while the limit is the same
     /// (jobs started before a reload count against the new registry too).
     permits: Arc<std::sync::Mutex<HashMap<String, Permits>>>,
+    /// Where the folders' `schedule`s are kept in step on every load (`serve` only).
+    schedules: Option<(Arc<dyn Store>, Arc<dyn Clock>)>,
 }
 
 impl ScriptHost {
@@ -98,6 +101,51 @@ impl ScriptHost {
             path_var,
             base_env,
             permits: Arc::default(),
+            schedules: None,
+        }
+    }
+
+    /// Keeps the store's `settings.job` schedules in step with the folders on every reload.
+    pub fn with_schedules(mut self, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        self.schedules = Some((store, clock));
+        self
+    }
+
+    /// Makes the store's `settings.job` schedules those `jobs` declare (when this host keeps
+    /// them: [`ScriptHost::with_schedules`]); logs what changed and what was refused.
+    pub async fn sync_schedules(&self, jobs: &[ScriptJob]) {
+        let Some((store, clock)) = &self.schedules else {
+            return;
+        };
+        let specs = declared_schedules(jobs);
+        match hinter_engine::scheduler::sync_declared(
+            store.as_ref(),
+            clock.as_ref(),
+            SOURCE_SETTINGS,
+            specs,
+        )
+        .await
+        {
+            Ok(report) => {
+                for name in &report.refused {
+                    tracing::warn!(
+                        schedule = %name,
+                        "settings.job schedule not taken: a schedule of that name was made through the API"
+                    );
+                }
+                if !(report.created.is_empty()
+                    && report.updated.is_empty()
+                    && report.deleted.is_empty())
+                {
+                    tracing::info!(
+                        created = ?report.created,
+                        updated = ?report.updated,
+                        deleted = ?report.deleted,
+                        "settings.job schedules updated"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot update the settings.job schedules"),
         }
     }
 
@@ -303,6 +351,7 @@ impl ScriptHost {
                     continue;
                 }
                 self.publish(&definitions, &registry, &loaded);
+                self.sync_schedules(&loaded).await;
                 current = loaded;
             }
         });
@@ -316,6 +365,36 @@ impl ScriptHost {
     fn load_quietly(&self) -> Vec<ScriptJob> {
         folder::load(&self.dir, self.path_var.as_deref())
     }
+}
+
+/// The schedule each runnable triggered job declares in its settings.job (`schedule`, with
+/// its `time_zone`, `overlap`, `misfire` and `queue`), named after the job.
+pub fn declared_schedules(jobs: &[ScriptJob]) -> Vec<ScheduleSpec> {
+    jobs.iter()
+        .filter(|job| job.kind == Kind::Triggered && job.is_runnable())
+        .filter_map(|job| {
+            let settings = job.settings.as_ref()?;
+            let cron = settings.schedule.clone()?;
+            // settings.rs checked both against the same names the scheduler uses.
+            let overlap: Overlap =
+                serde_json::from_value(Value::from(settings.overlap.as_str())).ok()?;
+            let misfire: Misfire =
+                serde_json::from_value(Value::from(settings.misfire.as_str())).ok()?;
+            Some(ScheduleSpec {
+                name: job.name.clone(),
+                cron: Some(cron),
+                at: None,
+                time_zone: settings.time_zone.clone(),
+                job: job.name.clone(),
+                payload: Value::Null,
+                queue: settings.queue.clone(),
+                priority: None,
+                overlap,
+                misfire,
+                paused: false,
+            })
+        })
+        .collect()
 }
 
 /// Logs what a reload changed.

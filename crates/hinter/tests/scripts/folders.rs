@@ -228,3 +228,53 @@ async fn folders_are_reloaded_while_serving() {
         "{workers:?}"
     );
 }
+
+/// A `schedule` in settings.job becomes a schedule (source `settings.job`) that fires the job;
+/// editing it out of the settings deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_schedule_fires_the_job_and_follows_the_folder() {
+    let dir = TestDir::new("settings-schedule");
+    let jobs = jobs_dir(&dir);
+    put(
+        &jobs,
+        "triggered/tick/run.sh",
+        "echo '::result::\"tock\"'\n",
+        false,
+    );
+    put(
+        &jobs,
+        "triggered/tick/settings.job",
+        r#"{"schedule": "* * * * * *", "queue": "ticks"}"#,
+        false,
+    );
+    let server = serve(&dir, &jobs).await;
+    let api = &server.api;
+    let schedule = wait_for(JOB_DEADLINE, "the declared schedule", || async {
+        let answer = api.get("/api/v1/schedules/tick").await;
+        (answer.status == 200).then_some(answer.body)
+    })
+    .await;
+    assert_eq!(schedule["source"], "settings.job", "{schedule}");
+    assert_eq!(schedule["job"], "tick", "{schedule}");
+    assert_eq!(schedule["queue"], "ticks", "{schedule}");
+    // It fires: a tick job succeeds.
+    wait_for(JOB_DEADLINE, "a fired tick to succeed", || async {
+        let page = api
+            .get("/api/v1/jobs?job=tick&state=succeeded&include=result")
+            .await;
+        let first = page.body["jobs"].as_array()?.first()?.clone();
+        (first["result"] == "tock").then_some(())
+    })
+    .await;
+    // Edited out of the settings: the schedule goes.
+    put(
+        &jobs,
+        "triggered/tick/settings.job",
+        r#"{"queue": "ticks"}"#,
+        false,
+    );
+    wait_for(JOB_DEADLINE, "the schedule to be deleted", || async {
+        (api.get("/api/v1/schedules/tick").await.status == 404).then_some(())
+    })
+    .await;
+}

@@ -685,6 +685,15 @@ pub async fn serve_on(
     if let Some(host) = &scripts {
         host.sync_schedules(&loaded).await;
     }
+    // File-change triggers of the folders' `watch` settings.
+    let scripts = scripts.map(|host| {
+        let watches = crate::scripts::watch::Watches::start(
+            store.clone(),
+            definitions.clone(),
+            crate::scripts::watch::specs(&loaded),
+        );
+        host.with_watches(Arc::new(watches))
+    });
     // Continuous jobs run on every server with the folder; a singleton on one of them.
     let continuous = scripts.as_ref().map(|host| {
         let supervisor = crate::scripts::continuous::Supervisor::new(

@@ -16,6 +16,7 @@
 pub mod continuous;
 pub mod folder;
 pub mod settings;
+pub mod watch;
 
 use crate::exec::JobCommand;
 use anyhow::{bail, Context};
@@ -84,6 +85,8 @@ pub struct ScriptHost {
     permits: Arc<std::sync::Mutex<HashMap<String, Permits>>>,
     /// Where the folders' `schedule`s are kept in step on every load (`serve` only).
     schedules: Option<(Arc<dyn Store>, Arc<dyn Clock>)>,
+    /// The file-change triggers, kept in step on every reload (`serve` only).
+    watches: Option<Arc<watch::Watches>>,
 }
 
 impl ScriptHost {
@@ -102,7 +105,14 @@ impl ScriptHost {
             base_env,
             permits: Arc::default(),
             schedules: None,
+            watches: None,
         }
+    }
+
+    /// Keeps `watches` in step with the folders' `watch` settings on every reload.
+    pub fn with_watches(mut self, watches: Arc<watch::Watches>) -> Self {
+        self.watches = Some(watches);
+        self
     }
 
     /// Keeps the store's `settings.job` schedules in step with the folders on every reload.
@@ -352,6 +362,9 @@ impl ScriptHost {
                 }
                 self.publish(&definitions, &registry, &loaded);
                 self.sync_schedules(&loaded).await;
+                if let Some(watches) = &self.watches {
+                    watches.update(watch::specs(&loaded));
+                }
                 current = loaded;
             }
         });

@@ -278,3 +278,132 @@ async fn a_settings_schedule_fires_the_job_and_follows_the_folder() {
     })
     .await;
 }
+
+/// The jobs of `job`, oldest first: (payload path's file name, event).
+async fn watch_jobs(api: &crate::Api, job: &str) -> Vec<(String, String)> {
+    let page = api
+        .get(&format!(
+            "/api/v1/jobs?job={job}&include=payload&limit=1000"
+        ))
+        .await;
+    page.body["jobs"]
+        .as_array()
+        .map(|jobs| {
+            jobs.iter()
+                .map(|j| {
+                    let path = j["payload"]["path"].as_str().unwrap_or("");
+                    let name = path.rsplit('/').next().unwrap_or("").to_string();
+                    (
+                        name,
+                        j["payload"]["event"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `watch` in settings.job: one job per created or changed matching file, a slowly written
+/// file once when complete, other files none, and files changed while no server ran once at
+/// the next start (and nothing already seen again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_files_trigger_their_job_once_per_version() {
+    let dir = TestDir::new("watch");
+    let jobs = jobs_dir(&dir);
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    std::fs::write(inbox.join("before.txt"), "old").expect("before.txt");
+    put(&jobs, "triggered/ingest/run.sh", "cat >/dev/null\n", false);
+    put(
+        &jobs,
+        "triggered/ingest/settings.job",
+        &format!(r#"{{"watch": "{}/*.txt"}}"#, inbox.display()),
+        false,
+    );
+    let mut server = serve(&dir, &jobs).await;
+    let api = server.api.clone();
+    let until = |want: Vec<(&'static str, &'static str)>| {
+        let api = api.clone();
+        async move {
+            let want: Vec<(String, String)> = want
+                .into_iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            wait_for(JOB_DEADLINE, &format!("watch jobs {want:?}"), || {
+                let api = api.clone();
+                let want = want.clone();
+                async move {
+                    let got = watch_jobs(&api, "ingest").await;
+                    (got == want).then_some(())
+                }
+            })
+            .await;
+        }
+    };
+    // The start scan finds what was there before.
+    until(vec![("before.txt", "scan")]).await;
+    std::fs::write(inbox.join("new.txt"), "1").expect("new.txt");
+    std::fs::write(inbox.join("other.log"), "not matched").expect("other.log");
+    until(vec![("before.txt", "scan"), ("new.txt", "created")]).await;
+    std::fs::write(inbox.join("new.txt"), "22").expect("change new.txt");
+    until(vec![
+        ("before.txt", "scan"),
+        ("new.txt", "created"),
+        ("new.txt", "changed"),
+    ])
+    .await;
+    // Written in three chunks with pauses shorter than the settle time: one job. (The pauses
+    // stand for a slow writer; they are not waits for hinter.)
+    {
+        use std::io::Write;
+        let mut slow = std::fs::File::create(inbox.join("slow.txt")).expect("slow.txt");
+        for chunk in ["a", "b", "c"] {
+            slow.write_all(chunk.as_bytes()).expect("write");
+            slow.flush().expect("flush");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+    until(vec![
+        ("before.txt", "scan"),
+        ("new.txt", "created"),
+        ("new.txt", "changed"),
+        ("slow.txt", "created"),
+    ])
+    .await;
+
+    // Down: a file arrives; the next start picks it up once, and nothing seen before again.
+    server.terminate(std::time::Duration::from_secs(20)).await;
+    std::fs::write(inbox.join("while-down.txt"), "x").expect("while-down.txt");
+    let server = serve(&dir, &jobs).await;
+    let api = server.api.clone();
+    wait_for(JOB_DEADLINE, "the file written while down", || {
+        let api = api.clone();
+        async move {
+            let got = watch_jobs(&api, "ingest").await;
+            (got.len() == 5).then_some(got)
+        }
+    })
+    .await;
+    // A marker file proves the watcher is past the start scan before the final count.
+    std::fs::write(inbox.join("zz-marker.txt"), "m").expect("marker");
+    let got = wait_for(JOB_DEADLINE, "the marker", || {
+        let api = api.clone();
+        async move {
+            let got = watch_jobs(&api, "ingest").await;
+            (got.len() >= 6).then_some(got)
+        }
+    })
+    .await;
+    assert_eq!(
+        got,
+        [
+            ("before.txt", "scan"),
+            ("new.txt", "created"),
+            ("new.txt", "changed"),
+            ("slow.txt", "created"),
+            ("while-down.txt", "scan"),
+            ("zz-marker.txt", "created"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string())),
+    );
+}

@@ -34,8 +34,8 @@ const MAX_SCAN: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchSpec {
     pub job: String,
-    /// The pattern, absolute.
-    pub pattern: String,
+    /// The pattern, absolute, compiled once.
+    pub pattern: glob::Pattern,
     /// The directory watched: the pattern's longest part without wildcards.
     pub base: PathBuf,
 }
@@ -77,6 +77,9 @@ pub fn specs(jobs: &[ScriptJob]) -> Vec<WatchSpec> {
             format!("{}/**/*", pattern.trim_end_matches('/'))
         } else {
             pattern
+        };
+        let Ok(pattern) = glob::Pattern::new(&pattern) else {
+            continue;
         };
         out.push(WatchSpec {
             job: job.name.clone(),
@@ -202,12 +205,12 @@ async fn run(
 }
 
 fn matches(spec: &WatchSpec, path: &str) -> bool {
-    glob::Pattern::new(&spec.pattern).is_ok_and(|p| p.matches(path))
+    spec.pattern.matches(path)
 }
 
 /// The files matching `spec` now.
 fn scan(spec: &WatchSpec) -> Vec<PathBuf> {
-    let Ok(paths) = glob::glob(&spec.pattern) else {
+    let Ok(paths) = glob::glob(spec.pattern.as_str()) else {
         return Vec::new();
     };
     paths

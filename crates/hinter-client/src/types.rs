@@ -47,6 +47,15 @@ pub struct EnqueueRequest {
     /// Longest one attempt may run.
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub timeout: Option<Duration>,
+    /// A queue that gets a reply message (`hinter.reply`) when the job finishes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Carried by the reply message and the callback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// An http(s) URL that gets a signed POST with the outcome when the job finishes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 impl EnqueueRequest {
@@ -92,6 +101,17 @@ impl EnqueueRequest {
         self.timeout = Some(timeout);
         self
     }
+    /// When the job finishes, put a reply message on `queue`, carrying `correlation_id`.
+    pub fn reply_to(mut self, queue: impl Into<String>, correlation_id: Option<String>) -> Self {
+        self.reply_to = Some(queue.into());
+        self.correlation_id = correlation_id;
+        self
+    }
+    /// When the job finishes, post its outcome to `url`.
+    pub fn callback_url(mut self, url: impl Into<String>) -> Self {
+        self.callback_url = Some(url.into());
+        self
+    }
 }
 
 impl From<JobSpec> for EnqueueRequest {
@@ -108,6 +128,9 @@ impl From<JobSpec> for EnqueueRequest {
             unique_for: spec.unique_for,
             ordering_key: spec.ordering_key,
             timeout: spec.timeout,
+            reply_to: spec.reply_to,
+            correlation_id: spec.correlation_id,
+            callback_url: spec.callback_url,
         }
     }
 }
@@ -440,7 +463,9 @@ mod tests {
         let req = EnqueueRequest::new("mail", json!([1, 2]))
             .run_at("2026-11-24T10:00:00Z".parse().unwrap())
             .unique("k", None)
-            .timeout(Duration::from_secs(300));
+            .timeout(Duration::from_secs(300))
+            .reply_to("replies", Some("order-7".into()))
+            .callback_url("https://example.com/done");
         let spec: JobSpec = serde_json::from_value(serde_json::to_value(&req).unwrap()).unwrap();
         assert_eq!(EnqueueRequest::from(spec), req);
     }

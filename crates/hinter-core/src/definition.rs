@@ -49,6 +49,15 @@ pub struct JobSpec {
     pub ordering_key: Option<String>,
     #[serde(default, with = "crate::job::opt_duration")]
     pub timeout: Option<Duration>,
+    /// A queue that gets a reply message when the job finishes.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// Carried by the reply message and the callback, to match them with the request.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// An http(s) URL that gets a signed POST with the outcome when the job finishes.
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 /// An invalid field of a [`JobSpec`]; `field` is its name as on the wire.
@@ -131,8 +140,25 @@ impl JobSpec {
     /// Checks every field; the first problem found is returned, naming the field.
     pub fn validate(&self) -> Result<(), FieldError> {
         validate_name("job", &self.job)?;
+        if self.job.starts_with(crate::followup::RESERVED_PREFIX) {
+            return Err(FieldError::new(
+                "job",
+                format!(
+                    "{:?}: names starting with {:?} are kept for hinter's own jobs",
+                    self.job,
+                    crate::followup::RESERVED_PREFIX
+                ),
+            ));
+        }
         if let Some(queue) = &self.queue {
             validate_name("queue", queue)?;
+        }
+        if let Some(queue) = &self.reply_to {
+            validate_name("reply_to", queue)?;
+        }
+        validate_key("correlation_id", &self.correlation_id)?;
+        if let Some(url) = &self.callback_url {
+            crate::followup::check_callback_url("callback_url", url)?;
         }
         if let Some(p) = self.priority {
             if !PRIORITY_RANGE.contains(&p) {
@@ -349,6 +375,10 @@ impl Definitions {
             ordering_key: spec.ordering_key,
             timeout: spec.timeout.or(definition.timeout),
             singleton: definition.singleton,
+            reply_to: spec.reply_to,
+            correlation_id: spec.correlation_id,
+            callback_url: spec.callback_url,
+            parent_id: None,
         };
         // The definition's own settings come from code or config and get the same bounds.
         job.check()?;

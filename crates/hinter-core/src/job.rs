@@ -202,6 +202,23 @@ pub struct Job {
     /// Read by `Store::job_get`; `None` in listings.
     #[serde(default)]
     pub checkpoint: Option<Value>,
+    /// The queue that gets a reply message when the job finishes ([`crate::followup`]).
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// Given at enqueue; carried by the reply message and the callback.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// Gets a signed POST with the outcome when the job finishes ([`crate::followup`]).
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// For a reply message or a callback delivery: the job whose outcome it carries.
+    #[serde(default)]
+    pub parent_id: Option<Uuid>,
+    /// The reply messages and callback deliveries this job sent when it finished, each with
+    /// its runs (one per delivery attempt). Filled in by `GET /api/v1/jobs/{id}`
+    /// ([`crate::Store::job_followups`]); empty, and left out, everywhere else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followups: Vec<Job>,
     /// Position in enqueue order; the cursor of job listings.
     #[serde(skip)]
     pub seq: i64,
@@ -226,6 +243,13 @@ pub struct NewJob {
     pub ordering_key: Option<String>,
     pub timeout: Option<Duration>,
     pub singleton: bool,
+    /// Queue of the reply message sent when the job finishes ([`crate::followup`]).
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<String>,
+    /// Where the outcome is posted when the job finishes ([`crate::followup`]).
+    pub callback_url: Option<String>,
+    /// Set on follow-ups: the job whose outcome this one carries.
+    pub parent_id: Option<Uuid>,
 }
 
 impl NewJob {
@@ -244,6 +268,10 @@ impl NewJob {
             ordering_key: None,
             timeout: None,
             singleton: false,
+            reply_to: None,
+            correlation_id: None,
+            callback_url: None,
+            parent_id: None,
         }
     }
 
@@ -280,6 +308,18 @@ impl NewJob {
         self.singleton = singleton;
         self
     }
+    /// When the job finishes, put a reply message ([`crate::followup::Outcome`]) on `queue`,
+    /// carrying `correlation_id`.
+    pub fn reply_to(mut self, queue: impl Into<String>, correlation_id: Option<String>) -> Self {
+        self.reply_to = Some(queue.into());
+        self.correlation_id = correlation_id;
+        self
+    }
+    /// When the job finishes, post its outcome to `url` (signed; see docs/results.md).
+    pub fn callback_url(mut self, url: impl Into<String>) -> Self {
+        self.callback_url = Some(url.into());
+        self
+    }
 
     /// Checks that the job can be stored and computed with on every backend
     /// ([`crate::limits`]): stores refuse a job that fails this, whoever built it.
@@ -287,9 +327,16 @@ impl NewJob {
         use crate::limits::{check_duration, check_json, check_text, check_time};
         check_text("job", &self.job)?;
         check_text("queue", &self.queue)?;
+        if let Some(queue) = &self.reply_to {
+            crate::definition::validate_name("reply_to", queue)?;
+        }
+        if let Some(url) = &self.callback_url {
+            crate::followup::check_callback_url("callback_url", url)?;
+        }
         for (field, value) in [
             ("unique_key", &self.unique_key),
             ("ordering_key", &self.ordering_key),
+            ("correlation_id", &self.correlation_id),
         ] {
             if let Some(value) = value {
                 check_text(field, value)?;

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod definition;
 pub mod duration;
 pub mod event;
+pub mod followup;
 pub mod job;
 pub mod limits;
 pub mod listing;

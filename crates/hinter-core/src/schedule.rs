@@ -419,6 +419,8 @@ pub struct Occurrence {
 }
 
 /// One occurrence to record: a job to insert, or a miss.
+// A firing holds at most a few of these (bounded by the misfire walk): not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Due {
     Fire {

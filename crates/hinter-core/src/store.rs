@@ -489,6 +489,10 @@ pub trait Store: Send + Sync + 'static {
         Ok(JobPage { jobs, next })
     }
 
+    /// The jobs that carry job `id`'s outcome ([`crate::followup`]: reply messages and
+    /// callback deliveries), oldest first, with their runs (each delivery attempt).
+    async fn job_followups(&self, id: uuid::Uuid) -> StoreResult<Vec<Job>>;
+
     /// The attempts of each of `ids` that exists, oldest first (what [`Store::job_get`]
     /// puts in [`Job::runs`]); for listings that ask for them. Default: none recorded.
     async fn job_runs(&self, ids: Vec<uuid::Uuid>) -> StoreResult<HashMap<uuid::Uuid, Vec<Run>>> {

@@ -498,6 +498,10 @@ impl Store for PostgresStore {
         attempt.map_err(ops::Error::into_store)
     }
 
+    async fn job_followups(&self, id: Uuid) -> StoreResult<Vec<Job>> {
+        self.read(async |c| ops::job_followups(c, id).await).await
+    }
+
     async fn job_runs(&self, ids: Vec<Uuid>) -> StoreResult<HashMap<Uuid, Vec<Run>>> {
         if ids.is_empty() {
             return Ok(HashMap::new());

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/0008_idempotency.sql")),
     (9, include_str!("migrations/0009_job_logs.sql")),
     (10, include_str!("migrations/0010_schedules.sql")),
+    (11, include_str!("migrations/0011_followups.sql")),
 ];
 
 /// The schema version this build writes.

@@ -142,10 +142,11 @@ fn to_u32(n: i64) -> u32 {
 const JOB_COLUMNS: &str = "j.seq, j.id, j.job, j.queue, j.payload, j.state, j.priority, \
     j.attempt, j.max_attempts, j.run_at, j.created_at, j.started_at, j.finished_at, \
     j.unique_key, j.ordering_key, j.timeout_ms, j.singleton, j.cancel_requested, j.worker_id, \
-    j.lease_expires_at, j.errors, j.result, j.errors_omitted, j.progress, j.checkpoint";
+    j.lease_expires_at, j.errors, j.result, j.errors_omitted, j.progress, j.checkpoint, \
+    j.reply_to, j.correlation_id, j.callback_url, j.parent_id";
 
 /// How many columns [`JOB_COLUMNS`] has: what follows it starts here.
-const JOB_COLUMN_COUNT: usize = 25;
+const JOB_COLUMN_COUNT: usize = 29;
 
 /// The runs of job `j`, oldest first, as one JSON array of [`Run`] objects: one statement
 /// (one snapshot) reads a job with its runs. Follows [`JOB_COLUMNS`] where it is read.
@@ -219,6 +220,11 @@ fn job_from_row(row: &Row, at: usize) -> Result<Job> {
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("progress of job {id}: {e}")))?,
         checkpoint: get(row, at + 24)?,
+        reply_to: get(row, at + 25)?,
+        correlation_id: get(row, at + 26)?,
+        callback_url: get(row, at + 27)?,
+        parent_id: get(row, at + 28)?,
+        followups: Vec::new(),
     })
 }
 
@@ -367,6 +373,19 @@ fn job_with_runs(row: &Row) -> Result<Job> {
     let mut job = job_from_row(row, 0)?;
     job.runs = runs_from_row(row, JOB_COLUMN_COUNT)?;
     Ok(job)
+}
+
+/// The follow-ups of job `id` (`parent_id = id`), oldest first, with their runs.
+pub async fn job_followups<C: Conn>(c: &C, id: Uuid) -> Result<Vec<Job>> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS}, {RUNS_COLUMN} AS runs FROM jobs AS j
+         WHERE j.parent_id = $1 ORDER BY j.seq"
+    );
+    query(c, &sql, &[&id])
+        .await?
+        .iter()
+        .map(job_with_runs)
+        .collect()
 }
 
 /// The runs of each of `ids` that exists.
@@ -614,11 +633,36 @@ pub async fn job_insert_many<C: Conn>(
             .map(|&i| jobs[i].timeout.map(duration_ms))
             .collect();
         let singletons: Vec<bool> = fresh.iter().map(|&i| jobs[i].singleton).collect();
-        // `seq` values are drawn first and handed out in ascending order, so they grow in
-        // request order whatever order the database evaluates rows in; the `created` events
-        // follow `seq`, so they are logged in request order too.
-        let rows = query(
-            c,
+        // Replies and callbacks are rare: a batch without them sends four arrays fewer.
+        let with_followups = fresh.iter().any(|&i| {
+            let j = &jobs[i];
+            j.reply_to.is_some()
+                || j.correlation_id.is_some()
+                || j.callback_url.is_some()
+                || j.parent_id.is_some()
+        });
+        let (extra_columns, extra_values, extra_arrays, extra_names) = if with_followups {
+            (
+                ", reply_to, correlation_id, callback_url, parent_id",
+                ", u.reply_to, u.correlation_id, u.callback_url, u.parent_id",
+                ", $14::text[], $15::text[], $16::text[], $17::uuid[]",
+                ", reply_to, correlation_id, callback_url, parent_id",
+            )
+        } else {
+            ("", "", "", "")
+        };
+        let reply_tos: Vec<Option<&str>> =
+            fresh.iter().map(|&i| jobs[i].reply_to.as_deref()).collect();
+        let correlation_ids: Vec<Option<&str>> = fresh
+            .iter()
+            .map(|&i| jobs[i].correlation_id.as_deref())
+            .collect();
+        let callback_urls: Vec<Option<&str>> = fresh
+            .iter()
+            .map(|&i| jobs[i].callback_url.as_deref())
+            .collect();
+        let parent_ids: Vec<Option<Uuid>> = fresh.iter().map(|&i| jobs[i].parent_id).collect();
+        let sql = format!(
             "WITH s AS MATERIALIZED (
                  SELECT row_number() OVER (ORDER BY v) AS ord, v
                  FROM (SELECT nextval('jobs_seq_seq') AS v
@@ -629,39 +673,50 @@ pub async fn job_insert_many<C: Conn>(
              ),
              ins AS (INSERT INTO jobs (seq, id, job, queue, payload, state, priority, max_attempts,
                                run_at, created_at, unique_key, ordering_key, timeout_ms,
-                               singleton)
+                               singleton{extra_columns})
              SELECT s.v, u.id, u.job, u.queue, u.payload, u.state, u.priority, u.max_attempts,
-                    u.run_at, $13, u.unique_key, u.ordering_key, u.timeout_ms, u.singleton
+                    u.run_at, $13, u.unique_key, u.ordering_key, u.timeout_ms,
+                    u.singleton{extra_values}
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::json[], $5::text[],
                          $6::int4[], $7::int8[], $8::timestamptz[], $9::text[], $10::text[],
-                         $11::int8[], $12::bool[])
+                         $11::int8[], $12::bool[]{extra_arrays})
                   WITH ORDINALITY AS u(id, job, queue, payload, state, priority, max_attempts,
                                        run_at, unique_key, ordering_key, timeout_ms,
-                                       singleton, ord)
+                                       singleton{extra_names}, ord)
              JOIN s ON s.ord = u.ord
              RETURNING seq, id, job, queue),
              logged AS (
                  INSERT INTO events (at, kind, job_id, job, queue, attempt)
                  SELECT $13, 'created', id, job, queue, 0 FROM ins ORDER BY seq)
-             SELECT seq, id FROM ins",
-            &[
-                &ids,
-                &names,
-                &queues,
-                &payloads,
-                &states,
-                &priorities,
-                &max_attempts,
-                &run_ats,
-                &unique_keys,
-                &ordering_keys,
-                &timeouts,
-                &singletons,
-                &now,
-            ],
-        )
-        .await
-        .map_err(|e| match e {
+             SELECT seq, id FROM ins"
+        );
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &ids,
+            &names,
+            &queues,
+            &payloads,
+            &states,
+            &priorities,
+            &max_attempts,
+            &run_ats,
+            &unique_keys,
+            &ordering_keys,
+            &timeouts,
+            &singletons,
+            &now,
+        ];
+        if with_followups {
+            params.extend([
+                &reply_tos as &(dyn tokio_postgres::types::ToSql + Sync),
+                &correlation_ids,
+                &callback_urls,
+                &parent_ids,
+            ]);
+        }
+        // `seq` values are drawn first and handed out in ascending order, so they grow in
+        // request order whatever order the database evaluates rows in; the `created` events
+        // follow `seq`, so they are logged in request order too.
+        let rows = query(c, &sql, &params).await.map_err(|e| match e {
             Error::Db(db) if db.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 Error::Store(StoreError::Conflict(format!(
                     "a job with this id already exists: {}",
@@ -724,6 +779,11 @@ pub async fn job_insert_many<C: Conn>(
                         result: None,
                         progress: None,
                         checkpoint: None,
+                        reply_to: new.reply_to.clone(),
+                        correlation_id: new.correlation_id.clone(),
+                        callback_url: new.callback_url.clone(),
+                        parent_id: new.parent_id,
+                        followups: Vec::new(),
                         seq,
                     },
                     duplicate: false,
@@ -1082,7 +1142,34 @@ pub async fn job_complete_many<C: Conn>(
     if !rows.is_empty() {
         events.push(StoreEvent::Logged);
     }
+    insert_followups(c, matched.values(), now, events).await?;
     answers(c, &ids, matched).await
+}
+
+/// Inserts the reply messages and callback deliveries of jobs that just finished, in the
+/// transaction of their outcome ([`hinter_core::followup`]).
+async fn insert_followups<'a, C: Conn>(
+    c: &C,
+    jobs: impl IntoIterator<Item = &'a Job>,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<()> {
+    let mut followups: Vec<(i64, NewJob)> = jobs
+        .into_iter()
+        .flat_map(|job| {
+            hinter_core::followup::followups(job)
+                .into_iter()
+                .map(move |f| (job.seq, f))
+        })
+        .collect();
+    if followups.is_empty() {
+        return Ok(());
+    }
+    // In the order the jobs were enqueued, whatever order the batch came in.
+    followups.sort_by_key(|(seq, _)| *seq);
+    let followups: Vec<NewJob> = followups.into_iter().map(|(_, f)| f).collect();
+    job_insert_many(c, &followups, now, events).await?;
+    Ok(())
 }
 
 pub async fn job_fail_many<C: Conn>(
@@ -1197,11 +1284,13 @@ pub async fn job_fail_many<C: Conn>(
     )
     .await?;
     let mut matched = HashMap::new();
+    let mut finished = Vec::new();
     for row in &rows {
         let i = usize::try_from(get::<i32>(row, 0)?).unwrap_or(usize::MAX);
         let job = job_from_row(row, 1)?;
         if job.state.is_finished() {
             finished_events(&job, events);
+            finished.push(job.clone());
         } else if job.state == JobState::Queued || job.ordering_key.is_some() || job.singleton {
             // Queued again, or no longer running: jobs it held back may start.
             events.push(StoreEvent::JobsAvailable {
@@ -1213,6 +1302,7 @@ pub async fn job_fail_many<C: Conn>(
     if !rows.is_empty() {
         events.push(StoreEvent::Logged);
     }
+    insert_followups(c, &finished, now, events).await?;
     answers(c, &ids, matched).await
 }
 
@@ -1319,6 +1409,7 @@ pub async fn job_cancel<C: Conn>(
                 events.push(StoreEvent::CancelRequested { id });
             } else {
                 finished_events(&job, events);
+                insert_followups(c, [&job], now, events).await?;
             }
             Ok(job)
         }

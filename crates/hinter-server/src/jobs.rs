@@ -196,7 +196,11 @@ pub async fn show(
     let query: GetJobQuery = parse_query(&uri)?;
     check_job_queue(&state, &caller, id).await?;
     let wait = parse_wait(query.wait, state.config.max_wait)?;
-    wait_until_finished(&state, id, wait).await.map(Json)
+    let mut job = wait_until_finished(&state, id, wait).await?;
+    if job.reply_to.is_some() || job.callback_url.is_some() {
+        job.followups = state.store.job_followups(id).await?;
+    }
+    Ok(Json(job))
 }
 
 /// 403 when a caller limited to some queues names a job of another queue. An unknown job

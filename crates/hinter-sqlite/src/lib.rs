@@ -407,6 +407,10 @@ impl Store for SqliteStore {
         self.read(move |c| ops::job_list(c, &filter)).await
     }
 
+    async fn job_followups(&self, id: Uuid) -> StoreResult<Vec<Job>> {
+        self.read(move |c| ops::job_followups(c, id)).await
+    }
+
     async fn job_runs(&self, ids: Vec<Uuid>) -> StoreResult<HashMap<Uuid, Vec<Run>>> {
         self.read(move |c| ops::job_runs(c, &ids)).await
     }

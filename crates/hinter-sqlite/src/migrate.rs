@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/0009_idempotency.sql")),
     (10, include_str!("migrations/0010_job_logs.sql")),
     (11, include_str!("migrations/0011_schedules.sql")),
+    (12, include_str!("migrations/0012_followups.sql")),
 ];
 
 /// The schema version this build writes.

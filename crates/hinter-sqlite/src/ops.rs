@@ -56,7 +56,7 @@ pub(crate) fn parse_json(text: &str, what: &str) -> Result<serde_json::Value> {
 pub const JOB_COLUMNS: &str = "seq, id, job, queue, payload, state, priority, attempt, \
     max_attempts, run_at, created_at, started_at, finished_at, unique_key, ordering_key, \
     timeout_ms, singleton, cancel_requested, worker_id, lease_expires_at, errors, result, \
-    errors_omitted, progress, checkpoint";
+    errors_omitted, progress, checkpoint, reply_to, correlation_id, callback_url, parent_id";
 
 /// Raw column values; decoding happens outside rusqlite's row callback so errors keep
 /// their meaning.
@@ -86,6 +86,10 @@ pub struct RawJob {
     errors_omitted: i64,
     progress: Option<String>,
     checkpoint: Option<String>,
+    reply_to: Option<String>,
+    correlation_id: Option<String>,
+    callback_url: Option<String>,
+    parent_id: Option<String>,
 }
 
 pub fn raw_job(row: &Row<'_>) -> rusqlite::Result<RawJob> {
@@ -115,6 +119,10 @@ pub fn raw_job(row: &Row<'_>) -> rusqlite::Result<RawJob> {
         errors_omitted: row.get(22)?,
         progress: row.get(23)?,
         checkpoint: row.get(24)?,
+        reply_to: row.get(25)?,
+        correlation_id: row.get(26)?,
+        callback_url: row.get(27)?,
+        parent_id: row.get(28)?,
     })
 }
 
@@ -169,6 +177,18 @@ impl RawJob {
                 .as_deref()
                 .map(|c| parse_json(c, "checkpoint"))
                 .transpose()?,
+            reply_to: self.reply_to,
+            correlation_id: self.correlation_id,
+            callback_url: self.callback_url,
+            parent_id: self
+                .parent_id
+                .as_deref()
+                .map(|p| {
+                    Uuid::parse_str(p)
+                        .map_err(|e| StoreError::Corrupt(format!("parent id {p:?}: {e}")))
+                })
+                .transpose()?,
+            followups: Vec::new(),
             seq: self.seq,
         })
     }
@@ -239,6 +259,28 @@ fn runs_of(conn: &Connection, seq: i64) -> Result<Vec<Run>> {
 }
 
 /// The runs of each of `ids` that exists.
+/// The follow-ups of job `id` (`parent_id = id`), oldest first, with their runs.
+pub fn job_followups(conn: &Connection, id: Uuid) -> Result<Vec<Job>> {
+    let tx = conn.unchecked_transaction().map_err(db_err)?;
+    let raws = tx
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE parent_id = ?1 ORDER BY seq"
+        ))
+        .map_err(db_err)?
+        .query_map([id.to_string()], raw_job)
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)?;
+    let mut jobs = Vec::with_capacity(raws.len());
+    for raw in raws {
+        let mut job = raw.decode()?;
+        job.runs = runs_of(&tx, job.seq)?;
+        jobs.push(job);
+    }
+    tx.finish().map_err(db_err)?;
+    Ok(jobs)
+}
+
 pub fn job_runs(conn: &Connection, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<Run>>> {
     let mut out = HashMap::with_capacity(ids.len());
     let mut stmt = conn
@@ -351,8 +393,10 @@ pub fn job_insert_many(
         let seq: i64 = conn
             .prepare_cached(
                 "INSERT INTO jobs (id, job, queue, payload, state, priority, max_attempts, \
-                 run_at, created_at, unique_key, ordering_key, timeout_ms, singleton) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING seq",
+                 run_at, created_at, unique_key, ordering_key, timeout_ms, singleton, \
+                 reply_to, correlation_id, callback_url, parent_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                 ?17) RETURNING seq",
             )
             .map_err(db_err)?
             .query_row(
@@ -370,6 +414,10 @@ pub fn job_insert_many(
                     new.ordering_key,
                     new.timeout.map(duration_ms),
                     new.singleton,
+                    new.reply_to,
+                    new.correlation_id,
+                    new.callback_url,
+                    new.parent_id.map(|p| p.to_string()),
                 ],
                 |r| r.get(0),
             )
@@ -421,6 +469,11 @@ pub fn job_insert_many(
                 result: None,
                 progress: None,
                 checkpoint: None,
+                reply_to: new.reply_to,
+                correlation_id: new.correlation_id,
+                callback_url: new.callback_url,
+                parent_id: new.parent_id,
+                followups: Vec::new(),
                 seq,
             },
             duplicate: false,
@@ -880,7 +933,26 @@ pub fn job_complete(
             queue: raw.queue.clone(),
         });
     }
+    if raw.reply_to.is_some() || raw.callback_url.is_some() {
+        let job = job_get_seq(conn, raw.seq)?;
+        insert_followups(conn, &job, now, events)?;
+    }
     Ok(raw)
+}
+
+/// Inserts the reply message and callback delivery of a job that just finished, in the
+/// transaction of its outcome ([`hinter_core::followup`]).
+fn insert_followups(
+    conn: &Connection,
+    job: &Job,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<()> {
+    let followups = hinter_core::followup::followups(job);
+    if !followups.is_empty() {
+        job_insert_many(conn, followups, now, events)?;
+    }
+    Ok(())
 }
 
 pub fn job_fail(
@@ -972,6 +1044,7 @@ pub fn job_fail(
     let job = job_get_seq(conn, seq)?;
     if job.state.is_finished() {
         finished_events(&job, events);
+        insert_followups(conn, &job, now, events)?;
     } else if job.state == JobState::Queued || job.ordering_key.is_some() || job.singleton {
         // Queued again, or no longer running: jobs it held back may start.
         events.push(StoreEvent::JobsAvailable {
@@ -1028,6 +1101,7 @@ pub fn job_cancel(
             log::append(conn, job.seq, EventKind::Cancelled, now, None, events)?;
             let job = job_with_runs(conn, job.seq)?;
             finished_events(&job, events);
+            insert_followups(conn, &job, now, events)?;
             Ok(job)
         }
         JobState::Running => {

@@ -31,6 +31,10 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
         ordering_key: Some("user-7".into()),
         timeout: Some(Duration::from_millis(2500)),
         singleton: true,
+        reply_to: Some("replies".into()),
+        correlation_id: Some("order-42 ✓".into()),
+        callback_url: Some("https://example.com/hooks/done?x=1".into()),
+        parent_id: Some(Uuid::now_v7()),
     };
     let inserted = insert_one(store, full.clone(), now).await;
     assert!(!inserted.duplicate);
@@ -59,6 +63,11 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
         runs: Vec::new(),
         progress: None,
         checkpoint: None,
+        reply_to: full.reply_to.clone(),
+        correlation_id: full.correlation_id.clone(),
+        callback_url: full.callback_url.clone(),
+        parent_id: full.parent_id,
+        followups: Vec::new(),
         result: None,
         seq: inserted.job.seq,
     };
@@ -92,6 +101,11 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
         runs: Vec::new(),
         progress: None,
         checkpoint: None,
+        reply_to: None,
+        correlation_id: None,
+        callback_url: None,
+        parent_id: None,
+        followups: Vec::new(),
         result: None,
         seq: inserted.seq,
     };

@@ -27,6 +27,7 @@ mod cluster;
 mod concurrency;
 mod events;
 mod finish;
+mod followups;
 mod idempotency;
 mod insert;
 mod lease;
@@ -45,6 +46,7 @@ pub use cluster::*;
 pub use concurrency::*;
 pub use events::*;
 pub use finish::*;
+pub use followups::*;
 pub use idempotency::*;
 pub use insert::*;
 pub use lease::*;
@@ -197,6 +199,12 @@ macro_rules! conformance_suite {
             prune_finished_by_cutoff,
             prune_respects_limit,
             prune_oldest_finished_first,
+            // replies and callbacks written with the outcome
+            followups_reply_on_success,
+            followups_reply_on_dead_and_cancelled,
+            followups_only_with_a_written_outcome,
+            followups_callback_delivery_job,
+            followups_batch_each_replies_once,
             // attempt records
             runs_record_each_attempt,
             runs_record_bounded_errors_and_cancellation,

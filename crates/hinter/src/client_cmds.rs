@@ -226,6 +226,20 @@ pub struct EnqueueArgs {
     #[arg(long, value_name = "DURATION", value_parser = duration_arg, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
 
+    /// When the job finishes, put a reply message (job `hinter.reply`: correlation id, job id,
+    /// state, result, error) on this queue
+    #[arg(long, value_name = "QUEUE")]
+    pub reply_to: Option<String>,
+
+    /// Carried by the reply message and the callback, to match them with this request
+    #[arg(long, value_name = "ID")]
+    pub correlation_id: Option<String>,
+
+    /// When the job finishes, POST its outcome to this http(s) URL, signed
+    /// (see docs/results.md)
+    #[arg(long, value_name = "URL")]
+    pub callback_url: Option<String>,
+
     /// Idempotency-Key of the request (1-255 printable ASCII characters; default: a new
     /// random one). Running the command again with the same key (and token) within the
     /// server's --idempotency-ttl answers the first job instead of enqueueing another
@@ -541,6 +555,9 @@ async fn enqueue(args: EnqueueArgs) -> CmdResult {
         unique_for: args.unique_for,
         ordering_key: args.ordering_key,
         timeout: args.timeout,
+        reply_to: args.reply_to,
+        correlation_id: args.correlation_id,
+        callback_url: args.callback_url,
     };
     // The server checks the same; checking here too gives the answer without a round trip.
     spec.validate()

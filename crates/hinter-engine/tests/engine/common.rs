@@ -422,6 +422,10 @@ impl Store for HeldLease {
         self.inner.job_list(filter).await
     }
 
+    async fn job_followups(&self, id: Uuid) -> StoreResult<Vec<Job>> {
+        self.inner.job_followups(id).await
+    }
+
     async fn job_lease(&self, request: LeaseRequest) -> StoreResult<Vec<LeasedJob>> {
         let jobs = self.inner.job_lease(request).await?;
         if jobs.is_empty() || !self.armed.swap(false, Ordering::SeqCst) {

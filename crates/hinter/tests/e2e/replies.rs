@@ -50,7 +50,7 @@ async fn scenario(dir: &TestDir, store: &[String]) {
                 let id = id_of(&job);
                 let i = job["payload"]["i"].as_u64().expect("i");
                 let token = &job["lease_token"];
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     api.post(
                         &format!("/api/v1/jobs/{id}/fail"),
                         &json!({"lease_token": token, "error": format!("no square for {i}"),
@@ -111,7 +111,7 @@ async fn scenario(dir: &TestDir, store: &[String]) {
             "{correlation}: the reply names its own job"
         );
         let i: u64 = correlation["corr-".len()..].parse().expect("a number");
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             assert_eq!(payload["state"], "dead", "{payload}");
             assert_eq!(payload["error"], format!("no square for {i}"));
             assert_eq!(payload["result"], Value::Null);

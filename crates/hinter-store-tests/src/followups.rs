@@ -282,3 +282,50 @@ pub async fn followups_batch_each_replies_once(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(got, expected, "each reply carries its own job's id");
 }
+
+/// The longest accepted `reply_to`, `correlation_id` (odd characters) and `callback_url` are
+/// kept exactly, and the reply and the callback delivery carry them exactly.
+pub async fn followups_extreme_fields_round_trip(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let queue = "q".repeat(hinter_core::definition::MAX_NAME_LEN);
+    let correlation: String = "ü\"\\/🌍\t'x".chars().cycle().take(1000).collect();
+    let base = "https://example.com/";
+    let url = format!(
+        "{base}{}",
+        "a".repeat(hinter_core::followup::MAX_CALLBACK_URL_LEN - base.len())
+    );
+    let job = insert(
+        store,
+        job_in("edge", "work")
+            .reply_to(queue.clone(), Some(correlation.clone()))
+            .callback_url(url.clone()),
+        now,
+    )
+    .await;
+    let read = get(store, job.id).await;
+    assert_eq!(read.reply_to.as_deref(), Some(queue.as_str()));
+    assert_eq!(read.correlation_id.as_deref(), Some(correlation.as_str()));
+    assert_eq!(read.callback_url.as_deref(), Some(url.as_str()));
+    let leased = lease_one(store, "work", now).await;
+    complete_ok(store, &leased, now).await;
+    let reply = lease_one(store, &queue, now).await;
+    assert_eq!(reply.payload["correlation_id"], json!(correlation));
+    let callback = lease_one(store, CALLBACK_QUEUE, now).await;
+    assert_eq!(callback.payload["url"], json!(url));
+    assert_eq!(
+        callback.payload["outcome"]["correlation_id"],
+        json!(correlation)
+    );
+    // One over each bound is refused by the store itself, whoever built the job.
+    for bad in [
+        job_in("edge", "work")
+            .reply_to("q".repeat(hinter_core::definition::MAX_NAME_LEN + 1), None),
+        job_in("edge", "work").callback_url(format!("{url}a")),
+        job_in("edge", "work").callback_url("file:///etc/passwd"),
+        job_in("edge", "work").reply_to("r", Some("a\0b".into())),
+    ] {
+        let answer = store.job_insert_many(vec![bad.clone()], now).await;
+        assert!(answer.is_err(), "{bad:?} was stored: {answer:?}");
+    }
+}

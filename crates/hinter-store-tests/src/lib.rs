@@ -205,6 +205,7 @@ macro_rules! conformance_suite {
             followups_only_with_a_written_outcome,
             followups_callback_delivery_job,
             followups_batch_each_replies_once,
+            followups_extreme_fields_round_trip,
             // attempt records
             runs_record_each_attempt,
             runs_record_bounded_errors_and_cancellation,

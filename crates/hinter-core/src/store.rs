@@ -418,6 +418,9 @@ pub struct QueueInfo {
     pub succeeded: u64,
     pub dead: u64,
     pub cancelled: u64,
+    /// The `run_at` of the longest-waiting `queued` job: how long work has waited for a
+    /// worker (the autoscaling signal). `None` when nothing is queued.
+    pub oldest_queued_at: Option<DateTime<Utc>>,
 }
 
 /// Finished jobs older than these cut-offs are deleted.

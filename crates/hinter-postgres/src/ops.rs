@@ -1782,6 +1782,7 @@ pub async fn queue_list<C: Conn>(c: &C) -> Result<Vec<QueueInfo>> {
         succeeded: 0,
         dead: 0,
         cancelled: 0,
+        oldest_queued_at: None,
     };
     let rows = query(
         c,
@@ -1804,6 +1805,18 @@ pub async fn queue_list<C: Conn>(c: &C) -> Result<Vec<QueueInfo>> {
             JobState::Succeeded => info.succeeded = count,
             JobState::Dead => info.dead = count,
             JobState::Cancelled => info.cancelled = count,
+        }
+    }
+    let oldest = query(
+        c,
+        "SELECT queue, min(run_at) FROM jobs WHERE state = 'queued' GROUP BY queue",
+        &[],
+    )
+    .await?;
+    for row in &oldest {
+        let (queue, at): (String, DateTime<Utc>) = (get(row, 0)?, get(row, 1)?);
+        if let Some(info) = queues.get_mut(&queue) {
+            info.oldest_queued_at = Some(at);
         }
     }
     for row in &query(c, "SELECT name, paused FROM queues", &[]).await? {

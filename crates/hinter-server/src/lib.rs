@@ -27,6 +27,7 @@ pub mod hooks;
 pub mod idempotency;
 mod jobs;
 pub mod listen;
+pub mod metrics;
 mod output;
 mod queues;
 pub mod schedules;
@@ -38,6 +39,7 @@ mod workers;
 pub use auth::{Access, AuthConfig, Caller, QueueCheck, Scope};
 pub use error::{ApiError, ApiResult};
 pub use listen::{serve, serve_tls, ConnLimits};
+pub use metrics::Metrics;
 pub use tls::{TlsConfig, TlsError};
 
 /// Limits and defaults of the API.
@@ -95,6 +97,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// Set once the process has started (and cleared when it stops); `/readyz` reports it.
     pub ready: Arc<AtomicBool>,
+    /// What `GET /metrics` reports; fed by the caller with [`Metrics::observe`].
+    pub metrics: Metrics,
 }
 
 /// One route: its method, path and who may call it.
@@ -244,6 +248,12 @@ fn table() -> Vec<Entry> {
             "/api/v1/workers",
             Needs(Read, Q::None),
             workers::list,
+        ),
+        entry(
+            get.clone(),
+            "/metrics",
+            Needs(Read, Q::Unlimited),
+            metrics::scrape,
         ),
         entry(
             Method::PUT,

@@ -91,6 +91,7 @@ async fn set_paused(
             succeeded: 0,
             dead: 0,
             cancelled: 0,
+            oldest_queued_at: None,
         });
     Ok(Json(info))
 }

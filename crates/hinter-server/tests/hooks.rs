@@ -41,6 +41,7 @@ async fn start(hooks: HookConfig) -> Server {
             ..ServerConfig::default()
         }),
         ready: Arc::new(AtomicBool::new(true)),
+        metrics: hinter_server::Metrics::new(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -59,6 +59,7 @@ impl Server {
             definitions: Default::default(),
             config: Arc::new(ServerConfig::default()),
             ready: Arc::new(AtomicBool::new(true)),
+            metrics: hinter_server::Metrics::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

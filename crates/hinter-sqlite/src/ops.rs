@@ -1316,6 +1316,7 @@ pub fn queue_list(conn: &Connection) -> Result<Vec<QueueInfo>> {
         succeeded: 0,
         dead: 0,
         cancelled: 0,
+        oldest_queued_at: None,
     };
     let mut stmt = conn
         .prepare_cached("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")
@@ -1343,6 +1344,18 @@ pub fn queue_list(conn: &Connection) -> Result<Vec<QueueInfo>> {
             JobState::Succeeded => info.succeeded = count,
             JobState::Dead => info.dead = count,
             JobState::Cancelled => info.cancelled = count,
+        }
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT queue, MIN(run_at) FROM jobs WHERE state = 'queued' GROUP BY queue")
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(db_err)?;
+    for row in rows {
+        let (queue, oldest) = row.map_err(db_err)?;
+        if let Some(info) = queues.get_mut(&queue) {
+            info.oldest_queued_at = Some(from_micros(oldest)?);
         }
     }
     let mut stmt = conn

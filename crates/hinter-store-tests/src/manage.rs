@@ -209,7 +209,8 @@ pub async fn pause_stops_leases(store: Arc<dyn Store>) {
     assert_eq!(id_set(&leased), set(&[a, s]), "leasing again after resume");
 }
 
-/// `queue_list` shows every queue with jobs or a pause flag, with counts per state.
+/// `queue_list` shows every queue with jobs or a pause flag, with counts per state and the
+/// `run_at` of its longest-waiting queued job.
 pub async fn queue_list_counts_and_paused(store: Arc<dyn Store>) {
     let store = &*store;
     let now = base_time();
@@ -224,7 +225,8 @@ pub async fn queue_list_counts_and_paused(store: Arc<dyn Store>) {
     lease_job(store, q, running, now).await;
     let cancelled = insert(store, job_in("cancelled", q), now).await.id;
     cancel(store, cancelled, now).await;
-    insert(store, job_in("queued-1", q), now).await;
+    // The longest-waiting queued job; the later and the running ones do not count.
+    insert(store, job_in("queued-1", q), now - secs(30)).await;
     insert(store, job_in("queued-2", q), now).await;
     insert(store, job_in("later", q).run_at(now + secs(60)), now).await;
     insert(store, job_in("other", "other"), now).await;
@@ -239,14 +241,24 @@ pub async fn queue_list_counts_and_paused(store: Arc<dyn Store>) {
         succeeded: counts[3],
         dead: counts[4],
         cancelled: counts[5],
+        oldest_queued_at: None,
     };
     let listed = queues(store).await;
     let expected = BTreeMap::from([
         ("idle".to_string(), info("idle", true, [0; 6])),
-        ("mixed".to_string(), info(q, false, [1, 2, 1, 1, 1, 1])),
+        (
+            "mixed".to_string(),
+            QueueInfo {
+                oldest_queued_at: Some(now - secs(30)),
+                ..info(q, false, [1, 2, 1, 1, 1, 1])
+            },
+        ),
         (
             "other".to_string(),
-            info("other", false, [0, 1, 0, 0, 0, 0]),
+            QueueInfo {
+                oldest_queued_at: Some(now),
+                ..info("other", false, [0, 1, 0, 0, 0, 0])
+            },
         ),
     ]);
     assert_eq!(listed, expected);

@@ -73,6 +73,7 @@ async fn start_server(durability: Durability) -> anyhow::Result<Server> {
         definitions: Definitions::new(),
         config: Arc::new(ServerConfig::default()),
         ready: Arc::new(AtomicBool::new(true)),
+        metrics: hinter_server::Metrics::new(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

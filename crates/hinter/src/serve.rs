@@ -555,6 +555,29 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     serve_on(listener, args, handlers, shutdown_signal()).await
 }
 
+/// Feeds `GET /metrics` from the event log, from now on: every event once, in log order,
+/// also those of other processes sharing the store. A store error is retried after a pause.
+async fn count_events(
+    store: Arc<dyn hinter_core::Store>,
+    metrics: hinter_server::Metrics,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut follower =
+        hinter_engine::EventFollower::from_now(store, hinter_core::EventFilter::default())
+            .await
+            .context("reading the end of the event log")?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match follower.next().await {
+                Ok(event) => metrics.observe(&event),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the event log for metrics; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }))
+}
+
 /// `serve` on a bound listener until `shutdown` resolves: the API, maintenance, and a worker
 /// of the engine's runtime for the jobs `handlers` knows and the script jobs of the jobs
 /// folder (none of either: no worker). The worker leases only those job names, from their
@@ -634,6 +657,10 @@ pub async fn serve_on(
     let coordinator = Coordinator::start(backend.clone(), clock.clone(), process, cluster_options);
     let store: Arc<dyn hinter_core::Store> = backend.clone();
     let ready = Arc::new(AtomicBool::new(false));
+    let metrics = hinter_server::Metrics::new();
+    let leader = coordinator.leader();
+    metrics.set_leader_source(Arc::new(move || leader.is_leader()));
+    let counting = count_events(store.clone(), metrics.clone()).await?;
     let state = AppState {
         store: store.clone(),
         cluster: backend.clone(),
@@ -650,6 +677,7 @@ pub async fn serve_on(
             ..ServerConfig::default()
         }),
         ready: ready.clone(),
+        metrics,
     };
     let maintenance = Maintenance::start(
         store.clone(),
@@ -764,6 +792,7 @@ pub async fn serve_on(
         }
     };
     tokio::join!(api, jobs);
+    counting.abort();
     scheduler.shutdown().await;
     maintenance.shutdown().await;
     coordinator.shutdown().await;

@@ -66,6 +66,7 @@ async fn harness_with(max_job_bytes: usize) -> Option<Harness> {
             ..ServerConfig::default()
         }),
         ready: ready.clone(),
+        metrics: hinter_server::Metrics::new(),
     };
     Some(Harness {
         app: router(state),

@@ -66,6 +66,7 @@ async fn start(auth: AuthConfig) -> Option<Server> {
             ..ServerConfig::default()
         }),
         ready: Arc::new(AtomicBool::new(true)),
+        metrics: hinter_server::Metrics::new(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -107,9 +108,16 @@ impl Server {
             .headers()
             .get("www-authenticate")
             .map(|v| v.to_str().unwrap_or("<binary>").to_string());
+        let json = response
+            .headers()
+            .get("content-type")
+            .is_none_or(|v| v.to_str().unwrap_or_default().contains("json"));
         let bytes = response.bytes().await.expect("body");
         let body = if bytes.is_empty() {
             Value::Null
+        } else if !json {
+            // `/metrics`: text; errors are JSON whatever the route.
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
         } else {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|e| panic!("{path}: answer is not JSON ({e}): {bytes:?}"))
@@ -215,7 +223,7 @@ fn sample(spec: &RouteSpec, job_id: &str) -> (String, Option<Value>) {
         .replace("{name}", QUEUE);
     let body = match (spec.method.as_str(), spec.path) {
         ("GET", "/healthz" | "/readyz" | "/api/v1/jobs/{id}" | "/api/v1/queues")
-        | ("GET", "/api/v1/workers" | "/api/v1/audit" | "/api/v1/definitions")
+        | ("GET", "/api/v1/workers" | "/api/v1/audit" | "/api/v1/definitions" | "/metrics")
         | ("GET", "/api/v1/jobs/{id}/logs")
         | ("POST", "/api/v1/jobs/{id}/cancel" | "/api/v1/jobs/{id}/retry")
         | ("POST", "/api/v1/queues/{name}/pause" | "/api/v1/queues/{name}/resume")

@@ -19,6 +19,7 @@ mod external_worker;
 mod leases;
 mod limits;
 mod listing;
+mod metrics;
 mod ordering;
 mod queues;
 mod replies;

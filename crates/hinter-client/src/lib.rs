@@ -388,6 +388,13 @@ impl Client {
         self.job_action(id, "retry", None::<&()>).await
     }
 
+    /// `DELETE /api/v1/jobs/{id}`: deletes a finished job with its runs and logs; the job as
+    /// it was. A job that can still run is a 409 `conflict`.
+    pub async fn delete_job(&self, id: Uuid) -> Result<Job, Error> {
+        let url = self.url(&["api", "v1", "jobs", &id.to_string()]);
+        self.call(Method::DELETE, url, None::<&()>).await
+    }
+
     // Worker protocol
 
     /// `POST /api/v1/leases`: up to `max` jobs, each with its `lease_token`. Possibly none.
@@ -580,6 +587,19 @@ impl Client {
     pub async fn resume_queue(&self, name: &str) -> Result<QueueInfo, Error> {
         let url = self.url(&["api", "v1", "queues", name, "resume"]);
         self.call(Method::POST, url, None::<&()>).await
+    }
+
+    /// `POST /api/v1/queues/{name}/purge`: deletes the queue's finished jobs in `states`
+    /// (empty: succeeded, dead and cancelled); how many.
+    pub async fn purge_queue(&self, name: &str, states: &[JobState]) -> Result<u64, Error> {
+        #[derive(serde::Deserialize)]
+        struct Purged {
+            deleted: u64,
+        }
+        let url = self.url(&["api", "v1", "queues", name, "purge"]);
+        let body = (!states.is_empty()).then(|| serde_json::json!({ "states": states }));
+        let purged: Purged = self.call(Method::POST, url, body.as_ref()).await?;
+        Ok(purged.deleted)
     }
 
     // Schedules

@@ -196,6 +196,39 @@ pub enum WriteOp {
     },
     /// One firing: occurrences and their jobs (see [`crate::schedule::ScheduleFiring`]).
     ScheduleFire(crate::schedule::ScheduleFiring),
+    /// Deletes a finished job with its runs and log lines: `NotFound` for an unknown id,
+    /// `Conflict` unless it is `succeeded`, `dead` or `cancelled`.
+    JobDelete(Uuid),
+    /// Deletes up to `limit` finished jobs of `queue` whose state is one of `states` (each a
+    /// finished state), the longest finished first; answers how many.
+    QueuePurge(QueuePurge),
+}
+
+/// What [`WriteOp::QueuePurge`] deletes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuePurge {
+    pub queue: String,
+    pub states: Vec<JobState>,
+    pub limit: u32,
+}
+
+impl QueuePurge {
+    /// The states as stored, checked to be finished ones (a purge never touches a job that
+    /// can still run).
+    pub fn state_names(&self) -> StoreResult<Vec<&'static str>> {
+        self.states
+            .iter()
+            .map(|s| {
+                if s.is_finished() {
+                    Ok(s.as_str())
+                } else {
+                    Err(StoreError::Conflict(format!(
+                        "a purge deletes finished jobs only, not {s} ones"
+                    )))
+                }
+            })
+            .collect()
+    }
 }
 
 /// An insert that a key makes safe to repeat ([`WriteOp::InsertOnce`]). The first use of
@@ -283,6 +316,10 @@ pub enum WriteResult {
     ScheduleSaved(Box<crate::schedule::Schedule>),
     ScheduleDeleted(Box<crate::schedule::Schedule>),
     ScheduleFired(crate::schedule::FireReport),
+    /// The job as it was before it was deleted.
+    JobDeleted(Box<Job>),
+    /// How many jobs were deleted.
+    QueuePurged(u64),
 }
 
 /// Why a running job is due for rescue.

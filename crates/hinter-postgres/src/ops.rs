@@ -13,7 +13,7 @@ use hinter_core::listing::{JobPage, ListCursor, Snapshot, Unseen};
 use hinter_core::retry::FailOutcome;
 use hinter_core::store::{
     Completion, Expired, Expiry, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest,
-    PruneRequest, QueueInfo, Release, StoreResult,
+    PruneRequest, QueueInfo, QueuePurge, Release, StoreResult,
 };
 use hinter_core::{
     limits, AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, Run, StoreError, StoreEvent,
@@ -1745,6 +1745,41 @@ fn listed_bytes(job: &Job) -> u64 {
         .and_then(|r| serde_json::to_string(r).ok())
         .map_or(0, |s| s.len());
     (errors + payload + result) as u64
+}
+
+/// Deletes finished job `id` (runs and log lines go with it); the job as it was.
+pub async fn job_delete<C: Conn>(c: &C, id: Uuid) -> Result<Job> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS}, {RUNS_COLUMN} FROM jobs AS j WHERE j.id = $1 FOR UPDATE OF j"
+    );
+    let job = query_opt(c, &sql, &[&id])
+        .await?
+        .map(|row| job_with_runs(&row))
+        .transpose()?
+        .ok_or(StoreError::NotFound(id))?;
+    if !job.state.is_finished() {
+        return Err(StoreError::Conflict(format!(
+            "job {id} is {} and cannot be deleted; cancel it first",
+            job.state
+        ))
+        .into());
+    }
+    execute(c, "DELETE FROM jobs WHERE id = $1", &[&id]).await?;
+    Ok(job)
+}
+
+/// Deletes up to `purge.limit` finished jobs of a queue in the given states, longest finished
+/// first.
+pub async fn queue_purge<C: Conn>(c: &C, purge: &QueuePurge) -> Result<u64> {
+    let states = purge.state_names()?;
+    execute(
+        c,
+        "DELETE FROM jobs WHERE seq IN (
+             SELECT seq FROM jobs WHERE queue = $1 AND state = ANY($2::text[])
+             ORDER BY finished_at, seq LIMIT $3)",
+        &[&purge.queue, &states, &i64::from(purge.limit)],
+    )
+    .await
 }
 
 pub async fn job_prune<C: Conn>(c: &C, request: &PruneRequest) -> Result<u64> {

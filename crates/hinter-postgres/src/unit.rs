@@ -75,6 +75,12 @@ pub async fn write_unit<C: Conn>(
             WriteOp::ScheduleFire(firing) => {
                 WriteResult::ScheduleFired(schedules::schedule_fire(c, firing, now, events).await?)
             }
+            WriteOp::JobDelete(id) => {
+                WriteResult::JobDeleted(Box::new(ops::job_delete(c, *id).await?))
+            }
+            WriteOp::QueuePurge(purge) => {
+                WriteResult::QueuePurged(ops::queue_purge(c, purge).await?)
+            }
         });
     }
     Ok(results)

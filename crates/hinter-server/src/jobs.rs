@@ -373,6 +373,16 @@ pub async fn retry(
     admin_action(&state, &caller, id, WriteOp::Retry(id), "job.retry").await
 }
 
+/// `DELETE /api/v1/jobs/{id}`: deletes a finished job (409 for one that can still run) with
+/// its runs and log lines; answers it as it was. Audited in the same unit.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobId(id): JobId,
+) -> ApiResult<Json<Job>> {
+    admin_action(&state, &caller, id, WriteOp::JobDelete(id), "job.delete").await
+}
+
 /// Runs `op` on job `id` and its audit entry as one unit; the job as it is after.
 async fn admin_action(
     state: &AppState,
@@ -387,7 +397,9 @@ async fn admin_action(
         .write_unit(vec![op, audit(caller, action, id)], state.clock.now())
         .await?;
     match results.into_iter().next() {
-        Some(WriteResult::Cancelled(job) | WriteResult::Retried(job)) => Ok(Json(*job)),
+        Some(
+            WriteResult::Cancelled(job) | WriteResult::Retried(job) | WriteResult::JobDeleted(job),
+        ) => Ok(Json(*job)),
         _ => Err(ApiError::unavailable(format!(
             "the store answered {action} with no job"
         ))),

@@ -172,6 +172,12 @@ fn table() -> Vec<Entry> {
             jobs::retry,
         ),
         entry(
+            Method::DELETE,
+            "/api/v1/jobs/{id}",
+            Needs(Admin, Q::Job),
+            jobs::delete,
+        ),
+        entry(
             post.clone(),
             "/api/v1/jobs/{id}/heartbeat",
             Needs(Work, Q::Job),
@@ -242,6 +248,12 @@ fn table() -> Vec<Entry> {
             "/api/v1/queues/{name}/resume",
             Needs(Admin, Q::Path),
             queues::resume,
+        ),
+        entry(
+            post.clone(),
+            "/api/v1/queues/{name}/purge",
+            Needs(Admin, Q::Path),
+            queues::purge,
         ),
         entry(
             get.clone(),

@@ -1,9 +1,10 @@
-//! `/api/v1/queues…`: list, pause, resume.
+//! `/api/v1/queues…`: list, pause, resume, purge.
 
 use axum::extract::State;
 use axum::Json;
 use hinter_core::access::NewAudit;
-use hinter_core::store::{QueueInfo, WriteOp, WriteResult};
+use hinter_core::store::{QueueInfo, QueuePurge, WriteOp, WriteResult};
+use hinter_core::JobState;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -94,4 +95,97 @@ async fn set_paused(
             oldest_queued_at: None,
         });
     Ok(Json(info))
+}
+
+/// Jobs deleted per unit of a purge: each unit is one short write with its audit entry.
+const PURGE_BATCH: u32 = 5_000;
+
+/// The body of `POST /api/v1/queues/{name}/purge`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeBody {
+    /// Finished states to delete; default all three.
+    #[serde(default)]
+    pub states: Option<Vec<JobState>>,
+}
+
+/// The answer of a purge.
+#[derive(Debug, serde::Serialize)]
+pub struct Purged {
+    pub queue: String,
+    pub states: Vec<JobState>,
+    pub deleted: u64,
+}
+
+/// `POST /api/v1/queues/{name}/purge` `{"states": ["dead"]}`: deletes the queue's finished
+/// jobs in those states (default `succeeded`, `dead`, `cancelled`) with their runs and logs,
+/// in units of [`PURGE_BATCH`], each audited; answers how many.
+pub async fn purge(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueueName(name): QueueName,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<Json<Purged>> {
+    caller.check_queue(&name)?;
+    let bytes = crate::extract::read_body(
+        &headers,
+        body,
+        state.config.max_job_bytes,
+        state.config.body_timeout,
+    )
+    .await?;
+    let request: PurgeBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        PurgeBody::default()
+    } else {
+        crate::extract::parse_json(&bytes, None)?
+    };
+    let states = request
+        .states
+        .unwrap_or_else(|| vec![JobState::Succeeded, JobState::Dead, JobState::Cancelled]);
+    if states.is_empty() {
+        return Err(ApiError::invalid_field("states: name at least one state"));
+    }
+    if let Some(state) = states.iter().find(|s| !s.is_finished()) {
+        return Err(ApiError::invalid_field(format!(
+            "states: {state} jobs can still run; a purge deletes succeeded, dead or cancelled jobs"
+        )));
+    }
+    let mut deleted = 0u64;
+    loop {
+        let audit = NewAudit {
+            actor: caller.actor().to_string(),
+            action: "queue.purge".into(),
+            target: name.clone(),
+            detail: serde_json::json!({ "states": states }),
+        };
+        let results = state
+            .store
+            .write_unit(
+                vec![
+                    WriteOp::QueuePurge(QueuePurge {
+                        queue: name.clone(),
+                        states: states.clone(),
+                        limit: PURGE_BATCH,
+                    }),
+                    WriteOp::Audit(audit),
+                ],
+                state.clock.now(),
+            )
+            .await?;
+        let Some(WriteResult::QueuePurged(n)) = results.first() else {
+            return Err(ApiError::unavailable(
+                "the store answered a purge with something else",
+            ));
+        };
+        deleted += n;
+        if *n < u64::from(PURGE_BATCH) {
+            break;
+        }
+    }
+    Ok(Json(Purged {
+        queue: name,
+        states,
+        deleted,
+    }))
 }

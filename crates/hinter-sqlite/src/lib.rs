@@ -543,6 +543,12 @@ impl Store for SqliteStore {
                     WriteOp::ScheduleFire(firing) => {
                         WriteResult::ScheduleFired(schedules::schedule_fire(c, firing, now, ev)?)
                     }
+                    WriteOp::JobDelete(id) => {
+                        WriteResult::JobDeleted(Box::new(ops::job_delete(c, id)?))
+                    }
+                    WriteOp::QueuePurge(purge) => {
+                        WriteResult::QueuePurged(ops::queue_purge(c, &purge)?)
+                    }
                 });
             }
             Ok(results)

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use hinter_core::retry::FailOutcome;
 use hinter_core::store::{
     Completion, Expired, Expiry, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest,
-    PruneRequest, QueueInfo, Release,
+    PruneRequest, QueueInfo, QueuePurge, Release,
 };
 use hinter_core::EventKind;
 use hinter_core::{
@@ -1279,6 +1279,39 @@ pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
 /// Served by the `jobs_finished` index.
 const PRUNE_SQL: &str = "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs \
                          WHERE state = ?1 AND finished_at < ?2 ORDER BY finished_at LIMIT ?3)";
+
+/// Deletes finished job `id` (runs and log lines go with it); the job as it was.
+pub fn job_delete(conn: &Connection, id: Uuid) -> Result<Job> {
+    let job = job_by(conn, "id", &id.to_string())?.ok_or(StoreError::NotFound(id))?;
+    if !job.state.is_finished() {
+        return Err(StoreError::Conflict(format!(
+            "job {id} is {} and cannot be deleted; cancel it first",
+            job.state
+        )));
+    }
+    let job = job_with_runs(conn, job.seq)?;
+    conn.prepare_cached("DELETE FROM jobs WHERE seq = ?1")
+        .map_err(db_err)?
+        .execute([job.seq])
+        .map_err(db_err)?;
+    Ok(job)
+}
+
+/// Deletes up to `purge.limit` finished jobs of a queue in the given states, longest finished
+/// first.
+pub fn queue_purge(conn: &Connection, purge: &QueuePurge) -> Result<u64> {
+    let states = serde_json::to_string(&purge.state_names()?)
+        .map_err(|e| StoreError::Corrupt(format!("states: {e}")))?;
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?1 \
+             AND state IN (SELECT value FROM json_each(?2)) ORDER BY finished_at, seq LIMIT ?3)",
+        )
+        .map_err(db_err)?
+        .execute(params![purge.queue, states, purge.limit])
+        .map_err(db_err)?;
+    Ok(n as u64)
+}
 
 pub fn job_prune(conn: &Connection, request: &PruneRequest) -> Result<u64> {
     let mut total = 0u64;

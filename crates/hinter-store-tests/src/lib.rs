@@ -199,6 +199,8 @@ macro_rules! conformance_suite {
             prune_finished_by_cutoff,
             prune_respects_limit,
             prune_oldest_finished_first,
+            delete_finished_job_only,
+            purge_queue_finished_jobs,
             // replies and callbacks written with the outcome
             followups_reply_on_success,
             followups_reply_on_dead_and_cancelled,

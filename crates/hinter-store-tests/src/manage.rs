@@ -3,11 +3,11 @@
 use crate::support::*;
 use chrono::{DateTime, Utc};
 use hinter_core::retry::{decide_failure, FailOutcome};
-use hinter_core::store::{JobFilter, PruneRequest, QueueInfo};
+use hinter_core::store::{JobFilter, PruneRequest, QueueInfo, StoreResult};
 use hinter_core::{Job, JobState, NewJob, Store};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -744,4 +744,147 @@ pub async fn prune_oldest_finished_first(store: Arc<dyn Store>) {
         store.job_get(later).await.expect("job_get").is_some(),
         "the job that finished later is kept while the limit is reached"
     );
+}
+
+fn unit_delete(id: Uuid) -> Vec<hinter_core::store::WriteOp> {
+    vec![hinter_core::store::WriteOp::JobDelete(id)]
+}
+
+fn purge_of(queue: &str, states: &[JobState], limit: u32) -> Vec<hinter_core::store::WriteOp> {
+    vec![hinter_core::store::WriteOp::QueuePurge(
+        hinter_core::store::QueuePurge {
+            queue: queue.into(),
+            states: states.to_vec(),
+            limit,
+        },
+    )]
+}
+
+/// `WriteOp::JobDelete` deletes a finished job with its runs and answers it as it was; a job
+/// that can still run is a conflict and stays; an unknown one is not found.
+pub async fn delete_finished_job_only(store: Arc<dyn Store>) {
+    use hinter_core::store::WriteResult;
+    let store = &*store;
+    let now = base_time();
+    let queued = insert(store, job_in("q", "del"), now).await.id;
+    let running = insert(store, job_in("r", "del"), now).await.id;
+    lease_job(store, "del", queued, now).await;
+    // `queued` is running now; `running` is still queued: both refused.
+    for id in [queued, running] {
+        assert_conflict(
+            store.write_unit(unit_delete(id), now).await,
+            "delete unfinished",
+        );
+        assert!(store.job_get(id).await.expect("get").is_some());
+    }
+    let done = insert(store, job_in("d", "del2"), now).await.id;
+    let leased = lease_job(store, "del2", done, now).await;
+    complete_ok(store, &leased, now).await;
+    let answer = store
+        .write_unit(unit_delete(done), now)
+        .await
+        .expect("delete");
+    match &answer[..] {
+        [WriteResult::JobDeleted(job)] => {
+            assert_eq!(job.id, done);
+            assert_eq!(job.state, JobState::Succeeded);
+            assert_eq!(job.runs.len(), 1, "answered with its runs");
+        }
+        other => panic!("unexpected answer {other:?}"),
+    }
+    assert!(store.job_get(done).await.expect("get").is_none());
+    assert!(store
+        .job_runs(vec![done])
+        .await
+        .expect("runs")
+        .get(&done)
+        .is_none_or(|r| r.is_empty()));
+    assert_not_found(
+        store.write_unit(unit_delete(done), now).await,
+        done,
+        "delete again",
+    );
+}
+
+/// `WriteOp::QueuePurge` deletes a queue's finished jobs of the given states, longest
+/// finished first and at most `limit`; other states and other queues stay; a state that can
+/// still run is refused.
+pub async fn purge_queue_finished_jobs(store: Arc<dyn Store>) {
+    use hinter_core::store::WriteResult;
+    let store = &*store;
+    let now = base_time();
+    let finish = |name: &'static str, queue: &'static str, outcome: Option<FailOutcome>, at| async move {
+        let id = insert(store, job_in(name, queue), at).await.id;
+        let leased = lease_job(store, queue, id, at).await;
+        match outcome {
+            None => {
+                complete_ok(store, &leased, at).await;
+            }
+            Some(outcome) => {
+                fail_ok(store, &leased, outcome, at).await;
+            }
+        }
+        id
+    };
+    let s1 = finish("s1", "pq", None, now).await;
+    let s2 = finish("s2", "pq", None, now + secs(1)).await;
+    let s3 = finish("s3", "pq", None, now + secs(2)).await;
+    let d1 = finish("d1", "pq", Some(FailOutcome::Dead), now + secs(3)).await;
+    let d2 = finish("d2", "pq", Some(FailOutcome::Dead), now + secs(4)).await;
+    let c1 = insert(store, job_in("c1", "pq"), now).await.id;
+    cancel(store, c1, now + secs(5)).await;
+    let waiting = insert(store, job_in("w", "pq"), now).await.id;
+    let elsewhere = finish("e", "other", None, now).await;
+    let later = now + secs(10);
+
+    let purged = |answer: StoreResult<Vec<WriteResult>>| match answer.expect("purge").as_slice() {
+        [WriteResult::QueuePurged(n)] => *n,
+        other => panic!("unexpected answer {other:?}"),
+    };
+    assert_eq!(
+        purged(
+            store
+                .write_unit(purge_of("pq", &[JobState::Dead], 100), later)
+                .await
+        ),
+        2
+    );
+    assert_eq!(
+        purged(
+            store
+                .write_unit(
+                    purge_of("pq", &[JobState::Succeeded, JobState::Cancelled], 2),
+                    later
+                )
+                .await
+        ),
+        2,
+        "at most the limit"
+    );
+    let left: BTreeSet<Uuid> = list(
+        store,
+        JobFilter {
+            queue: Some("pq".into()),
+            limit: 100,
+            ..JobFilter::default()
+        },
+    )
+    .await
+    .iter()
+    .map(|j| j.id)
+    .collect();
+    assert_eq!(
+        left,
+        set(&[s3, c1, waiting]),
+        "the longest finished went first; the waiting job stays"
+    );
+    assert_conflict(
+        store
+            .write_unit(purge_of("pq", &[JobState::Queued], 100), later)
+            .await,
+        "purging queued jobs",
+    );
+    assert!(store.job_get(waiting).await.expect("get").is_some());
+    assert!(store.job_get(elsewhere).await.expect("get").is_some());
+    let _ = (s1, s2, d1, d2);
 }

@@ -288,6 +288,11 @@ pub enum JobsCommand {
         #[arg(value_name = "ID")]
         id: Uuid,
     },
+    /// Delete finished jobs (succeeded, dead, cancelled) with their runs and logs
+    Delete {
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<Uuid>,
+    },
     /// Print a job's log lines (script jobs: stdout INFO, stderr ERROR) per attempt;
     /// --follow waits for more until the job has finished
     Logs(scripts::LogsArgs),
@@ -358,6 +363,15 @@ pub enum QueuesCommand {
     Resume {
         #[arg(value_name = "NAME")]
         name: String,
+    },
+    /// Delete a queue's finished jobs with their runs and logs (default: succeeded, dead and
+    /// cancelled ones); waiting and running jobs are never touched
+    Purge {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Only jobs in this state (repeat for several): succeeded, dead, cancelled
+        #[arg(long = "state", value_name = "STATE")]
+        states: Vec<JobState>,
     },
 }
 
@@ -944,6 +958,19 @@ async fn jobs(args: JobsArgs) -> CmdResult {
                 out(&format!("retried {} ({})\n", job.id, job.state))?;
             }
         }
+        JobsCommand::Delete { ids } => {
+            let mut deleted = Vec::with_capacity(ids.len());
+            for id in ids {
+                let job = client.delete_job(id).await?;
+                if !json {
+                    out(&format!("deleted {} ({})\n", job.id, job.state))?;
+                }
+                deleted.push(job);
+            }
+            if json {
+                out_json(&deleted)?;
+            }
+        }
     }
     Ok(exit::OK)
 }
@@ -1335,6 +1362,16 @@ async fn queues(args: QueuesArgs) -> CmdResult {
                 out_json(&queue)?;
             } else {
                 out(&format!("resumed queue {}\n", queue.name))?;
+            }
+        }
+        QueuesCommand::Purge { name, states } => {
+            let deleted = client.purge_queue(&name, &states).await?;
+            if json {
+                out_json(&serde_json::json!({ "queue": name, "deleted": deleted }))?;
+            } else {
+                out(&format!(
+                    "deleted {deleted} finished jobs of queue {name}\n"
+                ))?;
             }
         }
     }

@@ -1512,3 +1512,94 @@ async fn schedule_history_shows_fired_jobs_and_pages() {
     assert!(!rest.body["occurrences"].as_array().expect("rest").is_empty());
     assert_eq!(h.get("/api/v1/schedules/tick/occurrences?before=yesterday").await.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_finished_jobs_and_purge_a_queue() {
+    let Some(h) = harness().await else { return };
+    let waiting = id_of(&h.enqueue(json!({"job": "a", "queue": "del"})).await);
+    let answer = h.raw(Method::DELETE, &format!("/api/v1/jobs/{waiting}"), None).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    h.post(&format!("/api/v1/jobs/{waiting}/cancel"), json!({})).await;
+    let answer = h.raw(Method::DELETE, &format!("/api/v1/jobs/{waiting}"), None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["state"], "cancelled", "answered as it was");
+    let gone = h.get(&format!("/api/v1/jobs/{waiting}")).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let again = h.raw(Method::DELETE, &format!("/api/v1/jobs/{waiting}"), None).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.body);
+    let audit = h.get("/api/v1/audit").await.body;
+    assert!(
+        audit.to_string().contains("job.delete"),
+        "the delete is audited: {audit}"
+    );
+
+    // One dead elsewhere; three dead, three succeeded, one still queued in "purge".
+    h.enqueue(json!({"job": "p", "queue": "elsewhere"})).await;
+    for i in 0..7 {
+        h.enqueue(json!({"job": "p", "queue": "purge", "payload": i})).await;
+    }
+    let leased = h
+        .lease(json!({"worker_id": "w", "queues": ["purge", "elsewhere"], "max": 7}))
+        .await;
+    assert_eq!(leased.len(), 7);
+    for (i, job) in leased.iter().enumerate() {
+        let id = id_of(job);
+        let token = job["lease_token"].clone();
+        let answer = if i < 4 {
+            h.post(
+                &format!("/api/v1/jobs/{id}/fail"),
+                json!({"lease_token": token, "error": "x", "retry": false}),
+            )
+            .await
+        } else {
+            h.post(
+                &format!("/api/v1/jobs/{id}/complete"),
+                json!({"lease_token": token}),
+            )
+            .await
+        };
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+    let count = |state: &'static str, queue: &'static str| {
+        let h = &h;
+        async move {
+            h.get(&format!("/api/v1/jobs?state={state}&queue={queue}&limit=100"))
+                .await
+                .body["jobs"]
+                .as_array()
+                .map_or(0, Vec::len)
+        }
+    };
+    let dead_before = count("dead", "purge").await;
+    assert_eq!(dead_before, 3);
+    let purged = h
+        .post("/api/v1/queues/purge/purge", json!({"states": ["dead"]}))
+        .await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    assert_eq!(purged.body["deleted"], json!(dead_before));
+    assert_eq!(count("dead", "purge").await, 0);
+    assert_eq!(count("succeeded", "purge").await, 3);
+    assert_eq!(count("queued", "purge").await, 1, "a waiting job is never purged");
+    assert_eq!(count("dead", "elsewhere").await, 1, "other queues are left alone");
+    // Without a body: every finished state.
+    let purged = h.raw(Method::POST, "/api/v1/queues/purge/purge", None).await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    assert_eq!(count("succeeded", "purge").await, 0);
+    assert_eq!(count("queued", "purge").await, 1);
+    for (body, status) in [
+        (json!({"states": ["queued"]}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"states": []}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"states": ["gone"]}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"state": ["dead"]}), StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let answer = h.post("/api/v1/queues/purge/purge", body.clone()).await;
+        assert!(
+            answer.status == status || answer.status == StatusCode::BAD_REQUEST,
+            "{body}: {} {}",
+            answer.status,
+            answer.body
+        );
+        assert!(answer.body.to_string().contains("state"), "{body}: {}", answer.body);
+    }
+    assert_eq!(count("queued", "purge").await, 1);
+}

@@ -227,7 +227,8 @@ fn sample(spec: &RouteSpec, job_id: &str) -> (String, Option<Value>) {
         | ("GET", "/api/v1/jobs/{id}/logs")
         | ("POST", "/api/v1/jobs/{id}/cancel" | "/api/v1/jobs/{id}/retry")
         | ("POST", "/api/v1/queues/{name}/pause" | "/api/v1/queues/{name}/resume")
-        | ("DELETE", "/api/v1/workers/{id}") => None,
+        | ("DELETE", "/api/v1/workers/{id}" | "/api/v1/jobs/{id}") => None,
+        ("POST", "/api/v1/queues/{name}/purge") => Some(json!({"states": ["dead"]})),
         ("GET", "/api/v1/schedules" | "/api/v1/schedules/{name}")
         | ("GET", "/api/v1/schedules/{name}/occurrences")
         | ("DELETE", "/api/v1/schedules/{name}")

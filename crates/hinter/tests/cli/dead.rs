@@ -192,3 +192,57 @@ async fn dead_retry_by_id_and_all_bring_jobs_back() {
     // Neither ids nor --all: a usage error.
     server.cli(&["dead", "retry"]).run().await.code(2);
 }
+
+/// `hinter jobs delete` removes finished jobs (a waiting one is refused, exit 1 naming the
+/// conflict); `hinter queues purge --state dead` empties a queue's dead-letter set only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_delete_and_queues_purge_remove_finished_jobs() {
+    let dir = TestDir::new("dead-purge");
+    let server = start_server(&dir).await;
+    let d1 = server.make_dead("a", "pq", "boom").await;
+    let d2 = server.make_dead("b", "pq", "boom").await;
+    let ok = server.make_succeeded("c", "pq").await;
+    let waiting = server.enqueue_id(json!({"job": "w", "queue": "pq"})).await;
+
+    let out = server.cli(&["jobs", "delete", &d1]).run().await.ok();
+    assert!(
+        out.stdout.contains(&format!("deleted {d1} (dead)")),
+        "{out:?}"
+    );
+    server
+        .get(&format!("/api/v1/jobs/{d1}"))
+        .await
+        .expect_status(404);
+    let refused = server.cli(&["jobs", "delete", &waiting]).run().await;
+    assert_ne!(refused.code, Some(0), "{refused:?}");
+    assert!(
+        refused.stderr.contains("conflict") || refused.stderr.contains("cannot be deleted"),
+        "{refused:?}"
+    );
+
+    let out = server
+        .cli(&["queues", "purge", "pq", "--state", "dead", "--json"])
+        .run()
+        .await
+        .ok();
+    let answer: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(answer["deleted"], 1, "{out:?}");
+    server
+        .get(&format!("/api/v1/jobs/{d2}"))
+        .await
+        .expect_status(404);
+    server
+        .get(&format!("/api/v1/jobs/{ok}"))
+        .await
+        .expect_status(200);
+    server
+        .get(&format!("/api/v1/jobs/{waiting}"))
+        .await
+        .expect_status(200);
+    let bad = server
+        .cli(&["queues", "purge", "pq", "--state", "queued"])
+        .run()
+        .await;
+    assert_ne!(bad.code, Some(0), "{bad:?}");
+    assert!(bad.stderr.contains("states"), "{bad:?}");
+}

@@ -16,7 +16,7 @@
 //! connect time (DNS may answer differently later).
 
 use crate::FieldError;
-use ipnet::IpNet;
+pub use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The networks callbacks may reach although they lie in a refused range.
@@ -31,6 +31,13 @@ pub struct Refusal {
     pub address: IpAddr,
     /// `loopback`, `private`, `link-local`, … (see [`restricted_range`]).
     pub range: &'static str,
+}
+
+impl Refusal {
+    /// The range with its article: `a loopback address`, `an unspecified address`.
+    pub fn kind(&self) -> String {
+        article(self.range)
+    }
 }
 
 impl std::fmt::Display for Refusal {

@@ -198,6 +198,8 @@ pub struct ServeArgs {
     pub jobs: HostedArgs,
     #[command(flatten)]
     pub hooks: HookArgs,
+    #[command(flatten)]
+    pub callbacks: crate::callbacks::CallbackArgs,
     /// API tokens declared in `hinter.toml` (`[[tokens]]`), besides those in the store.
     #[arg(skip)]
     pub declared_tokens: Vec<hinter_core::access::NewToken>,
@@ -571,6 +573,9 @@ pub async fn serve_on(
     let cluster_leader_ttl = cluster_options.leader_ttl;
     let limits = args.connections.limits()?;
     let tls = args.tls.config()?;
+    // Every server delivers callbacks (`hinter.callback` jobs, queue `hinter.callbacks`).
+    let mut handlers = handlers;
+    args.callbacks.deliverer()?.register(&mut handlers);
 
     let scripts = crate::scripts::jobs_dir(args.jobs.jobs_dir.as_deref())?
         .map(crate::scripts::ScriptHost::new);
@@ -647,6 +652,7 @@ pub async fn serve_on(
             idempotency_ttl: args.idempotency_ttl,
             auth,
             hooks,
+            callbacks: args.callbacks.server_config(),
             ..ServerConfig::default()
         }),
         ready: ready.clone(),

@@ -6,7 +6,7 @@
 //! that deliver allow `127.0.0.1/32` explicitly (`--callback-allow-net`).
 
 use crate::support::pg::TestDb;
-use crate::support::{id_of, wait_for, wait_until, Server, TestDir};
+use crate::support::{hinter_command, id_of, wait_for, wait_until, Server, TestDir};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -300,6 +300,28 @@ async fn third_try(dir: &TestDir, store: &[String]) {
             "every attempt posts the same body"
         );
     }
+
+    // `hinter jobs show` tells the delivery's story.
+    let shown = hinter_command()
+        .args(["jobs", "show", &id, "--server", server.base()])
+        .output()
+        .expect("hinter jobs show");
+    assert!(shown.status.success(), "{shown:?}");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains(&format!(
+            "{}: delivered on attempt 3/20, receiver answered 200",
+            receiver.url("/flaky")
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches(": failed: receiver answered 500 Internal Server Error: boom")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("  attempt 3 at "), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1054,7 +1054,8 @@ mod hosting {
             .and_then(|all| all.iter().find(|w| w["role"] == "serve"))
             .cloned()
             .unwrap_or_else(|| panic!("serve is listed: {workers}"));
-        assert_eq!(me["queues"], json!(["hosted"]), "{me}");
+        // Every serve delivers callbacks too.
+        assert_eq!(me["queues"], json!(["hinter.callbacks", "hosted"]), "{me}");
         assert_eq!(me["concurrency"], json!(10), "{me}");
 
         // Stopped mid-job, it hands the job back: queued again, the attempt not counted.

@@ -5,6 +5,7 @@
 //! clock the test controls.
 
 pub mod access;
+pub mod callback_policy;
 pub mod clock;
 pub mod cluster;
 pub mod definition;

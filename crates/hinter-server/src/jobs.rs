@@ -46,6 +46,7 @@ pub async fn enqueue(
     let spec: JobSpec = parse_json(&bytes, None)?;
     let now = state.clock.now();
     let new_job = state.definitions.resolve(spec, now)?;
+    check_callback(&state.config.callbacks, &new_job)?;
     caller.check_queue(&new_job.queue)?;
     let (inserted, replayed) =
         insert_jobs(&state, &headers, ENQUEUE_PATH, &bytes, vec![new_job], now).await?;
@@ -104,6 +105,7 @@ pub async fn enqueue_batch(
             .definitions
             .resolve(spec, now)
             .map_err(|e| e.within(&prefix))?;
+        check_callback(&state.config.callbacks, &new_job).map_err(|e| e.within(&prefix))?;
         caller
             .check_queue(&new_job.queue)
             .map_err(|e| ApiError::forbidden(format!("{prefix}.queue: {}", e.message)))?;
@@ -121,6 +123,25 @@ pub async fn enqueue_batch(
     let mut response = (StatusCode::CREATED, Json(BatchResponse { jobs })).into_response();
     mark_replayed(&mut response, replayed);
     Ok(response)
+}
+
+/// A `callback_url` this server can send: it has a secret to sign with, and the URL's host
+/// is not a literal address (or `localhost`) the address policy refuses. Host names are
+/// checked at delivery, for every address they resolve to then.
+fn check_callback(
+    config: &crate::CallbackConfig,
+    job: &NewJob,
+) -> Result<(), hinter_core::FieldError> {
+    let Some(url) = &job.callback_url else {
+        return Ok(());
+    };
+    if !config.signing {
+        return Err(hinter_core::FieldError::new(
+            "callback_url",
+            "this server has no --callback-secret; callbacks are signed, so it cannot send them",
+        ));
+    }
+    config.policy.check_url("callback_url", url)
 }
 
 const ENQUEUE_PATH: &str = "/api/v1/jobs";

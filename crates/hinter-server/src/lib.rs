@@ -67,6 +67,20 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// Per-hook secrets for `POST /hooks/{job}` ([`hooks`]).
     pub hooks: hooks::HookConfig,
+    /// What an enqueue's `callback_url` may be.
+    pub callbacks: CallbackConfig,
+}
+
+/// Callbacks as the enqueue path checks them (`docs/callbacks.md`); the delivery checks
+/// again, at connect time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallbackConfig {
+    /// Whether this server has a secret to sign callbacks with; without one an enqueue with
+    /// a `callback_url` is refused (422), since every callback is signed.
+    pub signing: bool,
+    /// The networks callbacks may reach besides public ones: a `callback_url` whose host is
+    /// an IP outside them, or `localhost`, is refused at enqueue.
+    pub policy: hinter_core::callback_policy::AddressPolicy,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +96,7 @@ impl Default for ServerConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             auth: AuthConfig::default(),
             hooks: hooks::HookConfig::default(),
+            callbacks: CallbackConfig::default(),
         }
     }
 }

@@ -21,6 +21,7 @@
 //! | 77 | [`exit::NO_PERMISSION`] | the token is missing or not allowed (API 401/403) |
 //! | 130 | [`exit::INTERRUPTED`] | `enqueue --wait` stopped by Ctrl-C (the job goes on) |
 
+mod followups;
 mod scripts;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -1262,6 +1263,7 @@ fn show_job(job: &Job) -> String {
         }
     }
     text.push_str(&show_runs(&job.runs, width));
+    text.push_str(&followups::show(job, width));
     text
 }
 

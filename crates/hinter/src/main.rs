@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_pg;
+mod callbacks;
 mod client_cmds;
 mod config;
 mod config_cmd;

@@ -198,6 +198,8 @@ pub struct ServeArgs {
     pub jobs: HostedArgs,
     #[command(flatten)]
     pub hooks: HookArgs,
+    #[command(flatten)]
+    pub callbacks: crate::callbacks::CallbackArgs,
     /// API tokens declared in `hinter.toml` (`[[tokens]]`), besides those in the store.
     #[arg(skip)]
     pub declared_tokens: Vec<hinter_core::access::NewToken>,
@@ -594,6 +596,9 @@ pub async fn serve_on(
     let cluster_leader_ttl = cluster_options.leader_ttl;
     let limits = args.connections.limits()?;
     let tls = args.tls.config()?;
+    // Every server delivers callbacks (`hinter.callback` jobs, queue `hinter.callbacks`).
+    let mut handlers = handlers;
+    args.callbacks.deliverer()?.register(&mut handlers);
 
     let scripts = crate::scripts::jobs_dir(args.jobs.jobs_dir.as_deref())?
         .map(crate::scripts::ScriptHost::new);
@@ -674,6 +679,7 @@ pub async fn serve_on(
             idempotency_ttl: args.idempotency_ttl,
             auth,
             hooks,
+            callbacks: args.callbacks.server_config(),
             ..ServerConfig::default()
         }),
         ready: ready.clone(),
@@ -1077,7 +1083,8 @@ mod hosting {
             .and_then(|all| all.iter().find(|w| w["role"] == "serve"))
             .cloned()
             .unwrap_or_else(|| panic!("serve is listed: {workers}"));
-        assert_eq!(me["queues"], json!(["hosted"]), "{me}");
+        // Every serve delivers callbacks too.
+        assert_eq!(me["queues"], json!(["hinter.callbacks", "hosted"]), "{me}");
         assert_eq!(me["concurrency"], json!(10), "{me}");
 
         // Stopped mid-job, it hands the job back: queued again, the attempt not counted.

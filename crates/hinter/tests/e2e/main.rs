@@ -12,6 +12,7 @@ mod workers;
 
 mod bad_input;
 mod batch;
+mod callbacks;
 mod connections;
 mod crash;
 mod events;

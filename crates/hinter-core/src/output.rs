@@ -218,6 +218,32 @@ impl ReportBody {
     }
 }
 
+/// Progress as a worker sends it in a heartbeat (`POST /api/v1/jobs/{id}/heartbeat`):
+/// `{"percent": 42, "message": "resizing"}`; the server stamps the time it arrives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressUpdate {
+    /// 0 to 100.
+    pub percent: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl ProgressUpdate {
+    pub fn new(percent: f64, message: Option<String>) -> Self {
+        Self { percent, message }
+    }
+
+    /// The stored form, reported at `at`.
+    pub fn at(self, at: DateTime<Utc>) -> Progress {
+        Progress {
+            percent: self.percent,
+            message: self.message,
+            at,
+        }
+    }
+}
+
 /// `GET /api/v1/jobs/{id}/logs` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogPage {

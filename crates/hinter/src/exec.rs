@@ -1045,6 +1045,20 @@ mod tests {
         assert!(parse_progress("7").is_ok_and(|p| p.message.is_none()));
         assert!(parse_progress("-1 x").is_err());
         assert!(parse_progress("NaN").is_err());
+        for bad in [
+            "1e400", "inf", "-inf", "101", "100.0001", "-0.5", "\"50\"", "", "50%",
+        ] {
+            assert!(parse_progress(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_progress("100").is_ok_and(|p| p.percent == 100.0));
+        assert!(parse_progress("0.5 x").is_ok_and(|p| p.percent == 0.5));
+        let long = "é".repeat(hinter_core::output::MAX_PROGRESS_MESSAGE_BYTES);
+        let cut = parse_progress(&format!("50 {long}")).expect("a long message is cut");
+        let message = cut.message.expect("message");
+        assert!(message.len() <= hinter_core::output::MAX_PROGRESS_MESSAGE_BYTES);
+        assert!(message.len() > hinter_core::output::MAX_PROGRESS_MESSAGE_BYTES - 2);
+        let mended = parse_progress("50 a\0b").expect("a NUL is mended");
+        assert_eq!(mended.message.as_deref(), Some("a\u{FFFD}b"));
         assert_eq!(format_bytes(1 << 20), "1 MiB");
         assert_eq!(format_bytes(1536), "1536 bytes");
     }

@@ -1,6 +1,7 @@
 //! Checkpoints across attempts (PRODUCT.md section 3): a script saves `::checkpoint::` after
 //! each item, reads `$HINTER_CHECKPOINT` at its start, and so resumes where the last attempt
-//! stopped, whether that attempt was killed with SIGKILL, timed out, or lost its whole server.
+//! stopped, whether that attempt was killed with SIGKILL, timed out, or lost its whole server;
+//! and progress and checkpoint directives at the extremes.
 
 use super::*;
 use nix::sys::signal::{kill, Signal};
@@ -187,4 +188,55 @@ async fn a_script_resumes_from_its_checkpoint_after_its_server_is_killed() {
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill -9 the orphaned script");
     let server = serve(&dir, &jobs).await;
     assert_resumed(&server.api, &id, "timed out").await;
+}
+
+/// Progress and checkpoint directives at the extremes: a percent out of range or not a
+/// number, a checkpoint nested too deep or not JSON, each ignored with a note in the log; an
+/// overlong message cut, a NUL mended; the job succeeds with the last valid ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directives_at_the_extremes_are_noted_or_mended_never_fatal() {
+    let dir = TestDir::new("directive-extremes");
+    let jobs = jobs_dir(&dir);
+    let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+    let long = "m".repeat(3000);
+    let bad_progress = ["1e400", "-1", "101", "\"50\"", "NaN", "inf", "50%"];
+    let mut script = String::new();
+    for bad in bad_progress {
+        script.push_str(&format!("echo '::progress::{bad} bad'\n"));
+    }
+    script.push_str(&format!("echo '::checkpoint::{deep}'\n"));
+    script.push_str("echo '::checkpoint::{\"open\": '\n");
+    script.push_str("echo '::checkpoint::{\"kept\": [1, {\"a\": null}]}'\n");
+    script.push_str(&format!("echo '::progress::33.5 {long}'\n"));
+    script.push_str("printf '::progress::75 a\\000b\\n'\n");
+    put(&jobs, "triggered/extremes/run.sh", &script, false);
+    let server = serve(&dir, &jobs).await;
+    let api = &server.api;
+
+    let id = enqueue(api, "extremes", json!(null)).await;
+    let job = finished(api, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["checkpoint"], json!({"kept": [1, {"a": null}]}));
+    assert_eq!(job["progress"]["percent"], json!(75.0));
+    assert_eq!(job["progress"]["message"], "a\u{FFFD}b");
+    let notes: Vec<String> = texts(&logs(api, &id, "").await)
+        .into_iter()
+        .filter(|(level, _)| level == "warn")
+        .map(|(_, line)| line)
+        .collect();
+    assert_eq!(notes.len(), bad_progress.len() + 2, "{notes:#?}");
+    for (note, bad) in notes.iter().zip(bad_progress) {
+        assert!(
+            note.starts_with("ignoring") && note.contains("not a percentage from 0 to 100"),
+            "{bad}: {note}"
+        );
+    }
+    assert!(
+        notes[bad_progress.len()].contains("nests 65 levels deep"),
+        "{notes:#?}"
+    );
+    assert!(
+        notes[bad_progress.len() + 1].contains("not valid JSON"),
+        "{notes:#?}"
+    );
 }

@@ -481,7 +481,10 @@ async fn a_command_saves_a_checkpoint_and_the_next_attempt_resumes() {
         Some(json!({"resumed_from": {"done": 5}, "attempt": 2}))
     );
     assert_eq!(job.checkpoint, Some(json!({"done": 5})));
-    let progress = job.progress.clone().expect("the ::progress:: line is stored");
+    let progress = job
+        .progress
+        .clone()
+        .expect("the ::progress:: line is stored");
     assert_eq!(
         (progress.percent, progress.message.as_deref()),
         (50.0, Some("half way"))

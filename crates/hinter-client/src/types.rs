@@ -392,10 +392,44 @@ pub(crate) struct QueuesAnswer {
 }
 
 #[derive(Serialize)]
-pub(crate) struct HeartbeatBody {
+pub(crate) struct HeartbeatBody<'a> {
     pub lease_token: i64,
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub lease: Option<Duration>,
+    #[serde(flatten)]
+    pub report: Option<&'a HeartbeatReport>,
+}
+
+/// What a heartbeat may carry besides the lease extension ([`crate::Client::heartbeat_with`]):
+/// every part optional, stored under the same lease token as the extension.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HeartbeatReport {
+    /// Replaces the job's progress (0 to 100, and a message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<hinter_core::ProgressUpdate>,
+    /// Replaces the job's checkpoint; the next attempt is handed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Value>,
+    /// Appended to the attempt's log.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<hinter_core::NewLogLine>,
+}
+
+impl HeartbeatReport {
+    /// Progress of `percent` (0 to 100) with an optional message.
+    pub fn progress(mut self, percent: f64, message: Option<&str>) -> Self {
+        self.progress = Some(hinter_core::ProgressUpdate::new(
+            percent,
+            message.map(str::to_string),
+        ));
+        self
+    }
+
+    /// A checkpoint to resume from.
+    pub fn checkpoint(mut self, checkpoint: Value) -> Self {
+        self.checkpoint = Some(checkpoint);
+        self
+    }
 }
 
 #[derive(Serialize)]

@@ -6,7 +6,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hinter_client::{Client, EnqueueRequest, Error, JobFilter, JobState, LeaseRequest};
+use hinter_client::{
+    Client, EnqueueRequest, Error, HeartbeatReport, JobFilter, JobState, LeaseRequest,
+};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -258,6 +260,18 @@ async fn worker_protocol() {
     assert_eq!(
         last(&seen),
         r#"heartbeat {"lease":"90s","lease_token":123}"#
+    );
+    let report = HeartbeatReport::default()
+        .progress(40.0, Some("4 of 10"))
+        .checkpoint(json!({"done": 4}));
+    let ack = client
+        .heartbeat_with(jobs[0].id, 123, None, &report)
+        .await
+        .unwrap();
+    assert!(ack.cancel_requested);
+    assert_eq!(
+        last(&seen),
+        r#"heartbeat {"checkpoint":{"done":4},"lease_token":123,"progress":{"message":"4 of 10","percent":40.0}}"#
     );
 }
 

@@ -27,5 +27,5 @@ pub use duration::{format_duration, parse_duration, DurationError};
 pub use event::{EventFilter, EventKind, EventPage, JobEvent};
 pub use job::*;
 pub use listing::{JobPage, ListCursor};
-pub use output::{JobReport, LogLine, LogQuery, LogStream, NewLogLine, Progress};
+pub use output::{JobReport, LogLine, LogQuery, LogStream, NewLogLine, Progress, ProgressUpdate};
 pub use store::{Store, StoreError, StoreEvent};

@@ -116,10 +116,21 @@ pub struct LogLine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// 0 to 100.
+    #[serde(deserialize_with = "finite_percent")]
     pub percent: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub at: DateTime<Utc>,
+}
+
+/// A percent as a JSON number read exactly first, so one too large for an `f64` (`1e400`) is
+/// an error naming the field rather than a JSON syntax error.
+fn finite_percent<'de, D: serde::Deserializer<'de>>(de: D) -> Result<f64, D::Error> {
+    let number = serde_json::Number::deserialize(de)?;
+    number
+        .as_f64()
+        .filter(|percent| percent.is_finite())
+        .ok_or_else(|| serde::de::Error::custom(format_args!("{number} is not between 0 and 100")))
 }
 
 /// What a running attempt reports; every part is optional. Fenced by the lease token: a
@@ -214,6 +225,33 @@ impl ReportBody {
             logs: self.logs,
             progress: self.progress,
             checkpoint: self.checkpoint,
+        }
+    }
+}
+
+/// Progress as a worker sends it in a heartbeat (`POST /api/v1/jobs/{id}/heartbeat`):
+/// `{"percent": 42, "message": "resizing"}`; the server stamps the time it arrives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressUpdate {
+    /// 0 to 100.
+    #[serde(deserialize_with = "finite_percent")]
+    pub percent: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl ProgressUpdate {
+    pub fn new(percent: f64, message: Option<String>) -> Self {
+        Self { percent, message }
+    }
+
+    /// The stored form, reported at `at`.
+    pub fn at(self, at: DateTime<Utc>) -> Progress {
+        Progress {
+            percent: self.percent,
+            message: self.message,
+            at,
         }
     }
 }

@@ -135,6 +135,50 @@ impl HandlerContext {
         reporter.source.report(report, reporter.clock.now()).await
     }
 
+    /// Sets the job's progress: `percent` from 0 to 100 and an optional message (shown by
+    /// `GET /api/v1/jobs/{id}` and `hinter enqueue --wait`). A percent outside 0 to 100 is
+    /// refused ([`hinter_core::StoreError::Invalid`]); a message with NUL or over 1 KiB too.
+    pub async fn progress(
+        &self,
+        percent: f64,
+        message: impl Into<Option<String>>,
+    ) -> Result<(), hinter_core::StoreError> {
+        let progress = hinter_core::ProgressUpdate::new(percent, message.into()).at(self.now());
+        self.report(Vec::new(), Some(progress), None).await
+    }
+
+    /// Saves a checkpoint (any JSON, at most 64 levels deep): if this attempt fails, crashes
+    /// or times out, the next one is handed it in [`HandlerContext::checkpoint`] and can
+    /// resume from there.
+    ///
+    /// ```no_run
+    /// # async fn run(ctx: hinter_engine::HandlerContext, items: Vec<String>)
+    /// #     -> Result<usize, hinter_engine::JobError> {
+    /// let start = ctx
+    ///     .checkpoint
+    ///     .as_ref()
+    ///     .and_then(|c| c["done"].as_u64())
+    ///     .unwrap_or(0) as usize;
+    /// for (i, item) in items.iter().enumerate().skip(start) {
+    ///     // … process `item` …
+    ///     ctx.checkpoint(serde_json::json!({ "done": i + 1 })).await?;
+    ///     ctx.progress(100.0 * (i + 1) as f64 / items.len() as f64, format!("{item} done"))
+    ///         .await?;
+    /// }
+    /// Ok(items.len())
+    /// # }
+    /// ```
+    pub async fn checkpoint(&self, checkpoint: Value) -> Result<(), hinter_core::StoreError> {
+        self.report(Vec::new(), None, Some(checkpoint)).await
+    }
+
+    /// Appends a line to this attempt's log (`GET /api/v1/jobs/{id}/logs`), as INFO; a NUL
+    /// is replaced and an overlong line cut, as for script output.
+    pub async fn log(&self, line: impl Into<String>) -> Result<(), hinter_core::StoreError> {
+        let line = hinter_core::NewLogLine::new(self.now(), hinter_core::LogStream::Stdout, line);
+        self.report(vec![line], None, None).await
+    }
+
     /// The time on the worker's clock (for log lines and progress).
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         match &self.reporter {

@@ -101,6 +101,35 @@ pub struct HeartbeatBody {
     pub lease_token: i64,
     #[serde(default, with = "opt_duration")]
     pub lease: Option<Duration>,
+    /// Replaces the job's progress, with the lease extension.
+    #[serde(default)]
+    pub progress: Option<hinter_core::ProgressUpdate>,
+    /// Replaces the job's checkpoint (the next attempt is handed it).
+    #[serde(default)]
+    pub checkpoint: Option<Value>,
+    /// Appended to the attempt's log (as in `POST /api/v1/jobs/{id}/report`).
+    #[serde(default)]
+    pub logs: Vec<hinter_core::NewLogLine>,
+}
+
+impl HeartbeatBody {
+    /// The report this heartbeat carries, if it carries anything besides the lease.
+    pub fn report(
+        &self,
+        id: uuid::Uuid,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<hinter_core::JobReport> {
+        if self.progress.is_none() && self.checkpoint.is_none() && self.logs.is_empty() {
+            return None;
+        }
+        Some(hinter_core::JobReport {
+            id,
+            lease_token: self.lease_token,
+            logs: self.logs.clone(),
+            progress: self.progress.clone().map(|p| p.at(now)),
+            checkpoint: self.checkpoint.clone(),
+        })
+    }
 }
 
 /// `POST /api/v1/jobs/{id}/complete` body.

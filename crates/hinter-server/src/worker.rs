@@ -7,7 +7,7 @@ use hinter_core::retry::decide_failure;
 use hinter_core::store::{
     Completion, Failure, Heartbeat, HeartbeatAck, LeaseRequest, Release, StoreEvent, StoreResult,
 };
-use hinter_core::{FieldError, Job, JobState, LeasedJob, DEFAULT_QUEUE};
+use hinter_core::{FieldError, Job, JobReport, JobState, LeasedJob, DEFAULT_QUEUE};
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -124,6 +124,13 @@ pub async fn heartbeat(
 ) -> ApiResult<Json<HeartbeatAck>> {
     check_job_queue(&state, &caller, id).await?;
     let lease_for = check_lease(body.lease, state.config.default_lease)?;
+    let now = state.clock.now();
+    // A report riding on the heartbeat is mended and checked first, so a bad one (422)
+    // changes nothing, not even the lease.
+    let report = body.report(id, now).map(JobReport::storable);
+    if let Some(report) = &report {
+        report.check()?;
+    }
     let results = state
         .store
         .job_heartbeat_many(
@@ -132,10 +139,17 @@ pub async fn heartbeat(
                 lease_token: body.lease_token,
                 lease_for,
             }],
-            state.clock.now(),
+            now,
         )
         .await?;
-    Ok(Json(single(results)??))
+    let ack = single(results)??;
+    // Only under a lease the heartbeat found current: a stale token (409) wrote nothing. The
+    // report is guarded by the same token, so if the job finished in between it is refused
+    // (409) too.
+    if let Some(report) = report {
+        state.store.job_report(report, now).await?;
+    }
+    Ok(Json(ack))
 }
 
 /// `POST /api/v1/jobs/{id}/complete`.

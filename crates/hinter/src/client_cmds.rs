@@ -901,11 +901,28 @@ fn status_text(job: &Job) -> String {
             } else {
                 ""
             };
-            format!("running (attempt {attempts}{worker}){cancel}")
+            let progress = job
+                .progress
+                .as_ref()
+                .map(|p| {
+                    let message = p.message.as_deref().map(|m| format!(" {m}"));
+                    format!(": {}%{}", percent(p.percent), message.unwrap_or_default())
+                })
+                .unwrap_or_default();
+            format!("running (attempt {attempts}{worker}){cancel}{progress}")
         }
         JobState::Succeeded => format!("succeeded (attempt {attempts})"),
         JobState::Dead => format!("dead after {} attempt(s)", job.attempt),
         JobState::Cancelled => "cancelled".to_string(),
+    }
+}
+
+/// A progress percent as shown: whole numbers without decimals, others with one.
+fn percent(percent: f64) -> String {
+    if percent.fract() == 0.0 {
+        format!("{percent:.0}")
+    } else {
+        format!("{percent:.1}")
     }
 }
 

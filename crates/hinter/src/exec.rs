@@ -67,6 +67,9 @@ pub struct JobCommand {
     log_cap: u64,
     /// settings.job's `max_memory`, `max_processes` and `max_output`.
     limits: Limits,
+    /// Whether output lines are stored in the attempt's log (script jobs), or only the
+    /// progress and checkpoint directives (`hinter worker -- COMMAND`).
+    store_lines: bool,
 }
 
 /// Limits of one run of a command; over one, the whole process group is killed at once and
@@ -186,6 +189,7 @@ impl JobCommand {
             kill_grace: KILL_GRACE,
             log_cap: DEFAULT_LOG_CAP,
             limits: Limits::default(),
+            store_lines: true,
         })
     }
 
@@ -208,6 +212,13 @@ impl JobCommand {
         self
     }
 
+    /// Stores only the `::progress::` and `::checkpoint::` directives of the output (and
+    /// notes on bad ones), not its lines, when the run reports ([`JobCommand::run_reporting`]).
+    pub fn directives_only(mut self) -> Self {
+        self.store_lines = false;
+        self
+    }
+
     /// Waits this long between SIGTERM and SIGKILL (default [`KILL_GRACE`]).
     pub fn kill_grace(mut self, grace: Duration) -> Self {
         self.kill_grace = grace;
@@ -226,8 +237,8 @@ impl JobCommand {
     }
 
     /// [`JobCommand::run`], also storing the output in the attempt's log through `report`
-    /// (with progress and checkpoints from `::progress::` and `::checkpoint::` lines). Every
-    /// line is stored before this returns.
+    /// (with progress and checkpoints from `::progress::` and `::checkpoint::` lines; only
+    /// those after [`JobCommand::directives_only`]). Every line is stored before this returns.
     pub async fn run_reporting<R>(
         &self,
         job: &JobInfo<'_>,
@@ -354,7 +365,7 @@ impl JobCommand {
                 let _ = stdin.shutdown().await;
             }))
         });
-        let log = report.map(|ctx| OutputLog::start(ctx, self.log_cap));
+        let log = report.map(|ctx| OutputLog::start(ctx, self.log_cap, self.store_lines));
         let sink = log.as_ref().map(|log| log.sink.clone());
         let stdout = child
             .stdout
@@ -648,6 +659,8 @@ struct OutputSink {
     state: Mutex<SinkState>,
     wake: Notify,
     cap: u64,
+    /// False: the command's own lines are not stored (directives still are).
+    keep_lines: bool,
 }
 
 #[derive(Default)]
@@ -669,6 +682,9 @@ impl OutputSink {
     }
 
     fn line(&self, stream: LogStream, text: &str) {
+        if !self.keep_lines && stream != LogStream::Hinter {
+            return;
+        }
         let bytes = text.len() as u64 + 1;
         {
             let mut state = self.state();
@@ -754,11 +770,12 @@ struct OutputLog {
 }
 
 impl OutputLog {
-    fn start(ctx: HandlerContext, cap: u64) -> Self {
+    fn start(ctx: HandlerContext, cap: u64, keep_lines: bool) -> Self {
         let sink = Arc::new(OutputSink {
             state: Mutex::new(SinkState::default()),
             wake: Notify::new(),
             cap,
+            keep_lines,
         });
         let shipper = AbortOnDrop(tokio::spawn(ship(ctx, sink.clone())));
         Self { sink, shipper }
@@ -997,6 +1014,7 @@ mod tests {
             state: Mutex::new(SinkState::default()),
             wake: Notify::new(),
             cap,
+            keep_lines: true,
         }
     }
 
@@ -1045,6 +1063,20 @@ mod tests {
         assert!(parse_progress("7").is_ok_and(|p| p.message.is_none()));
         assert!(parse_progress("-1 x").is_err());
         assert!(parse_progress("NaN").is_err());
+        for bad in [
+            "1e400", "inf", "-inf", "101", "100.0001", "-0.5", "\"50\"", "", "50%",
+        ] {
+            assert!(parse_progress(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_progress("100").is_ok_and(|p| p.percent == 100.0));
+        assert!(parse_progress("0.5 x").is_ok_and(|p| p.percent == 0.5));
+        let long = "é".repeat(hinter_core::output::MAX_PROGRESS_MESSAGE_BYTES);
+        let cut = parse_progress(&format!("50 {long}")).expect("a long message is cut");
+        let message = cut.message.expect("message");
+        assert!(message.len() <= hinter_core::output::MAX_PROGRESS_MESSAGE_BYTES);
+        assert!(message.len() > hinter_core::output::MAX_PROGRESS_MESSAGE_BYTES - 2);
+        let mended = parse_progress("50 a\0b").expect("a NUL is mended");
+        assert_eq!(mended.message.as_deref(), Some("a\u{FFFD}b"));
         assert_eq!(format_bytes(1 << 20), "1 MiB");
         assert_eq!(format_bytes(1536), "1536 bytes");
     }

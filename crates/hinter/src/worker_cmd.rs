@@ -311,6 +311,7 @@ impl WorkerArgs {
 
     pub fn job_command(&self) -> anyhow::Result<JobCommand> {
         JobCommand::from_argv(&self.command)
+            .map(JobCommand::directives_only)
             .context("no COMMAND given: `hinter worker [OPTIONS] -- COMMAND [ARGS...]`")
     }
 

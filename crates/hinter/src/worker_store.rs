@@ -204,8 +204,6 @@ fn describe(store: &StoreArgs) -> String {
 /// How a script job runs beyond its command ([`run_job`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
-    /// Store the output in the attempt's log (script jobs).
-    pub store_output: bool,
     /// Stop the command after this long, failing the attempt "timed out after …", even when
     /// the job itself carries no timeout (it was enqueued on a server that does not know
     /// the script's settings). The job's own timeout is applied by the engine as well.
@@ -274,8 +272,9 @@ pub async fn run_job(
         }
         Stop::Engine(reason)
     };
-    let report = options.store_output.then(|| ctx.clone());
-    match command.run_reporting(&info, report, stop).await {
+    // Progress and checkpoints always; output lines unless the command stores directives
+    // only (`JobCommand::directives_only`).
+    match command.run_reporting(&info, Some(ctx.clone()), stop).await {
         Outcome::Succeeded(result) => {
             tracing::info!(job_id = %id, "job succeeded");
             Ok(result)

@@ -53,6 +53,15 @@ flaky)
     fi
     echo "::result::{\"attempt\": $HINTER_ATTEMPT}"
     ;;
+resume)
+    echo "::progress::50 half way"
+    if [ -z "${HINTER_CHECKPOINT-}" ]; then
+        echo '::checkpoint::{"done": 5}'
+        echo "crashed after item 5" >&2
+        exit 1
+    fi
+    printf '::result::{"resumed_from": %s, "attempt": %s}\n' "$HINTER_CHECKPOINT" "$HINTER_ATTEMPT"
+    ;;
 sleepy)
     if [ -e "$marker.started" ]; then
         echo "::result::\"second run, attempt $HINTER_ATTEMPT\""
@@ -451,6 +460,49 @@ async fn exit_codes_decide_retries() {
         .unwrap_or_else(|e| panic!("cannot read the job: {e}"));
     let codes: Vec<Option<i32>> = job.runs.iter().map(|r| r.exit_code).collect();
     assert_eq!(codes, [Some(1), None], "a failed attempt keeps its code");
+}
+
+/// A command's `::progress::` and `::checkpoint::` lines are stored through the server (its
+/// other lines are not: they go to the worker's own log); after a failure the next attempt
+/// gets the checkpoint in `HINTER_CHECKPOINT` and resumes.
+#[tokio::test]
+async fn a_command_saves_a_checkpoint_and_the_next_attempt_resumes() {
+    let mut setup = Setup::new();
+    setup.start_server().await;
+    let worker = setup.start_worker("worker", &[]);
+    let id = setup
+        .enqueue(EnqueueRequest::new("resume", Value::Null).max_attempts(3))
+        .await;
+    let job = setup.finished(id, &worker).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert_eq!(job.attempt, 2);
+    assert_eq!(
+        job.result,
+        Some(json!({"resumed_from": {"done": 5}, "attempt": 2}))
+    );
+    assert_eq!(job.checkpoint, Some(json!({"done": 5})));
+    let progress = job
+        .progress
+        .clone()
+        .expect("the ::progress:: line is stored");
+    assert_eq!(
+        (progress.percent, progress.message.as_deref()),
+        (50.0, Some("half way"))
+    );
+    assert_eq!(
+        error_messages(&job),
+        ["exited with code 1: crashed after item 5"]
+    );
+    let logs = setup
+        .client
+        .job_logs(id, None, 0, Some(100))
+        .await
+        .unwrap_or_else(|e| panic!("cannot read the logs: {e}"));
+    assert_eq!(
+        logs.lines,
+        [],
+        "a worker command's lines stay in the worker's log"
+    );
 }
 
 #[tokio::test]

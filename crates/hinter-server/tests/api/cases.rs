@@ -1603,3 +1603,199 @@ async fn delete_finished_jobs_and_purge_a_queue() {
     }
     assert_eq!(count("queued", "purge").await, 1);
 }
+
+/// A heartbeat carries progress, a checkpoint and log lines, stored with the lease
+/// extension under its lease token; the next attempt's lease hands the checkpoint over. A
+/// stale token (409) and every bad part (422 naming it, 413 over the size limit) change
+/// nothing: not the progress, not the checkpoint, not the log, not the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_carries_progress_checkpoint_and_logs() {
+    let Some(h) = harness().await else { return };
+    let job = h.enqueue(json!({"job": "a", "max_attempts": 3})).await;
+    let url = format!("/api/v1/jobs/{}", id_of(&job));
+    let leased = h.lease(json!({"worker_id": "w"})).await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    assert_eq!(leased[0]["checkpoint"], Value::Null, "a first attempt has none");
+
+    let now = Utc::now().to_rfc3339();
+    let beat = h
+        .post(
+            &format!("{url}/heartbeat"),
+            json!({"lease_token": token, "lease": "60s",
+                   "progress": {"percent": 40, "message": "4 of 10"},
+                   "checkpoint": {"done": 4},
+                   "logs": [{"at": now, "stream": "stdout", "line": "item 4\u{0}done"}]}),
+        )
+        .await;
+    assert_eq!(beat.status, StatusCode::OK, "{}", beat.body);
+    assert_eq!(beat.body["cancel_requested"], json!(false));
+    let job = h.get(&url).await.body;
+    assert_eq!(job["progress"]["percent"], json!(40.0));
+    assert_eq!(job["progress"]["message"], "4 of 10");
+    assert!(job["progress"]["at"].is_string(), "{job}");
+    assert_eq!(job["checkpoint"], json!({"done": 4}));
+    let logs = h.get(&format!("{url}/logs")).await.body;
+    assert_eq!(logs["lines"][0]["line"], "item 4\u{FFFD}done", "a NUL is mended");
+    assert_eq!(logs["lines"][0]["attempt"], 1);
+
+    // The old body still works, and keeps what was reported.
+    let plain = h
+        .post(&format!("{url}/heartbeat"), json!({"lease_token": token}))
+        .await;
+    assert_eq!(plain.status, StatusCode::OK, "{}", plain.body);
+    let before = h.get(&url).await.body;
+    assert_eq!(before["checkpoint"], json!({"done": 4}));
+
+    // A later heartbeat would move the lease: none of the refused ones below may.
+    h.clock.advance(chrono::Duration::seconds(10));
+    let stale = h
+        .post(
+            &format!("{url}/heartbeat"),
+            json!({"lease_token": token + 1, "progress": {"percent": 90},
+                   "checkpoint": {"done": 9},
+                   "logs": [{"at": now, "stream": "stdout", "line": "stale"}]}),
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+    assert_eq!(stale.error_code(), "stale_lease");
+
+    let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+    let long = "x".repeat(hinter_core::output::MAX_PROGRESS_MESSAGE_BYTES + 1);
+    let p = |progress: &str| format!(r#"{{"lease_token": {token}, "progress": {progress}}}"#);
+    for (body, field) in [
+        (p(r#"{"percent": 101}"#), "progress.percent"),
+        (p(r#"{"percent": -1}"#), "progress.percent"),
+        (p(r#"{"percent": -0.001, "message": "m"}"#), "progress.percent"),
+        (p(r#"{"percent": 1e400}"#), "progress.percent"),
+        (p(r#"{"percent": "50"}"#), "progress.percent"),
+        (p(r#"{"percent": null}"#), "progress.percent"),
+        (p(r#"{"message": "no percent"}"#), "progress"),
+        (p(r#"{"percent": 5, "pct": 5}"#), "progress"),
+        (p(r#"{"percent": 5, "message": "a\u0000b"}"#), "progress.message"),
+        (p(&format!(r#"{{"percent": 5, "message": "{long}"}}"#)), "progress.message"),
+        (p("42"), "progress"),
+        (
+            format!(r#"{{"lease_token": {token}, "checkpoint": {deep}}}"#),
+            "checkpoint",
+        ),
+        (
+            format!(r#"{{"lease_token": {token}, "checkpoint": {{"a": 1}}, "logs": [{{"line": "x"}}]}}"#),
+            "logs",
+        ),
+    ] {
+        let answer = h
+            .raw(Method::POST, &format!("{url}/heartbeat"), Some(body.clone()))
+            .await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", answer.body);
+        assert!(answer.error_message().contains(field), "{body}: {}", answer.body);
+    }
+    let huge = format!(
+        r#"{{"lease_token": {token}, "checkpoint": "{}"}}"#,
+        "x".repeat(MAX_JOB)
+    );
+    let too_large = h
+        .raw(Method::POST, &format!("{url}/heartbeat"), Some(huge))
+        .await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", too_large.body);
+
+    let after = h.get(&url).await.body;
+    for key in ["progress", "checkpoint", "lease_expires_at", "state", "attempt"] {
+        assert_eq!(after[key], before[key], "{key} changed by a refused heartbeat");
+    }
+    let logs = h.get(&format!("{url}/logs")).await.body;
+    assert_eq!(logs["lines"].as_array().map(Vec::len), Some(1), "{logs}");
+
+    // The attempt fails; the next one is handed the last checkpoint.
+    let failed = h
+        .post(&format!("{url}/fail"), json!({"lease_token": token, "error": "crashed"}))
+        .await;
+    assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
+    h.clock.advance(chrono::Duration::seconds(5));
+    let again = h.lease(json!({"worker_id": "w2"})).await;
+    assert_eq!(again.len(), 1, "the retry is due");
+    assert_eq!(again[0]["attempt"], 2);
+    assert_eq!(again[0]["checkpoint"], json!({"done": 4}));
+    let token2 = again[0]["lease_token"].as_i64().expect("token");
+
+    // The answer still tells a cancelled job's worker, with or without a report.
+    let cancel = h.post(&format!("{url}/cancel"), json!({})).await;
+    assert_eq!(cancel.status, StatusCode::OK, "{}", cancel.body);
+    let told = h
+        .post(
+            &format!("{url}/heartbeat"),
+            json!({"lease_token": token2, "progress": {"percent": 100}, "checkpoint": {"done": 10}}),
+        )
+        .await;
+    assert_eq!(told.status, StatusCode::OK, "{}", told.body);
+    assert_eq!(told.body["cancel_requested"], json!(true));
+    let job = h.get(&url).await.body;
+    assert_eq!(job["progress"]["percent"], json!(100.0));
+    assert!(job["progress"].get("message").is_none(), "{job}");
+    assert_eq!(job["checkpoint"], json!({"done": 10}));
+}
+
+/// `GET /api/v1/jobs/{id}?wait=`: answers as soon as the job finishes (with its result), runs
+/// out cleanly with the job as it is when it does not, answers 404 at once for an unknown job,
+/// and refuses a bad `wait` naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_returns_at_the_finish_times_out_and_refuses_bad_waits() {
+    let Some(h) = harness().await else { return };
+    let h = Arc::new(h);
+    let job = h.enqueue(json!({"job": "a"})).await;
+    let url = format!("/api/v1/jobs/{}", id_of(&job));
+    let leased = h.lease(json!({"worker_id": "w"})).await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+
+    // A running job that does not finish: 200 with the job still running, after the wait.
+    let started = tokio::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(20), h.get(&format!("{url}?wait=1s")))
+        .await
+        .expect("a wait of 1s does not hang");
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["state"], "running");
+    assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+
+    // Finished from another task 300 ms in: the poll answers then, with the result.
+    let finisher = {
+        let h = h.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            h.post(
+                &format!("{url}/complete"),
+                json!({"lease_token": token, "result": {"thumbnails": 3}}),
+            )
+            .await
+        })
+    };
+    let started = tokio::time::Instant::now();
+    let answer = h.get(&format!("{url}?wait=30s")).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["state"], "succeeded");
+    assert_eq!(answer.body["result"], json!({"thumbnails": 3}));
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    let done = finisher.await.expect("task");
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+
+    // Already finished: at once.
+    let started = tokio::time::Instant::now();
+    let answer = h.get(&format!("{url}?wait=30s")).await;
+    assert_eq!(answer.body["state"], "succeeded");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let started = tokio::time::Instant::now();
+    let missing = h
+        .get("/api/v1/jobs/0192f1c2-0000-7000-8000-000000000001?wait=30s")
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    assert!(started.elapsed() < Duration::from_secs(10), "a 404 does not wait");
+
+    for bad in ["abc", "-1s", "99999d", "1x", "%00", "1e400s"] {
+        let started = tokio::time::Instant::now();
+        let answer = h.get(&format!("{url}?wait={bad}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "wait={bad}: {}", answer.body);
+        assert!(answer.error_message().starts_with("wait"), "wait={bad}: {}", answer.body);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}

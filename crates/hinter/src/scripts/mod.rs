@@ -215,7 +215,6 @@ impl ScriptHost {
             };
             let command = Arc::new(command);
             let options = crate::worker_store::RunOptions {
-                store_output: true,
                 timeout: settings.timeout,
             };
             // Per process: a job over its definition's `concurrency` waits for a permit

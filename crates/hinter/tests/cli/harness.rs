@@ -137,6 +137,11 @@ impl Running {
         self.child.stdout.take().expect("stdout is piped")
     }
 
+    /// Takes the read end of the process's stderr (its output is then not collected).
+    pub fn take_stderr(&mut self) -> tokio::process::ChildStderr {
+        self.child.stderr.take().expect("stderr is piped")
+    }
+
     /// Waits for the process to end (at most [`CLI_TIMEOUT`]) and collects its outcome.
     pub async fn finish(self) -> Out {
         let Running {

@@ -69,6 +69,70 @@ async fn wait_prints_the_result_when_the_job_succeeds() {
     assert_eq!(server.job(&id).await["state"], "succeeded");
 }
 
+/// Reads `stderr` line by line until one contains `text` (within 30 s); returns the lines.
+async fn stderr_until(
+    stderr: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    text: &str,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = stderr.next_line().await.expect("reading stderr") {
+            let hit = line.contains(text);
+            seen.push(line);
+            if hit {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        found == Ok(true),
+        "no stderr line with {text:?}; saw {seen:#?}"
+    );
+    seen
+}
+
+/// A worker reports progress in its heartbeats; `enqueue --wait` shows each change on stderr
+/// while the job runs, then prints the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_shows_the_progress_a_worker_reports() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = TestDir::new("wait-progress");
+    let server = start_server(&dir).await;
+
+    let running = server
+        .cli(&["enqueue", "import", "{}", "--queue", "wp", "--wait"])
+        .spawn();
+    let (leased, mut running) = lease_the_job(&server, "wp", running).await;
+    let mut stderr = tokio::io::BufReader::new(running.take_stderr()).lines();
+    let beat = format!("/api/v1/jobs/{}/heartbeat", id_of(&leased));
+    for (percent, message) in [(40.0, "4 of 10"), (92.5, "nearly there")] {
+        server
+            .post(
+                &beat,
+                &json!({"lease_token": leased["lease_token"],
+                        "progress": {"percent": percent, "message": message}}),
+            )
+            .await
+            .expect_status(200);
+        let shown = format!("{}% {message}", if percent == 40.0 { "40" } else { "92.5" });
+        let lines = stderr_until(&mut stderr, &shown).await;
+        assert!(
+            lines
+                .last()
+                .is_some_and(|l| l.contains("running (attempt 1/10")),
+            "{lines:#?}"
+        );
+    }
+    server
+        .complete_leased(&leased, json!({"imported": 10}))
+        .await;
+    stderr_until(&mut stderr, "succeeded (attempt 1/10)").await;
+    let out = running.finish().await.ok();
+    assert_eq!(out.json(), json!({"imported": 10}), "{out:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_json_prints_the_final_job_and_quiet_shows_no_progress() {
     let dir = TestDir::new("wait-json");

@@ -8,6 +8,7 @@ mod support;
 mod continuous;
 mod folders;
 mod limits;
+mod resume;
 mod run;
 mod stop;
 mod worker;

@@ -122,6 +122,14 @@ pub struct Progress {
     pub at: DateTime<Utc>,
 }
 
+impl Progress {
+    /// The `data` of the `progress` event a report that sets it logs
+    /// ([`crate::EventKind::Progress`]): `{"percent": …, "message": … or null}`.
+    pub fn event_data(&self) -> Value {
+        serde_json::json!({"percent": self.percent, "message": self.message})
+    }
+}
+
 /// What a running attempt reports; every part is optional. Fenced by the lease token: a
 /// stale token changes nothing ([`crate::StoreError::StaleLease`]).
 #[derive(Debug, Clone, PartialEq)]

@@ -117,7 +117,11 @@ pub async fn followups_reply_on_dead_and_cancelled(store: Arc<dyn Store>) {
     let requested = cancel(store, running.id, now).await;
     assert_eq!(requested.state, JobState::Running);
     assert!(
-        store.job_followups(running.id).await.expect("job_followups").is_empty(),
+        store
+            .job_followups(running.id)
+            .await
+            .expect("job_followups")
+            .is_empty(),
         "a cancel request is not an outcome"
     );
     fail(
@@ -135,7 +139,10 @@ pub async fn followups_reply_on_dead_and_cancelled(store: Arc<dyn Store>) {
         .iter()
         .map(|r| {
             (
-                r.payload["correlation_id"].as_str().expect("a string").to_string(),
+                r.payload["correlation_id"]
+                    .as_str()
+                    .expect("a string")
+                    .to_string(),
                 r.payload["state"].as_str().expect("a string").to_string(),
             )
         })
@@ -184,7 +191,14 @@ pub async fn followups_only_with_a_written_outcome(store: Arc<dyn Store>) {
     let replies = lease(store, &["replies"], 10, now).await;
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].payload["state"], "succeeded");
-    assert_eq!(store.job_followups(job.id).await.expect("job_followups").len(), 2);
+    assert_eq!(
+        store
+            .job_followups(job.id)
+            .await
+            .expect("job_followups")
+            .len(),
+        2
+    );
 }
 
 /// A job with `callback_url` gets a `hinter.callback` delivery job on the callbacks queue,
@@ -253,7 +267,10 @@ pub async fn followups_batch_each_replies_once(store: Arc<dyn Store>) {
         .iter()
         .map(|r| {
             (
-                r.payload["correlation_id"].as_str().expect("a string").to_string(),
+                r.payload["correlation_id"]
+                    .as_str()
+                    .expect("a string")
+                    .to_string(),
                 r.payload["job_id"].clone(),
             )
         })

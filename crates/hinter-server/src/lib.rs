@@ -65,6 +65,12 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// Per-hook secrets for `POST /hooks/{job}` ([`hooks`]).
     pub hooks: hooks::HookConfig,
+    /// Most Server-Sent-Events streams of `GET /api/v1/events` open at once; past it: 503
+    /// with `Retry-After`.
+    pub max_event_streams: usize,
+    /// An event stream with nothing to send sends a comment line this often, so proxies
+    /// keep it open and a dead client is found. Keep it below the idle timeout.
+    pub event_keep_alive: Duration,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +86,8 @@ impl Default for ServerConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             auth: AuthConfig::default(),
             hooks: hooks::HookConfig::default(),
+            max_event_streams: 1000,
+            event_keep_alive: Duration::from_secs(15),
         }
     }
 }
@@ -350,9 +358,11 @@ pub fn router(state: AppState) -> Router {
         };
         router = router.route(spec.path, handler);
     }
+    let streams = events::Streams::new(state.config.max_event_streams);
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(streams))
         .with_state(state)
 }
 

@@ -21,4 +21,5 @@ mod limits;
 mod listing;
 mod ordering;
 mod queues;
+mod sse;
 mod unique;

@@ -20,6 +20,10 @@
 //! - cancel: `cancelled` for a `scheduled`/`queued` job; `cancel_requested` for a running
 //!   job whose request is new;
 //! - retry (by hand): `retried`;
+//! - report ([`crate::Store::job_report`]): `progress` when the report sets the job's
+//!   progress, `data = {"percent": <0..=100>, "message": <text or null>}`, in the same
+//!   write and under the same lease token (a stale report logs nothing); a report of only
+//!   log lines or a checkpoint logs nothing;
 //! - heartbeat, pause, prune: nothing.
 //!
 //! A unit of work logs what its operations would, in their order.
@@ -37,6 +41,9 @@ pub enum EventKind {
     Created,
     /// Leased: an attempt began. `data.worker_id` names the worker.
     Started,
+    /// The running attempt reported its progress: `data.percent` (0 to 100) and
+    /// `data.message` (text or `null`).
+    Progress,
     /// The attempt completed; the job is `succeeded`.
     Succeeded,
     /// An attempt failed: `data.error`, and `data.exit_code` when a command exited. The
@@ -60,9 +67,10 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Created,
         EventKind::Started,
+        EventKind::Progress,
         EventKind::Succeeded,
         EventKind::Failed,
         EventKind::RetryScheduled,
@@ -78,6 +86,7 @@ impl EventKind {
         match self {
             EventKind::Created => "created",
             EventKind::Started => "started",
+            EventKind::Progress => "progress",
             EventKind::Succeeded => "succeeded",
             EventKind::Failed => "failed",
             EventKind::RetryScheduled => "retry_scheduled",

@@ -133,6 +133,14 @@ fn finite_percent<'de, D: serde::Deserializer<'de>>(de: D) -> Result<f64, D::Err
         .ok_or_else(|| serde::de::Error::custom(format_args!("{number} is not between 0 and 100")))
 }
 
+impl Progress {
+    /// The `data` of the `progress` event a report that sets it logs
+    /// ([`crate::EventKind::Progress`]): `{"percent": …, "message": … or null}`.
+    pub fn event_data(&self) -> Value {
+        serde_json::json!({"percent": self.percent, "message": self.message})
+    }
+}
+
 /// What a running attempt reports; every part is optional. Fenced by the lease token: a
 /// stale token changes nothing ([`crate::StoreError::StaleLease`]).
 #[derive(Debug, Clone, PartialEq)]

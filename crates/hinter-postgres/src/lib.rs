@@ -703,7 +703,7 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn job_report(&self, report: JobReport, _now: DateTime<Utc>) -> StoreResult<()> {
+    async fn job_report(&self, report: JobReport, now: DateTime<Utc>) -> StoreResult<()> {
         let mut report = report.storable();
         report.check().map_err(StoreError::Invalid)?;
         // Times on the database's clock, as every other time this store writes.
@@ -713,8 +713,14 @@ impl Store for PostgresStore {
         if let Some(progress) = &mut report.progress {
             progress.at = self.inner.clock.at(progress.at);
         }
-        self.read(async |c| output::job_report(c, &report).await)
-            .await
+        let now = self.inner.clock.at(now);
+        self.read(async |c| output::job_report(c, &report, now).await)
+            .await?;
+        if report.progress.is_some() {
+            // A single statement, committed: wake the log's readers as a write does.
+            self.logged(false);
+        }
+        Ok(())
     }
 
     async fn job_logs(&self, id: Uuid, query: LogQuery) -> StoreResult<Option<Vec<LogLine>>> {

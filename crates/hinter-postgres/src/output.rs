@@ -1,20 +1,24 @@
 //! Attempt reports (log lines, progress, checkpoint) and reading a job's log.
 
 use crate::ops::{get, query, query_opt, truncate, Conn, Error, Result};
+use chrono::{DateTime, Utc};
 use hinter_core::output::MAX_LOG_PAGE;
 use hinter_core::{JobReport, LogLine, LogQuery, LogStream, StoreError};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// One statement: the guarded update of the job (progress, checkpoint) and the insert of its
-/// lines under the attempt it returns. No row back: the lease token did not match, or no job.
-pub async fn job_report<C: Conn>(c: &C, report: &JobReport) -> Result<()> {
+/// One statement: the guarded update of the job (progress, checkpoint), the insert of its
+/// lines under the attempt it returns, and the `progress` event when the report sets the
+/// progress. No row back: the lease token did not match, or no job. `now` is on the
+/// database's clock.
+pub async fn job_report<C: Conn>(c: &C, report: &JobReport, now: DateTime<Utc>) -> Result<()> {
     let progress: Option<Value> = report
         .progress
         .as_ref()
         .map(serde_json::to_value)
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("progress: {e}")))?;
+    let progress_event: Option<Value> = report.progress.as_ref().map(|p| p.event_data());
     let ats: Vec<_> = report.logs.iter().map(|l| truncate(l.at)).collect();
     let streams: Vec<&str> = report.logs.iter().map(|l| l.stream.as_str()).collect();
     let lines: Vec<&str> = report.logs.iter().map(|l| l.line.as_str()).collect();
@@ -24,13 +28,17 @@ pub async fn job_report<C: Conn>(c: &C, report: &JobReport) -> Result<()> {
              UPDATE jobs SET progress = COALESCE($3::json, progress),
                  checkpoint = COALESCE($4::json, checkpoint)
              WHERE id = $1 AND state = 'running' AND lease_token = $2
-             RETURNING seq, attempt),
+             RETURNING seq, id, job, queue, attempt),
          written AS (
              INSERT INTO job_logs (job_seq, attempt, at, stream, line)
              SELECT j.seq, j.attempt, u.at, u.stream, u.line
              FROM j, unnest($5::timestamptz[], $6::text[], $7::text[]) WITH ORDINALITY
                   AS u(at, stream, line, n)
-             ORDER BY u.n)
+             ORDER BY u.n),
+         logged AS (
+             INSERT INTO events (at, kind, job_id, job, queue, attempt, data)
+             SELECT $9, 'progress', j.id, j.job, j.queue, j.attempt, $8::json
+             FROM j WHERE $8::json IS NOT NULL)
          SELECT seq FROM j",
         &[
             &report.id,
@@ -40,6 +48,8 @@ pub async fn job_report<C: Conn>(c: &C, report: &JobReport) -> Result<()> {
             &ats,
             &streams,
             &lines,
+            &progress_event,
+            &truncate(now),
         ],
     )
     .await?;

@@ -1,17 +1,34 @@
-//! `GET /api/v1/events`: the durable event log after an id, as JSON pages with an optional
-//! long-poll. Clients keep the id of the last event they handled and ask for what follows.
+//! `GET /api/v1/events`: the durable event log after an id, either as JSON pages with an
+//! optional long-poll, or, when the request accepts `text/event-stream`, as a stream of
+//! Server-Sent Events. Clients keep the id of the last event they handled and ask for what
+//! follows (`after=`, or the `Last-Event-ID` header a reconnecting `EventSource` sends).
+//!
+//! Each SSE stream reads the store itself, one page at a time, only when its client has
+//! taken the previous events (the response body is polled only when the connection can
+//! write), so a slow or stuck client costs at most one page and never holds up anyone
+//! else; it wakes on the store's hints (and every second, since hints are best effort).
+//! The number of open streams is capped per server ([`crate::ServerConfig::max_event_streams`]);
+//! a stream ends within a second once the server begins to stop.
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{name_filter, non_empty, parse_limit, parse_query, parse_wait};
 use crate::AppState;
 use axum::extract::State;
-use axum::http::Uri;
-use axum::Json;
-use hinter_core::{EventFilter, JobEvent};
+use axum::http::header::{ACCEPT, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use hinter_core::{EventFilter, JobEvent, Store, StoreEvent};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Events per page unless `limit` says otherwise.
@@ -20,6 +37,12 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 /// Longest wait without a hint before reading again: hints are best effort.
 const RECHECK: Duration = Duration::from_secs(1);
+/// Events an SSE stream reads from the store at a time: all it ever holds.
+const STREAM_PAGE: u32 = 100;
+/// What an SSE stream tells `EventSource` to wait before reconnecting.
+const RECONNECT: Duration = Duration::from_millis(2000);
+/// `Retry-After` of the 503 past the cap on streams, in seconds.
+const STREAMS_FULL_RETRY_AFTER: &str = "5";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,20 +64,42 @@ pub struct EventsPage {
     pub next_after: i64,
 }
 
-/// `GET /api/v1/events?after=&limit=&wait=&queue=&job=&job_id=`: events after `after`
-/// (default 0: the oldest retained), oldest first; with `wait`, an empty page waits up to
-/// that long for the first matching event.
+/// The places for SSE streams of one server (one [`crate::router`]).
+#[derive(Clone)]
+pub struct Streams {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Streams {
+    pub fn new(max: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+}
+
+/// `GET /api/v1/events?after=&limit=&wait=&queue=&job=&job_id=`.
+///
+/// JSON: events after `after` (default 0: the oldest retained), oldest first; with `wait`,
+/// an empty page waits up to that long for the first matching event.
+///
+/// `Accept: text/event-stream`: a stream of the events after `Last-Event-ID`, else after
+/// `after`, else from now on; `limit` and `wait` do not apply.
 pub async fn list(
     State(state): State<AppState>,
+    Extension(streams): Extension<Streams>,
     caller: Caller,
+    headers: HeaderMap,
     uri: Uri,
-) -> ApiResult<Json<EventsPage>> {
+) -> ApiResult<Response> {
     let query: EventsQuery = parse_query(&uri)?;
     let after = match non_empty(query.after) {
-        None => 0,
-        Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+        None => None,
+        Some(s) => Some(parse_id(&s).ok_or_else(|| {
             ApiError::bad_request(format!("after: {s:?} is not an event id (0 or more)"))
-        })?,
+        })?),
     };
     let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let wait = parse_wait(query.wait, state.config.max_wait)?;
@@ -70,21 +115,67 @@ pub async fn list(
             })?),
         },
     };
+    if wants_event_stream(&headers) {
+        let last_event_id = match headers.get("last-event-id") {
+            None => None,
+            Some(value) => {
+                let text = value.to_str().unwrap_or("").trim();
+                // EventSource sends an empty header when it never saw an id.
+                if text.is_empty() {
+                    None
+                } else {
+                    Some(parse_id(text).ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "Last-Event-ID: {text:?} is not an event id (0 or more)"
+                        ))
+                    })?)
+                }
+            }
+        };
+        return stream(state, streams, filter, last_event_id.or(after)).await;
+    }
+    Ok(Json(long_poll(&state, after.unwrap_or(0), &filter, limit, wait).await?).into_response())
+}
+
+fn parse_id(s: &str) -> Option<i64> {
+    s.parse::<i64>().ok().filter(|n| *n >= 0)
+}
+
+/// Whether the `Accept` header asks for `text/event-stream`.
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers.get_all(ACCEPT).iter().any(|value| {
+        value.to_str().is_ok_and(|text| {
+            text.split(',').any(|item| {
+                item.split(';')
+                    .next()
+                    .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
+            })
+        })
+    })
+}
+
+async fn long_poll(
+    state: &AppState,
+    after: i64,
+    filter: &EventFilter,
+    limit: u32,
+    wait: Duration,
+) -> ApiResult<EventsPage> {
     let deadline = crate::deadline_after(wait);
     // Subscribed before the first read, so a commit between the read and the wait wakes us.
     let mut hints = (!wait.is_zero()).then(|| state.store.subscribe());
     let mut after = after;
     loop {
-        let page = state.store.events_read(after, &filter, limit).await?;
+        let page = state.store.events_read(after, filter, limit).await?;
         after = page.next_after;
-        let stopping = !state.ready.load(std::sync::atomic::Ordering::Acquire);
+        let stopping = !state.ready.load(Ordering::Acquire);
         let rx = match hints.as_mut() {
             Some(rx) if page.events.is_empty() && Instant::now() < deadline && !stopping => rx,
             _ => {
-                return Ok(Json(EventsPage {
+                return Ok(EventsPage {
                     events: page.events,
                     next_after: page.next_after,
-                }))
+                })
             }
         };
         let recheck = deadline.min(Instant::now() + RECHECK);
@@ -92,5 +183,167 @@ pub async fn list(
         if let Ok(Err(RecvError::Closed)) = tokio::time::timeout_at(recheck, rx.recv()).await {
             tokio::time::sleep_until(recheck).await;
         }
+    }
+}
+
+/// Opens an SSE stream of the events after `resume` (`None`: from the end of the log now).
+async fn stream(
+    state: AppState,
+    streams: Streams,
+    filter: EventFilter,
+    resume: Option<i64>,
+) -> ApiResult<Response> {
+    let Ok(permit) = streams.slots.clone().try_acquire_owned() else {
+        let mut response = ApiError::overloaded(format!(
+            "the server has {} event streams open, its limit (--max-event-streams); \
+             try again later",
+            streams.max
+        ))
+        .into_response();
+        response.headers_mut().insert(
+            RETRY_AFTER,
+            HeaderValue::from_static(STREAMS_FULL_RETRY_AFTER),
+        );
+        return Ok(response);
+    };
+    // Subscribed before the first read, so no hint between the two is missed.
+    let hints = state.store.subscribe();
+    let mut lead = VecDeque::from([Event::default().retry(RECONNECT)]);
+    let after = match resume {
+        Some(after) => {
+            if let Some(gap) = find_gap(&*state.store, after).await? {
+                lead.push_back(gap);
+            }
+            after
+        }
+        None => state.store.events_last_id().await?,
+    };
+    let follow = Follow {
+        store: state.store.clone(),
+        filter,
+        after,
+        lead,
+        page: VecDeque::new(),
+        hints,
+        ready: state.ready.clone(),
+        _permit: permit,
+    };
+    let events = futures_util::stream::unfold(follow, |mut follow| async move {
+        let event = follow.next().await?;
+        Some((Ok::<_, Infallible>(event), follow))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(state.config.event_keep_alive)
+                .text("keep-alive"),
+        )
+        .into_response())
+}
+
+/// The `gap` event for a reader resuming after `after`, when entries it has not seen were
+/// pruned: the entry `after` itself is gone and the oldest entry kept is more than one past
+/// it. (Ids need not be dense, so on PostgreSQL the ids named may not all have held
+/// entries; a real loss is never left unsaid.)
+async fn find_gap(store: &dyn Store, after: i64) -> ApiResult<Option<Event>> {
+    if after == 0 {
+        return Ok(None);
+    }
+    let everything = EventFilter::default();
+    let oldest = store.events_read(0, &everything, 1).await?;
+    let Some(oldest) = oldest.events.first().map(|e| e.id) else {
+        return Ok(None);
+    };
+    if oldest <= after.saturating_add(1) {
+        return Ok(None);
+    }
+    let data = serde_json::json!({
+        "after": after,
+        "oldest_kept": oldest,
+        "message": format!(
+            "events after {after} and before {oldest} are no longer kept (--retain-events); \
+             this stream goes on from {oldest}"
+        ),
+    });
+    // Its id resumes a reconnect after the gap, so the gap is told once.
+    Ok(Some(
+        Event::default()
+            .id((oldest - 1).to_string())
+            .event("gap")
+            .data(data.to_string()),
+    ))
+}
+
+/// One SSE stream's reader: what it has to send before the log, one page of the log, and
+/// where it reads next.
+struct Follow {
+    store: Arc<dyn Store>,
+    filter: EventFilter,
+    after: i64,
+    /// `retry:` and a `gap`, sent first.
+    lead: VecDeque<Event>,
+    page: VecDeque<JobEvent>,
+    hints: broadcast::Receiver<StoreEvent>,
+    /// Cleared when the server begins to stop: the stream then ends.
+    ready: Arc<AtomicBool>,
+    /// Its place under the cap on streams, given back when the stream is dropped.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Follow {
+    /// The next SSE event; `None` ends the stream (the server is stopping).
+    async fn next(&mut self) -> Option<Event> {
+        if let Some(event) = self.lead.pop_front() {
+            return Some(event);
+        }
+        loop {
+            if !self.ready.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(event) = self.page.pop_front() {
+                return Some(sse_event(&event));
+            }
+            match self
+                .store
+                .events_read(self.after, &self.filter, STREAM_PAGE)
+                .await
+            {
+                Ok(page) => {
+                    self.after = page.next_after;
+                    if !page.events.is_empty() {
+                        self.page.extend(page.events);
+                        continue;
+                    }
+                }
+                // Keep-alives go on meanwhile; the client sees a quiet stream, not an end.
+                Err(e) => tracing::warn!(error = %e, "event stream cannot read the event log"),
+            }
+            self.wait().await;
+        }
+    }
+
+    /// Waits for a hint that the store changed, or [`RECHECK`].
+    async fn wait(&mut self) {
+        let hint = async {
+            loop {
+                match self.hints.recv().await {
+                    Ok(_) | Err(RecvError::Lagged(_)) => return,
+                    Err(RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(RECHECK, hint).await;
+    }
+}
+
+/// `id:` the event's id, `event:` its kind, `data:` the event as the JSON API gives it.
+fn sse_event(event: &JobEvent) -> Event {
+    let sse = Event::default()
+        .id(event.id.to_string())
+        .event(event.kind.as_str());
+    match serde_json::to_string(event) {
+        Ok(json) => sse.data(json),
+        // Cannot happen for these types; say so rather than drop the event silently.
+        Err(e) => sse.data(serde_json::json!({"id": event.id, "error": e.to_string()}).to_string()),
     }
 }

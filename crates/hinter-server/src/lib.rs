@@ -69,6 +69,12 @@ pub struct ServerConfig {
     pub hooks: hooks::HookConfig,
     /// What an enqueue's `callback_url` may be.
     pub callbacks: CallbackConfig,
+    /// Most Server-Sent-Events streams of `GET /api/v1/events` open at once; past it: 503
+    /// with `Retry-After`.
+    pub max_event_streams: usize,
+    /// An event stream with nothing to send sends a comment line this often, so proxies
+    /// keep it open and a dead client is found. Keep it below the idle timeout.
+    pub event_keep_alive: Duration,
 }
 
 /// Callbacks as the enqueue path checks them (`docs/callbacks.md`); the delivery checks
@@ -97,6 +103,8 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             hooks: hooks::HookConfig::default(),
             callbacks: CallbackConfig::default(),
+            max_event_streams: 1000,
+            event_keep_alive: Duration::from_secs(15),
         }
     }
 }
@@ -387,9 +395,11 @@ pub fn router(state: AppState) -> Router {
         };
         router = router.route(spec.path, handler);
     }
+    let streams = events::Streams::new(state.config.max_event_streams);
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(streams))
         .with_state(state)
 }
 

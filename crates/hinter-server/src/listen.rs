@@ -5,6 +5,12 @@
 //! connection is closed at once. Accept errors (say, `EMFILE`) are logged and retried after
 //! a short pause, never fatal.
 //!
+//! A response body being written (an event stream of `GET /api/v1/events` included) keeps
+//! its connection as long as bytes move: the idle clock runs once the handler has answered
+//! and restarts with every write, so a stream's keep-alive comments keep it open, and a
+//! client that stops reading is closed after the idle timeout. Once the server is stopping,
+//! a body that moves nothing for [`STOPPING_STALL`] is cut.
+//!
 //! The request body's own time limit is [`crate::ServerConfig::body_timeout`], applied where
 //! bodies are read.
 //!
@@ -44,6 +50,10 @@ pub const HEALTH_RESERVE: usize = 32;
 /// Pause after an accept error that is not about one connection (`EMFILE`, `ENFILE`,
 /// `ENOBUFS`), so a full file table does not make the accept loop spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Once the server is stopping, a connection whose response body has moved no bytes for
+/// this long is closed (event streams themselves end within a second of the stop).
+const STOPPING_STALL: Duration = Duration::from_secs(2);
 
 /// How often the same overload warning is logged at most.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -256,7 +266,7 @@ async fn handshake(
 async fn serve_connection<S>(
     stream: S,
     conn: Conn,
-    limits: ConnLimits,
+    mut limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
     _closed: watch::Receiver<()>,
 ) where
@@ -302,6 +312,9 @@ async fn serve_connection<S>(
             }
             changed = stop.changed(), if !stopping => {
                 stopping = true;
+                // A response still being written (a long download, an event stream whose
+                // client stopped reading) must move bytes to keep the connection now.
+                limits.idle_timeout = limits.idle_timeout.min(STOPPING_STALL);
                 if changed.is_ok() {
                     connection.as_mut().graceful_shutdown();
                 }

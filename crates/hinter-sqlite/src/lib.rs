@@ -658,7 +658,7 @@ impl Store for SqliteStore {
     async fn job_report(&self, report: JobReport, now: DateTime<Utc>) -> StoreResult<()> {
         let report = report.storable();
         report.check().map_err(StoreError::Invalid)?;
-        self.write(move |c, _| output::job_report(c, &report, now))
+        self.write(move |c, hints| output::job_report(c, &report, now, hints))
             .await
     }
 

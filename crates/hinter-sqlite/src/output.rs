@@ -1,15 +1,22 @@
 //! Attempt reports (log lines, progress, checkpoint) and reading a job's log.
 
+use crate::log;
 use crate::ops::{db_err, from_micros, micros, not_running_under, Result};
 use chrono::{DateTime, Utc};
 use hinter_core::output::MAX_LOG_PAGE;
-use hinter_core::{JobReport, LogLine, LogQuery, LogStream, StoreError};
+use hinter_core::{EventKind, JobReport, LogLine, LogQuery, LogStream, StoreError, StoreEvent};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 /// Appends the report's lines under the job's current attempt and sets its progress and
-/// checkpoint, guarded by the lease token. Checks before it writes, so it needs no savepoint.
-pub fn job_report(conn: &Connection, report: &JobReport, _now: DateTime<Utc>) -> Result<()> {
+/// checkpoint, guarded by the lease token; a report that sets the progress logs a
+/// `progress` event. Checks before it writes, so it needs no savepoint.
+pub fn job_report(
+    conn: &Connection,
+    report: &JobReport,
+    now: DateTime<Utc>,
+    hints: &mut Vec<StoreEvent>,
+) -> Result<()> {
     let progress = report
         .progress
         .as_ref()
@@ -22,11 +29,12 @@ pub fn job_report(conn: &Connection, report: &JobReport, _now: DateTime<Utc>) ->
         .map(serde_json::to_string)
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))?;
-    let (seq, attempt): (i64, i64) = conn
+    let (seq, attempt, job, queue): (i64, i64, String, String) = conn
         .prepare_cached(
             "UPDATE jobs SET progress = COALESCE(?3, progress), \
              checkpoint = COALESCE(?4, checkpoint) \
-             WHERE id = ?1 AND state = 'running' AND lease_token = ?2 RETURNING seq, attempt",
+             WHERE id = ?1 AND state = 'running' AND lease_token = ?2 \
+             RETURNING seq, attempt, job, queue",
         )
         .map_err(db_err)?
         .query_row(
@@ -36,11 +44,23 @@ pub fn job_report(conn: &Connection, report: &JobReport, _now: DateTime<Utc>) ->
                 progress,
                 checkpoint
             ],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()
         .map_err(db_err)?
         .ok_or_else(|| not_running_under(conn, report.id))?;
+    if let Some(progress) = &report.progress {
+        let id = report.id.to_string();
+        let about = log::About {
+            seq,
+            id: &id,
+            job: &job,
+            queue: &queue,
+            attempt,
+        };
+        let data = progress.event_data();
+        log::append_about(conn, &about, EventKind::Progress, now, Some(&data), hints)?;
+    }
     if report.logs.is_empty() {
         return Ok(());
     }

@@ -234,6 +234,7 @@ macro_rules! conformance_suite {
             log_unit_of_work_logs_with_its_writes,
             log_prune_oldest_first_and_ids_not_reused,
             log_hint_follows_the_commit,
+            log_progress_reports_are_logged,
             // idempotency keys
             idempotency_same_key_inserts_once_and_replays,
             idempotency_batch_answer_is_kept_whole,

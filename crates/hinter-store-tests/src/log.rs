@@ -515,3 +515,157 @@ pub async fn log_hint_follows_the_commit(store: Arc<dyn Store>) {
     let seen: HashSet<Uuid> = events.iter().map(|e| e.job_id).collect();
     assert!(seen.contains(&id));
 }
+
+/// A report that sets a job's progress logs `progress` (`{"percent", "message"}`) in the
+/// same write, stamped with the report's time, after the attempt's `started`; a report of
+/// only log lines or only a checkpoint logs nothing, and a stale token logs nothing.
+pub async fn log_progress_reports_are_logged(store: Arc<dyn Store>) {
+    use hinter_core::{JobReport, LogStream, NewLogLine, Progress};
+    let store = &*store;
+    let t0 = base_time();
+    let start = store.events_last_id().await.expect("events_last_id");
+    let id = insert(store, job_in("progress", "log-progress"), t0)
+        .await
+        .id;
+    let leased = lease_job(store, "log-progress", id, t0 + secs(1)).await;
+    let report = |lease_token: i64| JobReport {
+        id,
+        lease_token,
+        logs: Vec::new(),
+        progress: None,
+        checkpoint: None,
+    };
+    let progress = |percent: f64, message: Option<&str>, at| Progress {
+        percent,
+        message: message.map(str::to_string),
+        at,
+    };
+    let t2 = t0 + secs(2);
+    store
+        .job_report(
+            JobReport {
+                logs: vec![NewLogLine::new(t2, LogStream::Stdout, "only a line")],
+                ..report(leased.lease_token)
+            },
+            t2,
+        )
+        .await
+        .expect("a report of log lines");
+    let t3 = t0 + secs(3);
+    store
+        .job_report(
+            JobReport {
+                checkpoint: Some(json!({"page": 3})),
+                ..report(leased.lease_token)
+            },
+            t3,
+        )
+        .await
+        .expect("a report of a checkpoint");
+    let t4 = t0 + secs(4);
+    store
+        .job_report(
+            JobReport {
+                logs: vec![NewLogLine::new(t4, LogStream::Stdout, "half way")],
+                progress: Some(progress(42.5, Some("half"), t4)),
+                ..report(leased.lease_token)
+            },
+            t4,
+        )
+        .await
+        .expect("a report of progress");
+    let t5 = t0 + secs(5);
+    assert_stale(
+        store
+            .job_report(
+                JobReport {
+                    progress: Some(progress(99.0, Some("stale"), t5)),
+                    ..report(leased.lease_token + 1)
+                },
+                t5,
+            )
+            .await,
+        id,
+        "a progress report with a wrong token",
+    );
+    let t6 = t0 + secs(6);
+    store
+        .job_report(
+            JobReport {
+                progress: Some(progress(100.0, None, t6)),
+                ..report(leased.lease_token)
+            },
+            t6,
+        )
+        .await
+        .expect("a report of progress without a message");
+    let t7 = t0 + secs(7);
+    complete_ok(store, &leased, t7).await;
+    assert_stale(
+        store
+            .job_report(
+                JobReport {
+                    progress: Some(progress(100.0, Some("late"), t7)),
+                    ..report(leased.lease_token)
+                },
+                t7,
+            )
+            .await,
+        id,
+        "a progress report after the job finished",
+    );
+    // A later entry: once it is readable, anything the stale reports wrote would be too.
+    let marker = insert(store, job_in("marker", "log-progress"), t7).await.id;
+    let events = wait_logged(store, start, 6).await;
+    assert_eq!(
+        entries(&events),
+        vec![
+            entry(EventKind::Created, id, 0, Value::Null),
+            entry(EventKind::Started, id, 1, json!({"worker_id": WORKER})),
+            entry(
+                EventKind::Progress,
+                id,
+                1,
+                json!({"percent": 42.5, "message": "half"})
+            ),
+            entry(
+                EventKind::Progress,
+                id,
+                1,
+                json!({"percent": 100.0, "message": null})
+            ),
+            entry(EventKind::Succeeded, id, 1, Value::Null),
+            entry(EventKind::Created, marker, 0, Value::Null),
+        ]
+    );
+    let progress_at: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Progress)
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(progress_at, vec![t4, t6], "stamped with the reports' times");
+    assert_eq!(
+        (events[2].job.as_str(), events[2].queue.as_str()),
+        ("progress", "log-progress")
+    );
+    // The job filter sees them too.
+    let filter = EventFilter {
+        job_id: Some(id),
+        ..EventFilter::default()
+    };
+    let kinds: Vec<_> = read_all(store, start, &filter, 2)
+        .await
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::Created,
+            EventKind::Started,
+            EventKind::Progress,
+            EventKind::Progress,
+            EventKind::Succeeded
+        ]
+    );
+}

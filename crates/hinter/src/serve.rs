@@ -337,6 +337,18 @@ pub struct ConnectionArgs {
     /// Answer 408 when a request body has not arrived whole this long after its headers.
     #[arg(long, env = "HINTER_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub body_timeout: Duration,
+    /// Most Server-Sent-Events streams (GET /api/v1/events with Accept: text/event-stream)
+    /// open at once; past it they get 503 with Retry-After. 0: no event streams.
+    #[arg(long, env = "HINTER_MAX_EVENT_STREAMS", default_value_t = 1000)]
+    pub max_event_streams: usize,
+}
+
+impl ConnectionArgs {
+    /// How often an event stream with nothing to send sends a keep-alive comment: every
+    /// 15 s, or more often when the idle timeout is shorter, so it never cuts a stream.
+    pub fn event_keep_alive(&self) -> Duration {
+        Duration::from_secs(15).min(self.idle_timeout / 2)
+    }
 }
 
 /// Largest `--max-connections`: far above what one process can hold open, and far below
@@ -676,6 +688,8 @@ pub async fn serve_on(
             max_batch_bytes: args.max_batch_bytes,
             process_dead_after: args.cluster.dead_after,
             body_timeout: args.connections.body_timeout,
+            max_event_streams: args.connections.max_event_streams,
+            event_keep_alive: args.connections.event_keep_alive(),
             idempotency_ttl: args.idempotency_ttl,
             auth,
             hooks,

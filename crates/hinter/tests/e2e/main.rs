@@ -24,4 +24,5 @@ mod metrics;
 mod ordering;
 mod queues;
 mod replies;
+mod sse;
 mod unique;

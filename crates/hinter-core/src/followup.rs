@@ -26,7 +26,7 @@ pub const CALLBACK_JOB: &str = "hinter.callback";
 /// Queue of callback deliveries: pause it to hold deliveries back.
 pub const CALLBACK_QUEUE: &str = "hinter.callbacks";
 /// Attempts of one callback delivery. With the standard backoff (1 s doubling, capped at
-/// 1 h) the last one comes about 9 hours after the first.
+/// 1 h) the last one comes about 8 hours after the first (4,095 s + 7 × 1 h).
 pub const CALLBACK_MAX_ATTEMPTS: u32 = 20;
 /// How long one delivery attempt may take, connection and answer included.
 pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);

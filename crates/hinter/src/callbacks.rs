@@ -18,7 +18,7 @@
 //! A 2xx answer delivers it (the job's result is `{"status": <code>}`); anything else —
 //! another status (redirects are never followed), no connection, a timeout — fails the
 //! attempt with what happened, and the job machinery retries it with backoff (20 attempts,
-//! about 9 hours). An address the policy refuses (`hinter_core::callback_policy`) fails it
+//! about 8 hours). An address the policy refuses (`hinter_core::callback_policy`) fails it
 //! for good.
 //!
 //! The policy is enforced where the connection is made: host names go through

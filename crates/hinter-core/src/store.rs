@@ -469,6 +469,11 @@ pub struct PruneRequest {
     pub limit: u32,
 }
 
+/// Told of every committed write transaction: how long it took (begin to commit) and how
+/// many operations it carried (SQLite: the writer's group; PostgreSQL: 1, a batch counting
+/// once). For `GET /metrics`; must be quick, it runs on the write path.
+pub type CommitObserver = std::sync::Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;
+
 /// Where all of hinter's state lives. See the module documentation for the guards every
 /// implementation enforces.
 #[async_trait]
@@ -527,6 +532,12 @@ pub trait Store: Send + Sync + 'static {
             _ => None,
         };
         Ok(JobPage { jobs, next })
+    }
+
+    /// Sets the observer of committed writes (once; later calls are ignored). Default: none
+    /// is kept.
+    fn observe_commits(&self, observer: CommitObserver) {
+        let _ = observer;
     }
 
     /// The jobs that carry job `id`'s outcome ([`crate::followup`]: reply messages and

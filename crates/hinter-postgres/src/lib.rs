@@ -179,6 +179,8 @@ struct Inner {
     clock: clock::DbClock,
     /// Dropping it stops the listener task.
     _stop: watch::Sender<()>,
+    /// Told of each committed write transaction (`Store::observe_commits`).
+    commits: std::sync::OnceLock<hinter_core::store::CommitObserver>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -268,6 +270,7 @@ impl PostgresStore {
                 announced,
                 clock: clock::DbClock::new(options.clock.clone()),
                 _stop: stop,
+                commits: std::sync::OnceLock::new(),
             }),
         };
         store.measure_clock().await?;
@@ -413,6 +416,7 @@ macro_rules! write_tx {
         loop {
             tries += 1;
             let attempt: Result<_, ops::Error> = async {
+                let began = std::time::Instant::now();
                 let mut client = $store.client().await?;
                 let $tx = client
                     .build_transaction()
@@ -438,6 +442,9 @@ macro_rules! write_tx {
                 }
                 ops::notify(&$tx, &$store.inner.channel, &events).await?;
                 $tx.commit().await?;
+                if let Some(observe) = $store.inner.commits.get() {
+                    observe(began.elapsed(), 1);
+                }
                 if logged {
                     $store.logged(in_commit);
                 }
@@ -496,6 +503,10 @@ impl Store for PostgresStore {
         }
         .await;
         attempt.map_err(ops::Error::into_store)
+    }
+
+    fn observe_commits(&self, observer: hinter_core::store::CommitObserver) {
+        let _ = self.inner.commits.set(observer);
     }
 
     async fn job_followups(&self, id: Uuid) -> StoreResult<Vec<Job>> {

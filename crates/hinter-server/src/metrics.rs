@@ -81,6 +81,8 @@ struct Inner {
     paused: Family<QueueLabels, Gauge>,
     leader: Gauge,
     events_seen: Counter,
+    commit_seconds: Histogram,
+    commit_group: Histogram,
     /// When each running attempt started, by job: the run duration's start.
     starts: Mutex<Starts>,
     /// Scrapes fill the store gauges and encode under this lock, so two scrapes never mix.
@@ -128,6 +130,10 @@ impl Metrics {
         let paused = Family::<QueueLabels, Gauge>::default();
         let leader = Gauge::default();
         let events_seen = Counter::default();
+        // 50 µs to about 1.6 s.
+        let commit_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        // 1 to 4096 operations.
+        let commit_group = Histogram::new(exponential_buckets(1.0, 2.0, 13));
         registry.register(
             "jobs_enqueued",
             "Jobs created (API, schedules, hooks, file triggers, replies, callbacks)",
@@ -177,6 +183,16 @@ impl Metrics {
             leader.clone(),
         );
         registry.register(
+            "store_commit_duration_seconds",
+            "This process's write transactions, begin to commit (SQLite: one group of the writer)",
+            commit_seconds.clone(),
+        );
+        registry.register(
+            "store_commit_group_size",
+            "Operations per committed write transaction of this process (SQLite group commit; PostgreSQL: 1)",
+            commit_group.clone(),
+        );
+        registry.register(
             "events_observed",
             "Event log entries counted by this server since it started",
             events_seen.clone(),
@@ -196,6 +212,8 @@ impl Metrics {
             paused,
             leader,
             events_seen,
+            commit_seconds,
+            commit_group,
             starts: Mutex::new(Starts::default()),
             scrape: tokio::sync::Mutex::new(()),
             leader_source: Mutex::new(None),
@@ -209,6 +227,15 @@ impl Metrics {
             .leader_source
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
+    /// What the store tells of each commit ([`hinter_core::Store::observe_commits`]).
+    pub fn commit_observer(&self) -> hinter_core::store::CommitObserver {
+        let metrics = self.clone();
+        Arc::new(move |took, operations| {
+            metrics.0.commit_seconds.observe(took.as_secs_f64());
+            metrics.0.commit_group.observe(operations as f64);
+        })
     }
 
     /// Counts one event of the log.

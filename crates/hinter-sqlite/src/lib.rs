@@ -407,6 +407,10 @@ impl Store for SqliteStore {
         self.read(move |c| ops::job_list(c, &filter)).await
     }
 
+    fn observe_commits(&self, observer: hinter_core::store::CommitObserver) {
+        let _ = self.inner.health.commits.set(observer);
+    }
+
     async fn job_followups(&self, id: Uuid) -> StoreResult<Vec<Job>> {
         self.read(move |c| ops::job_followups(c, id)).await
     }

@@ -112,7 +112,6 @@ pub fn db_error(e: rusqlite::Error, context: &str) -> StoreError {
 }
 
 /// What the writer knows about the store's health, shared with `ping` and readiness.
-#[derive(Debug)]
 pub struct Health {
     /// Set once the database file is no longer the one opened; every write is refused.
     gone: OnceLock<String>,
@@ -125,6 +124,19 @@ pub struct Health {
     /// The writer is bounding the WAL: background checkpoints stand aside (two checkpoints
     /// cannot run at once, and the writer's must not wait behind theirs).
     bounding: AtomicBool,
+    /// Told of each committed group (`Store::observe_commits`).
+    pub commits: OnceLock<hinter_core::store::CommitObserver>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("gone", &self.gone)
+            .field("failing", &self.failing)
+            .field("wal_bytes", &self.wal_bytes)
+            .field("wal_limit", &self.wal_limit)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -141,6 +153,7 @@ impl Health {
             wal_bytes: AtomicU64::new(0),
             wal_limit,
             bounding: AtomicBool::new(false),
+            commits: OnceLock::new(),
         }
     }
 
@@ -387,6 +400,8 @@ impl Writer {
         pending_events: &mut Vec<StoreEvent>,
     ) -> Option<u64> {
         let conn = &self.conn;
+        let began = Instant::now();
+        let operations = group.len();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let err = db_error(e, "starting a write transaction");
             match &err {
@@ -443,6 +458,9 @@ impl Writer {
         };
         match committed {
             Ok(()) => {
+                if let Some(observe) = self.health.commits.get() {
+                    observe(began.elapsed(), operations);
+                }
                 // Health first: a caller told of a failure must find the store failing.
                 match storage_failure {
                     Some(cause) => self.health.failed(&cause),

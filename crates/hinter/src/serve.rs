@@ -675,6 +675,7 @@ pub async fn serve_on(
     let store: Arc<dyn hinter_core::Store> = backend.clone();
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = hinter_server::Metrics::new();
+    store.observe_commits(metrics.commit_observer());
     let leader = coordinator.leader();
     metrics.set_leader_source(Arc::new(move || leader.is_leader()));
     let counting = count_events(store.clone(), metrics.clone()).await?;

@@ -131,6 +131,19 @@ async fn scenario(dir: &TestDir, store: &[String]) {
         got["hinter_jobs{queue=\"m\",state=\"scheduled\"}"] >= 2.0,
         "{text}"
     );
+    // Every write of this server is timed, with its group size.
+    assert!(
+        got["hinter_store_commit_duration_seconds_count"] >= 10.0,
+        "{text}"
+    );
+    assert!(
+        got["hinter_store_commit_group_size_count"] >= 10.0,
+        "{text}"
+    );
+    assert!(
+        got["hinter_store_commit_group_size_sum"] >= got["hinter_store_commit_group_size_count"],
+        "{text}"
+    );
     // The rescued job waits in the queue: its age grows from when it became due again.
     let age = got["hinter_queue_oldest_queued_age_seconds{queue=\"m\"}"];
     assert!((0.0..60.0).contains(&age), "{age}\n{text}");

@@ -33,7 +33,7 @@ pub struct JobSpec {
     pub payload: Value,
     #[serde(default)]
     pub queue: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact_priority")]
     pub priority: Option<i32>,
     #[serde(default)]
     pub run_at: Option<DateTime<Utc>>,
@@ -58,6 +58,27 @@ pub struct JobSpec {
     /// An http(s) URL that gets a signed POST with the outcome when the job finishes.
     #[serde(default)]
     pub callback_url: Option<String>,
+}
+
+/// A priority read through its exact JSON text first, so a number beyond any integer type
+/// (`1e400`, `2147483648`, `1.5`) is an error naming the field, not a JSON syntax error.
+pub(crate) fn exact_priority<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<i32>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(de)? else {
+        return Ok(None);
+    };
+    number
+        .as_i64()
+        .and_then(|n| i32::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format_args!(
+                "{number} is not an integer in {}..={}",
+                PRIORITY_RANGE.start(),
+                PRIORITY_RANGE.end()
+            ))
+        })
 }
 
 /// An invalid field of a [`JobSpec`]; `field` is its name as on the wire.
@@ -390,6 +411,23 @@ impl Definitions {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn priorities_beyond_every_integer_are_field_errors_not_syntax_errors() {
+        for text in ["1e400", "2147483648", "-2147483649", "1.5", "1e3"] {
+            let body = format!(r#"{{"job": "a", "priority": {text}}}"#);
+            let e = serde_json::from_str::<JobSpec>(&body).unwrap_err();
+            assert!(e.is_data(), "{text}: {e}");
+            assert!(
+                e.to_string().contains("is not an integer in -1000..=1000"),
+                "{text}: {e}"
+            );
+        }
+        let spec: JobSpec = serde_json::from_str(r#"{"job": "a", "priority": -7}"#).unwrap();
+        assert_eq!(spec.priority, Some(-7));
+        let spec: JobSpec = serde_json::from_str(r#"{"job": "a", "priority": null}"#).unwrap();
+        assert_eq!(spec.priority, None);
+    }
 
     #[test]
     fn job_options_win_over_definition_over_defaults() {

@@ -216,7 +216,11 @@ pub struct ScheduleSpec {
     pub payload: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::definition::exact_priority"
+    )]
     pub priority: Option<i32>,
     #[serde(default)]
     pub overlap: Overlap,
@@ -264,6 +268,16 @@ impl ScheduleSpec {
     pub fn validate(&self) -> Result<Timing, FieldError> {
         validate_name("name", &self.name)?;
         validate_name("job", &self.job)?;
+        if self.job.starts_with(crate::followup::RESERVED_PREFIX) {
+            return Err(FieldError::new(
+                "job",
+                format!(
+                    "{:?}: names starting with {:?} are kept for hinter's own jobs",
+                    self.job,
+                    crate::followup::RESERVED_PREFIX
+                ),
+            ));
+        }
         if let Some(queue) = &self.queue {
             validate_name("queue", queue)?;
         }

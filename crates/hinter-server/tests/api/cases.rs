@@ -1799,3 +1799,95 @@ async fn long_poll_returns_at_the_finish_times_out_and_refuses_bad_waits() {
         assert!(started.elapsed() < Duration::from_secs(10));
     }
 }
+
+/// Schedule fields at and past their bounds: each refusal is a 422 naming the field and
+/// stores nothing; what is accepted (odd characters, NUL inside the payload, the longest
+/// name, a thousand schedules) reads back unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_fields_at_the_extremes() {
+    let Some(h) = harness().await else { return };
+    let base = |extra: Value| {
+        let mut body = json!({"name": "x", "cron": "* * * * *", "job": "j"});
+        for (k, v) in extra.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        body
+    };
+    // Long, but under the harness's body limit of 4 KiB.
+    let long_cron = "* ".repeat(1500);
+    for (body, field) in [
+        (base(json!({"priority": 1001})), "priority"),
+        (base(json!({"priority": -1001})), "priority"),
+        (base(json!({"priority": 2_147_483_648_i64})), "priority"),
+        (base(json!({"name": "n".repeat(201)})), "name"),
+        (base(json!({"name": "a b"})), "name"),
+        (base(json!({"job": "hinter.callback"})), "job"),
+        (base(json!({"queue": "q".repeat(201)})), "queue"),
+        (base(json!({"time_zone": "UTC\u{0}"})), "time_zone"),
+        (base(json!({"time_zone": "x".repeat(3000)})), "time_zone"),
+        (base(json!({"cron": long_cron})), "cron"),
+        (base(json!({"cron": "* * * * *\u{0}"})), "cron"),
+        (
+            json!({"name": "x", "at": "+10000-01-01T00:00:00Z", "job": "j"}),
+            "at",
+        ),
+    ] {
+        let answer = h.post("/api/v1/schedules", body.clone()).await;
+        assert!(
+            answer.status == StatusCode::UNPROCESSABLE_ENTITY
+                || answer.status == StatusCode::BAD_REQUEST,
+            "{}: {} {}",
+            body.to_string().chars().take(200).collect::<String>(),
+            answer.status,
+            answer.body
+        );
+        assert!(
+            answer.body.to_string().contains(field),
+            "{field}: {}",
+            answer.body
+        );
+    }
+    let huge = h
+        .raw(
+            Method::POST,
+            "/api/v1/schedules",
+            Some(r#"{"name": "x", "cron": "* * * * *", "job": "j", "priority": 1e400}"#.into()),
+        )
+        .await;
+    assert!(
+        huge.status.is_client_error() && huge.body.to_string().contains("priority"),
+        "{} {}",
+        huge.status,
+        huge.body
+    );
+    let listed = h.get("/api/v1/schedules").await.body;
+    assert_eq!(listed["schedules"], json!([]), "nothing was stored");
+
+    let name = "n".repeat(200);
+    let payload = json!({"s": "a\u{0}b 🌍 \"q\"", "big": 12345678901234567890_u64, "f": 0.1});
+    let created = h
+        .post(
+            "/api/v1/schedules",
+            base(json!({"name": name, "payload": payload, "priority": -1000,
+                        "time_zone": "Pacific/Chatham"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let read = h.get(&format!("/api/v1/schedules/{name}")).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["payload"], payload);
+    assert_eq!(read.body["priority"], -1000);
+    for i in 0..1000 {
+        let answer = h
+            .post("/api/v1/schedules", base(json!({"name": format!("s{i}")})))
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    }
+    let listed = h.get("/api/v1/schedules").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(
+        listed.body["schedules"].as_array().map(Vec::len),
+        Some(1001),
+        "every schedule is listed"
+    );
+}

@@ -286,3 +286,59 @@ async fn a_signed_hook_is_not_open_on_an_open_api() {
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(server.job_count().await, 1);
 }
+
+/// A signed body of exactly the job size limit is taken whole; one byte more is 413 before
+/// any signature check, and a body nested past the JSON limit is refused naming the payload;
+/// neither creates a job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_hook_bodies_at_the_size_and_depth_limits() {
+    let server = start(secrets(&[("deploy", "s3cret")], "x-signature")).await;
+    server.token(&[Scope::Admin]).await;
+    let limit = ServerConfig::default().max_job_bytes;
+    let frame = r#"{"blob": ""}"#;
+    let at_limit = format!(r#"{{"blob": "{}"}}"#, "é".repeat((limit - frame.len()) / 2));
+    let at_limit = format!("{at_limit}{}", " ".repeat(limit - at_limit.len()));
+    assert_eq!(at_limit.len(), limit);
+    let signature = sign(b"s3cret", at_limit.as_bytes());
+    let (status, _, answer) = server
+        .hook("/hooks/deploy", &at_limit, &[("x-signature", &signature)])
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let id = answer["id"].as_str().expect("id");
+    let job = server
+        .store
+        .job_get(id.parse().expect("uuid"))
+        .await
+        .expect("get")
+        .expect("the job exists");
+    assert_eq!(
+        job.payload,
+        serde_json::from_str::<Value>(&at_limit).expect("json"),
+        "kept exactly"
+    );
+
+    let over = format!("{at_limit} ");
+    let signature = sign(b"s3cret", over.as_bytes());
+    let (status, _, answer) = server
+        .hook("/hooks/deploy", &over, &[("x-signature", &signature)])
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+
+    let deep = format!("{}1{}", "[".repeat(65), "]".repeat(65));
+    let signature = sign(b"s3cret", deep.as_bytes());
+    let (status, _, answer) = server
+        .hook("/hooks/deploy", &deep, &[("x-signature", &signature)])
+        .await;
+    assert!(status.is_client_error(), "{status} {answer}");
+    assert!(
+        answer.to_string().contains("payload")
+            || answer.to_string().contains("deep")
+            || answer.to_string().contains("nest"),
+        "{answer}"
+    );
+    assert_eq!(
+        server.job_count().await,
+        1,
+        "only the body at the limit made a job"
+    );
+}

@@ -330,6 +330,9 @@ pub struct QueueInfo {
     pub dead: u64,
     #[serde(default)]
     pub cancelled: u64,
+    /// The `run_at` of the longest-waiting queued job; `None` when nothing is queued.
+    #[serde(default)]
+    pub oldest_queued_at: Option<DateTime<Utc>>,
 }
 
 /// The answer of `/healthz` or `/readyz`.

@@ -25,7 +25,7 @@ function h(tag, attrs, ...children) {
     else if (key === 'class') el.className = value;
     else el.setAttribute(key, value === true ? '' : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -192,8 +192,10 @@ function onEvent(entry) {
   if (entry.kind === 'failed') bump(app.perMinute.failed, 1);
   const route = app.route || {};
   if (route.page === 'job' && entry.job_id === route.id) {
+    // Progress moves the bar at once; the rest of the page (log lines, state, runs)
+    // follows shortly after.
     if (entry.kind === 'progress' && entry.data) setProgress(entry.data);
-    if (entry.kind !== 'progress') scheduleRefresh(200);
+    scheduleRefresh(entry.kind === 'progress' ? 1000 : 200);
     appendTimeline(entry);
     return;
   }
@@ -301,7 +303,7 @@ async function overview() {
 function jobRow(job, selectable) {
   return h('tr', { 'data-job': job.id },
     selectable ? h('td', {}, h('input', { type: 'checkbox', class: 'pick', value: job.id, 'aria-label': `select ${job.id}` })) : null,
-    h('td', { class: 'mono' }, h('a', { href: `#/jobs/${job.id}` }, job.id.slice(0, 13) + '…')),
+    h('td', { class: 'mono' }, h('a', { href: `#/jobs/${job.id}` }, job.id)),
     h('td', {}, job.job), h('td', {}, job.queue), h('td', {}, badge(job.state)),
     h('td', { class: 'num' }, `${job.attempt}/${job.max_attempts}`),
     h('td', {}, job.progress && job.state === 'running' ? `${Math.round(job.progress.percent ?? 0)}%` : ''),

@@ -199,7 +199,7 @@ function onEvent(entry) {
     appendTimeline(entry);
     return;
   }
-  if (route.page === 'overview' || route.page === 'jobs' || route.page === 'dead') scheduleRefresh(500);
+  if (route.page === 'overview' || route.page === 'jobs' || route.page === 'dead') scheduleRefresh(1000);
 }
 
 function scheduleRefresh(delay) {
@@ -228,15 +228,24 @@ async function render(quiet) {
     link.classList.toggle('current', link.dataset.page === (route.page === 'job' ? 'jobs' : route.page));
   }
   const main = document.getElementById('main');
+  // A refresh does not take the field someone is typing in away from them.
+  const active = document.activeElement;
+  if (quiet && samePage && main.contains(active) && ['INPUT', 'SELECT', 'TEXTAREA'].includes(active.tagName)
+    && active.type !== 'checkbox') return;
   const ticket = ++rendering;
   if (!quiet && !samePage) main.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
   try {
     const view = await PAGES[route.page](route);
     if (ticket !== rendering) return;
     const scroll = window.scrollY;
+    // Selected rows stay selected across a refresh.
+    const picked = new Set([...main.querySelectorAll('input.pick:checked')].map((c) => c.value));
     main.replaceChildren(view);
     main.dataset.page = route.page;
-    if (samePage) window.scrollTo(0, scroll);
+    if (samePage) {
+      for (const box of main.querySelectorAll('input.pick')) box.checked = picked.has(box.value);
+      window.scrollTo(0, scroll);
+    }
   } catch (e) {
     if (ticket !== rendering) return;
     main.replaceChildren(h('p', { class: 'error-text' }, `Could not load: ${e.message}`));

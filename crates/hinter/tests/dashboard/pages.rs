@@ -364,6 +364,39 @@ async fn retrying_a_dead_job_from_its_page_queues_it_again() {
         1,
         "the retried job runs again"
     );
+
+    // The dead list retries the jobs selected, and only those.
+    let (a, b, c) = (
+        s.dead_job("reports", "one").await,
+        s.dead_job("reports", "two").await,
+        s.dead_job("reports", "three").await,
+    );
+    s.open("#/dead").await;
+    for id in [&a, &c] {
+        s.browser
+            .click(&format!("#dead tr[data-job=\"{id}\"] input.pick"))
+            .await;
+    }
+    s.browser.click("#dead-retry-selected").await;
+    s.browser
+        .wait_text(".flash", "the retry", |t| t.contains("2 done"))
+        .await;
+    assert_eq!(
+        (
+            s.job_state(&a).await,
+            s.job_state(&b).await,
+            s.job_state(&c).await
+        ),
+        ("queued".into(), "dead".into(), "queued".into())
+    );
+    s.browser
+        .wait_element(&format!("#dead tr[data-job=\"{b}\"]"))
+        .await;
+    assert!(s
+        .browser
+        .find_all(&format!("#dead tr[data-job=\"{a}\"]"))
+        .await
+        .is_empty());
 }
 
 /// A running job's page follows its progress as the worker reports it, without a reload.

@@ -125,7 +125,13 @@ impl Browser {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    /// A WebDriver command; `Err` with the WebDriver error and message.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.session));
@@ -139,13 +145,16 @@ impl Browser {
             .json()
             .await
             .unwrap_or_else(|e| panic!("WebDriver {method} {path}: not JSON: {e}"));
-        if let Some(error) = answer["value"]["error"].as_str() {
-            panic!(
-                "WebDriver {method} {path}: {error}: {}",
-                answer["value"]["message"]
-            );
+        match answer["value"]["error"].as_str() {
+            Some(error) => Err(format!("{error}: {}", answer["value"]["message"])),
+            None => Ok(answer["value"].clone()),
         }
-        answer["value"].clone()
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method.clone(), path, body)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"))
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
@@ -238,10 +247,22 @@ impl Browser {
         .to_string()
     }
 
+    /// Clicks the first element matching `css`, once there is one. The page may redraw it
+    /// between finding and clicking (a live refresh): then it is found again.
     pub async fn click(&self, css: &str) {
-        let element = self.wait_element(css).await;
-        self.post(&format!("/element/{element}/click"), json!({}))
-            .await;
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        loop {
+            let element = self.wait_element(css).await;
+            let path = format!("/element/{element}/click");
+            match self
+                .try_call(reqwest::Method::POST, &path, Some(json!({})))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if e.starts_with("stale element") && Instant::now() < deadline => {}
+                Err(e) => panic!("clicking {css:?}: {e}"),
+            }
+        }
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {

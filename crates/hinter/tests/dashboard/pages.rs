@@ -243,6 +243,23 @@ async fn overview_shows_a_queues_counts() {
     s.open("#/jobs?queue=mail").await;
     s.browser.wait_element("#jobs tbody tr").await;
     s.browser.screenshot("jobs").await;
+    // Filter by state, then find a job by its id.
+    s.open("#/jobs?state=dead").await;
+    s.browser
+        .wait_element(&format!("#jobs tr[data-job=\"{dead}\"]"))
+        .await;
+    assert_eq!(
+        s.browser.find_all("#jobs tbody tr").await.len(),
+        1,
+        "only the dead job"
+    );
+    s.browser.type_into("#job-search", &dead).await;
+    s.browser.click("#job-filters button[type=submit]").await;
+    s.browser.wait_element("#job-id").await;
+    assert_eq!(
+        s.browser.text_of("#job-id").await.as_deref(),
+        Some(dead.as_str())
+    );
     s.open(&format!("#/jobs/{dead}")).await;
     s.browser
         .wait_text("#job-state", "dead", |t| t == "dead")

@@ -316,7 +316,6 @@ async fn overview_shows_a_queues_counts() {
         .await;
     assert_eq!(background, json!("rgb(20, 22, 26)"), "dark background");
     s.browser.screenshot("jobs-dark").await;
-    drop(s.dir);
 }
 
 /// The pause button of a queue pauses it: nothing of it is leased until it is resumed.

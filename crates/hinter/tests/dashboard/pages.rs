@@ -413,6 +413,20 @@ async fn retrying_a_dead_job_from_its_page_queues_it_again() {
         .find_all(&format!("#dead tr[data-job=\"{a}\"]"))
         .await
         .is_empty());
+
+    // Delete selected, after the browser's confirmation.
+    s.browser
+        .click(&format!("#dead tr[data-job=\"{b}\"] input.pick"))
+        .await;
+    s.browser.click("#dead-delete-selected").await;
+    s.browser.accept_alert().await;
+    s.browser
+        .wait_text(".flash", "the delete", |t| t.starts_with("Delete: 1 done"))
+        .await;
+    let (status, _) = s
+        .call(reqwest::Method::GET, &format!("/api/v1/jobs/{b}"), None)
+        .await;
+    assert_eq!(status, 404, "the deleted job is gone");
 }
 
 /// A running job's page follows its progress as the worker reports it, without a reload.

@@ -271,6 +271,23 @@ impl Browser {
             .await;
     }
 
+    /// Accepts the open `confirm()` dialog, once there is one.
+    pub async fn accept_alert(&self) {
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        loop {
+            match self
+                .try_call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if e.starts_with("no such alert") && Instant::now() < deadline => {
+                    tokio::time::sleep(POLL).await
+                }
+                Err(e) => panic!("accepting the dialog: {e}"),
+            }
+        }
+    }
+
     /// Sets the window's size (a phone: 390×844).
     pub async fn resize(&self, width: u32, height: u32) {
         self.post("/window/rect", json!({"width": width, "height": height}))

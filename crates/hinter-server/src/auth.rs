@@ -13,7 +13,7 @@
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 pub use hinter_core::access::Scope;
@@ -119,6 +119,16 @@ impl Caller {
     /// The name the audit record shows.
     pub fn actor(&self) -> &str {
         &self.name
+    }
+
+    /// The token's scopes.
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
+    /// The queues the token is limited to; `None`: every queue.
+    pub fn queues(&self) -> Option<Vec<String>> {
+        self.queues.as_ref().map(|q| q.iter().cloned().collect())
     }
 
     /// Whether the token is limited to some queues.
@@ -274,6 +284,30 @@ impl Authenticator {
         Ok(tokens)
     }
 
+    /// Whether the API is open: no token exists and none is required (loopback mode).
+    pub async fn is_open(&self) -> ApiResult<bool> {
+        let arrived = Instant::now();
+        let tokens = self
+            .tokens(arrived.checked_sub(REFRESH).unwrap_or(arrived))
+            .await?;
+        Ok(tokens.is_empty() && !self.config.require_tokens)
+    }
+
+    /// The caller holding `secret`, if it is a valid token. A secret not in the cache makes
+    /// the cache be read again unless that read started after the call, so a token works as
+    /// soon as `hinter tokens create` has answered.
+    pub async fn find_secret(&self, secret: &str) -> ApiResult<Option<Caller>> {
+        let arrived = Instant::now();
+        let hash = hash_secret(secret);
+        let tokens = self
+            .tokens(arrived.checked_sub(REFRESH).unwrap_or(arrived))
+            .await?;
+        if let Some(found) = find(&tokens, &hash) {
+            return Ok(Some(found));
+        }
+        Ok(find(&self.tokens(arrived).await?, &hash))
+    }
+
     /// The caller of a request that needs `scope`: 401 without a valid token, 403 without
     /// the scope. While no token exists and none is required, every request may call (as
     /// [`ACTOR_NO_AUTH`]), whatever it sends: the API is open to anyone who can reach it, so
@@ -283,20 +317,52 @@ impl Authenticator {
     /// after the request arrived, so a token works as soon as `hinter tokens create` has
     /// answered. Unknown tokens therefore cost at most one store read at a time.
     pub async fn authenticate(&self, headers: &HeaderMap, scope: Scope) -> ApiResult<Caller> {
-        let arrived = Instant::now();
-        let tokens = self
-            .tokens(arrived.checked_sub(REFRESH).unwrap_or(arrived))
-            .await?;
-        if tokens.is_empty() && !self.config.require_tokens {
+        self.identify(bearer(headers), scope, "the bearer token")
+            .await
+    }
+
+    /// As [`Authenticator::authenticate`], for a request that may also come from the
+    /// dashboard in a browser: without an `Authorization` header, the session cookie
+    /// ([`SESSION_COOKIE`]) holds the token. A request that changes something (not `GET`,
+    /// `HEAD`) and has no bearer header is refused (403 `csrf`) when it comes from another
+    /// site ([`check_same_origin`]) and, when the cookie authenticates it, unless it
+    /// carries the session's CSRF token in `X-CSRF-Token` ([`check_csrf`]). Bearer
+    /// requests need neither: browsers never add that header by themselves.
+    pub async fn authenticate_request(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        scope: Scope,
+    ) -> ApiResult<Caller> {
+        if headers.contains_key(header::AUTHORIZATION) {
+            return self.authenticate(headers, scope).await;
+        }
+        let changes = !matches!(*method, Method::GET | Method::HEAD);
+        if changes {
+            check_same_origin(headers)?;
+        }
+        let Some(secret) = session_cookie(headers) else {
+            return self.authenticate(headers, scope).await;
+        };
+        if changes {
+            check_csrf(secret, headers)?;
+        }
+        self.identify(Ok(secret), scope, "the session's token (log in again)")
+            .await
+    }
+
+    async fn identify(
+        &self,
+        secret: ApiResult<&str>,
+        scope: Scope,
+        what: &str,
+    ) -> ApiResult<Caller> {
+        if self.is_open().await? {
             return Ok(Caller::no_auth());
         }
-        let hash = hash_secret(bearer(headers)?);
-        let known = match find(&tokens, &hash) {
-            Some(known) => known,
-            None => find(&self.tokens(arrived).await?, &hash).ok_or_else(|| {
-                ApiError::unauthorized("the bearer token is not valid: unknown or revoked")
-            })?,
-        };
+        let known = self.find_secret(secret?).await?.ok_or_else(|| {
+            ApiError::unauthorized(format!("{what} is not valid: unknown or revoked"))
+        })?;
         if !known.scopes.iter().any(|held| held.covers(scope)) {
             return Err(ApiError::forbidden(format!(
                 "token {:?} lacks the {scope} scope this route needs; it has {}",
@@ -311,6 +377,89 @@ impl Authenticator {
         }
         Ok(known)
     }
+}
+
+/// The cookie of a dashboard session: the token's secret, `HttpOnly; SameSite=Strict`.
+pub const SESSION_COOKIE: &str = "hinter_session";
+
+/// The header a cookie-authenticated request that changes something must carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The CSRF token of the session whose token is `secret`: HMAC-SHA256 keyed with the
+/// secret over a fixed label, in hex. Only who holds the secret can make it (the cookie is
+/// `HttpOnly`, and another site cannot read the page's answers), it survives restarts and is
+/// the same on every server of a store; revoking the token ends both.
+pub fn csrf_token(secret: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(b"hinter dashboard csrf v1");
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// 403 `csrf` unless `X-CSRF-Token` is the CSRF token of the session `secret`.
+pub fn check_csrf(secret: &str, headers: &HeaderMap) -> ApiResult<()> {
+    let expected = csrf_token(secret);
+    match headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(sent)
+            if !expected.is_empty() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(ApiError::csrf(
+            "the X-CSRF-Token header does not match this session; reload the dashboard",
+        )),
+        None => Err(ApiError::csrf(
+            "a request authenticated by the session cookie must send the X-CSRF-Token header \
+             (GET /ui/session gives it); refused as a possible cross-site request",
+        )),
+    }
+}
+
+/// 403 `csrf` for a request a browser sent on behalf of another site: `Sec-Fetch-Site`
+/// other than `same-origin` or `none`, or else an `Origin` whose host is not the `Host`.
+/// Requests with neither header (command-line clients) pass.
+pub fn check_same_origin(headers: &HeaderMap) -> ApiResult<()> {
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("<binary>"));
+    if let Some(site) = text("sec-fetch-site") {
+        if site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none") {
+            return Ok(());
+        }
+        return Err(ApiError::csrf(format!(
+            "refused a cross-site request (Sec-Fetch-Site: {site}): \
+             send a bearer token to call the API from elsewhere"
+        )));
+    }
+    let Some(origin) = text("origin") else {
+        return Ok(());
+    };
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    match (origin_host, text(header::HOST.as_str())) {
+        (Some(from), Some(host)) if from.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err(ApiError::csrf(format!(
+            "refused a cross-site request (Origin: {origin}): \
+             send a bearer token to call the API from elsewhere"
+        ))),
+    }
+}
+
+/// The secret in the session cookie, if the request has one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .map(|(_, value)| value)
 }
 
 /// The caller whose token hashes to `hash`. Every known hash is compared, in constant time,
@@ -355,11 +504,102 @@ pub async fn require(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match auth.authenticate(request.headers(), scope).await {
+    match auth
+        .authenticate_request(request.method(), request.headers(), scope)
+        .await
+    {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).expect("header value"));
+        }
+        map
+    }
+
+    #[test]
+    fn same_origin_requests_pass_and_cross_site_ones_are_refused() {
+        for ok in [
+            headers(&[]),
+            headers(&[("sec-fetch-site", "same-origin")]),
+            headers(&[("sec-fetch-site", "none")]),
+            headers(&[
+                ("origin", "http://127.0.0.1:8080"),
+                ("host", "127.0.0.1:8080"),
+            ]),
+            headers(&[("origin", "https://Jobs.example"), ("host", "jobs.example")]),
+        ] {
+            assert_eq!(check_same_origin(&ok), Ok(()), "{ok:?}");
+        }
+        for refused in [
+            headers(&[("sec-fetch-site", "cross-site")]),
+            headers(&[("sec-fetch-site", "same-site")]),
+            headers(&[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "http://h"),
+                ("host", "h"),
+            ]),
+            headers(&[
+                ("origin", "http://evil.example"),
+                ("host", "127.0.0.1:8080"),
+            ]),
+            headers(&[("origin", "null"), ("host", "127.0.0.1:8080")]),
+            headers(&[("origin", "http://127.0.0.1:8080")]),
+        ] {
+            let err = check_same_origin(&refused).expect_err("refused");
+            assert_eq!(
+                (err.status.as_u16(), err.code),
+                (403, "csrf"),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn csrf_token_is_tied_to_the_session_secret() {
+        let token = csrf_token("hnt_one");
+        assert_eq!(token.len(), 64);
+        assert_eq!(token, csrf_token("hnt_one"));
+        assert_ne!(token, csrf_token("hnt_two"));
+        assert_eq!(
+            check_csrf("hnt_one", &headers(&[("x-csrf-token", &token)])),
+            Ok(())
+        );
+        for sent in [
+            headers(&[]),
+            headers(&[("x-csrf-token", &csrf_token("hnt_two"))]),
+        ] {
+            let err = check_csrf("hnt_one", &sent).expect_err("refused");
+            assert_eq!(err.code, "csrf");
+            assert!(err.message.contains("X-CSRF-Token"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let h = headers(&[("cookie", "a=1; hinter_session=hnt_x; b=2")]);
+        assert_eq!(session_cookie(&h), Some("hnt_x"));
+        let h = headers(&[("cookie", "a=1"), ("cookie", "hinter_session=hnt_y")]);
+        assert_eq!(session_cookie(&h), Some("hnt_y"));
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "hinter_session=")])),
+            None
+        );
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "xhinter_session=z")])),
+            None
+        );
     }
 }

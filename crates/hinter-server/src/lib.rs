@@ -19,6 +19,7 @@ use std::time::Duration;
 
 mod audit;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 mod events;
 mod extract;
@@ -158,6 +159,13 @@ fn table() -> Vec<Entry> {
     vec![
         entry(get.clone(), "/healthz", Open, health::healthz),
         entry(get.clone(), "/readyz", Open, health::readyz),
+        // The dashboard: the page and its assets hold no data; the session routes check the
+        // token themselves (dashboard.rs).
+        entry(get.clone(), "/", Open, dashboard::index),
+        entry(get.clone(), "/ui/{file}", Open, dashboard::asset),
+        entry(get.clone(), "/ui/session", Open, dashboard::session),
+        entry(post.clone(), "/ui/login", Open, dashboard::login),
+        entry(post.clone(), "/ui/logout", Open, dashboard::logout),
         entry(
             post.clone(),
             "/api/v1/jobs",
@@ -400,6 +408,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(streams))
+        .layer(axum::Extension(auth))
         .with_state(state)
 }
 

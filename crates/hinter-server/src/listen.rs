@@ -110,7 +110,10 @@ async fn serve_maybe_tls(
     tls: Option<TlsConfig>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = crate::router(state.clone());
+    let mut app = crate::router(state.clone());
+    if tls.is_some() {
+        app = app.layer(axum::Extension(crate::dashboard::OverTls));
+    }
     let reserve_app = reserve_router(state);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let reserve = Arc::new(Semaphore::new(HEALTH_RESERVE));

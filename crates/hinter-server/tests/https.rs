@@ -133,6 +133,17 @@ async fn serves_the_api_over_tls() {
         .await
         .expect("json");
     assert_eq!(job["job"], "over_tls");
+    // The dashboard's session cookie is `Secure` over HTTPS.
+    let logout = client
+        .post(server.url("/ui/logout"))
+        .send()
+        .await
+        .expect("log out over https");
+    let cookie = logout.headers()["set-cookie"]
+        .to_str()
+        .expect("text")
+        .to_string();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
 
     // Plain HTTP on the TLS port gets no answer, and does not disturb the server.
     let plain = reqwest::Client::new()

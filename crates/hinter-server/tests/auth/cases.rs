@@ -222,6 +222,10 @@ fn sample(spec: &RouteSpec, job_id: &str) -> (String, Option<Value>) {
         .replace("{id}", if spec.path.starts_with("/api/v1/workers") { "worker-1" } else { job_id })
         .replace("{name}", QUEUE);
     let body = match (spec.method.as_str(), spec.path) {
+        ("GET", "/" | "/ui/session") | ("POST", "/ui/logout") => None,
+        // The dashboard's files; its login form, with a token that is not valid.
+        ("GET", "/ui/{file}") => return ("/ui/app.js".into(), None),
+        ("POST", "/ui/login") => return ("/ui/login".into(), None),
         ("GET", "/healthz" | "/readyz" | "/api/v1/jobs/{id}" | "/api/v1/queues")
         | ("GET", "/api/v1/workers" | "/api/v1/audit" | "/api/v1/definitions" | "/metrics")
         | ("GET", "/api/v1/jobs/{id}/logs")
@@ -271,13 +275,17 @@ async fn auth_matrix_every_route_every_token() {
         return;
     };
     let table = routes();
-    // Only the health checks are open; every other route names a scope.
+    // Only the health checks and the dashboard's page, files and session routes (which hold
+    // no data, or check the token themselves) are open; every other route names a scope.
     let open: Vec<&str> = table
         .iter()
         .filter(|r| r.access == Access::Open)
         .map(|r| r.path)
         .collect();
-    assert_eq!(open, ["/healthz", "/readyz"]);
+    assert_eq!(
+        open,
+        ["/healthz", "/readyz", "/", "/ui/{file}", "/ui/session", "/ui/login", "/ui/logout"]
+    );
 
     let admin = server.token("admin", &[Scope::Admin], None).await;
     let job_id = server.job(Auth::Bearer(&admin)).await;
@@ -325,7 +333,13 @@ async fn auth_matrix_every_route_every_token() {
         let Access::Scope(needed, queue_check) = spec.access else {
             for auth in [Auth::None, Auth::Bearer(&bad)] {
                 let answer = send!(auth);
-                check(format!("{label}: open route answered {}", answer.status), answer.status == StatusCode::OK);
+                // The login form refuses a missing token (it gives none): 422 naming the field.
+                let ok = if spec.path == "/ui/login" {
+                    answer.status == StatusCode::UNPROCESSABLE_ENTITY
+                } else {
+                    answer.status == StatusCode::OK
+                };
+                check(format!("{label}: open route answered {} {}", answer.status, answer.body), ok);
             }
             continue;
         };
@@ -655,4 +669,143 @@ async fn token_check_costs_microseconds() {
     let per_request = started.elapsed() / rounds;
     eprintln!("token check: {per_request:?} per request with 20 tokens (includes cache refreshes)");
     assert!(per_request < Duration::from_micros(200), "{per_request:?}");
+}
+
+/// The dashboard's session: `POST /ui/login` keeps a valid token in an `HttpOnly` cookie and
+/// gives the CSRF token; the cookie authenticates API calls, and one that changes something
+/// needs the CSRF token too. On an open server, a cross-site request that changes something
+/// is refused; the same request with no `Origin` (a command-line client) is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_session_cookie_and_csrf() {
+    let Some(server) = start(AuthConfig::default()).await else {
+        return;
+    };
+    let http = &server.http;
+    let url = |path: &str| format!("{}{path}", server.base);
+    let host = server.base.trim_start_matches("http://").to_string();
+
+    // Open (no token yet): cross-site posts are refused, same-origin and CLI ones pass.
+    let cross = http
+        .post(url(&format!("/api/v1/queues/{QUEUE}/pause")))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    let body: Value = cross.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "csrf", "{body}");
+    let fetch_site = http
+        .post(url(&format!("/api/v1/queues/{QUEUE}/pause")))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(fetch_site.status(), StatusCode::FORBIDDEN);
+    let same = http
+        .post(url(&format!("/api/v1/queues/{QUEUE}/pause")))
+        .header("origin", server.base.as_str())
+        .header("host", host.as_str())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(same.status(), StatusCode::OK);
+    let session: Value = http.get(url("/ui/session")).send().await.expect("get").json().await.expect("json");
+    assert_eq!(session["open"], true, "{session}");
+
+    let admin = server.token("admin", &[Scope::Admin], None).await;
+    let reader = server.token("reader", &[Scope::Read], None).await;
+    let refused = http
+        .post(url("/ui/login"))
+        .form(&[("token", "hnt_not-a-token")])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(refused.headers().get("set-cookie").is_none());
+
+    let login = http
+        .post(url("/ui/login"))
+        .form(&[("token", admin.as_str())])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookie = login.headers()["set-cookie"].to_str().expect("text").to_string();
+    assert_eq!(cookie, format!("hinter_session={admin}; HttpOnly; SameSite=Strict; Path=/"));
+    let body: Value = login.json().await.expect("json");
+    assert_eq!(body["scopes"], json!(["admin"]), "{body}");
+    let csrf = body["csrf"].as_str().expect("csrf").to_string();
+    let jar = format!("hinter_session={admin}");
+
+    let session: Value = http
+        .get(url("/ui/session"))
+        .header("cookie", &jar)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!((session["name"].as_str(), session["csrf"].as_str()), (Some("admin"), Some(csrf.as_str())));
+    let anonymous: Value = http.get(url("/ui/session")).send().await.expect("get").json().await.expect("json");
+    assert_eq!(anonymous["authenticated"], false, "{anonymous}");
+
+    let read = http.get(url("/api/v1/queues")).header("cookie", &jar).send().await.expect("get");
+    assert_eq!(read.status(), StatusCode::OK);
+    let resume = format!("/api/v1/queues/{QUEUE}/resume");
+    let no_csrf = http.post(url(&resume)).header("cookie", &jar).send().await.expect("post");
+    assert_eq!(no_csrf.status(), StatusCode::FORBIDDEN);
+    let body: Value = no_csrf.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "csrf");
+    assert!(body["error"]["message"].as_str().expect("message").contains("X-CSRF-Token"));
+    let wrong = http
+        .post(url(&resume))
+        .header("cookie", &jar)
+        .header("x-csrf-token", hinter_server::auth::csrf_token(&reader))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    let ok = http
+        .post(url(&resume))
+        .header("cookie", &jar)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(ok.status(), StatusCode::OK);
+    // A bearer request needs no CSRF token; a reader's cookie may look but not act.
+    let bearer = http.post(url(&resume)).bearer_auth(&admin).send().await.expect("post");
+    assert_eq!(bearer.status(), StatusCode::OK);
+    let reader_jar = format!("hinter_session={reader}");
+    let looked = http.get(url("/api/v1/queues")).header("cookie", &reader_jar).send().await.expect("get");
+    assert_eq!(looked.status(), StatusCode::OK);
+    let acted = http
+        .post(url(&resume))
+        .header("cookie", &reader_jar)
+        .header("x-csrf-token", hinter_server::auth::csrf_token(&reader))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(acted.status(), StatusCode::FORBIDDEN);
+    let body: Value = acted.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "forbidden");
+    // A revoked token's cookie is refused; logging out clears the cookie.
+    let logout = http.post(url("/ui/logout")).header("cookie", &jar).send().await.expect("post");
+    assert!(logout.headers()["set-cookie"].to_str().expect("text").contains("Max-Age=0"));
+    let bogus = http.get(url("/api/v1/queues")).header("cookie", "hinter_session=hnt_nope").send().await.expect("get");
+    assert_eq!(bogus.status(), StatusCode::UNAUTHORIZED);
+    // The page: a strict policy, no framing.
+    let page = http.get(url("/")).send().await.expect("get");
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"].to_str().expect("text").to_string();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let script = http.get(url("/ui/app.js")).send().await.expect("get");
+    assert_eq!(script.headers()["content-type"], "text/javascript; charset=utf-8");
+    let etag = script.headers()["etag"].clone();
+    let again = http.get(url("/ui/app.js")).header("if-none-match", etag).send().await.expect("get");
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    let missing = http.get(url("/ui/nope.js")).send().await.expect("get");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }

@@ -1,0 +1,544 @@
+// hinter's dashboard: one page, hash routes, the JSON API through fetch, live updates from
+// the event stream. No framework and no build step; served by the binary (dashboard.rs).
+'use strict';
+
+const STATES = ['scheduled', 'queued', 'running', 'succeeded', 'dead', 'cancelled'];
+const FINISHED = ['succeeded', 'dead', 'cancelled'];
+const MINUTES = 30;
+
+const app = {
+  session: null,        // GET /ui/session
+  route: null,          // {page, id}
+  refreshTimer: null,
+  events: null,         // EventSource
+  // Per minute since the page opened: jobs finished well and attempts that failed.
+  perMinute: { start: Math.floor(Date.now() / 60000), ok: [], failed: [] },
+};
+
+// ---- DOM helpers (no innerHTML: every value is text) ----
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+    else if (key === 'class') el.className = value;
+    else el.setAttribute(key, value === true ? '' : String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function svg(tag, attrs) {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [key, value] of Object.entries(attrs || {})) el.setAttribute(key, String(value));
+  return el;
+}
+
+function pretty(value) {
+  return value === null || value === undefined ? '—' : JSON.stringify(value, null, 2);
+}
+
+function ago(iso) {
+  if (!iso) return '—';
+  const seconds = Math.round((Date.now() - Date.parse(iso)) / 1000);
+  const abs = Math.abs(seconds);
+  const text = abs < 60 ? `${abs}s` : abs < 3600 ? `${Math.floor(abs / 60)}m ${abs % 60}s`
+    : abs < 86400 ? `${Math.floor(abs / 3600)}h ${Math.floor((abs % 3600) / 60)}m`
+      : `${Math.floor(abs / 86400)}d ${Math.floor((abs % 86400) / 3600)}h`;
+  return seconds >= 0 ? `${text} ago` : `in ${text}`;
+}
+
+function time(iso) {
+  return iso ? h('time', { datetime: iso, title: iso }, ago(iso)) : '—';
+}
+
+function badge(state) {
+  return h('span', { class: `badge state-${state}`, 'data-state': state }, state);
+}
+
+function flash(message, kind) {
+  const el = document.getElementById('flash');
+  el.textContent = message;
+  el.className = `flash ${kind || 'error'}`;
+  el.hidden = !message;
+  if (message && kind === 'ok') setTimeout(() => { if (el.textContent === message) el.hidden = true; }, 4000);
+}
+
+function isAdmin() {
+  return !!app.session && (app.session.scopes || []).includes('admin');
+}
+
+// ---- API ----
+
+class ApiError extends Error {
+  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+}
+
+async function api(path, options) {
+  const opts = Object.assign({ method: 'GET', credentials: 'same-origin', headers: {} }, options || {});
+  if (opts.method !== 'GET' && app.session && app.session.csrf) {
+    opts.headers['X-CSRF-Token'] = app.session.csrf;
+  }
+  if (opts.json !== undefined) {
+    opts.headers['Content-Type'] = 'application/json';
+    opts.body = JSON.stringify(opts.json);
+  }
+  const response = await fetch(path, opts);
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (_) { body = text; }
+  if (!response.ok) {
+    const error = body && body.error ? body.error : { code: 'http', message: `${response.status} ${text}` };
+    if (response.status === 401) showLogin(error.message);
+    throw new ApiError(response.status, error.code, error.message);
+  }
+  return body;
+}
+
+async function act(label, path, options) {
+  try {
+    await api(path, Object.assign({ method: 'POST' }, options || {}));
+    flash(`${label}: done`, 'ok');
+  } catch (e) {
+    flash(`${label}: ${e.message}`);
+  }
+  render();
+}
+
+// ---- session ----
+
+async function loadSession() {
+  app.session = await api('/ui/session');
+  const who = document.getElementById('who');
+  who.textContent = '';
+  if (!app.session.authenticated) return false;
+  if (app.session.open) {
+    who.append(h('span', { title: 'no token exists: the API is open on this address' }, 'open (no tokens)'));
+  } else {
+    who.append(h('span', { id: 'who-name' }, `${app.session.name} · ${(app.session.scopes || []).join(', ')}`),
+      ' ', h('button', { class: 'link', id: 'logout', onclick: logout }, 'Log out'));
+  }
+  document.body.classList.toggle('admin', isAdmin());
+  return true;
+}
+
+function showLogin(message) {
+  document.getElementById('login').hidden = false;
+  document.getElementById('main').hidden = true;
+  if (message) flash(message);
+}
+
+async function login(event) {
+  event.preventDefault();
+  const token = document.getElementById('login-token').value.trim();
+  try {
+    const body = new URLSearchParams({ token });
+    app.session = await api('/ui/login', { method: 'POST', body });
+    document.getElementById('login-token').value = '';
+    document.getElementById('login').hidden = true;
+    document.getElementById('main').hidden = false;
+    flash('');
+    await start();
+  } catch (e) {
+    flash(`Log in: ${e.message}`);
+  }
+}
+
+async function logout() {
+  try { await api('/ui/logout', { method: 'POST' }); } catch (_) { /* logged out anyway */ }
+  if (app.events) app.events.close();
+  app.session = null;
+  document.body.classList.remove('admin');
+  document.getElementById('who').textContent = '';
+  showLogin('');
+}
+
+// ---- live: one EventSource on the event log ----
+
+function bump(series, count) {
+  const minute = Math.floor(Date.now() / 60000) - app.perMinute.start;
+  while (series.length <= minute) series.push(0);
+  series[minute] += count;
+}
+
+function connectEvents() {
+  if (app.events) app.events.close();
+  const queues = app.session && app.session.queues;
+  // A token limited to queues must name one; the stream follows its first.
+  const url = queues && queues.length ? `/api/v1/events?queue=${encodeURIComponent(queues[0])}` : '/api/v1/events';
+  const source = new EventSource(url, { withCredentials: true });
+  const live = document.getElementById('live');
+  source.onopen = () => { live.classList.add('on'); live.title = 'live: following the event stream'; };
+  source.onerror = () => { live.classList.remove('on'); live.title = 'live updates interrupted; reconnecting'; };
+  const handle = (message) => {
+    let entry;
+    try { entry = JSON.parse(message.data); } catch (_) { return; }
+    onEvent(entry);
+  };
+  for (const kind of ['created', 'started', 'progress', 'succeeded', 'failed', 'retry_scheduled',
+    'dead', 'cancelled', 'cancel_requested', 'released', 'rescued', 'retried', 'promoted', 'deleted']) {
+    source.addEventListener(kind, handle);
+  }
+  source.onmessage = handle;
+  app.events = source;
+}
+
+function onEvent(entry) {
+  if (entry.kind === 'succeeded') bump(app.perMinute.ok, 1);
+  if (entry.kind === 'failed') bump(app.perMinute.failed, 1);
+  const route = app.route || {};
+  if (route.page === 'job' && entry.job_id === route.id) {
+    // Progress moves the bar at once; the rest of the page (log lines, state, runs)
+    // follows shortly after.
+    if (entry.kind === 'progress' && entry.data) setProgress(entry.data);
+    scheduleRefresh(entry.kind === 'progress' ? 1000 : 200);
+    appendTimeline(entry);
+    return;
+  }
+  if (route.page === 'overview' || route.page === 'jobs' || route.page === 'dead') scheduleRefresh(1000);
+}
+
+function scheduleRefresh(delay) {
+  if (app.refreshTimer) return;
+  app.refreshTimer = setTimeout(() => { app.refreshTimer = null; render(true); }, delay);
+}
+
+// ---- routing ----
+
+function parseRoute() {
+  const hash = location.hash.replace(/^#/, '') || '/';
+  const [path, query] = hash.split('?');
+  const parts = path.split('/').filter(Boolean);
+  const params = new URLSearchParams(query || '');
+  if (parts[0] === 'jobs' && parts[1]) return { page: 'job', id: decodeURIComponent(parts[1]), params };
+  const page = { jobs: 'jobs', dead: 'dead', workers: 'workers', schedules: 'schedules' }[parts[0]] || 'overview';
+  return { page, params };
+}
+
+let rendering = 0;
+async function render(quiet) {
+  const route = parseRoute();
+  const samePage = app.route && app.route.page === route.page && app.route.id === route.id;
+  app.route = route;
+  for (const link of document.querySelectorAll('#nav a')) {
+    link.classList.toggle('current', link.dataset.page === (route.page === 'job' ? 'jobs' : route.page));
+  }
+  const main = document.getElementById('main');
+  // A refresh does not take the field someone is typing in away from them.
+  const active = document.activeElement;
+  if (quiet && samePage && main.contains(active) && ['INPUT', 'SELECT', 'TEXTAREA'].includes(active.tagName)
+    && active.type !== 'checkbox') return;
+  const ticket = ++rendering;
+  if (!quiet && !samePage) main.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+  try {
+    const view = await PAGES[route.page](route);
+    if (ticket !== rendering) return;
+    const scroll = window.scrollY;
+    // Selected rows stay selected across a refresh.
+    const picked = new Set([...main.querySelectorAll('input.pick:checked')].map((c) => c.value));
+    main.replaceChildren(view);
+    main.dataset.page = route.page;
+    if (samePage) {
+      for (const box of main.querySelectorAll('input.pick')) box.checked = picked.has(box.value);
+      window.scrollTo(0, scroll);
+    }
+  } catch (e) {
+    if (ticket !== rendering) return;
+    main.replaceChildren(h('p', { class: 'error-text' }, `Could not load: ${e.message}`));
+  }
+}
+
+// ---- pages ----
+
+function sparkline(series, label) {
+  const width = 120, height = 28;
+  const values = series.slice(-MINUTES);
+  const max = Math.max(1, ...values);
+  const el = svg('svg', { class: 'spark', viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': label });
+  if (values.length > 1) {
+    const step = width / (values.length - 1);
+    const points = values.map((v, i) => `${(i * step).toFixed(1)},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`);
+    el.append(svg('polyline', { points: points.join(' '), fill: 'none', stroke: 'currentColor', 'stroke-width': 1.5 }));
+  }
+  return el;
+}
+
+function rateCard(title, series, id) {
+  const minute = Math.floor(Date.now() / 60000) - app.perMinute.start;
+  const current = series[minute] || 0;
+  const previous = minute > 0 ? (series[minute - 1] || 0) : null;
+  return h('div', { class: 'card' },
+    h('div', { class: 'card-title' }, title),
+    h('div', { class: 'card-value', id }, String(current)),
+    h('div', { class: 'muted' }, previous === null ? 'this minute (since the page opened)' : `this minute · ${previous} the minute before`),
+    sparkline(series, `${title}, per minute`));
+}
+
+async function overview() {
+  const { queues } = await api('/api/v1/queues');
+  const admin = isAdmin();
+  const rows = queues.map((q) => h('tr', { 'data-queue': q.name },
+    h('th', { scope: 'row' }, h('a', { href: `#/jobs?queue=${encodeURIComponent(q.name)}` }, q.name)),
+    h('td', { class: 'flag' }, q.paused ? h('span', { class: 'badge paused', 'data-paused': 'true' }, 'paused')
+      : h('span', { class: 'badge active', 'data-paused': 'false' }, 'active')),
+    STATES.map((s) => h('td', { class: 'num', 'data-state': s },
+      h('a', { href: `#/jobs?queue=${encodeURIComponent(q.name)}&state=${s}` }, String(q[s] ?? 0)))),
+    h('td', { class: 'age' }, q.oldest_queued_at ? ago(q.oldest_queued_at).replace(' ago', '') : '—'),
+    admin ? h('td', { class: 'actions' }, q.paused
+      ? h('button', { 'data-action': 'resume', 'data-queue': q.name, onclick: () => act(`Resume ${q.name}`, `/api/v1/queues/${encodeURIComponent(q.name)}/resume`) }, 'Resume')
+      : h('button', { 'data-action': 'pause', 'data-queue': q.name, onclick: () => act(`Pause ${q.name}`, `/api/v1/queues/${encodeURIComponent(q.name)}/pause`) }, 'Pause'))
+      : null));
+  const totals = Object.fromEntries(STATES.map((s) => [s, queues.reduce((n, q) => n + (q[s] || 0), 0)]));
+  return h('div', {},
+    h('h1', {}, 'Overview'),
+    h('div', { class: 'cards' },
+      h('div', { class: 'card' }, h('div', { class: 'card-title' }, 'Queued'), h('div', { class: 'card-value', id: 'total-queued' }, String(totals.queued))),
+      h('div', { class: 'card' }, h('div', { class: 'card-title' }, 'Running'), h('div', { class: 'card-value', id: 'total-running' }, String(totals.running))),
+      h('div', { class: 'card' }, h('div', { class: 'card-title' }, 'Dead'), h('div', { class: 'card-value', id: 'total-dead' }, h('a', { href: '#/dead' }, String(totals.dead)))),
+      rateCard('Succeeded per minute', app.perMinute.ok, 'rate-ok'),
+      rateCard('Failures per minute', app.perMinute.failed, 'rate-failed')),
+    h('h2', {}, 'Queues'),
+    queues.length === 0 ? h('p', { class: 'muted' }, 'No queue has jobs yet.') :
+      h('div', { class: 'scroll' }, h('table', { id: 'queues' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'Queue'), h('th', {}, 'State'), STATES.map((s) => h('th', { class: 'num' }, s)),
+          h('th', {}, 'Oldest queued'), admin ? h('th', {}, '') : null)),
+        h('tbody', {}, rows))));
+}
+
+function jobRow(job, selectable) {
+  return h('tr', { 'data-job': job.id },
+    selectable ? h('td', {}, h('input', { type: 'checkbox', class: 'pick', value: job.id, 'aria-label': `select ${job.id}` })) : null,
+    h('td', { class: 'mono' }, h('a', { href: `#/jobs/${job.id}` }, job.id)),
+    h('td', {}, job.job), h('td', {}, job.queue), h('td', {}, badge(job.state)),
+    h('td', { class: 'num' }, `${job.attempt}/${job.max_attempts}`),
+    h('td', {}, job.progress && job.state === 'running' ? `${Math.round(job.progress.percent ?? 0)}%` : ''),
+    h('td', {}, time(job.created_at)),
+    h('td', { class: 'error-text clip' }, job.last_error ? job.last_error.message : ''));
+}
+
+const JOB_HEAD = ['Id', 'Job', 'Queue', 'State', 'Attempt', 'Progress', 'Created', 'Last error'];
+
+function limitedQueue(params) {
+  const queues = app.session && app.session.queues;
+  return params.get('queue') || (queues && queues.length ? queues[0] : '');
+}
+
+async function jobs(route) {
+  const p = route.params;
+  const queue = limitedQueue(p);
+  const query = new URLSearchParams({ limit: '50' });
+  for (const [key, value] of [['state', p.get('state')], ['queue', queue], ['job', p.get('job')], ['cursor', p.get('cursor')]]) {
+    if (value) query.set(key, value);
+  }
+  const page = await api(`/api/v1/jobs?${query}`);
+  const form = h('form', { class: 'filters', id: 'job-filters', onsubmit: (e) => {
+    e.preventDefault();
+    const data = new FormData(e.target);
+    const id = (data.get('id') || '').trim();
+    if (id) { location.hash = `#/jobs/${encodeURIComponent(id)}`; return; }
+    const next = new URLSearchParams();
+    for (const key of ['state', 'queue', 'job']) if (data.get(key)) next.set(key, data.get(key));
+    location.hash = `#/jobs?${next}`;
+  } },
+  h('label', {}, 'State ', h('select', { name: 'state' }, h('option', { value: '' }, 'any'),
+    STATES.map((s) => h('option', { value: s, selected: p.get('state') === s }, s)))),
+  h('label', {}, 'Queue ', h('input', { name: 'queue', value: queue, placeholder: 'any' })),
+  h('label', {}, 'Job ', h('input', { name: 'job', value: p.get('job') || '', placeholder: 'any' })),
+  h('label', {}, 'Id ', h('input', { name: 'id', id: 'job-search', placeholder: 'job id', class: 'mono' })),
+  h('button', { type: 'submit' }, 'Show'));
+  const next = new URLSearchParams(p);
+  if (page.next_cursor) next.set('cursor', page.next_cursor);
+  return h('div', {}, h('h1', {}, 'Jobs'), form,
+    page.jobs.length === 0 ? h('p', { class: 'muted' }, 'No job matches.') :
+      h('div', { class: 'scroll' }, h('table', { id: 'jobs' },
+        h('thead', {}, h('tr', {}, JOB_HEAD.map((t) => h('th', {}, t)))),
+        h('tbody', {}, page.jobs.map((j) => jobRow(j, false))))),
+    page.next_cursor ? h('p', {}, h('a', { href: `#/jobs?${next}` }, 'Next page →')) : null);
+}
+
+function setProgress(progress) {
+  const bar = document.getElementById('job-progress');
+  if (!bar || !progress) return;
+  const percent = Math.max(0, Math.min(100, Number(progress.percent ?? 0)));
+  bar.querySelector('.fill').style.width = `${percent}%`;
+  bar.querySelector('.label').textContent = `${Math.round(percent)}%${progress.message ? ' · ' + progress.message : ''}`;
+  bar.dataset.percent = String(Math.round(percent));
+}
+
+function timelineItem(entry) {
+  const data = entry.data ? JSON.stringify(entry.data) : '';
+  return h('li', { 'data-event': entry.id }, h('span', { class: 'mono muted' }, entry.at), ' ', badge(entry.kind),
+    ` attempt ${entry.attempt}`, data ? h('span', { class: 'mono' }, ` ${data}`) : null);
+}
+
+function appendTimeline(entry) {
+  const list = document.getElementById('timeline');
+  if (list && !list.querySelector(`[data-event="${entry.id}"]`)) list.append(timelineItem(entry));
+}
+
+async function jobDetail(route) {
+  const id = encodeURIComponent(route.id);
+  const [job, logs, events] = await Promise.all([
+    api(`/api/v1/jobs/${id}`),
+    api(`/api/v1/jobs/${id}/logs`).catch(() => ({ lines: [] })),
+    api(`/api/v1/events?job_id=${id}&limit=1000`).catch(() => ({ events: [] })),
+  ]);
+  const admin = isAdmin();
+  const actions = admin ? h('div', { class: 'actions' },
+    ['scheduled', 'queued', 'running'].includes(job.state) && !job.cancel_requested
+      ? h('button', { id: 'job-cancel', onclick: () => act('Cancel', `/api/v1/jobs/${id}/cancel`) }, 'Cancel') : null,
+    ['dead', 'cancelled'].includes(job.state)
+      ? h('button', { id: 'job-retry', onclick: () => act('Retry', `/api/v1/jobs/${id}/retry`) }, 'Retry') : null,
+    FINISHED.includes(job.state)
+      ? h('button', { id: 'job-delete', class: 'danger', onclick: async () => {
+        if (!window.confirm('Delete this job, its runs and log lines?')) return;
+        try { await api(`/api/v1/jobs/${id}`, { method: 'DELETE' }); flash('Deleted', 'ok'); location.hash = '#/jobs'; } catch (e) { flash(`Delete: ${e.message}`); }
+      } }, 'Delete') : null) : null;
+  const progress = job.progress || (job.state === 'succeeded' ? { percent: 100 } : null);
+  const bar = h('div', { class: 'progress', id: 'job-progress' }, h('div', { class: 'fill' }), h('span', { class: 'label' }, 'no progress reported'));
+  const fields = [
+    ['Job', job.job], ['Queue', job.queue], ['Attempt', `${job.attempt} of ${job.max_attempts}`], ['Priority', job.priority],
+    ['Created', job.created_at], ['Run at', job.run_at], ['Started', job.started_at], ['Finished', job.finished_at],
+    ['Worker', job.worker_id], ['Lease until', job.lease_expires_at], ['Unique key', job.unique_key], ['Ordering key', job.ordering_key],
+    ['Parent', job.parent_id], ['Cancel requested', job.cancel_requested ? 'yes' : null],
+  ].filter(([, v]) => v !== null && v !== undefined && v !== '');
+  const view = h('div', {},
+    h('p', {}, h('a', { href: '#/jobs' }, '← Jobs')),
+    h('h1', {}, `${job.job} `, h('span', { id: 'job-state' }, badge(job.state))),
+    h('p', { class: 'mono muted', id: 'job-id' }, job.id),
+    actions, bar,
+    h('dl', { class: 'fields' }, fields.map(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))])),
+    h('div', { class: 'two' },
+      h('section', {}, h('h2', {}, 'Payload'), h('pre', { id: 'job-payload' }, pretty(job.payload))),
+      h('section', {}, h('h2', {}, 'Result'), h('pre', { id: 'job-result' }, pretty(job.result)))),
+    job.checkpoint ? h('section', {}, h('h2', {}, 'Checkpoint'), h('pre', {}, pretty(job.checkpoint))) : null,
+    h('h2', {}, 'Attempts'),
+    (job.runs || []).length === 0 ? h('p', { class: 'muted' }, 'Not run yet.') :
+      h('div', { class: 'scroll' }, h('table', { id: 'runs' },
+        h('thead', {}, h('tr', {}, ['#', 'Worker', 'Started', 'Finished', 'Outcome', 'Exit', 'Duration', 'Error'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, job.runs.map((r) => h('tr', {}, h('td', {}, r.attempt), h('td', { class: 'mono' }, r.worker_id || ''),
+          h('td', {}, r.started_at || ''), h('td', {}, r.finished_at || 'running'), h('td', {}, r.outcome ? badge(r.outcome) : ''),
+          h('td', {}, r.exit_code ?? ''), h('td', {}, r.duration_ms !== null && r.duration_ms !== undefined ? `${r.duration_ms} ms` : ''),
+          h('td', { class: 'error-text' }, r.error || '')))))),
+    (job.errors || []).length ? [h('h2', {}, 'Errors'), h('ol', { class: 'errors' },
+      job.errors.map((e) => h('li', {}, h('span', { class: 'muted' }, `attempt ${e.attempt} · ${e.at} `), h('pre', { class: 'error-text' }, e.message))))] : null,
+    h('h2', {}, 'Log'),
+    logs.lines.length === 0 ? h('p', { class: 'muted' }, 'No log lines.') :
+      h('pre', { class: 'log', id: 'job-log' }, logs.lines.map((l) => `#${l.attempt} ${l.at} ${l.stream}${l.level ? ' ' + l.level : ''}: ${l.line}\n`).join('')),
+    (job.followups || []).length ? [h('h2', {}, 'Follow-ups'), h('div', { class: 'scroll' }, h('table', {},
+      h('thead', {}, h('tr', {}, JOB_HEAD.map((t) => h('th', {}, t)))), h('tbody', {}, job.followups.map((j) => jobRow(j, false)))))] : null,
+    h('h2', {}, 'Timeline'),
+    h('ol', { class: 'timeline', id: 'timeline' }, events.events.map(timelineItem)));
+  if (progress) setTimeout(() => setProgress(progress), 0);
+  return view;
+}
+
+async function dead(route) {
+  const queue = limitedQueue(route.params);
+  const query = new URLSearchParams({ state: 'dead', limit: '100' });
+  if (queue) query.set('queue', queue);
+  const page = await api(`/api/v1/jobs?${query}`);
+  const admin = isAdmin();
+  const picked = () => [...document.querySelectorAll('#dead input.pick:checked')].map((c) => c.value);
+  const many = async (label, ids, method, suffix) => {
+    if (ids.length === 0) { flash(`${label}: select jobs first`); return; }
+    let failed = 0;
+    for (const id of ids) {
+      try { await api(`/api/v1/jobs/${encodeURIComponent(id)}${suffix}`, { method }); } catch (_) { failed += 1; }
+    }
+    flash(failed ? `${label}: ${ids.length - failed} done, ${failed} refused` : `${label}: ${ids.length} done`, failed ? 'error' : 'ok');
+    render();
+  };
+  return h('div', {}, h('h1', {}, 'Dead jobs'),
+    admin && page.jobs.length ? h('div', { class: 'actions' },
+      h('button', { id: 'dead-retry-selected', onclick: () => many('Retry', picked(), 'POST', '/retry') }, 'Retry selected'),
+      h('button', { id: 'dead-retry-all', onclick: () => many('Retry all', page.jobs.map((j) => j.id), 'POST', '/retry') }, `Retry all ${page.jobs.length} listed`),
+      h('button', { id: 'dead-delete-selected', class: 'danger', onclick: () => {
+        const ids = picked();
+        if (ids.length && window.confirm(`Delete ${ids.length} dead job(s)?`)) many('Delete', ids, 'DELETE', '');
+      } }, 'Delete selected')) : null,
+    page.jobs.length === 0 ? h('p', { class: 'muted' }, 'No dead job.') :
+      h('div', { class: 'scroll' }, h('table', { id: 'dead' },
+        h('thead', {}, h('tr', {}, admin ? h('th', {}, '') : null, JOB_HEAD.map((t) => h('th', {}, t)))),
+        h('tbody', {}, page.jobs.map((j) => jobRow(j, admin))))),
+    page.next_cursor ? h('p', { class: 'muted' }, 'More dead jobs exist than are listed here; see Jobs with state dead.') : null);
+}
+
+async function workers() {
+  const { workers: list } = await api('/api/v1/workers');
+  const leader = list.find((w) => w.leader);
+  return h('div', {}, h('h1', {}, 'Processes'),
+    h('p', { id: 'leader' }, leader ? ['Leader: ', h('strong', { class: 'mono' }, leader.id)] : 'No leader elected right now.'),
+    h('div', { class: 'scroll' }, h('table', { id: 'workers' },
+      h('thead', {}, h('tr', {}, ['Id', 'Role', 'Host', 'Pid', 'Queues', 'Concurrency', 'Started', 'Last heartbeat', ''].map((t) => h('th', {}, t)))),
+      h('tbody', {}, list.map((w) => h('tr', { 'data-worker': w.id }, h('td', { class: 'mono' }, w.id), h('td', {}, w.role), h('td', {}, w.host),
+        h('td', { class: 'num' }, w.pid), h('td', {}, (w.queues || []).join(', ') || 'any'), h('td', { class: 'num' }, w.concurrency),
+        h('td', {}, time(w.started_at)), h('td', {}, time(w.last_heartbeat_at)),
+        h('td', {}, w.leader ? h('span', { class: 'badge leader' }, 'leader') : '')))))));
+}
+
+async function schedules() {
+  const [sched, defs] = await Promise.all([
+    api('/api/v1/schedules').catch((e) => ({ error: e.message, schedules: [] })),
+    api('/api/v1/definitions').catch((e) => ({ error: e.message, definitions: [] })),
+  ]);
+  const continuous = defs.definitions.filter((d) => d.kind === 'continuous');
+  return h('div', {}, h('h1', {}, 'Schedules'),
+    sched.error ? h('p', { class: 'error-text' }, sched.error) : null,
+    sched.schedules.length === 0 ? h('p', { class: 'muted' }, 'No schedule.') :
+      h('div', { class: 'scroll' }, h('table', { id: 'schedules' },
+        h('thead', {}, h('tr', {}, ['Name', 'When', 'Job', 'Queue', 'State', 'Next runs'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, sched.schedules.map((s) => h('tr', { 'data-schedule': s.name }, h('td', {}, s.name),
+          h('td', { class: 'mono' }, s.cron ? `${s.cron}${s.time_zone ? ' ' + s.time_zone : ''}` : (s.at || '')),
+          h('td', {}, s.job), h('td', {}, s.queue || 'default'), h('td', {}, s.paused ? h('span', { class: 'badge paused' }, 'paused') : 'active'),
+          h('td', {}, (s.next_fire_times || (s.next_fire_at ? [s.next_fire_at] : [])).slice(0, 3).map((t) => h('div', {}, time(t))))))))),
+    h('h2', {}, 'Continuous jobs'),
+    defs.error ? h('p', { class: 'error-text' }, defs.error) : null,
+    continuous.length === 0 ? h('p', { class: 'muted' }, 'No continuous job on this server.') :
+      h('div', { class: 'scroll' }, h('table', { id: 'continuous' },
+        h('thead', {}, h('tr', {}, ['Name', 'State', 'Host', 'Pid', 'Restarts', 'Started', 'Last exit'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, continuous.map((d) => {
+          const s = d.status || {};
+          return h('tr', {}, h('td', {}, d.name), h('td', {}, d.error ? h('span', { class: 'error-text' }, d.error) : (s.state || '—')),
+            h('td', {}, s.host || ''), h('td', {}, s.pid ?? ''), h('td', {}, s.restarts ?? ''), h('td', {}, time(s.started_at)),
+            h('td', {}, s.last_exit ? s.last_exit.message : ''));
+        })))),
+    h('h2', {}, 'Definitions'),
+    defs.definitions.length === 0 ? h('p', { class: 'muted' }, 'No job definition loaded.') :
+      h('div', { class: 'scroll' }, h('table', { id: 'definitions' },
+        h('thead', {}, h('tr', {}, ['Name', 'Kind', 'Queue', 'Schedule', 'Problem'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, defs.definitions.map((d) => h('tr', {}, h('td', {}, d.name), h('td', {}, d.kind),
+          h('td', {}, d.settings ? (d.settings.queue || 'default') : ''), h('td', { class: 'mono' }, d.settings && d.settings.schedule ? d.settings.schedule : ''),
+          h('td', { class: 'error-text' }, d.error || '')))))));
+}
+
+const PAGES = { overview, jobs, job: jobDetail, dead, workers, schedules };
+
+// ---- start ----
+
+async function start() {
+  let ok;
+  try {
+    ok = await loadSession();
+  } catch (e) {
+    flash(`Cannot reach the server: ${e.message}`);
+    return;
+  }
+  if (!ok) { showLogin(''); return; }
+  document.getElementById('login').hidden = true;
+  document.getElementById('main').hidden = false;
+  connectEvents();
+  await render();
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  document.getElementById('login-form').addEventListener('submit', login);
+  window.addEventListener('hashchange', () => render());
+  // Ages and rates move with the clock; counts move with events (and this, as a fallback).
+  setInterval(() => { if (app.session && app.route && app.route.page !== 'job') render(true); }, 10000);
+  start();
+});

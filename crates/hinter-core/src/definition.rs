@@ -160,17 +160,7 @@ impl JobSpec {
 
     /// Checks every field; the first problem found is returned, naming the field.
     pub fn validate(&self) -> Result<(), FieldError> {
-        validate_name("job", &self.job)?;
-        if self.job.starts_with(crate::followup::RESERVED_PREFIX) {
-            return Err(FieldError::new(
-                "job",
-                format!(
-                    "{:?}: names starting with {:?} are kept for hinter's own jobs",
-                    self.job,
-                    crate::followup::RESERVED_PREFIX
-                ),
-            ));
-        }
+        crate::followup::check_job_name("job", &self.job)?;
         if let Some(queue) = &self.queue {
             validate_name("queue", queue)?;
         }

@@ -129,6 +129,19 @@ fn to_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
+/// Checks the name of a job to enqueue or schedule: a valid name
+/// ([`crate::definition::validate_name`]) not starting with [`RESERVED_PREFIX`].
+pub fn check_job_name(field: &str, name: &str) -> Result<(), crate::FieldError> {
+    crate::definition::validate_name(field, name)?;
+    if name.starts_with(RESERVED_PREFIX) {
+        return Err(crate::FieldError::new(
+            field,
+            format!("{name:?}: names starting with {RESERVED_PREFIX:?} are kept for hinter's own jobs"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a `callback_url` as given at enqueue: an absolute `http` or `https` URL with a host,
 /// at most [`MAX_CALLBACK_URL_LEN`] bytes. Which addresses it may reach is decided by the
 /// server's policy, at enqueue and again for every address it resolves to at delivery.

@@ -267,17 +267,7 @@ impl ScheduleSpec {
     /// Checks every field (errors name it) and returns how its times are computed.
     pub fn validate(&self) -> Result<Timing, FieldError> {
         validate_name("name", &self.name)?;
-        validate_name("job", &self.job)?;
-        if self.job.starts_with(crate::followup::RESERVED_PREFIX) {
-            return Err(FieldError::new(
-                "job",
-                format!(
-                    "{:?}: names starting with {:?} are kept for hinter's own jobs",
-                    self.job,
-                    crate::followup::RESERVED_PREFIX
-                ),
-            ));
-        }
+        crate::followup::check_job_name("job", &self.job)?;
         if let Some(queue) = &self.queue {
             validate_name("queue", queue)?;
         }

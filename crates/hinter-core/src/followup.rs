@@ -136,7 +136,9 @@ pub fn check_job_name(field: &str, name: &str) -> Result<(), crate::FieldError> 
     if name.starts_with(RESERVED_PREFIX) {
         return Err(crate::FieldError::new(
             field,
-            format!("{name:?}: names starting with {RESERVED_PREFIX:?} are kept for hinter's own jobs"),
+            format!(
+                "{name:?}: names starting with {RESERVED_PREFIX:?} are kept for hinter's own jobs"
+            ),
         ));
     }
     Ok(())

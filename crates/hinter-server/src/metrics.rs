@@ -56,6 +56,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabels {
+    role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NameLabels {
     job: String,
 }
@@ -79,6 +84,7 @@ struct Inner {
     jobs: Family<StateLabels, Gauge>,
     oldest: Family<QueueLabels, Float>,
     paused: Family<QueueLabels, Gauge>,
+    processes: Family<RoleLabels, Gauge>,
     leader: Gauge,
     events_seen: Counter,
     commit_seconds: Histogram,
@@ -128,6 +134,7 @@ impl Metrics {
         let jobs = Family::<StateLabels, Gauge>::default();
         let oldest = Family::<QueueLabels, Float>::default();
         let paused = Family::<QueueLabels, Gauge>::default();
+        let processes = Family::<RoleLabels, Gauge>::default();
         let leader = Gauge::default();
         let events_seen = Counter::default();
         // 50 µs to about 1.6 s.
@@ -178,6 +185,11 @@ impl Metrics {
         );
         registry.register("queue_paused", "1 when the queue is paused", paused.clone());
         registry.register(
+            "processes",
+            "Live processes sharing the store (serve, worker), by role",
+            processes.clone(),
+        );
+        registry.register(
             "leader",
             "1 when this process leads maintenance (lease rescue, promotion, retention)",
             leader.clone(),
@@ -210,6 +222,7 @@ impl Metrics {
             jobs,
             oldest,
             paused,
+            processes,
             leader,
             events_seen,
             commit_seconds,
@@ -323,14 +336,26 @@ impl Metrics {
         }
     }
 
-    /// The text of one scrape: the store figures in `queues` (as of `now`) and the counters.
-    pub async fn render(&self, queues: &[QueueInfo], now: DateTime<Utc>) -> String {
+    /// The text of one scrape: the store figures in `queues` and the live processes' roles
+    /// (as of `now`) and the counters.
+    pub async fn render(
+        &self,
+        queues: &[QueueInfo],
+        roles: &[String],
+        now: DateTime<Utc>,
+    ) -> String {
         let m = &self.0;
         let _one_at_a_time = m.scrape.lock().await;
-        // Queues that are gone must not linger with their last values.
+        // Queues and roles that are gone must not linger with their last values.
         m.jobs.clear();
         m.oldest.clear();
         m.paused.clear();
+        m.processes.clear();
+        for role in roles {
+            m.processes
+                .get_or_create(&RoleLabels { role: role.clone() })
+                .inc();
+        }
         for q in queues {
             for (state, n) in [
                 ("scheduled", q.scheduled),
@@ -379,7 +404,17 @@ pub async fn scrape(
     use axum::response::IntoResponse;
     caller.check_unlimited("the metrics")?;
     let queues = state.store.queue_list().await?;
-    let text = state.metrics.render(&queues, state.clock.now()).await;
+    let now = state.clock.now();
+    let dead_after = chrono::Duration::from_std(state.config.process_dead_after)
+        .unwrap_or(chrono::Duration::seconds(30));
+    let roles: Vec<String> = state
+        .cluster
+        .process_list(now - dead_after)
+        .await?
+        .into_iter()
+        .map(|p| p.role)
+        .collect();
+    let text = state.metrics.render(&queues, &roles, now).await;
     Ok(([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }
 
@@ -435,7 +470,12 @@ mod tests {
             oldest_queued_at: DateTime::<Utc>::from_timestamp(100, 0),
         }];
         let now = DateTime::<Utc>::from_timestamp(130, 0).unwrap();
-        let text = metrics.render(&queues, now).await;
+        let roles = [
+            "serve".to_string(),
+            "worker".to_string(),
+            "worker".to_string(),
+        ];
+        let text = metrics.render(&queues, &roles, now).await;
         for line in [
             "hinter_jobs_enqueued_total{queue=\"media\",job=\"resize\"} 2",
             "hinter_jobs_started_total{queue=\"media\",job=\"resize\"} 2",
@@ -449,12 +489,14 @@ mod tests {
             "hinter_queue_oldest_queued_age_seconds{queue=\"media\"} 30.0",
             "hinter_queue_paused{queue=\"media\"} 1",
             "hinter_leader 0",
+            "hinter_processes{role=\"worker\"} 2",
+            "hinter_processes{role=\"serve\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
         // A queue that is gone is not reported any more.
-        let text = metrics.render(&[], now).await;
+        let text = metrics.render(&[], &[], now).await;
         assert!(!text.contains("hinter_jobs{"), "{text}");
     }
 }

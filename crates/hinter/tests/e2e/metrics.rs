@@ -104,6 +104,7 @@ async fn scenario(dir: &TestDir, store: &[String]) {
         ("hinter_queue_paused{queue=\"p\"}", 1.0),
         ("hinter_queue_paused{queue=\"m\"}", 0.0),
         ("hinter_leader", 1.0),
+        ("hinter_processes{role=\"serve\"}", 1.0),
     ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let (text, got) = loop {

@@ -284,3 +284,69 @@ pub async fn audit_pages_newest_first(store: Arc<dyn Store>) {
         .is_empty());
     assert!(store.audit_list(None, 0).await.expect("page").is_empty());
 }
+
+/// A token at every bound — the longest name, the most queues, each of the longest name — is
+/// stored and listed back exactly; one queue more, or a queue name one character longer, is
+/// refused naming the field and stores nothing.
+pub async fn tokens_at_the_limits_round_trip(store: Arc<dyn Store>) {
+    use hinter_core::access::{MAX_TOKEN_NAME_LEN, MAX_TOKEN_QUEUES};
+    use hinter_core::definition::MAX_NAME_LEN;
+    let store = &*store;
+    let now = base_time();
+    let queues: Vec<String> = (0..MAX_TOKEN_QUEUES)
+        .map(|i| format!("{i:03}{}", "q".repeat(MAX_NAME_LEN - 3)))
+        .collect();
+    let name = "n".repeat(MAX_TOKEN_NAME_LEN);
+    let widest = NewToken {
+        name: name.clone(),
+        hash: hash_secret("widest"),
+        scopes: vec![Scope::Enqueue, Scope::Read, Scope::Work, Scope::Admin],
+        queues: Some(queues.clone()),
+    };
+    store
+        .token_create(widest, ACTOR_CLI, now)
+        .await
+        .expect("create the widest token");
+    let listed = store.token_list().await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, name);
+    assert_eq!(
+        listed[0].queues.as_ref(),
+        Some(&queues),
+        "queues kept in order"
+    );
+    let mut too_many = queues.clone();
+    too_many.push("one-more".into());
+    let mut too_long = queues.clone();
+    too_long[7] = "q".repeat(MAX_NAME_LEN + 1);
+    for (queues, field) in [(too_many, "queues"), (too_long, "queues[7]")] {
+        let answer = store
+            .token_create(
+                NewToken {
+                    name: "other".into(),
+                    hash: hash_secret("other"),
+                    scopes: vec![Scope::Read],
+                    queues: Some(queues),
+                },
+                ACTOR_CLI,
+                now,
+            )
+            .await;
+        assert!(
+            matches!(&answer, Err(StoreError::Invalid(e)) if e.field == field),
+            "{field}: {answer:?}"
+        );
+    }
+    let long_name = store
+        .token_create(
+            token(&"n".repeat(MAX_TOKEN_NAME_LEN + 1), &[Scope::Read], None),
+            ACTOR_CLI,
+            now,
+        )
+        .await;
+    assert!(
+        matches!(&long_name, Err(StoreError::Invalid(e)) if e.field == "name"),
+        "{long_name:?}"
+    );
+    assert_eq!(store.token_list().await.expect("list").len(), 1);
+}

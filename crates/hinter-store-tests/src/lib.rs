@@ -252,6 +252,7 @@ macro_rules! conformance_suite {
             // tokens and the audit record
             tokens_create_list_revoke,
             tokens_refuse_duplicates_unknown_names_and_bad_input,
+            tokens_at_the_limits_round_trip,
             audit_is_written_with_its_action,
             audit_pages_newest_first,
         );

@@ -37,6 +37,9 @@ pub const OVERLAP: [&str; 3] = ["skip", "allow", "replace"];
 /// What to do with occurrences missed while no server ran.
 pub const MISFIRE: [&str; 3] = ["skip", "run_once", "catch_up"];
 
+/// Longest `watch` pattern: Linux's PATH_MAX.
+pub const MAX_WATCH_BYTES: usize = 4096;
+
 /// A job folder's settings, with defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -189,6 +192,20 @@ impl Settings {
                 let watch = string(value)?;
                 if watch.trim().is_empty() {
                     return Err("must name a path or glob".into());
+                }
+                // No file name holds NUL, and paths stop at PATH_MAX (4096 bytes on Linux):
+                // such a pattern could never match, so it is refused here, not left silent.
+                if watch.contains('\0') {
+                    return Err("must not contain a NUL character".into());
+                }
+                if watch.len() > MAX_WATCH_BYTES {
+                    return Err(format!(
+                        "is {} bytes long; a path or glob is at most {MAX_WATCH_BYTES}",
+                        watch.len()
+                    ));
+                }
+                if let Err(e) = glob::Pattern::new(watch) {
+                    return Err(format!("{watch:?} is not a valid glob: {e}"));
                 }
                 self.watch = Some(watch.to_string());
             }
@@ -479,6 +496,29 @@ mod tests {
             (d.time_zone.as_str(), d.overlap.as_str(), d.misfire.as_str()),
             ("UTC", "skip", "run_once")
         );
+    }
+
+    #[test]
+    fn watch_patterns_that_cannot_match_are_refused() {
+        let long = format!(r#"{{"watch": "/{}"}}"#, "a".repeat(MAX_WATCH_BYTES));
+        for (text, expected) in [
+            (
+                r#"{"watch": "/srv/in\u0000/*.png"}"#,
+                "must not contain a NUL",
+            ),
+            (long.as_str(), "a path or glob is at most 4096"),
+            (r#"{"watch": "/srv/[in"}"#, "is not a valid glob"),
+            (r#"{"watch": "   "}"#, "must name a path or glob"),
+        ] {
+            let e = Settings::parse(text).expect_err(text);
+            assert!(
+                e.contains("\"watch\":") && e.contains(expected),
+                "{text}: {e}"
+            );
+        }
+        let longest = format!(r#"{{"watch": "/{}"}}"#, "a".repeat(MAX_WATCH_BYTES - 1));
+        let settings = Settings::parse(&longest).expect("the longest pattern");
+        assert_eq!(settings.watch.map(|w| w.len()), Some(MAX_WATCH_BYTES));
     }
 
     #[test]

@@ -3,35 +3,15 @@
 //! `idempotency.rs`. Without the variable the cases say so and pass, except under CI=true,
 //! where they fail: CI must never skip them.
 
+#[path = "support/postgres.rs"]
+mod postgres;
+
 mod backend {
     use hinter_core::Backend;
-    use hinter_postgres::{PostgresOptions, PostgresStore, TestSchema};
     use std::sync::Arc;
 
-    const URL_VAR: &str = "HINTER_TEST_DATABASE_URL";
-
-    /// A store in a fresh schema; `None` (after a note) without a test database, unless
-    /// CI=true.
     pub async fn open() -> Option<(Arc<dyn Backend>, Box<dyn std::any::Any + Send + Sync>)> {
-        let Ok(url) = std::env::var(URL_VAR) else {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{URL_VAR} is not set: CI must run the PostgreSQL idempotency tests");
-            }
-            eprintln!("note: {URL_VAR} is not set; the PostgreSQL idempotency tests did not run");
-            return None;
-        };
-        let schema = TestSchema::fresh(&url, "hinter_idem_");
-        let store = PostgresStore::connect(
-            &url,
-            PostgresOptions {
-                schema: Some(schema.name.clone()),
-                max_connections: 8,
-                ..PostgresOptions::default()
-            },
-        )
-        .await
-        .expect("connect to the test database");
-        Some((Arc::new(store), Box::new(schema)))
+        super::postgres::open("hinter_idem_", "idempotency", 8).await
     }
 }
 

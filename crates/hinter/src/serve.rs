@@ -770,9 +770,11 @@ pub async fn serve_on(
     let local = listener
         .local_addr()
         .context("reading the listen address")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         listen = %local,
-        scheme = if tls.is_some() { "https" } else { "http" },
+        scheme,
+        dashboard = %format!("{scheme}://{local}/"),
         store = %args.store.describe(),
         max_connections = limits.max_connections,
         "hinter is serving"

@@ -55,19 +55,28 @@ pub async fn followups_reply_on_success(store: Arc<dyn Store>) {
     assert_eq!(stored.reply_to.as_deref(), Some("replies"));
     assert_eq!(stored.correlation_id.as_deref(), Some("order-1"));
 
-    // The reply is a job like any other: its creation is in the event log.
-    let page = store
-        .events_read(
-            0,
-            &EventFilter {
-                job_id: Some(reply.id),
-                ..EventFilter::default()
-            },
-            100,
-        )
-        .await
-        .expect("events_read");
-    assert_eq!(page.events[0].kind, EventKind::Created);
+    // The reply is a job like any other: its creation is in the event log. (PostgreSQL shows
+    // an entry once every transaction begun before its own has ended, other tests' too.)
+    let filter = EventFilter {
+        job_id: Some(reply.id),
+        ..EventFilter::default()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let events = loop {
+        let page = store
+            .events_read(0, &filter, 100)
+            .await
+            .expect("events_read");
+        if !page.events.is_empty() || tokio::time::Instant::now() >= deadline {
+            break page.events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_eq!(
+        events.first().map(|e| e.kind),
+        Some(EventKind::Created),
+        "{events:?}"
+    );
 }
 
 /// Dead (attempts used up) and cancelled (waiting, or running and then stopped) outcomes

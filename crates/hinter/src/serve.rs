@@ -338,9 +338,11 @@ pub struct ConnectionArgs {
     #[arg(long, env = "HINTER_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub body_timeout: Duration,
     /// Most Server-Sent-Events streams (GET /api/v1/events with Accept: text/event-stream)
-    /// open at once; past it they get 503 with Retry-After. 0: no event streams.
-    #[arg(long, env = "HINTER_MAX_EVENT_STREAMS", default_value_t = 1000)]
-    pub max_event_streams: usize,
+    /// open at once; past it they get 503 with Retry-After. 0: no event streams; at most
+    /// 1,000,000 (each is a connection).
+    #[arg(long, env = "HINTER_MAX_EVENT_STREAMS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(0..=MAX_EVENT_STREAMS))]
+    pub max_event_streams: u32,
 }
 
 impl ConnectionArgs {
@@ -569,6 +571,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     serve_on(listener, args, handlers, shutdown_signal()).await
 }
 
+/// Largest `--max-event-streams`: far above any connection limit, and below what a
+/// semaphore can count.
+const MAX_EVENT_STREAMS: i64 = 1_000_000;
+
 /// Feeds `GET /metrics` from the event log, from now on: every event once, in log order,
 /// also those of other processes sharing the store. A store error is retried after a pause.
 async fn count_events(
@@ -689,7 +695,7 @@ pub async fn serve_on(
             max_batch_bytes: args.max_batch_bytes,
             process_dead_after: args.cluster.dead_after,
             body_timeout: args.connections.body_timeout,
-            max_event_streams: args.connections.max_event_streams,
+            max_event_streams: args.connections.max_event_streams as usize,
             event_keep_alive: args.connections.event_keep_alive(),
             idempotency_ttl: args.idempotency_ttl,
             auth,

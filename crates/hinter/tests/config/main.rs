@@ -311,6 +311,33 @@ fn unknown_keys_are_named() {
 }
 
 #[test]
+fn max_event_streams_beyond_its_range_is_refused_naming_it() {
+    let dir = TestDir::new("streams");
+    for value in ["18446744073709551615", "1000001", "-1", "1e3", "many"] {
+        let flag = format!("--max-event-streams={value}");
+        let output = run(&dir, &["serve", &flag], &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{value}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("--max-event-streams"),
+            "{value}: {}",
+            stderr(&output)
+        );
+        let output = run(&dir, &["serve"], &[("HINTER_MAX_EVENT_STREAMS", value)]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "env {value}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
 fn wrong_types_are_named() {
     let dir = TestDir::new("types");
     let cases = [

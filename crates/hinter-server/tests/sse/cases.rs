@@ -293,6 +293,13 @@ async fn sse_starts_where_asked_and_frames_each_event() {
         "{body}"
     );
     assert_eq!(request(&server, "?after=-1", None).await.status(), 400);
+    for id in ["-1", "9223372036854775808", "1e3"] {
+        let bad = request(&server, "", Some(id)).await;
+        assert_eq!(bad.status(), 400, "Last-Event-ID {id:?}");
+    }
+    // The largest id is a place after everything: the stream opens and waits for more.
+    let far = request(&server, "", Some("9223372036854775807")).await;
+    assert_eq!(far.status(), 200);
 }
 
 /// A reader resuming from an id whose entries were pruned gets one `gap` event naming the

@@ -199,6 +199,7 @@ pub struct NewAudit {
 
 /// A recorded admin action.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// Grows with each entry; pages go back from it.
     pub id: i64,

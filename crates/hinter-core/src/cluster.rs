@@ -13,6 +13,7 @@ pub const MAINTENANCE_LEADERSHIP: &str = "maintenance";
 
 /// A hinter process as it last reported itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessInfo {
     /// Unique per process start (`host:pid:random`); also its workers' `worker_id`.
     pub id: String,
@@ -28,6 +29,7 @@ pub struct ProcessInfo {
     /// The machine and pid namespace it runs in ([`this_machine`]); empty when unknown.
     /// Processes with the same non-empty `machine` see each other's pids.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub machine: String,
 }
 

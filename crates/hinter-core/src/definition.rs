@@ -26,6 +26,7 @@ pub struct JobDefinition {
 /// A request to enqueue one job, as it comes from the API, the CLI or the library.
 /// Unset options fall back to the job's definition, then to built-in defaults.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub job: String,
@@ -38,16 +39,19 @@ pub struct JobSpec {
     #[serde(default)]
     pub run_at: Option<DateTime<Utc>>,
     #[serde(default, with = "crate::job::opt_duration")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationInput>))]
     pub delay: Option<Duration>,
     #[serde(default)]
     pub max_attempts: Option<u32>,
     #[serde(default)]
     pub unique_key: Option<String>,
     #[serde(default, with = "crate::job::opt_duration")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationInput>))]
     pub unique_for: Option<Duration>,
     #[serde(default)]
     pub ordering_key: Option<String>,
     #[serde(default, with = "crate::job::opt_duration")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationInput>))]
     pub timeout: Option<Duration>,
     /// A queue that gets a reply message when the job finishes.
     #[serde(default)]
@@ -220,6 +224,7 @@ impl JobSpec {
 /// How a loaded definition is described to users (`GET /api/v1/definitions`): script
 /// folders with what runs them and their settings, or the error that keeps one from loading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DefinitionInfo {
     pub name: String,
     /// `triggered`, `continuous` (script folders) or `code` (registered in Rust).
@@ -236,9 +241,11 @@ pub struct DefinitionInfo {
     /// The effective settings (settings.job over the defaults); `null` when they could not
     /// be read.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub settings: Value,
     /// Why the definition cannot run; `None` when it is loaded.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub error: Option<String>,
     /// What a continuous job is doing now (state, pid, restarts, last exit, last lines),
     /// filled in by [`Definitions::describe`] from the status source.

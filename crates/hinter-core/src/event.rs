@@ -35,6 +35,7 @@ use uuid::Uuid;
 
 /// What happened to a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// Inserted (`queued` or `scheduled`); duplicates refused by `unique_key` log nothing.
@@ -119,6 +120,7 @@ impl std::str::FromStr for EventKind {
 
 /// One entry of the event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobEvent {
     /// Position in the log: larger ids come later for every reader.
     pub id: i64,
@@ -133,6 +135,7 @@ pub struct JobEvent {
     pub attempt: u32,
     /// What the kind documents; `null` for kinds without data.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub data: Value,
 }
 

@@ -11,6 +11,7 @@ pub const DEFAULT_QUEUE: &str = "default";
 
 /// Where a job is in its life. See `docs/state-machine.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Waiting for `run_at` (a delay or a retry backoff).
@@ -78,6 +79,7 @@ impl FromStr for JobState {
 
 /// One failed attempt, kept in the job's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptError {
     pub attempt: u32,
     pub at: DateTime<Utc>,
@@ -87,6 +89,7 @@ pub struct AttemptError {
 /// How an attempt ended, as far as the attempt itself is concerned; the job's state says
 /// what followed (a retry, `dead`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RunOutcome {
     /// Leased and not finished yet.
@@ -141,6 +144,7 @@ impl FromStr for RunOutcome {
 /// One attempt of a job: who ran it, when, and how it ended. Written by the store in the
 /// same transaction as the job's state change (lease, complete, fail, release).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Run {
     /// The job's attempt number during this run. A released attempt is not counted, so the
     /// next run has the same number.
@@ -149,18 +153,23 @@ pub struct Run {
     pub worker_id: String,
     pub started_at: DateTime<Utc>,
     /// `None` while running.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub finished_at: Option<DateTime<Utc>>,
     pub outcome: RunOutcome,
     /// The failure's message, bounded as in `errors`.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub error: Option<String>,
     /// The command's exit code, when a command ran and exited.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub exit_code: Option<i32>,
     /// `finished_at - started_at` in whole milliseconds.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub duration_ms: Option<u64>,
 }
 
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     pub id: Uuid,
     /// The job definition's name.
@@ -174,50 +183,67 @@ pub struct Job {
     pub max_attempts: u32,
     pub run_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub started_at: Option<DateTime<Utc>>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub finished_at: Option<DateTime<Utc>>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub unique_key: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub ordering_key: Option<String>,
     #[serde(with = "opt_duration")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationText>, required = true))]
     pub timeout: Option<Duration>,
     pub singleton: bool,
     pub cancel_requested: bool,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub worker_id: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// Errors of failed attempts, oldest first: the first and last ones when there were
     /// many (see [`crate::limits`]), each cut to a bounded length.
     pub errors: Vec<AttemptError>,
     /// How many errors were dropped from the middle of `errors` to keep it bounded.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub errors_omitted: u64,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub result: Option<Value>,
     /// Its attempts, oldest first. Read by `Store::job_get` (and `Store::job_runs`); empty
     /// in listings and in the answers of other operations.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub runs: Vec<Run>,
     /// The last progress an attempt reported (script jobs: `::progress::`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub progress: Option<crate::Progress>,
     /// The last checkpoint an attempt saved (`::checkpoint::`), handed to the next attempt.
     /// Read by `Store::job_get`; `None` in listings.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub checkpoint: Option<Value>,
     /// The queue that gets a reply message when the job finishes ([`crate::followup`]).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub reply_to: Option<String>,
     /// Given at enqueue; carried by the reply message and the callback.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub correlation_id: Option<String>,
     /// Gets a signed POST with the outcome when the job finishes ([`crate::followup`]).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub callback_url: Option<String>,
     /// For a reply message or a callback delivery: the job whose outcome it carries.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub parent_id: Option<Uuid>,
     /// The reply messages and callback deliveries this job sent when it finished, each with
     /// its runs (one per delivery attempt). Filled in by `GET /api/v1/jobs/{id}`
     /// ([`crate::Store::job_followups`]); empty, and left out, everywhere else.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub followups: Vec<Job>,
     /// Position in enqueue order; the cursor of job listings.
     #[serde(skip)]
@@ -364,6 +390,7 @@ pub struct Inserted {
 
 /// A job handed to a worker together with its lease.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeasedJob {
     pub id: Uuid,
     pub job: String,
@@ -377,6 +404,7 @@ pub struct LeasedJob {
     pub lease_token: i64,
     pub lease_expires_at: DateTime<Utc>,
     #[serde(with = "opt_duration")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationText>, required = true))]
     pub timeout: Option<Duration>,
     /// The last checkpoint an earlier attempt saved, to resume from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

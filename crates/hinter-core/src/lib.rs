@@ -15,6 +15,8 @@ pub mod followup;
 pub mod job;
 pub mod limits;
 pub mod listing;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod output;
 pub mod retry;
 pub mod schedule;

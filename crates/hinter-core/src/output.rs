@@ -20,6 +20,7 @@ pub const MAX_LOG_PAGE: u32 = 1000;
 
 /// Where a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
     /// The command's standard output: level INFO.
@@ -63,6 +64,7 @@ impl std::str::FromStr for LogStream {
 
 /// A line to append to the attempt's log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewLogLine {
     pub at: DateTime<Utc>,
     pub stream: LogStream,
@@ -100,6 +102,7 @@ impl NewLogLine {
 
 /// A stored log line of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// Position in the job's log; lines of one job grow with it (`after=` pages on it).
     pub id: i64,
@@ -114,6 +117,7 @@ pub struct LogLine {
 
 /// The last progress an attempt reported (`::progress::42 resizing`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Progress {
     /// 0 to 100.
     #[serde(deserialize_with = "finite_percent")]
@@ -213,6 +217,7 @@ impl JobReport {
 
 /// `POST /api/v1/jobs/{id}/report` body: a worker's report on the attempt it runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
     pub lease_token: i64,
@@ -240,6 +245,7 @@ impl ReportBody {
 /// Progress as a worker sends it in a heartbeat (`POST /api/v1/jobs/{id}/heartbeat`):
 /// `{"percent": 42, "message": "resizing"}`; the server stamps the time it arrives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProgressUpdate {
     /// 0 to 100.
@@ -266,6 +272,7 @@ impl ProgressUpdate {
 
 /// `GET /api/v1/jobs/{id}/logs` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogPage {
     pub job_id: Uuid,
     pub lines: Vec<LogLine>,
@@ -276,6 +283,7 @@ pub struct LogPage {
 
 /// `GET /api/v1/definitions` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DefinitionList {
     pub definitions: Vec<crate::DefinitionInfo>,
 }

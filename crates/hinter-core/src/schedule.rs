@@ -173,6 +173,7 @@ impl CronSchedule {
 
 /// What to do when an occurrence is due and the job of the previous one is still unfinished.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Overlap {
     /// Record the occurrence as skipped.
@@ -187,6 +188,7 @@ pub enum Overlap {
 /// What to do with occurrences missed while no server ran (due more than [`MISFIRE_GRACE`]
 /// ago when seen).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Misfire {
     /// Record them as missed; fire nothing.
@@ -200,6 +202,7 @@ pub enum Misfire {
 
 /// A schedule as the API and `settings.job` declare it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     pub name: String,
@@ -317,11 +320,13 @@ pub const SOURCE_SETTINGS: &str = "settings.job";
 
 /// A stored schedule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Schedule {
     #[serde(flatten)]
     pub spec: ScheduleSpec,
     pub source: String,
     /// `None`: nothing left to fire (a one-shot that fired, a pattern with no future match).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub next_fire_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -379,6 +384,7 @@ impl NewSchedule {
 
 /// What became of one occurrence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = OccurrenceOutcome))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Fired,
@@ -407,6 +413,7 @@ impl Outcome {
 
 /// One recorded occurrence of a schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Occurrence {
     pub schedule: String,
     pub fire_time: DateTime<Utc>,

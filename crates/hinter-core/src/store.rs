@@ -121,6 +121,7 @@ pub struct Heartbeat {
 
 /// The answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatAck {
     pub lease_expires_at: DateTime<Utc>,
     /// The job was cancelled: the worker should stop it and report a failure.
@@ -446,6 +447,7 @@ impl JobFilter {
 
 /// A queue with its job counts per state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueInfo {
     pub name: String,
     pub paused: bool,
@@ -457,6 +459,7 @@ pub struct QueueInfo {
     pub cancelled: u64,
     /// The `run_at` of the longest-waiting `queued` job: how long work has waited for a
     /// worker (the autoscaling signal). `None` when nothing is queued.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub oldest_queued_at: Option<DateTime<Utc>>,
 }
 

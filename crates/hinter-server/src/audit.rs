@@ -4,12 +4,12 @@
 use axum::extract::State;
 use axum::http::Uri;
 use axum::Json;
-use hinter_core::access::AuditEntry;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{non_empty, parse_limit, parse_query};
+use crate::wire::AuditPage;
 use crate::AppState;
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -22,15 +22,20 @@ pub struct AuditQuery {
     limit: Option<String>,
 }
 
-/// A page of the audit record.
-#[derive(Debug, Serialize)]
-pub struct AuditPage {
-    pub entries: Vec<AuditEntry>,
-    /// Pass back as `before` for older entries; `null` at the oldest.
-    pub next_before: Option<i64>,
-}
-
 /// `GET /api/v1/audit?before=&limit=`.
+#[utoipa::path(
+    get, path = "/api/v1/audit", tag = "audit", operation_id = "audit",
+    summary = "The record of admin actions, newest first",
+    params(
+        ("before" = Option<i64>, Query, minimum = 1, description = "Only entries older than this id (`next_before` of the previous page)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most items answered, 1 to 1000 (default 100); another value is 400.")
+    ),
+    responses(
+        (status = 200, description = "A page; `next_before` is `null` at the oldest.", body = crate::wire::AuditPage),
+        (status = 400, description = "`bad_request` naming the parameter; an unknown query parameter.", body = crate::wire::ErrorBody),
+        (status = 403, description = "`forbidden`: a token limited to some queues.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

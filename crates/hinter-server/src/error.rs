@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hinter_core::{FieldError, StoreError};
 
-use crate::wire::{ErrorBody, ErrorDetail};
+use crate::wire::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// An error answer: HTTP status, machine-readable code and a message naming what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,34 +16,38 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            code,
+            code: code.as_str(),
             message: message.into(),
         }
     }
 
     /// 400: the body is not JSON.
     pub fn malformed_json(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "malformed_json", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedJson, message)
     }
 
     /// 400: a query or path parameter is wrong; the message names it.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
     /// 422: a body field is wrong; the message names its path.
     pub fn invalid_field(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidField,
+            message,
+        )
     }
 
     /// 422: the `Idempotency-Key` was used before for a different request.
     pub fn idempotency_key_reused(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             message,
         )
     }
@@ -51,62 +55,74 @@ impl ApiError {
     /// 401: no token, or one that is not valid (unknown, revoked); answered with
     /// `WWW-Authenticate: Bearer`.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     /// 403: the token lacks the scope, or may not use the queue.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     /// 403 `csrf`: a browser request that may come from another site (no CSRF token, or
     /// another origin).
     pub fn csrf(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "csrf", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Csrf, message)
     }
 
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
     /// 405.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             message,
         )
     }
 
     /// 409: the lease token is not current.
     pub fn stale_lease(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "stale_lease", message)
+        Self::new(StatusCode::CONFLICT, ErrorCode::StaleLease, message)
     }
 
     /// 409: the job's state does not allow the operation.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
+        Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
     }
 
     /// 413: the body is over the limit.
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, message)
     }
 
     /// 408: the request body did not arrive in time.
     pub fn request_timeout(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout,
+            message,
+        )
     }
 
     /// 503: the server has too many open connections to serve this one.
     pub fn overloaded(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Overloaded,
+            message,
+        )
     }
 
     /// 503: the store cannot be reached or written.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            message,
+        )
     }
 }
 
@@ -147,7 +163,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code,
+                code: std::borrow::Cow::Borrowed(self.code),
                 message: self.message,
             },
         };

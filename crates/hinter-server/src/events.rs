@@ -13,6 +13,7 @@
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{name_filter, non_empty, parse_limit, parse_query, parse_wait};
+use crate::wire::EventsPage;
 use crate::AppState;
 use axum::extract::State;
 use axum::http::header::{ACCEPT, RETRY_AFTER};
@@ -21,7 +22,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use hinter_core::{EventFilter, JobEvent, Store, StoreEvent};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,15 +56,6 @@ pub struct EventsQuery {
     job_id: Option<String>,
 }
 
-/// A page of the event log.
-#[derive(Debug, Serialize)]
-pub struct EventsPage {
-    pub events: Vec<JobEvent>,
-    /// Pass back as `after` for the next page. Past the last event when a filter skipped
-    /// entries after it; never past an event not yet returned.
-    pub next_after: i64,
-}
-
 /// The places for SSE streams of one server (one [`crate::router`]).
 #[derive(Clone)]
 pub struct Streams {
@@ -87,6 +79,30 @@ impl Streams {
 ///
 /// `Accept: text/event-stream`: a stream of the events after `Last-Event-ID`, else after
 /// `after`, else from now on; `limit` and `wait` do not apply.
+#[utoipa::path(
+    get, path = "/api/v1/events", tag = "events", operation_id = "events",
+    summary = "The durable event log: JSON pages, or Server-Sent Events",
+    description = "JSON: the events after `after` (default 0: the oldest kept), oldest first; with `wait`, an empty page waits up to that long for the first matching event.\n\nWith `Accept: text/event-stream`: a stream of the events after `Last-Event-ID`, else after `after`, else from now on (`limit` and `wait` do not apply). Each event is `id:` its id, `event:` its kind, `data:` the event as JSON; a `gap` event tells of events pruned before the reader got them; comment lines keep the stream alive.",
+    params(
+        ("after" = Option<i64>, Query, minimum = 0, description = "Only events after this id (0 or more)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most items answered, 1 to 1000 (default 100); another value is 400."),
+        ("wait" = Option<String>, Query, description = "Long-poll: a duration such as `30s` (cut to the server's `--max-wait`, default 60s); bad: 400."),
+        ("queue" = Option<String>, Query, description = "Only events of jobs of this queue; required for a token limited to some queues."),
+        ("job" = Option<String>, Query, description = "Only events of jobs of this definition name."),
+        ("job_id" = Option<uuid::Uuid>, Query, description = "Only events of this job."),
+        ("Last-Event-ID" = Option<String>, Header, description = "Event stream only: resume after this event id (0 or more; empty: as absent), as `EventSource` sends it on reconnecting.")
+    ),
+    responses(
+        (status = 200, description = "A page of events (JSON), or the stream (`text/event-stream`, as the `Accept` header asks).",
+            content(
+                (crate::wire::EventsPage = "application/json"),
+                (String = "text/event-stream")
+            )),
+        (status = 400, description = "`bad_request` naming the parameter or `Last-Event-ID`; an unknown query parameter.", body = crate::wire::ErrorBody),
+        (status = 403, description = "`forbidden`: a token limited to some queues without `queue=` naming one of them.", body = crate::wire::ErrorBody),
+        (status = 503, description = "`overloaded`: the server has `--max-event-streams` streams open (with `Retry-After`).", body = crate::wire::ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait before trying again.")))
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(streams): Extension<Streams>,

@@ -263,7 +263,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueueName {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{BatchRequest, LeaseBody};
+    use crate::wire::{LeaseBody, RawBatchRequest};
     use hinter_core::JobSpec;
 
     fn err<T: std::fmt::Debug>(r: Result<T, ApiError>) -> (u16, &'static str, String) {
@@ -339,7 +339,7 @@ mod tests {
             None,
         ));
         assert!(message.starts_with("queues[1]: invalid type"), "{message}");
-        let (_, _, message) = err(parse_json::<BatchRequest<'_>>(br#"{"jobs": 5}"#, None));
+        let (_, _, message) = err(parse_json::<RawBatchRequest<'_>>(br#"{"jobs": 5}"#, None));
         assert!(message.starts_with("jobs: invalid type"), "{message}");
     }
 }

@@ -6,16 +6,21 @@ use axum::Json;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::wire::Status;
+use crate::wire::{HealthStatus, Status};
 use crate::AppState;
 
 /// Longest a readiness check waits for the store.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `GET /healthz`.
+#[utoipa::path(
+    get, path = "/healthz", tag = "health", operation_id = "healthz",
+    summary = "Liveness: the process runs",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`.", body = crate::wire::Status))
+)]
 pub async fn healthz() -> Json<Status> {
     Json(Status {
-        status: "ok",
+        status: HealthStatus::Ok,
         reason: None,
         details: None,
     })
@@ -25,13 +30,22 @@ pub async fn healthz() -> Json<Status> {
 /// or stopping; the store does not answer, cannot write, or its file was deleted). The
 /// store's `details` (SQLite: `wal_bytes`, `wal_limit_bytes`, and a `warning` when the WAL
 /// is far over its bound) come with either answer and never decide readiness.
+#[utoipa::path(
+    get, path = "/readyz", tag = "health", operation_id = "readyz",
+    summary = "Readiness: started, and the store answers",
+    description = "The store's `details` (SQLite: `wal_bytes`, `wal_limit_bytes`, and a `warning` when the WAL is far over its bound) come with either answer and never decide readiness.",
+    responses(
+        (status = 200, description = "`status`: `ready`.", body = crate::wire::Status),
+        (status = 503, description = "`status`: `not_ready`, with the `reason` (starting or stopping; the store does not answer, cannot write, or its file was deleted).", body = crate::wire::Status)
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Status>) {
     let details = Some(state.store.details()).filter(|d| !d.is_empty());
     let not_ready = |reason: String, details| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Status {
-                status: "not_ready",
+                status: HealthStatus::NotReady,
                 reason: Some(reason),
                 details,
             }),
@@ -55,7 +69,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Status>)
         Ok(Ok(())) => (
             StatusCode::OK,
             Json(Status {
-                status: "ready",
+                status: HealthStatus::Ready,
                 reason: None,
                 details,
             }),

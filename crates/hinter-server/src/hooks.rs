@@ -17,18 +17,18 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hinter_core::{Job, JobSpec};
+use hinter_core::JobSpec;
 use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use uuid::Uuid;
 
 use crate::auth::{Authenticator, Caller, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{non_empty, parse_query, read_body};
+use crate::wire::Accepted;
 use crate::{AppState, ServerConfig};
 
 /// The hook route's path, in axum's syntax.
@@ -62,13 +62,6 @@ impl std::fmt::Debug for HookConfig {
             .field("signature_header", &self.signature_header)
             .finish()
     }
-}
-
-/// The answer: the job's id (also in `Location`) and the job.
-#[derive(Debug, Serialize)]
-pub struct Accepted {
-    pub id: Uuid,
-    pub job: Job,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,6 +183,23 @@ fn with_caller(mut request: Request, caller: Caller) -> ApiResult<Request> {
 }
 
 /// `POST /hooks/{job}[?queue=]`: any JSON body becomes the payload.
+#[utoipa::path(
+    post, path = "/hooks/{job}", tag = "hooks", operation_id = "hook",
+    summary = "An HTTP hook: enqueue a job with the request's JSON body as its payload",
+    description = "Callers: a token with the `enqueue` scope, or, for a hook given a secret (`--hook-secret JOB=ENV_VAR`), the HMAC-SHA256 of the raw body under it, in hex (a `sha256=` prefix is allowed), in the signature header (default `X-Hub-Signature-256`, `--hook-signature-header`).",
+    params(
+        ("job" = String, Path, description = "The job definition's name."),
+        ("queue" = Option<String>, Query, description = "The queue; required for a token limited to some queues.")
+    ),
+    request_body(content = serde_json::Value, description = "Any JSON: the job's payload."),
+    responses(
+        (status = 202, description = "Enqueued; poll the job at `Location`.", body = crate::wire::Accepted, headers(("Location" = String, description = "`/api/v1/jobs/{id}` of the job."))),
+        (status = 400, description = "`bad_request`: an unknown query parameter.", body = crate::wire::ErrorBody),
+        (status = 401, description = "`unauthorized`: the signature does not match the body; a hook with a secret called without signature or token.", body = crate::wire::ErrorBody),
+        (status = 403, description = "`forbidden`: the token may not use the queue.", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field`: a job name that is not valid, or a payload beyond the limits.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn receive(
     State(state): State<AppState>,
     caller: Caller,

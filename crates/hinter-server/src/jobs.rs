@@ -22,7 +22,7 @@ use crate::extract::{
     name_filter, non_empty, parse_json, parse_limit, parse_query, parse_wait, read_body, JobId,
 };
 use crate::idempotency;
-use crate::wire::{BatchRequest, BatchResponse, Enqueued, GetJobQuery, JobList, ListQuery};
+use crate::wire::{BatchResponse, Enqueued, GetJobQuery, JobList, ListQuery, RawBatchRequest};
 use crate::AppState;
 
 /// Most jobs in one batch.
@@ -35,6 +35,19 @@ pub const MAX_LIST_LIMIT: u32 = 1000;
 const WAIT_RECHECK: Duration = Duration::from_secs(1);
 
 /// `POST /api/v1/jobs`. With an `Idempotency-Key`, see [`insert_jobs`].
+#[utoipa::path(
+    post, path = "/api/v1/jobs", tag = "jobs", operation_id = "enqueue",
+    summary = "Enqueue a job",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters (space to `~`), else 400. Within the retention (default 24h) the same request with the key (same credentials, route and JSON body) gets the first answer again, with `Idempotent-Replayed: true`, and inserts nothing; a different request with it is 422 `idempotency_key_reused`.")),
+    request_body(content = hinter_core::JobSpec, description = "One job; only `job` is required. Unset options fall back to the job's definition, then to hinter's defaults."),
+    responses(
+        (status = 201, description = "Enqueued.", body = crate::wire::Enqueued, headers(("Location" = String, description = "`/api/v1/jobs/{id}` of the job."), ("Idempotent-Replayed" = String, description = "`true` when an `Idempotency-Key` replayed a kept answer; absent otherwise."))),
+        (status = 200, description = "A duplicate: an earlier job with the same `unique_key` (`duplicate`: true); nothing new was enqueued.", body = crate::wire::Enqueued, headers(("Idempotent-Replayed" = String, description = "`true` when an `Idempotency-Key` replayed a kept answer; absent otherwise."))),
+        (status = 400, description = "`bad_request`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters, or given twice.", body = crate::wire::ErrorBody),
+        (status = 403, description = "`forbidden`: the token may not use the job's queue (after definitions apply).", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field` naming the field; `idempotency_key_reused`.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn enqueue(
     State(state): State<AppState>,
     caller: Caller,
@@ -75,6 +88,19 @@ pub async fn enqueue(
 
 /// `POST /api/v1/jobs/batch`: every item is checked before anything is inserted. With an
 /// `Idempotency-Key`, see [`insert_jobs`].
+#[utoipa::path(
+    post, path = "/api/v1/jobs/batch", tag = "jobs", operation_id = "enqueue_batch",
+    summary = "Enqueue 1 to 10,000 jobs, all or nothing",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters (space to `~`), else 400. Within the retention (default 24h) the same request with the key (same credentials, route and JSON body) gets the first answer again, with `Idempotent-Replayed: true`, and inserts nothing; a different request with it is 422 `idempotency_key_reused`.")),
+    request_body(content = crate::wire::BatchRequest, description = "Every item is checked before anything is inserted; errors name the item (`jobs[3].priority`)."),
+    responses(
+        (status = 201, description = "The jobs in request order, each with `duplicate`.", body = crate::wire::BatchResponse, headers(("Idempotent-Replayed" = String, description = "`true` when an `Idempotency-Key` replayed a kept answer; absent otherwise."))),
+        (status = 400, description = "`bad_request`: a bad `Idempotency-Key` header.", body = crate::wire::ErrorBody),
+        (status = 403, description = "`forbidden`: the token may not use the queue of an item (`jobs[i].queue`).", body = crate::wire::ErrorBody),
+        (status = 413, description = "`too_large`: an item is over the per-job limit (default 1 MiB).", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field` naming the item and field, or `jobs` not holding 1 to 10,000 jobs; `idempotency_key_reused`.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn enqueue_batch(
     State(state): State<AppState>,
     caller: Caller,
@@ -83,7 +109,7 @@ pub async fn enqueue_batch(
 ) -> ApiResult<Response> {
     let config = &state.config;
     let bytes = read_body(&headers, body, config.max_batch_bytes, config.body_timeout).await?;
-    let request: BatchRequest<'_> = parse_json(&bytes, None)?;
+    let request: RawBatchRequest<'_> = parse_json(&bytes, None)?;
     if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH_JOBS {
         return Err(ApiError::invalid_field(format!(
             "jobs: must hold 1 to {MAX_BATCH_JOBS} jobs, not {}",
@@ -208,6 +234,16 @@ fn mark_replayed(response: &mut Response, replayed: bool) {
 }
 
 /// `GET /api/v1/jobs/{id}[?wait=30s]`.
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{id}", tag = "jobs", operation_id = "get_job",
+    summary = "A job, with its runs and follow-ups",
+    params(("id" = uuid::Uuid, Path, description = "The job's id. One that is not a UUID names no job: 404."), ("wait" = Option<String>, Query, description = "Long-poll: a duration such as `30s` (cut to the server's `--max-wait`, default 60s); bad: 400.")),
+    responses(
+        (status = 200, description = "The job; with `wait`, once it is finished or the wait is over.", body = hinter_core::Job),
+        (status = 400, description = "`bad_request`: a bad `wait`.", body = crate::wire::ErrorBody),
+        (status = 404, description = "`not_found`: no job with this id.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -279,6 +315,24 @@ async fn wait_until_finished(state: &AppState, id: Uuid, wait: Duration) -> ApiR
 
 /// `GET /api/v1/jobs?state=&queue=&job=&limit=&cursor=&include=`: a page of job
 /// summaries, ended early by [`crate::ServerConfig::list_max_bytes`].
+#[utoipa::path(
+    get, path = "/api/v1/jobs", tag = "jobs", operation_id = "list_jobs",
+    summary = "A page of job summaries, newest first",
+    description = "A page ends early once its jobs hold `--list-max-bytes` of payload, result and error history (always at least one job). Empty parameters (`state=`) count as absent.",
+    params(
+        ("state" = Option<hinter_core::JobState>, Query, description = "Only jobs in this state."),
+        ("queue" = Option<String>, Query, description = "Only jobs of this queue; required for a token limited to some queues."),
+        ("job" = Option<String>, Query, description = "Only jobs of this definition name."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most items answered, 1 to 1000 (default 100); another value is 400."),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
+        ("include" = Option<String>, Query, description = "Comma-separated: `payload`, `result`, `errors`, `runs`; what the summaries hold besides their fixed fields.")
+    ),
+    responses(
+        (status = 200, description = "A page; `next_cursor` is `null` on the last.", body = crate::wire::Page),
+        (status = 400, description = "`bad_request` naming the parameter (`state`, `queue`, `job`, `limit`, `cursor`, `include`).", body = crate::wire::ErrorBody),
+        (status = 403, description = "`forbidden`: a token limited to some queues without `queue=` naming one of them.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -377,6 +431,17 @@ fn summary(job: Job, include: Include) -> ApiResult<serde_json::Value> {
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`: cancels and records it in the audit record, together.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancel_job",
+    summary = "Cancel a job (a running one is asked to stop)",
+    description = "Recorded in the audit record in the same write.",
+    params(("id" = uuid::Uuid, Path, description = "The job's id. One that is not a UUID names no job: 404.")),
+    responses(
+        (status = 200, description = "The job as it is after (deleted: as it was).", body = hinter_core::Job),
+        (status = 404, description = "`not_found`: no job with this id.", body = crate::wire::ErrorBody),
+        (status = 409, description = "`conflict`: the job is finished.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -386,6 +451,17 @@ pub async fn cancel(
 }
 
 /// `POST /api/v1/jobs/{id}/retry`: retries and records it in the audit record, together.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", operation_id = "retry_job",
+    summary = "Put a dead or cancelled job back in its queue",
+    description = "Recorded in the audit record in the same write.",
+    params(("id" = uuid::Uuid, Path, description = "The job's id. One that is not a UUID names no job: 404.")),
+    responses(
+        (status = 200, description = "The job as it is after (deleted: as it was).", body = hinter_core::Job),
+        (status = 404, description = "`not_found`: no job with this id.", body = crate::wire::ErrorBody),
+        (status = 409, description = "`conflict`: the job is not dead or cancelled.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn retry(
     State(state): State<AppState>,
     caller: Caller,
@@ -396,6 +472,17 @@ pub async fn retry(
 
 /// `DELETE /api/v1/jobs/{id}`: deletes a finished job (409 for one that can still run) with
 /// its runs and log lines; answers it as it was. Audited in the same unit.
+#[utoipa::path(
+    delete, path = "/api/v1/jobs/{id}", tag = "jobs", operation_id = "delete_job",
+    summary = "Delete a finished job with its runs and logs",
+    description = "Recorded in the audit record in the same write.",
+    params(("id" = uuid::Uuid, Path, description = "The job's id. One that is not a UUID names no job: 404.")),
+    responses(
+        (status = 200, description = "The job as it is after (deleted: as it was).", body = hinter_core::Job),
+        (status = 404, description = "`not_found`: no job with this id.", body = crate::wire::ErrorBody),
+        (status = 409, description = "`conflict`: the job can still run.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -29,6 +29,7 @@ pub mod idempotency;
 mod jobs;
 pub mod listen;
 pub mod metrics;
+pub mod openapi;
 mod output;
 mod queues;
 pub mod schedules;
@@ -159,6 +160,8 @@ fn table() -> Vec<Entry> {
     vec![
         entry(get.clone(), "/healthz", Open, health::healthz),
         entry(get.clone(), "/readyz", Open, health::readyz),
+        // The API's description holds no data and nothing from the configuration.
+        entry(get.clone(), openapi::PATH, Open, openapi::document),
         // The dashboard: the page and its assets hold no data; the session routes check the
         // token themselves (dashboard.rs).
         entry(get.clone(), "/", Open, dashboard::index),

@@ -397,6 +397,14 @@ impl Metrics {
 }
 
 /// `GET /metrics` (scope `read`, every queue).
+#[utoipa::path(
+    get, path = "/metrics", tag = "metrics", operation_id = "metrics",
+    summary = "Prometheus metrics (OpenMetrics text)",
+    responses(
+        (status = 200, description = "Queue depths, job counts, latencies, processes.", content((String = "application/openmetrics-text; version=1.0.0; charset=utf-8"))),
+        (status = 403, description = "`forbidden`: a token limited to some queues.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn scrape(
     axum::extract::State(state): axum::extract::State<crate::AppState>,
     caller: crate::Caller,

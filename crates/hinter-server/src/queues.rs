@@ -9,11 +9,17 @@ use hinter_core::JobState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::QueueName;
-use crate::wire::QueueList;
+use crate::wire::{PurgeBody, Purged, QueueList};
 use crate::AppState;
 
 /// `GET /api/v1/queues`.
 /// A token limited to some queues sees only those.
+#[utoipa::path(
+    get, path = "/api/v1/queues", tag = "queues", operation_id = "list_queues",
+    summary = "Queues with their job counts per state",
+    description = "A token limited to some queues sees only those.",
+    responses((status = 200, description = "The queues.", body = crate::wire::QueueList))
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<QueueList>> {
     let mut queues = state.store.queue_list().await?;
     queues.retain(|q| caller.may_use(&q.name));
@@ -21,6 +27,17 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 }
 
 /// `POST /api/v1/queues/{name}/pause`.
+#[utoipa::path(
+    post, path = "/api/v1/queues/{name}/pause", tag = "queues", operation_id = "pause_queue",
+    summary = "Pause a queue",
+    description = "Recorded in the audit record in the same write.",
+    params(("name" = String, Path, description = "The queue: 1 to 200 of letters, digits, `-`, `_`, `.`, `:` (not `.` or `..`); another name is 400.")),
+    responses(
+        (status = 200, description = "The queue as listed (zero counts for a queue without jobs).", body = hinter_core::store::QueueInfo),
+        (status = 400, description = "`bad_request`: a bad queue name.", body = crate::wire::ErrorBody),
+        (status = 403, description = "`forbidden`: the token may not use the queue.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn pause(
     State(state): State<AppState>,
     caller: Caller,
@@ -30,6 +47,17 @@ pub async fn pause(
 }
 
 /// `POST /api/v1/queues/{name}/resume`.
+#[utoipa::path(
+    post, path = "/api/v1/queues/{name}/resume", tag = "queues", operation_id = "resume_queue",
+    summary = "Resume a queue",
+    description = "Recorded in the audit record in the same write.",
+    params(("name" = String, Path, description = "The queue: 1 to 200 of letters, digits, `-`, `_`, `.`, `:` (not `.` or `..`); another name is 400.")),
+    responses(
+        (status = 200, description = "The queue as listed (zero counts for a queue without jobs).", body = hinter_core::store::QueueInfo),
+        (status = 400, description = "`bad_request`: a bad queue name.", body = crate::wire::ErrorBody),
+        (status = 403, description = "`forbidden`: the token may not use the queue.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,
@@ -100,26 +128,21 @@ async fn set_paused(
 /// Jobs deleted per unit of a purge: each unit is one short write with its audit entry.
 const PURGE_BATCH: u32 = 5_000;
 
-/// The body of `POST /api/v1/queues/{name}/purge`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PurgeBody {
-    /// Finished states to delete; default all three.
-    #[serde(default)]
-    pub states: Option<Vec<JobState>>,
-}
-
-/// The answer of a purge.
-#[derive(Debug, serde::Serialize)]
-pub struct Purged {
-    pub queue: String,
-    pub states: Vec<JobState>,
-    pub deleted: u64,
-}
-
 /// `POST /api/v1/queues/{name}/purge` `{"states": ["dead"]}`: deletes the queue's finished
 /// jobs in those states (default `succeeded`, `dead`, `cancelled`) with their runs and logs,
 /// in units of [`PURGE_BATCH`], each audited; answers how many.
+#[utoipa::path(
+    post, path = "/api/v1/queues/{name}/purge", tag = "queues", operation_id = "purge_queue",
+    summary = "Delete a queue's finished jobs with their runs and logs",
+    params(("name" = String, Path, description = "The queue: 1 to 200 of letters, digits, `-`, `_`, `.`, `:` (not `.` or `..`); another name is 400.")),
+    request_body(content = Option<crate::wire::PurgeBody>, description = "Optional; an empty body purges `succeeded`, `dead` and `cancelled` jobs."),
+    responses(
+        (status = 200, description = "How many jobs were deleted.", body = crate::wire::Purged),
+        (status = 400, description = "`bad_request`: a bad queue name.", body = crate::wire::ErrorBody),
+        (status = 403, description = "`forbidden`: the token may not use the queue.", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field`: `states` empty, or naming a state that can still run.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn purge(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,53 +10,23 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use hinter_core::access::NewAudit;
-use hinter_core::schedule::{NewSchedule, Occurrence, Schedule, ScheduleSpec, SOURCE_API};
+use hinter_core::schedule::{NewSchedule, Schedule, ScheduleSpec, SOURCE_API};
 use hinter_core::store::{WriteOp, WriteResult};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{non_empty, parse_json, parse_limit, parse_query, read_body};
+use crate::wire::{OccurrenceList, ScheduleList, ScheduleView};
 use crate::AppState;
 
-/// How many next fire times a schedule shows.
-pub const NEXT_FIRE_TIMES: usize = 5;
+pub use crate::wire::NEXT_FIRE_TIMES;
+
 const DEFAULT_HISTORY: u32 = 100;
 /// Schedules may enqueue on any queue: tokens limited to some queues are refused.
 const SPANS: &str = "schedules";
 const MAX_HISTORY: u32 = 1000;
-
-/// A schedule as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct ScheduleView {
-    #[serde(flatten)]
-    pub schedule: Schedule,
-    /// The next fire times (none while paused).
-    pub next_fire_times: Vec<DateTime<Utc>>,
-}
-
-impl From<Schedule> for ScheduleView {
-    fn from(schedule: Schedule) -> Self {
-        Self {
-            next_fire_times: schedule.next_fire_times(NEXT_FIRE_TIMES),
-            schedule,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct ScheduleList {
-    pub schedules: Vec<ScheduleView>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct OccurrenceList {
-    pub occurrences: Vec<Occurrence>,
-    /// Pass as `before=` for the next (older) page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_before: Option<DateTime<Utc>>,
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +67,11 @@ fn store_now(state: &AppState) -> DateTime<Utc> {
 }
 
 /// `GET /api/v1/schedules`.
+#[utoipa::path(
+    get, path = "/api/v1/schedules", tag = "schedules", operation_id = "list_schedules",
+    summary = "Every schedule",
+    responses((status = 200, description = "The schedules, each with its next fire times.", body = crate::wire::ScheduleList), (status = 403, description = "`forbidden`: a token limited to some queues (schedules may enqueue on any).", body = crate::wire::ErrorBody))
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<ScheduleList>> {
     caller.check_unlimited(SPANS)?;
     let schedules = state.store.schedule_list().await?;
@@ -106,6 +81,17 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 }
 
 /// `POST /api/v1/schedules`: 201 with `Location`; a taken name is 409.
+#[utoipa::path(
+    post, path = "/api/v1/schedules", tag = "schedules", operation_id = "create_schedule",
+    summary = "Create a schedule",
+    request_body(content = hinter_core::schedule::ScheduleSpec),
+    responses(
+        (status = 201, description = "Created.", body = crate::wire::ScheduleView, headers(("Location" = String, description = "`/api/v1/schedules/{name}`."))),
+        (status = 403, description = "`forbidden`: a token limited to some queues (schedules may enqueue on any).", body = crate::wire::ErrorBody),
+        (status = 409, description = "`conflict`: the name is taken.", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field` naming the field (`cron`, `time_zone`…).", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,6 +120,12 @@ pub async fn create(
 }
 
 /// `GET /api/v1/schedules/{name}`.
+#[utoipa::path(
+    get, path = "/api/v1/schedules/{name}", tag = "schedules", operation_id = "get_schedule",
+    summary = "A schedule",
+    params(("name" = String, Path, description = "The schedule's name.")),
+    responses((status = 200, description = "The schedule.", body = crate::wire::ScheduleView), (status = 403, description = "`forbidden`: a token limited to some queues (schedules may enqueue on any).", body = crate::wire::ErrorBody), (status = 404, description = "`not_found`: no schedule of this name.", body = crate::wire::ErrorBody))
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -150,6 +142,19 @@ pub async fn show(
 
 /// `PUT /api/v1/schedules/{name}`: creates or replaces (the body's `name` may be left out;
 /// given, it must be the path's). The next fire time is computed again from now.
+#[utoipa::path(
+    put, path = "/api/v1/schedules/{name}", tag = "schedules", operation_id = "replace_schedule",
+    summary = "Create or replace a schedule",
+    description = "The body's `name` may be left out; given, it must be the path's. The next fire time is computed again from now.",
+    params(("name" = String, Path, description = "The schedule's name.")),
+    request_body(content = hinter_core::schedule::ScheduleSpec),
+    responses(
+        (status = 200, description = "Replaced.", body = crate::wire::ScheduleView),
+        (status = 201, description = "Created.", body = crate::wire::ScheduleView),
+        (status = 403, description = "`forbidden`: a token limited to some queues (schedules may enqueue on any).", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field` naming the field; a `name` other than the path's.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn replace(
     State(state): State<AppState>,
     caller: Caller,
@@ -191,6 +196,12 @@ pub async fn replace(
 }
 
 /// `DELETE /api/v1/schedules/{name}`: the schedule as it was; its history goes with it.
+#[utoipa::path(
+    delete, path = "/api/v1/schedules/{name}", tag = "schedules", operation_id = "delete_schedule",
+    summary = "Delete a schedule and its history",
+    params(("name" = String, Path, description = "The schedule's name.")),
+    responses((status = 200, description = "The schedule as it was.", body = crate::wire::ScheduleView), (status = 403, description = "`forbidden`: a token limited to some queues (schedules may enqueue on any).", body = crate::wire::ErrorBody), (status = 404, description = "`not_found`: no schedule of this name.", body = crate::wire::ErrorBody))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -207,6 +218,12 @@ pub async fn delete(
 }
 
 /// `POST /api/v1/schedules/{name}/pause`.
+#[utoipa::path(
+    post, path = "/api/v1/schedules/{name}/pause", tag = "schedules", operation_id = "pause_schedule",
+    summary = "Pause a schedule",
+    params(("name" = String, Path, description = "The schedule's name.")),
+    responses((status = 200, description = "The schedule.", body = crate::wire::ScheduleView), (status = 403, description = "`forbidden`: a token limited to some queues (schedules may enqueue on any).", body = crate::wire::ErrorBody), (status = 404, description = "`not_found`: no schedule of this name.", body = crate::wire::ErrorBody))
+)]
 pub async fn pause(
     State(state): State<AppState>,
     caller: Caller,
@@ -229,6 +246,12 @@ pub async fn pause(
 
 /// `POST /api/v1/schedules/{name}/resume`: ticks due while it was paused are not fired; it
 /// goes on from now (a one-shot whose time passed fires at once).
+#[utoipa::path(
+    post, path = "/api/v1/schedules/{name}/resume", tag = "schedules", operation_id = "resume_schedule",
+    summary = "Resume a schedule from now (ticks due meanwhile are not fired)",
+    params(("name" = String, Path, description = "The schedule's name.")),
+    responses((status = 200, description = "The schedule.", body = crate::wire::ScheduleView), (status = 403, description = "`forbidden`: a token limited to some queues (schedules may enqueue on any).", body = crate::wire::ErrorBody), (status = 404, description = "`not_found`: no schedule of this name.", body = crate::wire::ErrorBody))
+)]
 pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,
@@ -260,6 +283,22 @@ pub async fn resume(
 }
 
 /// `GET /api/v1/schedules/{name}/occurrences[?limit=&before=]`: latest first.
+#[utoipa::path(
+    get, path = "/api/v1/schedules/{name}/occurrences", tag = "schedules", operation_id = "schedule_occurrences",
+    summary = "A schedule's history, latest first",
+    params(
+        ("name" = String, Path, description = "The schedule's name."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most items answered, 1 to 1000 (default 100); another value is 400."),
+        ("before" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only occurrences before this time (`next_before` of the previous page), RFC 3339.")
+    ),
+    responses(
+        (status = 200, description = "A page; `next_before` is absent on the last.", body = crate::wire::OccurrenceList),
+        (status = 400, description = "`bad_request`: a bad `limit`; an unknown query parameter.", body = crate::wire::ErrorBody),
+        (status = 403, description = "`forbidden`: a token limited to some queues (schedules may enqueue on any).", body = crate::wire::ErrorBody),
+        (status = 404, description = "`not_found`: no schedule of this name.", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field`: `before` is not an RFC 3339 time.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn occurrences(
     State(state): State<AppState>,
     caller: Caller,

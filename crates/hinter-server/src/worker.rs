@@ -30,6 +30,16 @@ pub const MAX_WORKER_ID_LEN: usize = 200;
 const LEASE_REPOLL: Duration = Duration::from_millis(250);
 
 /// `POST /api/v1/leases`.
+#[utoipa::path(
+    post, path = "/api/v1/leases", tag = "worker protocol", operation_id = "lease",
+    summary = "Lease jobs to work on (with long-poll)",
+    request_body(content = crate::wire::LeaseBody),
+    responses(
+        (status = 200, description = "The jobs leased, each with its `lease_token`; none when nothing was ready within `wait`.", body = crate::wire::Leases),
+        (status = 403, description = "`forbidden`: the token may not use one of the queues.", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field`: `queues`, `jobs`, `worker_id`, `max` (1 to 1000), `lease` (1s to 1h).", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn lease(
     State(state): State<AppState>,
     caller: Caller,
@@ -116,6 +126,18 @@ async fn lease_with_wait(
 }
 
 /// `POST /api/v1/jobs/{id}/heartbeat`.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{id}/heartbeat", tag = "worker protocol", operation_id = "heartbeat",
+    summary = "Extend a lease; may carry progress, a checkpoint and log lines",
+    params(("id" = uuid::Uuid, Path, description = "The job's id. One that is not a UUID names no job: 404.")),
+    request_body(content = crate::wire::HeartbeatBody),
+    responses(
+        (status = 200, description = "The new lease expiry, and whether the job was cancelled (stop it and call fail).", body = hinter_core::store::HeartbeatAck),
+        (status = 404, description = "`not_found`: no job with this id.", body = crate::wire::ErrorBody),
+        (status = 409, description = "`stale_lease`: the lease token is not current (the job was rescued, finished or released); nothing changed.", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field` naming the field.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
@@ -153,6 +175,18 @@ pub async fn heartbeat(
 }
 
 /// `POST /api/v1/jobs/{id}/complete`.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{id}/complete", tag = "worker protocol", operation_id = "complete",
+    summary = "Complete a leased job with its result",
+    params(("id" = uuid::Uuid, Path, description = "The job's id. One that is not a UUID names no job: 404.")),
+    request_body(content = crate::wire::CompleteBody),
+    responses(
+        (status = 200, description = "The job as it is after.", body = hinter_core::Job),
+        (status = 404, description = "`not_found`: no job with this id.", body = crate::wire::ErrorBody),
+        (status = 409, description = "`stale_lease`: the lease token is not current (the job was rescued, finished or released); nothing changed.", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field` naming the field.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn complete(
     State(state): State<AppState>,
     caller: Caller,
@@ -179,6 +213,18 @@ pub async fn complete(
 
 /// `POST /api/v1/jobs/{id}/release`: hands a leased job back to the queue unfinished (the
 /// worker is stopping, or took more than it can run); the attempt is not counted.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{id}/release", tag = "worker protocol", operation_id = "release",
+    summary = "Hand a leased job back unfinished (the attempt is not counted)",
+    params(("id" = uuid::Uuid, Path, description = "The job's id. One that is not a UUID names no job: 404.")),
+    request_body(content = crate::wire::ReleaseBody),
+    responses(
+        (status = 200, description = "The job as it is after.", body = hinter_core::Job),
+        (status = 404, description = "`not_found`: no job with this id.", body = crate::wire::ErrorBody),
+        (status = 409, description = "`stale_lease`: the lease token is not current (the job was rescued, finished or released); nothing changed.", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field` naming the field.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn release(
     State(state): State<AppState>,
     caller: Caller,
@@ -207,6 +253,18 @@ pub async fn release(
 
 /// `POST /api/v1/jobs/{id}/fail`: the retry policy decides the outcome, the store applies it
 /// only if the lease token is current.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{id}/fail", tag = "worker protocol", operation_id = "fail",
+    summary = "Fail an attempt; the retry policy decides what follows",
+    params(("id" = uuid::Uuid, Path, description = "The job's id. One that is not a UUID names no job: 404.")),
+    request_body(content = crate::wire::FailBody),
+    responses(
+        (status = 200, description = "The job as it is after.", body = hinter_core::Job),
+        (status = 404, description = "`not_found`: no job with this id.", body = crate::wire::ErrorBody),
+        (status = 409, description = "`stale_lease`: the lease token is not current (the job was rescued, finished or released); nothing changed.", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field` naming the field.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn fail(
     State(state): State<AppState>,
     caller: Caller,

@@ -4,25 +4,11 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Utc};
 use hinter_core::{limits, FieldError, ProcessInfo};
-use serde::{Deserialize, Serialize};
 
 use crate::extract::JobBody;
+use crate::wire::{WorkerList, WorkerReport, WorkerView};
 use crate::{ApiError, ApiResult, AppState};
-
-/// `PUT /api/v1/workers/{id}` body: what a worker says of itself. The server adds the role
-/// (`worker`) and the time it heard from it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerReport {
-    pub host: String,
-    pub pid: u32,
-    #[serde(default)]
-    pub queues: Vec<String>,
-    pub concurrency: u32,
-    pub started_at: DateTime<Utc>,
-}
 
 /// Longest process id or host name accepted.
 const MAX_TEXT: usize = 200;
@@ -39,6 +25,17 @@ fn check_text(field: &str, value: &str) -> Result<(), FieldError> {
 
 /// `PUT /api/v1/workers/{id}`: records (or refreshes) a worker process; listed by `GET
 /// /api/v1/workers` until it is silent for `process_dead_after` or leaves.
+#[utoipa::path(
+    put, path = "/api/v1/workers/{id}", tag = "worker protocol", operation_id = "report_worker",
+    summary = "A worker that leases over HTTP reports itself alive",
+    params(("id" = String, Path, description = "The worker process's id (1 to 200 bytes, no NUL); also its `worker_id`.")),
+    request_body(content = crate::wire::WorkerReport),
+    responses(
+        (status = 200, description = "The process as recorded.", body = hinter_core::ProcessInfo),
+        (status = 400, description = "`bad_request`: a bad id.", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field` naming the field.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn report(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -67,6 +64,15 @@ pub async fn report(
 }
 
 /// `DELETE /api/v1/workers/{id}`: a worker that stops leaves the list at once.
+#[utoipa::path(
+    delete, path = "/api/v1/workers/{id}", tag = "worker protocol", operation_id = "remove_worker",
+    summary = "A worker that stops leaves the list at once",
+    params(("id" = String, Path, description = "The worker process's id (1 to 200 bytes, no NUL); also its `worker_id`.")),
+    responses(
+        (status = 204, description = "Removed (or was not listed)."),
+        (status = 400, description = "`bad_request`: a bad id.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -76,20 +82,12 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A live process, and whether it is the elected leader that runs maintenance.
-#[derive(Debug, Serialize)]
-pub struct WorkerView {
-    #[serde(flatten)]
-    pub process: ProcessInfo,
-    pub leader: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct WorkerList {
-    pub workers: Vec<WorkerView>,
-}
-
 /// `GET /api/v1/workers`: processes heard from within `process_dead_after`, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/workers", tag = "workers", operation_id = "list_workers",
+    summary = "The live hinter processes sharing the store",
+    responses((status = 200, description = "Processes heard from within `--process-dead-after`, oldest first.", body = crate::wire::WorkerList))
+)]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<WorkerList>> {
     let now = state.clock.now();
     let dead_after = chrono::Duration::from_std(state.config.process_dead_after)

@@ -226,7 +226,8 @@ fn sample(spec: &RouteSpec, job_id: &str) -> (String, Option<Value>) {
         // The dashboard's files; its login form, with a token that is not valid.
         ("GET", "/ui/{file}") => return ("/ui/app.js".into(), None),
         ("POST", "/ui/login") => return ("/ui/login".into(), None),
-        ("GET", "/healthz" | "/readyz" | "/api/v1/jobs/{id}" | "/api/v1/queues")
+        ("GET", "/healthz" | "/readyz" | "/api/v1/openapi.json")
+        | ("GET", "/api/v1/jobs/{id}" | "/api/v1/queues")
         | ("GET", "/api/v1/workers" | "/api/v1/audit" | "/api/v1/definitions" | "/metrics")
         | ("GET", "/api/v1/jobs/{id}/logs")
         | ("POST", "/api/v1/jobs/{id}/cancel" | "/api/v1/jobs/{id}/retry")
@@ -275,7 +276,7 @@ async fn auth_matrix_every_route_every_token() {
         return;
     };
     let table = routes();
-    // Only the health checks and the dashboard's page, files and session routes (which hold
+    // Only the health checks, the API's description and the dashboard's page, files and session routes (which hold
     // no data, or check the token themselves) are open; every other route names a scope.
     let open: Vec<&str> = table
         .iter()
@@ -284,7 +285,16 @@ async fn auth_matrix_every_route_every_token() {
         .collect();
     assert_eq!(
         open,
-        ["/healthz", "/readyz", "/", "/ui/{file}", "/ui/session", "/ui/login", "/ui/logout"]
+        [
+            "/healthz",
+            "/readyz",
+            "/api/v1/openapi.json",
+            "/",
+            "/ui/{file}",
+            "/ui/session",
+            "/ui/login",
+            "/ui/logout"
+        ]
     );
 
     let admin = server.token("admin", &[Scope::Admin], None).await;

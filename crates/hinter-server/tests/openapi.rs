@@ -1,0 +1,370 @@
+//! `GET /api/v1/openapi.json` over real HTTP on loopback, against a real SQLite store: the
+//! document is OpenAPI 3.1, covers exactly the routes of `hinter_server::routes()` (but the
+//! dashboard's), every `$ref` resolves, every route's security and shared error answers
+//! follow its access, and real answers have the fields their schemas say.
+
+use hinter_core::{Store, SystemClock};
+use hinter_server::{routes, Access, AppState, AuthConfig, ConnLimits, ServerConfig};
+use hinter_sqlite::{SqliteOptions, SqliteStore};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn start(auth: AuthConfig) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("hinter.db"), SqliteOptions::default())
+            .await
+            .expect("open store"),
+    );
+    let state = AppState {
+        store: store.clone() as Arc<dyn Store>,
+        cluster: store as Arc<dyn hinter_core::Cluster>,
+        clock: Arc::new(SystemClock),
+        definitions: Default::default(),
+        config: Arc::new(ServerConfig {
+            auth,
+            ..ServerConfig::default()
+        }),
+        ready: Arc::new(AtomicBool::new(true)),
+        metrics: hinter_server::Metrics::new(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(hinter_server::serve(
+        listener,
+        state,
+        ConnLimits::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Server {
+        base,
+        http: reqwest::Client::new(),
+        stop: Some(stop),
+        _dir: dir,
+    }
+}
+
+impl Server {
+    async fn get(&self, path: &str) -> (u16, Option<String>, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("send");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response.json().await.expect("JSON body");
+        (status, content_type, body)
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    async fn document(&self) -> Value {
+        let (status, content_type, doc) = self.get("/api/v1/openapi.json").await;
+        assert_eq!(status, 200, "{doc}");
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        doc
+    }
+}
+
+const METHODS: [&str; 7] = ["get", "put", "post", "delete", "patch", "head", "options"];
+
+/// Every (method, path) the document describes.
+fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in METHODS {
+            if item.get(method).is_some() {
+                out.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Every `$ref` in `value`, with where it is.
+fn refs(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map {
+                if key == "$ref" {
+                    if let Some(target) = item.as_str() {
+                        out.push((at.to_string(), target.to_string()));
+                    }
+                }
+                refs(item, &format!("{at}/{key}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                refs(item, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The schema `#/components/schemas/NAME` or an inline one, with `allOf` merged: its
+/// properties and required fields.
+fn shape(doc: &Value, schema: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    if let Some(target) = schema["$ref"].as_str() {
+        let pointer = target.trim_start_matches('#');
+        return shape(doc, doc.pointer(pointer).expect("ref resolves"));
+    }
+    let mut properties: BTreeSet<String> = schema["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut required: BTreeSet<String> = schema["required"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        let (p, r) = shape(doc, part);
+        properties.extend(p);
+        required.extend(r);
+    }
+    (properties, required)
+}
+
+/// `value` has every field `schema` requires, and only fields it names.
+fn check_fields(doc: &Value, name: &str, value: &Value) {
+    let (properties, required) = shape(
+        doc,
+        &json!({"$ref": format!("#/components/schemas/{name}")}),
+    );
+    let keys: BTreeSet<String> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("{name}: not an object: {value}"))
+        .keys()
+        .cloned()
+        .collect();
+    let missing: Vec<_> = required.difference(&keys).collect();
+    let unknown: Vec<_> = keys.difference(&properties).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "{name}: the answer lacks required {missing:?} and has undocumented {unknown:?}: {value}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_covers_every_route() {
+    // A server that asks every other route for a token still serves its description.
+    let server = start(AuthConfig {
+        require_tokens: true,
+        ..AuthConfig::default()
+    })
+    .await;
+    let doc = server.document().await;
+    if let Some(out) = std::env::var_os("HINTER_OPENAPI_OUT") {
+        let text = serde_json::to_string_pretty(&doc).expect("JSON");
+        std::fs::write(out, text).expect("write the document");
+    }
+    let version = doc["openapi"].as_str().expect("openapi version");
+    assert!(version.starts_with("3.1"), "{version}");
+
+    let table = routes();
+    let documented = operations(&doc);
+    let api: BTreeSet<(String, String)> = table
+        .iter()
+        .filter(|r| !hinter_server::openapi::is_dashboard(r.path))
+        .map(|r| (r.method.to_string(), r.path.to_string()))
+        .collect();
+    let undocumented: Vec<_> = api.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes without `#[utoipa::path]` in the document (add it, and list the handler in \
+         openapi.rs): {undocumented:?}"
+    );
+    let unknown: Vec<_> = documented.difference(&api).collect();
+    assert!(unknown.is_empty(), "documented but not routed: {unknown:?}");
+    assert!(
+        table
+            .iter()
+            .any(|r| hinter_server::openapi::is_dashboard(r.path)),
+        "the dashboard's routes are left out on purpose"
+    );
+
+    let mut all = Vec::new();
+    refs(&doc, "#", &mut all);
+    assert!(all.len() > 50, "{} refs", all.len());
+    for (at, target) in &all {
+        let pointer = target
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{at}: external $ref {target}"));
+        assert!(
+            doc.pointer(pointer).is_some(),
+            "{at}: $ref {target} resolves to nothing"
+        );
+    }
+
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["type"], "http");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["session_cookie"]["in"], "cookie");
+    assert_eq!(schemes["session_cookie"]["name"], "hinter_session");
+    assert_eq!(schemes["csrf_token"]["in"], "header");
+    for route in table
+        .iter()
+        .filter(|r| !hinter_server::openapi::is_dashboard(r.path))
+    {
+        let op = &doc["paths"][route.path][route.method.as_str().to_lowercase()];
+        let label = format!("{} {}", route.method, route.path);
+        let responses = op["responses"].as_object().expect("responses");
+        for (status, answer) in responses {
+            if status.starts_with('4') || status == "503" && route.path != "/readyz" {
+                assert_eq!(
+                    answer["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{label} {status}"
+                );
+            }
+        }
+        match route.access {
+            Access::Open => assert!(op.get("security").is_none(), "{label}"),
+            Access::Scope(..) => {
+                let security = op["security"].as_array().expect("security");
+                assert!(
+                    security.iter().any(|s| s.get("bearer").is_some()),
+                    "{label}"
+                );
+                assert!(
+                    security.iter().any(|s| s.get("session_cookie").is_some()),
+                    "{label}"
+                );
+                for status in ["401", "403", "503"] {
+                    assert!(responses.contains_key(status), "{label} lacks {status}");
+                }
+            }
+        }
+        if op.get("requestBody").is_some() {
+            for status in ["400", "408", "413", "422"] {
+                assert!(responses.contains_key(status), "{label} lacks {status}");
+            }
+        }
+    }
+
+    let codes: BTreeSet<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .expect("ErrorCode enum")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let expected: BTreeSet<&str> = hinter_wire::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(codes, expected);
+    let states: BTreeSet<&str> = doc["components"]["schemas"]["JobState"]["enum"]
+        .as_array()
+        .expect("JobState enum")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(states.len(), hinter_core::JobState::ALL.len());
+    let kinds = doc["components"]["schemas"]["EventKind"]["enum"]
+        .as_array()
+        .expect("EventKind enum");
+    assert_eq!(kinds.len(), hinter_core::EventKind::ALL.len());
+    let events = &doc["paths"]["/api/v1/events"]["get"]["responses"]["200"]["content"];
+    assert!(events.get("text/event-stream").is_some(), "{events}");
+    let job = &doc["components"]["schemas"]["Job"]["properties"];
+    assert_eq!(job["id"]["format"], "uuid");
+    assert_eq!(job["created_at"]["format"], "date-time");
+
+    // The document is the same on every request (built once), and the route is open.
+    let (status, _, again) = server.get("/api/v1/openapi.json").await;
+    assert_eq!((status, &again), (200, &doc));
+    let (status, _, refused) = server.get("/api/v1/queues").await;
+    assert_eq!(status, 401, "{refused}");
+}
+
+/// Real answers have every field their schema requires and none it does not name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_have_the_fields_their_schemas_name() {
+    let server = start(AuthConfig::default()).await;
+    let doc = server.document().await;
+    let (status, enqueued) = server
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            json!({"job": "report", "payload": {"n": 1}, "timeout": "5m"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{enqueued}");
+    check_fields(&doc, "Enqueued", &enqueued);
+    check_fields(&doc, "Job", &enqueued["job"]);
+    let id = enqueued["job"]["id"].as_str().expect("id").to_string();
+    let (_, _, job) = server.get(&format!("/api/v1/jobs/{id}")).await;
+    check_fields(&doc, "Job", &job);
+    for include in ["", "&include=payload,result,errors,runs"] {
+        let (status, _, page) = server.get(&format!("/api/v1/jobs?limit=5{include}")).await;
+        assert_eq!(status, 200, "{page}");
+        check_fields(&doc, "Page", &page);
+        check_fields(&doc, "JobSummary", &page["jobs"][0]);
+    }
+    let (status, leases) = server
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/leases",
+            json!({"worker_id": "w-1", "lease": 30}),
+        )
+        .await;
+    assert_eq!(status, 200, "{leases}");
+    check_fields(&doc, "Leases", &leases);
+    check_fields(&doc, "LeasedJob", &leases["jobs"][0]);
+    let (_, _, queues) = server.get("/api/v1/queues").await;
+    check_fields(&doc, "QueueInfo", &queues["queues"][0]);
+    let (_, _, events) = server.get("/api/v1/events").await;
+    check_fields(&doc, "EventsPage", &events);
+    check_fields(&doc, "JobEvent", &events["events"][0]);
+    let (status, _, missing) = server
+        .get(&format!("/api/v1/jobs/{}", uuid::Uuid::nil()))
+        .await;
+    assert_eq!(status, 404);
+    check_fields(&doc, "ErrorBody", &missing);
+    check_fields(&doc, "ErrorDetail", &missing["error"]);
+    let (_, _, health) = server.get("/readyz").await;
+    check_fields(&doc, "Status", &health);
+}

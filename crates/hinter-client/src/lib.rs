@@ -275,7 +275,9 @@ impl Client {
         requests: &[EnqueueRequest],
         key: &str,
     ) -> Result<Vec<Enqueued>, Error> {
-        let body = BatchRequest { jobs: requests };
+        let body = BatchRequest {
+            jobs: requests.to_vec(),
+        };
         let answer: BatchAnswer = self
             .post_idempotent(self.url(&["api", "v1", "jobs", "batch"]), &body, key)
             .await?;
@@ -445,7 +447,9 @@ impl Client {
         let body = HeartbeatBody {
             lease_token,
             lease,
-            report: None,
+            progress: None,
+            checkpoint: None,
+            logs: Vec::new(),
         };
         self.job_action(id, "heartbeat", Some(&body)).await
     }
@@ -464,7 +468,9 @@ impl Client {
         let body = HeartbeatBody {
             lease_token,
             lease,
-            report: Some(report),
+            progress: report.progress.clone(),
+            checkpoint: report.checkpoint.clone(),
+            logs: report.logs.clone(),
         };
         self.job_action(id, "heartbeat", Some(&body)).await
     }
@@ -478,7 +484,7 @@ impl Client {
     ) -> Result<Job, Error> {
         let body = CompleteBody {
             lease_token,
-            result,
+            result: result.cloned(),
         };
         self.job_action(id, "complete", Some(&body)).await
     }
@@ -508,7 +514,7 @@ impl Client {
     ) -> Result<Job, Error> {
         let body = FailBody {
             lease_token,
-            error,
+            error: error.to_string(),
             retry,
             exit_code,
         };
@@ -616,13 +622,9 @@ impl Client {
     /// `POST /api/v1/queues/{name}/purge`: deletes the queue's finished jobs in `states`
     /// (empty: succeeded, dead and cancelled); how many.
     pub async fn purge_queue(&self, name: &str, states: &[JobState]) -> Result<u64, Error> {
-        #[derive(serde::Deserialize)]
-        struct Purged {
-            deleted: u64,
-        }
         let url = self.url(&["api", "v1", "queues", name, "purge"]);
         let body = (!states.is_empty()).then(|| serde_json::json!({ "states": states }));
-        let purged: Purged = self.call(Method::POST, url, body.as_ref()).await?;
+        let purged: hinter_wire::Purged = self.call(Method::POST, url, body.as_ref()).await?;
         Ok(purged.deleted)
     }
 

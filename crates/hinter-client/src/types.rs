@@ -1,210 +1,38 @@
 //! Request and answer bodies of the HTTP API, as the client sends and reads them.
 //!
-//! Jobs themselves are [`hinter_core::Job`] and [`hinter_core::LeasedJob`]; the types here are
-//! the ones hinter-core does not provide in a form that can be sent or read.
+//! They are `hinter-wire`'s (shared with the server, so both sides read and write one
+//! definition) and hinter-core's (jobs, events, queues), re-exported here under the names
+//! this crate has always used. What stays here is the client's own: the listing filter,
+//! what a heartbeat may carry, the lease answer read job by job, and the schedule view.
+//!
+//! Kept lenient on purpose, for servers newer or older than the client: every answer
+//! ignores fields it does not know; [`JobSummary`], [`QueueInfo`] and [`Page`] give fields
+//! an older server does not send their defaults; error and health codes are read as text;
+//! a lease answer is read one job at a time ([`Leased::unreadable`]); and [`ScheduleInfo`]
+//! is a flat view that ignores unknown fields (the server's `ScheduleView` flattens a spec
+//! that refuses them).
 
 use chrono::{DateTime, Utc};
-use hinter_core::job::opt_duration;
 use hinter_core::store::Include;
-use hinter_core::{AttemptError, Job, JobSpec, JobState, Run};
+use hinter_core::JobState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::time::Duration;
-use uuid::Uuid;
+
+pub use hinter_core::store::{HeartbeatAck, QueueInfo};
+pub use hinter_wire::{Enqueued, Status as Health};
+pub use hinter_wire::{
+    EventsPage, JobSummary, LeaseRequest, OccurrenceList as OccurrencePage, Page, WorkerReport,
+};
+
+pub(crate) use hinter_wire::{
+    BatchRequest, BatchResponse as BatchAnswer, CompleteBody, FailBody, HeartbeatBody,
+    QueueList as QueuesAnswer, ReleaseBody,
+};
 
 /// The body of `POST /api/v1/jobs`: one job to enqueue. Only `job` is required; unset options
-/// fall back to the job's definition on the server, then to hinter's defaults.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct EnqueueRequest {
-    /// The job definition's name.
-    pub job: String,
-    /// Any JSON; `null` when not given.
-    pub payload: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queue: Option<String>,
-    /// −1000…1000, higher runs first.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub priority: Option<i32>,
-    /// Run no earlier than this; excludes `delay`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_at: Option<DateTime<Utc>>,
-    /// Run no earlier than this long from now; excludes `run_at`.
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
-    pub delay: Option<Duration>,
-    /// 1…1000.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_attempts: Option<u32>,
-    /// A second enqueue with the same job name and key is a duplicate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unique_key: Option<String>,
-    /// How long after the first enqueue duplicates are recognised (requires `unique_key`);
-    /// unset: while the first job is unfinished.
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
-    pub unique_for: Option<Duration>,
-    /// Jobs with the same key in a queue run one at a time, in enqueue order.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ordering_key: Option<String>,
-    /// Longest one attempt may run.
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    /// A queue that gets a reply message (`hinter.reply`) when the job finishes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reply_to: Option<String>,
-    /// Carried by the reply message and the callback.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<String>,
-    /// An http(s) URL that gets a signed POST with the outcome when the job finishes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub callback_url: Option<String>,
-}
-
-impl EnqueueRequest {
-    /// A job with every option left to the server's defaults.
-    pub fn new(job: impl Into<String>, payload: Value) -> Self {
-        Self {
-            job: job.into(),
-            payload,
-            ..Self::default()
-        }
-    }
-
-    pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.queue = Some(queue.into());
-        self
-    }
-    pub fn priority(mut self, priority: i32) -> Self {
-        self.priority = Some(priority);
-        self
-    }
-    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
-        self.run_at = Some(at);
-        self
-    }
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.delay = Some(delay);
-        self
-    }
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = Some(n);
-        self
-    }
-    pub fn unique(mut self, key: impl Into<String>, window: Option<Duration>) -> Self {
-        self.unique_key = Some(key.into());
-        self.unique_for = window;
-        self
-    }
-    pub fn ordering_key(mut self, key: impl Into<String>) -> Self {
-        self.ordering_key = Some(key.into());
-        self
-    }
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-    /// When the job finishes, put a reply message on `queue`, carrying `correlation_id`.
-    pub fn reply_to(mut self, queue: impl Into<String>, correlation_id: Option<String>) -> Self {
-        self.reply_to = Some(queue.into());
-        self.correlation_id = correlation_id;
-        self
-    }
-    /// When the job finishes, post its outcome to `url`.
-    pub fn callback_url(mut self, url: impl Into<String>) -> Self {
-        self.callback_url = Some(url.into());
-        self
-    }
-}
-
-impl From<JobSpec> for EnqueueRequest {
-    fn from(spec: JobSpec) -> Self {
-        Self {
-            job: spec.job,
-            payload: spec.payload,
-            queue: spec.queue,
-            priority: spec.priority,
-            run_at: spec.run_at,
-            delay: spec.delay,
-            max_attempts: spec.max_attempts,
-            unique_key: spec.unique_key,
-            unique_for: spec.unique_for,
-            ordering_key: spec.ordering_key,
-            timeout: spec.timeout,
-            reply_to: spec.reply_to,
-            correlation_id: spec.correlation_id,
-            callback_url: spec.callback_url,
-        }
-    }
-}
-
-/// The answer to an enqueue: the job, and whether it is an earlier job with the same
-/// `unique_key` (then nothing new was enqueued).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Enqueued {
-    pub duplicate: bool,
-    pub job: Job,
-}
-
-/// One job of a listing: every field of a [`Job`], but `payload`, `result` and `errors` only
-/// when the listing asked for them ([`JobFilter::include`]); `error_count` and `last_error`
-/// always. `Client::get_job` has the whole job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobSummary {
-    pub id: Uuid,
-    /// The job definition's name.
-    pub job: String,
-    pub queue: String,
-    pub state: JobState,
-    pub priority: i32,
-    /// Attempts taken so far.
-    pub attempt: u32,
-    pub max_attempts: u32,
-    pub run_at: DateTime<Utc>,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub unique_key: Option<String>,
-    pub ordering_key: Option<String>,
-    #[serde(default, with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    pub singleton: bool,
-    pub cancel_requested: bool,
-    pub worker_id: Option<String>,
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    /// How many failed attempts the error history holds.
-    #[serde(default)]
-    pub error_count: u32,
-    /// The latest error, its message cut to 500 characters.
-    #[serde(default)]
-    pub last_error: Option<AttemptError>,
-    /// Only with `include` payload.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Value>,
-    /// Only with `include` result (and then `None` too while the job has none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-    /// Only with `include` errors.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub errors: Option<Vec<AttemptError>>,
-    /// Only with `include` runs: the job's attempts, oldest first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runs: Option<Vec<Run>>,
-}
-
-/// One page of the event log (`GET /api/v1/events`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventsPage {
-    pub events: Vec<hinter_core::JobEvent>,
-    /// Pass back as `after` for the next page.
-    pub next_after: i64,
-}
-
-/// One page of a job listing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Page {
-    pub jobs: Vec<JobSummary>,
-    /// Pass back as the cursor for the next page; `None` on the last page.
-    #[serde(default)]
-    pub next_cursor: Option<String>,
-}
+/// fall back to the job's definition on the server, then to hinter's defaults. It is the
+/// server's own [`hinter_core::JobSpec`], sent with only the options that are set.
+pub type EnqueueRequest = hinter_core::JobSpec;
 
 /// Filters of `GET /api/v1/jobs`. Unset fields do not filter; `limit` defaults to 100 on the
 /// server (1…1000).
@@ -241,121 +69,6 @@ impl JobFilter {
     }
 }
 
-/// The body of `POST /api/v1/leases`: ask for jobs to work on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LeaseRequest {
-    /// Queues to take jobs from; the server's default is `["default"]`.
-    pub queues: Vec<String>,
-    /// Only jobs of these names (a worker that runs only some); empty: any.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub jobs: Vec<String>,
-    /// Who holds the lease (shown in job listings), e.g. `host-1:4711`.
-    pub worker_id: String,
-    /// 1…1000 jobs at most.
-    pub max: u32,
-    /// How long the lease lasts without a heartbeat (1s…1h; server default 60s).
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
-    pub lease: Option<Duration>,
-    /// Long-poll up to this long (0…60s) when no job is ready; unset: answer at once.
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
-    pub wait: Option<Duration>,
-}
-
-impl LeaseRequest {
-    /// One job from the `default` queue, answered at once.
-    pub fn new(worker_id: impl Into<String>) -> Self {
-        Self {
-            queues: vec![hinter_core::DEFAULT_QUEUE.to_string()],
-            jobs: Vec::new(),
-            worker_id: worker_id.into(),
-            max: 1,
-            lease: None,
-            wait: None,
-        }
-    }
-    pub fn queues<I, S>(mut self, queues: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.queues = queues.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Takes only jobs of these names; none: any.
-    pub fn jobs<I, S>(mut self, jobs: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.jobs = jobs.into_iter().map(Into::into).collect();
-        self
-    }
-    pub fn max(mut self, max: u32) -> Self {
-        self.max = max;
-        self
-    }
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = Some(lease);
-        self
-    }
-    pub fn wait(mut self, wait: Duration) -> Self {
-        self.wait = Some(wait);
-        self
-    }
-}
-
-/// The answer to a heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeartbeatAck {
-    pub lease_expires_at: DateTime<Utc>,
-    /// The job was cancelled: stop it and call `fail`.
-    pub cancel_requested: bool,
-}
-
-/// A queue with its job counts per state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueInfo {
-    pub name: String,
-    pub paused: bool,
-    #[serde(default)]
-    pub scheduled: u64,
-    #[serde(default)]
-    pub queued: u64,
-    #[serde(default)]
-    pub running: u64,
-    #[serde(default)]
-    pub succeeded: u64,
-    #[serde(default)]
-    pub dead: u64,
-    #[serde(default)]
-    pub cancelled: u64,
-    /// The `run_at` of the longest-waiting queued job; `None` when nothing is queued.
-    #[serde(default)]
-    pub oldest_queued_at: Option<DateTime<Utc>>,
-}
-
-/// The answer of `/healthz` or `/readyz`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Health {
-    /// `ok`, `ready` or `not_ready`.
-    pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-// Bodies only the client sends.
-
-#[derive(Serialize)]
-pub(crate) struct BatchRequest<'a> {
-    pub jobs: &'a [EnqueueRequest],
-}
-
-#[derive(Deserialize)]
-pub(crate) struct BatchAnswer {
-    pub jobs: Vec<Enqueued>,
-}
-
 /// Items stay raw so that one job this client cannot read does not hide the others.
 #[derive(Deserialize)]
 pub(crate) struct LeaseAnswer {
@@ -387,20 +100,6 @@ pub struct UnreadableJob {
     pub lease_token: i64,
     /// Why it could not be read.
     pub error: String,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct QueuesAnswer {
-    pub queues: Vec<QueueInfo>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct HeartbeatBody<'a> {
-    pub lease_token: i64,
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
-    pub lease: Option<Duration>,
-    #[serde(flatten)]
-    pub report: Option<&'a HeartbeatReport>,
 }
 
 /// What a heartbeat may carry besides the lease extension ([`crate::Client::heartbeat_with`]):
@@ -435,42 +134,13 @@ impl HeartbeatReport {
     }
 }
 
-#[derive(Serialize)]
-pub(crate) struct CompleteBody<'a> {
-    pub lease_token: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<&'a Value>,
-}
-
-/// `PUT /api/v1/workers/{id}` body: a worker process as it reports itself.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WorkerReport {
-    pub host: String,
-    pub pid: u32,
-    pub queues: Vec<String>,
-    pub concurrency: u32,
-    pub started_at: DateTime<Utc>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct ReleaseBody {
-    pub lease_token: i64,
-}
-
-#[derive(Serialize)]
-pub(crate) struct FailBody<'a> {
-    pub lease_token: i64,
-    pub error: &'a str,
-    pub retry: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use hinter_core::{Job, JobSpec};
     use serde_json::json;
+    use std::time::Duration;
 
     #[test]
     fn enqueue_request_sends_only_what_is_set() {
@@ -504,7 +174,7 @@ mod tests {
             .reply_to("replies", Some("order-7".into()))
             .callback_url("https://example.com/done");
         let spec: JobSpec = serde_json::from_value(serde_json::to_value(&req).unwrap()).unwrap();
-        assert_eq!(EnqueueRequest::from(spec), req);
+        assert_eq!(spec, req, "the client sends the type the server reads");
     }
 
     #[test]
@@ -614,13 +284,4 @@ pub struct ScheduleInfo {
 #[derive(Debug, Deserialize)]
 pub(crate) struct SchedulesAnswer {
     pub schedules: Vec<ScheduleInfo>,
-}
-
-/// A page of a schedule's history, latest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OccurrencePage {
-    pub occurrences: Vec<hinter_core::schedule::Occurrence>,
-    /// Pass as `before` for the next (older) page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_before: Option<DateTime<Utc>>,
 }

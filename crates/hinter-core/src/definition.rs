@@ -23,44 +23,61 @@ pub struct JobDefinition {
     pub singleton: bool,
 }
 
-/// A request to enqueue one job, as it comes from the API, the CLI or the library.
+/// A request to enqueue one job, as it comes from the API, the CLI or the library, and as the
+/// client sends it (`hinter_client::EnqueueRequest`; only the options that are set).
 /// Unset options fall back to the job's definition, then to built-in defaults.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub job: String,
     #[serde(default)]
     pub payload: Value,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
-    #[serde(default, deserialize_with = "exact_priority")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "exact_priority"
+    )]
     pub priority: Option<i32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<DateTime<Utc>>,
-    #[serde(default, with = "crate::job::opt_duration")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::job::opt_duration"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationInput>))]
     pub delay: Option<Duration>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
-    #[serde(default, with = "crate::job::opt_duration")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::job::opt_duration"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationInput>))]
     pub unique_for: Option<Duration>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
-    #[serde(default, with = "crate::job::opt_duration")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::job::opt_duration"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationInput>))]
     pub timeout: Option<Duration>,
     /// A queue that gets a reply message when the job finishes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
     /// Carried by the reply message and the callback, to match them with the request.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
     /// An http(s) URL that gets a signed POST with the outcome when the job finishes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
 }
 
@@ -154,12 +171,58 @@ fn validate_key(field: &str, value: &Option<String>) -> Result<(), FieldError> {
 }
 
 impl JobSpec {
+    /// A job with every option left to the definition and the defaults.
     pub fn new(job: impl Into<String>, payload: Value) -> Self {
         Self {
             job: job.into(),
             payload,
             ..Self::default()
         }
+    }
+
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+    pub fn unique(mut self, key: impl Into<String>, window: Option<Duration>) -> Self {
+        self.unique_key = Some(key.into());
+        self.unique_for = window;
+        self
+    }
+    pub fn ordering_key(mut self, key: impl Into<String>) -> Self {
+        self.ordering_key = Some(key.into());
+        self
+    }
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    /// When the job finishes, put a reply message on `queue`, carrying `correlation_id`.
+    pub fn reply_to(mut self, queue: impl Into<String>, correlation_id: Option<String>) -> Self {
+        self.reply_to = Some(queue.into());
+        self.correlation_id = correlation_id;
+        self
+    }
+    /// When the job finishes, post its outcome to `url`.
+    pub fn callback_url(mut self, url: impl Into<String>) -> Self {
+        self.callback_url = Some(url.into());
+        self
     }
 
     /// Checks every field; the first problem found is returned, naming the field.

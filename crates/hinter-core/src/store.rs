@@ -21,7 +21,7 @@ use crate::listing::{JobPage, ListCursor};
 use crate::retry::FailOutcome;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -120,7 +120,7 @@ pub struct Heartbeat {
 }
 
 /// The answer to a heartbeat.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatAck {
     pub lease_expires_at: DateTime<Utc>,
@@ -445,20 +445,34 @@ impl JobFilter {
     }
 }
 
-/// A queue with its job counts per state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A queue with its job counts per state. Read leniently by the client: a count an older
+/// server does not send is 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueInfo {
     pub name: String,
     pub paused: bool,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub scheduled: u64,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub queued: u64,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub running: u64,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub succeeded: u64,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub dead: u64,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub cancelled: u64,
     /// The `run_at` of the longest-waiting `queued` job: how long work has waited for a
     /// worker (the autoscaling signal). `None` when nothing is queued.
+    #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub oldest_queued_at: Option<DateTime<Utc>>,
 }

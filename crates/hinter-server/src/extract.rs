@@ -263,7 +263,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueueName {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{LeaseBody, RawBatchRequest};
+    use crate::wire::{LeaseRequest, RawBatchRequest};
     use hinter_core::JobSpec;
 
     fn err<T: std::fmt::Debug>(r: Result<T, ApiError>) -> (u16, &'static str, String) {
@@ -334,7 +334,7 @@ mod tests {
             message.starts_with("jobs[0].jobb: unknown field"),
             "{message}"
         );
-        let (_, _, message) = err(parse_json::<LeaseBody>(
+        let (_, _, message) = err(parse_json::<LeaseRequest>(
             br#"{"worker_id": "w", "queues": ["a", 5]}"#,
             None,
         ));

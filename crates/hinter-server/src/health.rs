@@ -20,7 +20,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 )]
 pub async fn healthz() -> Json<Status> {
     Json(Status {
-        status: HealthStatus::Ok,
+        status: HealthStatus::Ok.as_str().into(),
         reason: None,
         details: None,
     })
@@ -45,7 +45,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Status>)
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Status {
-                status: HealthStatus::NotReady,
+                status: HealthStatus::NotReady.as_str().into(),
                 reason: Some(reason),
                 details,
             }),
@@ -69,7 +69,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Status>)
         Ok(Ok(())) => (
             StatusCode::OK,
             Json(Status {
-                status: HealthStatus::Ready,
+                status: HealthStatus::Ready.as_str().into(),
                 reason: None,
                 details,
             }),

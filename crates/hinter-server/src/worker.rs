@@ -7,7 +7,7 @@ use hinter_core::retry::decide_failure;
 use hinter_core::store::{
     Completion, Failure, Heartbeat, HeartbeatAck, LeaseRequest, Release, StoreEvent, StoreResult,
 };
-use hinter_core::{FieldError, Job, JobReport, JobState, LeasedJob, DEFAULT_QUEUE};
+use hinter_core::{FieldError, Job, JobReport, JobState, LeasedJob};
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -17,7 +17,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JobBody, JobId};
 use crate::jobs::check_job_queue;
-use crate::wire::{CompleteBody, FailBody, HeartbeatBody, LeaseBody, Leases, ReleaseBody};
+use crate::wire::{CompleteBody, FailBody, HeartbeatBody, Leases, ReleaseBody};
 use crate::AppState;
 
 /// Shortest and longest lease a worker may ask for.
@@ -33,7 +33,7 @@ const LEASE_REPOLL: Duration = Duration::from_millis(250);
 #[utoipa::path(
     post, path = "/api/v1/leases", tag = "worker protocol", operation_id = "lease",
     summary = "Lease jobs to work on (with long-poll)",
-    request_body(content = crate::wire::LeaseBody),
+    request_body(content = crate::wire::LeaseRequest),
     responses(
         (status = 200, description = "The jobs leased, each with its `lease_token`; none when nothing was ready within `wait`.", body = crate::wire::Leases),
         (status = 403, description = "`forbidden`: the token may not use one of the queues.", body = crate::wire::ErrorBody),
@@ -43,16 +43,14 @@ const LEASE_REPOLL: Duration = Duration::from_millis(250);
 pub async fn lease(
     State(state): State<AppState>,
     caller: Caller,
-    JobBody(body): JobBody<LeaseBody>,
+    JobBody(body): JobBody<crate::wire::LeaseRequest>,
 ) -> ApiResult<Json<Leases>> {
-    let queues = body
-        .queues
-        .unwrap_or_else(|| vec![DEFAULT_QUEUE.to_string()]);
+    let queues = body.queues;
     limits::check_lease_queues("queues", &queues)?;
     for queue in &queues {
         caller.check_queue(queue)?;
     }
-    let job_names = body.jobs.unwrap_or_default();
+    let job_names = body.jobs;
     limits::check_lease_job_names("jobs", &job_names)?;
     if body.worker_id.is_empty() || body.worker_id.len() > MAX_WORKER_ID_LEN {
         return Err(FieldError::new(
@@ -62,7 +60,7 @@ pub async fn lease(
         .into());
     }
     hinter_core::limits::check_text("worker_id", &body.worker_id)?;
-    let max = body.max.unwrap_or(1);
+    let max = body.max;
     limits::check_lease_max("max", max)?;
     let lease_for = check_lease(body.lease, state.config.default_lease)?;
     let wait = body.wait.unwrap_or_default().min(state.config.max_wait);

@@ -140,7 +140,7 @@ pub struct Enqueued {
 }
 
 /// `POST /api/v1/jobs/batch` body: 1 to 10,000 jobs, all inserted or none.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
@@ -263,30 +263,118 @@ pub struct Accepted {
 // ---------------------------------------------------------------------------------------
 // The worker protocol
 
-/// `POST /api/v1/leases` body.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `POST /api/v1/leases` body: ask for jobs to work on. Absent and `null` fields take their
+/// defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
-pub struct LeaseBody {
-    /// Queues to take jobs from; absent: `["default"]`. 1 to 100 names.
-    #[serde(default)]
-    pub queues: Option<Vec<String>>,
-    /// Only jobs of these names; absent or empty: any.
-    #[serde(default)]
-    pub jobs: Option<Vec<String>>,
-    /// Who holds the lease (1 to 200 characters), e.g. `host-1:4711`.
+pub struct LeaseRequest {
+    /// Queues to take jobs from (1 to 100 names); default `["default"]`.
+    #[serde(default = "default_queues", deserialize_with = "queues_or_default")]
+    pub queues: Vec<String>,
+    /// Only jobs of these names (a worker that runs only some); empty: any.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub jobs: Vec<String>,
+    /// Who holds the lease (1 to 200 characters, shown in job listings), e.g. `host-1:4711`.
     pub worker_id: String,
-    /// Most jobs to take, 1 to 1000; absent: 1.
-    #[serde(default)]
-    pub max: Option<u32>,
-    /// How long the lease lasts without a heartbeat, 1s to 1h; absent: the server's default.
-    #[serde(default, with = "opt_duration")]
+    /// Most jobs to take, 1 to 1000; default 1.
+    #[serde(default = "one", deserialize_with = "max_or_one")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub max: u32,
+    /// How long the lease lasts without a heartbeat, 1s to 1h; absent: the server's default
+    /// (60s).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<hinter_core::openapi::DurationInput>))]
     pub lease: Option<Duration>,
-    /// Long-poll up to this long (cut to the server's maximum) while no job is ready.
-    #[serde(default, with = "opt_duration")]
+    /// Long-poll up to this long (cut to the server's `--max-wait`, default 60s) while no
+    /// job is ready; absent: answer at once.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<hinter_core::openapi::DurationInput>))]
     pub wait: Option<Duration>,
+}
+
+fn default_queues() -> Vec<String> {
+    vec![hinter_core::DEFAULT_QUEUE.to_string()]
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn queues_or_default<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(de)?.unwrap_or_else(default_queues))
+}
+
+fn null_as_default<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
+}
+
+fn max_or_one<'de, D: serde::Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
+    Ok(Option::<u32>::deserialize(de)?.unwrap_or(1))
+}
+
+impl LeaseRequest {
+    /// One job from the `default` queue, answered at once.
+    pub fn new(worker_id: impl Into<String>) -> Self {
+        Self {
+            queues: default_queues(),
+            jobs: Vec::new(),
+            worker_id: worker_id.into(),
+            max: 1,
+            lease: None,
+            wait: None,
+        }
+    }
+
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Takes only jobs of these names; none: any.
+    pub fn jobs<I, S>(mut self, jobs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.jobs = jobs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn max(mut self, max: u32) -> Self {
+        self.max = max;
+        self
+    }
+
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
+        self
+    }
 }
 
 /// `POST /api/v1/leases` answer: the jobs leased (none when nothing was ready in time).
@@ -297,23 +385,27 @@ pub struct Leases {
 }
 
 /// `POST /api/v1/jobs/{id}/heartbeat` body.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatBody {
     pub lease_token: i64,
     /// The lease's new length from now, 1s to 1h; absent: the server's default.
-    #[serde(default, with = "opt_duration")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<hinter_core::openapi::DurationInput>))]
     pub lease: Option<Duration>,
     /// Replaces the job's progress, with the lease extension.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<hinter_core::ProgressUpdate>,
     /// Replaces the job's checkpoint (the next attempt is handed it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Value>,
     /// Appended to the attempt's log (as in `POST /api/v1/jobs/{id}/report`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<hinter_core::NewLogLine>,
 }
 
@@ -334,18 +426,18 @@ impl HeartbeatBody {
 }
 
 /// `POST /api/v1/jobs/{id}/complete` body.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
     pub lease_token: i64,
     /// Any JSON, kept as the job's `result`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
 }
 
 /// `POST /api/v1/jobs/{id}/release` body.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
@@ -353,7 +445,7 @@ pub struct ReleaseBody {
 }
 
 /// `POST /api/v1/jobs/{id}/fail` body.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FailBody {
@@ -365,7 +457,7 @@ pub struct FailBody {
     pub retry: bool,
     /// The exit code of the command that ran the attempt, if one ran and exited; kept in the
     /// attempt's record (`runs`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
 }
 
@@ -424,7 +516,7 @@ pub struct EventsPage {
 }
 
 /// `GET /api/v1/queues` answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueList {
     pub queues: Vec<QueueInfo>,
@@ -472,15 +564,27 @@ pub enum HealthStatus {
     NotReady,
 }
 
-/// `/healthz` and `/readyz` answers.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Ok => "ok",
+            HealthStatus::Ready => "ready",
+            HealthStatus::NotReady => "not_ready",
+        }
+    }
+}
+
+/// `/healthz` and `/readyz` answers (`hinter_client::Health`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
-    pub status: HealthStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// One of [`HealthStatus`]; read as text, so a client meets statuses newer than itself.
+    #[cfg_attr(feature = "openapi", schema(value_type = HealthStatus))]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// What the store reports besides readiness (SQLite: the WAL size and its bound).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub details: Option<serde_json::Map<String, Value>>,
 }

@@ -27,8 +27,7 @@ mod scripts;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use hinter_client::{
-    Client, EnqueueRequest, Error as ApiError, Include, Job, JobFilter, JobState, JobSummary,
-    TlsProblem,
+    Client, Error as ApiError, Include, Job, JobFilter, JobState, JobSummary, TlsProblem,
 };
 use hinter_core::{format_duration, parse_duration, JobSpec};
 use serde::Serialize;
@@ -593,7 +592,7 @@ async fn enqueue(args: EnqueueArgs) -> CmdResult {
         .clone()
         .unwrap_or_else(hinter_client::new_idempotency_key);
     let answer = client
-        .enqueue_with_key(&EnqueueRequest::from(spec), &key)
+        .enqueue_with_key(&spec, &key)
         .await
         .map_err(|e| match e {
             // The job exists; enqueueing it again would make a second one.

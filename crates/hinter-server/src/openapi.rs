@@ -142,6 +142,7 @@ pub fn build() -> Document {
     let components = doc.components.get_or_insert_with(Components::default);
     add_security_schemes(components);
     merge_job_summary(components);
+    open_flattened_parts(components);
     for route in crate::routes() {
         if is_dashboard(route.path) {
             continue;
@@ -233,6 +234,37 @@ fn merge_job_summary(components: &mut Components) {
     for name in more.required {
         if !summary.required.contains(&name) {
             summary.required.push(name);
+        }
+    }
+}
+
+/// A type that refuses unknown fields (`additionalProperties: false`, e.g. `ScheduleSpec`)
+/// and is flattened into an answer (`Schedule`) would, as an `allOf` member, refuse the
+/// answer's other fields: such members are inlined without that restriction.
+fn open_flattened_parts(components: &mut Components) {
+    use utoipa::openapi::schema::Schema;
+    let closed: std::collections::BTreeMap<String, Schema> = components
+        .schemas
+        .iter()
+        .filter_map(|(name, schema)| match schema {
+            RefOr::T(Schema::Object(object)) if object.additional_properties.is_some() => {
+                let mut open = object.clone();
+                open.additional_properties = None;
+                Some((format!("#/components/schemas/{name}"), Schema::Object(open)))
+            }
+            _ => None,
+        })
+        .collect();
+    for schema in components.schemas.values_mut() {
+        let RefOr::T(Schema::AllOf(all_of)) = schema else {
+            continue;
+        };
+        for item in &mut all_of.items {
+            if let RefOr::Ref(reference) = item {
+                if let Some(open) = closed.get(&reference.ref_location) {
+                    *item = RefOr::T(open.clone());
+                }
+            }
         }
     }
 }

@@ -285,6 +285,18 @@ async fn openapi_document_covers_every_route() {
         }
     }
 
+    // A member of an `allOf` (a flattened type) that refused other fields would refuse
+    // every answer it is part of.
+    for (name, schema) in doc["components"]["schemas"].as_object().expect("schemas") {
+        for part in schema["allOf"].as_array().into_iter().flatten() {
+            let part = match part["$ref"].as_str() {
+                Some(target) => doc.pointer(target.trim_start_matches('#')).expect("ref"),
+                None => part,
+            };
+            assert_ne!(part["additionalProperties"], json!(false), "{name}: {part}");
+        }
+    }
+
     let codes: BTreeSet<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
         .as_array()
         .expect("ErrorCode enum")
@@ -365,6 +377,17 @@ async fn answers_have_the_fields_their_schemas_name() {
     assert_eq!(status, 404);
     check_fields(&doc, "ErrorBody", &missing);
     check_fields(&doc, "ErrorDetail", &missing["error"]);
+    let (status, schedule) = server
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/schedules",
+            json!({"name": "nightly", "cron": "0 3 * * *", "job": "report"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{schedule}");
+    check_fields(&doc, "ScheduleView", &schedule);
+    let (_, _, workers) = server.get("/api/v1/workers").await;
+    check_fields(&doc, "WorkerList", &workers);
     let (_, _, health) = server.get("/readyz").await;
     check_fields(&doc, "Status", &health);
 }

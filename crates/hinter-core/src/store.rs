@@ -637,8 +637,16 @@ pub trait Store: Send + Sync + 'static {
     /// returns how many.
     async fn job_prune(&self, request: PruneRequest) -> StoreResult<u64>;
 
-    /// Every queue that has jobs or a pause flag, with counts per state.
+    /// Every queue that has jobs or a pause flag, with counts per state. Exact, and cheap
+    /// whatever the number of jobs: the backends keep the counts as jobs change.
     async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>>;
+
+    /// Folds job count changes kept apart from their totals into the totals, where a backend
+    /// keeps them apart (PostgreSQL, so concurrent writers never share a counter row); the
+    /// maintenance leader calls it every second. Counts are exact with or without it.
+    async fn queue_counts_fold(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     async fn queue_set_paused(&self, queue: &str, paused: bool) -> StoreResult<()>;
 

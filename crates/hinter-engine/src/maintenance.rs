@@ -197,6 +197,10 @@ async fn rescuer(
     }
 }
 
+/// How often the leader folds pending job count changes into their totals
+/// ([`Store::queue_counts_fold`]).
+const COUNTS_FOLD_EVERY: Duration = Duration::from_secs(1);
+
 async fn promoter(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -204,12 +208,21 @@ async fn promoter(
     leader: Leader,
     shutdown: CancellationToken,
 ) {
+    let mut last_fold: Option<std::time::Instant> = None;
     loop {
         let now = clock.now();
         // Only the leader promotes; every lease promotes due jobs as well.
         if leader.is_leader() {
             if let Err(e) = store.job_promote_scheduled(now).await {
                 tracing::warn!(error = %e, "promoting scheduled jobs failed");
+            }
+            // Keeps the job counts' pending changes few (PostgreSQL), so listing queues
+            // stays quick; on the promotion tick, at most every second.
+            if last_fold.is_none_or(|at| at.elapsed() >= COUNTS_FOLD_EVERY) {
+                last_fold = Some(std::time::Instant::now());
+                if let Err(e) = store.queue_counts_fold().await {
+                    tracing::warn!(error = %e, "folding job counts failed");
+                }
             }
         }
         let mut sleep = options.promote_interval;

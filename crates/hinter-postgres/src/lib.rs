@@ -636,6 +636,11 @@ impl Store for PostgresStore {
         self.read(async |c| ops::queue_list(c).await).await
     }
 
+    async fn queue_counts_fold(&self) -> StoreResult<()> {
+        self.read(async |c| ops::queue_counts_fold(c).await.map(|_| ()))
+            .await
+    }
+
     async fn queue_set_paused(&self, queue: &str, paused: bool) -> StoreResult<()> {
         write_tx!(self, |tx, ev| ops::queue_set_paused(&tx, queue, paused, ev))
     }

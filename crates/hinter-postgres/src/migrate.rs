@@ -18,6 +18,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/0009_job_logs.sql")),
     (10, include_str!("migrations/0010_schedules.sql")),
     (11, include_str!("migrations/0011_followups.sql")),
+    (12, include_str!("migrations/0012_job_counts.sql")),
+    (13, include_str!("migrations/0013_jobs_by_name.sql")),
 ];
 
 /// The schema version this build writes.

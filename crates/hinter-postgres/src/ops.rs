@@ -1569,6 +1569,9 @@ async fn list_rows<C: Conn>(c: &C, filter: &JobFilter, rows: Rows<'_>) -> Result
     let after;
     let (oldest, highs, lows, snapshots): (String, Vec<i64>, Vec<i64>, Vec<String>);
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    let per_state = matches!(rows, Rows::After(_))
+        && state.is_none()
+        && (filter.queue.is_some() || filter.job.is_some());
     let mut sql = match rows {
         Rows::After(seq) => {
             after = seq;
@@ -1610,6 +1613,10 @@ async fn list_rows<C: Conn>(c: &C, filter: &JobFilter, rows: Rows<'_>) -> Result
             )
         }
     };
+    // A queue or job name without a state, after a sequence number: each state's jobs come
+    // in enqueue order straight from an index (`jobs_queue_state_seq`, `jobs_job_state`:
+    // (…, state, seq)), and the page is the first of the merged lists. One list for every
+    // state instead would sort all the queue's (or name's) jobs first.
     if let Some(state) = &state {
         params.push(state);
         sql += &format!(" AND j.state = ${}", params.len());
@@ -1623,7 +1630,19 @@ async fn list_rows<C: Conn>(c: &C, filter: &JobFilter, rows: Rows<'_>) -> Result
         sql += &format!(" AND j.job = ${}", params.len());
     }
     params.push(&limit);
-    sql += &format!(" ORDER BY j.seq LIMIT ${}", params.len());
+    let order = format!(" ORDER BY j.seq LIMIT ${}", params.len());
+    if per_state {
+        let branches: Vec<String> = JobState::ALL
+            .iter()
+            .map(|s| format!("({sql} AND j.state = '{}'{order})", s.as_str()))
+            .collect();
+        sql = format!(
+            "SELECT * FROM ({}) AS j{order}",
+            branches.join(" UNION ALL ")
+        );
+    } else {
+        sql += &order;
+    }
     // The budget is applied here, so the rows past it are never sent.
     let budget = filter
         .max_bytes
@@ -1806,6 +1825,29 @@ pub async fn job_prune<C: Conn>(c: &C, request: &PruneRequest) -> Result<u64> {
     Ok(total)
 }
 
+/// Folds the job count deltas written so far into the totals (see migration 12): one
+/// statement, so the rows leave the deltas and reach the totals in one commit and a reader
+/// counts them once either way. Skipped while another session folds (a transaction
+/// advisory lock taken with `try`): nobody waits, and nothing is counted twice.
+pub async fn queue_counts_fold<C: Conn>(c: &C) -> Result<u64> {
+    execute(
+        c,
+        "WITH folder AS (
+             SELECT pg_try_advisory_xact_lock(
+                 hashtextextended('hinter.job_counts.' || current_schema(), 0)) AS locked
+         ),
+         moved AS (
+             DELETE FROM job_count_deltas WHERE (SELECT locked FROM folder)
+             RETURNING queue, state, n
+         )
+         INSERT INTO job_counts (queue, state, n)
+         SELECT queue, state, sum(n) FROM moved GROUP BY queue, state ORDER BY queue, state
+         ON CONFLICT (queue, state) DO UPDATE SET n = job_counts.n + excluded.n",
+        &[],
+    )
+    .await
+}
+
 pub async fn queue_list<C: Conn>(c: &C) -> Result<Vec<QueueInfo>> {
     let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
     let blank = |name: &str| QueueInfo {
@@ -1819,9 +1861,16 @@ pub async fn queue_list<C: Conn>(c: &C) -> Result<Vec<QueueInfo>> {
         cancelled: 0,
         oldest_queued_at: None,
     };
+    // Totals plus the deltas not folded into them yet (migration 12), in one statement:
+    // exact in its snapshot, and a few rows whatever the number of jobs.
     let rows = query(
         c,
-        "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state",
+        "SELECT queue, state, sum(n)::int8 FROM (
+             SELECT queue, state, n FROM job_counts
+             UNION ALL
+             SELECT queue, state, n FROM job_count_deltas
+         ) AS counts
+         GROUP BY queue, state HAVING sum(n) <> 0",
         &[],
     )
     .await?;
@@ -1842,16 +1891,27 @@ pub async fn queue_list<C: Conn>(c: &C) -> Result<Vec<QueueInfo>> {
             JobState::Cancelled => info.cancelled = count,
         }
     }
-    let oldest = query(
-        c,
-        "SELECT queue, min(run_at) FROM jobs WHERE state = 'queued' GROUP BY queue",
-        &[],
-    )
-    .await?;
-    for row in &oldest {
-        let (queue, at): (String, DateTime<Utc>) = (get(row, 0)?, get(row, 1)?);
-        if let Some(info) = queues.get_mut(&queue) {
-            info.oldest_queued_at = Some(at);
+    // The longest-waiting queued job of each queue with queued jobs: the first entry of
+    // that queue in the `jobs_queued_since` index.
+    let waiting: Vec<String> = queues
+        .values()
+        .filter(|info| info.queued > 0)
+        .map(|info| info.name.clone())
+        .collect();
+    if !waiting.is_empty() {
+        let oldest = query(
+            c,
+            "SELECT q.queue, (SELECT min(run_at) FROM jobs
+                              WHERE state = 'queued' AND queue = q.queue)
+             FROM unnest($1::text[]) AS q(queue)",
+            &[&waiting],
+        )
+        .await?;
+        for row in &oldest {
+            let (queue, at): (String, Option<DateTime<Utc>>) = (get(row, 0)?, get(row, 1)?);
+            if let Some(info) = queues.get_mut(&queue) {
+                info.oldest_queued_at = at;
+            }
         }
     }
     for row in &query(c, "SELECT name, paused FROM queues", &[]).await? {

@@ -7,6 +7,7 @@
 
 mod access;
 mod cluster;
+mod counts;
 mod idempotency;
 mod log;
 mod migrate;
@@ -273,7 +274,12 @@ impl SqliteStore {
         f: impl FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<R> + Send + 'static,
     ) -> StoreResult<R> {
         self.submit(move |conn, events| {
+            let mark = counts::mark();
             let result = writer::in_savepoint(conn, |c| f(c, events));
+            if result.is_err() {
+                // Rolled back: so are its changes to the job counts.
+                counts::undo_to(mark);
+            }
             (result, false)
         })
         .await

@@ -17,6 +17,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("migrations/0010_job_logs.sql")),
     (11, include_str!("migrations/0011_schedules.sql")),
     (12, include_str!("migrations/0012_followups.sql")),
+    (13, include_str!("migrations/0013_job_counts.sql")),
+    (14, include_str!("migrations/0014_jobs_by_name.sql")),
 ];
 
 /// The schema version this build writes.

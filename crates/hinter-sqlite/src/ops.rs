@@ -1,7 +1,7 @@
 //! The SQL of every store operation. Write operations run on the writer thread inside the
 //! group transaction; read operations on a reader connection.
 
-use crate::log;
+use crate::{counts, log};
 use chrono::{DateTime, Utc};
 use hinter_core::retry::FailOutcome;
 use hinter_core::store::{
@@ -429,6 +429,7 @@ pub fn job_insert_many(
                 }
                 e => db_err(e),
             })?;
+        counts::moved(&new.queue, None, Some(state));
         let about = log::About {
             seq,
             id: &id_text,
@@ -504,6 +505,9 @@ pub fn job_promote_scheduled(
         .collect::<rusqlite::Result<Vec<String>>>()
         .map_err(db_err)?;
     let count = queues.len() as u64;
+    for queue in &queues {
+        counts::moved(queue, Some(JobState::Scheduled), Some(JobState::Queued));
+    }
     let distinct: HashSet<String> = queues.into_iter().collect();
     events.extend(
         distinct
@@ -734,6 +738,7 @@ fn lease_round(
         else {
             continue;
         };
+        counts::moved(&queue, Some(JobState::Queued), Some(JobState::Running));
         run.execute(params![
             c.seq,
             attempt,
@@ -907,6 +912,11 @@ pub fn job_complete(
         .optional()
         .map_err(db_err)?
         .ok_or_else(|| not_running_under(conn, c.id))?;
+    counts::moved(
+        &raw.queue,
+        Some(JobState::Running),
+        Some(JobState::Succeeded),
+    );
     finish_run(
         conn,
         raw.seq,
@@ -965,7 +975,7 @@ pub fn job_fail(
         seq,
         attempt,
         cancel_requested,
-        ..
+        queue,
     } = running_under(conn, f.id, f.lease_token)?;
     let now = truncate(now);
     if let Some(reason) = f.rescued {
@@ -1014,6 +1024,7 @@ pub fn job_fail(
         limits::ERRORS_KEPT_LAST as i64
     ])
     .map_err(db_err)?;
+    counts::moved(&queue, Some(JobState::Running), Some(state));
     let run_outcome = if state == JobState::Cancelled {
         RunOutcome::Cancelled
     } else {
@@ -1078,6 +1089,7 @@ pub fn job_release(
     .map_err(db_err)?
     .execute([seq])
     .map_err(db_err)?;
+    counts::moved(&queue, Some(JobState::Running), Some(JobState::Queued));
     log::append(conn, seq, EventKind::Released, now, None, events)?;
     events.push(StoreEvent::JobsAvailable { queue });
     Ok(())
@@ -1098,6 +1110,7 @@ pub fn job_cancel(
             .map_err(db_err)?
             .execute(params![job.seq, micros(now)])
             .map_err(db_err)?;
+            counts::moved(&job.queue, Some(job.state), Some(JobState::Cancelled));
             log::append(conn, job.seq, EventKind::Cancelled, now, None, events)?;
             let job = job_with_runs(conn, job.seq)?;
             finished_events(&job, events);
@@ -1143,6 +1156,7 @@ pub fn job_retry(
     .map_err(db_err)?
     .execute(params![job.seq, micros(now)])
     .map_err(db_err)?;
+    counts::moved(&job.queue, Some(job.state), Some(JobState::Queued));
     log::append(conn, job.seq, EventKind::Retried, now, None, events)?;
     events.push(StoreEvent::JobsAvailable {
         queue: job.queue.clone(),
@@ -1235,6 +1249,68 @@ fn list_columns(filter: &JobFilter) -> String {
 }
 
 pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
+    let rows = match (filter.state, &filter.queue, &filter.job) {
+        // A queue or job name without a state: each state's jobs come in enqueue order
+        // straight from an index (`jobs_queue_state`, `jobs_job_state`: (…, state, seq)),
+        // and the first of the merged lists are the page. One list for every state instead
+        // would have to sort all the queue's (or name's) jobs first.
+        (None, Some(_), _) | (None, _, Some(_)) => {
+            let mut rows = Vec::new();
+            for state in JobState::ALL {
+                let of_state = JobFilter {
+                    state: Some(state),
+                    ..filter.clone()
+                };
+                rows.extend(job_rows(conn, &of_state)?);
+            }
+            rows.sort_by_key(|(job, _)| job.seq);
+            rows.truncate(filter.limit as usize);
+            rows
+        }
+        _ => job_rows(conn, filter)?,
+    };
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut bytes = 0u64;
+    for (job, size) in rows {
+        if filter.max_bytes.is_some_and(|budget| bytes >= budget) {
+            break;
+        }
+        bytes += size;
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
+/// The jobs `filter` selects, each with the bytes the budget counts (the byte budget itself
+/// is applied by [`job_list`]). Stops reading once the budget is spent.
+fn job_rows(conn: &Connection, filter: &JobFilter) -> Result<Vec<(Job, u64)>> {
+    let (sql, args) = list_query(filter);
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args.iter()), raw_job)
+        .map_err(db_err)?;
+    let mut jobs = Vec::new();
+    let mut bytes = 0u64;
+    for row in rows {
+        if filter.max_bytes.is_some_and(|budget| bytes >= budget) {
+            break;
+        }
+        let raw = row.map_err(db_err)?;
+        let mut size = raw.errors.len() as u64;
+        if filter.with_payload {
+            size += raw.payload.len() as u64;
+        }
+        if filter.with_result {
+            size += raw.result.as_ref().map_or(0, |r| r.len() as u64);
+        }
+        bytes += size;
+        jobs.push((raw.decode()?, size));
+    }
+    Ok(jobs)
+}
+
+/// The statement of one listing and its arguments.
+fn list_query(filter: &JobFilter) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
     let columns = list_columns(filter);
     let mut sql = format!("SELECT {columns} FROM jobs WHERE seq > ?1");
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(filter.after_seq.unwrap_or(0))];
@@ -1252,33 +1328,14 @@ pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
     }
     args.push(Box::new(i64::from(filter.limit)));
     sql += &format!(" ORDER BY seq LIMIT ?{}", args.len());
-    let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(args.iter()), raw_job)
-        .map_err(db_err)?;
-    let mut jobs = Vec::new();
-    let mut bytes = 0u64;
-    for row in rows {
-        if filter.max_bytes.is_some_and(|budget| bytes >= budget) {
-            break;
-        }
-        let raw = row.map_err(db_err)?;
-        bytes += raw.errors.len() as u64;
-        if filter.with_payload {
-            bytes += raw.payload.len() as u64;
-        }
-        if filter.with_result {
-            bytes += raw.result.as_ref().map_or(0, |r| r.len() as u64);
-        }
-        jobs.push(raw.decode()?);
-    }
-    Ok(jobs)
+    (sql, args)
 }
 
-/// Deletes up to ?3 jobs in state ?1 that finished before ?2, those that finished first.
-/// Served by the `jobs_finished` index.
+/// Deletes up to ?3 jobs in state ?1 that finished before ?2, those that finished first;
+/// returns their queues (for `job_counts`). Served by the `jobs_finished` index.
 const PRUNE_SQL: &str = "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs \
-                         WHERE state = ?1 AND finished_at < ?2 ORDER BY finished_at LIMIT ?3)";
+                         WHERE state = ?1 AND finished_at < ?2 ORDER BY finished_at LIMIT ?3) \
+                         RETURNING queue";
 
 /// Deletes finished job `id` (runs and log lines go with it); the job as it was.
 pub fn job_delete(conn: &Connection, id: Uuid) -> Result<Job> {
@@ -1294,6 +1351,7 @@ pub fn job_delete(conn: &Connection, id: Uuid) -> Result<Job> {
         .map_err(db_err)?
         .execute([job.seq])
         .map_err(db_err)?;
+    counts::moved(&job.queue, Some(job.state), None);
     Ok(job)
 }
 
@@ -1302,15 +1360,27 @@ pub fn job_delete(conn: &Connection, id: Uuid) -> Result<Job> {
 pub fn queue_purge(conn: &Connection, purge: &QueuePurge) -> Result<u64> {
     let states = serde_json::to_string(&purge.state_names()?)
         .map_err(|e| StoreError::Corrupt(format!("states: {e}")))?;
-    let n = conn
+    let mut stmt = conn
         .prepare_cached(
             "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?1 \
-             AND state IN (SELECT value FROM json_each(?2)) ORDER BY finished_at, seq LIMIT ?3)",
+             AND state IN (SELECT value FROM json_each(?2)) ORDER BY finished_at, seq LIMIT ?3) \
+             RETURNING state",
         )
-        .map_err(db_err)?
-        .execute(params![purge.queue, states, purge.limit])
         .map_err(db_err)?;
-    Ok(n as u64)
+    let deleted = stmt
+        .query_map(params![purge.queue, states, purge.limit], |r| {
+            r.get::<_, String>(0)
+        })
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<String>>>()
+        .map_err(db_err)?;
+    for state in &deleted {
+        let state = state
+            .parse::<JobState>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        counts::moved(&purge.queue, Some(state), None);
+    }
+    Ok(deleted.len() as u64)
 }
 
 pub fn job_prune(conn: &Connection, request: &PruneRequest) -> Result<u64> {
@@ -1321,16 +1391,19 @@ pub fn job_prune(conn: &Connection, request: &PruneRequest) -> Result<u64> {
         (JobState::Dead, request.dead_before),
         (JobState::Cancelled, request.cancelled_before),
     ] {
-        let n = conn
-            .prepare_cached(PRUNE_SQL)
+        let mut stmt = conn.prepare_cached(PRUNE_SQL).map_err(db_err)?;
+        let queues = stmt
+            .query_map(
+                params![state.as_str(), micros(before), (limit - total) as i64],
+                |r| r.get::<_, String>(0),
+            )
             .map_err(db_err)?
-            .execute(params![
-                state.as_str(),
-                micros(before),
-                (limit - total) as i64
-            ])
+            .collect::<rusqlite::Result<Vec<String>>>()
             .map_err(db_err)?;
-        total += n as u64;
+        for queue in &queues {
+            counts::moved(queue, Some(state), None);
+        }
+        total += queues.len() as u64;
         if total >= limit {
             break;
         }
@@ -1351,8 +1424,10 @@ pub fn queue_list(conn: &Connection) -> Result<Vec<QueueInfo>> {
         cancelled: 0,
         oldest_queued_at: None,
     };
+    // Kept by the writer with every change (counts.rs), so this reads a few rows whatever
+    // the number of jobs.
     let mut stmt = conn
-        .prepare_cached("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")
+        .prepare_cached("SELECT queue, state, n FROM job_counts WHERE n <> 0")
         .map_err(db_err)?;
     let rows = stmt
         .query_map([], |r| {
@@ -1379,17 +1454,16 @@ pub fn queue_list(conn: &Connection) -> Result<Vec<QueueInfo>> {
             JobState::Cancelled => info.cancelled = count,
         }
     }
+    // The longest-waiting queued job of each queue with queued jobs: the first entry of
+    // that queue in the `jobs_queued_since` index.
     let mut stmt = conn
-        .prepare_cached("SELECT queue, MIN(run_at) FROM jobs WHERE state = 'queued' GROUP BY queue")
+        .prepare_cached("SELECT MIN(run_at) FROM jobs WHERE state = 'queued' AND queue = ?1")
         .map_err(db_err)?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-        .map_err(db_err)?;
-    for row in rows {
-        let (queue, oldest) = row.map_err(db_err)?;
-        if let Some(info) = queues.get_mut(&queue) {
-            info.oldest_queued_at = Some(from_micros(oldest)?);
-        }
+    for info in queues.values_mut().filter(|info| info.queued > 0) {
+        let oldest: Option<i64> = stmt
+            .query_row([&info.name], |r| r.get(0))
+            .map_err(db_err)?;
+        info.oldest_queued_at = opt_from_micros(oldest)?;
     }
     let mut stmt = conn
         .prepare_cached("SELECT name, paused FROM queues")
@@ -1504,6 +1578,81 @@ mod tests {
             "the pruned job's run is deleted, the other kept"
         );
         assert_eq!(job_runs(&conn, &ids).expect("runs").len(), 1);
+    }
+
+    /// Every listing `job_list` runs reads an index in `seq` order: no scan of the table, no
+    /// sort (a queue or name without a state is listed state by state, see `job_list`).
+    #[test]
+    fn listings_read_an_index_in_order_for_every_filter() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        crate::migrate::migrate(&mut conn).expect("migrate");
+        let mut queries = vec![JobFilter {
+            limit: 50,
+            ..JobFilter::default()
+        }];
+        for queue in [None, Some("q".to_string())] {
+            for job in [None, Some("j".to_string())] {
+                queries.push(JobFilter {
+                    state: Some(JobState::Dead),
+                    queue: queue.clone(),
+                    job,
+                    after_seq: Some(10),
+                    limit: 50,
+                    ..JobFilter::default()
+                });
+            }
+        }
+        for filter in queries {
+            let (sql, args) = list_query(&filter);
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("explain");
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    r.get::<_, String>(3)
+                })
+                .expect("query plan")
+                .collect::<rusqlite::Result<_>>()
+                .expect("query plan rows");
+            let expected = match (&filter.state, &filter.queue, &filter.job) {
+                (None, _, _) => "USING INTEGER PRIMARY KEY (rowid>?)",
+                (Some(_), None, None) => "USING INDEX jobs_state_seq (state=? AND seq>?)",
+                (Some(_), Some(_), None) => {
+                    "USING INDEX jobs_queue_state (queue=? AND state=? AND rowid>?)"
+                }
+                (Some(_), _, Some(_)) => "USING INDEX jobs_job_state (job=? AND state=? AND rowid>?)",
+            };
+            assert!(
+                plan.iter().any(|step| step.contains(expected)),
+                "{filter:?}: expected {expected}, got {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+                "{filter:?}: the index gives the order, no sort: {plan:?}"
+            );
+        }
+    }
+
+    /// The oldest queued job of a queue comes from the first entry of `jobs_queued_since`.
+    #[test]
+    fn oldest_queued_reads_one_index_entry() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        crate::migrate::migrate(&mut conn).expect("migrate");
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT MIN(run_at) FROM jobs \
+                 WHERE state = 'queued' AND queue = ?1",
+            )
+            .expect("explain")
+            .query_map(["q"], |r| r.get::<_, String>(3))
+            .expect("query plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("query plan rows");
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("COVERING INDEX jobs_queued_since (queue=?)")),
+            "{plan:?}"
+        );
     }
 
     #[test]

@@ -439,6 +439,12 @@ impl Writer {
                 });
             }
         }
+        if doom.is_none() {
+            // The job counts of what the group changed, in its transaction.
+            if let Err(e) = crate::counts::flush(conn) {
+                doom = Some(e);
+            }
+        }
         let mut wal_before = None;
         let committed = match doom {
             Some(e) => Err(match e {
@@ -479,6 +485,7 @@ impl Writer {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
+                crate::counts::discard();
                 match &err {
                     // Already logged, once, by `mark_gone`.
                     StoreError::Storage(_) if self.health.gone.get().is_some() => {}

@@ -25,6 +25,7 @@
 mod access;
 mod cluster;
 mod concurrency;
+mod counts;
 mod events;
 mod finish;
 mod followups;
@@ -44,6 +45,7 @@ mod unique;
 pub use access::*;
 pub use cluster::*;
 pub use concurrency::*;
+pub use counts::*;
 pub use events::*;
 pub use finish::*;
 pub use followups::*;
@@ -191,6 +193,8 @@ macro_rules! conformance_suite {
             // queues, listing, retention
             pause_stops_leases,
             queue_list_counts_and_paused,
+            queue_counts_follow_every_transition,
+            queue_counts_follow_deletes_and_rollbacks,
             list_filters,
             list_pages_with_cursor,
             list_pages_by_job_page,

@@ -49,8 +49,9 @@ pub struct BenchArgs {
     /// `backlog`; the embedded store all but `backlog`. `scripts` runs trivial `.sh` script
     /// jobs (a twentieth of --jobs, at least 1000) with --script-concurrency. `schedules`
     /// (embedded store): how late an every-second schedule fires on an idle server, and the
-    /// CPU 10,000 schedules cost.
-    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events", "backlog", "scripts", "schedules"])]
+    /// CPU 10,000 schedules cost. `reads` (both stores; only when named): the dashboard's
+    /// reads over HTTP with 1,000,000 finished and 100,000 queued jobs (bench_reads.rs).
+    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events", "backlog", "scripts", "schedules", "reads"])]
     pub only: Vec<String>,
 }
 
@@ -518,6 +519,12 @@ async fn events_sqlite(durability: Durability) -> anyhow::Result<(Duration, Dura
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if args.only.iter().any(|p| p == "reads") {
+        crate::bench_reads::run(&args).await?;
+        if args.only.iter().all(|p| p == "reads") {
+            return Ok(());
+        }
+    }
     if let Some(url) = &args.database {
         return crate::bench_pg::run(url, &args).await;
     }

@@ -12,20 +12,20 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// A store in a fresh schema; the schema is dropped by [`Scratch::drop_schema`].
-struct Scratch {
+pub(crate) struct Scratch {
     url: String,
     schema: String,
 }
 
 impl Scratch {
-    fn new(url: &str) -> Self {
+    pub(crate) fn new(url: &str) -> Self {
         Scratch {
             url: url.to_string(),
             schema: format!("hinter_bench_{:08x}", rand::random::<u32>()),
         }
     }
 
-    async fn connect(&self) -> anyhow::Result<Arc<PostgresStore>> {
+    pub(crate) async fn connect(&self) -> anyhow::Result<Arc<PostgresStore>> {
         let options = PostgresOptions {
             schema: Some(self.schema.clone()),
             ..PostgresOptions::default()
@@ -51,12 +51,12 @@ impl Scratch {
 
     /// Brings the table to the steady state autovacuum keeps a live system in, so a bulk
     /// fill's pending vacuum does not compete with the measurement.
-    async fn vacuum(&self) -> anyhow::Result<()> {
+    pub(crate) async fn vacuum(&self) -> anyhow::Result<()> {
         self.execute(&format!("VACUUM (ANALYZE) {}.jobs", self.schema))
             .await
     }
 
-    async fn drop_schema(self) -> anyhow::Result<()> {
+    pub(crate) async fn drop_schema(self) -> anyhow::Result<()> {
         self.execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
             .await
     }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_pg;
+mod bench_reads;
 mod callbacks;
 mod client_cmds;
 mod config;

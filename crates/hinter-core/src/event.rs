@@ -143,6 +143,8 @@ pub struct JobEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
     pub queue: Option<String>,
+    /// Only events of these queues (a token's queues); with `queue` too, both apply.
+    pub queues: Option<Vec<String>>,
     pub job: Option<String>,
     pub job_id: Option<Uuid>,
 }
@@ -150,6 +152,7 @@ pub struct EventFilter {
 impl EventFilter {
     pub fn matches(&self, event: &JobEvent) -> bool {
         self.queue.as_ref().is_none_or(|q| *q == event.queue)
+            && self.queues.as_ref().is_none_or(|qs| qs.contains(&event.queue))
             && self.job.as_ref().is_none_or(|j| *j == event.job)
             && self.job_id.is_none_or(|id| id == event.job_id)
     }

@@ -421,6 +421,8 @@ impl std::str::FromStr for Include {
 pub struct JobFilter {
     pub state: Option<JobState>,
     pub queue: Option<String>,
+    /// Only jobs of these queues (a token's queues); with `queue` too, both apply.
+    pub queues: Option<Vec<String>>,
     pub job: Option<String>,
     /// Cursor: only jobs enqueued after the job with this sequence number.
     pub after_seq: Option<i64>,

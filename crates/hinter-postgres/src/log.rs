@@ -105,6 +105,18 @@ pub async fn read<C: Conn>(
         params.push(queue);
         conditions += &format!(" AND e.queue = ${}", params.len());
     }
+    // A name with NUL names no queue PostgreSQL can hold: left out.
+    let queues: Option<Vec<&str>> = filter.queues.as_ref().map(|queues| {
+        queues
+            .iter()
+            .map(String::as_str)
+            .filter(|q| !q.contains('\0'))
+            .collect()
+    });
+    if let Some(queues) = &queues {
+        params.push(queues);
+        conditions += &format!(" AND e.queue = ANY(${}::text[])", params.len());
+    }
     if let Some(job) = &filter.job {
         params.push(job);
         conditions += &format!(" AND e.job = ${}", params.len());

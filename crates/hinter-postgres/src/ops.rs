@@ -1625,6 +1625,18 @@ async fn list_rows<C: Conn>(c: &C, filter: &JobFilter, rows: Rows<'_>) -> Result
         params.push(queue);
         sql += &format!(" AND j.queue = ${}", params.len());
     }
+    // A name with NUL names no queue PostgreSQL can hold: left out.
+    let queues: Option<Vec<&str>> = filter.queues.as_ref().map(|queues| {
+        queues
+            .iter()
+            .map(String::as_str)
+            .filter(|q| !q.contains('\0'))
+            .collect()
+    });
+    if let Some(queues) = &queues {
+        params.push(queues);
+        sql += &format!(" AND j.queue = ANY(${}::text[])", params.len());
+    }
     if let Some(job) = &filter.job {
         params.push(job);
         sql += &format!(" AND j.job = ${}", params.len());

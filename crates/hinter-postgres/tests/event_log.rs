@@ -329,6 +329,7 @@ mod with_database {
                 queue: Some("q".into()),
                 job: Some("other".into()),
                 job_id: None,
+                queues: None,
             },
         ] {
             let page = store.events_read(0, &filter, 100).await.expect("read");
@@ -342,6 +343,7 @@ mod with_database {
                 queue: Some("q".into()),
                 job: Some("mail".into()),
                 job_id: Some(idb),
+                queues: None,
             },
         )
         .await;

@@ -62,7 +62,8 @@ pub enum QueueCheck {
     Path,
     /// The queues in the body: each job's queue (after definitions apply), a lease's queues.
     Body,
-    /// A `queue=` filter: a limited token must give one of its queues.
+    /// A `queue=` filter: a limited token may name only its queues. Without one, a listing
+    /// (jobs, events) shows every queue of the token, and a hook is refused.
     Filter,
     /// Listings that span queues are cut to the token's queues.
     Restrict,
@@ -175,6 +176,16 @@ impl Caller {
                 self.queue_list()
             ))),
             None => Ok(()),
+        }
+    }
+
+    /// The queues a listing with the `queue=` filter `filter` may show besides that filter:
+    /// 403 when the filter names a queue the token may not use; without a filter, a limited
+    /// token's own queues (`Some`), else every queue (`None`).
+    pub fn listing_queues(&self, filter: Option<&str>) -> ApiResult<Option<Vec<String>>> {
+        match filter {
+            Some(queue) => self.check_queue(queue).map(|()| None),
+            None => Ok(self.queues()),
         }
     }
 

@@ -120,9 +120,11 @@ pub async fn list(
     let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let wait = parse_wait(query.wait, state.config.max_wait)?;
     let queue = name_filter("queue", query.queue)?;
-    caller.check_filter(queue.as_deref())?;
+    // A token limited to queues follows all of them unless it names one.
+    let queues = caller.listing_queues(queue.as_deref())?;
     let filter = EventFilter {
         queue,
+        queues,
         job: name_filter("job", query.job)?,
         job_id: match non_empty(query.job_id) {
             None => None,

@@ -361,10 +361,12 @@ pub async fn list(
         .parse()
         .map_err(|e| ApiError::bad_request(format!("include: {e}")))?;
     let queue = name_filter("queue", query.queue)?;
-    caller.check_filter(queue.as_deref())?;
+    // A token limited to queues lists all of them unless it names one.
+    let queues = caller.listing_queues(queue.as_deref())?;
     let filter = JobFilter {
         state: job_state,
         queue,
+        queues,
         job: name_filter("job", query.job)?,
         after_seq: None,
         limit,

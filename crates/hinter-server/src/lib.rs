@@ -33,6 +33,7 @@ pub mod openapi;
 mod output;
 mod queues;
 pub mod schedules;
+pub mod stats;
 mod tls;
 pub mod wire;
 mod worker;
@@ -294,6 +295,12 @@ fn table() -> Vec<Entry> {
             "/api/v1/workers",
             Needs(Read, Q::None),
             workers::list,
+        ),
+        entry(
+            get.clone(),
+            "/api/v1/stats",
+            Needs(Read, Q::Restrict),
+            stats::show,
         ),
         entry(
             get.clone(),

@@ -94,6 +94,8 @@ struct Inner {
     /// Scrapes fill the store gauges and encode under this lock, so two scrapes never mix.
     scrape: tokio::sync::Mutex<()>,
     leader_source: Mutex<Option<LeaderSource>>,
+    /// Per-minute counts of the last day for `GET /api/v1/stats`, fed by the same follower.
+    stats: crate::stats::Stats,
 }
 
 /// Tells whether this process leads maintenance now.
@@ -230,6 +232,7 @@ impl Metrics {
             starts: Mutex::new(Starts::default()),
             scrape: tokio::sync::Mutex::new(()),
             leader_source: Mutex::new(None),
+            stats: crate::stats::Stats::new(),
         }))
     }
 
@@ -249,6 +252,12 @@ impl Metrics {
             metrics.0.commit_seconds.observe(took.as_secs_f64());
             metrics.0.commit_group.observe(operations as f64);
         })
+    }
+
+    /// The per-minute counts of the last day (`GET /api/v1/stats`); whoever feeds
+    /// [`Metrics::observe`] feeds them too ([`crate::stats::Stats::observe`]).
+    pub fn stats(&self) -> &crate::stats::Stats {
+        &self.0.stats
     }
 
     /// Counts one event of the log.

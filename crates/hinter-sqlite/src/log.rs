@@ -167,6 +167,9 @@ pub fn read(conn: &Connection, after: i64, filter: &EventFilter, limit: u32) -> 
             sql.push_str(&format!(" AND {column} = ?{}", args.len()));
         }
     }
+    if let Some(queues) = &filter.queues {
+        sql.push_str(&crate::ops::queue_in(queues, &mut args));
+    }
     args.push(Box::new(limit));
     sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len()));
     let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;

@@ -1248,6 +1248,19 @@ fn list_columns(filter: &JobFilter) -> String {
     columns.replacen(", checkpoint", ", NULL", 1)
 }
 
+/// ` AND queue IN (?…)` over `queues`, their values added to `args`; none: nothing matches.
+pub(crate) fn queue_in(queues: &[String], args: &mut Vec<Box<dyn rusqlite::ToSql>>) -> String {
+    if queues.is_empty() {
+        return " AND 0".into();
+    }
+    let mut marks = Vec::with_capacity(queues.len());
+    for queue in queues {
+        args.push(Box::new(queue.clone()));
+        marks.push(format!("?{}", args.len()));
+    }
+    format!(" AND queue IN ({})", marks.join(", "))
+}
+
 pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
     let rows = match (filter.state, &filter.queue, &filter.job) {
         // A queue or job name without a state: each state's jobs come in enqueue order
@@ -1321,6 +1334,9 @@ fn list_query(filter: &JobFilter) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
     if let Some(queue) = &filter.queue {
         args.push(Box::new(queue.clone()));
         sql += &format!(" AND queue = ?{}", args.len());
+    }
+    if let Some(queues) = &filter.queues {
+        sql += &queue_in(queues, &mut args);
     }
     if let Some(job) = &filter.job {
         args.push(Box::new(job.clone()));

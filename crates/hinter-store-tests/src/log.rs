@@ -379,8 +379,19 @@ pub async fn log_reads_after_an_id_with_filters_and_limits(store: Arc<dyn Store>
         queue: Some("log-a".into()),
         job: Some("odd".into()),
         job_id: None,
+        queues: None,
     };
-    for filter in [by_queue, by_job, by_id, both] {
+    // Several queues (a token's): each of them, and a queue named by both filters.
+    let by_queues = EventFilter {
+        queues: Some(vec!["log-none".into(), "log-b".into()]),
+        ..EventFilter::default()
+    };
+    let queue_in_queues = EventFilter {
+        queue: Some("log-a".into()),
+        queues: Some(vec!["log-a".into(), "log-b".into()]),
+        ..EventFilter::default()
+    };
+    for filter in [by_queue, by_job, by_id, both, by_queues, queue_in_queues] {
         let want: Vec<JobEvent> = all.iter().filter(|e| filter.matches(e)).cloned().collect();
         assert!(!want.is_empty());
         assert_eq!(read_all(store, 0, &filter, 3).await, want, "{filter:?}");

@@ -297,7 +297,8 @@ fn filter(state: Option<JobState>, queue: Option<&str>, job: Option<&str>) -> Jo
     .complete()
 }
 
-/// `job_list` filters by state, queue and job name, in enqueue order, up to `limit`.
+/// `job_list` filters by state, queue (one, or a set of them: a token's) and job name, in
+/// enqueue order, up to `limit`.
 pub async fn list_filters(store: Arc<dyn Store>) {
     let store = &*store;
     let now = base_time();
@@ -322,6 +323,34 @@ pub async fn list_filters(store: Arc<dyn Store>) {
         (filter(None, Some("nope"), None), vec![]),
         (filter(None, None, Some("alpha")), vec![a1, a3, a5]),
         (filter(None, Some("q2"), Some("beta")), vec![a4]),
+        (
+            JobFilter {
+                queues: Some(vec!["nope".into(), "q2".into()]),
+                ..filter(None, None, None)
+            },
+            vec![a3, a4],
+        ),
+        (
+            JobFilter {
+                queues: Some(vec!["q2".into(), "q1".into()]),
+                ..filter(Some(JobState::Queued), None, None)
+            },
+            vec![a1, a3, a5],
+        ),
+        (
+            JobFilter {
+                queues: Some(vec![]),
+                ..filter(None, None, None)
+            },
+            vec![],
+        ),
+        (
+            JobFilter {
+                queues: Some(vec!["q2".into()]),
+                ..filter(None, Some("q1"), None)
+            },
+            vec![],
+        ),
         (
             filter(Some(JobState::Queued), Some("q1"), Some("alpha")),
             vec![a1, a5],
@@ -424,6 +453,14 @@ pub async fn list_pages_by_job_page(store: Arc<dyn Store>) {
         (filter(None, 23, None), &all, vec![23]),
         (filter(None, 1, None), &all, vec![1; 23]),
         (filter(Some("p1"), 3, None), &in_q1, vec![3, 3, 2]),
+        (
+            JobFilter {
+                queues: Some(vec!["p1".into(), "elsewhere".into()]),
+                ..filter(None, 3, None)
+            },
+            &in_q1,
+            vec![3, 3, 2],
+        ),
         // About 1,004 bytes a job: the budget ends pages after the fifth job.
         (filter(None, 100, Some(4_500)), &all, vec![5, 5, 5, 5, 3]),
     ];

@@ -49,9 +49,12 @@ pub struct BenchArgs {
     /// `backlog`; the embedded store all but `backlog`. `scripts` runs trivial `.sh` script
     /// jobs (a twentieth of --jobs, at least 1000) with --script-concurrency. `schedules`
     /// (embedded store): how late an every-second schedule fires on an idle server, and the
-    /// CPU 10,000 schedules cost. `reads` (both stores; only when named): the dashboard's
-    /// reads over HTTP with 1,000,000 finished and 100,000 queued jobs (bench_reads.rs).
-    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events", "backlog", "scripts", "schedules", "reads"])]
+    /// CPU 10,000 schedules cost. `live` (both stores): the drain next to a serve-like HTTP
+    /// server with 0, 1 and 5 dashboards following the event stream, and the overhead in %
+    /// (3 rounds of each, --jobs per drain). `reads` (both stores; only when named): the
+    /// dashboard's reads over HTTP with 1,000,000 finished and 100,000 queued jobs
+    /// (bench_reads.rs).
+    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events", "backlog", "scripts", "schedules", "live", "reads"])]
     pub only: Vec<String>,
 }
 
@@ -646,6 +649,15 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "schedules_10k_minutely_cpu_percent".into(),
             json!(figures_of.minutely_cpu_percent),
         );
+    }
+    if run("live") {
+        let live = crate::bench_live::run(
+            crate::bench_live::Backend::Sqlite(durability),
+            args.jobs,
+            args.concurrency,
+        )
+        .await?;
+        crate::bench_live::report(&live, args.concurrency, args.json, &mut figures);
     }
     if args.json {
         println!("{}", Value::Object(figures));

@@ -213,6 +213,12 @@ pub async fn run(url: &str, args: &crate::bench::BenchArgs) -> anyhow::Result<()
         figures.insert("drain_backlog_10k_jobs_per_s".into(), json!(small.round()));
         figures.insert("drain_backlog_1m_jobs_per_s".into(), json!(large.round()));
     }
+    if run("live") {
+        let live =
+            crate::bench_live::run(crate::bench_live::Backend::Postgres(url), jobs, concurrency)
+                .await?;
+        crate::bench_live::report(&live, concurrency, json_out, &mut figures);
+    }
     if json_out {
         println!("{}", Value::Object(figures));
     }

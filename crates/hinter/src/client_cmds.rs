@@ -1549,6 +1549,7 @@ async fn events(args: EventsArgs) -> CmdResult {
         queue: args.queue,
         job: args.job,
         job_id: args.job_id,
+        queues: None,
     };
     let mut after = args.after;
     let mut down = false;

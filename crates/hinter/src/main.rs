@@ -1,6 +1,7 @@
 //! The `hinter` command: server, workers, client commands and the benchmark.
 
 mod bench;
+mod bench_live;
 mod bench_pg;
 mod bench_reads;
 mod callbacks;

@@ -4,15 +4,14 @@
 
 const STATES = ['scheduled', 'queued', 'running', 'succeeded', 'dead', 'cancelled'];
 const FINISHED = ['succeeded', 'dead', 'cancelled'];
-const MINUTES = 30;
 
 const app = {
   session: null,        // GET /ui/session
   route: null,          // {page, id}
   refreshTimer: null,
   events: null,         // EventSource
-  // Per minute since the page opened: jobs finished well and attempts that failed.
-  perMinute: { start: Math.floor(Date.now() / 60000), ok: [], failed: [] },
+  chartWindow: '1h',    // the overview's charts: '1h' or '1d' (GET /api/v1/stats?window=)
+  chartQueue: '',       // '' for every queue
 };
 
 // ---- DOM helpers (no innerHTML: every value is text) ----
@@ -159,17 +158,10 @@ async function logout() {
 
 // ---- live: one EventSource on the event log ----
 
-function bump(series, count) {
-  const minute = Math.floor(Date.now() / 60000) - app.perMinute.start;
-  while (series.length <= minute) series.push(0);
-  series[minute] += count;
-}
-
 function connectEvents() {
   if (app.events) app.events.close();
-  const queues = app.session && app.session.queues;
-  // A token limited to queues must name one; the stream follows its first.
-  const url = queues && queues.length ? `/api/v1/events?queue=${encodeURIComponent(queues[0])}` : '/api/v1/events';
+  // A token limited to queues follows all of its queues (the server cuts the stream to them).
+  const url = '/api/v1/events';
   const source = new EventSource(url, { withCredentials: true });
   const live = document.getElementById('live');
   source.onopen = () => { live.classList.add('on'); live.title = 'live: following the event stream'; };
@@ -188,8 +180,6 @@ function connectEvents() {
 }
 
 function onEvent(entry) {
-  if (entry.kind === 'succeeded') bump(app.perMinute.ok, 1);
-  if (entry.kind === 'failed') bump(app.perMinute.failed, 1);
   const route = app.route || {};
   if (route.page === 'job' && entry.job_id === route.id) {
     // Progress moves the bar at once; the rest of the page (log lines, state, runs)
@@ -254,32 +244,104 @@ async function render(quiet) {
 
 // ---- pages ----
 
-function sparkline(series, label) {
-  const width = 120, height = 28;
-  const values = series.slice(-MINUTES);
-  const max = Math.max(1, ...values);
-  const el = svg('svg', { class: 'spark', viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': label });
-  if (values.length > 1) {
-    const step = width / (values.length - 1);
-    const points = values.map((v, i) => `${(i * step).toFixed(1)},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`);
-    el.append(svg('polyline', { points: points.join(' '), fill: 'none', stroke: 'currentColor', 'stroke-width': 1.5 }));
-  }
-  return el;
+function sum(values) {
+  return values.reduce((n, v) => n + v, 0);
 }
 
-function rateCard(title, series, id) {
-  const minute = Math.floor(Date.now() / 60000) - app.perMinute.start;
-  const current = series[minute] || 0;
-  const previous = minute > 0 ? (series[minute - 1] || 0) : null;
+function clock(date, withDay) {
+  const opts = { hour: '2-digit', minute: '2-digit' };
+  if (withDay) Object.assign(opts, { weekday: 'short' });
+  return date.toLocaleTimeString([], opts);
+}
+
+// A bar chart of one or two series (the second drawn over the first, e.g. dead over failed),
+// as inline SVG: presentation attributes and classes only (the CSP allows no inline style).
+// Each bar has a <title> (its time span and counts); the chart says its sums in data-*.
+function barChart(id, title, stats, layers) {
+  const n = layers[0].values.length;
+  const barWidth = 10, height = 100;
+  const max = Math.max(1, ...layers.flatMap((l) => l.values));
+  const from = Date.parse(stats.from);
+  const step = stats.step_seconds * 1000;
+  const chart = svg('svg', {
+    id, class: 'chart', viewBox: `0 0 ${n * barWidth} ${height}`, preserveAspectRatio: 'none',
+    role: 'img', 'aria-label': `${title}: ${layers.map((l) => `${sum(l.values)} ${l.label}`).join(', ')}`,
+  });
+  for (const layer of layers) chart.setAttribute(`data-${layer.label}`, String(sum(layer.values)));
+  chart.setAttribute('data-buckets', String(n));
+  chart.append(svg('line', { class: 'axis', x1: 0, y1: height - 0.5, x2: n * barWidth, y2: height - 0.5, 'vector-effect': 'non-scaling-stroke' }));
+  for (let i = 0; i < n; i += 1) {
+    const counts = layers.map((l) => l.values[i]);
+    if (counts.every((v) => v === 0)) continue;
+    const start = new Date(from + i * step), end = new Date(from + (i + 1) * step);
+    const group = svg('g', { class: 'bar', 'data-bucket': i, 'data-at': start.toISOString() });
+    const label = svg('title', {});
+    label.textContent = `${clock(start, stats.window === '1d')}–${clock(end)}: ${layers.map((l, k) => `${counts[k]} ${l.label}`).join(', ')}`;
+    group.append(label);
+    for (const [k, layer] of layers.entries()) {
+      const v = counts[k];
+      if (v === 0) continue;
+      const h2 = Math.max(1.5, (v / max) * (height - 4));
+      group.append(svg('rect', { class: layer.cls, x: i * barWidth + 1, y: height - h2, width: barWidth - 2, height: h2 }));
+    }
+    chart.append(group);
+  }
+  const first = new Date(from), last = new Date(Date.parse(stats.to));
+  return h('figure', { class: 'chart-box' },
+    h('figcaption', {}, h('span', { class: 'chart-title' }, title), ' ',
+      layers.map((l) => h('span', { class: `legend ${l.cls}` }, `${sum(l.values)} ${l.label}`)),
+      h('span', { class: 'muted chart-max' }, `max ${max} per ${stats.step_seconds === 60 ? 'minute' : '10 minutes'}`)),
+    chart,
+    h('div', { class: 'chart-axis muted' }, h('span', {}, clock(first, stats.window === '1d')), h('span', {}, 'now')));
+}
+
+function rateCard(title, values, id) {
+  const current = values.length ? values[values.length - 1] : 0;
+  const previous = values.length > 1 ? values[values.length - 2] : 0;
   return h('div', { class: 'card' },
     h('div', { class: 'card-title' }, title),
     h('div', { class: 'card-value', id }, String(current)),
-    h('div', { class: 'muted' }, previous === null ? 'this minute (since the page opened)' : `this minute · ${previous} the minute before`),
-    sparkline(series, `${title}, per minute`));
+    h('div', { class: 'muted' }, `this minute · ${previous} the minute before`));
+}
+
+function seriesOf(stats, queue) {
+  if (!queue) return stats.total;
+  const found = (stats.queues || []).find((q) => q.name === queue);
+  const zeros = () => stats.total.succeeded.map(() => 0);
+  return found || { succeeded: zeros(), failed: zeros(), dead: zeros(), cancelled: zeros() };
+}
+
+function charts(stats, queueNames) {
+  if (stats.error) return h('p', { class: 'error-text' }, `Charts: ${stats.error}`);
+  const pick = (w, label) => h('button', {
+    id: `chart-window-${w}`, class: 'toggle', 'aria-pressed': app.chartWindow === w ? 'true' : 'false',
+    onclick: () => { app.chartWindow = w; render(); },
+  }, label);
+  const names = [...new Set([...queueNames, ...(stats.queues || []).map((q) => q.name), app.chartQueue].filter(Boolean))].sort();
+  const select = h('select', { id: 'chart-queue', 'aria-label': 'queue of the charts', onchange: (e) => { app.chartQueue = e.target.value; render(); } },
+    h('option', { value: '' }, 'every queue'),
+    names.map((n) => h('option', { value: n, selected: n === app.chartQueue }, n)));
+  const series = seriesOf(stats, app.chartQueue);
+  const since = stats.data_from ? h('p', { class: 'muted', id: 'chart-data-from' },
+    `Counted from ${new Date(Date.parse(stats.data_from)).toLocaleString()} on: the event log is being read back, or keeps nothing older.`) : null;
+  return h('section', { id: 'charts', 'data-window': stats.window, 'data-queue': app.chartQueue },
+    h('div', { class: 'chart-head' }, h('h2', {}, 'Throughput'),
+      h('div', { class: 'segmented', role: 'group', 'aria-label': 'time window' }, pick('1h', '1 h'), pick('1d', '24 h')),
+      select),
+    since,
+    h('div', { class: 'charts' },
+      barChart('chart-succeeded', 'Succeeded', stats, [{ label: 'succeeded', cls: 'succeeded', values: series.succeeded }]),
+      barChart('chart-failures', 'Failures', stats, [
+        { label: 'failed', cls: 'failed', values: series.failed },
+        { label: 'dead', cls: 'dead', values: series.dead }])));
 }
 
 async function overview() {
-  const { queues } = await api('/api/v1/queues');
+  // The cards count per minute (the hour's buckets); the charts show the chosen window.
+  const soft = (path) => api(path).catch((e) => ({ error: e.message }));
+  const [{ queues }, hour, day] = await Promise.all([api('/api/v1/queues'), soft('/api/v1/stats?window=1h'),
+    app.chartWindow === '1d' ? soft('/api/v1/stats?window=1d') : Promise.resolve(null)]);
+  const perMinute = hour.error ? { succeeded: [], failed: [] } : hour.total;
   const admin = isAdmin();
   const rows = queues.map((q) => h('tr', { 'data-queue': q.name },
     h('th', { scope: 'row' }, h('a', { href: `#/jobs?queue=${encodeURIComponent(q.name)}` }, q.name)),
@@ -299,8 +361,9 @@ async function overview() {
       h('div', { class: 'card' }, h('div', { class: 'card-title' }, 'Queued'), h('div', { class: 'card-value', id: 'total-queued' }, String(totals.queued))),
       h('div', { class: 'card' }, h('div', { class: 'card-title' }, 'Running'), h('div', { class: 'card-value', id: 'total-running' }, String(totals.running))),
       h('div', { class: 'card' }, h('div', { class: 'card-title' }, 'Dead'), h('div', { class: 'card-value', id: 'total-dead' }, h('a', { href: '#/dead' }, String(totals.dead)))),
-      rateCard('Succeeded per minute', app.perMinute.ok, 'rate-ok'),
-      rateCard('Failures per minute', app.perMinute.failed, 'rate-failed')),
+      rateCard('Succeeded per minute', perMinute.succeeded, 'rate-ok'),
+      rateCard('Failures per minute', perMinute.failed, 'rate-failed')),
+    charts(day || hour, queues.map((q) => q.name)),
     h('h2', {}, 'Queues'),
     queues.length === 0 ? h('p', { class: 'muted' }, 'No queue has jobs yet.') :
       h('div', { class: 'scroll' }, h('table', { id: 'queues' },
@@ -322,14 +385,15 @@ function jobRow(job, selectable) {
 
 const JOB_HEAD = ['Id', 'Job', 'Queue', 'State', 'Attempt', 'Progress', 'Created', 'Last error'];
 
-function limitedQueue(params) {
-  const queues = app.session && app.session.queues;
-  return params.get('queue') || (queues && queues.length ? queues[0] : '');
+// A token limited to queues sees all of them without a queue filter (the API cuts listings
+// to its queues), and one of them with it.
+function queueFilter(params) {
+  return params.get('queue') || '';
 }
 
 async function jobs(route) {
   const p = route.params;
-  const queue = limitedQueue(p);
+  const queue = queueFilter(p);
   const query = new URLSearchParams({ limit: '50' });
   for (const [key, value] of [['state', p.get('state')], ['queue', queue], ['job', p.get('job')], ['cursor', p.get('cursor')]]) {
     if (value) query.set(key, value);
@@ -438,7 +502,7 @@ async function jobDetail(route) {
 }
 
 async function dead(route) {
-  const queue = limitedQueue(route.params);
+  const queue = queueFilter(route.params);
   const query = new URLSearchParams({ state: 'dead', limit: '100' });
   if (queue) query.set('queue', queue);
   const page = await api(`/api/v1/jobs?${query}`);

@@ -609,3 +609,210 @@ async fn a_form_post_without_the_csrf_token_is_refused() {
     })
     .await;
 }
+
+/// Reads `attribute` of the first element matching `css` until `done` accepts it; its value.
+async fn wait_attribute(
+    s: &Setup,
+    css: &str,
+    attribute: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + PAGE_TIMEOUT;
+    loop {
+        let value = s
+            .browser
+            .script(
+                "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;",
+                json!([css, attribute]),
+            )
+            .await;
+        if let Some(value) = value.as_str().filter(|v| done(v)) {
+            return value.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{css} [{attribute}] is {value} after {PAGE_TIMEOUT:?}; the page:\n{}",
+            s.browser.body_text().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The overview's charts (`GET /api/v1/stats`) show a workload: 4 jobs succeeded and 2 dead,
+/// as bars with their counts in titles; the 24 h switch and the queue choice redraw them; the
+/// charts fit a phone and are photographed in dark mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_charts_show_a_workload() {
+    let Some(s) = setup("charts", false).await else {
+        return;
+    };
+    for n in 0..4 {
+        s.enqueue(json!({"job": "send", "queue": "charts-ok", "payload": {"n": n}}))
+            .await;
+        let leased = s.lease("charts-ok").await;
+        let id = id_of(&leased[0]);
+        let (status, body) = s
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/jobs/{id}/complete"),
+                Some(json!({"lease_token": leased[0]["lease_token"], "result": n})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    s.dead_job("charts-bad", "no paper").await;
+    s.dead_job("charts-bad", "no ink").await;
+
+    s.open("").await;
+    wait_attribute(&s, "#chart-succeeded", "data-succeeded", |v| v == "4").await;
+    wait_attribute(&s, "#chart-failures", "data-dead", |v| v == "2").await;
+    assert_eq!(
+        wait_attribute(&s, "#chart-failures", "data-failed", |_| true).await,
+        "2"
+    );
+    assert_eq!(
+        wait_attribute(&s, "#chart-succeeded", "data-buckets", |_| true).await,
+        "60"
+    );
+    // Each bar tells its counts; the workload's minutes hold them all.
+    let titles = s
+        .browser
+        .script(
+            "return [...document.querySelectorAll('#chart-succeeded .bar title')].map(t => t.textContent);",
+            json!([]),
+        )
+        .await;
+    let titles: Vec<String> = serde_json::from_value(titles).expect("titles");
+    let counted: u64 = titles
+        .iter()
+        .filter_map(|t| t.rsplit(": ").next()?.strip_suffix(" succeeded")?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, 4, "bar titles: {titles:?}");
+    assert_eq!(
+        s.browser.text_of("#rate-ok").await.map(|t| t.parse::<u64>().is_ok()),
+        Some(true)
+    );
+    s.browser.screenshot("overview-charts").await;
+
+    // 24 h: 144 bars of 10 minutes, the same sums.
+    s.browser.click("#chart-window-1d").await;
+    wait_attribute(&s, "#charts", "data-window", |v| v == "1d").await;
+    assert_eq!(
+        wait_attribute(&s, "#chart-succeeded", "data-buckets", |_| true).await,
+        "144"
+    );
+    wait_attribute(&s, "#chart-succeeded", "data-succeeded", |v| v == "4").await;
+    assert_eq!(
+        wait_attribute(&s, "#chart-window-1d", "aria-pressed", |_| true).await,
+        "true"
+    );
+    // One queue: the dead jobs' queue has no success.
+    s.browser
+        .script(
+            "const select = document.querySelector('#chart-queue');
+             select.value = 'charts-bad';
+             select.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    wait_attribute(&s, "#charts", "data-queue", |v| v == "charts-bad").await;
+    assert_eq!(
+        wait_attribute(&s, "#chart-succeeded", "data-succeeded", |_| true).await,
+        "0"
+    );
+    assert_eq!(
+        wait_attribute(&s, "#chart-failures", "data-dead", |_| true).await,
+        "2"
+    );
+
+    // A phone: the charts fit its width.
+    s.browser.resize(390, 844).await;
+    s.open("").await;
+    wait_attribute(&s, "#chart-failures", "data-dead", |v| v == "2").await;
+    let overflow = s
+        .browser
+        .script(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        overflow.as_i64().is_some_and(|o| o <= 0),
+        "the page is wider than a phone: {overflow}"
+    );
+    s.browser.screenshot("overview-charts-phone").await;
+    s.browser.resize(1280, 900).await;
+    s.browser.color_scheme("dark").await;
+    s.open("").await;
+    wait_attribute(&s, "#chart-failures", "data-dead", |v| v == "2").await;
+    // The bars take their colours from the style sheet (dark mode's green).
+    let fill = s
+        .browser
+        .script(
+            "const r = document.querySelector('#chart-succeeded rect.succeeded'); return r ? getComputedStyle(r).fill : null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(fill, json!("rgb(86, 211, 100)"), "the bars' colour in dark mode");
+    s.browser.screenshot("overview-charts-dark").await;
+}
+
+/// A token limited to two queues sees both in the jobs list, the dead list and the overview,
+/// and nothing of a third queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_limited_to_two_queues_sees_both() {
+    let Some(s) = setup("two-queues", true).await else {
+        return;
+    };
+    let output = hinter_command()
+        .args(["tokens", "create", "two", "--scope", "read"])
+        .args(["--queue", "first-q", "--queue", "second-q", "--data-dir"])
+        .arg(s.dir.data_dir())
+        .output()
+        .expect("running hinter tokens create");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let limited = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .expect("the token")
+        .trim()
+        .to_string();
+    let first = s.dead_job("first-q", "one").await;
+    let second = s.dead_job("second-q", "two").await;
+    let other = s.dead_job("other-q", "three").await;
+    s.enqueue(json!({"job": "send", "queue": "second-q"})).await;
+
+    s.open("").await;
+    s.log_in(&limited).await;
+    s.browser
+        .wait_text(&queue_cell("second-q", "queued"), "1 queued", |t| t == "1")
+        .await;
+    s.browser.wait_element(&queue_cell("first-q", "dead")).await;
+    assert!(s.browser.find_all("tr[data-queue=\"other-q\"]").await.is_empty());
+
+    s.open("#/jobs").await;
+    s.browser
+        .wait_element(&format!("#jobs tr[data-job=\"{second}\"]"))
+        .await;
+    s.browser
+        .wait_element(&format!("#jobs tr[data-job=\"{first}\"]"))
+        .await;
+    assert_eq!(s.browser.find_all("#jobs tbody tr").await.len(), 3);
+    s.open("#/dead").await;
+    s.browser
+        .wait_element(&format!("#dead tr[data-job=\"{first}\"]"))
+        .await;
+    s.browser
+        .wait_element(&format!("#dead tr[data-job=\"{second}\"]"))
+        .await;
+    assert!(s
+        .browser
+        .find_all(&format!("tr[data-job=\"{other}\"]"))
+        .await
+        .is_empty());
+    s.browser.screenshot("dead-two-queues").await;
+}

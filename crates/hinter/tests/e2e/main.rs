@@ -25,4 +25,5 @@ mod ordering;
 mod queues;
 mod replies;
 mod sse;
+mod stats;
 mod unique;

@@ -1,0 +1,304 @@
+//! `hinter bench --only live`: what an open dashboard costs a drain.
+//!
+//! The in-process drain (no-op handlers, `--concurrency`) runs next to a real HTTP server on
+//! the same store, as in `serve` (the API's router over hyper, and the event-log follower
+//! that feeds `/metrics` and the charts), first with no browser, then with one and with five
+//! dashboard clients: each holds `GET /api/v1/events` as Server-Sent Events (what the page's
+//! `EventSource` asks for) and reads everything it sends, and, as the overview does while
+//! events arrive, reads `GET /api/v1/queues` and `GET /api/v1/stats` at most once a second.
+//! The figures are the drain rates and the overhead: how much longer the drain takes with
+//! the clients than without, in percent. Rounds alternate between the settings, and each
+//! setting's median is reported, since the machine's other load varies.
+
+use crate::serve::open_sqlite;
+use anyhow::{bail, Context};
+use hinter_core::{Definitions, Store, SystemClock};
+use hinter_server::{AppState, ConnLimits, ServerConfig};
+use hinter_sqlite::Durability;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Dashboard clients per setting.
+const CLIENTS: [usize; 3] = [0, 1, 5];
+/// Rounds of the three settings.
+const ROUNDS: usize = 3;
+
+/// One setting's result.
+#[derive(Debug, Clone)]
+pub struct LiveFigure {
+    pub clients: usize,
+    /// Median drain rate, jobs per second.
+    pub jobs_per_s: f64,
+    /// How much longer the drain took than with no client, in percent (0 for the baseline).
+    pub overhead_percent: f64,
+    /// SSE events the clients received per second of drain, all clients together.
+    pub events_per_s: f64,
+}
+
+/// Where each round's fresh store comes from.
+pub enum Backend<'a> {
+    Sqlite(Durability),
+    Postgres(&'a str),
+}
+
+/// A fresh store (and what must live as long as it, or be cleaned up after).
+enum Fresh {
+    /// The store's directory, removed when dropped.
+    Sqlite { _dir: tempfile::TempDir },
+    Postgres { url: String, schema: String },
+}
+
+impl Fresh {
+    async fn open(backend: &Backend<'_>) -> anyhow::Result<(Arc<dyn hinter_core::Backend>, Fresh)> {
+        match backend {
+            Backend::Sqlite(durability) => {
+                let dir = tempfile::tempdir().context("creating a temp dir")?;
+                let store = Arc::new(open_sqlite(dir.path(), *durability).await?);
+                Ok((store, Fresh::Sqlite { _dir: dir }))
+            }
+            Backend::Postgres(url) => {
+                let schema = format!("hinter_bench_live_{:08x}", rand::random::<u32>());
+                let options = hinter_postgres::PostgresOptions {
+                    schema: Some(schema.clone()),
+                    ..hinter_postgres::PostgresOptions::default()
+                };
+                let store = hinter_postgres::PostgresStore::connect(url, options)
+                    .await
+                    .context("connecting to the benchmark database")?;
+                Ok((
+                    Arc::new(store),
+                    Fresh::Postgres {
+                        url: url.to_string(),
+                        schema,
+                    },
+                ))
+            }
+        }
+    }
+
+    async fn clean_up(self) -> anyhow::Result<()> {
+        if let Fresh::Postgres { url, schema } = self {
+            let client = hinter_postgres::connect_session(&url)
+                .await
+                .context("connecting to the benchmark database")?;
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .await
+                .context("dropping the benchmark schema")?;
+        }
+        Ok(())
+    }
+}
+
+/// A dashboard's live view: the event stream, read to the end of every event, and the
+/// overview's reads at most once a second while events arrive. Counts the events.
+async fn dashboard_client(
+    http: reqwest::Client,
+    base: String,
+    events: Arc<AtomicU64>,
+    connected: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<()> {
+    let mut stream = http
+        .get(format!("{base}/api/v1/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .context("opening the event stream")?;
+    if !stream.status().is_success() {
+        bail!("the event stream answered {}", stream.status());
+    }
+    let _ = connected.send(()).await;
+    let mut last_refresh = Instant::now();
+    let mut pending_refresh = false;
+    let mut tail = Vec::new();
+    while let Some(chunk) = stream.chunk().await.context("reading the event stream")? {
+        tail.extend_from_slice(&chunk);
+        // Events end with an empty line; count the complete ones.
+        let mut seen = 0;
+        let mut start = 0;
+        while let Some(at) = tail[start..].windows(2).position(|w| w == b"\n\n") {
+            let block = &tail[start..start + at];
+            if block.starts_with(b"id:") || block.windows(7).any(|w| w == b"\nevent:") {
+                seen += 1;
+            }
+            start += at + 2;
+        }
+        tail.drain(..start);
+        if seen > 0 {
+            events.fetch_add(seen, Ordering::Relaxed);
+            pending_refresh = true;
+        }
+        if pending_refresh && last_refresh.elapsed() >= Duration::from_secs(1) {
+            for path in ["/api/v1/queues", "/api/v1/stats?window=1h"] {
+                let answer = http.get(format!("{base}{path}")).send().await?;
+                if !answer.status().is_success() {
+                    bail!("{path} answered {}", answer.status());
+                }
+                let _: Value = answer.json().await?;
+            }
+            last_refresh = Instant::now();
+            pending_refresh = false;
+        }
+    }
+    Ok(())
+}
+
+/// One drain of `jobs` with `clients` dashboards open: (jobs per second, events received).
+async fn round(
+    backend: &Backend<'_>,
+    jobs: u64,
+    concurrency: usize,
+    clients: usize,
+) -> anyhow::Result<(f64, u64)> {
+    let (backend_store, fresh) = Fresh::open(backend).await?;
+    let store: Arc<dyn Store> = backend_store.clone();
+    crate::bench::fill(store.as_ref(), jobs).await?;
+    let metrics = hinter_server::Metrics::new();
+    // As `serve` does: one follower of the log feeds the metrics and the charts.
+    let last = store.events_last_id().await?;
+    let mut follower =
+        hinter_engine::EventFollower::new(store.clone(), last, hinter_core::EventFilter::default());
+    let counting = {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            while let Ok(event) = follower.next().await {
+                metrics.observe(&event);
+                metrics.stats().observe(&event, chrono::Utc::now());
+            }
+        })
+    };
+    let state = AppState {
+        store: store.clone(),
+        cluster: backend_store.clone(),
+        clock: Arc::new(SystemClock),
+        definitions: Definitions::new(),
+        config: Arc::new(ServerConfig::default()),
+        ready: Arc::new(AtomicBool::new(true)),
+        metrics,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(hinter_server::serve(
+        listener,
+        state.clone(),
+        ConnLimits::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let events = Arc::new(AtomicU64::new(0));
+    let (connected_tx, mut connected_rx) = tokio::sync::mpsc::channel(clients.max(1));
+    let mut browsers = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        browsers.spawn(dashboard_client(
+            http.clone(),
+            base.clone(),
+            events.clone(),
+            connected_tx.clone(),
+        ));
+    }
+    for _ in 0..clients {
+        tokio::time::timeout(Duration::from_secs(10), connected_rx.recv())
+            .await
+            .context("a dashboard client did not connect within 10 s")?;
+    }
+    let rate = crate::bench::run_noop_worker(store.clone(), jobs, concurrency, true).await?;
+    let received = events.load(Ordering::Relaxed);
+    // The streams end when the server stops.
+    state.ready.store(false, Ordering::Release);
+    let _ = stop.send(());
+    browsers.abort_all();
+    while let Some(done) = browsers.join_next().await {
+        if let Ok(Err(e)) = done {
+            bail!("a dashboard client failed: {e:#}");
+        }
+    }
+    let _ = server.await;
+    counting.abort();
+    store.close().await?;
+    drop((store, backend_store));
+    fresh.clean_up().await?;
+    Ok((rate, received))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// Runs [`ROUNDS`] rounds of each setting of [`CLIENTS`], alternating.
+pub async fn run(
+    backend: Backend<'_>,
+    jobs: u64,
+    concurrency: usize,
+) -> anyhow::Result<Vec<LiveFigure>> {
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); CLIENTS.len()];
+    let mut event_rates: Vec<Vec<f64>> = vec![Vec::new(); CLIENTS.len()];
+    for _ in 0..ROUNDS {
+        for (i, &clients) in CLIENTS.iter().enumerate() {
+            let (rate, received) = round(&backend, jobs, concurrency, clients).await?;
+            rates[i].push(rate);
+            event_rates[i].push(received as f64 * rate / jobs as f64);
+        }
+    }
+    let base = median(rates[0].clone());
+    Ok(CLIENTS
+        .iter()
+        .enumerate()
+        .map(|(i, &clients)| {
+            let rate = median(rates[i].clone());
+            LiveFigure {
+                clients,
+                jobs_per_s: rate,
+                overhead_percent: if i == 0 {
+                    0.0
+                } else {
+                    (base / rate - 1.0) * 100.0
+                },
+                events_per_s: median(event_rates[i].clone()),
+            }
+        })
+        .collect())
+}
+
+/// Prints the figures (unless `json`) and adds them to `figures`.
+pub fn report(
+    figures_of: &[LiveFigure],
+    concurrency: usize,
+    json_out: bool,
+    figures: &mut serde_json::Map<String, Value>,
+) {
+    for f in figures_of {
+        if !json_out {
+            if f.clients == 0 {
+                println!(
+                    "drain with a serve-like HTTP server, concurrency {concurrency:<3}, no dashboard: {:>8.0} jobs/s",
+                    f.jobs_per_s
+                );
+            } else {
+                println!(
+                    "  … with {} dashboard{} live ({:>7.0} events/s received): {:>8.0} jobs/s, overhead {:+.1} %",
+                    f.clients,
+                    if f.clients == 1 { "" } else { "s" },
+                    f.events_per_s,
+                    f.jobs_per_s,
+                    f.overhead_percent
+                );
+            }
+        }
+        figures.insert(
+            format!("live_{}_dashboards_jobs_per_s", f.clients),
+            json!(f.jobs_per_s.round()),
+        );
+        if f.clients > 0 {
+            figures.insert(
+                format!("live_{}_dashboards_overhead_percent", f.clients),
+                json!((f.overhead_percent * 10.0).round() / 10.0),
+            );
+        }
+    }
+}

@@ -42,6 +42,7 @@ pub struct JobSpec {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationInput>))]
     pub delay: Option<Duration>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_attempts: Option<u32>,
     #[serde(default)]
     pub unique_key: Option<String>,

@@ -142,6 +142,7 @@ pub fn build() -> Document {
     let components = doc.components.get_or_insert_with(Components::default);
     add_security_schemes(components);
     merge_job_summary(components);
+    open_all_of_parts(components);
     for route in crate::routes() {
         if is_dashboard(route.path) {
             continue;
@@ -233,6 +234,48 @@ fn merge_job_summary(components: &mut Components) {
     for name in more.required {
         if !summary.required.contains(&name) {
             summary.required.push(name);
+        }
+    }
+}
+
+/// A type that flattens a request body (`Schedule` holds a `ScheduleSpec`) is `allOf` that
+/// body's schema and its own fields; the body refuses unknown fields
+/// (`additionalProperties: false`), which inside `allOf` would refuse the other part's fields
+/// too, so no answer could match. In an `allOf` such a part is written out without it.
+fn open_all_of_parts(components: &mut Components) {
+    use utoipa::openapi::schema::Schema;
+    let closed: std::collections::BTreeMap<String, RefOr<Schema>> = components
+        .schemas
+        .iter()
+        .filter_map(|(name, schema)| match schema {
+            RefOr::T(Schema::Object(object))
+                if object.additional_properties.as_deref().is_some_and(|a| {
+                    matches!(
+                        a,
+                        utoipa::openapi::schema::AdditionalProperties::FreeForm(false)
+                    )
+                }) =>
+            {
+                let mut open = object.clone();
+                open.additional_properties = None;
+                Some((
+                    format!("#/components/schemas/{name}"),
+                    RefOr::T(Schema::Object(open)),
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    for schema in components.schemas.values_mut() {
+        let RefOr::T(Schema::AllOf(all_of)) = schema else {
+            continue;
+        };
+        for part in &mut all_of.items {
+            if let RefOr::Ref(reference) = part {
+                if let Some(open) = closed.get(&reference.ref_location) {
+                    *part = open.clone();
+                }
+            }
         }
     }
 }

@@ -278,6 +278,7 @@ pub struct LeaseBody {
     pub worker_id: String,
     /// Most jobs to take, 1 to 1000; absent: 1.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max: Option<u32>,
     /// How long the lease lasts without a heartbeat, 1s to 1h; absent: the server's default.
     #[serde(default, with = "opt_duration")]
@@ -387,9 +388,13 @@ pub struct Logged {
 #[serde(deny_unknown_fields)]
 pub struct WorkerReport {
     pub host: String,
+    /// 0 to 4294967295 (an unsigned 32-bit number).
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, minimum = 0, maximum = 4294967295_i64))]
     pub pid: u32,
     #[serde(default)]
     pub queues: Vec<String>,
+    /// 0 to 4294967295 (an unsigned 32-bit number).
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, minimum = 0, maximum = 4294967295_i64))]
     pub concurrency: u32,
     pub started_at: DateTime<Utc>,
 }

@@ -51,6 +51,7 @@ pub struct JobSpec {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationInput>))]
     pub delay: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,

@@ -61,7 +61,7 @@ pub struct LogsQuery {
     summary = "A job's log lines, in the order written",
     params(
         ("id" = uuid::Uuid, Path, description = "The job's id. One that is not a UUID names no job: 404."),
-        ("attempt" = Option<u32>, Query, minimum = 1, description = "Only the lines of this attempt (1 or more)."),
+        ("attempt" = Option<i64>, Query, minimum = 1, maximum = 4294967295_i64, description = "Only the lines of this attempt (1 to 4294967295)."),
         ("after" = Option<i64>, Query, minimum = 0, description = "Only lines after this line id (`next_after` of the previous page); default 0."),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most items answered, 1 to 1000 (default 1000); another value is 400.")
     ),

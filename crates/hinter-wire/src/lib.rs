@@ -479,9 +479,13 @@ pub struct Logged {
 #[serde(deny_unknown_fields)]
 pub struct WorkerReport {
     pub host: String,
+    /// 0 to 4294967295 (an unsigned 32-bit number).
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, minimum = 0, maximum = 4294967295_i64))]
     pub pid: u32,
     #[serde(default)]
     pub queues: Vec<String>,
+    /// 0 to 4294967295 (an unsigned 32-bit number).
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, minimum = 0, maximum = 4294967295_i64))]
     pub concurrency: u32,
     pub started_at: DateTime<Utc>,
 }

@@ -152,7 +152,10 @@ pub struct EventFilter {
 impl EventFilter {
     pub fn matches(&self, event: &JobEvent) -> bool {
         self.queue.as_ref().is_none_or(|q| *q == event.queue)
-            && self.queues.as_ref().is_none_or(|qs| qs.contains(&event.queue))
+            && self
+                .queues
+                .as_ref()
+                .is_none_or(|qs| qs.contains(&event.queue))
             && self.job.as_ref().is_none_or(|j| *j == event.job)
             && self.job_id.is_none_or(|id| id == event.job_id)
     }

@@ -335,9 +335,7 @@ pub async fn backfill(
     let mut first_seen: Option<DateTime<Utc>> = None;
     let mut complete_back_to_cutoff = after == older && older > 0;
     while after < until {
-        let page = store
-            .events_read(after, &everything, BACKFILL_PAGE)
-            .await?;
+        let page = store.events_read(after, &everything, BACKFILL_PAGE).await?;
         let now = now();
         for event in page.events.iter().filter(|e| e.id <= until) {
             if first_seen.is_none() {
@@ -405,11 +403,10 @@ pub async fn show(
             .parse::<Window>()
             .map_err(|e| ApiError::bad_request(format!("window: {e}")))?,
     };
-    let answer =
-        state
-            .metrics
-            .stats()
-            .window(window, state.clock.now(), |queue| caller.may_use(queue));
+    let answer = state
+        .metrics
+        .stats()
+        .window(window, state.clock.now(), |queue| caller.may_use(queue));
     Ok(Json(answer))
 }
 

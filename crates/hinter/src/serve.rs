@@ -589,17 +589,10 @@ async fn count_events(
         .events_last_id()
         .await
         .context("reading the end of the event log")?;
-    let mut follower = hinter_engine::EventFollower::new(
-        store.clone(),
-        last,
-        hinter_core::EventFilter::default(),
-    );
-    let backfill = hinter_server::stats::spawn_backfill(
-        store,
-        metrics.stats().clone(),
-        last,
-        clock.clone(),
-    );
+    let mut follower =
+        hinter_engine::EventFollower::new(store.clone(), last, hinter_core::EventFilter::default());
+    let backfill =
+        hinter_server::stats::spawn_backfill(store, metrics.stats().clone(), last, clock.clone());
     let counting = tokio::spawn(async move {
         loop {
             match follower.next().await {

@@ -515,7 +515,11 @@ async fn a_read_only_token_sees_no_action_buttons() {
         .unwrap_or_default()
         .contains("viewer"));
     assert!(
-        s.browser.find_all("main button").await.is_empty(),
+        // The charts' 1 h / 24 h switch only changes the view.
+        s.browser
+            .find_all("main button:not(.toggle)")
+            .await
+            .is_empty(),
         "buttons on the overview"
     );
     s.browser.screenshot("overview-read-only").await;
@@ -685,11 +689,20 @@ async fn the_overview_charts_show_a_workload() {
     let titles: Vec<String> = serde_json::from_value(titles).expect("titles");
     let counted: u64 = titles
         .iter()
-        .filter_map(|t| t.rsplit(": ").next()?.strip_suffix(" succeeded")?.parse::<u64>().ok())
+        .filter_map(|t| {
+            t.rsplit(": ")
+                .next()?
+                .strip_suffix(" succeeded")?
+                .parse::<u64>()
+                .ok()
+        })
         .sum();
     assert_eq!(counted, 4, "bar titles: {titles:?}");
     assert_eq!(
-        s.browser.text_of("#rate-ok").await.map(|t| t.parse::<u64>().is_ok()),
+        s.browser
+            .text_of("#rate-ok")
+            .await
+            .map(|t| t.parse::<u64>().is_ok()),
         Some(true)
     );
     s.browser.screenshot("overview-charts").await;
@@ -753,7 +766,11 @@ async fn the_overview_charts_show_a_workload() {
             json!([]),
         )
         .await;
-    assert_eq!(fill, json!("rgb(86, 211, 100)"), "the bars' colour in dark mode");
+    assert_eq!(
+        fill,
+        json!("rgb(86, 211, 100)"),
+        "the bars' colour in dark mode"
+    );
     s.browser.screenshot("overview-charts-dark").await;
 }
 
@@ -792,7 +809,11 @@ async fn a_token_limited_to_two_queues_sees_both() {
         .wait_text(&queue_cell("second-q", "queued"), "1 queued", |t| t == "1")
         .await;
     s.browser.wait_element(&queue_cell("first-q", "dead")).await;
-    assert!(s.browser.find_all("tr[data-queue=\"other-q\"]").await.is_empty());
+    assert!(s
+        .browser
+        .find_all("tr[data-queue=\"other-q\"]")
+        .await
+        .is_empty());
 
     s.open("#/jobs").await;
     s.browser

@@ -65,7 +65,8 @@ async fn scenario(dir: &TestDir, store: &[String]) {
     let mut server = Server::start_on(dir, store, "serve", &[]).await;
     let api = &server.api;
     for _ in 0..SUCCEEDED {
-        api.enqueue(json!({"job": "work", "queue": "stats-ok"})).await;
+        api.enqueue(json!({"job": "work", "queue": "stats-ok"}))
+            .await;
     }
     for _ in 0..DEAD {
         api.enqueue(json!({"job": "work", "queue": "stats-dead"}))
@@ -94,10 +95,16 @@ async fn scenario(dir: &TestDir, store: &[String]) {
     let hour = wait_for_workload(&server, "1h").await;
     assert_eq!(hour["window"], "1h");
     assert_eq!(hour["step_seconds"], 60);
-    assert_eq!(hour["total"]["succeeded"].as_array().expect("series").len(), 60);
+    assert_eq!(
+        hour["total"]["succeeded"].as_array().expect("series").len(),
+        60
+    );
     let day = wait_for_workload(&server, "1d").await;
     assert_eq!(day["step_seconds"], 600);
-    assert_eq!(day["total"]["succeeded"].as_array().expect("series").len(), 144);
+    assert_eq!(
+        day["total"]["succeeded"].as_array().expect("series").len(),
+        144
+    );
     // The default window is the hour.
     let default = api.get("/api/v1/stats").await.expect_status(200).body;
     assert_eq!(default["window"], "1h");
@@ -119,7 +126,9 @@ async fn scenario(dir: &TestDir, store: &[String]) {
     let server = Server::start_on(dir, store, "serve-again", &[]).await;
     let hour = wait_for_workload(&server, "1h").await;
     // The log of this store begins with the workload: counts are complete from its start.
-    let data_from = hour["data_from"].as_str().expect("data_from: the log's start");
+    let data_from = hour["data_from"]
+        .as_str()
+        .expect("data_from: the log's start");
     let first = chrono::DateTime::parse_from_rfc3339(data_from).expect("a time");
     assert!(
         (chrono::Utc::now() - first.with_timezone(&chrono::Utc)).num_minutes() < 10,

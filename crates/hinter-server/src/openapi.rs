@@ -76,6 +76,7 @@ const HOOK_SIGNATURE: &str = "hook_signature";
         crate::worker::lease,
         crate::events::list,
         crate::queues::list,
+        crate::stats::show,
         crate::queues::pause,
         crate::queues::resume,
         crate::queues::purge,

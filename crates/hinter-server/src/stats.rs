@@ -145,7 +145,7 @@ impl std::str::FromStr for Window {
 }
 
 /// One series per kind, one number per bucket, oldest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Series {
     pub succeeded: Vec<u64>,
     pub failed: Vec<u64>,
@@ -172,7 +172,7 @@ impl Series {
 }
 
 /// A queue's series in an answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QueueSeries {
     pub name: String,
     #[serde(flatten)]
@@ -180,9 +180,10 @@ pub struct QueueSeries {
 }
 
 /// The answer of `GET /api/v1/stats`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StatsAnswer {
     /// `1h` or `1d`.
+    #[schema(value_type = String, pattern = "^1[hd]$")]
     pub window: &'static str,
     /// Length of one bucket: 60 (1h) or 600 (1d).
     pub step_seconds: i64,
@@ -391,6 +392,16 @@ pub struct StatsQuery {
 }
 
 /// `GET /api/v1/stats?window=1h|1d` (scope `read`; a token limited to queues sees those).
+#[utoipa::path(
+    get, path = "/api/v1/stats", tag = "stats", operation_id = "show_stats",
+    summary = "Jobs finished and failed attempts per minute (1h) or per 10 minutes (1d)",
+    description = "Counted by this server from the event log (the whole cluster's) in memory: a server started recently reads the log back in the background, and `data_from` says from when counts are complete. A token limited to some queues sees only those, totals included.",
+    params(("window" = Option<String>, Query, description = "`1h` (default; also `60m`) or `1d` (also `24h`); another value is 400.")),
+    responses(
+        (status = 200, description = "The counts of the window.", body = StatsAnswer),
+        (status = 400, description = "`bad_request`: a bad `window`, or an unknown query parameter.", body = crate::wire::ErrorBody)
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,

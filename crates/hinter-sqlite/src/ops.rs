@@ -1476,9 +1476,7 @@ pub fn queue_list(conn: &Connection) -> Result<Vec<QueueInfo>> {
         .prepare_cached("SELECT MIN(run_at) FROM jobs WHERE state = 'queued' AND queue = ?1")
         .map_err(db_err)?;
     for info in queues.values_mut().filter(|info| info.queued > 0) {
-        let oldest: Option<i64> = stmt
-            .query_row([&info.name], |r| r.get(0))
-            .map_err(db_err)?;
+        let oldest: Option<i64> = stmt.query_row([&info.name], |r| r.get(0)).map_err(db_err)?;
         info.oldest_queued_at = opt_from_micros(oldest)?;
     }
     let mut stmt = conn
@@ -1636,7 +1634,9 @@ mod tests {
                 (Some(_), Some(_), None) => {
                     "USING INDEX jobs_queue_state (queue=? AND state=? AND rowid>?)"
                 }
-                (Some(_), _, Some(_)) => "USING INDEX jobs_job_state (job=? AND state=? AND rowid>?)",
+                (Some(_), _, Some(_)) => {
+                    "USING INDEX jobs_job_state (job=? AND state=? AND rowid>?)"
+                }
             };
             assert!(
                 plan.iter().any(|step| step.contains(expected)),

@@ -33,7 +33,14 @@ async fn counted(store: &dyn Store) -> BTreeMap<String, Counts> {
         .map(|i| {
             (
                 i.name,
-                [i.scheduled, i.queued, i.running, i.succeeded, i.dead, i.cancelled],
+                [
+                    i.scheduled,
+                    i.queued,
+                    i.running,
+                    i.succeeded,
+                    i.dead,
+                    i.cancelled,
+                ],
             )
         })
         .filter(|(_, counts)| counts.iter().any(|n| *n > 0))
@@ -246,7 +253,9 @@ pub async fn queue_counts_follow_every_transition(store: Arc<dyn Store>) {
     expect.moved(q, Some(Q), Some(C));
     cancel(store, b, now + secs(32)).await;
     expect.moved(q, Some(S), Some(C));
-    expect.check(store, "cancels of a queued and a scheduled job").await;
+    expect
+        .check(store, "cancels of a queued and a scheduled job")
+        .await;
 
     // Retry from dead and from cancelled.
     store.job_retry(c, now + secs(33)).await.expect("retry");
@@ -333,7 +342,10 @@ pub async fn queue_counts_follow_deletes_and_rollbacks(store: Arc<dyn Store>) {
         )
         .await
         .expect("purge");
-    assert!(matches!(answer[..], [WriteResult::QueuePurged(2)]), "{answer:?}");
+    assert!(
+        matches!(answer[..], [WriteResult::QueuePurged(2)]),
+        "{answer:?}"
+    );
     expect.moved(q, Some(DEAD), None);
     expect.moved(q, Some(C), None);
     expect.check(store, "a queue purge").await;

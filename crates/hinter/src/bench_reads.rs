@@ -221,8 +221,16 @@ async fn reads(base: &str) -> anyhow::Result<Vec<Read>> {
             "/api/v1/jobs?limit=50&state=succeeded&job=render",
             None,
         ),
-        ("jobs page: queue=mail", "/api/v1/jobs?limit=50&queue=mail", None),
-        ("jobs page: job=render", "/api/v1/jobs?limit=50&job=render", None),
+        (
+            "jobs page: queue=mail",
+            "/api/v1/jobs?limit=50&queue=mail",
+            None,
+        ),
+        (
+            "jobs page: job=render",
+            "/api/v1/jobs?limit=50&job=render",
+            None,
+        ),
         (
             "jobs page: queue=mail&job=send",
             "/api/v1/jobs?limit=50&queue=mail&job=send",
@@ -238,7 +246,11 @@ async fn reads(base: &str) -> anyhow::Result<Vec<Read>> {
             "/api/v1/jobs?limit=50&state=queued",
             None,
         ),
-        ("dead page: state=dead", "/api/v1/jobs?limit=100&state=dead", None),
+        (
+            "dead page: state=dead",
+            "/api/v1/jobs?limit=100&state=dead",
+            None,
+        ),
     ];
     let mut out = Vec::new();
     for (name, path, accept) in cases {
@@ -247,7 +259,12 @@ async fn reads(base: &str) -> anyhow::Result<Vec<Read>> {
     Ok(out)
 }
 
-fn report(backend: &str, all: &[Read], say: &dyn Fn(String), figures: &mut serde_json::Map<String, Value>) {
+fn report(
+    backend: &str,
+    all: &[Read],
+    say: &dyn Fn(String),
+    figures: &mut serde_json::Map<String, Value>,
+) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     say(format!(
         "reads with {FINISHED} finished and {QUEUED} queued jobs ({backend}, {REQUESTS} requests each, p50 / p99 / max):"

@@ -157,11 +157,13 @@ async fn fuzz(name: &str, dir: &TestDir, store: Vec<String>) {
         .arg(format!("{base}/api/v1/openapi.json"))
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .args(["--checks", "all"])
-        .args(if std::env::var("HINTER_FUZZ_ALL_CHECKS").as_deref() == Ok("1") {
-            vec![]
-        } else {
-            vec!["--exclude-checks", EXCLUDED_CHECKS]
-        })
+        .args(
+            if std::env::var("HINTER_FUZZ_ALL_CHECKS").as_deref() == Ok("1") {
+                vec![]
+            } else {
+                vec!["--exclude-checks", EXCLUDED_CHECKS]
+            },
+        )
         .args(["--seed", SEED])
         .args(["--max-examples", MAX_EXAMPLES])
         .args(["--max-time", MAX_TIME])

@@ -104,7 +104,7 @@ async fn fill(store: &dyn Store, say: &dyn Fn(String)) -> anyhow::Result<()> {
             }
         }
         done += n;
-        if done % 200_000 == 0 {
+        if done.is_multiple_of(200_000) {
             say(format!(
                 "  filled {done} finished jobs ({:.0} s)",
                 started.elapsed().as_secs_f64()

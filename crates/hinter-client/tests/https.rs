@@ -40,6 +40,7 @@ async fn https_server(cert: &str, key: &str, dir: &tempfile::TempDir) -> u16 {
         config: Arc::new(ServerConfig::default()),
         ready: Arc::new(AtomicBool::new(true)),
         metrics: hinter_server::Metrics::new(),
+        hub: Default::default(),
     };
     let tls = TlsConfig::from_pem(cert.as_bytes(), key.as_bytes()).expect("certificate and key");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

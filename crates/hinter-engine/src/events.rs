@@ -15,6 +15,15 @@ const PAGE: u32 = 500;
 /// Longest wait without a wake-up hint before looking again: hints are best effort.
 const POLL: Duration = Duration::from_secs(1);
 
+/// Events read together, and the log positions around them: every event after `after` up
+/// to `next_after` (those matching the follower's filter) is in `events`, oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventBatch {
+    pub after: i64,
+    pub events: Vec<JobEvent>,
+    pub next_after: i64,
+}
+
 /// Reads the event log after an id and waits for more.
 ///
 /// Persist the id of the last event you handled and start the next follower from it: every
@@ -23,7 +32,10 @@ const POLL: Duration = Duration::from_secs(1);
 pub struct EventFollower {
     store: Arc<dyn Store>,
     filter: EventFilter,
+    /// Where the next read starts.
     after: i64,
+    /// Where what the caller has taken ends: before the buffer's first event.
+    delivered: i64,
     buffer: VecDeque<JobEvent>,
     hints: broadcast::Receiver<hinter_core::StoreEvent>,
     poll: Duration,
@@ -38,6 +50,7 @@ impl EventFollower {
             store,
             filter,
             after,
+            delivered: after,
             buffer: VecDeque::new(),
             hints,
             poll: POLL,
@@ -48,6 +61,7 @@ impl EventFollower {
     pub async fn from_now(store: Arc<dyn Store>, filter: EventFilter) -> StoreResult<Self> {
         let mut follower = Self::new(store, 0, filter);
         follower.after = follower.store.events_last_id().await?;
+        follower.delivered = follower.after;
         Ok(follower)
     }
 
@@ -62,19 +76,53 @@ impl EventFollower {
     pub async fn next(&mut self) -> StoreResult<JobEvent> {
         loop {
             if let Some(event) = self.buffer.pop_front() {
+                self.delivered = if self.buffer.is_empty() {
+                    self.after
+                } else {
+                    event.id
+                };
                 return Ok(event);
             }
-            let page = self
-                .store
-                .events_read(self.after, &self.filter, PAGE)
-                .await?;
-            self.after = page.next_after;
-            if !page.events.is_empty() {
-                self.buffer.extend(page.events);
-                continue;
-            }
-            self.wait().await;
+            self.read().await?;
         }
+    }
+
+    /// Everything read but not yet taken, or else the next events, waiting as long as it
+    /// takes: at least one event. Cancel-safe as [`EventFollower::next`].
+    pub async fn next_batch(&mut self) -> StoreResult<EventBatch> {
+        loop {
+            if !self.buffer.is_empty() {
+                let batch = EventBatch {
+                    after: self.delivered,
+                    events: self.buffer.drain(..).collect(),
+                    next_after: self.after,
+                };
+                self.delivered = self.after;
+                return Ok(batch);
+            }
+            self.read().await?;
+        }
+    }
+
+    /// Where the events taken so far end: every matching event up to this id was handed out.
+    pub fn position(&self) -> i64 {
+        self.delivered
+    }
+
+    /// One page into the buffer, or, when there is nothing new, a wait for a hint.
+    async fn read(&mut self) -> StoreResult<()> {
+        let page = self
+            .store
+            .events_read(self.after, &self.filter, PAGE)
+            .await?;
+        self.after = page.next_after;
+        if page.events.is_empty() {
+            self.delivered = self.after;
+            self.wait().await;
+        } else {
+            self.buffer.extend(page.events);
+        }
+        Ok(())
     }
 
     /// Waits for any hint that the store changed, or the poll interval.

@@ -3,10 +3,14 @@
 //! Server-Sent Events. Clients keep the id of the last event they handled and ask for what
 //! follows (`after=`, or the `Last-Event-ID` header a reconnecting `EventSource` sends).
 //!
-//! Each SSE stream reads the store itself, one page at a time, only when its client has
-//! taken the previous events (the response body is polled only when the connection can
-//! write), so a slow or stuck client costs at most one page and never holds up anyone
-//! else; it wakes on the store's hints (and every second, since hints are best effort).
+//! Each SSE stream takes its events from the server's one follower of the log
+//! ([`crate::live::EventHub`]), filtered in memory, only when its client has taken the
+//! previous ones (the response body is polled only when the connection can write), so a slow
+//! or stuck client holds up no one else: once the hub has moved on past what it keeps, the
+//! stream reads the store a page at a time until it has caught up. Where no follower feeds
+//! the hub, each stream reads the store itself, waking on the store's hints (and every
+//! second, since hints are best effort). With `every=`, a stream sends one `summary` per
+//! interval instead of each event: what a dashboard needs to know that it should refresh.
 //! The number of open streams is capped per server ([`crate::ServerConfig::max_event_streams`]);
 //! a stream ends within a second once the server begins to stop.
 
@@ -22,8 +26,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use hinter_core::{EventFilter, JobEvent, Store, StoreEvent};
+use hinter_engine::EventBatch;
 use serde::Deserialize;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,6 +59,7 @@ pub struct EventsQuery {
     queue: Option<String>,
     job: Option<String>,
     job_id: Option<String>,
+    every: Option<String>,
 }
 
 /// The places for SSE streams of one server (one [`crate::router`]).
@@ -78,11 +84,11 @@ impl Streams {
 /// an empty page waits up to that long for the first matching event.
 ///
 /// `Accept: text/event-stream`: a stream of the events after `Last-Event-ID`, else after
-/// `after`, else from now on; `limit` and `wait` do not apply.
+/// `after`, else from now on; `limit` and `wait` do not apply; `every` asks for summaries.
 #[utoipa::path(
     get, path = "/api/v1/events", tag = "events", operation_id = "events",
     summary = "The durable event log: JSON pages, or Server-Sent Events",
-    description = "JSON: the events after `after` (default 0: the oldest kept), oldest first; with `wait`, an empty page waits up to that long for the first matching event.\n\nWith `Accept: text/event-stream`: a stream of the events after `Last-Event-ID`, else after `after`, else from now on (`limit` and `wait` do not apply). Each event is `id:` its id, `event:` its kind, `data:` the event as JSON; a `gap` event tells of events pruned before the reader got them; comment lines keep the stream alive.",
+    description = "JSON: the events after `after` (default 0: the oldest kept), oldest first; with `wait`, an empty page waits up to that long for the first matching event.\n\nWith `Accept: text/event-stream`: a stream of the events after `Last-Event-ID`, else after `after`, else from now on (`limit` and `wait` do not apply). Each event is `id:` its id, `event:` its kind, `data:` the event as JSON; a `gap` event tells of events pruned before the reader got them; comment lines keep the stream alive. With `every`, `summary` events stand for the events instead.",
     params(
         ("after" = Option<i64>, Query, minimum = 0, description = "Only events after this id (0 or more)."),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most items answered, 1 to 1000 (default 100); another value is 400."),
@@ -90,6 +96,7 @@ impl Streams {
         ("queue" = Option<String>, Query, description = "Only events of jobs of this queue; required for a token limited to some queues."),
         ("job" = Option<String>, Query, description = "Only events of jobs of this definition name."),
         ("job_id" = Option<uuid::Uuid>, Query, description = "Only events of this job."),
+        ("every" = Option<String>, Query, description = "Event stream only: instead of each event, at most one `summary` event per interval (a duration from `100ms` to `1h`, such as `1s`), sent as soon as an event arrives once the interval since the last one has passed. Its data: `first_id`, `last_id` (also its SSE id), `events` (how many), `kinds` (how many of each kind), `queues` (up to 100), `job_ids` (up to 100 distinct jobs) and `more_jobs` (whether more jobs had events). Bad, or given without `Accept: text/event-stream`: 400."),
         ("Last-Event-ID" = Option<String>, Header, description = "Event stream only: resume after this event id (0 or more; empty: as absent), as `EventSource` sends it on reconnecting.")
     ),
     responses(
@@ -119,6 +126,7 @@ pub async fn list(
     };
     let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let wait = parse_wait(query.wait, state.config.max_wait)?;
+    let every = parse_every(query.every)?;
     let queue = name_filter("queue", query.queue)?;
     // A token limited to queues follows all of them unless it names one.
     let queues = caller.listing_queues(queue.as_deref())?;
@@ -150,9 +158,31 @@ pub async fn list(
                 }
             }
         };
-        return stream(state, streams, filter, last_event_id.or(after)).await;
+        return stream(state, streams, filter, last_event_id.or(after), every).await;
+    }
+    if every.is_some() {
+        return Err(ApiError::bad_request(
+            "every: summaries are for event streams (Accept: text/event-stream) only",
+        ));
     }
     Ok(Json(long_poll(&state, after.unwrap_or(0), &filter, limit, wait).await?).into_response())
+}
+
+/// Shortest and longest `every=`.
+const EVERY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3600));
+
+fn parse_every(value: Option<String>) -> ApiResult<Option<Duration>> {
+    let Some(raw) = non_empty(value) else {
+        return Ok(None);
+    };
+    let every = hinter_core::parse_duration(&raw)
+        .map_err(|e| ApiError::bad_request(format!("every: {e}")))?;
+    if every < EVERY.0 || every > EVERY.1 {
+        return Err(ApiError::bad_request(format!(
+            "every: {raw:?} is not from 100ms to 1h"
+        )));
+    }
+    Ok(Some(every))
 }
 
 fn parse_id(s: &str) -> Option<i64> {
@@ -210,6 +240,7 @@ async fn stream(
     streams: Streams,
     filter: EventFilter,
     resume: Option<i64>,
+    every: Option<Duration>,
 ) -> ApiResult<Response> {
     let Ok(permit) = streams.slots.clone().try_acquire_owned() else {
         let mut response = ApiError::overloaded(format!(
@@ -224,8 +255,14 @@ async fn stream(
         );
         return Ok(response);
     };
-    // Subscribed before the first read, so no hint between the two is missed.
-    let hints = state.store.subscribe();
+    // Subscribed before the first read, so no batch or hint between the two is missed.
+    let source = match state.hub.subscribe() {
+        Some(batches) => Source::Hub {
+            batches,
+            behind: resume.is_some(),
+        },
+        None => Source::Store(state.store.subscribe()),
+    };
     let mut lead = VecDeque::from([Event::default().retry(RECONNECT)]);
     let after = match resume {
         Some(after) => {
@@ -242,7 +279,8 @@ async fn stream(
         after,
         lead,
         page: VecDeque::new(),
-        hints,
+        source,
+        summary: every.map(Summary::new),
         ready: state.ready.clone(),
         _permit: permit,
     };
@@ -297,15 +335,108 @@ async fn find_gap(store: &dyn Store, after: i64) -> ApiResult<Option<Event>> {
 struct Follow {
     store: Arc<dyn Store>,
     filter: EventFilter,
+    /// Every matching event up to this id has been read.
     after: i64,
     /// `retry:` and a `gap`, sent first.
     lead: VecDeque<Event>,
     page: VecDeque<JobEvent>,
-    hints: broadcast::Receiver<StoreEvent>,
+    /// Where events come from while the stream is not behind; `None`: the store only.
+    source: Source,
+    /// With `every=`: one summary per interval instead of each event.
+    summary: Option<Summary>,
     /// Cleared when the server begins to stop: the stream then ends.
     ready: Arc<AtomicBool>,
     /// Its place under the cap on streams, given back when the stream is dropped.
     _permit: OwnedSemaphorePermit,
+}
+
+enum Source {
+    /// The server's one follower of the log ([`crate::live`]); `behind` while the stream
+    /// reads the store to catch up with it.
+    Hub {
+        batches: broadcast::Receiver<Arc<EventBatch>>,
+        behind: bool,
+    },
+    /// No follower feeds the server: the stream reads the store on each of its hints.
+    Store(broadcast::Receiver<StoreEvent>),
+}
+
+/// What a summary stream has seen since its last summary.
+struct Summary {
+    every: Duration,
+    /// When the next summary may go: the last one's time plus `every`.
+    due: Instant,
+    first_id: i64,
+    last_id: i64,
+    events: u64,
+    kinds: BTreeMap<&'static str, u64>,
+    queues: BTreeSet<String>,
+    /// Distinct jobs, up to [`SUMMARY_JOBS`].
+    jobs: BTreeSet<uuid::Uuid>,
+    more_jobs: bool,
+}
+
+/// Most job ids a summary names.
+const SUMMARY_JOBS: usize = 100;
+/// Most queue names a summary names.
+const SUMMARY_QUEUES: usize = 100;
+
+impl Summary {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            due: Instant::now(),
+            first_id: 0,
+            last_id: 0,
+            events: 0,
+            kinds: BTreeMap::new(),
+            queues: BTreeSet::new(),
+            jobs: BTreeSet::new(),
+            more_jobs: false,
+        }
+    }
+
+    fn add(&mut self, event: &JobEvent) {
+        if self.events == 0 {
+            self.first_id = event.id;
+        }
+        self.last_id = event.id;
+        self.events += 1;
+        *self.kinds.entry(event.kind.as_str()).or_default() += 1;
+        if self.queues.len() < SUMMARY_QUEUES && !self.queues.contains(&event.queue) {
+            self.queues.insert(event.queue.clone());
+        }
+        if self.jobs.len() < SUMMARY_JOBS {
+            self.jobs.insert(event.job_id);
+        } else if !self.jobs.contains(&event.job_id) {
+            self.more_jobs = true;
+        }
+    }
+
+    /// The `summary` event of what was seen, and a fresh start; `None` when nothing was.
+    fn take(&mut self, now: Instant) -> Option<Event> {
+        if self.events == 0 {
+            return None;
+        }
+        let data = serde_json::json!({
+            "first_id": self.first_id,
+            "last_id": self.last_id,
+            "events": self.events,
+            "kinds": self.kinds,
+            "queues": self.queues,
+            "job_ids": self.jobs,
+            "more_jobs": self.more_jobs,
+        });
+        let event = Event::default()
+            .id(self.last_id.to_string())
+            .event("summary")
+            .data(data.to_string());
+        *self = Self {
+            due: now + self.every,
+            ..Self::new(self.every)
+        };
+        Some(event)
+    }
 }
 
 impl Follow {
@@ -318,40 +449,151 @@ impl Follow {
             if !self.ready.load(Ordering::Acquire) {
                 return None;
             }
-            if let Some(event) = self.page.pop_front() {
-                return Some(sse_event(&event));
-            }
-            match self
-                .store
-                .events_read(self.after, &self.filter, STREAM_PAGE)
-                .await
-            {
-                Ok(page) => {
-                    self.after = page.next_after;
-                    if !page.events.is_empty() {
-                        self.page.extend(page.events);
-                        continue;
+            match &mut self.summary {
+                None => {
+                    if let Some(event) = self.page.pop_front() {
+                        return Some(sse_event(&event));
                     }
                 }
-                // Keep-alives go on meanwhile; the client sees a quiet stream, not an end.
-                Err(e) => tracing::warn!(error = %e, "event stream cannot read the event log"),
+                Some(summary) => {
+                    for event in self.page.drain(..) {
+                        summary.add(&event);
+                    }
+                    let now = Instant::now();
+                    if now >= summary.due {
+                        if let Some(event) = summary.take(now) {
+                            return Some(event);
+                        }
+                    }
+                }
             }
-            self.wait().await;
+            self.fill().await;
         }
     }
 
-    /// Waits for a hint that the store changed, or [`RECHECK`].
-    async fn wait(&mut self) {
+    /// Reads more events into the page, or waits for them: until a summary is due, a hint
+    /// or batch arrives, or [`RECHECK`].
+    async fn fill(&mut self) {
+        let until = match &self.summary {
+            Some(summary) if summary.events > 0 => summary.due,
+            _ => Instant::now() + RECHECK,
+        };
+        match self.source {
+            Source::Hub { behind: false, .. } => match self.take_batch(until).await {
+                Take::Batch(batch) => {
+                    if batch.after > self.after {
+                        // A stretch of the log before the batch is unseen: the store has it.
+                        self.set_behind(true);
+                    } else {
+                        let (filter, after) = (&self.filter, self.after);
+                        let new = batch
+                            .events
+                            .iter()
+                            .filter(|e| e.id > after && filter.matches(e));
+                        // A summary counts the events where they are; a copy is for sending.
+                        match &mut self.summary {
+                            Some(summary) => new.for_each(|e| summary.add(e)),
+                            None => self.page.extend(new.cloned()),
+                        }
+                        self.after = self.after.max(batch.next_after);
+                    }
+                }
+                Take::Lagged => self.set_behind(true),
+                // Quiet: the summary is due, or the store is read once in case the
+                // follower is stuck.
+                Take::Idle => {
+                    let due = self.summary.as_ref().is_some_and(|s| s.events > 0);
+                    self.set_behind(!due);
+                }
+                // The feeder is gone: the store is all that is left.
+                Take::Closed => self.source = Source::Store(self.store.subscribe()),
+            },
+            Source::Hub { behind: true, .. } => {
+                if self.read().await == Read::Nothing {
+                    self.set_behind(false);
+                }
+            }
+            Source::Store(_) => {
+                if self.read().await == Read::Nothing {
+                    self.wait(until).await;
+                }
+            }
+        }
+    }
+
+    fn set_behind(&mut self, to: bool) {
+        if let Source::Hub { behind, .. } = &mut self.source {
+            *behind = to;
+        }
+    }
+
+    /// The hub's next batch, waiting until `until`.
+    async fn take_batch(&mut self, until: Instant) -> Take {
+        let Source::Hub { batches, .. } = &mut self.source else {
+            return Take::Closed;
+        };
+        match tokio::time::timeout_at(until, batches.recv()).await {
+            Ok(Ok(batch)) => Take::Batch(batch),
+            Ok(Err(RecvError::Lagged(_))) => Take::Lagged,
+            Ok(Err(RecvError::Closed)) => Take::Closed,
+            Err(_) => Take::Idle,
+        }
+    }
+
+    /// One page from the store.
+    async fn read(&mut self) -> Read {
+        match self
+            .store
+            .events_read(self.after, &self.filter, STREAM_PAGE)
+            .await
+        {
+            Ok(page) => {
+                self.after = page.next_after;
+                if page.events.is_empty() {
+                    Read::Nothing
+                } else {
+                    self.page.extend(page.events);
+                    Read::Some
+                }
+            }
+            // Keep-alives go on meanwhile; the client sees a quiet stream, not an end.
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream cannot read the event log");
+                tokio::time::sleep_until(Instant::now() + RECHECK).await;
+                Read::Failed
+            }
+        }
+    }
+
+    /// Waits for a hint that the store changed, or `until`.
+    async fn wait(&mut self, until: Instant) {
+        let Source::Store(hints) = &mut self.source else {
+            return;
+        };
         let hint = async {
             loop {
-                match self.hints.recv().await {
+                match hints.recv().await {
                     Ok(_) | Err(RecvError::Lagged(_)) => return,
                     Err(RecvError::Closed) => std::future::pending().await,
                 }
             }
         };
-        let _ = tokio::time::timeout(RECHECK, hint).await;
+        let _ = tokio::time::timeout_at(until, hint).await;
     }
+}
+
+enum Take {
+    Batch(Arc<EventBatch>),
+    Lagged,
+    Idle,
+    Closed,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Read {
+    Some,
+    Nothing,
+    Failed,
 }
 
 /// `id:` the event's id, `event:` its kind, `data:` the event as the JSON API gives it.

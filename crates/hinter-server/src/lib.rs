@@ -28,6 +28,7 @@ pub mod hooks;
 pub mod idempotency;
 mod jobs;
 pub mod listen;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 mod output;
@@ -42,6 +43,7 @@ mod workers;
 pub use auth::{Access, AuthConfig, Caller, QueueCheck, Scope};
 pub use error::{ApiError, ApiResult};
 pub use listen::{serve, serve_tls, ConnLimits};
+pub use live::EventHub;
 pub use metrics::Metrics;
 pub use tls::{TlsConfig, TlsError};
 
@@ -125,6 +127,9 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// What `GET /metrics` reports; fed by the caller with [`Metrics::observe`].
     pub metrics: Metrics,
+    /// The log as one follower reads it, for event streams; fed by [`live::follow_log`]
+    /// (unfed, each stream reads the store itself).
+    pub hub: EventHub,
 }
 
 /// One route: its method, path and who may call it.

@@ -42,6 +42,7 @@ async fn start(hooks: HookConfig) -> Server {
         }),
         ready: Arc::new(AtomicBool::new(true)),
         metrics: hinter_server::Metrics::new(),
+        hub: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -60,6 +60,7 @@ impl Server {
             config: Arc::new(ServerConfig::default()),
             ready: Arc::new(AtomicBool::new(true)),
             metrics: hinter_server::Metrics::new(),
+            hub: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

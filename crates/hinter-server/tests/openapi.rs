@@ -44,6 +44,7 @@ async fn start(auth: AuthConfig) -> Server {
         }),
         ready: Arc::new(AtomicBool::new(true)),
         metrics: hinter_server::Metrics::new(),
+        hub: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

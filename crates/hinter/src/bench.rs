@@ -78,6 +78,7 @@ async fn start_server(durability: Durability) -> anyhow::Result<Server> {
         config: Arc::new(ServerConfig::default()),
         ready: Arc::new(AtomicBool::new(true)),
         metrics: hinter_server::Metrics::new(),
+        hub: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -675,7 +676,7 @@ struct ScheduleFigures {
 }
 
 /// This process's CPU time (user + system) so far.
-fn cpu_time() -> Duration {
+pub(crate) fn cpu_time() -> Duration {
     use nix::sys::resource::{getrusage, UsageWho};
     match getrusage(UsageWho::RUSAGE_SELF) {
         Ok(usage) => {

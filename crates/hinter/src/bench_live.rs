@@ -2,12 +2,14 @@
 //!
 //! The in-process drain (no-op handlers, `--concurrency`) runs next to a real HTTP server on
 //! the same store, as in `serve` (the API's router over hyper, and the event-log follower
-//! that feeds `/metrics` and the charts), first with no browser, then with one and with five
-//! dashboard clients: each holds `GET /api/v1/events` as Server-Sent Events (what the page's
-//! `EventSource` asks for) and reads everything it sends, and, as the overview does while
-//! events arrive, reads `GET /api/v1/queues` and `GET /api/v1/stats` at most once a second.
+//! that feeds `/metrics`, the charts and the event streams), first with no browser, then with
+//! one and with five dashboard clients: each holds `GET /api/v1/events?every=1s` as
+//! Server-Sent Events (what the overview's `EventSource` asks for) and, as the overview does
+//! on each summary, reads `GET /api/v1/queues` and `GET /api/v1/stats`. A last setting holds
+//! one stream of every event instead (`GET /api/v1/events`, what an SSE consumer of the whole
+//! log costs).
 //! The figures are the drain rates and the overhead: how much longer the drain takes with
-//! the clients than without, in percent. Rounds alternate between the settings, and each
+//! the clients than without, in percent. Rounds alternate between the settings (each round starting with another), and each
 //! setting's median is reported, since the machine's other load varies.
 
 use crate::serve::open_sqlite;
@@ -20,21 +22,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Dashboard clients per setting.
-const CLIENTS: [usize; 3] = [0, 1, 5];
+/// Clients per setting: how many, and whether they take every event rather than summaries.
+const CLIENTS: [(usize, bool); 4] = [(0, false), (1, false), (5, false), (1, true)];
 /// Rounds of the three settings.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 8;
 
 /// One setting's result.
 #[derive(Debug, Clone)]
 pub struct LiveFigure {
     pub clients: usize,
+    /// The clients follow every event, not a summary a second.
+    pub every_event: bool,
     /// Median drain rate, jobs per second.
     pub jobs_per_s: f64,
     /// How much longer the drain took than with no client, in percent (0 for the baseline).
     pub overhead_percent: f64,
     /// SSE events the clients received per second of drain, all clients together.
     pub events_per_s: f64,
+    /// Median CPU time (user + system) of this process per 1,000 jobs drained: the drain,
+    /// the server and the clients (PostgreSQL's own is not counted).
+    pub cpu_ms_per_1k_jobs: f64,
 }
 
 /// Where each round's fresh store comes from.
@@ -102,11 +109,17 @@ impl Fresh {
 async fn dashboard_client(
     http: reqwest::Client,
     base: String,
+    every_event: bool,
     events: Arc<AtomicU64>,
     connected: tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<()> {
+    let path = if every_event {
+        "/api/v1/events"
+    } else {
+        "/api/v1/events?every=1s"
+    };
     let mut stream = http
-        .get(format!("{base}/api/v1/events"))
+        .get(format!("{base}{path}"))
         .header("accept", "text/event-stream")
         .send()
         .await
@@ -135,7 +148,8 @@ async fn dashboard_client(
             events.fetch_add(seen, Ordering::Relaxed);
             pending_refresh = true;
         }
-        if pending_refresh && last_refresh.elapsed() >= Duration::from_secs(1) {
+        // Summaries come at most once a second; every event: refresh at most once a second.
+        if pending_refresh && (!every_event || last_refresh.elapsed() >= Duration::from_secs(1)) {
             for path in ["/api/v1/queues", "/api/v1/stats?window=1h"] {
                 let answer = http.get(format!("{base}{path}")).send().await?;
                 if !answer.status().is_success() {
@@ -150,30 +164,27 @@ async fn dashboard_client(
     Ok(())
 }
 
-/// One drain of `jobs` with `clients` dashboards open: (jobs per second, events received).
+/// One drain of `jobs` with `clients` dashboards open: (jobs per second, events received,
+/// CPU time of the drain).
 async fn round(
     backend: &Backend<'_>,
     jobs: u64,
     concurrency: usize,
-    clients: usize,
-) -> anyhow::Result<(f64, u64)> {
+    (clients, every_event): (usize, bool),
+) -> anyhow::Result<(f64, u64, Duration)> {
     let (backend_store, fresh) = Fresh::open(backend).await?;
     let store: Arc<dyn Store> = backend_store.clone();
     crate::bench::fill(store.as_ref(), jobs).await?;
     let metrics = hinter_server::Metrics::new();
-    // As `serve` does: one follower of the log feeds the metrics and the charts.
-    let last = store.events_last_id().await?;
-    let mut follower =
-        hinter_engine::EventFollower::new(store.clone(), last, hinter_core::EventFilter::default());
-    let counting = {
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            while let Ok(event) = follower.next().await {
-                metrics.observe(&event);
-                metrics.stats().observe(&event, chrono::Utc::now());
-            }
-        })
-    };
+    // As `serve` does: one follower of the log feeds the metrics, the charts and the streams.
+    let hub = hinter_server::EventHub::default();
+    let (_, counting) = hinter_server::live::follow_log(
+        store.clone(),
+        metrics.clone(),
+        hub.clone(),
+        Arc::new(SystemClock),
+    )
+    .await?;
     let state = AppState {
         store: store.clone(),
         cluster: backend_store.clone(),
@@ -182,6 +193,7 @@ async fn round(
         config: Arc::new(ServerConfig::default()),
         ready: Arc::new(AtomicBool::new(true)),
         metrics,
+        hub,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -202,6 +214,7 @@ async fn round(
         browsers.spawn(dashboard_client(
             http.clone(),
             base.clone(),
+            every_event,
             events.clone(),
             connected_tx.clone(),
         ));
@@ -211,7 +224,9 @@ async fn round(
             .await
             .context("a dashboard client did not connect within 10 s")?;
     }
+    let cpu = crate::bench::cpu_time();
     let rate = crate::bench::run_noop_worker(store.clone(), jobs, concurrency, true).await?;
+    let cpu = crate::bench::cpu_time().saturating_sub(cpu);
     let received = events.load(Ordering::Relaxed);
     // The streams end when the server stops.
     state.ready.store(false, Ordering::Release);
@@ -227,7 +242,7 @@ async fn round(
     // Closing would wait for the streams' readers; the temporary store just goes.
     drop((store, backend_store));
     fresh.clean_up().await?;
-    Ok((rate, received))
+    Ok((rate, received, cpu))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -243,10 +258,16 @@ pub async fn run(
 ) -> anyhow::Result<Vec<LiveFigure>> {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); CLIENTS.len()];
     let mut event_rates: Vec<Vec<f64>> = vec![Vec::new(); CLIENTS.len()];
-    for _ in 0..ROUNDS {
-        for (i, &clients) in CLIENTS.iter().enumerate() {
-            let (rate, received) = round(&backend, jobs, concurrency, clients).await?;
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); CLIENTS.len()];
+    for r in 0..ROUNDS {
+        // Each round starts with another setting, so none always runs first (the first
+        // drain of a round was seen to run slower).
+        for k in 0..CLIENTS.len() {
+            let i = (r + k) % CLIENTS.len();
+            let setting = CLIENTS[i];
+            let (rate, received, spent) = round(&backend, jobs, concurrency, setting).await?;
             rates[i].push(rate);
+            cpu[i].push(spent.as_secs_f64() * 1e6 / jobs as f64);
             event_rates[i].push(received as f64 * rate / jobs as f64);
         }
     }
@@ -254,10 +275,11 @@ pub async fn run(
     Ok(CLIENTS
         .iter()
         .enumerate()
-        .map(|(i, &clients)| {
+        .map(|(i, &(clients, every_event))| {
             let rate = median(rates[i].clone());
             LiveFigure {
                 clients,
+                every_event,
                 jobs_per_s: rate,
                 overhead_percent: if i == 0 {
                     0.0
@@ -265,6 +287,7 @@ pub async fn run(
                     (base / rate - 1.0) * 100.0
                 },
                 events_per_s: median(event_rates[i].clone()),
+                cpu_ms_per_1k_jobs: median(cpu[i].clone()),
             }
         })
         .collect())
@@ -281,27 +304,44 @@ pub fn report(
         if !json_out {
             if f.clients == 0 {
                 println!(
-                    "drain with a serve-like HTTP server, concurrency {concurrency:<3}, no dashboard: {:>8.0} jobs/s",
-                    f.jobs_per_s
+                    "drain with a serve-like HTTP server, concurrency {concurrency:<3}, no dashboard: {:>8.0} jobs/s, CPU {:.0} ms per 1,000 jobs",
+                    f.jobs_per_s, f.cpu_ms_per_1k_jobs
                 );
-            } else {
+            } else if f.every_event {
                 println!(
-                    "  … with {} dashboard{} live ({:>7.0} events/s received): {:>8.0} jobs/s, overhead {:+.1} %",
+                    "  … with {} stream{} of every event ({:>7.0} events/s received): {:>8.0} jobs/s, overhead {:+.1} %, CPU {:.0} ms per 1,000 jobs",
                     f.clients,
                     if f.clients == 1 { "" } else { "s" },
                     f.events_per_s,
                     f.jobs_per_s,
-                    f.overhead_percent
+                    f.overhead_percent,
+                    f.cpu_ms_per_1k_jobs
+                );
+            } else {
+                println!(
+                    "  … with {} dashboard{} live ({:>5.1} summaries/s received): {:>8.0} jobs/s, overhead {:+.1} %, CPU {:.0} ms per 1,000 jobs",
+                    f.clients,
+                    if f.clients == 1 { "" } else { "s" },
+                    f.events_per_s,
+                    f.jobs_per_s,
+                    f.overhead_percent,
+                    f.cpu_ms_per_1k_jobs
                 );
             }
         }
+        let key = if f.every_event {
+            format!("live_{}_full_streams", f.clients)
+        } else {
+            format!("live_{}_dashboards", f.clients)
+        };
+        figures.insert(format!("{key}_jobs_per_s"), json!(f.jobs_per_s.round()));
         figures.insert(
-            format!("live_{}_dashboards_jobs_per_s", f.clients),
-            json!(f.jobs_per_s.round()),
+            format!("{key}_cpu_ms_per_1k_jobs"),
+            json!(f.cpu_ms_per_1k_jobs.round()),
         );
         if f.clients > 0 {
             figures.insert(
-                format!("live_{}_dashboards_overhead_percent", f.clients),
+                format!("{key}_overhead_percent"),
                 json!((f.overhead_percent * 10.0).round() / 10.0),
             );
         }

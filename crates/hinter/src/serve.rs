@@ -575,38 +575,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// semaphore can count.
 const MAX_EVENT_STREAMS: i64 = 1_000_000;
 
-/// Feeds `GET /metrics` and the per-minute counts of `GET /api/v1/stats` from the event
-/// log, from now on: every event once, in log order, also those of other processes sharing
-/// the store. A store error is retried after a pause. The counts of the last day before now
-/// are read back in the background (`hinter_server::stats::spawn_backfill`), up to the id
-/// the follower starts after, so nothing is counted twice and start does not wait.
+/// Feeds `GET /metrics`, the per-minute counts of `GET /api/v1/stats` and the event streams
+/// (through `hub`) from the event log, from now on ([`hinter_server::live::follow_log`]). The
+/// counts of the last day before now are read back in the background
+/// (`hinter_server::stats::spawn_backfill`), up to the id the follower starts after, so
+/// nothing is counted twice and start does not wait.
 async fn count_events(
     store: Arc<dyn hinter_core::Store>,
     metrics: hinter_server::Metrics,
+    hub: hinter_server::EventHub,
     clock: Arc<dyn hinter_core::Clock>,
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
-    let last = store
-        .events_last_id()
-        .await
-        .context("reading the end of the event log")?;
-    let mut follower =
-        hinter_engine::EventFollower::new(store.clone(), last, hinter_core::EventFilter::default());
+    let (last, counting) =
+        hinter_server::live::follow_log(store.clone(), metrics.clone(), hub, clock.clone())
+            .await
+            .context("reading the end of the event log")?;
     let backfill =
-        hinter_server::stats::spawn_backfill(store, metrics.stats().clone(), last, clock.clone());
-    let counting = tokio::spawn(async move {
-        loop {
-            match follower.next().await {
-                Ok(event) => {
-                    metrics.observe(&event);
-                    metrics.stats().observe(&event, clock.now());
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the event log for metrics; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    });
+        hinter_server::stats::spawn_backfill(store, metrics.stats().clone(), last, clock);
     Ok((counting, backfill))
 }
 
@@ -696,8 +681,9 @@ pub async fn serve_on(
     store.observe_commits(metrics.commit_observer());
     let leader = coordinator.leader();
     metrics.set_leader_source(Arc::new(move || leader.is_leader()));
+    let hub = hinter_server::EventHub::default();
     let (counting, backfilling) =
-        count_events(store.clone(), metrics.clone(), clock.clone()).await?;
+        count_events(store.clone(), metrics.clone(), hub.clone(), clock.clone()).await?;
     let state = AppState {
         store: store.clone(),
         cluster: backend.clone(),
@@ -718,6 +704,7 @@ pub async fn serve_on(
         }),
         ready: ready.clone(),
         metrics,
+        hub,
     };
     let maintenance = Maintenance::start(
         store.clone(),

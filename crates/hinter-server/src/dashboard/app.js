@@ -150,6 +150,7 @@ async function login(event) {
 async function logout() {
   try { await api('/ui/logout', { method: 'POST' }); } catch (_) { /* logged out anyway */ }
   if (app.events) app.events.close();
+  app.events = null;
   app.session = null;
   document.body.classList.remove('admin');
   document.getElementById('who').textContent = '';
@@ -158,10 +159,20 @@ async function logout() {
 
 // ---- live: one EventSource on the event log ----
 
+// On a job's page, that job's events (its progress moves the bar at once); elsewhere, one
+// summary a second at most: counts and lists are read anew on a change anyway, so a busy
+// server does not send every event to an open page.
+function eventsUrl() {
+  const route = parseRoute();
+  if (route.page === 'job') return `/api/v1/events?job_id=${encodeURIComponent(route.id)}`;
+  return '/api/v1/events?every=1s';
+}
+
 function connectEvents() {
+  const url = eventsUrl();
+  if (app.events && app.eventsUrl === url && app.events.readyState !== EventSource.CLOSED) return;
   if (app.events) app.events.close();
   // A token limited to queues follows all of its queues (the server cuts the stream to them).
-  const url = '/api/v1/events';
   const source = new EventSource(url, { withCredentials: true });
   const live = document.getElementById('live');
   source.onopen = () => { live.classList.add('on'); live.title = 'live: following the event stream'; };
@@ -169,14 +180,17 @@ function connectEvents() {
   const handle = (message) => {
     let entry;
     try { entry = JSON.parse(message.data); } catch (_) { return; }
+    if (message.type === 'summary') entry.kind = 'summary';
     onEvent(entry);
   };
   for (const kind of ['created', 'started', 'progress', 'succeeded', 'failed', 'retry_scheduled',
-    'dead', 'cancelled', 'cancel_requested', 'released', 'rescued', 'retried', 'promoted', 'deleted']) {
+    'dead', 'cancelled', 'cancel_requested', 'released', 'rescued', 'retried', 'promoted', 'deleted',
+    'summary']) {
     source.addEventListener(kind, handle);
   }
   source.onmessage = handle;
   app.events = source;
+  app.eventsUrl = url;
 }
 
 function onEvent(entry) {
@@ -189,7 +203,10 @@ function onEvent(entry) {
     appendTimeline(entry);
     return;
   }
-  if (route.page === 'overview' || route.page === 'jobs' || route.page === 'dead') scheduleRefresh(1000);
+  // A summary comes at most once a second: refresh at once.
+  if (route.page === 'overview' || route.page === 'jobs' || route.page === 'dead') {
+    scheduleRefresh(entry.kind === 'summary' ? 100 : 1000);
+  }
 }
 
 function scheduleRefresh(delay) {
@@ -601,7 +618,10 @@ async function start() {
 
 document.addEventListener('DOMContentLoaded', () => {
   document.getElementById('login-form').addEventListener('submit', login);
-  window.addEventListener('hashchange', () => render());
+  window.addEventListener('hashchange', () => {
+    if (app.events) connectEvents();
+    render();
+  });
   // Ages and rates move with the clock; counts move with events (and this, as a fallback).
   setInterval(() => { if (app.session && app.route && app.route.page !== 'job') render(true); }, 10000);
   start();

@@ -67,6 +67,7 @@ async fn harness_with(max_job_bytes: usize) -> Option<Harness> {
         }),
         ready: ready.clone(),
         metrics: hinter_server::Metrics::new(),
+        hub: Default::default(),
     };
     Some(Harness {
         app: router(state),

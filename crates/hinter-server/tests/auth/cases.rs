@@ -67,6 +67,7 @@ async fn start(auth: AuthConfig) -> Option<Server> {
         }),
         ready: Arc::new(AtomicBool::new(true)),
         metrics: hinter_server::Metrics::new(),
+        hub: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -80,6 +80,7 @@ async fn harness() -> Option<Harness> {
         }),
         ready: Arc::new(AtomicBool::new(true)),
         metrics: hinter_server::Metrics::new(),
+        hub: Default::default(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");

@@ -25,7 +25,37 @@ struct Server {
 
 impl Server {
     async fn start(config: ServerConfig, limits: ConnLimits) -> Option<Server> {
+        Self::start_with(config, limits, None).await
+    }
+
+    /// As `serve` runs it: one follower of the log feeds the streams through a hub that
+    /// keeps `hub_batches` batches.
+    async fn start_fed(config: ServerConfig, hub_batches: usize) -> Option<Server> {
+        Self::start_with(config, ConnLimits::default(), Some(hub_batches)).await
+    }
+
+    async fn start_with(
+        config: ServerConfig,
+        limits: ConnLimits,
+        hub_batches: Option<usize>,
+    ) -> Option<Server> {
         let (store, guard) = backend::open().await?;
+        let metrics = hinter_server::Metrics::new();
+        let hub = match hub_batches {
+            None => hinter_server::EventHub::default(),
+            Some(batches) => {
+                let hub = hinter_server::EventHub::with_capacity(batches);
+                hinter_server::live::follow_log(
+                    store.clone() as Arc<dyn Store>,
+                    metrics.clone(),
+                    hub.clone(),
+                    Arc::new(hinter_core::SystemClock),
+                )
+                .await
+                .expect("following the log");
+                hub
+            }
+        };
         let ready = Arc::new(AtomicBool::new(true));
         let state = AppState {
             store: store.clone() as Arc<dyn Store>,
@@ -34,7 +64,8 @@ impl Server {
             definitions: Default::default(),
             config: Arc::new(config),
             ready: ready.clone(),
-            metrics: hinter_server::Metrics::new(),
+            metrics,
+            hub,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -524,4 +555,222 @@ async fn sse_keep_alive_outlives_the_idle_timeout_and_a_stalled_stream_is_closed
     let id = insert(&*server.store, "sse-late", 1).await[0];
     let last = quiet.event(WAIT).await;
     assert_eq!(last.json()["job_id"], json!(id.to_string()));
+}
+
+/// Streams of a server whose one follower feeds them (as `serve` runs): a stream that falls
+/// far behind the hub (here it keeps 2 batches) reads the store until it has caught up, and
+/// every stream, from now, resumed or filtered, gets every matching event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_fed_streams_lose_nothing_when_they_fall_behind() {
+    let Some(server) = Server::start_fed(config(10, Duration::from_secs(15)), 2).await else {
+        return;
+    };
+    let store = &*server.store;
+    let early = insert(store, "sse-early", 3).await;
+    let old = logged(store, 3).await;
+    // A tiny receive buffer: the server's writes stop, so the stream falls behind the hub.
+    let mut from_now = RawStream::new(unread_stream(&server, "?queue=sse-flood").await);
+    let mut resumed = Stream::open(&server, "", Some(&old[0].id.to_string())).await;
+    let mut one_job = Stream::open(&server, &format!("?after=0&job_id={}", early[2]), None).await;
+    assert_eq!(one_job.event(WAIT).await.json()["job_id"], json!(early[2].to_string()));
+
+    // Nobody reads while 20,000 events pass: far more than the hub keeps.
+    let all = flood(store).await;
+    let flooded: Vec<String> = all
+        .iter()
+        .filter(|e| e.queue == "sse-flood")
+        .map(|e| e.id.to_string())
+        .collect();
+    assert_eq!(flooded.len(), FLOOD);
+    let got = from_now.ids(FLOOD).await;
+    assert_eq!(got, flooded, "every event of the queue once, in log order");
+
+    let everything: Vec<String> = all[1..].iter().map(|e| e.id.to_string()).collect();
+    let got: Vec<String> = resumed
+        .events(everything.len())
+        .await
+        .into_iter()
+        .map(|f| f.id.expect("an id"))
+        .collect();
+    assert_eq!(got, everything, "a resumed stream catches up and goes on");
+
+    // Caught up, the streams go on with what happens next.
+    let later = insert(store, "sse-flood", 1).await;
+    let later_id = logged(store, FLOOD + 4)
+        .await
+        .last()
+        .map(|e| e.id.to_string())
+        .expect("the later event");
+    assert_eq!(from_now.ids(1).await, [later_id]);
+    assert_eq!(resumed.event(WAIT).await.json()["job_id"], json!(later[0].to_string()));
+    store
+        .job_cancel(early[2], Utc::now())
+        .await
+        .expect("cancel");
+    let cancelled = one_job.event(WAIT).await;
+    assert_eq!(cancelled.event.as_deref(), Some("cancelled"), "{cancelled:?}");
+    assert_eq!(cancelled.json()["job_id"], json!(early[2].to_string()));
+}
+
+/// An event stream read off a raw socket: HTTP/1.1 chunks taken apart by hand.
+struct RawStream {
+    socket: tokio::net::TcpStream,
+    /// Received and not yet taken apart.
+    raw: Vec<u8>,
+    head_done: bool,
+    /// The body's text not yet split into frames.
+    body: String,
+    ids: std::collections::VecDeque<String>,
+}
+
+impl RawStream {
+    fn new(socket: tokio::net::TcpStream) -> Self {
+        Self {
+            socket,
+            raw: Vec::new(),
+            head_done: false,
+            body: String::new(),
+            ids: Default::default(),
+        }
+    }
+
+    /// The ids of the next `n` events (frames with `event:`).
+    async fn ids(&mut self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        while self.ids.len() < n {
+            let mut buf = [0u8; 65536];
+            let read = tokio::time::timeout_at(deadline, self.socket.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{} of {n} events within {WAIT:?}", self.ids.len()))
+                .expect("reading the socket");
+            assert!(read > 0, "the stream ended");
+            self.raw.extend_from_slice(&buf[..read]);
+            self.take_apart();
+        }
+        self.ids.drain(..n).collect()
+    }
+
+    /// Moves complete chunks from `raw` to `body`, and complete frames' ids to `ids`.
+    fn take_apart(&mut self) {
+        if !self.head_done {
+            let Some(head) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return;
+            };
+            self.raw.drain(..head + 4);
+            self.head_done = true;
+        }
+        while let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") {
+            let size_line = std::str::from_utf8(&self.raw[..eol]).expect("chunk size");
+            let size = usize::from_str_radix(size_line.trim(), 16).expect("hex chunk size");
+            if self.raw.len() < eol + 2 + size + 2 {
+                break;
+            }
+            let chunk: Vec<u8> = self.raw.drain(..eol + 2 + size + 2).collect();
+            self.body
+                .push_str(std::str::from_utf8(&chunk[eol + 2..eol + 2 + size]).expect("UTF-8"));
+        }
+        while let Some(end) = self.body.find("\n\n") {
+            let frame: String = self.body.drain(..end + 2).collect();
+            let mut id = None;
+            let mut event = false;
+            for line in frame.lines() {
+                if let Some(value) = line.strip_prefix("id: ") {
+                    id = Some(value.to_string());
+                }
+                event |= line.starts_with("event: ");
+            }
+            if event {
+                self.ids.push_back(id.expect("an event has an id"));
+            }
+        }
+    }
+}
+
+/// `every=`: one `summary` per interval stands for the events since the last one: their
+/// count, kinds, queues and (up to 100) jobs, its id the last event's; the first comes as
+/// soon as an event does. Both with and without the server's follower.
+async fn summaries(server: Server) {
+    let store = &*server.store;
+    let mut stream = Stream::open(&server, "?every=1s&queue=sse-sum", None).await;
+    let first = insert(store, "sse-sum", 1).await;
+    let opened = Instant::now();
+    let summary = stream.event(WAIT).await;
+    assert_eq!(summary.event.as_deref(), Some("summary"), "{summary:?}");
+    let data = summary.json();
+    assert_eq!(data["events"], 1, "{data}");
+    assert_eq!(data["kinds"], json!({"created": 1}));
+    assert_eq!(data["queues"], json!(["sse-sum"]));
+    assert_eq!(data["job_ids"], json!([first[0].to_string()]));
+    assert_eq!(data["more_jobs"], false);
+    assert_eq!(summary.id, Some(data["last_id"].to_string()));
+    assert_eq!(data["first_id"], data["last_id"]);
+    assert!(opened.elapsed() < Duration::from_secs(5), "{:?}", opened.elapsed());
+
+    // 1,000 events in ten commits, and others of another queue: a few summaries in all.
+    for _ in 0..10 {
+        insert(store, "sse-sum", 100).await;
+        insert(store, "sse-other", 10).await;
+    }
+    let logged_ids: Vec<i64> = logged(store, 1101)
+        .await
+        .into_iter()
+        .filter(|e| e.queue == "sse-sum")
+        .map(|e| e.id)
+        .skip(1)
+        .collect();
+    assert_eq!(logged_ids.len(), 1000);
+    let mut seen = 0;
+    let mut frames = 0;
+    let mut last = data["last_id"].as_i64().expect("last_id");
+    while seen < 1000 {
+        let summary = stream.event(WAIT).await;
+        frames += 1;
+        let data = summary.json();
+        let events = data["events"].as_u64().expect("events");
+        assert_eq!(data["kinds"], json!({"created": events}), "{data}");
+        assert_eq!(data["queues"], json!(["sse-sum"]));
+        let jobs = data["job_ids"].as_array().expect("job_ids").len() as u64;
+        assert_eq!(jobs, events.min(100), "{data}");
+        assert_eq!(data["more_jobs"], json!(events > 100));
+        let first_id = data["first_id"].as_i64().expect("first_id");
+        assert!(first_id > last, "{data} after {last}");
+        last = data["last_id"].as_i64().expect("last_id");
+        seen += events;
+    }
+    assert_eq!(seen, 1000);
+    assert_eq!(Some(&last), logged_ids.last());
+    assert!(frames < 10, "{frames} summaries for 1,000 events");
+
+    // Bad intervals, and summaries of a JSON page, are refused naming `every`.
+    for every in ["50ms", "2h", "x", "-1s"] {
+        let bad = request(&server, &format!("?every={every}"), None).await;
+        assert_eq!(bad.status(), 400, "every={every}");
+        let body: Value = bad.json().await.expect("an error body");
+        assert!(
+            body["error"]["message"].as_str().unwrap_or("").starts_with("every"),
+            "{body}"
+        );
+    }
+    let json_page = client()
+        .get(server.url("/api/v1/events?every=1s"))
+        .send()
+        .await
+        .expect("JSON events");
+    assert_eq!(json_page.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_summaries_from_the_servers_follower() {
+    if let Some(server) = Server::start_fed(config(10, Duration::from_secs(15)), 64).await {
+        summaries(server).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_summaries_read_from_the_store() {
+    if let Some(server) =
+        Server::start(config(10, Duration::from_secs(15)), ConnLimits::default()).await
+    {
+        summaries(server).await;
+    }
 }

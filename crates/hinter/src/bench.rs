@@ -50,8 +50,9 @@ pub struct BenchArgs {
     /// jobs (a twentieth of --jobs, at least 1000) with --script-concurrency. `schedules`
     /// (embedded store): how late an every-second schedule fires on an idle server, and the
     /// CPU 10,000 schedules cost. `live` (both stores): the drain next to a serve-like HTTP
-    /// server with 0, 1 and 5 dashboards following the event stream, and the overhead in %
-    /// (3 rounds of each, --jobs per drain). `reads` (both stores; only when named): the
+    /// server with 0, 1 and 5 dashboards following the event stream as the page does (a
+    /// summary a second) and with one stream of every event: the overhead in % and the CPU
+    /// per 1,000 jobs (8 rounds of each, --jobs per drain). `reads` (both stores; only when named): the
     /// dashboard's reads over HTTP with 1,000,000 finished and 100,000 queued jobs
     /// (bench_reads.rs).
     #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events", "backlog", "scripts", "schedules", "live", "reads"])]

@@ -107,4 +107,55 @@ async fn a_follower_on_another_instance_sees_a_workers_events_once_in_order(kind
     );
 }
 
-on_both_backends!(a_follower_on_another_instance_sees_a_workers_events_once_in_order);
+/// Batches hand out what single reads would, and say which stretch of the log each covers:
+/// every batch starts where the events taken before it ended, also after single `next`s.
+async fn batches_cover_the_log_without_gaps_or_overlaps(kind: Kind) {
+    let data = Data::fresh(kind);
+    let store = data.open().await;
+    let mut follower = EventFollower::new(store.clone(), 0, EventFilter::default());
+    let ids = enqueue_many(
+        &store,
+        (0..1200)
+            .map(|i| NewJob::new("ok", json!({ "i": i })))
+            .collect(),
+    )
+    .await;
+    let mut seen: Vec<JobEvent> = Vec::new();
+    let mut position = 0;
+    // A single event first: the rest of its page is still buffered.
+    let first = within("the first event", WAIT, follower.next())
+        .await
+        .expect("reading the event log");
+    assert!(first.id > position);
+    position = follower.position();
+    assert_eq!(position, first.id, "the position ends at the event taken");
+    seen.push(first);
+    while seen.len() < ids.len() {
+        let batch = within("a batch", WAIT, follower.next_batch())
+            .await
+            .expect("reading the event log");
+        assert_eq!(
+            batch.after, position,
+            "a batch starts where the last one ended"
+        );
+        assert!(!batch.events.is_empty());
+        assert!(batch
+            .events
+            .iter()
+            .all(|e| e.id > batch.after && e.id <= batch.next_after));
+        position = batch.next_after;
+        assert_eq!(follower.position(), position);
+        seen.extend(batch.events);
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0].id < w[1].id),
+        "in log order, once"
+    );
+    let created: Vec<Uuid> = seen.iter().map(|e| e.job_id).collect();
+    assert_eq!(created, ids, "every job's `created` event");
+}
+
+on_both_backends!(
+    a_follower_on_another_instance_sees_a_workers_events_once_in_order,
+    batches_cover_the_log_without_gaps_or_overlaps
+);

@@ -307,25 +307,22 @@ pub fn report(
                     "drain with a serve-like HTTP server, concurrency {concurrency:<3}, no dashboard: {:>8.0} jobs/s, CPU {:.0} ms per 1,000 jobs",
                     f.jobs_per_s, f.cpu_ms_per_1k_jobs
                 );
-            } else if f.every_event {
-                println!(
-                    "  … with {} stream{} of every event ({:>7.0} events/s received): {:>8.0} jobs/s, overhead {:+.1} %, CPU {:.0} ms per 1,000 jobs",
-                    f.clients,
-                    if f.clients == 1 { "" } else { "s" },
-                    f.events_per_s,
-                    f.jobs_per_s,
-                    f.overhead_percent,
-                    f.cpu_ms_per_1k_jobs
-                );
             } else {
+                let plural = if f.clients == 1 { "" } else { "s" };
+                let who = if f.every_event {
+                    format!(
+                        "{} stream{plural} of every event ({:>7.0} events/s received)",
+                        f.clients, f.events_per_s
+                    )
+                } else {
+                    format!(
+                        "{} dashboard{plural} live ({:>5.1} summaries/s received)",
+                        f.clients, f.events_per_s
+                    )
+                };
                 println!(
-                    "  … with {} dashboard{} live ({:>5.1} summaries/s received): {:>8.0} jobs/s, overhead {:+.1} %, CPU {:.0} ms per 1,000 jobs",
-                    f.clients,
-                    if f.clients == 1 { "" } else { "s" },
-                    f.events_per_s,
-                    f.jobs_per_s,
-                    f.overhead_percent,
-                    f.cpu_ms_per_1k_jobs
+                    "  … with {who}: {:>8.0} jobs/s, overhead {:+.1} %, CPU {:.0} ms per 1,000 jobs",
+                    f.jobs_per_s, f.overhead_percent, f.cpu_ms_per_1k_jobs
                 );
             }
         }

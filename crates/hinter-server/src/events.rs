@@ -462,11 +462,12 @@ impl Follow {
     }
 
     /// Reads more events into the page, or waits for them: until a summary is due, a hint
-    /// or batch arrives, or [`RECHECK`].
+    /// or batch arrives, or [`RECHECK`] (so a stopping server is noticed within a second).
     async fn fill(&mut self) {
+        let recheck = Instant::now() + RECHECK;
         let until = match &self.summary {
-            Some(summary) if summary.events > 0 => summary.due,
-            _ => Instant::now() + RECHECK,
+            Some(summary) if summary.events > 0 => summary.due.min(recheck),
+            _ => recheck,
         };
         match self.source {
             Source::Hub { behind: false, .. } => match self.take_batch(until).await {
@@ -489,11 +490,11 @@ impl Follow {
                     }
                 }
                 Take::Lagged => self.set_behind(true),
-                // Quiet: the summary is due, or the store is read once in case the
-                // follower is stuck.
+                // Quiet: the store is read once in case the follower is stuck, unless a
+                // summary is waiting to go (its time has come, or comes soon).
                 Take::Idle => {
-                    let due = self.summary.as_ref().is_some_and(|s| s.events > 0);
-                    self.set_behind(!due);
+                    let waiting = self.summary.as_ref().is_some_and(|s| s.events > 0);
+                    self.set_behind(!waiting);
                 }
                 // The feeder is gone: the store is all that is left.
                 Take::Closed => self.source = Source::Store(self.store.subscribe()),

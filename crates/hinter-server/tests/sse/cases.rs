@@ -689,7 +689,7 @@ impl RawStream {
 /// `every=`: one `summary` per interval stands for the events since the last one: their
 /// count, kinds, queues and (up to 100) jobs, its id the last event's; the first comes as
 /// soon as an event does. Both with and without the server's follower.
-async fn summaries(server: Server) {
+async fn summaries(mut server: Server) {
     let store = &*server.store;
     let mut stream = Stream::open(&server, "?every=1s&queue=sse-sum", None).await;
     let first = insert(store, "sse-sum", 1).await;
@@ -762,6 +762,20 @@ async fn summaries(server: Server) {
         let cut = request(&server, &format!("?every={every}"), None).await;
         assert_eq!(cut.status(), 200, "every={every}");
     }
+
+    // A summary waiting for its hour does not keep a stopping server.
+    let mut hourly = Stream::open(&server, "?every=1h&queue=sse-hourly", None).await;
+    insert(store, "sse-hourly", 1).await;
+    assert_eq!(hourly.event(WAIT).await.json()["events"], 1);
+    insert(store, "sse-hourly", 1).await;
+    logged(store, 1103).await;
+    let took = server.stop().await;
+    assert!(took < Duration::from_secs(6), "the server took {took:?} to stop");
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while hourly.frame(WAIT).await.is_some() {}
+    })
+    .await;
+    assert!(end.is_ok(), "the hourly stream ended with the server");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

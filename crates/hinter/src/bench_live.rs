@@ -185,6 +185,19 @@ async fn round(
         Arc::new(SystemClock),
     )
     .await?;
+    // As `serve`'s maintenance leader does: fold PostgreSQL's count deltas every second, or
+    // each read of the counts would sum every delta of the drain so far.
+    let folding = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Err(e) = store.queue_counts_fold().await {
+                    tracing::warn!(error = %e, "folding the job counts");
+                }
+            }
+        })
+    };
     let state = AppState {
         store: store.clone(),
         cluster: backend_store.clone(),
@@ -239,6 +252,7 @@ async fn round(
     }
     let _ = server.await;
     counting.abort();
+    folding.abort();
     // Closing would wait for the streams' readers; the temporary store just goes.
     drop((store, backend_store));
     fresh.clean_up().await?;

@@ -30,16 +30,21 @@ pub struct JobDefinition {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::JobName))]
     pub job: String,
+    /// Any JSON, nested at most 64 levels.
     #[serde(default)]
     pub payload: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Name>))]
     pub queue: Option<String>,
+    /// -1000 to 1000; higher runs first.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "exact_priority"
     )]
+    #[cfg_attr(feature = "openapi", schema(minimum = -1000, maximum = 1000))]
     pub priority: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<DateTime<Utc>>,
@@ -50,10 +55,19 @@ pub struct JobSpec {
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationInput>))]
     pub delay: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::number::opt_u32"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_attempts: Option<u32>,
+    /// 1 to 1000 bytes (UTF-8), no NUL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 1000, pattern = "^[^\\u0000]*$")
+    )]
     pub unique_key: Option<String>,
     #[serde(
         default,
@@ -62,36 +76,54 @@ pub struct JobSpec {
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationInput>))]
     pub unique_for: Option<Duration>,
+    /// 1 to 1000 bytes (UTF-8), no NUL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 1000, pattern = "^[^\\u0000]*$")
+    )]
     pub ordering_key: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "crate::job::opt_duration"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::DurationInput>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::PositiveDurationInput>))]
     pub timeout: Option<Duration>,
     /// A queue that gets a reply message when the job finishes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Name>))]
     pub reply_to: Option<String>,
-    /// Carried by the reply message and the callback, to match them with the request.
+    /// Carried by the reply message and the callback, to match them with the request (1 to
+    /// 1000 bytes of UTF-8, no NUL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 1000, pattern = "^[^\\u0000]*$")
+    )]
     pub correlation_id: Option<String>,
-    /// An http(s) URL that gets a signed POST with the outcome when the job finishes.
+    /// An absolute http(s) URL with a host, at most 2048 bytes, that gets a signed POST with
+    /// the outcome when the job finishes. Refused (422) by a server without
+    /// `--callback-secret`, and when its host is an address the server's policy refuses
+    /// (loopback, private… unless `--callback-allow-net`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 2048, pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]")
+    )]
     pub callback_url: Option<String>,
 }
 
 /// A priority read through its exact JSON text first, so a number beyond any integer type
-/// (`1e400`, `2147483648`, `1.5`) is an error naming the field, not a JSON syntax error.
+/// (`1e400`, `2147483648`, `1.5`) is an error naming the field, not a JSON syntax error; a
+/// whole number in any spelling (`5.0`) is that integer ([`crate::number`]).
 pub(crate) fn exact_priority<'de, D: serde::Deserializer<'de>>(
     de: D,
 ) -> Result<Option<i32>, D::Error> {
     let Some(number) = Option::<serde_json::Number>::deserialize(de)? else {
         return Ok(None);
     };
-    number
-        .as_i64()
+    crate::number::whole(&number)
         .and_then(|n| i32::try_from(n).ok())
         .map(Some)
         .ok_or_else(|| {
@@ -163,9 +195,10 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), FieldError> {
 
 fn validate_key(field: &str, value: &Option<String>) -> Result<(), FieldError> {
     match value {
-        Some(v) if v.is_empty() || v.len() > 1000 => {
-            Err(FieldError::new(field, "must be 1 to 1000 characters long"))
-        }
+        Some(v) if v.is_empty() || v.len() > 1000 => Err(FieldError::new(
+            field,
+            "must be 1 to 1000 bytes long (UTF-8)",
+        )),
         Some(v) => crate::limits::check_text(field, v),
         None => Ok(()),
     }
@@ -475,7 +508,7 @@ mod tests {
 
     #[test]
     fn priorities_beyond_every_integer_are_field_errors_not_syntax_errors() {
-        for text in ["1e400", "2147483648", "-2147483649", "1.5", "1e3"] {
+        for text in ["1e400", "2147483648", "-2147483649", "1.5", "1e10"] {
             let body = format!(r#"{{"job": "a", "priority": {text}}}"#);
             let e = serde_json::from_str::<JobSpec>(&body).unwrap_err();
             assert!(e.is_data(), "{text}: {e}");
@@ -483,6 +516,12 @@ mod tests {
                 e.to_string().contains("is not an integer in -1000..=1000"),
                 "{text}: {e}"
             );
+        }
+        // A whole number is that integer however it is spelled (JSON Schema's `integer`).
+        for (text, value) in [("1e3", 1000), ("5.0", 5), ("-2.00e1", -20)] {
+            let body = format!(r#"{{"job": "a", "priority": {text}}}"#);
+            let spec: JobSpec = serde_json::from_str(&body).unwrap();
+            assert_eq!(spec.priority, Some(value), "{text}");
         }
         let spec: JobSpec = serde_json::from_str(r#"{"job": "a", "priority": -7}"#).unwrap();
         assert_eq!(spec.priority, Some(-7));

@@ -15,6 +15,7 @@ pub mod followup;
 pub mod job;
 pub mod limits;
 pub mod listing;
+pub mod number;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod output;

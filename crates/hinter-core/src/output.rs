@@ -121,8 +121,14 @@ pub struct LogLine {
 pub struct Progress {
     /// 0 to 100.
     #[serde(deserialize_with = "finite_percent")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     pub percent: f64,
+    /// At most 1024 bytes of UTF-8, no NUL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 1024, pattern = "^[^\\u0000]*$")
+    )]
     pub message: Option<String>,
     pub at: DateTime<Utc>,
 }
@@ -220,8 +226,11 @@ impl JobReport {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
+    #[serde(deserialize_with = "crate::number::i64")]
     pub lease_token: i64,
+    /// At most 1000 lines.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
     pub logs: Vec<NewLogLine>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
@@ -250,8 +259,14 @@ impl ReportBody {
 pub struct ProgressUpdate {
     /// 0 to 100.
     #[serde(deserialize_with = "finite_percent")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     pub percent: f64,
+    /// At most 1024 bytes of UTF-8, no NUL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 1024, pattern = "^[^\\u0000]*$")
+    )]
     pub message: Option<String>,
 }
 

@@ -205,25 +205,33 @@ pub enum Misfire {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Name))]
     pub name: String,
     /// A cron expression; exactly one of `cron` and `at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Cron>))]
     pub cron: Option<String>,
-    /// One-shot: fire once at this time.
+    /// One-shot: fire once at this time (years 0001 to 9999); exactly one of `cron` and `at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<DateTime<Utc>>,
     #[serde(default = "default_time_zone")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::TimeZone, default = "UTC"))]
     pub time_zone: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::JobName))]
     pub job: String,
+    /// Any JSON, nested at most 64 levels.
     #[serde(default)]
     pub payload: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Name>))]
     pub queue: Option<String>,
+    /// -1000 to 1000; higher runs first.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "crate::definition::exact_priority"
     )]
+    #[cfg_attr(feature = "openapi", schema(minimum = -1000, maximum = 1000))]
     pub priority: Option<i32>,
     #[serde(default)]
     pub overlap: Overlap,

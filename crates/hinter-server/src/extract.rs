@@ -214,7 +214,9 @@ pub fn name_filter(param: &str, value: Option<String>) -> Result<Option<String>,
     Ok(value)
 }
 
-/// Parses the query string into `T` (unknown parameters are ignored).
+/// Parses the query string into `T`. Every query type of the API denies unknown fields, so
+/// an unknown parameter is 400 on every route that reads parameters (routes that take none
+/// do not read the query string).
 pub fn parse_query<T: DeserializeOwned + Default>(uri: &Uri) -> Result<T, ApiError> {
     if uri.query().is_none_or(str::is_empty) {
         return Ok(T::default());

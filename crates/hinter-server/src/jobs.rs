@@ -240,7 +240,7 @@ fn mark_replayed(response: &mut Response, replayed: bool) {
     params(("id" = uuid::Uuid, Path, description = "The job's id. One that is not a UUID names no job: 404."), ("wait" = Option<String>, Query, description = "Long-poll: a duration such as `30s` (cut to the server's `--max-wait`, default 60s); bad: 400.")),
     responses(
         (status = 200, description = "The job; with `wait`, once it is finished or the wait is over.", body = hinter_core::Job),
-        (status = 400, description = "`bad_request`: a bad `wait`.", body = crate::wire::ErrorBody),
+        (status = 400, description = "`bad_request`: a bad `wait`; an unknown query parameter.", body = crate::wire::ErrorBody),
         (status = 404, description = "`not_found`: no job with this id.", body = crate::wire::ErrorBody)
     )
 )]
@@ -324,12 +324,13 @@ async fn wait_until_finished(state: &AppState, id: Uuid, wait: Duration) -> ApiR
         ("queue" = Option<String>, Query, description = "Only jobs of this queue; required for a token limited to some queues."),
         ("job" = Option<String>, Query, description = "Only jobs of this definition name."),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most items answered, 1 to 1000 (default 100); another value is 400."),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
-        ("include" = Option<String>, Query, description = "Comma-separated: `payload`, `result`, `errors`, `runs`; what the summaries hold besides their fixed fields.")
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, as it was given (its form is the pattern; one of that form that no page gave is 404)."),
+        ("include" = Option<String>, Query, description = "Comma-separated: `payload`, `result`, `errors`, `runs`, or `all`; what the summaries hold besides their fixed fields.")
     ),
     responses(
         (status = 200, description = "A page; `next_cursor` is `null` on the last.", body = crate::wire::Page),
-        (status = 400, description = "`bad_request` naming the parameter (`state`, `queue`, `job`, `limit`, `cursor`, `include`).", body = crate::wire::ErrorBody),
+        (status = 400, description = "`bad_request` naming the parameter (`state`, `queue`, `job`, `limit`, `cursor`, `include`); an unknown query parameter.", body = crate::wire::ErrorBody),
+        (status = 404, description = "`not_found`: a `cursor` of the form of `next_cursor` that no listing gave (no page starts there).", body = crate::wire::ErrorBody),
         (status = 403, description = "`forbidden`: a token limited to some queues without `queue=` naming one of them.", body = crate::wire::ErrorBody)
     )
 )]
@@ -349,10 +350,7 @@ pub async fn list(
     let limit = parse_limit(query.limit, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)?;
     let after = match non_empty(query.cursor) {
         None => None,
-        Some(s) => Some(
-            s.parse::<ListCursor>()
-                .map_err(|e| ApiError::bad_request(format!("cursor: {e}")))?,
-        ),
+        Some(s) => Some(parse_cursor(&s)?),
     };
     let include: Include = query
         .include
@@ -392,6 +390,53 @@ pub async fn list(
         .map(|job| summary(job, include))
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(JobList { jobs, next_cursor }))
+}
+
+/// The form of a `next_cursor` (`ListCursor`'s text): a sequence number, then on PostgreSQL
+/// `~SNAPSHOT` and any number of `~SEQ~SNAPSHOT`, a snapshot being `XMIN:XMAX:XIP,…`. The
+/// OpenAPI document gives it as the `cursor` parameter's pattern.
+pub const CURSOR_PATTERN: &str = "^[0-9]{1,19}(?:~[0-9]{1,20}:[0-9]{1,20}:(?:[0-9]{1,20}(?:,[0-9]{1,20})*)?(?:~[0-9]{1,19}~[0-9]{1,20}:[0-9]{1,20}:(?:[0-9]{1,20}(?:,[0-9]{1,20})*)?)*)?$";
+
+/// A `cursor`: 400 when it does not have the form of [`CURSOR_PATTERN`]; 404 when it has the
+/// form but names no place a listing can give (numbers out of order, a snapshot PostgreSQL
+/// cannot have taken): no page starts there, as no job has an id that is not a UUID.
+fn parse_cursor(text: &str) -> ApiResult<ListCursor> {
+    text.parse::<ListCursor>().map_err(|e| {
+        if has_cursor_form(text) {
+            ApiError::not_found(format!("cursor: no page starts at {text:?} ({e})"))
+        } else {
+            ApiError::bad_request(format!("cursor: {e}"))
+        }
+    })
+}
+
+/// Whether `text` matches [`CURSOR_PATTERN`].
+fn has_cursor_form(text: &str) -> bool {
+    let digits = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    let snapshot = |s: &str| {
+        let mut parts = s.split(':');
+        let (Some(xmin), Some(xmax), Some(xip), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        digits(xmin, 20)
+            && digits(xmax, 20)
+            && (xip.is_empty() || xip.split(',').all(|x| digits(x, 20)))
+    };
+    let parts: Vec<&str> = text.split('~').collect();
+    // SEQ alone, or SEQ and SNAPSHOT followed by pairs of SEQ and SNAPSHOT: one part or an
+    // even number.
+    (parts.len() == 1 || parts.len().is_multiple_of(2))
+        && parts.iter().enumerate().all(|(i, part)| {
+            if i % 2 == 0 {
+                digits(part, 19)
+            } else {
+                snapshot(part)
+            }
+        })
 }
 
 /// Longest `last_error.message` of a job summary, in characters.
@@ -523,4 +568,31 @@ fn audit(caller: &Caller, action: &str, id: Uuid) -> WriteOp {
         target: id.to_string(),
         detail: serde_json::Value::Null,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_of_the_documented_form_are_404_else_400() {
+        for (cursor, status) in [
+            ("5", None),
+            ("0", Some(404)),
+            ("007", Some(404)),
+            ("28~0:25300:40920750236945797887,80680078", Some(404)),
+            ("28~5:9:", None),
+            ("28~9:5:", Some(404)),
+            ("28~5:9:6,7~20~5:9:", None),
+            ("28~5:9:6,7~30~5:9:", Some(404)),
+            ("28~5:9:6,7~20", Some(400)),
+            ("abc", Some(400)),
+            ("5~", Some(400)),
+            ("5~1:2", Some(400)),
+            ("-5", Some(400)),
+        ] {
+            let got = parse_cursor(cursor).err().map(|e| e.status.as_u16());
+            assert_eq!(got, status, "{cursor}");
+        }
+    }
 }

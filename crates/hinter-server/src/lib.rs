@@ -26,6 +26,7 @@ mod extract;
 mod health;
 pub mod hooks;
 pub mod idempotency;
+mod input_rules;
 mod jobs;
 pub mod listen;
 pub mod live;

@@ -13,6 +13,10 @@
 //!   but the health checks (the store is unavailable, or the server has too many
 //!   connections).
 //!
+//! The input rules every route shares (name patterns of path and query parameters, duration
+//! syntax, an empty query parameter as absent) and those tying body fields together are
+//! stated by [`crate::input_rules`].
+//!
 //! The dashboard's routes (`/`, `/ui/…`) are left out: they serve the browser application
 //! (HTML, scripts, a login form), not the API, and may change with it; the session they set
 //! is documented as a security scheme, since API routes accept it. The test
@@ -156,6 +160,7 @@ pub fn build() -> Document {
         };
         complete(operation, route.path, route.access, &route.method);
     }
+    crate::input_rules::apply(&mut doc);
     doc
 }
 

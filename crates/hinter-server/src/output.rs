@@ -46,8 +46,9 @@ pub async fn report(
     }))
 }
 
-/// `GET /api/v1/jobs/{id}/logs` query.
+/// `GET /api/v1/jobs/{id}/logs` query (an unknown parameter is 400).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     pub attempt: Option<String>,
     pub after: Option<String>,
@@ -67,7 +68,7 @@ pub struct LogsQuery {
     ),
     responses(
         (status = 200, description = "The lines; `next_after` continues from the last one (to page, or to follow a running job).", body = hinter_core::output::LogPage),
-        (status = 400, description = "`bad_request` naming the parameter.", body = crate::wire::ErrorBody),
+        (status = 400, description = "`bad_request` naming the parameter; an unknown query parameter.", body = crate::wire::ErrorBody),
         (status = 404, description = "`not_found`: no job with this id.", body = crate::wire::ErrorBody)
     )
 )]

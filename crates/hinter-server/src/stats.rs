@@ -408,7 +408,8 @@ pub async fn show(
     uri: Uri,
 ) -> ApiResult<Json<StatsAnswer>> {
     let query: StatsQuery = parse_query(&uri)?;
-    let window = match query.window.as_deref().map(str::trim) {
+    // Exactly as documented (an enum): no blanks around the value.
+    let window = match query.window.as_deref() {
         None | Some("") => Window::Hour,
         Some(text) => text
             .parse::<Window>()

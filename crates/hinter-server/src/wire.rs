@@ -17,14 +17,17 @@ pub struct RawBatchRequest<'a> {
     pub jobs: Vec<&'a RawValue>,
 }
 
-/// `GET /api/v1/jobs/{id}` query.
+/// `GET /api/v1/jobs/{id}` query (an unknown parameter is 400, as on every route).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GetJobQuery {
     pub wait: Option<String>,
 }
 
-/// `GET /api/v1/jobs` query; every value is parsed by hand to name the bad one.
+/// `GET /api/v1/jobs` query; every value is parsed by hand to name the bad one. An unknown
+/// parameter is 400.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub state: Option<String>,
     pub queue: Option<String>,

@@ -23,7 +23,7 @@ use crate::AppState;
 /// Shortest and longest lease a worker may ask for.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 pub const MAX_LEASE: Duration = Duration::from_secs(3600);
-/// Longest worker id accepted.
+/// Longest worker id accepted, in characters.
 pub const MAX_WORKER_ID_LEN: usize = 200;
 /// How often an idle lease long-poll tries again without an event (scheduled jobs becoming
 /// due, events from other processes).
@@ -52,7 +52,7 @@ pub async fn lease(
     }
     let job_names = body.jobs;
     limits::check_lease_job_names("jobs", &job_names)?;
-    if body.worker_id.is_empty() || body.worker_id.len() > MAX_WORKER_ID_LEN {
+    if body.worker_id.is_empty() || body.worker_id.chars().count() > MAX_WORKER_ID_LEN {
         return Err(FieldError::new(
             "worker_id",
             format!("must be 1 to {MAX_WORKER_ID_LEN} characters long"),

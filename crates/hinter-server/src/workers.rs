@@ -10,14 +10,15 @@ use crate::extract::JobBody;
 use crate::wire::{WorkerList, WorkerReport, WorkerView};
 use crate::{ApiError, ApiResult, AppState};
 
-/// Longest process id or host name accepted.
+/// Longest process id or host name accepted, in characters (as a lease's `worker_id`, which
+/// is the same id; the document's `maxLength` counts characters too).
 const MAX_TEXT: usize = 200;
 
 fn check_text(field: &str, value: &str) -> Result<(), FieldError> {
-    if value.is_empty() || value.len() > MAX_TEXT {
+    if value.is_empty() || value.chars().count() > MAX_TEXT {
         return Err(FieldError::new(
             field,
-            format!("must be 1 to {MAX_TEXT} bytes long"),
+            format!("must be 1 to {MAX_TEXT} characters long"),
         ));
     }
     limits::check_text(field, value)
@@ -28,7 +29,7 @@ fn check_text(field: &str, value: &str) -> Result<(), FieldError> {
 #[utoipa::path(
     put, path = "/api/v1/workers/{id}", tag = "worker protocol", operation_id = "report_worker",
     summary = "A worker that leases over HTTP reports itself alive",
-    params(("id" = String, Path, description = "The worker process's id (1 to 200 bytes, no NUL); also its `worker_id`.")),
+    params(("id" = String, Path, description = "The worker process's id (1 to 200 characters, no NUL); also its `worker_id`.")),
     request_body(content = crate::wire::WorkerReport),
     responses(
         (status = 200, description = "The process as recorded.", body = hinter_core::ProcessInfo),
@@ -67,7 +68,7 @@ pub async fn report(
 #[utoipa::path(
     delete, path = "/api/v1/workers/{id}", tag = "worker protocol", operation_id = "remove_worker",
     summary = "A worker that stops leaves the list at once",
-    params(("id" = String, Path, description = "The worker process's id (1 to 200 bytes, no NUL); also its `worker_id`.")),
+    params(("id" = String, Path, description = "The worker process's id (1 to 200 characters, no NUL); also its `worker_id`.")),
     responses(
         (status = 204, description = "Removed (or was not listed)."),
         (status = 400, description = "`bad_request`: a bad id.", body = crate::wire::ErrorBody)

@@ -392,3 +392,188 @@ async fn answers_have_the_fields_their_schemas_name() {
     let (_, _, health) = server.get("/readyz").await;
     check_fields(&doc, "Status", &health);
 }
+
+/// The schema of parameter `name` (in `location`) of `method path`.
+fn parameter<'a>(
+    doc: &'a Value,
+    method: &str,
+    path: &str,
+    location: &str,
+    name: &str,
+) -> &'a Value {
+    doc["paths"][path][method]["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{method} {path}: no parameters"))
+        .iter()
+        .find(|p| p["name"] == name && p["in"] == location)
+        .map(|p| &p["schema"])
+        .unwrap_or_else(|| panic!("{method} {path}: no {location} parameter {name}"))
+}
+
+/// The document states the input rules the server checks (the fuzz test checks both ways
+/// that they are the server's; here, that they are stated, and the server's answers at
+/// their edges).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_states_the_input_rules() {
+    let server = start(AuthConfig::default()).await;
+    let doc = server.document().await;
+    let schemas = &doc["components"]["schemas"];
+    let name = hinter_core::openapi::name_pattern();
+    assert!(name.starts_with("^(?:[A-Za-z0-9._:-]{3,200}|"), "{name}");
+
+    // Names: in paths as they are; in query filters also empty (= absent); in bodies.
+    for path in [
+        "/api/v1/queues/{name}/pause",
+        "/api/v1/queues/{name}/resume",
+        "/api/v1/queues/{name}/purge",
+    ] {
+        assert_eq!(
+            parameter(&doc, "post", path, "path", "name")["pattern"],
+            name,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        parameter(&doc, "get", "/api/v1/schedules/{name}", "path", "name")["pattern"],
+        name
+    );
+    assert_eq!(
+        parameter(&doc, "post", "/hooks/{job}", "path", "job")["pattern"],
+        hinter_core::openapi::job_name_pattern()
+    );
+    let empty_or_name = hinter_core::openapi::or_empty(&name);
+    assert!(empty_or_name.ends_with(")?$"), "{empty_or_name}");
+    for (path, param) in [
+        ("/api/v1/jobs", "queue"),
+        ("/api/v1/jobs", "job"),
+        ("/api/v1/events", "queue"),
+        ("/api/v1/events", "job"),
+    ] {
+        assert_eq!(
+            parameter(&doc, "get", path, "query", param)["pattern"],
+            empty_or_name,
+            "{path} {param}"
+        );
+    }
+    assert_eq!(schemas["Name"]["pattern"], name);
+    assert_eq!(
+        schemas["JobSpec"]["properties"]["job"]["$ref"],
+        "#/components/schemas/JobName"
+    );
+
+    // Lists that must not be empty, numeric bounds, integers.
+    let purge = &schemas["PurgeBody"]["properties"]["states"];
+    assert_eq!(purge["minItems"], 1, "{purge}");
+    assert_eq!(
+        schemas["FinishedState"]["enum"],
+        json!(["succeeded", "dead", "cancelled"])
+    );
+    let lease = &schemas["LeaseRequest"]["properties"];
+    assert_eq!(lease["queues"]["minItems"], 1, "{lease}");
+    assert_eq!(
+        (&lease["max"]["minimum"], &lease["max"]["maximum"]),
+        (&json!(1), &json!(1000))
+    );
+    let job = &schemas["JobSpec"]["properties"];
+    assert_eq!(
+        (&job["priority"]["minimum"], &job["priority"]["maximum"]),
+        (&json!(-1000), &json!(1000))
+    );
+    assert_eq!(job["max_attempts"]["minimum"], 1);
+    let percent = &schemas["ProgressUpdate"]["properties"]["percent"];
+    assert_eq!(
+        (&percent["minimum"], &percent["maximum"]),
+        (&json!(0), &json!(100))
+    );
+    let limit = parameter(&doc, "get", "/api/v1/jobs", "query", "limit");
+    let limit_types: Vec<&Value> = limit["anyOf"].as_array().expect("anyOf").iter().collect();
+    assert_eq!(limit_types[0]["type"], "integer", "{limit}");
+    assert_eq!(
+        (&limit_types[0]["minimum"], &limit_types[0]["maximum"]),
+        (&json!(1), &json!(1000))
+    );
+    assert_eq!(limit_types[1], &json!({"type": "string", "maxLength": 0}));
+
+    // Durations, the Idempotency-Key, the cursor.
+    let wait = parameter(&doc, "get", "/api/v1/jobs/{id}", "query", "wait")["pattern"]
+        .as_str()
+        .expect("wait pattern");
+    assert!(
+        wait.contains("|3650(?:\\.0*)?|") && wait.ends_with(")?$"),
+        "{wait}"
+    );
+    let lease_input = &schemas["LeaseDurationInput"]["oneOf"];
+    assert_eq!(
+        (&lease_input[1]["minimum"], &lease_input[1]["maximum"]),
+        (&json!(1), &json!(3600))
+    );
+    assert_eq!(
+        parameter(&doc, "post", "/api/v1/jobs", "header", "Idempotency-Key")["pattern"],
+        "^[ -~]{1,255}$"
+    );
+    let cursor = parameter(&doc, "get", "/api/v1/jobs", "query", "cursor")["pattern"]
+        .as_str()
+        .expect("cursor pattern");
+    assert!(cursor.starts_with("^(?:[0-9]{1,19}(?:~"), "{cursor}");
+
+    // Bodies: `cron` or `at`; not `run_at` and `delay`; `unique_for` needs `unique_key`.
+    let one_of = &schemas["ScheduleSpec"]["oneOf"];
+    assert_eq!(one_of[0]["required"], json!(["cron"]), "{one_of}");
+    assert_eq!(one_of[1]["required"], json!(["at"]), "{one_of}");
+    assert_eq!(schemas["ScheduleReplace"]["oneOf"], *one_of);
+    assert!(schemas["ScheduleReplace"]["properties"]
+        .get("name")
+        .is_none());
+    assert_eq!(
+        schemas["JobSpec"]["not"]["allOf"][1]["required"],
+        json!(["delay"])
+    );
+    assert_eq!(
+        schemas["JobSpec"]["anyOf"][1]["required"],
+        json!(["unique_key"])
+    );
+
+    // The answers at the edges, as documented.
+    for (path, status) in [
+        ("/api/v1/jobs?queue=&job=&state=&limit=&cursor=", 200),
+        ("/api/v1/jobs?cursor=5", 200),
+        ("/api/v1/jobs?cursor=0", 404),
+        ("/api/v1/jobs?cursor=5~9:3:", 404),
+        ("/api/v1/jobs?cursor=next", 400),
+        ("/api/v1/jobs?colour=red", 400),
+        (
+            "/api/v1/jobs/01a22ab4-54f9-7197-8eca-760c07f36b0b?colour=red",
+            400,
+        ),
+        (
+            "/api/v1/jobs/01a22ab4-54f9-7197-8eca-760c07f36b0b/logs?colour=red",
+            400,
+        ),
+        ("/api/v1/events?job_id=&every=", 200),
+        ("/api/v1/stats?window=%201h", 400),
+    ] {
+        let (got, _, body) = server.get(path).await;
+        assert_eq!(got, status, "{path}: {body}");
+    }
+    // Integers in any JSON spelling of a whole number.
+    let (status, body) = server
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            json!({"job": "a", "priority": 5.0, "max_attempts": 3e0}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        (&body["job"]["priority"], &body["job"]["max_attempts"]),
+        (&json!(5), &json!(3))
+    );
+    let (status, body) = server
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            json!({"job": "a", "priority": 5.5}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+}

@@ -203,9 +203,8 @@ pub struct JobSummary {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_error: Option<AttemptError>,
-    /// Only with `include` payload.
+    /// Only with `include` payload: any JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub payload: Option<Value>,
     /// Only with `include` result (and then `null` too while the job has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,21 +268,29 @@ pub struct Accepted {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
-    /// Queues to take jobs from (1 to 100 names); default `["default"]`.
+    /// Queues to take jobs from (1 to 1000 distinct names); default `["default"]`.
     #[serde(default = "default_queues", deserialize_with = "queues_or_default")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<hinter_core::openapi::Name>>, min_items = 1))]
     pub queues: Vec<String>,
-    /// Only jobs of these names (a worker that runs only some); empty: any.
+    /// Only jobs of these names (a worker that runs only some; at most 1000 distinct);
+    /// empty: any.
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<hinter_core::openapi::Name>>))]
     pub jobs: Vec<String>,
-    /// Who holds the lease (1 to 200 characters, shown in job listings), e.g. `host-1:4711`.
+    /// Who holds the lease (1 to 200 characters, no NUL; shown in job listings), e.g.
+    /// `host-1:4711`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")
+    )]
     pub worker_id: String,
     /// Most jobs to take, 1 to 1000; default 1.
     #[serde(default = "one", deserialize_with = "max_or_one")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>, minimum = 1, maximum = 1000))]
     pub max: u32,
     /// How long the lease lasts without a heartbeat, 1s to 1h; absent: the server's default
     /// (60s).
@@ -292,7 +299,7 @@ pub struct LeaseRequest {
         skip_serializing_if = "Option::is_none",
         with = "opt_duration"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<hinter_core::openapi::DurationInput>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<hinter_core::openapi::LeaseDurationInput>))]
     pub lease: Option<Duration>,
     /// Long-poll up to this long (cut to the server's `--max-wait`, default 60s) while no
     /// job is ready; absent: answer at once.
@@ -326,7 +333,7 @@ where
 }
 
 fn max_or_one<'de, D: serde::Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
-    Ok(Option::<u32>::deserialize(de)?.unwrap_or(1))
+    Ok(hinter_core::number::opt_u32(de)?.unwrap_or(1))
 }
 
 impl LeaseRequest {
@@ -389,6 +396,7 @@ pub struct Leases {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatBody {
+    #[serde(deserialize_with = "hinter_core::number::i64")]
     pub lease_token: i64,
     /// The lease's new length from now, 1s to 1h; absent: the server's default.
     #[serde(
@@ -396,7 +404,7 @@ pub struct HeartbeatBody {
         skip_serializing_if = "Option::is_none",
         with = "opt_duration"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<hinter_core::openapi::DurationInput>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<hinter_core::openapi::LeaseDurationInput>))]
     pub lease: Option<Duration>,
     /// Replaces the job's progress, with the lease extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -404,8 +412,9 @@ pub struct HeartbeatBody {
     /// Replaces the job's checkpoint (the next attempt is handed it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Value>,
-    /// Appended to the attempt's log (as in `POST /api/v1/jobs/{id}/report`).
+    /// Appended to the attempt's log (as in `POST /api/v1/jobs/{id}/report`; at most 1000).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
     pub logs: Vec<hinter_core::NewLogLine>,
 }
 
@@ -430,6 +439,7 @@ impl HeartbeatBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
+    #[serde(deserialize_with = "hinter_core::number::i64")]
     pub lease_token: i64,
     /// Any JSON, kept as the job's `result`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -441,6 +451,7 @@ pub struct CompleteBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
+    #[serde(deserialize_with = "hinter_core::number::i64")]
     pub lease_token: i64,
 }
 
@@ -449,6 +460,7 @@ pub struct ReleaseBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FailBody {
+    #[serde(deserialize_with = "hinter_core::number::i64")]
     pub lease_token: i64,
     /// What went wrong; kept (bounded) in the job's `errors`.
     pub error: String,
@@ -457,7 +469,11 @@ pub struct FailBody {
     pub retry: bool,
     /// The exit code of the command that ran the attempt, if one ran and exited; kept in the
     /// attempt's record (`runs`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "hinter_core::number::opt_i32"
+    )]
     pub exit_code: Option<i32>,
 }
 
@@ -478,13 +494,21 @@ pub struct Logged {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WorkerReport {
+    /// 1 to 200 characters, no NUL.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")
+    )]
     pub host: String,
     /// 0 to 4294967295 (an unsigned 32-bit number).
+    #[serde(deserialize_with = "hinter_core::number::u32")]
     #[cfg_attr(feature = "openapi", schema(value_type = i64, minimum = 0, maximum = 4294967295_i64))]
     pub pid: u32,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<hinter_core::openapi::Name>))]
     pub queues: Vec<String>,
     /// 0 to 4294967295 (an unsigned 32-bit number).
+    #[serde(deserialize_with = "hinter_core::number::u32")]
     #[cfg_attr(feature = "openapi", schema(value_type = i64, minimum = 0, maximum = 4294967295_i64))]
     pub concurrency: u32,
     pub started_at: DateTime<Utc>,
@@ -531,9 +555,23 @@ pub struct QueueList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PurgeBody {
-    /// Finished states to delete (`succeeded`, `dead`, `cancelled`); default all three.
+    /// Finished states to delete (`succeeded`, `dead`, `cancelled`; at least one); absent:
+    /// all three.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<FinishedState>>, min_items = 1))]
     pub states: Option<Vec<JobState>>,
+}
+
+/// A state a job ends in: what a purge may delete (the document's name for the subset of
+/// [`JobState`] that `PurgeBody::states` takes).
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum FinishedState {
+    Succeeded,
+    Dead,
+    Cancelled,
 }
 
 /// `POST /api/v1/queues/{name}/purge` answer.

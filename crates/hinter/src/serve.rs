@@ -181,6 +181,10 @@ pub struct ServeArgs {
     /// (1s to 3650d).
     #[arg(long, env = "HINTER_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_idempotency_ttl)]
     pub idempotency_ttl: Duration,
+    /// Longest long-poll (`wait`) of `GET /api/v1/jobs/{id}`, `POST /api/v1/leases` and
+    /// `GET /api/v1/events`: a longer wait asked for is cut to it (1ms to 1h).
+    #[arg(long, env = "HINTER_MAX_WAIT", default_value = "60s", value_parser = parse_max_wait)]
+    pub max_wait: Duration,
     /// Serve without API tokens on an address beyond loopback (for a gateway in front that
     /// authenticates requests). Without it, such a listen address needs a token
     /// (`hinter tokens create`).
@@ -513,6 +517,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// `--idempotency-ttl`: a key must outlive a client's retries, and its expiry be storable.
+fn parse_max_wait(s: &str) -> Result<Duration, String> {
+    let wait = hinter_core::parse_duration(s).map_err(|e| e.to_string())?;
+    if wait.is_zero() || wait > Duration::from_secs(3600) {
+        return Err(format!("{s:?} is not from 1ms to 1h"));
+    }
+    Ok(wait)
+}
+
 fn parse_idempotency_ttl(s: &str) -> Result<Duration, String> {
     let ttl = parse_duration(s)?;
     let max = hinter_core::limits::MAX_DURATION;
@@ -697,6 +709,7 @@ pub async fn serve_on(
             max_event_streams: args.connections.max_event_streams as usize,
             event_keep_alive: args.connections.event_keep_alive(),
             idempotency_ttl: args.idempotency_ttl,
+            max_wait: args.max_wait,
             auth,
             hooks,
             callbacks: args.callbacks.server_config(),

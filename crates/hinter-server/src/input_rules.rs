@@ -22,8 +22,6 @@ use utoipa::openapi::{Components, OpenApi as Document, RefOr};
 
 /// Longest wait a query asks for that is accepted (then cut to `--max-wait`).
 const MAX_WAIT: Duration = hinter_core::limits::MAX_DURATION;
-/// `every` of an event stream: 100ms to 1h (`events::parse_every`).
-const EVERY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3600));
 
 /// A job id as `Uuid::parse_str` reads it, in its usual (hyphenated) form.
 pub const UUID_PATTERN: &str =
@@ -70,9 +68,12 @@ fn parameter_schema(path: &str, location: &ParameterIn, name: &str) -> Option<Re
             Duration::ZERO,
             MAX_WAIT,
         )))),
-        (ParameterIn::Query, "every") => {
-            Some(string(&or_empty(&duration_pattern(EVERY.0, EVERY.1))))
-        }
+        // Any duration: the server cuts it to 100ms..1h (`events::parse_every`), as `wait`
+        // to `--max-wait`.
+        (ParameterIn::Query, "every") => Some(string(&or_empty(&duration_pattern(
+            Duration::ZERO,
+            MAX_WAIT,
+        )))),
         (ParameterIn::Query, "cursor") => Some(string(&or_empty(crate::jobs::CURSOR_PATTERN))),
         (ParameterIn::Query, "include") => Some(string(INCLUDE_PATTERN)),
         (ParameterIn::Query, "state") => Some(string_enum(

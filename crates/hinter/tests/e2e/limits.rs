@@ -92,9 +92,13 @@ async fn probe(server: &Server) {
         .await
         .expect_error(422, "invalid_field");
     assert!(resp.message().starts_with("worker_id"), "{resp:?}");
+    // A cursor of the form of `next_cursor` that no page gave names no page (404).
+    server
+        .get("/api/v1/jobs?cursor=0")
+        .await
+        .expect_error(404, "not_found");
     for query in [
         "cursor=-1",
-        "cursor=0",
         "queue=%00",
         "job=a%00b",
         "queue=..",

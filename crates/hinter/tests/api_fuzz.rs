@@ -19,9 +19,9 @@
 //! Every check of schemathesis runs, `positive_data_acceptance` (a request the document
 //! calls valid is not refused with 400/422) and `negative_data_rejection` (one it calls
 //! invalid is refused) included: the document states the input rules the server enforces
-//! (`crates/hinter-server/src/input_rules.rs`). Three answers to valid requests depend on
+//! (`crates/hinter-server/src/input_rules.rs`). Two answers to valid requests depend on
 //! something no schema holds (a reused `Idempotency-Key`, a server without
-//! `--callback-secret`, `every` without `Accept: text/event-stream`): the hooks of
+//! `--callback-secret`): the hooks of
 //! `tests/api_fuzz_hooks.py` keep just those out of the requests generated as valid, with
 //! the reasons.
 

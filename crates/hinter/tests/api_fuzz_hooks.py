@@ -15,9 +15,6 @@ itself calls for:
 - `callback_url` (the same routes): a server without `--callback-secret` refuses every
   callback (422), and one with it would send the callbacks to the generated hosts
   (configuration). It is left out of valid requests; its form is still fuzzed by invalid ones.
-- `every` (GET /api/v1/events): summaries are for event streams only, and the fuzzer asks
-  for JSON pages (`Accept: text/event-stream` would be needed, another header). It is left
-  out of valid requests.
 """
 
 import itertools
@@ -47,5 +44,3 @@ def before_call(ctx, case, **kwargs):
         for item in items if isinstance(items, list) else []:
             if isinstance(item, dict):
                 item.pop("callback_url", None)
-    if method == "GET" and path == "/api/v1/events" and isinstance(case.query, dict):
-        case.query.pop("every", None)

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Jobs drained by the drain phases.
-    #[arg(long, default_value_t = 100_000)]
+    /// Jobs enqueued and drained by the enqueue and drain phases (20,000: the peer workload of
+    /// `../shared/peers`).
+    #[arg(long, default_value_t = 20_000)]
     pub jobs: u64,
     /// In-process handler concurrency of the drain phase.
     #[arg(long, default_value_t = 16)]
@@ -28,12 +29,16 @@ pub struct BenchArgs {
     /// `full` (fsync every commit) or `relaxed`.
     #[arg(long, default_value = "full", value_parser = ["full", "relaxed"])]
     pub durability: String,
-    /// Offered load of the latency phase, jobs per second.
-    #[arg(long, default_value_t = 1000)]
+    /// Offered load of the latency phases, jobs per second.
+    #[arg(long, default_value_t = 200)]
     pub rate: u64,
-    /// Length of the latency phase.
-    #[arg(long, default_value = "5s", value_parser = crate::serve::parse_duration)]
+    /// Length of the latency phases.
+    #[arg(long, default_value = "15s", value_parser = crate::serve::parse_duration)]
     pub latency_duration: Duration,
+    /// Jobs queued in the large setting of the `backlog` phase (it drains the first 20,000,
+    /// and compares with 30,000 queued).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(30_000..))]
+    pub backlog: u64,
     /// Script jobs run at once in the `scripts` phase.
     #[arg(long, default_value_t = 16)]
     pub script_concurrency: usize,
@@ -45,17 +50,21 @@ pub struct BenchArgs {
     /// versus 1,000,000 jobs queued.
     #[arg(long, env = "HINTER_BENCH_DATABASE_URL")]
     pub database: Option<String>,
-    /// Run only these phases (default: all). PostgreSQL has `drain`, `latency`, `events` and
-    /// `backlog`; the embedded store all but `backlog`. `scripts` runs trivial `.sh` script
-    /// jobs (a twentieth of --jobs, at least 1000) with --script-concurrency. `schedules`
-    /// (embedded store): how late an every-second schedule fires on an idle server, and the
-    /// CPU 10,000 schedules cost. `live` (both stores): the drain next to a serve-like HTTP
-    /// server with 0, 1 and 5 dashboards following the event stream as the page does (a
-    /// summary a second) and with one stream of every event: the overhead in % and the CPU
-    /// per 1,000 jobs (8 rounds of each, --jobs per drain). `reads` (both stores; only when named): the
-    /// dashboard's reads over HTTP with 1,000,000 finished and 100,000 queued jobs
-    /// (bench_reads.rs).
-    #[arg(long, value_delimiter = ',', value_parser = ["batch", "single", "drain", "http-drain", "latency", "events", "backlog", "scripts", "schedules", "live", "reads"])]
+    /// Run only these phases (default: all but `reads`). Both stores: `enqueue`, `drain`,
+    /// `latency` and `backlog` (the peer workload, bench_workload.rs: bulk enqueue through the
+    /// Rust API in calls of 1,000; their drain with in-process handlers, worker start-up
+    /// included, and its CPU per 1,000 jobs; open-loop single enqueues at --rate; the drain of
+    /// 20,000 with 30,000 and with 1,000,000 queued and the peak memory), `events` (an event
+    /// seen by another store instance), `live` (the drain next to a serve-like HTTP server with
+    /// 0, 1 and 5 dashboards following the event stream as the page does and with one stream
+    /// of every event: overhead and CPU per 1,000 jobs, 8 rounds) and `reads` (only when named:
+    /// the dashboard's reads over HTTP with 1,000,000 finished and 100,000 queued jobs).
+    /// Embedded store only: `batch` and `single` (enqueue over HTTP), `http-drain` (the HTTP
+    /// lease protocol), `http-latency` (enqueue over HTTP at --rate), `scripts` (trivial `.sh`
+    /// script jobs, a twentieth of --jobs, at least 1000, --script-concurrency at once) and
+    /// `schedules` (how late an every-second schedule fires; the CPU of 10,000 schedules).
+    /// PostgreSQL only: `wakeup` (idle enqueue-to-start across connections, NOTIFY).
+    #[arg(long, value_delimiter = ',', value_parser = ["enqueue", "batch", "single", "drain", "http-drain", "latency", "http-latency", "wakeup", "events", "backlog", "scripts", "schedules", "live", "reads"])]
     pub only: Vec<String>,
 }
 
@@ -182,17 +191,6 @@ async fn single_enqueue(durability: Durability, requests: u64) -> anyhow::Result
     let rate = requests as f64 / start.elapsed().as_secs_f64();
     server.stop.abort();
     Ok(rate)
-}
-
-async fn drain_in_process(
-    durability: Durability,
-    jobs: u64,
-    concurrency: usize,
-) -> anyhow::Result<f64> {
-    let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(open_sqlite(dir.path(), durability).await?);
-    fill(store.as_ref(), jobs).await?;
-    run_noop_worker(store, jobs, concurrency, true).await
 }
 
 /// Runs `jobs` trivial `.sh` script jobs (`exit 0`) end to end through the runtime `serve`
@@ -568,14 +566,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ));
         figures.insert("single_enqueue_jobs_per_s".into(), json!(single.round()));
     }
-    if run("drain") {
-        let drain = drain_in_process(durability, args.jobs, args.concurrency).await?;
-        say(format!(
-            "drain, in-process handlers, concurrency {:<3}:      {drain:>10.0} jobs/s",
-            args.concurrency
-        ));
-        figures.insert("drain_in_process_jobs_per_s".into(), json!(drain.round()));
-    }
+    let backend = crate::bench_live::Backend::Sqlite(durability);
+    crate::bench_workload::run_phases(&backend, &args, run, say, &mut figures).await?;
     if run("http-drain") {
         let http = drain_http(durability, args.jobs / 2).await?;
         say(format!(
@@ -583,21 +575,21 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ));
         figures.insert("drain_http_jobs_per_s".into(), json!(http.round()));
     }
-    if run("latency") {
+    if run("http-latency") {
         let lat = latency(durability, args.rate, args.latency_duration).await?;
         say(format!(
-            "enqueue-to-start latency at {} jobs/s ({} jobs):  p50 {:.2} ms, p99 {:.2} ms",
+            "enqueue-to-start latency, HTTP enqueue at {} jobs/s ({} jobs):  p50 {:.2} ms, p99 {:.2} ms",
             args.rate,
             lat.samples,
             lat.p50.as_secs_f64() * 1000.0,
             lat.p99.as_secs_f64() * 1000.0
         ));
         figures.insert(
-            "latency_p50_ms".into(),
+            "http_latency_p50_ms".into(),
             json!(lat.p50.as_secs_f64() * 1000.0),
         );
         figures.insert(
-            "latency_p99_ms".into(),
+            "http_latency_p99_ms".into(),
             json!(lat.p99.as_secs_f64() * 1000.0),
         );
     }

@@ -51,7 +51,7 @@ pub enum Backend<'a> {
 }
 
 /// A fresh store (and what must live as long as it, or be cleaned up after).
-enum Fresh {
+pub(crate) enum Fresh {
     /// The store's directory, removed when dropped.
     Sqlite {
         _dir: tempfile::TempDir,
@@ -63,7 +63,9 @@ enum Fresh {
 }
 
 impl Fresh {
-    async fn open(backend: &Backend<'_>) -> anyhow::Result<(Arc<dyn hinter_core::Backend>, Fresh)> {
+    pub(crate) async fn open(
+        backend: &Backend<'_>,
+    ) -> anyhow::Result<(Arc<dyn hinter_core::Backend>, Fresh)> {
         match backend {
             Backend::Sqlite(durability) => {
                 let dir = tempfile::tempdir().context("creating a temp dir")?;
@@ -90,7 +92,22 @@ impl Fresh {
         }
     }
 
-    async fn clean_up(self) -> anyhow::Result<()> {
+    /// Brings PostgreSQL's `jobs` to the steady state autovacuum keeps a live table in, so
+    /// a bulk fill's pending vacuum does not compete with a measurement (SQLite: nothing).
+    pub(crate) async fn vacuum(&self) -> anyhow::Result<()> {
+        if let Fresh::Postgres { url, schema } = self {
+            let client = hinter_postgres::connect_session(url)
+                .await
+                .context("connecting to the benchmark database")?;
+            client
+                .batch_execute(&format!("VACUUM (ANALYZE) {schema}.jobs"))
+                .await
+                .context("vacuuming the benchmark table")?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn clean_up(self) -> anyhow::Result<()> {
         if let Fresh::Postgres { url, schema } = self {
             let client = hinter_postgres::connect_session(&url)
                 .await

@@ -1,7 +1,6 @@
 //! `hinter bench --database postgres://…`: the PostgreSQL figures, each phase in a fresh
 //! schema of that database (dropped afterwards).
 
-use crate::bench::{fill, run_noop_worker};
 use anyhow::Context;
 use hinter_core::{JobDefinition, NewJob, Store, SystemClock};
 use hinter_engine::{HandlerContext, JobError, Registry, Worker, WorkerOptions};
@@ -60,32 +59,6 @@ impl Scratch {
         self.execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
             .await
     }
-}
-
-/// Drain of `jobs` no-op jobs with in-process handlers.
-pub async fn drain(url: &str, jobs: u64, concurrency: usize) -> anyhow::Result<f64> {
-    let scratch = Scratch::new(url);
-    let store = scratch.connect().await?;
-    fill(store.as_ref(), jobs).await?;
-    let rate = run_noop_worker(store, jobs, concurrency, true).await?;
-    scratch.drop_schema().await?;
-    Ok(rate)
-}
-
-/// Drain rate of the first `measured` jobs with `backlog` jobs queued in all.
-pub async fn drain_with_backlog(
-    url: &str,
-    backlog: u64,
-    measured: u64,
-    concurrency: usize,
-) -> anyhow::Result<f64> {
-    let scratch = Scratch::new(url);
-    let store = scratch.connect().await?;
-    fill(store.as_ref(), backlog).await?;
-    scratch.vacuum().await?;
-    let rate = run_noop_worker(store, measured, concurrency, false).await?;
-    scratch.drop_schema().await?;
-    Ok(rate)
 }
 
 /// Enqueue-to-start latency on an idle system, enqueuer and worker on separate stores
@@ -165,17 +138,9 @@ pub async fn run(url: &str, args: &crate::bench::BenchArgs) -> anyhow::Result<()
     let mut figures = serde_json::Map::new();
     figures.insert("backend".into(), json!("postgres"));
     let ms = |d: Duration| json!(d.as_secs_f64() * 1000.0);
-    if run("drain") {
-        let drain_rate = drain(url, jobs, concurrency).await?;
-        say(format!(
-            "drain, in-process handlers, concurrency {concurrency:<3}:       {drain_rate:>10.0} jobs/s"
-        ));
-        figures.insert(
-            "drain_in_process_jobs_per_s".into(),
-            json!(drain_rate.round()),
-        );
-    }
-    if run("latency") {
+    let backend = crate::bench_live::Backend::Postgres(url);
+    crate::bench_workload::run_phases(&backend, args, &run, &say, &mut figures).await?;
+    if run("wakeup") {
         let (p50, p99, n) = idle_latency(url, 200).await?;
         say(format!(
             "idle enqueue-to-start across connections (NOTIFY, {n} jobs): p50 {:.2} ms, p99 {:.2} ms",
@@ -198,20 +163,6 @@ pub async fn run(url: &str, args: &crate::bench::BenchArgs) -> anyhow::Result<()
         ));
         figures.insert("event_visible_p50_ms".into(), ms(p50));
         figures.insert("event_visible_p99_ms".into(), ms(p99));
-    }
-    if run("backlog") {
-        let measured = 20_000;
-        let small = drain_with_backlog(url, 10_000 + measured, measured, concurrency).await?;
-        say(format!(
-            "drain of {measured} with 10,000 more queued:               {small:>10.0} jobs/s"
-        ));
-        let large = drain_with_backlog(url, 1_000_000, measured, concurrency).await?;
-        say(format!(
-            "drain of {measured} with 1,000,000 queued:                 {large:>10.0} jobs/s ({:+.0}%)",
-            (large / small - 1.0) * 100.0
-        ));
-        figures.insert("drain_backlog_10k_jobs_per_s".into(), json!(small.round()));
-        figures.insert("drain_backlog_1m_jobs_per_s".into(), json!(large.round()));
     }
     if run("live") {
         let live =

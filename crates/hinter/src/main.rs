@@ -4,6 +4,7 @@ mod bench;
 mod bench_live;
 mod bench_pg;
 mod bench_reads;
+mod bench_workload;
 mod callbacks;
 mod client_cmds;
 mod config;

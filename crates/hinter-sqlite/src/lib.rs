@@ -155,6 +155,9 @@ fn spawn_checkpointer(
 
 /// Opens a connection; only with `create` is a missing database file created (readers
 /// must not create an empty database where the real one was deleted).
+/// The writer connection's page cache, in KiB (readers keep 32 MB each).
+const WRITER_CACHE_KIB: u32 = 8_000;
+
 fn open_connection(path: &Path, options: &SqliteOptions, create: bool) -> StoreResult<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
@@ -207,8 +210,16 @@ impl SqliteStore {
             |e: rusqlite::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
         // The writer never checkpoints inside a commit; it bounds the WAL between groups
         // (see `writer`), and a restarted WAL is truncated to the bound.
+        //
+        // Its page cache is smaller than the readers': every commit after a B-tree page split
+        // walks the whole cache's hash table (SQLite renumbers pages through a spare number
+        // past the end of the file, and the commit then drops cached pages past the end by
+        // scanning every bucket), which took 3-10 % of the writer thread with 32 MB
+        // (docs/performance.md). What it writes lives at the ends of its indexes, and the
+        // operating system caches the rest.
         conn.execute_batch(&format!(
-            "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {};",
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {}; \
+             PRAGMA cache_size = -{WRITER_CACHE_KIB};",
             i64::try_from(options.wal_limit).unwrap_or(i64::MAX)
         ))
         .map_err(at_path)?;

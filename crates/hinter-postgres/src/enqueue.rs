@@ -70,7 +70,8 @@ pub async fn enqueue_in(
     let inserted = async {
         let mut events: Vec<StoreEvent> = Vec::new();
         let inserted = ops::job_insert_many(tx, &jobs, now, &mut events).await?;
-        ops::notify(tx, &channel, &events).await?;
+        // The application commits, so the listener delivers these to this process too.
+        ops::notify(tx, &channel, &events, None).await?;
         Ok::<_, ops::Error>(inserted)
     }
     .await;

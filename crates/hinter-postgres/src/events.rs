@@ -49,11 +49,13 @@ const ANNOUNCE_GRACE: Duration = Duration::from_millis(10);
 pub(crate) async fn announce_logged(
     pool: deadpool_postgres::Pool,
     channel: String,
+    origin: String,
     pokes: tokio::sync::mpsc::Receiver<()>,
     announced: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
     use std::sync::atomic::Ordering;
-    let payload = encode(&[StoreEvent::Logged]).concat();
+    // This store's own readers were woken at each commit already.
+    let payload = encode(&[StoreEvent::Logged], Some(&origin)).concat();
     pace(pokes, LOGGED_EVERY, || async {
         // A busy store's next notifying transaction usually carries the hint within this
         // grace; then a NOTIFY of its own (a commit that queues for the global notification
@@ -126,16 +128,23 @@ fn encode_one(event: &StoreEvent) -> Value {
 
 /// Notification payloads for `events`, duplicates removed, each under `MAX_PAYLOAD`
 /// bytes. An event too big for any payload (a huge queue name) is dropped: events are hints.
-pub fn encode(events: &[StoreEvent]) -> Vec<String> {
+///
+/// With an `origin` (the sending store's [`crate::PostgresStore`] instance), each payload
+/// starts with `{"o": origin}`: that store has delivered the events to its own subscribers
+/// already, right after its commit, and its listener skips them. Decoders that do not know
+/// the item skip it.
+pub fn encode(events: &[StoreEvent], origin: Option<&str>) -> Vec<String> {
     let mut seen: HashSet<String> = HashSet::new();
     let mut payloads = Vec::new();
     let mut current = String::new();
+    let head = origin.map(|o| json!({ "o": o }).to_string());
+    let head_len = head.as_ref().map_or(0, |h| h.len() + 1);
     for event in events {
         let item = encode_one(event).to_string();
         if !seen.insert(item.clone()) {
             continue;
         }
-        if item.len() + 2 > MAX_PAYLOAD {
+        if head_len + item.len() + 2 > MAX_PAYLOAD {
             tracing::debug!(?event, "event too large for a notification; not published");
             continue;
         }
@@ -143,7 +152,15 @@ pub fn encode(events: &[StoreEvent]) -> Vec<String> {
             current.push(']');
             payloads.push(std::mem::take(&mut current));
         }
-        current.push(if current.is_empty() { '[' } else { ',' });
+        if current.is_empty() {
+            current.push('[');
+            if let Some(head) = &head {
+                current.push_str(head);
+                current.push(',');
+            }
+        } else {
+            current.push(',');
+        }
         current.push_str(&item);
     }
     if !current.is_empty() {
@@ -181,12 +198,24 @@ fn decode_one(value: &Value) -> Option<StoreEvent> {
 
 /// The events in a notification payload; malformed parts are skipped.
 pub fn decode(payload: &str) -> Vec<StoreEvent> {
+    decode_from(payload).1
+}
+
+/// The sending store's origin (see [`encode`]) and the events of a notification payload.
+fn decode_from(payload: &str) -> (Option<String>, Vec<StoreEvent>) {
     match serde_json::from_str::<Value>(payload) {
-        Ok(Value::Array(items)) => items.iter().filter_map(decode_one).collect(),
-        Ok(single) => decode_one(&single).into_iter().collect(),
+        Ok(Value::Array(items)) => {
+            let origin = items
+                .first()
+                .and_then(|i| i.get("o"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            (origin, items.iter().filter_map(decode_one).collect())
+        }
+        Ok(single) => (None, decode_one(&single).into_iter().collect()),
         Err(e) => {
             tracing::debug!(error = %e, "ignoring a malformed hinter notification");
-            Vec::new()
+            (None, Vec::new())
         }
     }
 }
@@ -198,6 +227,7 @@ pub(crate) async fn listen(
     settings: crate::connect::Settings,
     target: String,
     channel: String,
+    origin: String,
     events: broadcast::Sender<StoreEvent>,
     mut stop: watch::Receiver<()>,
     ready: oneshot::Sender<Result<(), StoreError>>,
@@ -206,7 +236,13 @@ pub(crate) async fn listen(
     let mut backoff = MIN_BACKOFF;
     loop {
         let mut listening = false;
-        let session = session(&settings, &channel, &events, &mut listening, &mut ready);
+        let session = session(
+            &settings,
+            (&channel, &origin),
+            &events,
+            &mut listening,
+            &mut ready,
+        );
         let outcome = tokio::select! {
             _ = stop.changed() => return,
             outcome = session => outcome,
@@ -242,7 +278,7 @@ pub(crate) async fn listen(
 /// One listening connection, until it closes or fails.
 async fn session(
     settings: &crate::connect::Settings,
-    channel: &str,
+    (channel, origin): (&str, &str),
     events: &broadcast::Sender<StoreEvent>,
     listening: &mut bool,
     ready: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
@@ -277,7 +313,7 @@ async fn session(
                             Err(_) => return Ok(()),
                         },
                         message = poll_fn(|cx| connection.poll_message(cx)) => {
-                            if !forward(message, events)? {
+                            if !forward(message, origin, events)? {
                                 return Ok(());
                             }
                         }
@@ -285,7 +321,7 @@ async fn session(
                 }
             }
             message = poll_fn(|cx| connection.poll_message(cx)) => {
-                if !forward(message, events)? {
+                if !forward(message, origin, events)? {
                     return Ok(());
                 }
             }
@@ -294,15 +330,22 @@ async fn session(
 }
 
 /// Handles one message of the listening connection; false when the connection closed.
+/// Skips the notifications of this store itself (`origin`): it delivered those events at
+/// its commit.
 fn forward(
     message: Option<Result<AsyncMessage, tokio_postgres::Error>>,
+    origin: &str,
     events: &broadcast::Sender<StoreEvent>,
 ) -> Result<bool, tokio_postgres::Error> {
     match message {
         None => Ok(false),
         Some(Err(e)) => Err(e),
         Some(Ok(AsyncMessage::Notification(n))) => {
-            for event in decode(n.payload()) {
+            let (from, decoded) = decode_from(n.payload());
+            if from.as_deref() == Some(origin) {
+                return Ok(true);
+            }
+            for event in decoded {
                 // No receivers is fine: nobody is waiting right now.
                 let _ = events.send(event);
             }
@@ -373,7 +416,7 @@ mod tests {
             StoreEvent::CancelRequested { id },
             StoreEvent::JobsAvailable { queue: "q".into() },
         ];
-        let payloads = encode(&events);
+        let payloads = encode(&events, None);
         assert_eq!(payloads.len(), 1);
         assert_eq!(decode(&payloads[0]), events[..3].to_vec());
 
@@ -382,7 +425,7 @@ mod tests {
                 queue: format!("queue-{i}"),
             })
             .collect();
-        let payloads = encode(&many);
+        let payloads = encode(&many, None);
         assert!(payloads.len() > 1);
         assert!(payloads.iter().all(|p| p.len() <= MAX_PAYLOAD));
         let back: Vec<StoreEvent> = payloads.iter().flat_map(|p| decode(p)).collect();
@@ -391,9 +434,33 @@ mod tests {
         let huge = StoreEvent::JobsAvailable {
             queue: "x".repeat(9000),
         };
-        assert!(encode(&[huge]).is_empty());
+        assert!(encode(&[huge], None).is_empty());
         assert!(decode("not json").is_empty());
         assert!(decode(r#"[{"zz": 1}, {"a": "q"}]"#).len() == 1);
+    }
+
+    /// Every payload of a store's own notification names it first, still fits, and decodes
+    /// to the same events (an older decoder skips the origin item as unknown).
+    #[test]
+    fn origins_head_every_payload() {
+        let many: Vec<StoreEvent> = (0..1000)
+            .map(|i| StoreEvent::JobsAvailable {
+                queue: format!("queue-{i}"),
+            })
+            .collect();
+        let payloads = encode(&many, Some("0123456789abcdef"));
+        assert!(payloads.len() > 1);
+        for payload in &payloads {
+            assert!(payload.len() <= MAX_PAYLOAD);
+            assert!(
+                payload.starts_with(r#"[{"o":"0123456789abcdef"},"#),
+                "{payload}"
+            );
+            assert_eq!(decode_from(payload).0.as_deref(), Some("0123456789abcdef"));
+        }
+        let back: Vec<StoreEvent> = payloads.iter().flat_map(|p| decode(p)).collect();
+        assert_eq!(back, many);
+        assert_eq!(decode_from(&encode(&many[..1], None)[0]).0, None);
     }
 
     #[test]

@@ -345,9 +345,16 @@ pub(crate) async fn execute<C: Conn>(
     Ok(c.execute(&stmt, params).await?)
 }
 
-/// Publishes `events` on `channel`; they are delivered when the transaction commits.
-pub async fn notify<C: Conn>(c: &C, channel: &str, events: &[StoreEvent]) -> Result<()> {
-    let payloads = crate::events::encode(events);
+/// Publishes `events` on `channel`; they are delivered when the transaction commits. With
+/// the `origin` of the store that commits it, that store's listener skips them (see
+/// [`crate::events::encode`]).
+pub async fn notify<C: Conn>(
+    c: &C,
+    channel: &str,
+    events: &[StoreEvent],
+    origin: Option<&str>,
+) -> Result<()> {
+    let payloads = crate::events::encode(events, origin);
     if !payloads.is_empty() {
         execute(
             c,

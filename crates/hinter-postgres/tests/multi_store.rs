@@ -247,6 +247,63 @@ mod with_database {
             .unwrap_or_else(|_| panic!("no {wanted:?} within 5 s"));
     }
 
+    /// A store hands its own events to its subscribers as its write returns (a worker in
+    /// the enqueuing process wakes without a round trip through the database), and once
+    /// only: its listener skips the notification of the same write. Another store hears it
+    /// through the database.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn own_events_arrive_at_once_and_once() {
+        let schema = TestSchema::new();
+        let writer = schema.store().await;
+        let other = schema.store().await;
+        let mut mine = writer.subscribe();
+        let mut theirs = other.subscribe();
+        writer
+            .job_insert_many(
+                vec![NewJob::new("mail", json!({})).queue("own")],
+                Utc::now(),
+            )
+            .await
+            .expect("insert");
+        let available = StoreEvent::JobsAvailable {
+            queue: "own".into(),
+        };
+        assert_eq!(
+            mine.try_recv().ok(),
+            Some(available.clone()),
+            "heard at once"
+        );
+        expect_event(&mut theirs, &available).await;
+        // A marker from the other store: the writer's listener gets notifications in commit
+        // order, so a copy of the first would arrive before the marker does.
+        other
+            .job_insert_many(
+                vec![NewJob::new("mail", json!({})).queue("marker")],
+                Utc::now(),
+            )
+            .await
+            .expect("insert the marker");
+        let marker = StoreEvent::JobsAvailable {
+            queue: "marker".into(),
+        };
+        let mut heard = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match mine.recv().await {
+                    Ok(event) if event == marker => return,
+                    Ok(event) => heard.push(event),
+                    Err(e) => panic!("subscriber: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("the marker arrives");
+        assert!(
+            !heard.contains(&available),
+            "the writer heard its own event twice: {heard:?}"
+        );
+    }
+
     /// An event published by one store reaches the subscribers of another (and its own).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn events_reach_other_stores() {

@@ -414,20 +414,28 @@ async fn log_transaction(
     Ok(tx)
 }
 
-/// Makes a write transaction's statements use generic plans: a prepared statement is then
-/// planned once per connection, not at each execution. PostgreSQL otherwise re-plans the
-/// hot writes (enqueue, lease, completion) every time, as their custom plans look cheaper
-/// on paper: planning took a third of the database's CPU at 200 jobs/s, and a single-job
-/// enqueue went from 1.7 to 1.2 ms (docs/performance.md). Reads keep custom plans, whose
-/// `LIMIT` and filters the planner sees. Pipelined with the body's first statement; `LOCAL`
-/// ends with the transaction, so a pooled connection's next user is not affected.
+/// Makes a transaction's statements use generic plans: a prepared statement is then planned
+/// once per connection, not at each execution. Only for enqueues: PostgreSQL re-plans the
+/// insert at every call, as its custom plans look cheaper on paper, and planning took a third
+/// of the server's CPU at 200 single enqueues a second; a one-job enqueue went from 1.7 to
+/// 1.2 ms (docs/performance.md). Not for the lease: its candidates end in `LIMIT $2`, which
+/// a generic plan must guess (a tenth of the table), and with statistics it then sorted the
+/// whole queue instead of reading its index: 2,100 instead of 10,400 jobs/s with 30,000
+/// queued, 227 with 1,000,000. Pipelined with the body's first statement; `LOCAL` ends with
+/// the transaction, so a pooled connection's next user is not affected.
 const GENERIC_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// Runs `$body` (an expression using the transaction `$tx` and the event list `$ev`) in a
 /// `READ COMMITTED` transaction, publishes the events and commits; tries again on a deadlock
 /// or serialization failure. Evaluates to a `StoreResult`.
 macro_rules! write_tx {
-    ($store:expr, |$tx:ident, $ev:ident| $body:expr) => {{
+    ($store:expr, |$tx:ident, $ev:ident| $body:expr) => {
+        write_tx!($store, None, |$tx, $ev| $body)
+    };
+    ($store:expr, generic_plans, |$tx:ident, $ev:ident| $body:expr) => {
+        write_tx!($store, Some(GENERIC_PLANS), |$tx, $ev| $body)
+    };
+    ($store:expr, $setup:expr, |$tx:ident, $ev:ident| $body:expr) => {{
         let mut tries = 0;
         loop {
             tries += 1;
@@ -440,14 +448,22 @@ macro_rules! write_tx {
                     .start()
                     .await?;
                 let mut events: Vec<StoreEvent> = Vec::new();
-                // Sent with the body's first statement, in one round trip (see
-                // `GENERIC_PLANS`).
-                let (generic, value) = tokio::join!($tx.batch_execute(GENERIC_PLANS), async {
-                    let $ev = &mut events;
-                    $body.await
-                });
-                generic?;
-                let value = value?;
+                let setup: Option<&str> = $setup;
+                let value = match setup {
+                    // Sent with the body's first statement, in one round trip.
+                    Some(setup) => {
+                        let (set, value) = tokio::join!($tx.batch_execute(setup), async {
+                            let $ev = &mut events;
+                            $body.await
+                        });
+                        set?;
+                        value?
+                    }
+                    None => {
+                        let $ev = &mut events;
+                        $body.await?
+                    }
+                };
                 // New log entries are announced after the commit, rate-limited, not by a
                 // notification of this transaction.
                 let count = events.len();
@@ -501,7 +517,9 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let now = self.inner.clock.at(now);
-        write_tx!(self, |tx, ev| ops::job_insert_many(&tx, &jobs, now, ev))
+        write_tx!(self, generic_plans, |tx, ev| ops::job_insert_many(
+            &tx, &jobs, now, ev
+        ))
     }
 
     async fn job_get(&self, id: Uuid) -> StoreResult<Option<Job>> {

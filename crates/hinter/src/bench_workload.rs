@@ -262,6 +262,19 @@ fn postgres_cpu() -> Option<Duration> {
     found.then(|| Duration::from_millis(total * 1000 / ticks))
 }
 
+/// `n` with thousands separated by commas.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A short human form of a byte count.
 pub fn megabytes(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1_048_576.0)
@@ -328,13 +341,15 @@ pub async fn run_phases(
         let g = growth(backend, args.backlog, concurrency).await?;
         let peak = g.large_peak_rss.map(megabytes).unwrap_or("unknown".into());
         say(format!(
-            "drain of {} with 30,000 queued:                 {:>10.0} jobs/s",
-            g.measured, g.small_per_s
+            "drain of {} with {:>9} queued:          {:>10.0} jobs/s",
+            grouped(g.measured),
+            grouped(10_000 + g.measured),
+            g.small_per_s
         ));
         say(format!(
-            "drain of {} with {} queued:              {:>10.0} jobs/s ({:+.0} %), peak memory {peak}",
-            g.measured,
-            g.backlog,
+            "drain of {} with {:>9} queued:          {:>10.0} jobs/s ({:+.0} %), peak memory {peak}",
+            grouped(g.measured),
+            grouped(g.backlog),
             g.large_per_s,
             (g.large_per_s / g.small_per_s - 1.0) * 100.0
         ));
@@ -352,4 +367,15 @@ pub async fn run_phases(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(super::grouped(0), "0");
+        assert_eq!(super::grouped(999), "999");
+        assert_eq!(super::grouped(20_000), "20,000");
+        assert_eq!(super::grouped(1_000_000), "1,000,000");
+    }
 }

@@ -51,7 +51,7 @@ pub struct BenchArgs {
     #[arg(long, env = "HINTER_BENCH_DATABASE_URL")]
     pub database: Option<String>,
     /// Run only these phases (default: all but `reads`). Both stores: `enqueue`, `drain`,
-    /// `latency` and `backlog` (the peer workload, bench_workload.rs: bulk enqueue through the
+    /// `latency` and `backlog` (the peer workload: bulk enqueue through the
     /// Rust API in calls of 1,000; their drain with in-process handlers, worker start-up
     /// included, and its CPU per 1,000 jobs; open-loop single enqueues at --rate; the drain of
     /// 20,000 with 30,000 and with 1,000,000 queued and the peak memory), `events` (an event
@@ -527,6 +527,24 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         if args.only.iter().all(|p| p == "reads") {
             return Ok(());
         }
+    }
+    // A phase the chosen store does not have is a mistake, not an empty run.
+    let (store, foreign): (&str, &[&str]) = match &args.database {
+        Some(_) => (
+            "PostgreSQL",
+            &[
+                "batch",
+                "single",
+                "http-drain",
+                "http-latency",
+                "scripts",
+                "schedules",
+            ],
+        ),
+        None => ("the embedded store", &["wakeup"]),
+    };
+    if let Some(phase) = args.only.iter().find(|p| foreign.contains(&p.as_str())) {
+        bail!("the {phase} phase does not run on {store}");
     }
     if let Some(url) = &args.database {
         return crate::bench_pg::run(url, &args).await;

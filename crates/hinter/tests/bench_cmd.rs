@@ -109,3 +109,17 @@ fn a_backlog_below_the_measured_drain_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_phase_of_the_other_store_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hinter"))
+        .args(["bench", "--only", "wakeup"])
+        .output()
+        .expect("running hinter bench");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the wakeup phase does not run on the embedded store"),
+        "{stderr}"
+    );
+}

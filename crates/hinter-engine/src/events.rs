@@ -14,6 +14,11 @@ use tokio::sync::broadcast;
 const PAGE: u32 = 500;
 /// Longest wait without a wake-up hint before looking again: hints are best effort.
 const POLL: Duration = Duration::from_secs(1);
+/// After a hint whose read found nothing new, the first look again; then twice as long each
+/// time up to the poll interval. On PostgreSQL a committed entry can stay unreadable for a
+/// moment (until every older transaction of the database has ended), and no second hint
+/// comes for it.
+const RECHECK: Duration = Duration::from_millis(25);
 
 /// Events read together, and the log positions around them: every event after `after` up
 /// to `next_after` (those matching the follower's filter) is in `events`, oldest first.
@@ -39,6 +44,9 @@ pub struct EventFollower {
     buffer: VecDeque<JobEvent>,
     hints: broadcast::Receiver<hinter_core::StoreEvent>,
     poll: Duration,
+    /// How long the next wait after an empty read lasts, while a hint's entries may still be
+    /// on their way (see [`RECHECK`]); `None`: the poll interval.
+    recheck: Option<Duration>,
 }
 
 impl EventFollower {
@@ -54,6 +62,7 @@ impl EventFollower {
             buffer: VecDeque::new(),
             hints,
             poll: POLL,
+            recheck: None,
         }
     }
 
@@ -115,18 +124,29 @@ impl EventFollower {
             .store
             .events_read(self.after, &self.filter, PAGE)
             .await?;
+        let advanced = page.next_after != self.after;
         self.after = page.next_after;
-        if page.events.is_empty() {
-            self.delivered = self.after;
-            self.wait().await;
-        } else {
+        if !page.events.is_empty() {
             self.buffer.extend(page.events);
+            self.recheck = None;
+            return Ok(());
         }
+        self.delivered = self.after;
+        if advanced {
+            // Entries were read (none matched): the hint's changes have arrived.
+            self.recheck = None;
+        }
+        let hinted = self.wait(self.recheck.unwrap_or(self.poll)).await;
+        self.recheck = if hinted {
+            Some(RECHECK)
+        } else {
+            self.recheck.map(|d| d * 2).filter(|d| *d < self.poll)
+        };
         Ok(())
     }
 
-    /// Waits for any hint that the store changed, or the poll interval.
-    async fn wait(&mut self) {
+    /// Waits for any hint that the store changed, or `limit`; true when a hint came.
+    async fn wait(&mut self, limit: Duration) -> bool {
         let hint = async {
             loop {
                 match self.hints.recv().await {
@@ -136,7 +156,7 @@ impl EventFollower {
                 }
             }
         };
-        let _ = tokio::time::timeout(self.poll, hint).await;
+        tokio::time::timeout(limit, hint).await.is_ok()
     }
 
     /// The follower as a stream of events (errors included; the stream goes on after one).

@@ -14,7 +14,7 @@ use hinter_server::{AppState, ServerConfig};
 use hinter_sqlite::Durability;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -398,30 +398,8 @@ struct Latency {
 async fn latency(durability: Durability, rate: u64, length: Duration) -> anyhow::Result<Latency> {
     let server = start_server(durability).await?;
     let origin = Instant::now();
-    let samples: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
-    let mut registry = Registry::new();
-    let seen = samples.clone();
-    registry.register(
-        JobDefinition {
-            name: "probe".into(),
-            ..JobDefinition::default()
-        },
-        move |_ctx: HandlerContext, sent_us: u64| {
-            let started = origin.elapsed();
-            let latency = started.saturating_sub(Duration::from_micros(sent_us));
-            seen.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
-            async { Ok::<(), JobError>(()) }
-        },
-    );
-    let worker = Worker::start(
-        server.store.clone(),
-        Arc::new(SystemClock),
-        registry,
-        WorkerOptions {
-            concurrency: 16,
-            ..WorkerOptions::default()
-        },
-    )?;
+    let (worker, samples) =
+        crate::bench_workload::start_probe_worker(server.store.clone(), origin, 16)?;
     let maintenance = Maintenance::start(
         server.store.clone(),
         Arc::new(SystemClock) as Arc<dyn Clock>,
@@ -438,7 +416,7 @@ async fn latency(durability: Durability, rate: u64, length: Duration) -> anyhow:
         tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
         let (client, url) = (client.clone(), url.clone());
         sends.spawn(async move {
-            let sent = origin.elapsed().as_micros() as u64;
+            let sent = origin.elapsed().as_nanos() as u64;
             post(&client, &url, &json!({ "job": "probe", "payload": sent })).await
         });
     }

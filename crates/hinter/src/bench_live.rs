@@ -95,30 +95,33 @@ impl Fresh {
     /// Brings PostgreSQL's `jobs` to the steady state autovacuum keeps a live table in, so
     /// a bulk fill's pending vacuum does not compete with a measurement (SQLite: nothing).
     pub(crate) async fn vacuum(&self) -> anyhow::Result<()> {
-        if let Fresh::Postgres { url, schema } = self {
-            let client = hinter_postgres::connect_session(url)
-                .await
-                .context("connecting to the benchmark database")?;
-            client
-                .batch_execute(&format!("VACUUM (ANALYZE) {schema}.jobs"))
-                .await
-                .context("vacuuming the benchmark table")?;
+        match self {
+            Fresh::Postgres { url, schema } => {
+                execute(url, &format!("VACUUM (ANALYZE) {schema}.jobs")).await
+            }
+            Fresh::Sqlite { .. } => Ok(()),
         }
-        Ok(())
     }
 
     pub(crate) async fn clean_up(self) -> anyhow::Result<()> {
-        if let Fresh::Postgres { url, schema } = self {
-            let client = hinter_postgres::connect_session(&url)
-                .await
-                .context("connecting to the benchmark database")?;
-            client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                .await
-                .context("dropping the benchmark schema")?;
+        match self {
+            Fresh::Postgres { url, schema } => {
+                execute(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await
+            }
+            Fresh::Sqlite { .. } => Ok(()),
         }
-        Ok(())
     }
+}
+
+/// Runs `sql` in a session of its own on the benchmark database.
+async fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
+    let client = hinter_postgres::connect_session(url)
+        .await
+        .context("connecting to the benchmark database")?;
+    client
+        .batch_execute(sql)
+        .await
+        .with_context(|| format!("running {sql}"))
 }
 
 /// A dashboard's live view: the event stream, read to the end of every event, and the

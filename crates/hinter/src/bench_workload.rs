@@ -15,7 +15,7 @@
 use crate::bench_live::{Backend, Fresh};
 use anyhow::bail;
 use hinter_core::{JobDefinition, NewJob, Store, SystemClock};
-use hinter_engine::{HandlerContext, JobError, Registry, Worker, WorkerOptions};
+use hinter_engine::{HandlerContext, JobError, Registry, Worker, WorkerHandle, WorkerOptions};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,31 +87,7 @@ pub async fn latency(
     let (store, fresh) = Fresh::open(backend).await?;
     let store: Arc<dyn Store> = store;
     let origin = Instant::now();
-    let samples: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
-    let mut registry = Registry::new();
-    let seen = samples.clone();
-    registry.register(
-        JobDefinition {
-            name: "probe".into(),
-            ..JobDefinition::default()
-        },
-        move |_ctx: HandlerContext, sent_ns: u64| {
-            let latency = origin
-                .elapsed()
-                .saturating_sub(Duration::from_nanos(sent_ns));
-            seen.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
-            async { Ok::<(), JobError>(()) }
-        },
-    );
-    let worker = Worker::start(
-        store.clone(),
-        Arc::new(SystemClock),
-        registry,
-        WorkerOptions {
-            concurrency,
-            ..WorkerOptions::default()
-        },
-    )?;
+    let (worker, samples) = start_probe_worker(store.clone(), origin, concurrency)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let target = (rate as f64 * length.as_secs_f64()).round() as usize;
     let errors = Arc::new(AtomicU64::new(0));
@@ -157,6 +133,44 @@ pub async fn latency(
         target,
         enqueue_errors: errors.load(Ordering::Relaxed),
     })
+}
+
+/// Start latencies of probe jobs, oldest first.
+pub(crate) type Samples = Arc<Mutex<Vec<Duration>>>;
+
+/// A worker for `probe` jobs, whose payload is the moment they were sent (nanoseconds
+/// since `origin`): each records how long after it its handler started.
+pub(crate) fn start_probe_worker(
+    store: Arc<dyn Store>,
+    origin: Instant,
+    concurrency: usize,
+) -> anyhow::Result<(WorkerHandle, Samples)> {
+    let samples: Samples = Arc::default();
+    let mut registry = Registry::new();
+    let seen = samples.clone();
+    registry.register(
+        JobDefinition {
+            name: "probe".into(),
+            ..JobDefinition::default()
+        },
+        move |_ctx: HandlerContext, sent_ns: u64| {
+            let latency = origin
+                .elapsed()
+                .saturating_sub(Duration::from_nanos(sent_ns));
+            seen.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
+            async { Ok::<(), JobError>(()) }
+        },
+    );
+    let worker = Worker::start(
+        store,
+        Arc::new(SystemClock),
+        registry,
+        WorkerOptions {
+            concurrency,
+            ..WorkerOptions::default()
+        },
+    )?;
+    Ok((worker, samples))
 }
 
 /// Figures of the growth phase.

@@ -45,16 +45,16 @@ pub struct BenchArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Benchmark PostgreSQL at this URL instead of the embedded store (each phase in a fresh
-    /// schema, dropped afterwards): drain, idle NOTIFY latency, and drain rate with 10,000
-    /// versus 1,000,000 jobs queued.
+    /// Benchmark PostgreSQL at this URL instead of the embedded store, each phase in a fresh
+    /// schema, dropped afterwards (the phases it has: see --only).
     #[arg(long, env = "HINTER_BENCH_DATABASE_URL")]
     pub database: Option<String>,
     /// Run only these phases (default: all but `reads`). Both stores: `enqueue`, `drain`,
     /// `latency` and `backlog` (the peer workload: bulk enqueue through the
     /// Rust API in calls of 1,000; their drain with in-process handlers, worker start-up
     /// included, and its CPU per 1,000 jobs; open-loop single enqueues at --rate; the drain of
-    /// 20,000 with 30,000 and with 1,000,000 queued and the peak memory), `events` (an event
+    /// 20,000 with 30,000 and with 1,000,000 queued, medians of 3 rounds, and the peak
+    /// memory), `events` (an event
     /// seen by another store instance), `live` (the drain next to a serve-like HTTP server with
     /// 0, 1 and 5 dashboards following the event stream as the page does and with one stream
     /// of every event: overhead and CPU per 1,000 jobs, 8 rounds) and `reads` (only when named:

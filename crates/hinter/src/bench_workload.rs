@@ -10,7 +10,8 @@
 //!   enqueues at `--rate` for `--latency-duration`, each call on schedule and not awaited;
 //!   latency = handler start minus the moment just before the enqueue call;
 //! - `backlog`: the drain rate of the first 20,000 jobs with 30,000 and with `--backlog`
-//!   (1,000,000) queued, and this process's peak memory during the second.
+//!   (1,000,000) queued (medians of three alternating rounds), and this process's peak
+//!   memory during the second.
 
 use crate::bench_live::{Backend, Fresh};
 use anyhow::bail;
@@ -187,21 +188,41 @@ pub struct Growth {
 /// Jobs measured of each backlog.
 const MEASURED: u64 = 20_000;
 
-/// The drain rate of the first 20,000 jobs with 30,000 and with `backlog` queued.
+/// Rounds of each setting of the growth phase: one drain of 20,000 jobs measures within
+/// about ±20 % on this machine, so the medians of three are compared.
+const GROWTH_ROUNDS: usize = 3;
+
+/// The drain rate of the first 20,000 jobs with 30,000 and with `backlog` queued: medians
+/// of [`GROWTH_ROUNDS`] rounds, the settings alternating.
 pub async fn growth(
     backend: &Backend<'_>,
     backlog: u64,
     concurrency: usize,
 ) -> anyhow::Result<Growth> {
-    let (small_per_s, _) = drain_of_backlog(backend, 10_000 + MEASURED, concurrency).await?;
-    let (large_per_s, large_peak_rss) = drain_of_backlog(backend, backlog, concurrency).await?;
+    let (mut small, mut large, mut peak) = (Vec::new(), Vec::new(), None::<u64>);
+    for _ in 0..GROWTH_ROUNDS {
+        small.push(
+            drain_of_backlog(backend, 10_000 + MEASURED, concurrency)
+                .await?
+                .0,
+        );
+        let (rate, rss) = drain_of_backlog(backend, backlog, concurrency).await?;
+        large.push(rate);
+        peak = peak.max(rss);
+    }
     Ok(Growth {
         measured: MEASURED,
         backlog,
-        small_per_s,
-        large_per_s,
-        large_peak_rss,
+        small_per_s: median(&mut small),
+        large_per_s: median(&mut large),
+        large_peak_rss: peak,
     })
+}
+
+/// The middle value (of an odd count; the upper middle of an even one).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 async fn drain_of_backlog(
@@ -385,6 +406,13 @@ pub async fn run_phases(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn medians() {
+        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&mut [5.0]), 5.0);
+        assert_eq!(super::median(&mut []), 0.0);
+    }
+
     #[test]
     fn thousands_are_grouped() {
         assert_eq!(super::grouped(0), "0");

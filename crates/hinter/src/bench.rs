@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 pub struct BenchArgs {
     /// Jobs enqueued and drained by the enqueue and drain phases (20,000: the peer workload of
     /// `../shared/peers`).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub jobs: u64,
     /// In-process handler concurrency of the drain phase.
     #[arg(long, default_value_t = 16)]
@@ -30,7 +30,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "full", value_parser = ["full", "relaxed"])]
     pub durability: String,
     /// Offered load of the latency phases, jobs per second.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub rate: u64,
     /// Length of the latency phases.
     #[arg(long, default_value = "15s", value_parser = crate::serve::parse_duration)]
@@ -396,6 +396,7 @@ struct Latency {
 }
 
 async fn latency(durability: Durability, rate: u64, length: Duration) -> anyhow::Result<Latency> {
+    crate::bench_workload::check_probes(rate, length)?;
     let server = start_server(durability).await?;
     let origin = Instant::now();
     let (worker, samples) =

@@ -78,6 +78,20 @@ pub struct Latency {
     pub enqueue_errors: u64,
 }
 
+/// Most probes of one latency phase (each one's start time is kept).
+const MAX_PROBES: usize = 10_000_000;
+
+/// How many probes `rate` a second for `length` are, when that is a sensible number.
+pub(crate) fn check_probes(rate: u64, length: Duration) -> anyhow::Result<usize> {
+    let target = (rate as f64 * length.as_secs_f64()).round() as usize;
+    if !(1..=MAX_PROBES).contains(&target) {
+        bail!(
+            "--rate times --latency-duration must come to 1 to {MAX_PROBES} probes, not {target}"
+        );
+    }
+    Ok(target)
+}
+
 /// Open-loop single enqueues at `rate` a second for `length` against a running worker.
 pub async fn latency(
     backend: &Backend<'_>,
@@ -85,12 +99,12 @@ pub async fn latency(
     length: Duration,
     concurrency: usize,
 ) -> anyhow::Result<Latency> {
+    let target = check_probes(rate, length)?;
     let (store, fresh) = Fresh::open(backend).await?;
     let store: Arc<dyn Store> = store;
     let origin = Instant::now();
     let (worker, samples) = start_probe_worker(store.clone(), origin, concurrency)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let target = (rate as f64 * length.as_secs_f64()).round() as usize;
     let errors = Arc::new(AtomicU64::new(0));
     let start = tokio::time::Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
@@ -136,7 +150,7 @@ pub async fn latency(
     })
 }
 
-/// Start latencies of probe jobs, oldest first.
+/// Start latencies of probe jobs, in the order their handlers started.
 pub(crate) type Samples = Arc<Mutex<Vec<Duration>>>;
 
 /// A worker for `probe` jobs, whose payload is the moment they were sent (nanoseconds

@@ -123,3 +123,36 @@ fn a_phase_of_the_other_store_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn extreme_workloads_are_refused_before_anything_runs() {
+    for (args, says) in [
+        (&["--jobs", "0"][..], "--jobs"),
+        (&["--rate", "0"][..], "--rate"),
+        (&["--rate", "18446744073709551616"][..], "--rate"),
+        (
+            &[
+                "--only",
+                "latency",
+                "--rate",
+                "100000",
+                "--latency-duration",
+                "1000d",
+            ][..],
+            "probes",
+        ),
+        (
+            &["--only", "latency", "--latency-duration", "1ms"][..],
+            "probes",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hinter"))
+            .arg("bench")
+            .args(args)
+            .output()
+            .expect("running hinter bench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} ran");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

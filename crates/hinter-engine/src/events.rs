@@ -14,11 +14,44 @@ use tokio::sync::broadcast;
 const PAGE: u32 = 500;
 /// Longest wait without a wake-up hint before looking again: hints are best effort.
 const POLL: Duration = Duration::from_secs(1);
-/// After a hint whose read found nothing new, the first look again; then twice as long each
-/// time up to the poll interval. On PostgreSQL a committed entry can stay unreadable for a
-/// moment (until every older transaction of the database has ended), and no second hint
-/// comes for it.
+/// After a hint whose read found nothing new, the first look again (see [`Recheck`]).
 const RECHECK: Duration = Duration::from_millis(25);
+
+/// How long a reader of the event log waits after a read that found nothing new. Normally
+/// until a hint or its poll interval; but after a hint whose read found nothing, it looks
+/// again at 25 ms, then twice as long each time up to the poll interval: on PostgreSQL a
+/// committed entry can stay unreadable for a moment (until every older transaction of the
+/// database has ended), and no second hint comes for it. Shared by every reader that waits
+/// on hints ([`EventFollower`], the server's event streams).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Recheck {
+    soon: Option<Duration>,
+}
+
+impl Recheck {
+    /// The longest wait after an empty read, given the reader's poll interval. `advanced`:
+    /// the read passed log entries (none matched its filter), so a hint's entries arrived.
+    pub fn wait_for(&mut self, advanced: bool, poll: Duration) -> Duration {
+        if advanced {
+            self.soon = None;
+        }
+        self.soon.map_or(poll, |soon| soon.min(poll))
+    }
+
+    /// Notes how the wait ended: by a hint (`true`) or by its time.
+    pub fn waited(&mut self, hinted: bool, poll: Duration) {
+        self.soon = if hinted {
+            Some(RECHECK)
+        } else {
+            self.soon.map(|d| d * 2).filter(|d| *d < poll)
+        };
+    }
+
+    /// A read found events: the next empty read waits normally.
+    pub fn found(&mut self) {
+        self.soon = None;
+    }
+}
 
 /// Events read together, and the log positions around them: every event after `after` up
 /// to `next_after` (those matching the follower's filter) is in `events`, oldest first.
@@ -44,9 +77,8 @@ pub struct EventFollower {
     buffer: VecDeque<JobEvent>,
     hints: broadcast::Receiver<hinter_core::StoreEvent>,
     poll: Duration,
-    /// How long the next wait after an empty read lasts, while a hint's entries may still be
-    /// on their way (see [`RECHECK`]); `None`: the poll interval.
-    recheck: Option<Duration>,
+    /// How long the next wait after an empty read lasts.
+    recheck: Recheck,
 }
 
 impl EventFollower {
@@ -62,7 +94,7 @@ impl EventFollower {
             buffer: VecDeque::new(),
             hints,
             poll: POLL,
-            recheck: None,
+            recheck: Recheck::default(),
         }
     }
 
@@ -128,20 +160,13 @@ impl EventFollower {
         self.after = page.next_after;
         if !page.events.is_empty() {
             self.buffer.extend(page.events);
-            self.recheck = None;
+            self.recheck.found();
             return Ok(());
         }
         self.delivered = self.after;
-        if advanced {
-            // Entries were read (none matched): the hint's changes have arrived.
-            self.recheck = None;
-        }
-        let hinted = self.wait(self.recheck.unwrap_or(self.poll)).await;
-        self.recheck = if hinted {
-            Some(RECHECK)
-        } else {
-            self.recheck.map(|d| d * 2).filter(|d| *d < self.poll)
-        };
+        let limit = self.recheck.wait_for(advanced, self.poll);
+        let hinted = self.wait(limit).await;
+        self.recheck.waited(hinted, self.poll);
         Ok(())
     }
 
@@ -169,5 +194,39 @@ impl EventFollower {
             }
             Some((item, follower))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a hint, looks come at 25, 50, 100 … ms up to the poll interval; a read that
+    /// passed entries or found events ends that; without hints the poll interval holds.
+    #[test]
+    fn rechecks_double_after_a_hint_up_to_the_poll() {
+        let poll = Duration::from_millis(300);
+        let mut r = Recheck::default();
+        assert_eq!(r.wait_for(false, poll), poll);
+        r.waited(false, poll);
+        assert_eq!(r.wait_for(false, poll), poll, "no hint: the poll interval");
+        r.waited(true, poll);
+        let waits: Vec<u64> = (0..5)
+            .map(|_| {
+                let w = r.wait_for(false, poll);
+                r.waited(false, poll);
+                w.as_millis() as u64
+            })
+            .collect();
+        assert_eq!(waits, [25, 50, 100, 200, 300]);
+        r.waited(true, poll);
+        assert_eq!(
+            r.wait_for(true, poll),
+            poll,
+            "entries were passed: they arrived"
+        );
+        r.waited(true, poll);
+        r.found();
+        assert_eq!(r.wait_for(false, poll), poll);
     }
 }

@@ -29,7 +29,7 @@ mod source;
 mod worker;
 
 pub use cluster::{ClusterOptions, Coordinator, CoordinatorHandle, Leader, MAINTENANCE_LEADERSHIP};
-pub use events::{EventBatch, EventFollower};
+pub use events::{EventBatch, EventFollower, Recheck};
 pub use handler::{HandlerContext, JobError, Registry, StopReason};
 pub use maintenance::{Maintenance, MaintenanceHandle, MaintenanceOptions, Retention};
 pub use scheduler::{Scheduler, SchedulerHandle, SchedulerOptions};

@@ -271,6 +271,7 @@ async fn stream(
         page: VecDeque::new(),
         source,
         summary: every.map(Summary::new),
+        recheck: Default::default(),
         ready: state.ready.clone(),
         _permit: permit,
     };
@@ -334,6 +335,8 @@ struct Follow {
     source: Source,
     /// With `every=`: one summary per interval instead of each event.
     summary: Option<Summary>,
+    /// How soon a store-mode stream looks again after an empty read.
+    recheck: hinter_engine::Recheck,
     /// Cleared when the server begins to stop: the stream then ends.
     ready: Arc<AtomicBool>,
     /// Its place under the cap on streams, given back when the stream is dropped.
@@ -505,8 +508,15 @@ impl Follow {
                 }
             }
             Source::Store(_) => {
-                if self.read().await == Read::Nothing {
-                    self.wait(until).await;
+                let before = self.after;
+                match self.read().await {
+                    Read::Nothing => {
+                        let soon = self.recheck.wait_for(self.after != before, RECHECK);
+                        let hinted = self.wait(until.min(Instant::now() + soon)).await;
+                        self.recheck.waited(hinted, RECHECK);
+                    }
+                    Read::Some => self.recheck.found(),
+                    Read::Failed => {}
                 }
             }
         }
@@ -556,10 +566,10 @@ impl Follow {
         }
     }
 
-    /// Waits for a hint that the store changed, or `until`.
-    async fn wait(&mut self, until: Instant) {
+    /// Waits for a hint that the store changed, or `until`; true when a hint came.
+    async fn wait(&mut self, until: Instant) -> bool {
         let Source::Store(hints) = &mut self.source else {
-            return;
+            return false;
         };
         let hint = async {
             loop {
@@ -569,7 +579,7 @@ impl Follow {
                 }
             }
         };
-        let _ = tokio::time::timeout_at(until, hint).await;
+        tokio::time::timeout_at(until, hint).await.is_ok()
     }
 }
 

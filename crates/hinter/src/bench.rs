@@ -37,7 +37,7 @@ pub struct BenchArgs {
     pub latency_duration: Duration,
     /// Jobs queued in the large setting of the `backlog` phase (it drains the first 20,000,
     /// and compares with 30,000 queued).
-    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(30_000..))]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(30_000..=100_000_000))]
     pub backlog: u64,
     /// Script jobs run at once in the `scripts` phase.
     #[arg(long, default_value_t = 16)]

@@ -92,6 +92,14 @@ impl Fresh {
         }
     }
 
+    /// A fresh store of `backend`, as a plain [`Store`].
+    pub(crate) async fn open_store(
+        backend: &Backend<'_>,
+    ) -> anyhow::Result<(Arc<dyn Store>, Fresh)> {
+        let (store, fresh) = Fresh::open(backend).await?;
+        Ok((store, fresh))
+    }
+
     /// Brings PostgreSQL's `jobs` to the steady state autovacuum keeps a live table in, and
     /// writes out the bulk fill's WAL, so neither its pending vacuum nor the checkpoint its
     /// WAL forces (a million jobs write more than `max_wal_size`) lands in the measurement

@@ -41,8 +41,7 @@ pub async fn enqueue_and_drain(
     concurrency: usize,
     drain: bool,
 ) -> anyhow::Result<Drain> {
-    let (store, fresh) = Fresh::open(backend).await?;
-    let store: Arc<dyn Store> = store;
+    let (store, fresh) = Fresh::open_store(backend).await?;
     let start = Instant::now();
     crate::bench::fill(store.as_ref(), jobs).await?;
     let enqueue_per_s = jobs as f64 / start.elapsed().as_secs_f64();
@@ -100,8 +99,7 @@ pub async fn latency(
     concurrency: usize,
 ) -> anyhow::Result<Latency> {
     let target = check_probes(rate, length)?;
-    let (store, fresh) = Fresh::open(backend).await?;
-    let store: Arc<dyn Store> = store;
+    let (store, fresh) = Fresh::open_store(backend).await?;
     let origin = Instant::now();
     let (worker, samples) = start_probe_worker(store.clone(), origin, concurrency)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -244,8 +242,7 @@ async fn drain_of_backlog(
     backlog: u64,
     concurrency: usize,
 ) -> anyhow::Result<(f64, Option<u64>)> {
-    let (store, fresh) = Fresh::open(backend).await?;
-    let store: Arc<dyn Store> = store;
+    let (store, fresh) = Fresh::open_store(backend).await?;
     crate::bench::fill(store.as_ref(), backlog).await?;
     // The steady state a live table is kept in (PostgreSQL's autovacuum), so a bulk fill's
     // pending vacuum does not compete with the measurement.

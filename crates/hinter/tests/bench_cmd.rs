@@ -90,6 +90,13 @@ fn the_peer_workload_runs_on_postgres() {
     args.extend(["--database", &url]);
     let figures = bench(&args);
     check_workload(&figures);
+    let out = Command::new(env!("CARGO_BIN_EXE_hinter"))
+        .args(["bench", "--database", &url, "--only", "latency"])
+        .args(["--rate", "100000", "--latency-duration", "1000d"])
+        .output()
+        .expect("running hinter bench");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("probes"));
     // The test database runs on this machine (CI starts it here), so its CPU is counted too.
     if url.contains("127.0.0.1") || url.contains("localhost") {
         assert!(number(&figures, "drain_server_cpu_ms_per_1k_jobs") > 0.0);
@@ -128,6 +135,9 @@ fn a_phase_of_the_other_store_is_refused() {
 fn extreme_workloads_are_refused_before_anything_runs() {
     for (args, says) in [
         (&["--jobs", "0"][..], "--jobs"),
+        (&["--jobs", "100000001"][..], "--jobs"),
+        (&["--jobs=-5"][..], "--jobs"),
+        (&["--backlog", "100000001"][..], "--backlog"),
         (&["--rate", "0"][..], "--rate"),
         (&["--rate", "18446744073709551616"][..], "--rate"),
         (

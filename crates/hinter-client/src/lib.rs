@@ -45,8 +45,8 @@ pub use hinter_core::{
 };
 pub use types::{
     EnqueueRequest, Enqueued, EventsPage, Health, HeartbeatAck, HeartbeatReport, JobFilter,
-    JobSummary, LeaseRequest, Leased, OccurrencePage, Page, QueueInfo, ScheduleInfo, UnreadableJob,
-    WorkerReport,
+    JobSummary, LeaseRequest, Leased, OccurrencePage, OutcomeAnswer, OutcomeItem, OutcomeKind,
+    Page, QueueInfo, ScheduleInfo, UnreadableJob, WorkerReport, MAX_OUTCOMES,
 };
 
 use chrono::{DateTime, Utc};
@@ -58,7 +58,7 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 use types::{
     BatchAnswer, BatchRequest, CompleteBody, FailBody, HeartbeatBody, LeaseAnswer, LeaseHandle,
-    QueuesAnswer, ReleaseBody,
+    OutcomesAnswer, QueuesAnswer, ReleaseBody,
 };
 use uuid::Uuid;
 
@@ -527,6 +527,23 @@ impl Client {
     pub async fn release(&self, id: Uuid, lease_token: i64) -> Result<Job, Error> {
         self.job_action(id, "release", Some(&ReleaseBody { lease_token }))
             .await
+    }
+
+    /// `POST /api/v1/outcomes`: completes, fails or releases many leased jobs in one request
+    /// (at most [`MAX_OUTCOMES`], each of a different job). The answers come in the order
+    /// asked, each with the status its one-job route would have given: a stale lease token
+    /// is a 409 of that item alone. `Err` only when the request as a whole was refused
+    /// (malformed: nothing changed) or did not get through.
+    pub async fn outcomes(&self, outcomes: &[OutcomeItem]) -> Result<Vec<OutcomeAnswer>, Error> {
+        let url = self.url(&["api", "v1", "outcomes"]);
+        /// [`hinter_wire::OutcomesBody`], borrowed.
+        #[derive(Serialize)]
+        struct Body<'a> {
+            outcomes: &'a [OutcomeItem],
+        }
+        let body = Body { outcomes };
+        let answer: OutcomesAnswer = self.call(Method::POST, url, Some(&body)).await?;
+        Ok(answer.outcomes)
     }
 
     /// `POST /api/v1/jobs/{id}/report`: appends log lines to the attempt a worker runs and

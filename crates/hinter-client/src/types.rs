@@ -23,10 +23,11 @@ pub use hinter_wire::{Enqueued, Status as Health};
 pub use hinter_wire::{
     EventsPage, JobSummary, LeaseRequest, OccurrenceList as OccurrencePage, Page, WorkerReport,
 };
+pub use hinter_wire::{OutcomeAnswer, OutcomeItem, OutcomeKind, MAX_OUTCOMES};
 
 pub(crate) use hinter_wire::{
     BatchRequest, BatchResponse as BatchAnswer, CompleteBody, FailBody, HeartbeatBody,
-    QueueList as QueuesAnswer, ReleaseBody,
+    OutcomesAnswer, QueueList as QueuesAnswer, ReleaseBody,
 };
 
 /// The body of `POST /api/v1/jobs`: one job to enqueue. Only `job` is required; unset options

@@ -7,13 +7,16 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
-use hinter_client::{Client, Error as ClientError, LeaseRequest as HttpLease};
+use hinter_client::{
+    Client, Error as ClientError, LeaseRequest as HttpLease, OutcomeItem, MAX_OUTCOMES,
+};
 use hinter_core::retry::FailOutcome;
 use hinter_core::store::{
     Completion, Failure, Heartbeat, HeartbeatAck, LeaseRequest, Release, StoreResult,
 };
 use hinter_core::{FieldError, JobReport, LeasedJob, Store, StoreError, StoreEvent};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -115,6 +118,9 @@ pub struct HttpSource {
     lease_wait: Duration,
     /// Kept so that [`JobSource::subscribe`] receivers stay open (and silent).
     events: broadcast::Sender<StoreEvent>,
+    /// Whether the server takes `POST /api/v1/outcomes`; cleared when it answers that it
+    /// has no such route.
+    batched: AtomicBool,
 }
 
 impl HttpSource {
@@ -125,6 +131,99 @@ impl HttpSource {
             client,
             lease_wait,
             events: broadcast::channel(1).0,
+            batched: AtomicBool::new(true),
+        }
+    }
+}
+
+/// One outcome's answer: done, or refused (status, error code, message).
+type OutcomeResult = Result<(), Refusal>;
+
+/// An outcome the server refused: its status, error code and message.
+struct Refusal {
+    status: u16,
+    code: String,
+    message: String,
+}
+
+impl HttpSource {
+    /// Sends outcomes in as few `POST /api/v1/outcomes` requests as the server takes, and
+    /// reads each item's answer. `None`: the server has no such route (it is older than this
+    /// worker) or refused a request as too large; the caller then sends them job by job. A
+    /// request that did not get through, or an item the store could not answer, fails the
+    /// whole batch as [`StoreError::Unavailable`], so the worker tries it again later (items
+    /// already written then come back stale, which is harmless).
+    async fn outcomes(&self, items: Vec<OutcomeItem>) -> StoreResult<Option<Vec<OutcomeResult>>> {
+        if !self.batched.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut results = Vec::with_capacity(items.len());
+        for chunk in items.chunks(MAX_OUTCOMES) {
+            let answers = match self.client.outcomes(chunk).await {
+                Ok(answers) if answers.len() == chunk.len() => answers,
+                Ok(answers) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "the server answered {} of {} outcomes",
+                        answers.len(),
+                        chunk.len()
+                    )))
+                }
+                Err(e) if matches!(e.status(), Some(404 | 405)) => {
+                    tracing::info!(
+                        "the server has no POST /api/v1/outcomes (it is older than this \
+                         worker): outcomes go one request per job"
+                    );
+                    self.batched.store(false, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                Err(e) if e.status() == Some(413) => return Ok(None),
+                Err(e) => return Err(store_error(None, e)),
+            };
+            for answer in answers {
+                if answer.status == 200 {
+                    results.push(Ok(()));
+                    continue;
+                }
+                let (code, message) = answer
+                    .error
+                    .map(|e| (e.code.into_owned(), e.message))
+                    .unwrap_or_default();
+                if answer.status == 503 {
+                    return Err(StoreError::Unavailable(message));
+                }
+                results.push(Err(Refusal {
+                    status: answer.status,
+                    code,
+                    message,
+                }));
+            }
+        }
+        Ok(Some(results))
+    }
+
+    /// A result the server refused (too large, too deep): the attempt fails for good, as the
+    /// handler would produce the same result again.
+    async fn refused_result(&self, c: &Completion, why: &str) -> StoreResult<()> {
+        let message = format!("the server refused the job's result: {why}");
+        tracing::warn!(job_id = %c.id, "{message}");
+        self.client
+            .fail(c.id, c.lease_token, &message, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| store_error(Some(c.id), e))
+    }
+}
+
+impl Refusal {
+    /// As the worker understands store errors (as [`store_error`] does for one-job calls).
+    fn into_store_error(self, id: Uuid) -> StoreError {
+        let text = format!("{} {}: {}", self.status, self.code, self.message);
+        match self.status {
+            409 if self.code == "stale_lease" => StoreError::StaleLease(id),
+            404 => StoreError::NotFound(id),
+            409 => StoreError::Conflict(text),
+            400 | 413 | 422 => StoreError::Invalid(FieldError::new("request", text)),
+            _ => StoreError::Unavailable(text),
         }
     }
 }
@@ -230,6 +329,23 @@ impl JobSource for HttpSource {
         completions: Vec<Completion>,
         _now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<()>>> {
+        let items = completions
+            .iter()
+            .map(|c| OutcomeItem::complete(c.id, c.lease_token, c.result.clone()))
+            .collect();
+        if let Some(answers) = self.outcomes(items).await? {
+            let mut results = Vec::with_capacity(answers.len());
+            for (c, answer) in completions.iter().zip(answers) {
+                results.push(match answer {
+                    Ok(()) => Ok(()),
+                    Err(r) if matches!(r.status, 413 | 422) => {
+                        self.refused_result(c, &r.message).await
+                    }
+                    Err(r) => Err(r.into_store_error(c.id)),
+                });
+            }
+            return Ok(results);
+        }
         each(completions, |c| async move {
             match self
                 .client
@@ -237,16 +353,8 @@ impl JobSource for HttpSource {
                 .await
             {
                 Ok(_) => Ok(()),
-                // The result is too large or otherwise unacceptable: the attempt fails, for
-                // good (the handler would produce it again).
                 Err(e) if matches!(e.status(), Some(413 | 422)) => {
-                    let message = format!("the server refused the job's result: {e}");
-                    tracing::warn!(job_id = %c.id, "{message}");
-                    self.client
-                        .fail(c.id, c.lease_token, &message, false)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| store_error(Some(c.id), e))
+                    self.refused_result(&c, &e.to_string()).await
                 }
                 Err(e) => Err(store_error(Some(c.id), e)),
             }
@@ -259,12 +367,23 @@ impl JobSource for HttpSource {
         failures: Vec<Failure>,
         _now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<()>>> {
+        // The server decides the outcome again from the job as it stands; it only needs to
+        // know whether this failure may be retried.
+        let retry = |f: &Failure| matches!(f.outcome, FailOutcome::Retry { .. });
+        let items = failures
+            .iter()
+            .map(|f| OutcomeItem::fail(f.id, f.lease_token, &f.error, retry(f), f.exit_code))
+            .collect();
+        if let Some(answers) = self.outcomes(items).await? {
+            return Ok(failures
+                .iter()
+                .zip(answers)
+                .map(|(f, a)| a.map_err(|r| r.into_store_error(f.id)))
+                .collect());
+        }
         each(failures, |f| async move {
-            // The server decides the outcome again from the job as it stands; it only needs
-            // to know whether this failure may be retried.
-            let retry = matches!(f.outcome, FailOutcome::Retry { .. });
             self.client
-                .fail_with_exit_code(f.id, f.lease_token, &f.error, retry, f.exit_code)
+                .fail_with_exit_code(f.id, f.lease_token, &f.error, retry(&f), f.exit_code)
                 .await
                 .map(|_| ())
                 .map_err(|e| store_error(Some(f.id), e))
@@ -277,6 +396,17 @@ impl JobSource for HttpSource {
         releases: Vec<Release>,
         _now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<()>>> {
+        let items = releases
+            .iter()
+            .map(|r| OutcomeItem::release(r.id, r.lease_token))
+            .collect();
+        if let Some(answers) = self.outcomes(items).await? {
+            return Ok(releases
+                .iter()
+                .zip(answers)
+                .map(|(r, a)| a.map_err(|e| e.into_store_error(r.id)))
+                .collect());
+        }
         each(releases, |r| async move {
             self.client
                 .release(r.id, r.lease_token)

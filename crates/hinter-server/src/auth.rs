@@ -60,7 +60,8 @@ pub enum QueueCheck {
     Job,
     /// The queue `{name}` in the path.
     Path,
-    /// The queues in the body: each job's queue (after definitions apply), a lease's queues.
+    /// The queues in the body: each job's queue (after definitions apply), a lease's queues,
+    /// the queue of each job an outcomes request names.
     Body,
     /// A `queue=` filter: a limited token may name only its queues. Without one, a listing
     /// (jobs, events) shows every queue of the token, and a hook is refused.

@@ -244,6 +244,12 @@ fn table() -> Vec<Entry> {
         ),
         entry(
             post.clone(),
+            "/api/v1/outcomes",
+            Needs(Work, Q::Body),
+            worker::outcomes,
+        ),
+        entry(
+            post.clone(),
             "/api/v1/jobs/{id}/report",
             Needs(Work, Q::Job),
             output::report,

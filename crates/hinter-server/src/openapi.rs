@@ -74,6 +74,7 @@ const HOOK_SIGNATURE: &str = "hook_signature";
         crate::worker::complete,
         crate::worker::fail,
         crate::worker::release,
+        crate::worker::outcomes,
         crate::output::report,
         crate::output::logs,
         crate::output::definitions,

@@ -45,3 +45,13 @@ pub struct JobList {
     pub jobs: Vec<Value>,
     pub next_cursor: Option<String>,
 }
+
+/// `POST /api/v1/outcomes` body as the server reads it: items kept raw so each can be
+/// size-checked and parsed with its index in error messages. Its schema is
+/// [`hinter_wire::OutcomesBody`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutcomes<'a> {
+    #[serde(borrow)]
+    pub outcomes: Vec<&'a RawValue>,
+}

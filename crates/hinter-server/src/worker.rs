@@ -1,4 +1,5 @@
-//! The worker protocol: lease (with long-poll), heartbeat, complete, fail.
+//! The worker protocol: lease (with long-poll), heartbeat, complete, fail, release, and
+//! outcomes (many jobs' complete, fail or release in one request).
 
 use axum::extract::State;
 use axum::Json;
@@ -15,9 +16,12 @@ use tokio::time::Instant;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JobBody, JobId};
+use crate::extract::{parse_json, read_body, JobBody, JobId};
 use crate::jobs::check_job_queue;
-use crate::wire::{CompleteBody, FailBody, HeartbeatBody, Leases, ReleaseBody};
+use crate::wire::{
+    CompleteBody, ErrorDetail, FailBody, HeartbeatBody, Leases, OutcomeAnswer, OutcomeItem,
+    OutcomeKind, OutcomesAnswer, RawOutcomes, ReleaseBody, MAX_OUTCOMES,
+};
 use crate::AppState;
 
 /// Shortest and longest lease a worker may ask for.
@@ -313,4 +317,246 @@ fn single<T>(results: Vec<T>) -> ApiResult<T> {
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::unavailable("the store answered with no result"))
+}
+
+/// `POST /api/v1/outcomes`: the outcomes of many leased jobs in one request — what a worker
+/// that runs many jobs at once sends instead of one request per job. A request its schema
+/// calls malformed (not 1 to 1000 items, an item that does not parse) is refused whole (422)
+/// and changes nothing, as is one that names a job of a queue the token may not use (403).
+/// Otherwise each item is applied as its one-job route would apply it and answered on its
+/// own: a stale token, a refused result, a field that does not go with the item's outcome or
+/// a job named a second time fails that item alone.
+#[utoipa::path(
+    post, path = "/api/v1/outcomes", tag = "worker protocol", operation_id = "outcomes",
+    summary = "Complete, fail or release many leased jobs in one request",
+    request_body(content = crate::wire::OutcomesBody),
+    responses(
+        (status = 200, description = "One answer per outcome, in order: its `status` is what the job's own route would have answered (200, 404, 409, 413, 422; 503 when the store could not answer for it), with the job's `state` after it or the `error`. An item with a field that does not go with its `outcome`, a `fail` without `error`, or a job named a second time is a 422 of its own.", body = crate::wire::OutcomesAnswer),
+        (status = 403, description = "`forbidden`: a job named is of a queue the token may not use; nothing changed.", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field`: `outcomes` must hold 1 to 1000 items, each with the fields of an outcome; nothing changed.", body = crate::wire::ErrorBody)
+    )
+)]
+pub async fn outcomes(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<Json<OutcomesAnswer>> {
+    let config = &state.config;
+    let bytes = read_body(&headers, body, config.max_batch_bytes, config.body_timeout).await?;
+    let request: RawOutcomes<'_> = parse_json(&bytes, None)?;
+    if request.outcomes.is_empty() || request.outcomes.len() > MAX_OUTCOMES {
+        return Err(ApiError::invalid_field(format!(
+            "outcomes: must hold 1 to {MAX_OUTCOMES} items, not {}",
+            request.outcomes.len()
+        )));
+    }
+    let mut items = Vec::with_capacity(request.outcomes.len());
+    let mut ids = Vec::with_capacity(request.outcomes.len());
+    let mut seen = HashSet::with_capacity(request.outcomes.len());
+    for (i, raw) in request.outcomes.iter().enumerate() {
+        let prefix = format!("outcomes[{i}]");
+        let item: OutcomeItem = parse_json(raw.get().as_bytes(), Some(&prefix))?;
+        ids.push(item.id);
+        items.push((raw.get().len(), item));
+    }
+    let now = state.clock.now();
+    let mut answers: Vec<Option<Result<JobState, ApiError>>> = items.iter().map(|_| None).collect();
+    let (mut completions, mut failures, mut releases) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (size, item)) in items.into_iter().enumerate() {
+        let prefix = format!("outcomes[{i}]");
+        // Rules the schema cannot state refuse the item alone, as its own route would.
+        let checked = check_outcome_fields(&item).map_err(|e| e.within(&prefix).into());
+        let checked = checked.and_then(|()| {
+            if seen.insert(item.id) {
+                Ok(())
+            } else {
+                Err(ApiError::invalid_field(format!(
+                    "{prefix}.id: job {} has an outcome earlier in this request",
+                    item.id
+                )))
+            }
+        });
+        if let Err(e) = checked {
+            answers[i] = Some(Err(e));
+            continue;
+        }
+        match admit_outcome(&state, &caller, i, size, item, now).await? {
+            Admitted::Refused(e) => answers[i] = Some(Err(e)),
+            Admitted::Complete(c) => completions.push((i, c)),
+            Admitted::Fail(f) => failures.push((i, f)),
+            Admitted::Release(r) => releases.push((i, r)),
+        }
+    }
+    let store = &state.store;
+    if !completions.is_empty() {
+        let (at, batch): (Vec<_>, Vec<_>) = completions.into_iter().unzip();
+        let results = store.job_complete_many(batch, now).await?;
+        place(&mut answers, at, results, |job| job.state);
+    }
+    if !failures.is_empty() {
+        let (at, batch): (Vec<_>, Vec<_>) = failures.into_iter().unzip();
+        let results = store.job_fail_many(batch, now).await?;
+        place(&mut answers, at, results, |job| job.state);
+    }
+    if !releases.is_empty() {
+        let (at, batch): (Vec<_>, Vec<_>) = releases.into_iter().unzip();
+        let results = store.job_release_many(batch, now).await?;
+        place(&mut answers, at, results, |()| JobState::Queued);
+    }
+    let outcomes = answers
+        .into_iter()
+        .zip(ids)
+        .map(|(answer, id)| match answer {
+            Some(Ok(state)) => OutcomeAnswer {
+                id,
+                status: 200,
+                state: Some(state),
+                error: None,
+            },
+            Some(Err(e)) => OutcomeAnswer {
+                id,
+                status: e.status.as_u16(),
+                state: None,
+                error: Some(ErrorDetail {
+                    code: std::borrow::Cow::Borrowed(e.code),
+                    message: e.message,
+                }),
+            },
+            None => OutcomeAnswer {
+                id,
+                status: 503,
+                state: None,
+                error: Some(ErrorDetail {
+                    code: std::borrow::Cow::Borrowed("unavailable"),
+                    message: "the store gave no answer for this job; try again".into(),
+                }),
+            },
+        })
+        .collect();
+    Ok(Json(OutcomesAnswer { outcomes }))
+}
+
+/// Checks that an outcome carries only the fields of its kind, and `fail` its `error`.
+fn check_outcome_fields(item: &OutcomeItem) -> Result<(), FieldError> {
+    if item.outcome == OutcomeKind::Fail && item.error.is_none() {
+        return Err(FieldError::new("error", "is required with `fail`"));
+    }
+    let set = [
+        ("result", item.result.is_some(), OutcomeKind::Complete),
+        ("error", item.error.is_some(), OutcomeKind::Fail),
+        ("retry", item.retry.is_some(), OutcomeKind::Fail),
+        ("exit_code", item.exit_code.is_some(), OutcomeKind::Fail),
+    ];
+    match set
+        .into_iter()
+        .find(|(_, present, belongs)| *present && *belongs != item.outcome)
+    {
+        Some((field, _, _)) => Err(FieldError::new(
+            field,
+            format!("does not go with outcome `{}`", item.outcome.as_str()),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An outcome ready for the store, or refused before it (its answer).
+enum Admitted {
+    Complete(Completion),
+    Fail(Failure),
+    Release(Release),
+    Refused(ApiError),
+}
+
+/// What `POST /api/v1/jobs/{id}/complete|fail|release` would check before writing, for item
+/// `i` of an outcomes request (`size`: its bytes). `Err` refuses the whole request (nothing
+/// is written before every item is admitted): the store failing, or a job of a queue the
+/// token may not use.
+async fn admit_outcome(
+    state: &AppState,
+    caller: &Caller,
+    i: usize,
+    size: usize,
+    item: OutcomeItem,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<Admitted> {
+    let limit = state.config.max_job_bytes;
+    if size > limit {
+        return Ok(Admitted::Refused(ApiError::too_large(format!(
+            "outcomes[{i}] is over the limit of {limit} bytes per job"
+        ))));
+    }
+    // Read only when needed: a token limited to some queues, or a failure (the retry policy
+    // needs the job's attempts).
+    let job = if caller.limited() || item.outcome == OutcomeKind::Fail {
+        let Some(job) = state.store.job_get(item.id).await? else {
+            return Ok(Admitted::Refused(ApiError::not_found(format!(
+                "no job with id {}",
+                item.id
+            ))));
+        };
+        // As the batch enqueue: a job of a queue the token may not use refuses the request.
+        caller
+            .check_queue(&job.queue)
+            .map_err(|e| ApiError::forbidden(format!("outcomes[{i}]: {}", e.message)))?;
+        Some(job)
+    } else {
+        None
+    };
+    Ok(match item.outcome {
+        OutcomeKind::Complete => {
+            if let Some(result) = &item.result {
+                if let Err(e) = limits::check_json("result", result) {
+                    return Ok(Admitted::Refused(
+                        e.within(&format!("outcomes[{i}]")).into(),
+                    ));
+                }
+            }
+            Admitted::Complete(Completion {
+                id: item.id,
+                lease_token: item.lease_token,
+                result: item.result,
+            })
+        }
+        OutcomeKind::Release => Admitted::Release(Release {
+            id: item.id,
+            lease_token: item.lease_token,
+        }),
+        OutcomeKind::Fail => {
+            let Some(job) = job.filter(|job| job.state == JobState::Running) else {
+                return Ok(Admitted::Refused(ApiError::stale_lease(format!(
+                    "lease of job {} is stale: the job is not running",
+                    item.id
+                ))));
+            };
+            let outcome = decide_failure(
+                job.attempt,
+                job.max_attempts,
+                item.retry.unwrap_or(true),
+                job.cancel_requested,
+                now,
+                &mut rand::rng(),
+            );
+            Admitted::Fail(Failure {
+                id: item.id,
+                lease_token: item.lease_token,
+                error: item.error.unwrap_or_default(),
+                outcome,
+                exit_code: item.exit_code,
+                rescued: None,
+            })
+        }
+    })
+}
+
+/// Puts the store's answers for the items at `at` in their places.
+fn place<T>(
+    answers: &mut [Option<Result<JobState, ApiError>>],
+    at: Vec<usize>,
+    results: Vec<StoreResult<T>>,
+    state_after: impl Fn(T) -> JobState,
+) {
+    for (i, result) in at.into_iter().zip(results) {
+        answers[i] = Some(result.map(&state_after).map_err(ApiError::from));
+    }
 }

@@ -481,6 +481,138 @@ fn default_true() -> bool {
     true
 }
 
+/// The most outcomes one `POST /api/v1/outcomes` may carry: as many as one lease hands out.
+pub const MAX_OUTCOMES: usize = 1000;
+
+/// What became of a leased job's attempt, in [`OutcomeItem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// As `POST /api/v1/jobs/{id}/complete`: the attempt succeeded, with an optional `result`.
+    Complete,
+    /// As `POST /api/v1/jobs/{id}/fail`: the attempt failed with `error`; the retry policy
+    /// decides what follows (`retry: false` makes it permanent).
+    Fail,
+    /// As `POST /api/v1/jobs/{id}/release`: back to the queue, the attempt not counted.
+    Release,
+}
+
+impl OutcomeKind {
+    /// The name on the wire: `complete`, `fail` or `release`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Complete => "complete",
+            OutcomeKind::Fail => "fail",
+            OutcomeKind::Release => "release",
+        }
+    }
+}
+
+/// `POST /api/v1/outcomes` body: the outcomes of many leased jobs in one request, each
+/// applied as its one-job route would (and answered on its own).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OutcomesBody {
+    /// 1 to 1000 outcomes, each of a different job.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
+    pub outcomes: Vec<OutcomeItem>,
+}
+
+/// One job's outcome in [`OutcomesBody`]. `result` goes only with `complete`; `error`
+/// (required), `retry` and `exit_code` only with `fail`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeItem {
+    pub id: Uuid,
+    #[serde(deserialize_with = "hinter_core::number::i64")]
+    pub lease_token: i64,
+    pub outcome: OutcomeKind,
+    /// `complete` only: any JSON, kept as the job's `result`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// `fail` only, and required there: what went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `fail` only: `false` makes the failure permanent. Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<bool>,
+    /// `fail` only: the exit code of the command that ran the attempt.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "hinter_core::number::opt_i32"
+    )]
+    pub exit_code: Option<i32>,
+}
+
+impl OutcomeItem {
+    /// A `complete` outcome.
+    pub fn complete(id: Uuid, lease_token: i64, result: Option<Value>) -> Self {
+        Self::new(id, lease_token, OutcomeKind::Complete, result)
+    }
+
+    /// A `fail` outcome.
+    pub fn fail(
+        id: Uuid,
+        lease_token: i64,
+        error: impl Into<String>,
+        retry: bool,
+        exit_code: Option<i32>,
+    ) -> Self {
+        Self {
+            error: Some(error.into()),
+            retry: Some(retry),
+            exit_code,
+            ..Self::new(id, lease_token, OutcomeKind::Fail, None)
+        }
+    }
+
+    /// A `release` outcome.
+    pub fn release(id: Uuid, lease_token: i64) -> Self {
+        Self::new(id, lease_token, OutcomeKind::Release, None)
+    }
+
+    fn new(id: Uuid, lease_token: i64, outcome: OutcomeKind, result: Option<Value>) -> Self {
+        Self {
+            id,
+            lease_token,
+            outcome,
+            result,
+            error: None,
+            retry: None,
+            exit_code: None,
+        }
+    }
+}
+
+/// `POST /api/v1/outcomes` answer: one item per outcome asked, in the same order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OutcomesAnswer {
+    pub outcomes: Vec<OutcomeAnswer>,
+}
+
+/// How one outcome went: `status` is what its one-job route would have answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OutcomeAnswer {
+    pub id: Uuid,
+    /// 200 applied; 404 no such job; 409 the lease token is not current (nothing changed);
+    /// 413 / 422 the result was refused (too large, too deep); 503 the store could not
+    /// answer for it.
+    #[cfg_attr(feature = "openapi", schema(minimum = 200, maximum = 599))]
+    pub status: u16,
+    /// With 200: the job's state after the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    /// With any other status: what went wrong, as an error answer's `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
 /// `POST /api/v1/jobs/{id}/report` answer: how many log lines were appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

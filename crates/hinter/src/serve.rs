@@ -171,10 +171,10 @@ pub struct ServeArgs {
     /// Address the HTTP API listens on: IP:PORT or HOST:PORT (`localhost:7433`).
     #[arg(long, env = "HINTER_LISTEN", default_value = "127.0.0.1:7433")]
     pub listen: String,
-    /// Largest request body for one job, in bytes (also each item of a batch).
+    /// Largest request body for one job, in bytes (also each item of a batch, each outcome).
     #[arg(long, env = "HINTER_MAX_JOB_BYTES", default_value_t = 1024 * 1024, value_parser = parse_byte_limit)]
     pub max_job_bytes: usize,
-    /// Largest batch enqueue body, in bytes.
+    /// Largest batch body (a batch enqueue, a worker's outcomes), in bytes.
     #[arg(long, env = "HINTER_MAX_BATCH_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = parse_byte_limit)]
     pub max_batch_bytes: usize,
     /// How long an enqueue's Idempotency-Key answers a retry with the first answer

@@ -42,6 +42,11 @@ results)
     echo '::result::{"n": 2}'
     echo '::result::{not json'
     ;;
+large)
+    big=x; i=0
+    while [ $i -lt 11 ]; do big="$big$big"; i=$((i + 1)); done
+    echo "::result::\"$big\""
+    ;;
 permanent)
     echo "cannot parse the input" >&2
     exit 65
@@ -230,13 +235,19 @@ impl Setup {
 
     /// Starts `hinter serve` and waits until `/readyz` answers.
     async fn start_server(&mut self) {
-        let args: Vec<OsString> = vec![
+        self.start_server_with(&[]).await;
+    }
+
+    /// [`Setup::start_server`] with more `serve` flags.
+    async fn start_server_with(&mut self, more: &[&str]) {
+        let mut args: Vec<OsString> = vec![
             "serve".into(),
             "--data-dir".into(),
             self.dir.path().join("data").into(),
             "--listen".into(),
             format!("127.0.0.1:{}", self.port).into(),
         ];
+        args.extend(more.iter().map(OsString::from));
         let mut server = Proc::spawn("server", &args, self.dir.path().join("server.log"));
         let deadline = Instant::now() + STARTUP;
         while self.client.readyz().await.is_err() {
@@ -414,6 +425,32 @@ async fn runs_jobs_with_payload_env_and_result() {
     let job = setup.finished(id, &worker).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:?}");
     assert_eq!(job.result, Some(json!({"n": 2})));
+}
+
+/// The server refuses a result larger than its `--max-job-bytes` (413 for that job in the
+/// batch of outcomes): the attempt fails for good instead of being sent again and again.
+#[tokio::test]
+async fn a_result_the_server_refuses_fails_the_job_for_good() {
+    let mut setup = Setup::new();
+    setup.start_server_with(&["--max-job-bytes", "1024"]).await;
+    let worker = setup.start_worker("worker", &[]);
+    let large = setup
+        .enqueue(EnqueueRequest::new("large", Value::Null).max_attempts(5))
+        .await;
+    let fine = setup
+        .enqueue(EnqueueRequest::new("results", Value::Null))
+        .await;
+    let job = setup.finished(large, &worker).await;
+    assert_eq!((job.state, job.attempt), (JobState::Dead, 1), "{job:?}");
+    let errors = error_messages(&job);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("refused the job's result") && e.contains("result")),
+        "{errors:?}"
+    );
+    let job = setup.finished(fine, &worker).await;
+    assert_eq!(job.result, Some(json!({"n": 2})), "{job:?}");
 }
 
 #[tokio::test]

@@ -51,6 +51,11 @@ async fn harness() -> Option<Harness> {
 /// A harness whose bodies may be up to `max_job_bytes`; `None` when the backend cannot be
 /// used here (PostgreSQL without a test database, outside CI).
 async fn harness_with(max_job_bytes: usize) -> Option<Harness> {
+    harness_sized(max_job_bytes, MAX_BATCH).await
+}
+
+/// [`harness_with`], with batch bodies up to `max_batch_bytes`.
+async fn harness_sized(max_job_bytes: usize, max_batch_bytes: usize) -> Option<Harness> {
     let (store, guard) = backend::open().await?;
     let clock = ManualClock::new(Utc::now());
     let ready = Arc::new(AtomicBool::new(true));
@@ -62,7 +67,7 @@ async fn harness_with(max_job_bytes: usize) -> Option<Harness> {
         definitions: definitions.clone(),
         config: Arc::new(ServerConfig {
             max_job_bytes,
-            max_batch_bytes: MAX_BATCH,
+            max_batch_bytes,
             ..ServerConfig::default()
         }),
         ready: ready.clone(),
@@ -1891,4 +1896,244 @@ async fn schedule_fields_at_the_extremes() {
         Some(1001),
         "every schedule is listed"
     );
+}
+
+/// `POST /api/v1/outcomes` with `items`.
+async fn outcomes(h: &Harness, items: Vec<Value>) -> Answer {
+    h.post("/api/v1/outcomes", json!({ "outcomes": items })).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_apply_each_job_alone() {
+    let Some(h) = harness().await else { return };
+    let mut ids = Vec::new();
+    for name in ["done", "broken", "flaky", "handed-back", "stale"] {
+        let job = h
+            .enqueue(json!({"job": name, "queue": "out", "max_attempts": 3}))
+            .await;
+        ids.push(id_of(&job));
+    }
+    let leased = h
+        .lease(json!({"queues": ["out"], "worker_id": "w", "max": 10}))
+        .await;
+    assert_eq!(leased.len(), 5);
+    let token = |id: &str| {
+        leased
+            .iter()
+            .find(|j| j["id"] == id)
+            .and_then(|j| j["lease_token"].as_i64())
+            .expect("leased")
+    };
+    let unknown = "0192f1c2-0000-7000-8000-00000000000a";
+    let answer = outcomes(
+        &h,
+        vec![
+            json!({"id": ids[0], "lease_token": token(&ids[0]), "outcome": "complete", "result": {"w": 1}}),
+            json!({"id": ids[1], "lease_token": token(&ids[1]), "outcome": "fail", "error": "bad input", "retry": false, "exit_code": 3}),
+            json!({"id": ids[2], "lease_token": token(&ids[2]), "outcome": "fail", "error": "try later"}),
+            json!({"id": ids[3], "lease_token": token(&ids[3]), "outcome": "release"}),
+            json!({"id": ids[4], "lease_token": token(&ids[4]) + 1, "outcome": "complete"}),
+            json!({"id": unknown, "lease_token": 1, "outcome": "complete"}),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let items = answer.body["outcomes"].as_array().expect("outcomes");
+    let got: Vec<(Value, Value, Value)> = items
+        .iter()
+        .map(|i| (i["id"].clone(), i["status"].clone(), i["state"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!(ids[0]), json!(200), json!("succeeded")),
+            (json!(ids[1]), json!(200), json!("dead")),
+            (json!(ids[2]), json!(200), json!("scheduled")),
+            (json!(ids[3]), json!(200), json!("queued")),
+            (json!(ids[4]), json!(409), Value::Null),
+            (json!(unknown), json!(404), Value::Null),
+        ],
+        "{}",
+        answer.body
+    );
+    assert_eq!(items[4]["error"]["code"], "stale_lease");
+    assert_eq!(items[5]["error"]["code"], "not_found");
+
+    // Each job is as its own route would have left it.
+    let urls: Vec<String> = ids.iter().map(|id| format!("/api/v1/jobs/{id}")).collect();
+    let show = |i: usize| h.get(&urls[i]);
+    let done = show(0).await.body;
+    assert_eq!((&done["state"], &done["result"]), (&json!("succeeded"), &json!({"w": 1})));
+    let broken = show(1).await.body;
+    assert_eq!(broken["errors"][0]["message"], "bad input");
+    assert_eq!(broken["runs"][0]["exit_code"], 3, "{broken}");
+    let flaky = show(2).await.body;
+    assert_eq!((&flaky["state"], &flaky["attempt"]), (&json!("scheduled"), &json!(1)));
+    let back = show(3).await.body;
+    assert_eq!((&back["state"], &back["attempt"]), (&json!("queued"), &json!(0)));
+    let stale = show(4).await.body;
+    assert_eq!(stale["state"], "running", "a stale token changes nothing");
+
+    // The same outcomes again: every token is spent now.
+    let again = outcomes(
+        &h,
+        vec![json!({"id": ids[0], "lease_token": token(&ids[0]), "outcome": "complete"})],
+    )
+    .await;
+    assert_eq!(again.body["outcomes"][0]["status"], 409, "{}", again.body);
+    assert_eq!(show(0).await.body["result"], json!({"w": 1}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_refuse_a_malformed_request_whole_and_a_malformed_item_alone() {
+    let Some(h) = harness_sized(MAX_JOB, 1024 * 1024).await else { return };
+    let job = h.enqueue(json!({"job": "resize", "queue": "whole"})).await;
+    let id = id_of(&job);
+    let leased = h
+        .lease(json!({"queues": ["whole"], "worker_id": "w"}))
+        .await;
+    let token = leased[0]["lease_token"].as_i64().expect("token");
+    let ok = json!({"id": id, "lease_token": token, "outcome": "complete"});
+    let other = "0192f1c2-0000-7000-8000-00000000000b";
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"id": other, "lease_token": 1, "outcome": "release"}))
+        .collect();
+    for (what, body, field) in [
+        ("no items", json!({"outcomes": []}), "outcomes"),
+        ("1,001 items", json!({"outcomes": many}), "outcomes"),
+        ("no list", json!({}), "outcomes"),
+        ("an unknown field", json!({"outcomes": [ok], "wait": 1}), "wait"),
+        (
+            "an unknown outcome",
+            json!({"outcomes": [ok, {"id": other, "lease_token": 1, "outcome": "finish"}]}),
+            "outcomes[1].outcome",
+        ),
+        (
+            "a token out of range",
+            json!({"outcomes": [ok, {"id": other, "lease_token": u64::MAX, "outcome": "release"}]}),
+            "outcomes[1].lease_token",
+        ),
+        (
+            "an id that is no UUID",
+            json!({"outcomes": [ok, {"id": "job-1", "lease_token": 1, "outcome": "release"}]}),
+            "outcomes[1].id",
+        ),
+        (
+            "an item that is no object",
+            json!({"outcomes": [ok, [1, 2]]}),
+            "outcomes[1]",
+        ),
+    ] {
+        let answer = h.post("/api/v1/outcomes", body).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {}", answer.body);
+        assert_eq!(answer.error_code(), "invalid_field", "{what}");
+        assert!(
+            answer.error_message().contains(field),
+            "{what}: the message names {field}: {}",
+            answer.error_message()
+        );
+    }
+    for (what, body) in [
+        ("not JSON", "{\"outcomes\": [".to_string()),
+        ("NUL in an id", format!("{{\"outcomes\": [{{\"id\": \"{id}\\u0000\", \"lease_token\": 1, \"outcome\": \"release\"}}]}}")),
+    ] {
+        let answer = h.raw(Method::POST, "/api/v1/outcomes", Some(body)).await;
+        assert!(answer.status.is_client_error(), "{what}: {} {}", answer.status, answer.body);
+    }
+    assert_eq!(
+        h.get(&format!("/api/v1/jobs/{id}")).await.body["state"],
+        "running",
+        "a refused request changes nothing"
+    );
+
+    // Rules of one item (the fields of its outcome, one outcome per job) refuse it alone.
+    let tokenless = |outcome: &str, extra: Value| {
+        let mut item = json!({"id": other, "lease_token": 1, "outcome": outcome});
+        for (k, v) in extra.as_object().expect("object") {
+            item[k] = v.clone();
+        }
+        item
+    };
+    let items = vec![
+        tokenless("fail", json!({"error": "x", "result": 1})),
+        tokenless("fail", json!({})),
+        tokenless("complete", json!({"error": "x"})),
+        tokenless("complete", json!({"exit_code": 2})),
+        tokenless("release", json!({"retry": true})),
+        tokenless("release", json!({"result": null, "error": "x"})),
+        ok.clone(),
+        json!({"id": id, "lease_token": token, "outcome": "release"}),
+    ];
+    let answer = outcomes(&h, items).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let got: Vec<(i64, String)> = answer.body["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .map(|o| {
+            let message = o["error"]["message"].as_str().unwrap_or("");
+            (o["status"].as_i64().unwrap_or(0), message.split(':').next().unwrap_or("").to_string())
+        })
+        .collect();
+    let expected: Vec<(i64, String)> = [
+        (422, "outcomes[0].result"),
+        (422, "outcomes[1].error"),
+        (422, "outcomes[2].error"),
+        (422, "outcomes[3].exit_code"),
+        (422, "outcomes[4].retry"),
+        (422, "outcomes[5].error"),
+        (200, ""),
+        (422, "outcomes[7].id"),
+    ]
+    .into_iter()
+    .map(|(s, m)| (s, m.to_string()))
+    .collect();
+    assert_eq!(got, expected, "{}", answer.body);
+    assert_eq!(h.get(&format!("/api/v1/jobs/{id}")).await.body["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_refuse_a_result_too_large_or_deep_for_its_job_alone() {
+    let Some(h) = harness().await else { return };
+    for _ in 0..3 {
+        h.enqueue(json!({"job": "render", "queue": "big"})).await;
+    }
+    let leased = h
+        .lease(json!({"queues": ["big"], "worker_id": "w", "max": 3}))
+        .await;
+    let item = |i: usize, result: Value| {
+        json!({"id": leased[i]["id"], "lease_token": leased[i]["lease_token"], "outcome": "complete", "result": result})
+    };
+    let mut deep = json!(1);
+    for _ in 0..70 {
+        deep = json!([deep]);
+    }
+    let answer = outcomes(
+        &h,
+        vec![
+            item(0, json!("x".repeat(MAX_JOB + 1))),
+            item(1, deep),
+            item(2, json!({"fine": true})),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let items = &answer.body["outcomes"];
+    assert_eq!(items[0]["status"], 413, "{answer:?}", answer = answer.body);
+    assert_eq!(items[0]["error"]["code"], "too_large");
+    assert_eq!(items[1]["status"], 422);
+    assert!(
+        items[1]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("outcomes[1].result")),
+        "{}",
+        items[1]
+    );
+    assert_eq!((&items[2]["status"], &items[2]["state"]), (&json!(200), &json!("succeeded")));
+    for (i, state) in [(0, "running"), (1, "running"), (2, "succeeded")] {
+        let shown = h
+            .get(&format!("/api/v1/jobs/{}", leased[i]["id"].as_str().expect("id")))
+            .await;
+        assert_eq!(shown.body["state"], state, "job {i}");
+    }
 }

@@ -256,6 +256,9 @@ fn sample(spec: &RouteSpec, job_id: &str) -> (String, Option<Value>) {
         ("POST", "/api/v1/jobs/{id}/report") => Some(json!({"lease_token": 1, "logs": []})),
         ("POST", "/api/v1/jobs/{id}/fail") => Some(json!({"lease_token": 1, "error": "boom"})),
         ("POST", "/api/v1/leases") => Some(json!({"queues": [QUEUE], "worker_id": "w"})),
+        ("POST", "/api/v1/outcomes") => Some(json!({
+            "outcomes": [{"id": job_id, "lease_token": 1, "outcome": "complete"}]
+        })),
         ("PUT", "/api/v1/workers/{id}") => Some(json!({
             "host": "h", "pid": 1, "concurrency": 1, "started_at": "2026-01-01T00:00:00Z"
         })),

@@ -21,6 +21,7 @@ mod leases;
 mod limits;
 mod listing;
 mod metrics;
+mod older_server;
 mod ordering;
 mod queues;
 mod replies;

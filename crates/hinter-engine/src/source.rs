@@ -149,7 +149,8 @@ struct Refusal {
 impl HttpSource {
     /// Sends outcomes in as few `POST /api/v1/outcomes` requests as the server takes, and
     /// reads each item's answer. `None`: the server has no such route (it is older than this
-    /// worker) or refused a request as too large; the caller then sends them job by job. A
+    /// worker) or refused a request as too large; the caller then sends them job by job
+    /// (those of chunks already applied come back stale, which is harmless). A
     /// request that did not get through, or an item the store could not answer, fails the
     /// whole batch as [`StoreError::Unavailable`], so the worker tries it again later (items
     /// already written then come back stale, which is harmless).

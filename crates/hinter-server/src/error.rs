@@ -159,16 +159,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The `error` of its answer's body: code and message (also one item's error in a
+    /// batch answer).
+    pub fn detail(self) -> ErrorDetail {
+        ErrorDetail {
+            code: std::borrow::Cow::Borrowed(self.code),
+            message: self.message,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status;
         let body = ErrorBody {
-            error: ErrorDetail {
-                code: std::borrow::Cow::Borrowed(self.code),
-                message: self.message,
-            },
+            error: self.detail(),
         };
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),

@@ -19,8 +19,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, read_body, JobBody, JobId};
 use crate::jobs::check_job_queue;
 use crate::wire::{
-    CompleteBody, ErrorDetail, FailBody, HeartbeatBody, Leases, OutcomeAnswer, OutcomeItem,
-    OutcomeKind, OutcomesAnswer, RawOutcomes, ReleaseBody, MAX_OUTCOMES,
+    CompleteBody, FailBody, HeartbeatBody, Leases, OutcomeAnswer, OutcomeItem, OutcomeKind,
+    OutcomesAnswer, RawOutcomes, ReleaseBody, MAX_OUTCOMES,
 };
 use crate::AppState;
 
@@ -407,31 +407,26 @@ pub async fn outcomes(
     let outcomes = answers
         .into_iter()
         .zip(ids)
-        .map(|(answer, id)| match answer {
-            Some(Ok(state)) => OutcomeAnswer {
-                id,
-                status: 200,
-                state: Some(state),
-                error: None,
-            },
-            Some(Err(e)) => OutcomeAnswer {
-                id,
-                status: e.status.as_u16(),
-                state: None,
-                error: Some(ErrorDetail {
-                    code: std::borrow::Cow::Borrowed(e.code),
-                    message: e.message,
-                }),
-            },
-            None => OutcomeAnswer {
-                id,
-                status: 503,
-                state: None,
-                error: Some(ErrorDetail {
-                    code: std::borrow::Cow::Borrowed("unavailable"),
-                    message: "the store gave no answer for this job; try again".into(),
-                }),
-            },
+        .map(|(answer, id)| {
+            let answer = answer.unwrap_or_else(|| {
+                Err(ApiError::unavailable(
+                    "the store gave no answer for this job; try again",
+                ))
+            });
+            match answer {
+                Ok(state) => OutcomeAnswer {
+                    id,
+                    status: 200,
+                    state: Some(state),
+                    error: None,
+                },
+                Err(e) => OutcomeAnswer {
+                    id,
+                    status: e.status.as_u16(),
+                    state: None,
+                    error: Some(e.detail()),
+                },
+            }
         })
         .collect();
     Ok(Json(OutcomesAnswer { outcomes }))

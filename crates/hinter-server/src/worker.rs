@@ -279,36 +279,47 @@ pub async fn fail(
         .job_get(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job with id {id}")))?;
+    let now = state.clock.now();
+    let failure = failure_of(&job, body.lease_token, body.error, body.retry, now)?;
+    let failure = Failure {
+        exit_code: body.exit_code,
+        ..failure
+    };
+    let results = state.store.job_fail_many(vec![failure], now).await?;
+    Ok(Json(single(results)??))
+}
+
+/// The failure of `job`'s attempt under `lease_token`, its outcome decided by the retry
+/// policy; a stale lease (409) when the job is not running.
+fn failure_of(
+    job: &Job,
+    lease_token: i64,
+    error: String,
+    retry: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<Failure> {
     if job.state != JobState::Running {
         return Err(ApiError::stale_lease(format!(
-            "lease of job {id} is stale: the job is {}, not running",
-            job.state
+            "lease of job {} is stale: the job is {}, not running",
+            job.id, job.state
         )));
     }
-    let now = state.clock.now();
     let outcome = decide_failure(
         job.attempt,
         job.max_attempts,
-        body.retry,
+        retry,
         job.cancel_requested,
         now,
         &mut rand::rng(),
     );
-    let results = state
-        .store
-        .job_fail_many(
-            vec![Failure {
-                id,
-                lease_token: body.lease_token,
-                error: body.error,
-                outcome,
-                exit_code: body.exit_code,
-                rescued: None,
-            }],
-            now,
-        )
-        .await?;
-    Ok(Json(single(results)??))
+    Ok(Failure {
+        id: job.id,
+        lease_token,
+        error,
+        outcome,
+        exit_code: None,
+        rescued: None,
+    })
 }
 
 /// The only answer of a one-item batch operation.
@@ -518,28 +529,22 @@ async fn admit_outcome(
             lease_token: item.lease_token,
         }),
         OutcomeKind::Fail => {
-            let Some(job) = job.filter(|job| job.state == JobState::Running) else {
-                return Ok(Admitted::Refused(ApiError::stale_lease(format!(
-                    "lease of job {} is stale: the job is not running",
+            // Read above for every failure.
+            let Some(job) = job else {
+                return Ok(Admitted::Refused(ApiError::not_found(format!(
+                    "no job with id {}",
                     item.id
                 ))));
             };
-            let outcome = decide_failure(
-                job.attempt,
-                job.max_attempts,
-                item.retry.unwrap_or(true),
-                job.cancel_requested,
-                now,
-                &mut rand::rng(),
-            );
-            Admitted::Fail(Failure {
-                id: item.id,
-                lease_token: item.lease_token,
-                error: item.error.unwrap_or_default(),
-                outcome,
-                exit_code: item.exit_code,
-                rescued: None,
-            })
+            let error = item.error.unwrap_or_default();
+            let retry = item.retry.unwrap_or(true);
+            match failure_of(&job, item.lease_token, error, retry, now) {
+                Ok(failure) => Admitted::Fail(Failure {
+                    exit_code: item.exit_code,
+                    ..failure
+                }),
+                Err(e) => Admitted::Refused(e),
+            }
         }
     })
 }

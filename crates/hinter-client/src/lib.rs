@@ -413,7 +413,10 @@ impl Client {
                 request.wait.unwrap_or_default(),
             )
             .await?;
-        let mut leased = Leased::default();
+        let mut leased = Leased {
+            outcomes: answer.outcomes.unwrap_or_default(),
+            ..Leased::default()
+        };
         for raw in answer.jobs {
             match serde_json::from_str::<LeasedJob>(raw.get()) {
                 Ok(job) => leased.jobs.push(job),

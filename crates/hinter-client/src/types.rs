@@ -74,6 +74,8 @@ impl JobFilter {
 #[derive(Deserialize)]
 pub(crate) struct LeaseAnswer {
     pub jobs: Vec<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    pub outcomes: Option<Vec<hinter_wire::OutcomeAnswer>>,
 }
 
 /// Just enough of a leased job to hand it back: read without building its payload, so it
@@ -92,6 +94,9 @@ pub struct Leased {
     /// parser allows). The caller should report them (`fail`) at once, so that they do not
     /// wait for their lease to expire and other jobs are not held up.
     pub unreadable: Vec<UnreadableJob>,
+    /// With [`LeaseRequest::outcomes`]: one answer each, in order, as
+    /// [`crate::Client::outcomes`] gives them.
+    pub outcomes: Vec<hinter_wire::OutcomeAnswer>,
 }
 
 /// A leased job whose body could not be read; see [`Leased::unreadable`].

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -39,16 +40,21 @@ const LEASE_REPOLL: Duration = Duration::from_millis(250);
     summary = "Lease jobs to work on (with long-poll)",
     request_body(content = crate::wire::LeaseRequest),
     responses(
-        (status = 200, description = "The jobs leased, each with its `lease_token`; none when nothing was ready within `wait`.", body = crate::wire::Leases),
-        (status = 403, description = "`forbidden`: the token may not use one of the queues.", body = crate::wire::ErrorBody),
-        (status = 422, description = "`invalid_field`: `queues`, `jobs`, `worker_id`, `max` (1 to 1000), `lease` (1s to 1h).", body = crate::wire::ErrorBody)
+        (status = 200, description = "The jobs leased, each with its `lease_token`; none when nothing was ready within `wait`. With `outcomes` in the request, one answer each, as `POST /api/v1/outcomes` gives them.", body = crate::wire::Leases),
+        (status = 403, description = "`forbidden`: the token may not use one of the queues, or one of the jobs an outcome names.", body = crate::wire::ErrorBody),
+        (status = 422, description = "`invalid_field`: `queues`, `jobs`, `worker_id`, `max` (1 to 1000), `lease` (1s to 1h), `outcomes` (at most 1000, each with the fields of an outcome); nothing changed.", body = crate::wire::ErrorBody)
     )
 )]
 pub async fn lease(
     State(state): State<AppState>,
     caller: Caller,
-    JobBody(body): JobBody<crate::wire::LeaseRequest>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> ApiResult<Json<Leases>> {
+    // As large as an outcomes request: the lease may carry the last batch's outcomes.
+    let config = &state.config;
+    let bytes = read_body(&headers, body, config.max_batch_bytes, config.body_timeout).await?;
+    let body: crate::wire::LeaseRequest = parse_json(&bytes, None)?;
     let queues = body.queues;
     limits::check_lease_queues("queues", &queues)?;
     for queue in &queues {
@@ -68,6 +74,32 @@ pub async fn lease(
     limits::check_lease_max("max", max)?;
     let lease_for = check_lease(body.lease, state.config.default_lease)?;
     let wait = body.wait.unwrap_or_default().min(state.config.max_wait);
+    if body.outcomes.len() > MAX_OUTCOMES {
+        return Err(FieldError::new(
+            "outcomes",
+            format!(
+                "must hold at most {MAX_OUTCOMES} items, not {}",
+                body.outcomes.len()
+            ),
+        )
+        .into());
+    }
+    // Reported first, so the slots they free are leased again in this same request.
+    let outcomes = if body.outcomes.is_empty() {
+        None
+    } else {
+        let items = body
+            .outcomes
+            .into_iter()
+            .map(|item| {
+                (
+                    serde_json::to_vec(&item).map_or(usize::MAX, |v| v.len()),
+                    item,
+                )
+            })
+            .collect();
+        Some(apply_outcomes(&state, &caller, items).await?)
+    };
     let request = LeaseRequest {
         jobs: job_names,
         queues,
@@ -77,7 +109,7 @@ pub async fn lease(
         now: state.clock.now(),
     };
     let jobs = lease_with_wait(&state, request, wait).await?;
-    Ok(Json(Leases { jobs }))
+    Ok(Json(Leases { jobs, outcomes }))
 }
 
 fn check_lease(lease: Option<Duration>, default: Duration) -> ApiResult<Duration> {
@@ -363,14 +395,25 @@ pub async fn outcomes(
         )));
     }
     let mut items = Vec::with_capacity(request.outcomes.len());
-    let mut ids = Vec::with_capacity(request.outcomes.len());
-    let mut seen = HashSet::with_capacity(request.outcomes.len());
     for (i, raw) in request.outcomes.iter().enumerate() {
         let prefix = format!("outcomes[{i}]");
         let item: OutcomeItem = parse_json(raw.get().as_bytes(), Some(&prefix))?;
-        ids.push(item.id);
         items.push((raw.get().len(), item));
     }
+    let outcomes = apply_outcomes(&state, &caller, items).await?;
+    Ok(Json(OutcomesAnswer { outcomes }))
+}
+
+/// Applies outcomes (each with the size of its JSON, held to the job size limit) as
+/// `POST /api/v1/outcomes` does, and answers each. `Err` refuses them all, before anything
+/// is written (a job of a queue the token may not use), or is the store failing.
+async fn apply_outcomes(
+    state: &AppState,
+    caller: &Caller,
+    items: Vec<(usize, OutcomeItem)>,
+) -> ApiResult<Vec<OutcomeAnswer>> {
+    let ids: Vec<Uuid> = items.iter().map(|(_, item)| item.id).collect();
+    let mut seen = HashSet::with_capacity(items.len());
     let now = state.clock.now();
     let mut answers: Vec<Option<Result<JobState, ApiError>>> = items.iter().map(|_| None).collect();
     let (mut completions, mut failures, mut releases) = (Vec::new(), Vec::new(), Vec::new());
@@ -392,7 +435,7 @@ pub async fn outcomes(
             answers[i] = Some(Err(e));
             continue;
         }
-        match admit_outcome(&state, &caller, i, size, item, now).await? {
+        match admit_outcome(state, caller, i, size, item, now).await? {
             Admitted::Refused(e) => answers[i] = Some(Err(e)),
             Admitted::Complete(c) => completions.push((i, c)),
             Admitted::Fail(f) => failures.push((i, f)),
@@ -415,7 +458,7 @@ pub async fn outcomes(
         let results = store.job_release_many(batch, now).await?;
         place(&mut answers, at, results, |()| JobState::Queued);
     }
-    let outcomes = answers
+    let outcomes: Vec<OutcomeAnswer> = answers
         .into_iter()
         .zip(ids)
         .map(|(answer, id)| {
@@ -440,7 +483,7 @@ pub async fn outcomes(
             }
         })
         .collect();
-    Ok(Json(OutcomesAnswer { outcomes }))
+    Ok(outcomes)
 }
 
 /// Checks that an outcome carries only the fields of its kind, and `fail` its `error`.

@@ -264,7 +264,7 @@ pub struct Accepted {
 
 /// `POST /api/v1/leases` body: ask for jobs to work on. Absent and `null` fields take their
 /// defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
@@ -310,6 +310,16 @@ pub struct LeaseRequest {
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<hinter_core::openapi::DurationInput>))]
     pub wait: Option<Duration>,
+    /// Outcomes of jobs leased before (at most 1000), applied before leasing as
+    /// `POST /api/v1/outcomes` applies them, and answered in the answer's `outcomes`: a
+    /// worker reports a batch and asks for the next in one request.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<OutcomeItem>>, max_items = 1000))]
+    pub outcomes: Vec<OutcomeItem>,
 }
 
 fn default_queues() -> Vec<String> {
@@ -346,7 +356,14 @@ impl LeaseRequest {
             max: 1,
             lease: None,
             wait: None,
+            outcomes: Vec::new(),
         }
+    }
+
+    /// Reports these outcomes of jobs leased before with this lease request.
+    pub fn outcomes(mut self, outcomes: Vec<OutcomeItem>) -> Self {
+        self.outcomes = outcomes;
+        self
     }
 
     pub fn queues<I, S>(mut self, queues: I) -> Self
@@ -389,6 +406,10 @@ impl LeaseRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Leases {
     pub jobs: Vec<LeasedJob>,
+    /// When the request carried `outcomes`: one answer each, in order, as
+    /// `POST /api/v1/outcomes` gives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<Vec<OutcomeAnswer>>,
 }
 
 /// `POST /api/v1/jobs/{id}/heartbeat` body.

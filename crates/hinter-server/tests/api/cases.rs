@@ -2137,3 +2137,77 @@ async fn outcomes_refuse_a_result_too_large_or_deep_for_its_job_alone() {
         assert_eq!(shown.body["state"], state, "job {i}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_carries_the_last_batch_outcomes() {
+    let Some(h) = harness_sized(MAX_JOB, 1024 * 1024).await else { return };
+    for i in 0..4 {
+        h.enqueue(json!({"job": "step", "queue": "ride", "payload": {"i": i}}))
+            .await;
+    }
+    let first = h
+        .lease(json!({"queues": ["ride"], "worker_id": "w", "max": 2}))
+        .await;
+    assert_eq!(first.len(), 2);
+    let no_outcomes = h
+        .post("/api/v1/leases", json!({"queues": ["ride"], "worker_id": "w", "max": 1}))
+        .await;
+    assert!(
+        no_outcomes.body.get("outcomes").is_none(),
+        "no outcomes asked, none answered: {}",
+        no_outcomes.body
+    );
+    let third = no_outcomes.body["jobs"][0].clone();
+
+    // Refused whole, nothing applied: a bad lease field, too many outcomes, a bad item.
+    let done = |job: &Value| json!({"id": job["id"], "lease_token": job["lease_token"], "outcome": "complete"});
+    let too_many: Vec<Value> = (0..1001).map(|_| done(&first[0])).collect();
+    for (what, body, field) in [
+        ("max 0", json!({"queues": ["ride"], "worker_id": "w", "max": 0, "outcomes": [done(&first[0])]}), "max"),
+        ("1,001 outcomes", json!({"queues": ["ride"], "worker_id": "w", "outcomes": too_many}), "outcomes"),
+        ("an unknown outcome", json!({"queues": ["ride"], "worker_id": "w", "outcomes": [{"id": first[0]["id"], "lease_token": 1, "outcome": "finish"}]}), "outcomes[0].outcome"),
+    ] {
+        let answer = h.post("/api/v1/leases", body).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {}", answer.body);
+        assert!(answer.error_message().contains(field), "{what}: {}", answer.error_message());
+    }
+    let shown = h
+        .get(&format!("/api/v1/jobs/{}", first[0]["id"].as_str().expect("id")))
+        .await;
+    assert_eq!(shown.body["state"], "running", "a refused lease applies no outcome");
+
+    // The first two done (one of them twice: refused alone), the third failed; the next
+    // batch comes in the same answer.
+    let answer = h
+        .post(
+            "/api/v1/leases",
+            json!({"queues": ["ride"], "worker_id": "w", "max": 5, "outcomes": [
+                done(&first[0]),
+                done(&first[1]),
+                {"id": third["id"], "lease_token": third["lease_token"], "outcome": "fail", "error": "no", "retry": false},
+                done(&first[1]),
+            ]}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let statuses: Vec<(Value, Value)> = answer.body["outcomes"]
+        .as_array()
+        .expect("outcomes answered")
+        .iter()
+        .map(|o| (o["status"].clone(), o["state"].clone()))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (json!(200), json!("succeeded")),
+            (json!(200), json!("succeeded")),
+            (json!(200), json!("dead")),
+            (json!(422), Value::Null),
+        ],
+        "{}",
+        answer.body
+    );
+    let next = answer.body["jobs"].as_array().expect("jobs");
+    assert_eq!(next.len(), 1, "the one job left: {}", answer.body);
+    assert_eq!(next[0]["payload"], json!({"i": 3}));
+}

@@ -234,6 +234,8 @@ pub struct Authenticator {
     cache: RwLock<Option<Snapshot>>,
     /// One reload at a time; the others wait for it and use its result.
     reload: tokio::sync::Mutex<()>,
+    /// How many times the token list was read from the store.
+    reloads: std::sync::atomic::AtomicU64,
 }
 
 impl Authenticator {
@@ -243,7 +245,14 @@ impl Authenticator {
             config,
             cache: RwLock::new(None),
             reload: tokio::sync::Mutex::new(()),
+            reloads: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many times the token list has been read from the store: about once per
+    /// [`REFRESH`] while requests come, whatever their number.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The cached tokens, if their read started at `since` or later.
@@ -267,6 +276,8 @@ impl Authenticator {
             return Ok(tokens);
         }
         let loaded = Instant::now();
+        self.reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stored = self.store.token_list().await?;
         let mut known: Vec<Known> = stored
             .iter()

@@ -89,6 +89,28 @@ async fn read_body_untimed(
     Err(too_large())
 }
 
+/// The bytes of a body of a batch's size at most ([`crate::ServerConfig::max_batch_bytes`]):
+/// a batch enqueue, outcomes, a lease carrying outcomes. Kept as bytes so the items can be
+/// read raw (each size-checked, errors naming its index).
+pub struct BatchBody(pub Bytes);
+
+impl FromRequest<crate::AppState> for BatchBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &crate::AppState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let config = &state.config;
+        read_body(
+            &parts.headers,
+            body,
+            config.max_batch_bytes,
+            config.body_timeout,
+        )
+        .await
+        .map(BatchBody)
+    }
+}
+
 /// A JSON body of one job's size at most ([`crate::ServerConfig::max_job_bytes`]), parsed
 /// into `T` with [`read_body`] and [`parse_json`]'s errors.
 pub struct JobBody<T>(pub T);

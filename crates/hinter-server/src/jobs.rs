@@ -19,7 +19,8 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{
-    name_filter, non_empty, parse_json, parse_limit, parse_query, parse_wait, read_body, JobId,
+    name_filter, non_empty, parse_json, parse_limit, parse_query, parse_wait, read_body, BatchBody,
+    JobId,
 };
 use crate::idempotency;
 use crate::wire::{BatchResponse, Enqueued, GetJobQuery, JobList, ListQuery, RawBatchRequest};
@@ -105,10 +106,8 @@ pub async fn enqueue_batch(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Body,
+    BatchBody(bytes): BatchBody,
 ) -> ApiResult<Response> {
-    let config = &state.config;
-    let bytes = read_body(&headers, body, config.max_batch_bytes, config.body_timeout).await?;
     let request: RawBatchRequest<'_> = parse_json(&bytes, None)?;
     if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH_JOBS {
         return Err(ApiError::invalid_field(format!(

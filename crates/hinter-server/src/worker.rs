@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, read_body, JobBody, JobId};
+use crate::extract::{parse_json, BatchBody, JobBody, JobId};
 use crate::jobs::check_job_queue;
 use crate::wire::{
     CompleteBody, FailBody, HeartbeatBody, Leases, OutcomeAnswer, OutcomeItem, OutcomeKind,
@@ -48,12 +48,9 @@ const LEASE_REPOLL: Duration = Duration::from_millis(250);
 pub async fn lease(
     State(state): State<AppState>,
     caller: Caller,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Body,
-) -> ApiResult<Json<Leases>> {
     // As large as an outcomes request: the lease may carry the last batch's outcomes.
-    let config = &state.config;
-    let bytes = read_body(&headers, body, config.max_batch_bytes, config.body_timeout).await?;
+    BatchBody(bytes): BatchBody,
+) -> ApiResult<Json<Leases>> {
     let body: crate::wire::LeaseRequest = parse_json(&bytes, None)?;
     let queues = body.queues;
     limits::check_lease_queues("queues", &queues)?;
@@ -382,11 +379,8 @@ fn single<T>(results: Vec<T>) -> ApiResult<T> {
 pub async fn outcomes(
     State(state): State<AppState>,
     caller: Caller,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Body,
+    BatchBody(bytes): BatchBody,
 ) -> ApiResult<Json<OutcomesAnswer>> {
-    let config = &state.config;
-    let bytes = read_body(&headers, body, config.max_batch_bytes, config.body_timeout).await?;
     let request: RawOutcomes<'_> = parse_json(&bytes, None)?;
     if request.outcomes.is_empty() || request.outcomes.len() > MAX_OUTCOMES {
         return Err(ApiError::invalid_field(format!(

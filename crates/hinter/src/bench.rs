@@ -252,19 +252,12 @@ pub(crate) async fn run_noop_worker(
     concurrency: usize,
     settle: bool,
 ) -> anyhow::Result<f64> {
-    let mut registry = Registry::new();
     let ran = Arc::new(AtomicU64::new(0));
     let counter = ran.clone();
-    registry.register(
-        JobDefinition {
-            name: "noop".into(),
-            ..JobDefinition::default()
-        },
-        move |_ctx: HandlerContext, _payload: Value| {
-            counter.fetch_add(1, Ordering::Relaxed);
-            async { Ok::<(), JobError>(()) }
-        },
-    );
+    let registry = one_handler("noop", move |_ctx: HandlerContext, _payload: Value| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        async { Ok::<(), JobError>(()) }
+    });
     let start = Instant::now();
     let worker = Worker::start(
         store.clone(),
@@ -847,4 +840,23 @@ async fn schedules_bench(durability: Durability) -> anyhow::Result<ScheduleFigur
         hourly_cpu_percent: cpu[0],
         minutely_cpu_percent: cpu[1],
     })
+}
+
+/// A registry with one handler, `handler`, for jobs named `name`: the benchmark's workers.
+pub(crate) fn one_handler<P, F, Fut, R>(name: &str, handler: F) -> Registry
+where
+    F: Fn(HandlerContext, P) -> Fut + Send + Sync + 'static,
+    P: serde::de::DeserializeOwned + 'static,
+    Fut: std::future::Future<Output = Result<R, JobError>> + Send + 'static,
+    R: serde::Serialize,
+{
+    let mut registry = Registry::new();
+    registry.register(
+        JobDefinition {
+            name: name.into(),
+            ..JobDefinition::default()
+        },
+        handler,
+    );
+    registry
 }

@@ -2,8 +2,8 @@
 //! schema of that database (dropped afterwards).
 
 use anyhow::Context;
-use hinter_core::{JobDefinition, NewJob, Store, SystemClock};
-use hinter_engine::{HandlerContext, JobError, Registry, Worker, WorkerOptions};
+use hinter_core::{NewJob, Store, SystemClock};
+use hinter_engine::{HandlerContext, JobError, Worker, WorkerOptions};
 use hinter_postgres::{PostgresOptions, PostgresStore};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -73,20 +73,13 @@ pub async fn idle_latency(
     let consumer = scratch.connect().await?;
     let origin = Instant::now();
     let (started_tx, mut started_rx) = mpsc::unbounded_channel::<Duration>();
-    let mut registry = Registry::new();
-    registry.register(
-        JobDefinition {
-            name: "probe".into(),
-            ..JobDefinition::default()
-        },
-        move |_ctx: HandlerContext, sent_us: u64| {
-            let latency = origin
-                .elapsed()
-                .saturating_sub(Duration::from_micros(sent_us));
-            let _ = started_tx.send(latency);
-            async { Ok::<(), JobError>(()) }
-        },
-    );
+    let registry = crate::bench::one_handler("probe", move |_ctx: HandlerContext, sent_us: u64| {
+        let latency = origin
+            .elapsed()
+            .saturating_sub(Duration::from_micros(sent_us));
+        let _ = started_tx.send(latency);
+        async { Ok::<(), JobError>(()) }
+    });
     let worker = Worker::start(
         consumer.clone(),
         Arc::new(SystemClock),

@@ -15,8 +15,8 @@
 
 use crate::bench_live::{Backend, Fresh};
 use anyhow::bail;
-use hinter_core::{JobDefinition, NewJob, Store, SystemClock};
-use hinter_engine::{HandlerContext, JobError, Registry, Worker, WorkerHandle, WorkerOptions};
+use hinter_core::{NewJob, Store, SystemClock};
+use hinter_engine::{HandlerContext, JobError, Worker, WorkerHandle, WorkerOptions};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,21 +159,14 @@ pub(crate) fn start_probe_worker(
     concurrency: usize,
 ) -> anyhow::Result<(WorkerHandle, Samples)> {
     let samples: Samples = Arc::default();
-    let mut registry = Registry::new();
     let seen = samples.clone();
-    registry.register(
-        JobDefinition {
-            name: "probe".into(),
-            ..JobDefinition::default()
-        },
-        move |_ctx: HandlerContext, sent_ns: u64| {
-            let latency = origin
-                .elapsed()
-                .saturating_sub(Duration::from_nanos(sent_ns));
-            seen.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
-            async { Ok::<(), JobError>(()) }
-        },
-    );
+    let registry = crate::bench::one_handler("probe", move |_ctx: HandlerContext, sent_ns: u64| {
+        let latency = origin
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(sent_ns));
+        seen.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
+        async { Ok::<(), JobError>(()) }
+    });
     let worker = Worker::start(
         store,
         Arc::new(SystemClock),

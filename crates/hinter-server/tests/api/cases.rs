@@ -2211,3 +2211,75 @@ async fn a_lease_carries_the_last_batch_outcomes() {
     assert_eq!(next.len(), 1, "the one job left: {}", answer.body);
     assert_eq!(next[0]["payload"], json!({"i": 3}));
 }
+
+/// Extremes of an outcome's fields, as the one-job routes take them: tokens that name no
+/// lease, NUL in an error and a result, an error over the kept bound, an exit code out of
+/// range, `outcomes: null` on a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_fields_at_their_extremes() {
+    let Some(h) = harness_sized(64 * 1024, 1024 * 1024).await else { return };
+    for _ in 0..3 {
+        h.enqueue(json!({"job": "edge", "queue": "edge"})).await;
+    }
+    let leased = h
+        .lease(json!({"queues": ["edge"], "worker_id": "w", "max": 3}))
+        .await;
+    let (a, b, c) = (&leased[0], &leased[1], &leased[2]);
+    let answer = outcomes(
+        &h,
+        vec![
+            json!({"id": a["id"], "lease_token": -1, "outcome": "complete"}),
+            json!({"id": b["id"], "lease_token": i64::MIN, "outcome": "release"}),
+            json!({"id": c["id"], "lease_token": i64::MAX, "outcome": "fail", "error": "x"}),
+        ],
+    )
+    .await;
+    let statuses: Vec<Value> = answer.body["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .map(|o| o["status"].clone())
+        .collect();
+    assert_eq!(statuses, vec![json!(409); 3], "{}", answer.body);
+
+    for (what, item) in [
+        ("exit code over i32", json!({"id": a["id"], "lease_token": a["lease_token"], "outcome": "fail", "error": "x", "exit_code": 2_147_483_648_i64})),
+        ("a token that is no integer", json!({"id": a["id"], "lease_token": 1.5, "outcome": "complete"})),
+    ] {
+        let refused = outcomes(&h, vec![item]).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {}", refused.body);
+    }
+
+    let long = "é".repeat(20_000);
+    let answer = outcomes(
+        &h,
+        vec![
+            json!({"id": a["id"], "lease_token": a["lease_token"], "outcome": "complete", "result": {"text": "a\u{0}b"}}),
+            json!({"id": b["id"], "lease_token": b["lease_token"], "outcome": "fail", "error": format!("nul \u{0} {long}"), "retry": false}),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    for (i, state) in [(0, "succeeded"), (1, "dead")] {
+        assert_eq!(answer.body["outcomes"][i]["state"], state, "{}", answer.body);
+    }
+    let done = h
+        .get(&format!("/api/v1/jobs/{}", a["id"].as_str().expect("id")))
+        .await;
+    assert_eq!(done.body["result"], json!({"text": "a\u{0}b"}), "kept as sent");
+    let dead = h
+        .get(&format!("/api/v1/jobs/{}", b["id"].as_str().expect("id")))
+        .await;
+    let kept = dead.body["errors"][0]["message"].as_str().expect("message");
+    assert!(kept.starts_with("nul "), "{kept:.40}");
+    assert!(kept.len() <= hinter_core::limits::MAX_ERROR_BYTES, "cut to the bound: {}", kept.len());
+
+    let lease = h
+        .post(
+            "/api/v1/leases",
+            json!({"queues": ["edge"], "worker_id": "w", "outcomes": null}),
+        )
+        .await;
+    assert_eq!(lease.status, StatusCode::OK, "{}", lease.body);
+    assert!(lease.body.get("outcomes").is_none(), "{}", lease.body);
+}

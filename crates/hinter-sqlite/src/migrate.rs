@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("migrations/0012_followups.sql")),
     (13, include_str!("migrations/0013_job_counts.sql")),
     (14, include_str!("migrations/0014_jobs_by_name.sql")),
+    (15, include_str!("migrations/0015_listing_indexes.sql")),
 ];
 
 /// The schema version this build writes.

@@ -1281,23 +1281,21 @@ pub(crate) fn queue_in(queues: &[String], args: &mut Vec<Box<dyn rusqlite::ToSql
 pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
     let rows = match (filter.state, &filter.queue, &filter.job) {
         // A queue or job name without a state: each state's jobs come in enqueue order
-        // straight from an index (`jobs_queue_state`, `jobs_job_state`: (…, state, seq)),
-        // and the first of the merged lists are the page. One list for every state instead
-        // would have to sort all the queue's (or name's) jobs first.
+        // straight from an index (migration 15), and the first of the merged lists are the
+        // page. One list for every state instead would have to sort all the queue's (or
+        // name's) jobs first.
         (None, Some(_), _) | (None, _, Some(_)) => {
-            let mut rows = Vec::new();
+            let mut lists = Vec::new();
             for state in JobState::ALL {
                 let of_state = JobFilter {
                     state: Some(state),
                     ..filter.clone()
                 };
-                rows.extend(job_rows(conn, &of_state)?);
+                lists.push(job_list_rows(conn, &of_state)?);
             }
-            rows.sort_by_key(|(job, _)| job.seq);
-            rows.truncate(filter.limit as usize);
-            rows
+            first_of(lists, filter.limit)
         }
-        _ => job_rows(conn, filter)?,
+        _ => job_list_rows(conn, filter)?,
     };
     let mut jobs = Vec::with_capacity(rows.len());
     let mut bytes = 0u64;
@@ -1309,6 +1307,56 @@ pub fn job_list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
         jobs.push(job);
     }
     Ok(jobs)
+}
+
+/// The first `limit` of lists each in enqueue order, in enqueue order.
+fn first_of(lists: Vec<Vec<(Job, u64)>>, limit: u32) -> Vec<(Job, u64)> {
+    let mut rows: Vec<(Job, u64)> = lists.into_iter().flatten().collect();
+    rows.sort_by_key(|(job, _)| job.seq);
+    rows.truncate(limit as usize);
+    rows
+}
+
+/// The rows of a listing of one state or of none. Active jobs are indexed by queue and state
+/// only (`jobs_active_queue`): without a queue, each queue that holds jobs of the state (by
+/// `job_counts`) is read on its own and the lists merged, so every read is of an index in
+/// enqueue order.
+fn job_list_rows(conn: &Connection, filter: &JobFilter) -> Result<Vec<(Job, u64)>> {
+    match filter.state {
+        Some(state) if !state.is_finished() && filter.queue.is_none() => {
+            let mut lists = Vec::new();
+            for queue in queues_holding(conn, state, filter.queues.as_deref())? {
+                let of_queue = JobFilter {
+                    queue: Some(queue),
+                    queues: None,
+                    ..filter.clone()
+                };
+                lists.push(job_rows(conn, &of_queue)?);
+            }
+            Ok(first_of(lists, filter.limit))
+        }
+        _ => job_rows(conn, filter),
+    }
+}
+
+/// The queues with jobs in `state`, of `among` if given.
+fn queues_holding(
+    conn: &Connection,
+    state: JobState,
+    among: Option<&[String]>,
+) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT queue FROM job_counts WHERE state = ?1 AND n > 0 ORDER BY queue")
+        .map_err(db_err)?;
+    let queues = stmt
+        .query_map([state.as_str()], |r| r.get::<_, String>(0))
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<String>>>()
+        .map_err(db_err)?;
+    Ok(match among {
+        Some(among) => queues.into_iter().filter(|q| among.contains(q)).collect(),
+        None => queues,
+    })
 }
 
 /// The jobs `filter` selects, each with the bytes the budget counts (the byte budget itself
@@ -1346,7 +1394,14 @@ fn list_query(filter: &JobFilter) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(filter.after_seq.unwrap_or(0))];
     if let Some(state) = filter.state {
         args.push(Box::new(state.as_str()));
-        sql += &format!(" AND state = ?{}", args.len());
+        // Which of the partial indexes of migration 15 the planner may use: a finished job
+        // has `finished_at`, an active one not.
+        let finished = if state.is_finished() {
+            "NOT NULL"
+        } else {
+            "NULL"
+        };
+        sql += &format!(" AND state = ?{} AND finished_at IS {finished}", args.len());
     }
     if let Some(queue) = &filter.queue {
         args.push(Box::new(queue.clone()));
@@ -1388,18 +1443,20 @@ pub fn job_delete(conn: &Connection, id: Uuid) -> Result<Job> {
     Ok(job)
 }
 
+/// Deletes up to ?3 jobs of queue ?1 in the states of JSON array ?2, those that finished
+/// first; returns their states. `finished_at IS NOT NULL` (every finished job's, no other's)
+/// lets the planner use `jobs_done_queue`, a partial index.
+const PURGE_SQL: &str = "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?1 \
+                         AND state IN (SELECT value FROM json_each(?2)) \
+                         AND finished_at IS NOT NULL ORDER BY finished_at, seq LIMIT ?3) \
+                         RETURNING state";
+
 /// Deletes up to `purge.limit` finished jobs of a queue in the given states, longest finished
 /// first.
 pub fn queue_purge(conn: &Connection, purge: &QueuePurge) -> Result<u64> {
     let states = serde_json::to_string(&purge.state_names()?)
         .map_err(|e| StoreError::Corrupt(format!("states: {e}")))?;
-    let mut stmt = conn
-        .prepare_cached(
-            "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?1 \
-             AND state IN (SELECT value FROM json_each(?2)) ORDER BY finished_at, seq LIMIT ?3) \
-             RETURNING state",
-        )
-        .map_err(db_err)?;
+    let mut stmt = conn.prepare_cached(PURGE_SQL).map_err(db_err)?;
     let deleted = stmt
         .query_map(params![purge.queue, states, purge.limit], |r| {
             r.get::<_, String>(0)
@@ -1612,28 +1669,62 @@ mod tests {
     }
 
     /// Every listing `job_list` runs reads an index in `seq` order: no scan of the table, no
-    /// sort (a queue or name without a state is listed state by state, see `job_list`).
+    /// sort (a queue or name without a state is listed state by state, and an active state
+    /// without a queue queue by queue, see `job_list`).
     #[test]
     fn listings_read_an_index_in_order_for_every_filter() {
         let mut conn = Connection::open_in_memory().expect("open");
         crate::migrate::migrate(&mut conn).expect("migrate");
-        let mut queries = vec![JobFilter {
-            limit: 50,
-            ..JobFilter::default()
-        }];
+        let mut queries = vec![(
+            JobFilter {
+                limit: 50,
+                ..JobFilter::default()
+            },
+            "USING INTEGER PRIMARY KEY (rowid>?)",
+        )];
         for queue in [None, Some("q".to_string())] {
             for job in [None, Some("j".to_string())] {
-                queries.push(JobFilter {
-                    state: Some(JobState::Dead),
-                    queue: queue.clone(),
-                    job,
-                    after_seq: Some(10),
-                    limit: 50,
-                    ..JobFilter::default()
-                });
+                let expected = match (&queue, &job) {
+                    (None, None) => "USING INDEX jobs_done_state (state=? AND seq>?)",
+                    (Some(_), None) => {
+                        "USING INDEX jobs_done_queue (queue=? AND state=? AND rowid>?)"
+                    }
+                    (_, Some(_)) => "USING INDEX jobs_done_job (job=? AND state=? AND rowid>?)",
+                };
+                queries.push((
+                    JobFilter {
+                        state: Some(JobState::Dead),
+                        queue: queue.clone(),
+                        job: job.clone(),
+                        after_seq: Some(10),
+                        limit: 50,
+                        ..JobFilter::default()
+                    },
+                    expected,
+                ));
+                // An active state is always read with a queue (job_list_rows).
+                for state in [JobState::Scheduled, JobState::Queued, JobState::Running] {
+                    let expected = match (state, &job) {
+                        (JobState::Running, Some(_)) => {
+                            "USING INDEX jobs_running_by_name (job=? AND rowid>?)"
+                        }
+                        _ => "USING INDEX jobs_active_queue (queue=? AND state=? AND rowid>?)",
+                    };
+                    queries.push((
+                        JobFilter {
+                            state: Some(state),
+                            queue: Some("q".to_string()),
+                            job: job.clone(),
+                            after_seq: Some(10),
+                            limit: 50,
+                            ..JobFilter::default()
+                        },
+                        expected,
+                    ));
+                }
             }
         }
-        for filter in queries {
+        for (filter, expected) in queries {
             let (sql, args) = list_query(&filter);
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -1645,16 +1736,6 @@ mod tests {
                 .expect("query plan")
                 .collect::<rusqlite::Result<_>>()
                 .expect("query plan rows");
-            let expected = match (&filter.state, &filter.queue, &filter.job) {
-                (None, _, _) => "USING INTEGER PRIMARY KEY (rowid>?)",
-                (Some(_), None, None) => "USING INDEX jobs_state_seq (state=? AND seq>?)",
-                (Some(_), Some(_), None) => {
-                    "USING INDEX jobs_queue_state (queue=? AND state=? AND rowid>?)"
-                }
-                (Some(_), _, Some(_)) => {
-                    "USING INDEX jobs_job_state (job=? AND state=? AND rowid>?)"
-                }
-            };
             assert!(
                 plan.iter().any(|step| step.contains(expected)),
                 "{filter:?}: expected {expected}, got {plan:?}"
@@ -1684,6 +1765,25 @@ mod tests {
         assert!(
             plan.iter()
                 .any(|step| step.contains("COVERING INDEX jobs_queued_since (queue=?)")),
+            "{plan:?}"
+        );
+    }
+
+    /// A queue's purge reads the queue's finished jobs, not the table.
+    #[test]
+    fn purging_searches_a_finished_jobs_index() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        crate::migrate::migrate(&mut conn).expect("migrate");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PURGE_SQL}"))
+            .expect("explain")
+            .query_map(params!["q", "[\"dead\"]", 10], |r| r.get::<_, String>(3))
+            .expect("query plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("query plan rows");
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("INDEX jobs_done_queue (queue=? AND state=?)")),
             "{plan:?}"
         );
     }

@@ -355,6 +355,22 @@ pub async fn list_filters(store: Arc<dyn Store>) {
             filter(Some(JobState::Queued), Some("q1"), Some("alpha")),
             vec![a1, a5],
         ),
+        // An active state and a name, no queue: every queue's jobs of both.
+        (
+            filter(Some(JobState::Queued), None, Some("alpha")),
+            vec![a1, a3, a5],
+        ),
+        (
+            filter(Some(JobState::Running), None, Some("beta")),
+            vec![a2],
+        ),
+        (
+            JobFilter {
+                queues: Some(vec!["q2".into()]),
+                ..filter(Some(JobState::Queued), None, Some("alpha"))
+            },
+            vec![a3],
+        ),
         (
             JobFilter {
                 limit: 2,
@@ -397,17 +413,24 @@ pub async fn list_pages_with_cursor(store: Arc<dyn Store>) {
             in_q1.push(id);
         }
     }
-    let page = |queue: Option<&'static str>, after_seq: Option<i64>| JobFilter {
+    let page = |queue: Option<&'static str>, state, after_seq: Option<i64>| JobFilter {
         queue: queue.map(str::to_string),
+        state,
         after_seq,
         limit: 7,
         ..JobFilter::default()
     };
-    for (queue, expected) in [(None, &all), (Some("q1"), &in_q1)] {
+    // A state without a queue too: the queues' lists merged, page by page.
+    for (queue, state, expected) in [
+        (None, None, &all),
+        (Some("q1"), None, &in_q1),
+        (None, Some(JobState::Queued), &all),
+        (Some("q1"), Some(JobState::Queued), &in_q1),
+    ] {
         let mut seen = Vec::new();
         let mut cursor = None;
         for _ in 0..10 {
-            let jobs = list(store, page(queue, cursor)).await;
+            let jobs = list(store, page(queue, state, cursor)).await;
             for pair in jobs.windows(2) {
                 assert!(pair[0].seq < pair[1].seq, "seq grows within a page");
             }
@@ -417,7 +440,10 @@ pub async fn list_pages_with_cursor(store: Arc<dyn Store>) {
                 None => break,
             }
         }
-        assert_eq!(&seen, expected, "paging through queue {queue:?}");
+        assert_eq!(
+            &seen, expected,
+            "paging through queue {queue:?}, state {state:?}"
+        );
     }
 }
 

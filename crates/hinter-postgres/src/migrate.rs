@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("migrations/0011_followups.sql")),
     (12, include_str!("migrations/0012_job_counts.sql")),
     (13, include_str!("migrations/0013_jobs_by_name.sql")),
+    (14, include_str!("migrations/0014_listing_indexes.sql")),
 ];
 
 /// The schema version this build writes.

@@ -415,15 +415,15 @@ async fn log_transaction(
 }
 
 /// Makes a transaction's statements use generic plans: a prepared statement is then planned
-/// once per connection, not at each execution. Only for enqueues: PostgreSQL re-plans the
-/// insert at every call, as its custom plans look cheaper on paper, and planning took a third
-/// of the server's CPU at 200 single enqueues a second; a one-job enqueue went from 1.7 to
-/// 1.2 ms (docs/performance.md). Not for the lease: its candidates end in `LIMIT $2`, which
-/// a generic plan must guess (a tenth of the table), and with statistics it then sorted the
-/// whole queue instead of reading its index: 2,100 instead of 10,400 jobs/s with 30,000
-/// queued, 227 with 1,000,000. Pipelined with the body's first statement; `LOCAL` ends with
-/// the transaction, so a pooled connection's next user is not affected.
-const GENERIC_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
+/// once per connection, not at each execution. PostgreSQL re-plans the insert and the lease's
+/// candidates at every call, as their custom plans look cheaper on paper: planning took a
+/// third of the server's CPU at 200 single enqueues a second; a one-job enqueue went from 1.7
+/// to 1.2 ms, and the lease's candidates took 0.5 ms to plan (docs/performance.md). The lease
+/// sets it after its promotion of scheduled jobs, whose `run_at <= $1` only a custom plan
+/// judges well, and with a literal limit (`ops::lease_candidates`). Pipelined with the first
+/// statement it applies to; `LOCAL` ends with the transaction, so a pooled connection's next
+/// user is not affected.
+pub(crate) const GENERIC_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// Runs `$body` (an expression using the transaction `$tx` and the event list `$ev`) in a
 /// `READ COMMITTED` transaction, publishes the events and commits; tries again on a deadlock

@@ -249,6 +249,8 @@ pub trait Conn: Sync {
         stmt: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> std::result::Result<u64, PgError>;
+    /// Runs `sql` (statements without parameters) by the simple protocol.
+    async fn batch_execute(&self, sql: &str) -> std::result::Result<(), PgError>;
 }
 
 type PgError = tokio_postgres::Error;
@@ -281,6 +283,9 @@ macro_rules! pooled_conn {
                 params: &[&(dyn ToSql + Sync)],
             ) -> std::result::Result<u64, PgError> {
                 deadpool_postgres::GenericClient::execute(self, stmt, params).await
+            }
+            async fn batch_execute(&self, sql: &str) -> std::result::Result<(), PgError> {
+                deadpool_postgres::GenericClient::batch_execute(self, sql).await
             }
         }
     };
@@ -315,6 +320,9 @@ impl Conn for tokio_postgres::Transaction<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> std::result::Result<u64, PgError> {
         tokio_postgres::Transaction::execute(self, stmt, params).await
+    }
+    async fn batch_execute(&self, sql: &str) -> std::result::Result<(), PgError> {
+        tokio_postgres::Transaction::batch_execute(self, sql).await
     }
 }
 
@@ -846,7 +854,8 @@ pub async fn job_promote_scheduled<C: Conn>(
 const MAX_LEASE_ROUNDS: usize = 32;
 
 /// The best eligible queued jobs of the requested, unpaused queues, locked for this
-/// transaction; rows other leasers hold are skipped.
+/// transaction; rows other leasers hold are skipped. `{limit}` is a literal
+/// ([`lease_candidates`]).
 const LEASE_CANDIDATES: &str = "
     SELECT c.seq, c.job, c.singleton
     FROM unnest($1::text[]) AS q(name)
@@ -859,16 +868,49 @@ const LEASE_CANDIDATES: &str = "
                 WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key
                   AND o.state IN ('scheduled', 'queued', 'running')
                   AND (o.seq < j.seq OR o.state = 'running')))
-          AND (NOT j.singleton OR (j.job <> ALL ($3::text[]) AND NOT EXISTS (
+          AND (NOT j.singleton OR (j.job <> ALL ($2::text[]) AND NOT EXISTS (
                 SELECT 1 FROM jobs AS s WHERE s.job = j.job AND s.state = 'running')))
-          AND (cardinality($4::text[]) = 0 OR j.job = ANY ($4::text[]))
+          AND (cardinality($3::text[]) = 0 OR j.job = ANY ($3::text[]))
         ORDER BY j.priority DESC, j.seq
-        LIMIT $2
+        LIMIT {limit}
         FOR UPDATE OF j SKIP LOCKED
     ) AS c
     WHERE NOT EXISTS (SELECT 1 FROM queues AS p WHERE p.name = q.name AND p.paused)
     ORDER BY c.priority DESC, c.seq
-    LIMIT $2";
+    LIMIT {limit}";
+
+/// The lease limits [`lease_candidates`] rounds up to: 1, 2, 3, 4, 6, 8, 12, … 3,072, 4,096
+/// (each at most half above the one before).
+fn lease_limits() -> &'static [(usize, String)] {
+    static LIMITS: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
+    LIMITS.get_or_init(|| {
+        let mut limits = vec![1usize, 2];
+        for shift in 0..=10 {
+            limits.extend([3usize << shift, 4usize << shift]);
+        }
+        limits
+            .into_iter()
+            .map(|n| (n, LEASE_CANDIDATES.replace("{limit}", &n.to_string())))
+            .collect()
+    })
+}
+
+/// The candidates statement for a lease of `want` jobs, and its limit: the smallest of
+/// [`lease_limits`] not below `want` (the largest for more). A literal limit, not a
+/// parameter, lets the statement take a generic plan, planned once per connection:
+/// re-planned at each lease, as PostgreSQL does with a parameter, planning took 0.5 ms of
+/// every lease. A generic plan with `LIMIT $2` is no good: it must guess the limit (a tenth
+/// of the table), and with statistics it sorted a whole queue instead of reading its index
+/// (docs/performance.md). The cost: a handful of statements per connection, and a lease may
+/// lock up to half as many rows again as it takes, until its commit (leasers running beside
+/// it pass over them).
+fn lease_candidates(want: usize) -> (usize, &'static str) {
+    let limits = lease_limits();
+    let at = limits
+        .partition_point(|(n, _)| *n < want)
+        .min(limits.len() - 1);
+    (limits[at].0, limits[at].1.as_str())
+}
 
 /// Leasing. Candidates are chosen and row-locked with `FOR UPDATE SKIP LOCKED`, so
 /// concurrent leasers take disjoint jobs without waiting for each other. The ordering-key
@@ -901,19 +943,28 @@ pub async fn job_lease<C: Conn>(
     let mut leased: Vec<LeasedJob> = Vec::with_capacity(max);
     // Singleton names this call must not lease: held by another leaser, or running.
     let mut excluded: Vec<String> = Vec::new();
-    for _ in 0..MAX_LEASE_ROUNDS {
-        let want = i64::try_from(max - leased.len()).unwrap_or(i64::MAX);
-        let rows = query(
-            c,
-            LEASE_CANDIDATES,
-            &[&queues, &want, &excluded, &request.jobs],
-        )
-        .await?;
+    for round in 0..MAX_LEASE_ROUNDS {
+        let want = max - leased.len();
+        let (limit, candidates) = lease_candidates(want);
+        let params: [&(dyn ToSql + Sync); 3] = [&queues, &excluded, &request.jobs];
+        let rows = if round == 0 {
+            // The statements after the promotion take generic plans (`lease_candidates`),
+            // set in the same round trip as the first of them.
+            let (set, rows) = tokio::join!(
+                c.batch_execute(crate::GENERIC_PLANS),
+                query(c, candidates, &params)
+            );
+            set?;
+            rows?
+        } else {
+            query(c, candidates, &params).await?
+        };
         let found = rows.len();
-        let mut take: Vec<(i64, String, bool)> = Vec::with_capacity(found);
+        let mut take: Vec<(i64, String, bool)> = Vec::with_capacity(found.min(want));
         let mut singles: Vec<String> = Vec::new();
         let mut skipped = false;
-        for row in &rows {
+        // The limit may be above the ask: the best `want` are taken.
+        for row in rows.iter().take(want) {
             let (seq, job, singleton): (i64, String, bool) =
                 (get(row, 0)?, get(row, 1)?, get(row, 2)?);
             if singleton {
@@ -990,7 +1041,8 @@ pub async fn job_lease<C: Conn>(
             }
             leased.extend(round.into_iter().map(|(_, l)| l));
         }
-        if !skipped || found == 0 || leased.len() >= max {
+        // Another round when one was passed over, or when the limit capped this one.
+        if leased.len() >= max || found == 0 || (!skipped && found < limit) {
             break;
         }
     }
@@ -2156,6 +2208,33 @@ mod tests {
                 "{filter:?} read {read} rows of jobs: {plan:#}"
             );
         }
+    }
+
+    /// A lease's limit rounds up to one of a few literals, at most half above the ask.
+    #[test]
+    fn lease_limits_round_up_to_a_few_literals() {
+        for (want, limit) in [
+            (0, 1),
+            (1, 1),
+            (2, 2),
+            (5, 6),
+            (7, 8),
+            (16, 16),
+            (300, 384),
+            (500, 512),
+            (4096, 4096),
+            (usize::MAX, 4096),
+        ] {
+            let (n, sql) = lease_candidates(want);
+            assert_eq!(n, limit, "a lease of {want}");
+            assert_eq!(sql.matches(&format!("LIMIT {limit}\n")).count(), 1, "{sql}");
+            assert!(sql.ends_with(&format!("LIMIT {limit}")), "{sql}");
+        }
+        for want in 1..=4096 {
+            let (n, _) = lease_candidates(want);
+            assert!(n >= want && n * 2 <= want * 3 + 1, "{want} → {n}");
+        }
+        assert_eq!(lease_limits().len(), 24);
     }
 
     #[test]

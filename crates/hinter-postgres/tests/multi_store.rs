@@ -247,6 +247,40 @@ mod with_database {
             .unwrap_or_else(|_| panic!("no {wanted:?} within 5 s"));
     }
 
+    /// A store opens `min_connections` of its pool at connect, in the background, and none
+    /// ahead when told none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_opens_its_minimum_connections_ahead() {
+        let schema = TestSchema::new();
+        let ahead = PostgresStore::connect(
+            &schema.url,
+            hinter_postgres::PostgresOptions {
+                min_connections: 5,
+                ..schema.options()
+            },
+        )
+        .await
+        .expect("connect");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ahead.pooled_connections() < 5 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(ahead.pooled_connections(), 5);
+        let on_demand = PostgresStore::connect(
+            &schema.url,
+            hinter_postgres::PostgresOptions {
+                min_connections: 0,
+                ..schema.options()
+            },
+        )
+        .await
+        .expect("connect");
+        // What connecting itself used (measuring the database's clock): one.
+        assert!(on_demand.pooled_connections() <= 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(on_demand.pooled_connections() <= 1);
+    }
+
     /// A store hands its own events to its subscribers as its write returns (a worker in
     /// the enqueuing process wakes without a round trip through the database), and once
     /// only: its listener skips the notification of the same write. Another store hears it

@@ -1724,12 +1724,17 @@ async fn list_query<C: Conn>(
     params.push(&limit);
     let order = format!(" ORDER BY j.seq LIMIT ${}", params.len());
     // The keys of one state's jobs, `state_sql` its name in the statement. An active state
-    // without a queue, after a sequence number: its index (`jobs_active_queue`) is by queue,
-    // so each queue that holds the state (by the counts of migration 12, exact in the
-    // statement's snapshot) is read on its own, and the lists merged.
+    // with neither a queue nor a name, after a sequence number: its indexes are by queue and
+    // by name (`jobs_active_queue`, `jobs_active_job`), so each queue that holds the state
+    // (by the counts of migration 12, exact in the statement's snapshot) is read on its own,
+    // and the lists merged.
     let of_state = |state_sql: &str, state: JobState| {
         let of_state = format!("{sql} AND j.state = {state_sql}{}", finished_term(state));
-        if matches!(rows, Rows::After(_)) && filter.queue.is_none() && !state.is_finished() {
+        if matches!(rows, Rows::After(_))
+            && filter.queue.is_none()
+            && filter.job.is_none()
+            && !state.is_finished()
+        {
             format!(
                 "SELECT j.seq FROM (
                      SELECT c.queue FROM (
@@ -2119,6 +2124,21 @@ mod tests {
         read
     }
 
+    /// The rows of `jobs` the listing `filter` reads, and its plan (EXPLAIN ANALYZE).
+    #[cfg(hinter_test_database)]
+    async fn explained<C: Conn>(c: &C, filter: &JobFilter) -> (f64, serde_json::Value) {
+        let answer = list_query(
+            c,
+            filter,
+            Rows::After(filter.after_seq.unwrap_or(0)),
+            "EXPLAIN (ANALYZE, FORMAT JSON) ",
+        )
+        .await
+        .expect("explain");
+        let plan: serde_json::Value = answer[0].get(0);
+        (jobs_rows_read(&plan[0]["Plan"]), plan)
+    }
+
     /// No shape of listing walks the table: with 30,000 jobs in three queues under three
     /// names, the oldest 27,000 finished (as in a busy system: the active jobs are the
     /// newest), a page of 50 reads at most 4,000 rows of `jobs`. (The planner may read a
@@ -2192,17 +2212,22 @@ mod tests {
             limit: 50,
             ..JobFilter::default()
         });
+        // A name no job has: found so from an index, not by reading every active job.
+        for state in [None, Some(JobState::Queued), Some(JobState::Scheduled)] {
+            let filter = JobFilter {
+                state,
+                job: Some("rare".into()),
+                limit: 50,
+                ..JobFilter::default()
+            };
+            let (read, plan) = explained(&tx, &filter).await;
+            assert!(
+                read <= 10.0,
+                "{filter:?} read {read} rows of jobs: {plan:#}"
+            );
+        }
         for filter in shapes {
-            let answer = list_query(
-                &tx,
-                &filter,
-                Rows::After(filter.after_seq.unwrap_or(0)),
-                "EXPLAIN (ANALYZE, FORMAT JSON) ",
-            )
-            .await
-            .expect("explain");
-            let plan: serde_json::Value = answer[0].get(0);
-            let read = jobs_rows_read(&plan[0]["Plan"]);
+            let (read, plan) = explained(&tx, &filter).await;
             assert!(
                 read <= 4000.0,
                 "{filter:?} read {read} rows of jobs: {plan:#}"

@@ -1318,12 +1318,12 @@ fn first_of(lists: Vec<Vec<(Job, u64)>>, limit: u32) -> Vec<(Job, u64)> {
 }
 
 /// The rows of a listing of one state or of none. Active jobs are indexed by queue and state
-/// only (`jobs_active_queue`): without a queue, each queue that holds jobs of the state (by
-/// `job_counts`) is read on its own and the lists merged, so every read is of an index in
-/// enqueue order.
+/// and by name and state (`jobs_active_queue`, `jobs_active_job`): with neither, each queue
+/// that holds jobs of the state (by `job_counts`) is read on its own and the lists merged, so
+/// every read is of an index in enqueue order.
 fn job_list_rows(conn: &Connection, filter: &JobFilter) -> Result<Vec<(Job, u64)>> {
     match filter.state {
-        Some(state) if !state.is_finished() && filter.queue.is_none() => {
+        Some(state) if !state.is_finished() && filter.queue.is_none() && filter.job.is_none() => {
             let mut lists = Vec::new();
             for queue in queues_holding(conn, state, filter.queues.as_deref())? {
                 let of_queue = JobFilter {
@@ -1702,18 +1702,20 @@ mod tests {
                     },
                     expected,
                 ));
-                // An active state is always read with a queue (job_list_rows).
+                // An active state is read with a queue or a name (job_list_rows).
                 for state in [JobState::Scheduled, JobState::Queued, JobState::Running] {
-                    let expected = match (state, &job) {
-                        (JobState::Running, Some(_)) => {
-                            "USING INDEX jobs_running_by_name (job=? AND rowid>?)"
-                        }
-                        _ => "USING INDEX jobs_active_queue (queue=? AND state=? AND rowid>?)",
+                    let expected = match &job {
+                        Some(_) => "USING INDEX jobs_active_job (job=? AND state=? AND rowid>?)",
+                        None => "USING INDEX jobs_active_queue (queue=? AND state=? AND rowid>?)",
                     };
                     queries.push((
                         JobFilter {
                             state: Some(state),
-                            queue: Some("q".to_string()),
+                            queue: if job.is_some() {
+                                queue.clone()
+                            } else {
+                                Some("q".into())
+                            },
                             job: job.clone(),
                             after_seq: Some(10),
                             limit: 50,

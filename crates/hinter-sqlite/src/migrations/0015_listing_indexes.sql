@@ -5,9 +5,9 @@
 --
 -- Finished jobs, where most rows are and the listings people read most (the dead set), keep
 -- three indexes: by state, by queue and state, by name and state; a job enters them once,
--- when it finishes. Active jobs keep one, by queue and state: a listing of an active state
--- without a queue reads it queue by queue (the queues that hold the state, by `job_counts`),
--- and one by name filters a queue's jobs of that state.
+-- when it finishes. Active jobs keep two, by queue and state and by name and state: a listing
+-- of an active state with neither reads it queue by queue (the queues that hold the state, by
+-- `job_counts`).
 --
 -- A finished job has `finished_at`, an active one has not (as `jobs_finished` relies on
 -- too). The predicates say it that way, not with the states: a listing names one state,
@@ -20,3 +20,4 @@ CREATE INDEX jobs_done_state ON jobs (state, seq) WHERE finished_at IS NOT NULL;
 CREATE INDEX jobs_done_queue ON jobs (queue, state) WHERE finished_at IS NOT NULL;
 CREATE INDEX jobs_done_job ON jobs (job, state) WHERE finished_at IS NOT NULL;
 CREATE INDEX jobs_active_queue ON jobs (queue, state) WHERE finished_at IS NULL;
+CREATE INDEX jobs_active_job ON jobs (job, state) WHERE finished_at IS NULL;

@@ -1324,18 +1324,25 @@ fn first_of(lists: Vec<Vec<(Job, u64)>>, limit: u32) -> Vec<(Job, u64)> {
 fn job_list_rows(conn: &Connection, filter: &JobFilter) -> Result<Vec<(Job, u64)>> {
     match filter.state {
         Some(state) if !state.is_finished() && filter.queue.is_none() && filter.job.is_none() => {
-            let mut lists = Vec::new();
+            let mut rows: Vec<(Job, u64)> = Vec::new();
             for queue in queues_holding(conn, state, filter.queues.as_deref())? {
                 let of_queue = JobFilter {
                     queue: Some(queue),
                     queues: None,
                     ..filter.clone()
                 };
-                lists.push(job_rows(conn, &of_queue)?);
+                // Once the page is full, only a queue's jobs before its last can be on it:
+                // with thousands of queues, most then answer from one index seek.
+                let before = match rows.last() {
+                    Some((last, _)) if rows.len() >= filter.limit as usize => Some(last.seq),
+                    _ => None,
+                };
+                rows.extend(job_rows(conn, &of_queue, before)?);
+                rows = first_of(vec![rows], filter.limit);
             }
-            Ok(first_of(lists, filter.limit))
+            Ok(rows)
         }
-        _ => job_rows(conn, filter),
+        _ => job_rows(conn, filter, None),
     }
 }
 
@@ -1359,10 +1366,11 @@ fn queues_holding(
     })
 }
 
-/// The jobs `filter` selects, each with the bytes the budget counts (the byte budget itself
-/// is applied by [`job_list`]). Stops reading once the budget is spent.
-fn job_rows(conn: &Connection, filter: &JobFilter) -> Result<Vec<(Job, u64)>> {
-    let (sql, args) = list_query(filter);
+/// The jobs `filter` selects (before sequence number `before`, if given), each with the bytes
+/// the budget counts (the byte budget itself is applied by [`job_list`]). Stops reading once
+/// the budget is spent.
+fn job_rows(conn: &Connection, filter: &JobFilter, before: Option<i64>) -> Result<Vec<(Job, u64)>> {
+    let (sql, args) = list_query(filter, before);
     let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
     let rows = stmt
         .query_map(rusqlite::params_from_iter(args.iter()), raw_job)
@@ -1387,11 +1395,15 @@ fn job_rows(conn: &Connection, filter: &JobFilter) -> Result<Vec<(Job, u64)>> {
     Ok(jobs)
 }
 
-/// The statement of one listing and its arguments.
-fn list_query(filter: &JobFilter) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
+/// The statement of one listing (of jobs before `before`, if given) and its arguments.
+fn list_query(filter: &JobFilter, before: Option<i64>) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
     let columns = list_columns(filter);
     let mut sql = format!("SELECT {columns} FROM jobs WHERE seq > ?1");
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(filter.after_seq.unwrap_or(0))];
+    if let Some(before) = before {
+        args.push(Box::new(before));
+        sql += &format!(" AND seq < ?{}", args.len());
+    }
     if let Some(state) = filter.state {
         args.push(Box::new(state.as_str()));
         // Which of the partial indexes of migration 15 the planner may use: a finished job
@@ -1726,8 +1738,20 @@ mod tests {
                 }
             }
         }
-        for (filter, expected) in queries {
-            let (sql, args) = list_query(&filter);
+        // An active state without a queue, queue by queue, once the page is full.
+        queries.push((
+            JobFilter {
+                state: Some(JobState::Queued),
+                queue: Some("q".into()),
+                after_seq: Some(10),
+                limit: 50,
+                ..JobFilter::default()
+            },
+            "USING INDEX jobs_active_queue (queue=? AND state=? AND rowid>? AND rowid<?)",
+        ));
+        for (i, (filter, expected)) in queries.iter().enumerate() {
+            let before = (i + 1 == queries.len()).then_some(1000);
+            let (sql, args) = list_query(filter, before);
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .expect("explain");

@@ -252,29 +252,27 @@ mod with_database {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_store_opens_its_minimum_connections_ahead() {
         let schema = TestSchema::new();
-        let ahead = PostgresStore::connect(
-            &schema.url,
-            hinter_postgres::PostgresOptions {
-                min_connections: 5,
+        let connect = |min_connections| {
+            let options = hinter_postgres::PostgresOptions {
+                min_connections,
                 ..schema.options()
-            },
-        )
-        .await
-        .expect("connect");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while ahead.pooled_connections() < 5 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(ahead.pooled_connections(), 5);
-        let on_demand = PostgresStore::connect(
-            &schema.url,
-            hinter_postgres::PostgresOptions {
-                min_connections: 0,
-                ..schema.options()
-            },
-        )
-        .await
-        .expect("connect");
+            };
+            PostgresStore::connect(&schema.url, options)
+        };
+        // The connections a store with `min_connections` holds open once they are up.
+        let opened = async |min_connections| {
+            let store = connect(min_connections).await.expect("connect");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let want = min_connections.min(schema.options().max_connections);
+            while store.pooled_connections() < want && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            store.pooled_connections()
+        };
+        assert_eq!(opened(5).await, 5);
+        // More than the pool may hold: the pool's size.
+        assert_eq!(opened(usize::MAX).await, schema.options().max_connections);
+        let on_demand = connect(0).await.expect("connect");
         // What connecting itself used (measuring the database's clock): one.
         assert!(on_demand.pooled_connections() <= 1);
         tokio::time::sleep(Duration::from_millis(200)).await;

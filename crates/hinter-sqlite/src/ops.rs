@@ -1361,7 +1361,14 @@ fn queues_holding(
         .collect::<rusqlite::Result<Vec<String>>>()
         .map_err(db_err)?;
     Ok(match among {
-        Some(among) => queues.into_iter().filter(|q| among.contains(q)).collect(),
+        Some(among) => {
+            // A token may name thousands of queues: a set, not a scan of the list per queue.
+            let among: HashSet<&str> = among.iter().map(String::as_str).collect();
+            queues
+                .into_iter()
+                .filter(|q| among.contains(q.as_str()))
+                .collect()
+        }
         None => queues,
     })
 }
@@ -1609,12 +1616,12 @@ pub fn queue_set_paused(
 mod tests {
     use super::*;
 
-    /// The query plan of `sql`, one line per step.
-    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+    /// The query plan of `sql` with `args`, one line per step.
+    fn plan(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Vec<String> {
         let mut stmt = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .expect("explain");
-        stmt.query_map(params!["succeeded", 0, 100], |r| r.get::<_, String>(3))
+        stmt.query_map(args, |r| r.get::<_, String>(3))
             .expect("query plan")
             .collect::<rusqlite::Result<_>>()
             .expect("query plan rows")
@@ -1752,16 +1759,7 @@ mod tests {
         for (i, (filter, expected)) in queries.iter().enumerate() {
             let before = (i + 1 == queries.len()).then_some(1000);
             let (sql, args) = list_query(filter, before);
-            let mut stmt = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .expect("explain");
-            let plan: Vec<String> = stmt
-                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                    r.get::<_, String>(3)
-                })
-                .expect("query plan")
-                .collect::<rusqlite::Result<_>>()
-                .expect("query plan rows");
+            let plan = plan(&conn, &sql, rusqlite::params_from_iter(args.iter()));
             assert!(
                 plan.iter().any(|step| step.contains(expected)),
                 "{filter:?}: expected {expected}, got {plan:?}"
@@ -1778,16 +1776,11 @@ mod tests {
     fn oldest_queued_reads_one_index_entry() {
         let mut conn = Connection::open_in_memory().expect("open");
         crate::migrate::migrate(&mut conn).expect("migrate");
-        let plan: Vec<String> = conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT MIN(run_at) FROM jobs \
-                 WHERE state = 'queued' AND queue = ?1",
-            )
-            .expect("explain")
-            .query_map(["q"], |r| r.get::<_, String>(3))
-            .expect("query plan")
-            .collect::<rusqlite::Result<_>>()
-            .expect("query plan rows");
+        let plan = plan(
+            &conn,
+            "SELECT MIN(run_at) FROM jobs WHERE state = 'queued' AND queue = ?1",
+            ["q"],
+        );
         assert!(
             plan.iter()
                 .any(|step| step.contains("COVERING INDEX jobs_queued_since (queue=?)")),
@@ -1800,13 +1793,7 @@ mod tests {
     fn purging_searches_a_finished_jobs_index() {
         let mut conn = Connection::open_in_memory().expect("open");
         crate::migrate::migrate(&mut conn).expect("migrate");
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {PURGE_SQL}"))
-            .expect("explain")
-            .query_map(params!["q", "[\"dead\"]", 10], |r| r.get::<_, String>(3))
-            .expect("query plan")
-            .collect::<rusqlite::Result<_>>()
-            .expect("query plan rows");
+        let plan = plan(&conn, PURGE_SQL, params!["q", "[\"dead\"]", 10]);
         assert!(
             plan.iter()
                 .any(|step| step.contains("INDEX jobs_done_queue (queue=? AND state=?)")),
@@ -1818,7 +1805,7 @@ mod tests {
     fn pruning_searches_the_finished_jobs_index() {
         let mut conn = Connection::open_in_memory().expect("open");
         crate::migrate::migrate(&mut conn).expect("migrate");
-        let plan = plan(&conn, PRUNE_SQL);
+        let plan = plan(&conn, PRUNE_SQL, params!["succeeded", 0, 100]);
         assert!(
             plan.iter()
                 .any(|step| step.contains("INDEX jobs_finished (state=? AND finished_at<?)")),

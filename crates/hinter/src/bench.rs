@@ -618,27 +618,29 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let backend = crate::bench_live::Backend::Sqlite(durability);
     crate::bench_workload::run_phases(&backend, &args, run, say, &mut figures).await?;
     if run("http-drain") {
-        let with_lease = drain_http(durability, args.jobs / 2, Report::WithLease).await?;
-        say(format!(
-            "drain, HTTP lease protocol (max 100, 4 workers, outcomes with the next lease): {with_lease:>10.0} jobs/s"
-        ));
-        figures.insert("drain_http_jobs_per_s".into(), json!(with_lease.round()));
-        let batched = drain_http(durability, args.jobs / 2, Report::Batched).await?;
-        say(format!(
-            "drain, HTTP lease protocol (max 100, 4 workers, POST /outcomes per lease):     {batched:>10.0} jobs/s"
-        ));
-        figures.insert(
-            "drain_http_batched_jobs_per_s".into(),
-            json!(batched.round()),
-        );
-        let single = drain_http(durability, args.jobs / 2, Report::PerJob).await?;
-        say(format!(
-            "drain, HTTP lease protocol (max 100, 4 workers, POST /complete per job):       {single:>10.0} jobs/s"
-        ));
-        figures.insert(
-            "drain_http_per_job_jobs_per_s".into(),
-            json!(single.round()),
-        );
+        for (report, how, key) in [
+            (
+                Report::WithLease,
+                "outcomes with the next lease",
+                "drain_http_jobs_per_s",
+            ),
+            (
+                Report::Batched,
+                "POST /outcomes per lease    ",
+                "drain_http_batched_jobs_per_s",
+            ),
+            (
+                Report::PerJob,
+                "POST /complete per job      ",
+                "drain_http_per_job_jobs_per_s",
+            ),
+        ] {
+            let rate = drain_http(durability, args.jobs / 2, report).await?;
+            say(format!(
+                "drain, HTTP lease protocol (max 100, 4 workers, {how}): {rate:>10.0} jobs/s"
+            ));
+            figures.insert(key.into(), json!(rate.round()));
+        }
     }
     if run("http-latency") {
         let lat = latency(durability, args.rate, args.latency_duration).await?;

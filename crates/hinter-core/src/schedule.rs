@@ -211,7 +211,7 @@ pub struct ScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Cron>))]
     pub cron: Option<String>,
-    /// One-shot: fire once at this time (years 0001 to 9999); exactly one of `cron` and `at`.
+    /// One-shot: fire once at this time (years 0001 to 9999 in UTC); exactly one of `cron` and `at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<DateTime<Utc>>,
     #[serde(default = "default_time_zone")]

@@ -77,6 +77,7 @@ mod output;
 mod schedules;
 mod test_schema;
 pub mod tls;
+mod tx;
 mod unit;
 
 pub use test_schema::TestSchema;
@@ -475,29 +476,15 @@ macro_rules! write_tx {
             tries += 1;
             let attempt: Result<_, ops::Error> = async {
                 let began = std::time::Instant::now();
-                let mut client = $store.client().await?;
-                let $tx = client
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::ReadCommitted)
-                    .start()
-                    .await?;
+                let $tx = tx::Tx::new($store.client().await?);
                 let mut events: Vec<StoreEvent> = Vec::new();
-                let setup: Option<&str> = $setup;
-                let value = match setup {
-                    // Sent with the body's first statement, in one round trip.
-                    Some(setup) => {
-                        let (set, value) = tokio::join!($tx.batch_execute(setup), async {
-                            let $ev = &mut events;
-                            $body.await
-                        });
-                        set?;
-                        value?
-                    }
-                    None => {
+                // `BEGIN` (and the setup) go out with the body's first statements.
+                let value = $tx
+                    .run($setup, async {
                         let $ev = &mut events;
-                        $body.await?
-                    }
-                };
+                        $body.await
+                    })
+                    .await?;
                 // New log entries are announced after the commit, rate-limited, not by a
                 // notification of this transaction.
                 let count = events.len();
@@ -510,14 +497,12 @@ macro_rules! write_tx {
                 if in_commit {
                     events.push(StoreEvent::Logged);
                 }
-                ops::notify(
-                    &$tx,
-                    &$store.inner.channel,
-                    &events,
-                    Some(&$store.inner.origin),
-                )
-                .await?;
-                $tx.commit().await?;
+                // The notification goes out with `COMMIT`.
+                let payloads = events::encode(&events, Some(&$store.inner.origin));
+                let notify: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                    [&$store.inner.channel, &payloads];
+                $tx.commit((!payloads.is_empty()).then_some((ops::NOTIFY, &notify[..])))
+                    .await?;
                 // This process's subscribers (its workers, waiting requests) hear at once,
                 // not after a round trip through the database's notification queue.
                 for event in events.iter().filter(|e| **e != StoreEvent::Logged) {

@@ -364,15 +364,13 @@ pub async fn notify<C: Conn>(
 ) -> Result<()> {
     let payloads = crate::events::encode(events, origin);
     if !payloads.is_empty() {
-        execute(
-            c,
-            "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
-            &[&channel, &payloads],
-        )
-        .await?;
+        execute(c, NOTIFY, &[&channel, &payloads]).await?;
     }
     Ok(())
 }
+
+/// Sends `$2`, payloads of [`crate::events::encode`], on channel `$1`.
+pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
 
 /// The job with its runs.
 pub async fn job_get<C: Conn>(c: &C, id: Uuid) -> Result<Option<Job>> {
@@ -827,19 +825,22 @@ pub async fn job_promote_scheduled<C: Conn>(
     now: DateTime<Utc>,
     events: &mut Vec<StoreEvent>,
 ) -> Result<u64> {
-    // SKIP LOCKED: concurrent leasers promote disjoint rows instead of queueing on each other.
-    let rows = query(
-        c,
-        "UPDATE jobs SET state = 'queued'
-         WHERE state = 'scheduled' AND seq IN (
-             SELECT seq FROM jobs WHERE state = 'scheduled' AND run_at <= $1
-             FOR UPDATE SKIP LOCKED)
-         RETURNING queue",
-        &[&now],
-    )
-    .await?;
+    let rows = query(c, PROMOTE_SCHEDULED, &[&now]).await?;
+    promoted(&rows, events)
+}
+
+/// Scheduled jobs due at `$1` made queued. SKIP LOCKED: concurrent leasers promote disjoint
+/// rows instead of queueing on each other.
+const PROMOTE_SCHEDULED: &str = "UPDATE jobs SET state = 'queued'
+     WHERE state = 'scheduled' AND seq IN (
+         SELECT seq FROM jobs WHERE state = 'scheduled' AND run_at <= $1
+         FOR UPDATE SKIP LOCKED)
+     RETURNING queue";
+
+/// The rows of [`PROMOTE_SCHEDULED`]: a `JobsAvailable` for each queue, and their count.
+fn promoted(rows: &[Row], events: &mut Vec<StoreEvent>) -> Result<u64> {
     let mut queues: HashSet<String> = HashSet::new();
-    for row in &rows {
+    for row in rows {
         queues.insert(get(row, 0)?);
     }
     events.extend(
@@ -928,7 +929,6 @@ pub async fn job_lease<C: Conn>(
     request: &LeaseRequest,
     events: &mut Vec<StoreEvent>,
 ) -> Result<Vec<LeasedJob>> {
-    job_promote_scheduled(c, request.now, events).await?;
     // Linear in the request: a set of names seen, not a scan of the list per name.
     let mut seen: HashSet<&str> = HashSet::with_capacity(request.queues.len());
     let queues: Vec<&str> = request
@@ -948,12 +948,20 @@ pub async fn job_lease<C: Conn>(
         let (limit, candidates) = lease_candidates(want);
         let params: [&(dyn ToSql + Sync); 3] = [&queues, &excluded, &request.jobs];
         let rows = if round == 0 {
-            // The statements after the promotion take generic plans (`lease_candidates`),
-            // set in the same round trip as the first of them.
-            let (set, rows) = tokio::join!(
+            // The promotion of due scheduled jobs, then generic plans for the statements
+            // after it (`lease_candidates`), then the candidates, in one round trip: the
+            // server runs them in the order sent, so the candidates see what was promoted.
+            // Both statements are prepared first (no round trip once cached), as one still
+            // to prepare would be sent after the others.
+            let promote = c.prepare_cached(PROMOTE_SCHEDULED).await?;
+            let candidates = c.prepare_cached(candidates).await?;
+            let due: [&(dyn ToSql + Sync); 1] = [&request.now];
+            let (promotion, set, rows) = tokio::join!(
+                c.query(&promote, &due),
                 c.batch_execute(crate::GENERIC_PLANS),
-                query(c, candidates, &params)
+                c.query(&candidates, &params)
             );
+            promoted(&promotion?, events)?;
             set?;
             rows?
         } else {

@@ -12,6 +12,7 @@ pub mod definition;
 pub mod duration;
 pub mod event;
 pub mod followup;
+pub mod handoff;
 pub mod job;
 pub mod limits;
 pub mod listing;

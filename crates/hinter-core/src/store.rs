@@ -574,6 +574,15 @@ pub trait Store: Send + Sync + 'static {
     /// (higher first), then enqueue order. Each leased job's attempt is counted now.
     async fn job_lease(&self, request: LeaseRequest) -> StoreResult<Vec<LeasedJob>>;
 
+    /// Parks the lease request of an idle in-process worker ([`crate::handoff`]): the next
+    /// insert of a job ready to run in one of its queues leases for it in the insert's own
+    /// transaction, and the jobs arrive on the answer. `None` (the default): this store does
+    /// not hand jobs over; the worker waits for [`StoreEvent::JobsAvailable`].
+    fn park_lease(&self, request: LeaseRequest) -> Option<crate::handoff::Handoff> {
+        let _ = request;
+        None
+    }
+
     /// Extends leases; each item fails alone with [`StoreError::StaleLease`] (or
     /// [`StoreError::NotFound`] for an unknown id). A lease that expired but was not yet
     /// rescued is still honoured: nobody else has the job.

@@ -10,6 +10,7 @@ use futures_util::future::join_all;
 use hinter_client::{
     Client, Error as ClientError, LeaseRequest as HttpLease, OutcomeItem, MAX_OUTCOMES,
 };
+use hinter_core::handoff::Handoff;
 use hinter_core::retry::FailOutcome;
 use hinter_core::store::{
     Completion, Failure, Heartbeat, HeartbeatAck, LeaseRequest, Release, StoreResult,
@@ -59,6 +60,13 @@ pub trait JobSource: Send + Sync {
     fn lease_waits(&self) -> bool {
         false
     }
+    /// Parks `request` with the store while the worker idles ([`Store::park_lease`]): an
+    /// insert in this process then leases for it in its own transaction. `None`: this source
+    /// does not hand jobs over.
+    fn park(&self, request: LeaseRequest) -> Option<Handoff> {
+        let _ = request;
+        None
+    }
 }
 
 /// Jobs straight from a store (in-process, or `hinter worker --database`).
@@ -106,6 +114,9 @@ impl JobSource for StoreSource {
     }
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.0.subscribe()
+    }
+    fn park(&self, request: LeaseRequest) -> Option<Handoff> {
+        self.0.park_lease(request)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use crate::handler::{HandlerContext, JobError, Registry, StopReason};
 use crate::source::{JobSource, StoreSource};
+use hinter_core::handoff::Handoff;
 use hinter_core::retry::decide_failure;
 use hinter_core::store::{Completion, Failure, Heartbeat, LeaseRequest, Release};
 use hinter_core::{
@@ -537,6 +538,8 @@ async fn fetcher(shared: Arc<Shared>) {
             lease_for: shared.options.lease_for,
             now: shared.clock.now(),
         };
+        // Parked as it is when this lease finds nothing.
+        let parked = request.clone();
         // Not raced against shutdown: once sent, the lease may commit, and its jobs must
         // then be handed back rather than forgotten.
         match shared.source.lease(request).await {
@@ -556,10 +559,40 @@ async fn fetcher(shared: Arc<Shared>) {
                     start_job(&shared, job);
                 }
                 if got == 0 && !shared.source.lease_waits() {
+                    // Idle: the request waits with the store, so that a job enqueued in this
+                    // process starts from its insert's commit (`hinter_core::handoff`).
+                    let mut handoff = shared.source.park(LeaseRequest {
+                        now: shared.clock.now(),
+                        ..parked
+                    });
+                    let handed = async {
+                        match handoff.as_mut() {
+                            Some(handoff) => handoff.jobs().await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
+                        jobs = handed => {
+                            for job in jobs {
+                                start_job(&shared, job);
+                            }
+                        }
                         _ = shared.wake.notified() => {}
                         _ = tokio::time::sleep(shared.options.poll_interval) => {}
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => {
+                            // Handed over before the stop: back to the queue, uncounted.
+                            for job in handoff.map(Handoff::withdraw).unwrap_or_default() {
+                                let _ = shared.outcomes.send(Outcome::Release(Release {
+                                    id: job.id,
+                                    lease_token: job.lease_token,
+                                }));
+                            }
+                            return;
+                        }
+                    }
+                    // Withdrawn, with what was handed over meanwhile.
+                    for job in handoff.map(Handoff::withdraw).unwrap_or_default() {
+                        start_job(&shared, job);
                     }
                 }
             }

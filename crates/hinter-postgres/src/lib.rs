@@ -89,6 +89,7 @@ use hinter_core::store::{
     Completion, Expired, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest, PruneRequest,
     QueueInfo, Release, StoreResult, WriteOp, WriteResult,
 };
+use hinter_core::handoff;
 use hinter_core::{
     Clock, Cluster, EventFilter, EventPage, Inserted, Job, JobPage, JobReport, Leadership,
     LeasedJob, ListCursor, LogLine, LogQuery, NewJob, ProcessInfo, Run, Store, StoreError,
@@ -194,6 +195,8 @@ struct Inner {
     _stop: watch::Sender<()>,
     /// Told of each committed write transaction (`Store::observe_commits`).
     commits: std::sync::OnceLock<hinter_core::store::CommitObserver>,
+    /// Lease requests of this process's idle workers, served by inserts (`handoff`).
+    lot: hinter_core::handoff::ParkingLot,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -292,6 +295,7 @@ impl PostgresStore {
                 clock: clock::DbClock::new(options.clock.clone()),
                 _stop: stop,
                 commits: std::sync::OnceLock::new(),
+                lot: Default::default(),
             }),
         };
         store.measure_clock().await?;
@@ -406,6 +410,24 @@ impl PostgresStore {
             }
         }
         Ok(())
+    }
+
+    /// Releases jobs leased for a worker that withdrew before they reached it (`handoff`).
+    /// A failure only delays them: their lease expires and they are rescued.
+    async fn release_unwanted(&self, jobs: Vec<hinter_core::LeasedJob>, now: DateTime<Utc>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let releases = jobs
+            .iter()
+            .map(|job| Release {
+                id: job.id,
+                lease_token: job.lease_token,
+            })
+            .collect();
+        if let Err(e) = self.job_release_many(releases, now).await {
+            tracing::warn!(error = %e, "releasing jobs a withdrawn worker was handed failed");
+        }
     }
 
     /// Runs `f` on a pooled connection, outside a transaction: reads, and writes of a
@@ -535,10 +557,41 @@ impl Store for PostgresStore {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
+        let called = now;
         let now = self.inner.clock.at(now);
-        write_tx!(self, generic_plans, |tx, ev| ops::job_insert_many(
-            &tx, &jobs, now, ev
-        ))
+        let Some(parked) = self.inner.lot.take(handoff::ready_queues(&jobs, now)) else {
+            return write_tx!(self, generic_plans, |tx, ev| ops::job_insert_many(
+                &tx, &jobs, now, ev
+            ));
+        };
+        // An idle worker of this process waits on a queue of these jobs: it leases in this
+        // transaction (`hinter_core::handoff`). The lease's statements are sent right after
+        // the insert's, in the same round trip when the insert is a single statement; sent
+        // after it, they see the new jobs.
+        let mut request = parked.request.clone();
+        request.now = now;
+        let written = write_tx!(self, generic_plans, |tx, ev| async {
+            let mut leasing = Vec::new();
+            let (inserted, leased) = tokio::join!(
+                ops::job_insert_many(&tx, &jobs, now, ev),
+                ops::job_lease(&tx, &request, &mut leasing)
+            );
+            let inserted = inserted?;
+            let leased = leased?;
+            ev.extend(leasing);
+            Ok::<_, ops::Error>((inserted, leased))
+        });
+        let (inserted, leased) = match written {
+            Ok((inserted, leased)) => (Ok(inserted), Some(leased)),
+            Err(e) => (Err(e), None),
+        };
+        self.release_unwanted(handoff::settle(&self.inner.lot, parked, leased), called)
+            .await;
+        inserted
+    }
+
+    fn park_lease(&self, request: LeaseRequest) -> Option<handoff::Handoff> {
+        Some(self.inner.lot.park(request))
     }
 
     async fn job_get(&self, id: Uuid) -> StoreResult<Option<Job>> {

@@ -18,6 +18,7 @@ mod writer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use hinter_core::handoff;
 use hinter_core::schedule::{Occurrence, Schedule};
 use hinter_core::store::{
     Completion, Expired, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest, PruneRequest,
@@ -89,6 +90,8 @@ struct Inner {
     health: Arc<writer::Health>,
     readers: Mutex<Vec<Connection>>,
     events: broadcast::Sender<StoreEvent>,
+    /// Lease requests of this process's idle workers, served by inserts (`handoff`).
+    lot: hinter_core::handoff::ParkingLot,
     /// Dropping it stops the checkpointer thread.
     checkpointer: mpsc::Sender<()>,
     /// The writer and checkpointer threads, joined when the store is dropped.
@@ -266,6 +269,7 @@ impl SqliteStore {
                 health,
                 readers: Mutex::new(Vec::new()),
                 events,
+                lot: Default::default(),
                 checkpointer,
                 threads: vec![checkpoint_thread, writer_thread],
             }),
@@ -412,8 +416,45 @@ impl Store for SqliteStore {
         jobs: Vec<NewJob>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Inserted>> {
-        self.write_atomic(move |c, ev| ops::job_insert_many(c, jobs, now, ev))
-            .await
+        let Some(parked) = self.inner.lot.take(handoff::ready_queues(&jobs, now)) else {
+            return self
+                .write_atomic(move |c, ev| ops::job_insert_many(c, jobs, now, ev))
+                .await;
+        };
+        // An idle worker of this process waits on a queue of these jobs: it leases in the
+        // insert's savepoint, so in its commit (`hinter_core::handoff`).
+        let mut request = parked.request.clone();
+        request.now = now;
+        let written = self
+            .write_atomic(move |c, ev| {
+                let inserted = ops::job_insert_many(c, jobs, now, ev)?;
+                let leased = ops::job_lease(c, &request, ev)?;
+                Ok((inserted, leased))
+            })
+            .await;
+        let (inserted, leased) = match written {
+            Ok((inserted, leased)) => (Ok(inserted), Some(leased)),
+            Err(e) => (Err(e), None),
+        };
+        let unwanted = handoff::settle(&self.inner.lot, parked, leased);
+        if !unwanted.is_empty() {
+            let releases = unwanted
+                .iter()
+                .map(|job| Release {
+                    id: job.id,
+                    lease_token: job.lease_token,
+                })
+                .collect();
+            // A failure only delays them: their lease expires and they are rescued.
+            if let Err(e) = self.job_release_many(releases, now).await {
+                tracing::warn!(error = %e, "releasing jobs a withdrawn worker was handed failed");
+            }
+        }
+        inserted
+    }
+
+    fn park_lease(&self, request: LeaseRequest) -> Option<handoff::Handoff> {
+        Some(self.inner.lot.park(request))
     }
 
     async fn job_get(&self, id: Uuid) -> StoreResult<Option<Job>> {

@@ -29,6 +29,7 @@ mod counts;
 mod events;
 mod finish;
 mod followups;
+mod handoff;
 mod idempotency;
 mod insert;
 mod lease;
@@ -49,6 +50,7 @@ pub use counts::*;
 pub use events::*;
 pub use finish::*;
 pub use followups::*;
+pub use handoff::*;
 pub use idempotency::*;
 pub use insert::*;
 pub use lease::*;
@@ -146,6 +148,9 @@ macro_rules! conformance_suite {
             // lease
             lease_by_priority_then_fifo,
             lease_only_requested_queues,
+            handoff_leases_an_inserted_job_for_a_parked_worker,
+            handoff_keeps_the_lease_order,
+            handoff_serves_its_queues_and_names_only,
             lease_respects_max,
             lease_sets_running_fields_and_counts_attempt,
             lease_token_changes_between_leases,

@@ -1,0 +1,95 @@
+//! Handing jobs to a parked in-process worker in the insert's own transaction
+//! ([`hinter_core::handoff`], [`Store::park_lease`]).
+
+use crate::support::*;
+use hinter_core::handoff::Handoff;
+use hinter_core::store::LeaseRequest;
+use hinter_core::{JobState, LeasedJob, Store};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn parked(store: &dyn Store, queues: &[&str], jobs: &[&str], max: u32) -> Handoff {
+    store
+        .park_lease(LeaseRequest {
+            queues: queues.iter().map(|q| q.to_string()).collect(),
+            jobs: jobs.iter().map(|j| j.to_string()).collect(),
+            worker_id: WORKER.to_string(),
+            max,
+            lease_for: LEASE,
+            now: base_time(),
+        })
+        .expect("this store hands jobs to parked workers")
+}
+
+/// The jobs handed over: they arrive with the insert's answer, so a short deadline.
+async fn handed(handoff: &mut Handoff) -> Vec<LeasedJob> {
+    tokio::time::timeout(Duration::from_secs(10), handoff.jobs())
+        .await
+        .expect("jobs handed over by the insert")
+}
+
+/// An insert of a job ready to run in a parked worker's queue leases it for that worker in
+/// the insert's transaction: the job is running under the handed lease when the insert
+/// answers, and its outcome is taken like any lease's. The request then is used up.
+pub async fn handoff_leases_an_inserted_job_for_a_parked_worker(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let mut handoff = parked(store, &["default"], &[], 4);
+    let id = insert(store, job("a"), now).await.id;
+    assert_eq!(
+        get(store, id).await.state,
+        JobState::Running,
+        "leased in the insert's own transaction"
+    );
+    let jobs = handed(&mut handoff).await;
+    assert_eq!(jobs.len(), 1);
+    let leased = &jobs[0];
+    assert_eq!((leased.id, leased.attempt), (id, 1));
+    assert_eq!(leased.lease_expires_at, now + chrono::Duration::seconds(60));
+    let stored = get(store, id).await;
+    assert_eq!(stored.worker_id.as_deref(), Some(WORKER));
+    assert_eq!(complete_ok(store, leased, now).await.state, JobState::Succeeded);
+
+    // Used up: the next job waits in the queue.
+    let next = insert(store, job("b"), now).await.id;
+    assert_eq!(get(store, next).await.state, JobState::Queued);
+    lease_job(store, "default", next, now).await;
+}
+
+/// The handed lease is an ordinary lease: a job queued before goes first, the new one waits
+/// its turn; a job scheduled for later takes no request.
+pub async fn handoff_keeps_the_lease_order(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let older = insert(store, job("older"), now).await.id;
+    let mut handoff = parked(store, &["default"], &[], 1);
+    let later = insert(store, job("later").run_at(now + secs(60)), now).await.id;
+    assert_eq!(get(store, later).await.state, JobState::Scheduled);
+    let newer = insert(store, job("newer"), now).await.id;
+    let jobs = handed(&mut handoff).await;
+    assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [older]);
+    assert_eq!(get(store, newer).await.state, JobState::Queued);
+    lease_job(store, "default", newer, now).await;
+}
+
+/// A request serves only its queues and job names; one that found nothing to lease waits for
+/// the next insert; a withdrawn one is never served, and its queue keeps the job.
+pub async fn handoff_serves_its_queues_and_names_only(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let mut handoff = parked(store, &["q1"], &["mine"], 2);
+    let elsewhere = insert(store, job_in("mine", "q2"), now).await.id;
+    let other_name = insert(store, job_in("theirs", "q1"), now).await.id;
+    assert_eq!(get(store, elsewhere).await.state, JobState::Queued);
+    assert_eq!(get(store, other_name).await.state, JobState::Queued);
+    let mine = insert(store, job_in("mine", "q1"), now).await.id;
+    let jobs = handed(&mut handoff).await;
+    assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [mine]);
+
+    let handoff = parked(store, &["q2"], &[], 2);
+    assert!(handoff.withdraw().is_empty());
+    let kept = insert(store, job_in("mine", "q2"), now).await.id;
+    assert_eq!(get(store, kept).await.state, JobState::Queued);
+    let leased = lease(store, &["q2"], 10, now).await;
+    assert_eq!(id_set(&leased), set(&[elsewhere, kept]));
+}

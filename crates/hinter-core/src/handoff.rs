@@ -11,9 +11,11 @@
 //! The lease is an ordinary one, with all of [`crate::Store::job_lease`]'s rules (priority,
 //! then enqueue order, ordering keys, singletons, paused queues, the worker's job names): a
 //! job queued earlier still goes first, and the new one then waits its turn. A request that
-//! got nothing is parked again. A worker that wakes for another reason withdraws its request
-//! ([`Handoff::withdraw`]), taking jobs handed to it meanwhile; jobs leased for a worker
-//! that withdrew before they arrived are given back to the store to release.
+//! got nothing wakes its worker to lease and park again. A worker that wakes for another
+//! reason withdraws its request ([`Handoff::withdraw`]); if an insert has already taken it,
+//! the withdrawal waits for that insert's answer, so jobs leased for the worker always reach
+//! it (the insert's commit also wakes the worker, before the jobs arrive). Jobs leased for a
+//! worker that is gone are released by the store.
 //!
 //! Only in-process workers park (other processes learn of jobs through the store's
 //! notifications as before); the lot lives in the store value, so one process's workers
@@ -22,18 +24,23 @@
 use crate::store::LeaseRequest;
 use crate::{LeasedJob, NewJob};
 use chrono::{DateTime, Utc};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
 /// Parked lease requests of a store's idle in-process workers.
 #[derive(Debug, Default)]
 pub struct ParkingLot {
-    parked: Mutex<Vec<Parked>>,
+    parked: Shared,
+    next: AtomicU64,
 }
+
+type Shared = Arc<Mutex<Vec<Parked>>>;
 
 /// A worker's parked lease request, taken out of the lot by an insert.
 #[derive(Debug)]
 pub struct Parked {
+    id: u64,
     /// What the worker would lease; its `now` is set to the insert's.
     pub request: LeaseRequest,
     reply: oneshot::Sender<Vec<LeasedJob>>,
@@ -42,59 +49,68 @@ pub struct Parked {
 /// The worker's end of a parked request: the jobs leased for it arrive here once.
 #[derive(Debug)]
 pub struct Handoff {
-    jobs: oneshot::Receiver<Vec<LeasedJob>>,
+    id: u64,
+    lot: Shared,
+    /// `None` once answered or withdrawn.
+    jobs: Option<oneshot::Receiver<Vec<LeasedJob>>>,
+}
+
+fn lock(parked: &Shared) -> MutexGuard<'_, Vec<Parked>> {
+    // A panic while holding the lock leaves a plain list behind: still usable.
+    parked
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Takes request `id` out of the lot; false when an insert has it (or had it).
+fn remove(parked: &Shared, id: u64) -> bool {
+    let mut parked = lock(parked);
+    match parked.iter().position(|p| p.id == id) {
+        Some(at) => {
+            parked.swap_remove(at);
+            true
+        }
+        None => false,
+    }
 }
 
 impl ParkingLot {
-    /// Parks `request` until an insert leases for it or the worker withdraws it.
+    /// Parks `request` until an insert takes it or the worker withdraws it.
     pub fn park(&self, request: LeaseRequest) -> Handoff {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (reply, jobs) = oneshot::channel();
-        let mut parked = self.lock();
-        // Requests withdrawn since are dropped here, so the lot stays as small as the
-        // number of idle workers.
-        parked.retain(|p| !p.reply.is_closed());
-        parked.push(Parked { request, reply });
-        Handoff { jobs }
+        lock(&self.parked).push(Parked { id, request, reply });
+        Handoff {
+            id,
+            lot: self.parked.clone(),
+            jobs: Some(jobs),
+        }
     }
 
-    /// Takes the oldest request still waiting that serves one of `queues`.
+    /// Takes the oldest parked request that serves one of `queues`.
     pub fn take<'a>(&self, queues: impl IntoIterator<Item = &'a str> + Clone) -> Option<Parked> {
-        let mut parked = self.lock();
+        let mut parked = lock(&self.parked);
         if parked.is_empty() {
             return None;
         }
-        parked.retain(|p| !p.reply.is_closed());
         let at = parked.iter().position(|p| {
-            queues
-                .clone()
-                .into_iter()
-                .any(|q| p.request.queues.iter().any(|served| served == q))
+            !p.reply.is_closed()
+                && queues
+                    .clone()
+                    .into_iter()
+                    .any(|q| p.request.queues.iter().any(|served| served == q))
         })?;
         Some(parked.remove(at))
     }
 
-    /// Parks again a request that got no job (or whose insert failed), unless withdrawn.
-    pub fn put_back(&self, parked: Parked) {
-        if !parked.reply.is_closed() {
-            self.lock().push(parked);
-        }
-    }
-
-    /// How many requests are parked (withdrawn ones included until the next park or take).
+    /// How many requests are parked.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        lock(&self.parked).len()
     }
 
     /// Nothing parked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Parked>> {
-        // A panic while holding the lock leaves a plain list behind: still usable.
-        self.parked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -107,41 +123,50 @@ pub fn ready_queues(jobs: &[NewJob], now: DateTime<Utc>) -> impl Iterator<Item =
 }
 
 /// After the insert's transaction: `leased` (`None`: the transaction failed) goes to the
-/// worker, or the request back to the lot when it got nothing. Answers the jobs of a worker
-/// that withdrew meanwhile: the store releases them.
-pub fn settle(lot: &ParkingLot, parked: Parked, leased: Option<Vec<LeasedJob>>) -> Vec<LeasedJob> {
+/// worker. A request that got nothing is dropped, which wakes its worker to lease (and park)
+/// again. Answers the jobs of a worker that is gone (it dropped its [`Handoff`] without
+/// withdrawing): the store releases them.
+pub fn settle(parked: Parked, leased: Option<Vec<LeasedJob>>) -> Vec<LeasedJob> {
     match leased {
-        Some(jobs) if !jobs.is_empty() => parked.deliver(jobs).err().unwrap_or_default(),
-        _ => {
-            lot.put_back(parked);
-            Vec::new()
-        }
-    }
-}
-
-impl Parked {
-    /// Hands `jobs` (leased for this request, committed) to the worker. `Err` gives back
-    /// the jobs of a worker that withdrew meanwhile: the caller releases them.
-    pub fn deliver(self, jobs: Vec<LeasedJob>) -> Result<(), Vec<LeasedJob>> {
-        self.reply.send(jobs)
+        Some(jobs) if !jobs.is_empty() => parked.reply.send(jobs).err().unwrap_or_default(),
+        _ => Vec::new(),
     }
 }
 
 impl Handoff {
-    /// Waits for the jobs an insert leased for this request. Never resolves once the lot
-    /// was dropped with the request in it (the store is gone): race it against a wake-up.
+    /// Waits until an insert has taken the request: the jobs it leased, or none when it
+    /// found nothing for this worker (lease again, then park again). Never resolves a second
+    /// time.
     pub async fn jobs(&mut self) -> Vec<LeasedJob> {
-        match (&mut self.jobs).await {
-            Ok(jobs) => jobs,
-            Err(_) => std::future::pending().await,
-        }
+        let Some(jobs) = self.jobs.as_mut() else {
+            return std::future::pending().await;
+        };
+        let answer = jobs.await.unwrap_or_default();
+        self.jobs = None;
+        answer
     }
 
-    /// Withdraws the request: no insert leases for it from now on. Answers the jobs handed
-    /// over before that, which the worker now holds and must run or release.
-    pub fn withdraw(mut self) -> Vec<LeasedJob> {
-        self.jobs.close();
-        self.jobs.try_recv().unwrap_or_default()
+    /// Withdraws the request: no insert takes it from now on. When an insert already has
+    /// it, waits for that insert's answer (its transaction ends either way): the jobs it
+    /// leased are the worker's, to run or release.
+    pub async fn withdraw(mut self) -> Vec<LeasedJob> {
+        let Some(jobs) = self.jobs.take() else {
+            return Vec::new();
+        };
+        if remove(&self.lot, self.id) {
+            return Vec::new();
+        }
+        jobs.await.unwrap_or_default()
+    }
+}
+
+impl Drop for Handoff {
+    /// Dropped without [`Handoff::withdraw`] (the worker's task ended): out of the lot, and
+    /// jobs an insert leases for it meanwhile are released by that insert.
+    fn drop(&mut self) {
+        if self.jobs.is_some() {
+            remove(&self.lot, self.id);
+        }
     }
 }
 
@@ -188,49 +213,60 @@ mod tests {
         assert_eq!(parked.request.queues, ["default", "images"]);
         assert_eq!(lot.len(), 1, "taken out of the lot");
         let job = leased("images");
-        parked.deliver(vec![job.clone()]).expect("delivered");
+        assert!(settle(parked, Some(vec![job.clone()])).is_empty());
         assert_eq!(handoff.jobs().await, vec![job]);
         // The other worker's request is still there, and its worker has nothing yet.
-        assert!(tokio::time::timeout(Duration::from_millis(20), other.jobs())
-            .await
-            .is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), other.jobs())
+                .await
+                .is_err()
+        );
         assert!(lot.take(["mail"]).is_some());
     }
 
-    #[test]
-    fn a_withdrawn_request_is_never_taken_and_jobs_handed_before_are_kept() {
+    #[tokio::test]
+    async fn a_request_that_got_nothing_wakes_its_worker_empty_handed() {
+        let lot = ParkingLot::default();
+        let mut handoff = lot.park(request(&["default"]));
+        let parked = lot.take(["default"]).expect("parked");
+        assert!(settle(parked, Some(Vec::new())).is_empty());
+        assert!(handoff.jobs().await.is_empty());
+        assert!(lot.is_empty());
+    }
+
+    #[tokio::test]
+    async fn withdrawing_waits_for_an_insert_that_took_the_request() {
         let lot = ParkingLot::default();
         let handoff = lot.park(request(&["default"]));
-        assert!(handoff.withdraw().is_empty());
+        assert!(handoff.withdraw().await.is_empty());
         assert!(lot.take(["default"]).is_none(), "withdrawn");
-        assert!(lot.is_empty());
 
-        // Taken, then withdrawn before the jobs arrive: they come back to be released.
+        // Taken by an insert still in its transaction: the withdrawal gets its jobs.
         let handoff = lot.park(request(&["default"]));
         let parked = lot.take(["default"]).expect("parked");
-        assert!(handoff.withdraw().is_empty());
         let job = leased("default");
-        assert_eq!(parked.deliver(vec![job.clone()]), Err(vec![job]));
+        let withdrawn = tokio::spawn(handoff.withdraw());
+        tokio::task::yield_now().await;
+        assert!(settle(parked, Some(vec![job.clone()])).is_empty());
+        assert_eq!(withdrawn.await.expect("withdrawn"), vec![job]);
 
-        // Handed over, then withdrawn: the worker keeps them.
+        // Taken, and the insert failed: nothing.
         let handoff = lot.park(request(&["default"]));
-        let job = leased("default");
-        lot.take(["default"])
-            .expect("parked")
-            .deliver(vec![job.clone()])
-            .expect("delivered");
-        assert_eq!(handoff.withdraw(), vec![job]);
+        let parked = lot.take(["default"]).expect("parked");
+        assert!(settle(parked, None).is_empty());
+        assert!(handoff.withdraw().await.is_empty());
     }
 
     #[test]
-    fn a_request_put_back_waits_again_unless_withdrawn() {
+    fn a_worker_gone_gives_its_jobs_back_to_be_released() {
         let lot = ParkingLot::default();
+        drop(lot.park(request(&["default"])));
+        assert!(lot.is_empty(), "a dropped request leaves the lot");
+
         let handoff = lot.park(request(&["default"]));
         let parked = lot.take(["default"]).expect("parked");
-        lot.put_back(parked);
-        let parked = lot.take(["default"]).expect("parked again");
         drop(handoff);
-        lot.put_back(parked);
-        assert!(lot.is_empty());
+        let job = leased("default");
+        assert_eq!(settle(parked, Some(vec![job.clone()])), vec![job]);
     }
 }

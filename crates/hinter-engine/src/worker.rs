@@ -2,7 +2,6 @@
 
 use crate::handler::{HandlerContext, JobError, Registry, StopReason};
 use crate::source::{JobSource, StoreSource};
-use hinter_core::handoff::Handoff;
 use hinter_core::retry::decide_failure;
 use hinter_core::store::{Completion, Failure, Heartbeat, LeaseRequest, Release};
 use hinter_core::{
@@ -581,7 +580,11 @@ async fn fetcher(shared: Arc<Shared>) {
                         _ = tokio::time::sleep(shared.options.poll_interval) => {}
                         _ = shutdown.cancelled() => {
                             // Handed over before the stop: back to the queue, uncounted.
-                            for job in handoff.map(Handoff::withdraw).unwrap_or_default() {
+                            let handed = match handoff {
+                                Some(handoff) => handoff.withdraw().await,
+                                None => Vec::new(),
+                            };
+                            for job in handed {
                                 let _ = shared.outcomes.send(Outcome::Release(Release {
                                     id: job.id,
                                     lease_token: job.lease_token,
@@ -590,9 +593,11 @@ async fn fetcher(shared: Arc<Shared>) {
                             return;
                         }
                     }
-                    // Withdrawn, with what was handed over meanwhile.
-                    for job in handoff.map(Handoff::withdraw).unwrap_or_default() {
-                        start_job(&shared, job);
+                    // Withdrawn, with what an insert that had taken it leased meanwhile.
+                    if let Some(handoff) = handoff {
+                        for job in handoff.withdraw().await {
+                            start_job(&shared, job);
+                        }
                     }
                 }
             }

@@ -85,11 +85,11 @@ pub use test_schema::TestSchema;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use hinter_core::handoff;
 use hinter_core::store::{
     Completion, Expired, Failure, Heartbeat, HeartbeatAck, JobFilter, LeaseRequest, PruneRequest,
     QueueInfo, Release, StoreResult, WriteOp, WriteResult,
 };
-use hinter_core::handoff;
 use hinter_core::{
     Clock, Cluster, EventFilter, EventPage, Inserted, Job, JobPage, JobReport, Leadership,
     LeasedJob, ListCursor, LogLine, LogQuery, NewJob, ProcessInfo, Run, Store, StoreError,
@@ -412,7 +412,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Releases jobs leased for a worker that withdrew before they reached it (`handoff`).
+    /// Releases jobs leased for a worker that is gone (`handoff::settle`).
     /// A failure only delays them: their lease expires and they are rescued.
     async fn release_unwanted(&self, jobs: Vec<hinter_core::LeasedJob>, now: DateTime<Utc>) {
         if jobs.is_empty() {
@@ -426,7 +426,7 @@ impl PostgresStore {
             })
             .collect();
         if let Err(e) = self.job_release_many(releases, now).await {
-            tracing::warn!(error = %e, "releasing jobs a withdrawn worker was handed failed");
+            tracing::warn!(error = %e, "releasing jobs leased for a worker that is gone failed");
         }
     }
 
@@ -585,7 +585,7 @@ impl Store for PostgresStore {
             Ok((inserted, leased)) => (Ok(inserted), Some(leased)),
             Err(e) => (Err(e), None),
         };
-        self.release_unwanted(handoff::settle(&self.inner.lot, parked, leased), called)
+        self.release_unwanted(handoff::settle(parked, leased), called)
             .await;
         inserted
     }

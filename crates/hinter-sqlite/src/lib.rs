@@ -436,7 +436,7 @@ impl Store for SqliteStore {
             Ok((inserted, leased)) => (Ok(inserted), Some(leased)),
             Err(e) => (Err(e), None),
         };
-        let unwanted = handoff::settle(&self.inner.lot, parked, leased);
+        let unwanted = handoff::settle(parked, leased);
         if !unwanted.is_empty() {
             let releases = unwanted
                 .iter()
@@ -447,7 +447,7 @@ impl Store for SqliteStore {
                 .collect();
             // A failure only delays them: their lease expires and they are rescued.
             if let Err(e) = self.job_release_many(releases, now).await {
-                tracing::warn!(error = %e, "releasing jobs a withdrawn worker was handed failed");
+                tracing::warn!(error = %e, "releasing jobs leased for a worker that is gone failed");
             }
         }
         inserted

@@ -48,7 +48,10 @@ pub async fn handoff_leases_an_inserted_job_for_a_parked_worker(store: Arc<dyn S
     assert_eq!(leased.lease_expires_at, now + chrono::Duration::seconds(60));
     let stored = get(store, id).await;
     assert_eq!(stored.worker_id.as_deref(), Some(WORKER));
-    assert_eq!(complete_ok(store, leased, now).await.state, JobState::Succeeded);
+    assert_eq!(
+        complete_ok(store, leased, now).await.state,
+        JobState::Succeeded
+    );
 
     // Used up: the next job waits in the queue.
     let next = insert(store, job("b"), now).await.id;
@@ -63,7 +66,9 @@ pub async fn handoff_keeps_the_lease_order(store: Arc<dyn Store>) {
     let now = base_time();
     let older = insert(store, job("older"), now).await.id;
     let mut handoff = parked(store, &["default"], &[], 1);
-    let later = insert(store, job("later").run_at(now + secs(60)), now).await.id;
+    let later = insert(store, job("later").run_at(now + secs(60)), now)
+        .await
+        .id;
     assert_eq!(get(store, later).await.state, JobState::Scheduled);
     let newer = insert(store, job("newer"), now).await.id;
     let jobs = handed(&mut handoff).await;
@@ -72,22 +77,26 @@ pub async fn handoff_keeps_the_lease_order(store: Arc<dyn Store>) {
     lease_job(store, "default", newer, now).await;
 }
 
-/// A request serves only its queues and job names; one that found nothing to lease waits for
-/// the next insert; a withdrawn one is never served, and its queue keeps the job.
+/// A request serves only its queues and job names: an insert elsewhere leaves it parked; one
+/// whose lease found nothing for it wakes its worker empty-handed (to lease and park again); a
+/// withdrawn one is never served, and its queue keeps the job.
 pub async fn handoff_serves_its_queues_and_names_only(store: Arc<dyn Store>) {
     let store = &*store;
     let now = base_time();
     let mut handoff = parked(store, &["q1"], &["mine"], 2);
     let elsewhere = insert(store, job_in("mine", "q2"), now).await.id;
-    let other_name = insert(store, job_in("theirs", "q1"), now).await.id;
     assert_eq!(get(store, elsewhere).await.state, JobState::Queued);
+    let other_name = insert(store, job_in("theirs", "q1"), now).await.id;
     assert_eq!(get(store, other_name).await.state, JobState::Queued);
+    assert!(handed(&mut handoff).await.is_empty());
+
+    let mut handoff = parked(store, &["q1"], &["mine"], 2);
     let mine = insert(store, job_in("mine", "q1"), now).await.id;
     let jobs = handed(&mut handoff).await;
     assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [mine]);
 
     let handoff = parked(store, &["q2"], &[], 2);
-    assert!(handoff.withdraw().is_empty());
+    assert!(handoff.withdraw().await.is_empty());
     let kept = insert(store, job_in("mine", "q2"), now).await.id;
     assert_eq!(get(store, kept).await.state, JobState::Queued);
     let leased = lease(store, &["q2"], 10, now).await;

@@ -847,7 +847,42 @@ async fn a_worker_leaves_jobs_it_has_no_handler_for_in_a_shared_queue(kind: Kind
     assert_eq!(left.attempt, 0, "never leased: {left:?}");
 }
 
+/// A job enqueued while the worker idles is leased for it in the insert's own transaction
+/// (`hinter_core::handoff`): one commit, and its attempt starts at its creation time. The
+/// worker parks once a lease of its finds nothing, so jobs are enqueued one after another
+/// until one is handed over.
+async fn a_job_enqueued_to_an_idle_worker_is_leased_in_its_insert(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
+    let mut registry = Registry::new();
+    registry.register(def("quick"), |_ctx: HandlerContext, _: Value| async {
+        Ok::<_, JobError>(json!("done"))
+    });
+    let worker = start_worker(&store, registry, fast_options(4));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let id = enqueue(&store, NewJob::new("quick", json!({}))).await;
+        let job = wait_for_state(&store, id, JobState::Succeeded, Duration::from_secs(10)).await;
+        assert_eq!(job.attempt, 1);
+        if job.started_at == Some(job.created_at) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "none of {tries} jobs was leased in its insert's transaction"
+        );
+    }
+    within(
+        "worker shutdown",
+        Duration::from_secs(10),
+        worker.shutdown(),
+    )
+    .await;
+}
+
 on_both_backends!(
+    a_job_enqueued_to_an_idle_worker_is_leased_in_its_insert,
     a_worker_leaves_jobs_it_has_no_handler_for_in_a_shared_queue,
     typed_handler_gets_payload_and_context_and_its_value_becomes_the_result,
     retryable_error_is_retried_after_backoff_then_dead_when_attempts_are_used_up,

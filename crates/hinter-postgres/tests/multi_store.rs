@@ -269,7 +269,10 @@ mod with_database {
             }
             store.pooled_connections()
         };
-        assert_eq!(opened(5).await, 5);
+        // At least those: connect's own reads (the database's clock) may take one more
+        // while they are being opened.
+        let five = opened(5).await;
+        assert!((5..=6).contains(&five), "{five} connections opened for 5");
         // More than the pool may hold: the pool's size.
         assert_eq!(opened(usize::MAX).await, schema.options().max_connections);
         let on_demand = connect(0).await.expect("connect");

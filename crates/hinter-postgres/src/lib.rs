@@ -547,27 +547,19 @@ macro_rules! write_tx {
     }};
 }
 
-#[async_trait]
-impl Store for PostgresStore {
-    async fn job_insert_many(
-        &self,
+impl PostgresStore {
+    /// [`Store::job_insert_many`] of `jobs` with the lease of `parked`, a request of an idle
+    /// worker of this process, in the same transaction (`hinter_core::handoff`). `now` is on
+    /// the database's clock, `called` the caller's.
+    async fn insert_handing_over(
+        self,
         jobs: Vec<NewJob>,
         now: DateTime<Utc>,
+        called: DateTime<Utc>,
+        parked: handoff::Parked,
     ) -> StoreResult<Vec<Inserted>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let called = now;
-        let now = self.inner.clock.at(now);
-        let Some(parked) = self.inner.lot.take(handoff::ready_queues(&jobs, now)) else {
-            return write_tx!(self, generic_plans, |tx, ev| ops::job_insert_many(
-                &tx, &jobs, now, ev
-            ));
-        };
-        // An idle worker of this process waits on a queue of these jobs: it leases in this
-        // transaction (`hinter_core::handoff`). The lease's statements are sent right after
-        // the insert's, in the same round trip when the insert is a single statement; sent
-        // after it, they see the new jobs.
+        // The lease's statements are sent right after the insert's, in the same round trip
+        // when the insert is a single statement; run after it, they see the new jobs.
         let mut request = parked.request.clone();
         request.now = now;
         let written = write_tx!(self, generic_plans, |tx, ev| async {
@@ -588,6 +580,31 @@ impl Store for PostgresStore {
         self.release_unwanted(handoff::settle(parked, leased), called)
             .await;
         inserted
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn job_insert_many(
+        &self,
+        jobs: Vec<NewJob>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Inserted>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let called = now;
+        let now = self.inner.clock.at(now);
+        let Some(parked) = self.inner.lot.take(handoff::ready_queues(&jobs, now)) else {
+            return write_tx!(self, generic_plans, |tx, ev| ops::job_insert_many(
+                &tx, &jobs, now, ev
+            ));
+        };
+        // Spawned: once its transaction commits, the jobs it leased must reach the worker
+        // (or be released) even if this call is abandoned meanwhile.
+        tokio::spawn(self.clone().insert_handing_over(jobs, now, called, parked))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the enqueue's task failed: {e}")))?
     }
 
     fn park_lease(&self, request: LeaseRequest) -> Option<handoff::Handoff> {

@@ -281,6 +281,45 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// [`Store::job_insert_many`] of `jobs` with the lease of `parked`, a request of an idle
+    /// worker of this process, in the insert's savepoint, so in its commit
+    /// (`hinter_core::handoff`).
+    async fn insert_handing_over(
+        self,
+        jobs: Vec<NewJob>,
+        now: DateTime<Utc>,
+        parked: handoff::Parked,
+    ) -> StoreResult<Vec<Inserted>> {
+        let mut request = parked.request.clone();
+        request.now = now;
+        let written = self
+            .write_atomic(move |c, ev| {
+                let inserted = ops::job_insert_many(c, jobs, now, ev)?;
+                let leased = ops::job_lease(c, &request, ev)?;
+                Ok((inserted, leased))
+            })
+            .await;
+        let (inserted, leased) = match written {
+            Ok((inserted, leased)) => (Ok(inserted), Some(leased)),
+            Err(e) => (Err(e), None),
+        };
+        let unwanted = handoff::settle(parked, leased);
+        if !unwanted.is_empty() {
+            let releases = unwanted
+                .iter()
+                .map(|job| Release {
+                    id: job.id,
+                    lease_token: job.lease_token,
+                })
+                .collect();
+            // A failure only delays them: their lease expires and they are rescued.
+            if let Err(e) = self.job_release_many(releases, now).await {
+                tracing::warn!(error = %e, "releasing jobs leased for a worker that is gone failed");
+            }
+        }
+        inserted
+    }
+
     /// Runs `f` on the writer thread inside the next group transaction, in its own
     /// savepoint, so an error part-way undoes only `f`'s changes. Answers once the group is
     /// committed.
@@ -421,36 +460,11 @@ impl Store for SqliteStore {
                 .write_atomic(move |c, ev| ops::job_insert_many(c, jobs, now, ev))
                 .await;
         };
-        // An idle worker of this process waits on a queue of these jobs: it leases in the
-        // insert's savepoint, so in its commit (`hinter_core::handoff`).
-        let mut request = parked.request.clone();
-        request.now = now;
-        let written = self
-            .write_atomic(move |c, ev| {
-                let inserted = ops::job_insert_many(c, jobs, now, ev)?;
-                let leased = ops::job_lease(c, &request, ev)?;
-                Ok((inserted, leased))
-            })
-            .await;
-        let (inserted, leased) = match written {
-            Ok((inserted, leased)) => (Ok(inserted), Some(leased)),
-            Err(e) => (Err(e), None),
-        };
-        let unwanted = handoff::settle(parked, leased);
-        if !unwanted.is_empty() {
-            let releases = unwanted
-                .iter()
-                .map(|job| Release {
-                    id: job.id,
-                    lease_token: job.lease_token,
-                })
-                .collect();
-            // A failure only delays them: their lease expires and they are rescued.
-            if let Err(e) = self.job_release_many(releases, now).await {
-                tracing::warn!(error = %e, "releasing jobs leased for a worker that is gone failed");
-            }
-        }
-        inserted
+        // Spawned: once its group commits, the jobs it leased must reach the worker (or be
+        // released) even if this call is abandoned meanwhile.
+        tokio::spawn(self.clone().insert_handing_over(jobs, now, parked))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the enqueue's task failed: {e}")))?
     }
 
     fn park_lease(&self, request: LeaseRequest) -> Option<handoff::Handoff> {

@@ -102,3 +102,20 @@ pub async fn handoff_serves_its_queues_and_names_only(store: Arc<dyn Store>) {
     let leased = lease(store, &["q2"], 10, now).await;
     assert_eq!(id_set(&leased), set(&[elsewhere, kept]));
 }
+
+/// An insert abandoned by its caller once it has taken a request (the caller's future
+/// dropped after its first poll) still commits and hands its jobs over: nothing leased is
+/// left to wait for its lease to expire.
+pub async fn handoff_survives_an_abandoned_insert(store: Arc<dyn Store>) {
+    let now = base_time();
+    let mut handoff = parked(&*store, &["default"], &[], 1);
+    let new = job("abandoned");
+    let id = new.id;
+    // `timeout` polls the insert once before it finds the time up.
+    let abandoned =
+        tokio::time::timeout(Duration::ZERO, store.job_insert_many(vec![new], now)).await;
+    assert!(abandoned.is_err(), "the insert finished in its first poll");
+    let jobs = handed(&mut handoff).await;
+    assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(get(&*store, id).await.state, JobState::Running);
+}

@@ -21,7 +21,7 @@
 //! notifications as before); the lot lives in the store value, so one process's workers
 //! and inserts meet only when they share it.
 
-use crate::store::LeaseRequest;
+use crate::store::{LeaseRequest, Release, StoreResult};
 use crate::{LeasedJob, NewJob};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,14 +122,28 @@ pub fn ready_queues(jobs: &[NewJob], now: DateTime<Utc>) -> impl Iterator<Item =
         .map(|j| j.queue.as_str())
 }
 
-/// After the insert's transaction: `leased` (`None`: the transaction failed) goes to the
-/// worker. A request that got nothing is dropped, which wakes its worker to lease (and park)
-/// again. Answers the jobs of a worker that is gone (it dropped its [`Handoff`] without
-/// withdrawing): the store releases them.
-pub fn settle(parked: Parked, leased: Option<Vec<LeasedJob>>) -> Vec<LeasedJob> {
-    match leased {
-        Some(jobs) if !jobs.is_empty() => parked.reply.send(jobs).err().unwrap_or_default(),
-        _ => Vec::new(),
+/// After the insert's transaction (`written`: the insert's answer and the jobs leased for
+/// `parked`): the jobs go to the worker. A request that got nothing, or whose transaction
+/// failed, is dropped, which wakes its worker to lease (and park) again. Answers the
+/// insert's answer, and the releases of jobs leased for a worker that is gone (it dropped
+/// its [`Handoff`] without withdrawing), which the store makes.
+pub fn settle<T>(
+    parked: Parked,
+    written: StoreResult<(T, Vec<LeasedJob>)>,
+) -> (StoreResult<T>, Vec<Release>) {
+    match written {
+        Ok((answer, jobs)) if !jobs.is_empty() => {
+            let unwanted = parked.reply.send(jobs).err().unwrap_or_default();
+            let releases = unwanted
+                .iter()
+                .map(|job| Release {
+                    id: job.id,
+                    lease_token: job.lease_token,
+                })
+                .collect();
+            (Ok(answer), releases)
+        }
+        written => (written.map(|(answer, _)| answer), Vec::new()),
     }
 }
 
@@ -213,7 +227,7 @@ mod tests {
         assert_eq!(parked.request.queues, ["default", "images"]);
         assert_eq!(lot.len(), 1, "taken out of the lot");
         let job = leased("images");
-        assert!(settle(parked, Some(vec![job.clone()])).is_empty());
+        assert!(settle(parked, Ok(((), vec![job.clone()]))).1.is_empty());
         assert_eq!(handoff.jobs().await, vec![job]);
         // The other worker's request is still there, and its worker has nothing yet.
         assert!(
@@ -229,7 +243,7 @@ mod tests {
         let lot = ParkingLot::default();
         let mut handoff = lot.park(request(&["default"]));
         let parked = lot.take(["default"]).expect("parked");
-        assert!(settle(parked, Some(Vec::new())).is_empty());
+        assert!(settle(parked, Ok(((), Vec::new()))).1.is_empty());
         assert!(handoff.jobs().await.is_empty());
         assert!(lot.is_empty());
     }
@@ -247,13 +261,16 @@ mod tests {
         let job = leased("default");
         let withdrawn = tokio::spawn(handoff.withdraw());
         tokio::task::yield_now().await;
-        assert!(settle(parked, Some(vec![job.clone()])).is_empty());
+        assert!(settle(parked, Ok(((), vec![job.clone()]))).1.is_empty());
         assert_eq!(withdrawn.await.expect("withdrawn"), vec![job]);
 
         // Taken, and the insert failed: nothing.
         let handoff = lot.park(request(&["default"]));
         let parked = lot.take(["default"]).expect("parked");
-        assert!(settle(parked, None).is_empty());
+        let failed: StoreResult<((), Vec<LeasedJob>)> =
+            Err(crate::StoreError::Unavailable("down".into()));
+        let (answer, releases) = settle(parked, failed);
+        assert!(answer.is_err() && releases.is_empty());
         assert!(handoff.withdraw().await.is_empty());
     }
 
@@ -267,6 +284,13 @@ mod tests {
         let parked = lot.take(["default"]).expect("parked");
         drop(handoff);
         let job = leased("default");
-        assert_eq!(settle(parked, Some(vec![job.clone()])), vec![job]);
+        let (_, releases) = settle(parked, Ok(((), vec![job.clone()])));
+        assert_eq!(
+            releases,
+            vec![Release {
+                id: job.id,
+                lease_token: job.lease_token
+            }]
+        );
     }
 }

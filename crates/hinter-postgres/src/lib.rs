@@ -412,24 +412,6 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Releases jobs leased for a worker that is gone (`handoff::settle`).
-    /// A failure only delays them: their lease expires and they are rescued.
-    async fn release_unwanted(&self, jobs: Vec<hinter_core::LeasedJob>, now: DateTime<Utc>) {
-        if jobs.is_empty() {
-            return;
-        }
-        let releases = jobs
-            .iter()
-            .map(|job| Release {
-                id: job.id,
-                lease_token: job.lease_token,
-            })
-            .collect();
-        if let Err(e) = self.job_release_many(releases, now).await {
-            tracing::warn!(error = %e, "releasing jobs leased for a worker that is gone failed");
-        }
-    }
-
     /// Runs `f` on a pooled connection, outside a transaction: reads, and writes of a
     /// single statement that publish no events.
     async fn read<R>(
@@ -573,12 +555,13 @@ impl PostgresStore {
             ev.extend(leasing);
             Ok::<_, ops::Error>((inserted, leased))
         });
-        let (inserted, leased) = match written {
-            Ok((inserted, leased)) => (Ok(inserted), Some(leased)),
-            Err(e) => (Err(e), None),
-        };
-        self.release_unwanted(handoff::settle(parked, leased), called)
-            .await;
+        let (inserted, unwanted) = handoff::settle(parked, written);
+        if !unwanted.is_empty() {
+            // A failure only delays them: their lease expires and they are rescued.
+            if let Err(e) = self.job_release_many(unwanted, called).await {
+                tracing::warn!(error = %e, "releasing jobs leased for a worker that is gone failed");
+            }
+        }
         inserted
     }
 }

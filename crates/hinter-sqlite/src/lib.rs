@@ -299,21 +299,10 @@ impl SqliteStore {
                 Ok((inserted, leased))
             })
             .await;
-        let (inserted, leased) = match written {
-            Ok((inserted, leased)) => (Ok(inserted), Some(leased)),
-            Err(e) => (Err(e), None),
-        };
-        let unwanted = handoff::settle(parked, leased);
+        let (inserted, unwanted) = handoff::settle(parked, written);
         if !unwanted.is_empty() {
-            let releases = unwanted
-                .iter()
-                .map(|job| Release {
-                    id: job.id,
-                    lease_token: job.lease_token,
-                })
-                .collect();
             // A failure only delays them: their lease expires and they are rescued.
-            if let Err(e) = self.job_release_many(releases, now).await {
+            if let Err(e) = self.job_release_many(unwanted, now).await {
                 tracing::warn!(error = %e, "releasing jobs leased for a worker that is gone failed");
             }
         }

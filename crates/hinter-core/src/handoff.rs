@@ -134,14 +134,7 @@ pub fn settle<T>(
     match written {
         Ok((answer, jobs)) if !jobs.is_empty() => {
             let unwanted = parked.reply.send(jobs).err().unwrap_or_default();
-            let releases = unwanted
-                .iter()
-                .map(|job| Release {
-                    id: job.id,
-                    lease_token: job.lease_token,
-                })
-                .collect();
-            (Ok(answer), releases)
+            (Ok(answer), unwanted.iter().map(Release::from).collect())
         }
         written => (written.map(|(answer, _)| answer), Vec::new()),
     }

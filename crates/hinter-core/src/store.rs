@@ -111,6 +111,19 @@ pub struct LeaseRequest {
     pub now: DateTime<Utc>,
 }
 
+impl LeaseRequest {
+    /// The request as a store serves it: `None` when it can lease nothing (`max` 0, no
+    /// queues), else with `max` held to [`crate::limits::MAX_LEASE_JOBS`] (a lease hands out
+    /// *up to* `max`; a larger one through the Rust API would size buffers by it).
+    pub fn bounded(mut self) -> Option<Self> {
+        if self.max == 0 || self.queues.is_empty() {
+            return None;
+        }
+        self.max = self.max.min(crate::limits::MAX_LEASE_JOBS);
+        Some(self)
+    }
+}
+
 /// Extend the lease of a running job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Heartbeat {
@@ -157,6 +170,16 @@ pub struct Failure {
 pub struct Release {
     pub id: Uuid,
     pub lease_token: i64,
+}
+
+impl From<&LeasedJob> for Release {
+    /// Hands back `job` under the lease it was given.
+    fn from(job: &LeasedJob) -> Self {
+        Release {
+            id: job.id,
+            lease_token: job.lease_token,
+        }
+    }
 }
 
 /// One write of a unit of work ([`Store::write_unit`]).
@@ -577,7 +600,8 @@ pub trait Store: Send + Sync + 'static {
     /// Parks the lease request of an idle in-process worker ([`crate::handoff`]): the next
     /// insert of a job ready to run in one of its queues leases for it in the insert's own
     /// transaction, and the jobs arrive on the answer. `None` (the default): this store does
-    /// not hand jobs over; the worker waits for [`StoreEvent::JobsAvailable`].
+    /// not hand jobs over, or the request can lease nothing ([`LeaseRequest::bounded`]); the
+    /// worker waits for [`StoreEvent::JobsAvailable`].
     fn park_lease(&self, request: LeaseRequest) -> Option<crate::handoff::Handoff> {
         let _ = request;
         None

@@ -526,7 +526,7 @@ async fn fetcher(shared: Arc<Shared>) {
             }
             continue;
         }
-        let request = LeaseRequest {
+        let request = |now| LeaseRequest {
             jobs: routing.jobs.clone(),
             queues: routing.queues.clone(),
             worker_id: shared.options.worker_id.clone(),
@@ -535,20 +535,13 @@ async fn fetcher(shared: Arc<Shared>) {
                 .unwrap_or(u32::MAX)
                 .min(limits::MAX_LEASE_JOBS),
             lease_for: shared.options.lease_for,
-            now: shared.clock.now(),
+            now,
         };
-        // Parked as it is when this lease finds nothing.
-        let parked = request.clone();
         // Not raced against shutdown: once sent, the lease may commit, and its jobs must
         // then be handed back rather than forgotten.
-        match shared.source.lease(request).await {
+        match shared.source.lease(request(shared.clock.now())).await {
             Ok(jobs) if shutdown.is_cancelled() => {
-                for job in jobs {
-                    let _ = shared.outcomes.send(Outcome::Release(Release {
-                        id: job.id,
-                        lease_token: job.lease_token,
-                    }));
-                }
+                hand_back(&shared, jobs);
                 return;
             }
             Ok(jobs) => {
@@ -557,48 +550,11 @@ async fn fetcher(shared: Arc<Shared>) {
                 for job in jobs {
                     start_job(&shared, job);
                 }
-                if got == 0 && !shared.source.lease_waits() {
-                    // Idle: the request waits with the store, so that a job enqueued in this
-                    // process starts from its insert's commit (`hinter_core::handoff`).
-                    let mut handoff = shared.source.park(LeaseRequest {
-                        now: shared.clock.now(),
-                        ..parked
-                    });
-                    let handed = async {
-                        match handoff.as_mut() {
-                            Some(handoff) => handoff.jobs().await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        jobs = handed => {
-                            for job in jobs {
-                                start_job(&shared, job);
-                            }
-                        }
-                        _ = shared.wake.notified() => {}
-                        _ = tokio::time::sleep(shared.options.poll_interval) => {}
-                        _ = shutdown.cancelled() => {
-                            // Handed over before the stop: back to the queue, uncounted.
-                            let handed = match handoff {
-                                Some(handoff) => handoff.withdraw().await,
-                                None => Vec::new(),
-                            };
-                            for job in handed {
-                                let _ = shared.outcomes.send(Outcome::Release(Release {
-                                    id: job.id,
-                                    lease_token: job.lease_token,
-                                }));
-                            }
-                            return;
-                        }
-                    }
-                    // Withdrawn, with what an insert that had taken it leased meanwhile.
-                    if let Some(handoff) = handoff {
-                        for job in handoff.withdraw().await {
-                            start_job(&shared, job);
-                        }
-                    }
+                if got == 0
+                    && !shared.source.lease_waits()
+                    && idle(&shared, request(shared.clock.now())).await == Idle::Stop
+                {
+                    return;
                 }
             }
             Err(StoreError::Invalid(e)) => {
@@ -616,6 +572,57 @@ async fn fetcher(shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+/// How an idle wait ended.
+#[derive(Debug, PartialEq)]
+enum Idle {
+    /// Lease again.
+    Lease,
+    /// The worker is stopping.
+    Stop,
+}
+
+/// Waits, with nothing leased, for a reason to lease again: a wake-up, the poll tick, or jobs
+/// an insert in this process leased for `request`, parked with the store meanwhile
+/// (`hinter_core::handoff`), which start at once.
+async fn idle(shared: &Arc<Shared>, request: LeaseRequest) -> Idle {
+    let mut handoff = shared.source.park(request);
+    let handed = async {
+        match handoff.as_mut() {
+            Some(handoff) => handoff.jobs().await,
+            None => std::future::pending().await,
+        }
+    };
+    let ended = tokio::select! {
+        jobs = handed => {
+            for job in jobs {
+                start_job(shared, job);
+            }
+            Idle::Lease
+        }
+        _ = shared.wake.notified() => Idle::Lease,
+        _ = tokio::time::sleep(shared.options.poll_interval) => Idle::Lease,
+        _ = shared.shutdown.cancelled() => Idle::Stop,
+    };
+    // Withdrawn, with what an insert that had taken it leased meanwhile: started, or on a
+    // stop handed back uncounted.
+    let handed = match handoff {
+        Some(handoff) => handoff.withdraw().await,
+        None => Vec::new(),
+    };
+    match ended {
+        Idle::Lease => handed.into_iter().for_each(|job| start_job(shared, job)),
+        Idle::Stop => hand_back(shared, handed),
+    }
+    ended
+}
+
+/// Hands `jobs` back to the queue unstarted; the attempt is not counted.
+fn hand_back(shared: &Shared, jobs: Vec<LeasedJob>) {
+    for job in &jobs {
+        let _ = shared.outcomes.send(Outcome::Release(Release::from(job)));
     }
 }
 
@@ -647,10 +654,7 @@ fn start_job(shared: &Arc<Shared>, job: LeasedJob) {
         let Some(run_slot) = run_slot else {
             // Prefetched but never started: hand it back untouched.
             if shared.take(job.id, job.lease_token).is_some() {
-                let _ = shared.outcomes.send(Outcome::Release(Release {
-                    id: job.id,
-                    lease_token: job.lease_token,
-                }));
+                let _ = shared.outcomes.send(Outcome::Release(Release::from(&job)));
             }
             return;
         };

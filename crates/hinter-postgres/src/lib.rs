@@ -469,12 +469,12 @@ pub(crate) const GENERIC_PLANS: &str = "SET LOCAL plan_cache_mode = force_generi
 /// or serialization failure. Evaluates to a `StoreResult`.
 macro_rules! write_tx {
     ($store:expr, |$tx:ident, $ev:ident| $body:expr) => {
-        write_tx!($store, None, |$tx, $ev| $body)
+        write_tx!($store, false, |$tx, $ev| $body)
     };
     ($store:expr, generic_plans, |$tx:ident, $ev:ident| $body:expr) => {
-        write_tx!($store, Some(GENERIC_PLANS), |$tx, $ev| $body)
+        write_tx!($store, true, |$tx, $ev| $body)
     };
-    ($store:expr, $setup:expr, |$tx:ident, $ev:ident| $body:expr) => {{
+    ($store:expr, $generic_plans:expr, |$tx:ident, $ev:ident| $body:expr) => {{
         let mut tries = 0;
         loop {
             tries += 1;
@@ -482,9 +482,9 @@ macro_rules! write_tx {
                 let began = std::time::Instant::now();
                 let $tx = tx::Tx::new($store.client().await?);
                 let mut events: Vec<StoreEvent> = Vec::new();
-                // `BEGIN` (and the setup) go out with the body's first statements.
+                // `BEGIN` (and `SET LOCAL`) go out with the body's first statements.
                 let value = $tx
-                    .run($setup, async {
+                    .run($generic_plans, async {
                         let $ev = &mut events;
                         $body.await
                     })
@@ -591,7 +591,7 @@ impl Store for PostgresStore {
     }
 
     fn park_lease(&self, request: LeaseRequest) -> Option<handoff::Handoff> {
-        Some(self.inner.lot.park(request))
+        Some(self.inner.lot.park(request.bounded()?))
     }
 
     async fn job_get(&self, id: Uuid) -> StoreResult<Option<Job>> {
@@ -641,10 +641,10 @@ impl Store for PostgresStore {
         self.read(async |c| ops::job_runs(c, &ids).await).await
     }
 
-    async fn job_lease(&self, mut request: LeaseRequest) -> StoreResult<Vec<LeasedJob>> {
-        if request.max == 0 || request.queues.is_empty() {
+    async fn job_lease(&self, request: LeaseRequest) -> StoreResult<Vec<LeasedJob>> {
+        let Some(mut request) = request.bounded() else {
             return Ok(Vec::new());
-        }
+        };
         request.now = self.inner.clock.at(request.now);
         write_tx!(self, |tx, ev| ops::job_lease(&tx, &request, ev))
     }

@@ -22,45 +22,44 @@
 use crate::ops::{self, Conn};
 use async_trait::async_trait;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
 /// A `READ COMMITTED` transaction on a pooled connection (see the module).
 pub(crate) struct Tx {
-    /// `None` only once dropped.
+    /// `None` once the transaction ended ([`Tx::commit`]); still there on drop, it is
+    /// rolled back.
     client: Option<deadpool_postgres::Client>,
-    /// Not yet committed: dropping it rolls back.
-    open: AtomicBool,
 }
+
+const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+/// [`BEGIN`] with [`crate::GENERIC_PLANS`], in one message.
+const BEGIN_GENERIC: &str =
+    "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL plan_cache_mode = force_generic_plan";
 
 impl Tx {
     /// A transaction on `client`; nothing is sent until [`Tx::run`].
     pub(crate) fn new(client: deadpool_postgres::Client) -> Self {
         Tx {
             client: Some(client),
-            open: AtomicBool::new(true),
         }
     }
 
     fn client(&self) -> &deadpool_postgres::Client {
         self.client
             .as_ref()
-            .expect("a transaction holds its connection until dropped")
+            .expect("a transaction holds its connection until it ends")
     }
 
-    /// Sends `BEGIN` (and `setup`, statements without parameters, such as `SET LOCAL`),
-    /// then runs `body` in the transaction: `BEGIN` goes out with `body`'s first statements.
+    /// Sends `BEGIN` (with `generic_plans`, [`crate::GENERIC_PLANS`] too), then runs `body`
+    /// in the transaction: `BEGIN` goes out with `body`'s first statements.
     pub(crate) async fn run<T>(
         &self,
-        setup: Option<&str>,
+        generic_plans: bool,
         body: impl Future<Output = ops::Result<T>>,
     ) -> ops::Result<T> {
-        let begin = match setup {
-            Some(setup) => format!("BEGIN ISOLATION LEVEL READ COMMITTED; {setup}"),
-            None => "BEGIN ISOLATION LEVEL READ COMMITTED".to_string(),
-        };
-        let (began, value) = tokio::join!(self.client().batch_execute(&begin), body);
+        let begin = if generic_plans { BEGIN_GENERIC } else { BEGIN };
+        let (began, value) = tokio::join!(self.client().batch_execute(begin), body);
         // `BEGIN`'s failure first: what `body` saw then is only its consequence.
         began?;
         value
@@ -71,7 +70,7 @@ impl Tx {
     /// `last`'s error is the answer. `last` is prepared first (no round trip once cached):
     /// one still to prepare would be sent after `COMMIT`, outside the transaction.
     pub(crate) async fn commit(
-        &self,
+        mut self,
         last: Option<(&str, &[&(dyn ToSql + Sync)])>,
     ) -> ops::Result<()> {
         let last = match last {
@@ -80,13 +79,15 @@ impl Tx {
         };
         let run_last = async {
             match &last {
-                Some((statement, params)) => Conn::execute(self, statement, params).await.map(drop),
+                Some((statement, params)) => {
+                    Conn::execute(&self, statement, params).await.map(drop)
+                }
                 None => Ok(()),
             }
         };
         let (last, committed) = tokio::join!(run_last, self.client().batch_execute("COMMIT"));
-        // Ended either way: committed, or rolled back by the server.
-        self.open.store(false, Ordering::Relaxed);
+        // Ended either way (committed, or rolled back by the server): back to the pool.
+        drop(self.client.take());
         last?;
         committed?;
         Ok(())
@@ -98,9 +99,6 @@ impl Drop for Tx {
         let Some(client) = self.client.take() else {
             return;
         };
-        if !self.open.load(Ordering::Relaxed) {
-            return;
-        }
         // Rolled back before the connection is pooled again; without a runtime to do it
         // on, the connection is closed instead, which rolls back on the server.
         match tokio::runtime::Handle::try_current() {
@@ -145,6 +143,17 @@ impl Conn for Tx {
     }
     async fn batch_execute(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
         Conn::batch_execute(self.client(), sql).await
+    }
+}
+
+#[cfg(test)]
+mod begin {
+    #[test]
+    fn generic_plans_begin_sets_the_generic_plans_of_the_crate() {
+        assert_eq!(
+            super::BEGIN_GENERIC,
+            format!("{}; {}", super::BEGIN, crate::GENERIC_PLANS)
+        );
     }
 }
 
@@ -214,16 +223,13 @@ mod tests {
     async fn statements_sent_with_begin_commit_with_the_last_one() {
         let (schema, store) = single_connection("hinter_test_tx_commit_").await;
         let tx = Tx::new(store.client().await.expect("client"));
-        tx.run(Some(crate::GENERIC_PLANS), insert(&tx, 1))
-            .await
-            .expect("run");
+        tx.run(true, insert(&tx, 1)).await.expect("run");
         // Inside the transaction: nobody else sees the row before the commit.
         assert_eq!(committed(&schema).await, 0);
         tx.commit(Some(("INSERT INTO probe VALUES ($1)", &[&2i32])))
             .await
             .expect("commit");
         assert_eq!(committed(&schema).await, 2);
-        drop(tx);
         pooled_connection_is_idle(&store, &schema).await;
     }
 
@@ -231,11 +237,10 @@ mod tests {
     async fn a_failing_last_statement_rolls_back_what_came_before() {
         let (schema, store) = single_connection("hinter_test_tx_fail_").await;
         let tx = Tx::new(store.client().await.expect("client"));
-        tx.run(None, insert(&tx, 1)).await.expect("run");
+        tx.run(false, insert(&tx, 1)).await.expect("run");
         // Not prepared on this connection before: a statement still to prepare.
         let failed = tx.commit(Some(("SELECT 1 / $1", &[&0i32]))).await;
         assert!(failed.is_err(), "division by zero answered {failed:?}");
-        drop(tx);
         assert_eq!(committed(&schema).await, 0);
         pooled_connection_is_idle(&store, &schema).await;
     }
@@ -245,7 +250,7 @@ mod tests {
         let (schema, store) = single_connection("hinter_test_tx_drop_").await;
         // Dropped after its body ran, without a commit.
         let tx = Tx::new(store.client().await.expect("client"));
-        tx.run(None, insert(&tx, 1)).await.expect("run");
+        tx.run(false, insert(&tx, 1)).await.expect("run");
         drop(tx);
         assert_eq!(committed(&schema).await, 0);
         pooled_connection_is_idle(&store, &schema).await;
@@ -254,7 +259,7 @@ mod tests {
         let tx = Tx::new(store.client().await.expect("client"));
         let cut = tokio::time::timeout(
             Duration::from_millis(50),
-            tx.run(None, async {
+            tx.run(false, async {
                 insert(&tx, 2).await?;
                 ops::execute(&tx, "SELECT pg_sleep(0.3)", &[]).await?;
                 Ok(())

@@ -457,7 +457,7 @@ impl Store for SqliteStore {
     }
 
     fn park_lease(&self, request: LeaseRequest) -> Option<handoff::Handoff> {
-        Some(self.inner.lot.park(request))
+        Some(self.inner.lot.park(request.bounded()?))
     }
 
     async fn job_get(&self, id: Uuid) -> StoreResult<Option<Job>> {
@@ -481,9 +481,9 @@ impl Store for SqliteStore {
     }
 
     async fn job_lease(&self, request: LeaseRequest) -> StoreResult<Vec<LeasedJob>> {
-        if request.max == 0 || request.queues.is_empty() {
+        let Some(request) = request.bounded() else {
             return Ok(Vec::new());
-        }
+        };
         self.write(move |c, ev| ops::job_lease(c, &request, ev))
             .await
     }

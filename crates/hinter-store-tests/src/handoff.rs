@@ -119,3 +119,41 @@ pub async fn handoff_survives_an_abandoned_insert(store: Arc<dyn Store>) {
     assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
     assert_eq!(get(&*store, id).await.state, JobState::Running);
 }
+
+/// A lease or a parked request asking for more than [`hinter_core::limits::MAX_LEASE_JOBS`]
+/// (through the Rust API, which does not check it) gets at most that many; one that can lease
+/// nothing (`max` 0, no queues) is not parked.
+pub async fn lease_and_park_hold_max_to_the_lease_limit(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let limit = hinter_core::limits::MAX_LEASE_JOBS;
+    let ids = insert_all(
+        store,
+        (0..=limit).map(|i| job(&format!("j{i}"))).collect(),
+        now,
+    )
+    .await;
+    let leased = lease(store, &["default"], u32::MAX, now).await;
+    assert_eq!(leased.len(), limit as usize);
+    assert_eq!(id_set(&leased), set(&ids[..limit as usize]));
+
+    let request = |queues: &[&str], max| LeaseRequest {
+        queues: queues.iter().map(|q| q.to_string()).collect(),
+        jobs: Vec::new(),
+        worker_id: WORKER.to_string(),
+        max,
+        lease_for: LEASE,
+        now,
+    };
+    assert!(store.park_lease(request(&["default"], 0)).is_none());
+    assert!(store.park_lease(request(&[], 5)).is_none());
+    let mut handoff = store
+        .park_lease(request(&["default"], u32::MAX))
+        .expect("parked");
+    let newest = insert(store, job("newest"), now).await.id;
+    let jobs = handed(&mut handoff).await;
+    assert_eq!(
+        jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[limit as usize], newest]
+    );
+}

@@ -5,7 +5,9 @@ use crate::support::*;
 use hinter_core::handoff::Handoff;
 use hinter_core::store::LeaseRequest;
 use hinter_core::{JobState, LeasedJob, Store};
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 fn parked(store: &dyn Store, queues: &[&str], jobs: &[&str], max: u32) -> Handoff {
@@ -111,10 +113,14 @@ pub async fn handoff_survives_an_abandoned_insert(store: Arc<dyn Store>) {
     let mut handoff = parked(&*store, &["default"], &[], 1);
     let new = job("abandoned");
     let id = new.id;
-    // `timeout` polls the insert once before it finds the time up.
-    let abandoned =
-        tokio::time::timeout(Duration::ZERO, store.job_insert_many(vec![new], now)).await;
-    assert!(abandoned.is_err(), "the insert finished in its first poll");
+    {
+        // Polled exactly once, then dropped. (`timeout(Duration::ZERO, ..)` is no such
+        // thing: its timer rounds up to the next millisecond, so the insert may be polled
+        // again and finish before the time is up — CI saw it.)
+        let mut insert = std::pin::pin!(store.job_insert_many(vec![new], now));
+        let first = std::future::poll_fn(|cx| Poll::Ready(insert.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the insert finished in its first poll");
+    }
     let jobs = handed(&mut handoff).await;
     assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
     assert_eq!(get(&*store, id).await.state, JobState::Running);

@@ -105,6 +105,55 @@ pub async fn handoff_serves_its_queues_and_names_only(store: Arc<dyn Store>) {
     assert_eq!(id_set(&leased), set(&[elsewhere, kept]));
 }
 
+/// The handed lease keeps the rules every lease keeps: a paused queue hands out nothing (its
+/// worker is woken empty-handed), and a singleton name runs one job at a time, whether its
+/// running job was leased before or the insert brings two of it.
+pub async fn handoff_keeps_paused_queues_and_singletons(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    store.queue_set_paused("held", true).await.expect("pause");
+    let mut handoff = parked(store, &["held"], &[], 4);
+    let held = insert(store, job_in("plain", "held"), now).await.id;
+    assert!(handed(&mut handoff).await.is_empty());
+    assert_eq!(get(store, held).await.state, JobState::Queued);
+
+    let running = lease_job(
+        store,
+        "solo",
+        insert(store, job_in("only", "solo").singleton(true), now)
+            .await
+            .id,
+        now,
+    )
+    .await;
+    let mut handoff = parked(store, &["solo"], &[], 4);
+    let second = insert(store, job_in("only", "solo").singleton(true), now)
+        .await
+        .id;
+    assert!(handed(&mut handoff).await.is_empty());
+    assert_eq!(get(store, second).await.state, JobState::Queued);
+    complete_ok(store, &running, now).await;
+
+    // Two of a new name in one insert, and the queued one of the first: one job of each
+    // name is handed over.
+    let mut handoff = parked(store, &["solo"], &[], 4);
+    let pair: Vec<_> = insert_many(
+        store,
+        vec![
+            job_in("pair", "solo").singleton(true),
+            job_in("pair", "solo").singleton(true),
+        ],
+        now,
+    )
+    .await
+    .iter()
+    .map(|i| i.job.id)
+    .collect();
+    let jobs = handed(&mut handoff).await;
+    assert_eq!(id_set(&jobs), set(&[second, pair[0]]));
+    assert_eq!(get(store, pair[1]).await.state, JobState::Queued);
+}
+
 /// An insert abandoned by its caller once it has taken a request (the caller's future
 /// dropped after its first poll) still commits and hands its jobs over: nothing leased is
 /// left to wait for its lease to expire.

@@ -858,7 +858,7 @@ const MAX_LEASE_ROUNDS: usize = 32;
 /// transaction; rows other leasers hold are skipped. `{limit}` is a literal
 /// ([`lease_candidates`]).
 const LEASE_CANDIDATES: &str = "
-    SELECT c.seq, c.job, c.singleton
+    SELECT c.seq, c.job, c.singleton, c.priority
     FROM unnest($1::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT j.seq, j.job, j.singleton, j.priority
@@ -880,10 +880,82 @@ const LEASE_CANDIDATES: &str = "
     ORDER BY c.priority DESC, c.seq
     LIMIT {limit}";
 
+/// Writes the lease of the jobs `{pick}` names (rows of `seq` and fencing token): each
+/// job's state, its run and its `started` event, in one statement. `{worker}`, `{until}`
+/// and `{now}` are its parameters.
+const LEASE_WRITE: &str = "
+    leased AS (
+        UPDATE jobs AS j SET state = 'running', attempt = j.attempt + 1,
+            worker_id = {worker}, lease_token = u.token, lease_expires_at = {until},
+            started_at = {now},
+            deadline_at = CASE WHEN j.timeout_ms IS NULL THEN NULL
+                               ELSE {now}::timestamptz + j.timeout_ms * interval '1 millisecond' END
+        FROM {pick} AS u(seq, token)
+        WHERE j.seq = u.seq AND j.state = 'queued'
+        RETURNING j.seq, j.id, j.job, j.queue, j.payload, j.attempt, j.max_attempts,
+                  j.priority, j.created_at, j.timeout_ms, u.token, j.checkpoint),
+    started AS (
+        INSERT INTO runs (job_seq, attempt, worker_id, lease_token, started_at)
+        SELECT seq, attempt, {worker}, token, {now} FROM leased),
+    logged AS (
+        INSERT INTO events (at, kind, job_id, job, queue, attempt, data)
+        SELECT {now}, 'started', id, job, queue, attempt,
+               json_build_object('worker_id', {worker}::text)
+        FROM leased ORDER BY priority DESC, seq)";
+
+/// The lease of the chosen jobs (`$1` their `seq`, `$2` their tokens; `$3` worker, `$4`
+/// until, `$5` now), answering the rows [`leased_jobs`] reads.
+fn lease_chosen() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let write = LEASE_WRITE
+            .replace("{pick}", "unnest($1::int8[], $2::int8[])")
+            .replace("{worker}", "$3")
+            .replace("{until}", "$4")
+            .replace("{now}", "$5");
+        format!("WITH {write}\n    SELECT * FROM leased")
+    })
+}
+
+/// A whole lease in one statement, for a limit: the candidates (`$1`–`$3` as in
+/// [`LEASE_CANDIDATES`]), and unless one of them is a singleton, the best `$8` of them
+/// leased with the tokens `$4` (`$5` worker, `$6` until, `$7` now). Its first column says
+/// whether a singleton stopped it; the rest are [`leased_jobs`]'s, one row a job, or one row
+/// of NULLs when none was leased. The singleton guard needs a lock and a second look
+/// ([`blocked_singletons`]), so a lease meeting one takes the way of several statements.
+fn lease_at_once(candidates: &str) -> String {
+    let write = LEASE_WRITE
+        .replace("{pick}", "pick")
+        .replace("{worker}", "$5")
+        .replace("{until}", "$6")
+        .replace("{now}", "$7");
+    format!(
+        "WITH cand AS MATERIALIZED ({candidates}),
+    pick AS (
+        SELECT seq, ($4::int8[])[row_number() OVER (ORDER BY priority DESC, seq)]
+        FROM cand
+        WHERE NOT EXISTS (SELECT 1 FROM cand WHERE singleton)
+        ORDER BY priority DESC, seq
+        LIMIT $8::int8),
+    {write}
+    SELECT s.singletons, l.*
+    FROM (SELECT EXISTS (SELECT 1 FROM cand WHERE singleton) AS singletons) AS s
+    LEFT JOIN leased AS l ON true"
+    )
+}
+
+/// A limit of [`lease_candidates`]: the limit, its candidates statement and its
+/// [`lease_at_once`] statement.
+struct LeaseLimit {
+    limit: usize,
+    candidates: String,
+    at_once: String,
+}
+
 /// The lease limits [`lease_candidates`] rounds up to: 1, 2, 3, 4, 6, 8, 12, … 3,072, 4,096
 /// (each at most half above the one before).
-fn lease_limits() -> &'static [(usize, String)] {
-    static LIMITS: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
+fn lease_limits() -> &'static [LeaseLimit] {
+    static LIMITS: std::sync::OnceLock<Vec<LeaseLimit>> = std::sync::OnceLock::new();
     LIMITS.get_or_init(|| {
         let mut limits = vec![1usize, 2];
         for shift in 0..=10 {
@@ -891,12 +963,20 @@ fn lease_limits() -> &'static [(usize, String)] {
         }
         limits
             .into_iter()
-            .map(|n| (n, LEASE_CANDIDATES.replace("{limit}", &n.to_string())))
+            .map(|limit| {
+                let candidates = LEASE_CANDIDATES.replace("{limit}", &limit.to_string());
+                let at_once = lease_at_once(&candidates);
+                LeaseLimit {
+                    limit,
+                    candidates,
+                    at_once,
+                }
+            })
             .collect()
     })
 }
 
-/// The candidates statement for a lease of `want` jobs, and its limit: the smallest of
+/// The statements for a lease of `want` jobs, and their limit: the smallest of
 /// [`lease_limits`] not below `want` (the largest for more). A literal limit, not a
 /// parameter, lets the statement take a generic plan, planned once per connection:
 /// re-planned at each lease, as PostgreSQL does with a parameter, planning took 0.5 ms of
@@ -905,12 +985,12 @@ fn lease_limits() -> &'static [(usize, String)] {
 /// (docs/performance.md). The cost: a handful of statements per connection, and a lease may
 /// lock up to half as many rows again as it takes, until its commit (leasers running beside
 /// it pass over them).
-fn lease_candidates(want: usize) -> (usize, &'static str) {
+fn lease_candidates(want: usize) -> &'static LeaseLimit {
     let limits = lease_limits();
     let at = limits
-        .partition_point(|(n, _)| *n < want)
+        .partition_point(|l| l.limit < want)
         .min(limits.len() - 1);
-    (limits[at].0, limits[at].1.as_str())
+    &limits[at]
 }
 
 /// Leasing. Candidates are chosen and row-locked with `FOR UPDATE SKIP LOCKED`, so
@@ -941,32 +1021,61 @@ pub async fn job_lease<C: Conn>(
     let until = plus(request.now, request.lease_for);
     let max = request.max as usize;
     let mut leased: Vec<LeasedJob> = Vec::with_capacity(max);
+    // The first round in one round trip: the promotion of due scheduled jobs, then generic
+    // plans for the statements after it (`lease_candidates`), then the whole lease unless a
+    // singleton is among its candidates. The server runs them in the order sent, so the
+    // lease sees what was promoted. Both statements are prepared first (no round trip once
+    // cached), as one still to prepare would be sent after the others.
+    let first = lease_candidates(max);
+    let promote = c.prepare_cached(PROMOTE_SCHEDULED).await?;
+    let at_once = c.prepare_cached(&first.at_once).await?;
+    let due: [&(dyn ToSql + Sync); 1] = [&request.now];
+    let no_names: &[String] = &[];
+    let tokens: Vec<i64> = (0..max).map(|_| new_lease_token()).collect();
+    let want = max as i64;
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &queues,
+        &no_names,
+        &request.jobs,
+        &tokens,
+        &request.worker_id,
+        &until,
+        &now,
+        &want,
+    ];
+    let (promotion, set, rows) = tokio::join!(
+        c.query(&promote, &due),
+        c.batch_execute(crate::GENERIC_PLANS),
+        c.query(&at_once, &params)
+    );
+    promoted(&promotion?, events)?;
+    set?;
+    let rows = rows?;
+    let singletons = match rows.first() {
+        Some(row) => get::<bool>(row, 0)?,
+        None => false,
+    };
+    let mut jobs: Vec<&Row> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        // The row of NULLs of a lease that took nothing.
+        if get::<Option<i64>>(row, 1)?.is_some() {
+            jobs.push(row);
+        }
+    }
+    leased_jobs(&jobs, 1, until, &mut leased, events)?;
+    // Done unless a singleton stopped it, or the limit capped it below the ask.
+    if !singletons && (leased.len() >= max || leased.len() < first.limit) {
+        return Ok(leased);
+    }
     // Singleton names this call must not lease: held by another leaser, or running.
     let mut excluded: Vec<String> = Vec::new();
-    for round in 0..MAX_LEASE_ROUNDS {
+    for _ in 0..MAX_LEASE_ROUNDS {
         let want = max - leased.len();
-        let (limit, candidates) = lease_candidates(want);
+        let LeaseLimit {
+            limit, candidates, ..
+        } = lease_candidates(want);
         let params: [&(dyn ToSql + Sync); 3] = [&queues, &excluded, &request.jobs];
-        let rows = if round == 0 {
-            // The promotion of due scheduled jobs, then generic plans for the statements
-            // after it (`lease_candidates`), then the candidates, in one round trip: the
-            // server runs them in the order sent, so the candidates see what was promoted.
-            // Both statements are prepared first (no round trip once cached), as one still
-            // to prepare would be sent after the others.
-            let promote = c.prepare_cached(PROMOTE_SCHEDULED).await?;
-            let candidates = c.prepare_cached(candidates).await?;
-            let due: [&(dyn ToSql + Sync); 1] = [&request.now];
-            let (promotion, set, rows) = tokio::join!(
-                c.query(&promote, &due),
-                c.batch_execute(crate::GENERIC_PLANS),
-                c.query(&candidates, &params)
-            );
-            promoted(&promotion?, events)?;
-            set?;
-            rows?
-        } else {
-            query(c, candidates, &params).await?
-        };
+        let rows = query(c, candidates, &params).await?;
         let found = rows.len();
         let mut take: Vec<(i64, String, bool)> = Vec::with_capacity(found.min(want));
         let mut singles: Vec<String> = Vec::new();
@@ -997,64 +1106,58 @@ pub async fn job_lease<C: Conn>(
         if !take.is_empty() {
             let seqs: Vec<i64> = take.iter().map(|(seq, _, _)| *seq).collect();
             let tokens: Vec<i64> = seqs.iter().map(|_| new_lease_token()).collect();
-            // Each leased job's run starts in the same statement.
             let rows = query(
                 c,
-                "WITH leased AS (
-                     UPDATE jobs AS j SET state = 'running', attempt = j.attempt + 1,
-                         worker_id = $3, lease_token = u.token, lease_expires_at = $4,
-                         started_at = $5,
-                         deadline_at = CASE WHEN j.timeout_ms IS NULL THEN NULL
-                                            ELSE $5::timestamptz + j.timeout_ms * interval '1 millisecond' END
-                     FROM unnest($1::int8[], $2::int8[]) AS u(seq, token)
-                     WHERE j.seq = u.seq AND j.state = 'queued'
-                     RETURNING j.seq, j.id, j.job, j.queue, j.payload, j.attempt, j.max_attempts,
-                               j.priority, j.created_at, j.timeout_ms, u.token, j.checkpoint),
-                 started AS (
-                     INSERT INTO runs (job_seq, attempt, worker_id, lease_token, started_at)
-                     SELECT seq, attempt, $3, token, $5 FROM leased),
-                 logged AS (
-                     INSERT INTO events (at, kind, job_id, job, queue, attempt, data)
-                     SELECT $5, 'started', id, job, queue, attempt,
-                            json_build_object('worker_id', $3::text)
-                     FROM leased ORDER BY priority DESC, seq)
-                 SELECT * FROM leased",
+                lease_chosen(),
                 &[&seqs, &tokens, &request.worker_id, &until, &now],
             )
             .await?;
-            let mut round: Vec<(i64, LeasedJob)> = Vec::with_capacity(rows.len());
-            for row in &rows {
-                round.push((
-                    get(row, 0)?,
-                    LeasedJob {
-                        id: get(row, 1)?,
-                        job: get(row, 2)?,
-                        queue: get(row, 3)?,
-                        payload: get(row, 4)?,
-                        attempt: to_u32(get(row, 5)?),
-                        max_attempts: to_u32(get(row, 6)?),
-                        priority: get(row, 7)?,
-                        created_at: get(row, 8)?,
-                        timeout: get::<Option<i64>>(row, 9)?.map(from_ms),
-                        lease_token: get(row, 10)?,
-                        lease_expires_at: until,
-                        checkpoint: get(row, 11)?,
-                    },
-                ));
-            }
-            // The order the `started` events were logged in.
-            round.sort_by(|(sa, a), (sb, b)| b.priority.cmp(&a.priority).then(sa.cmp(sb)));
-            if !round.is_empty() {
-                events.push(StoreEvent::Logged);
-            }
-            leased.extend(round.into_iter().map(|(_, l)| l));
+            let rows: Vec<&Row> = rows.iter().collect();
+            leased_jobs(&rows, 0, until, &mut leased, events)?;
         }
         // Another round when one was passed over, or when the limit capped this one.
-        if leased.len() >= max || found == 0 || (!skipped && found < limit) {
+        if leased.len() >= max || found == 0 || (!skipped && found < *limit) {
             break;
         }
     }
     Ok(leased)
+}
+
+/// Reads the jobs a lease's statement leased ([`LEASE_WRITE`]'s `leased`, from column
+/// `from`) onto `leased`, in the order their `started` events were logged.
+fn leased_jobs(
+    rows: &[&Row],
+    from: usize,
+    until: DateTime<Utc>,
+    leased: &mut Vec<LeasedJob>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<()> {
+    let mut round: Vec<(i64, LeasedJob)> = Vec::with_capacity(rows.len());
+    for row in rows {
+        round.push((
+            get(row, from)?,
+            LeasedJob {
+                id: get(row, from + 1)?,
+                job: get(row, from + 2)?,
+                queue: get(row, from + 3)?,
+                payload: get(row, from + 4)?,
+                attempt: to_u32(get(row, from + 5)?),
+                max_attempts: to_u32(get(row, from + 6)?),
+                priority: get(row, from + 7)?,
+                created_at: get(row, from + 8)?,
+                timeout: get::<Option<i64>>(row, from + 9)?.map(from_ms),
+                lease_token: get(row, from + 10)?,
+                lease_expires_at: until,
+                checkpoint: get(row, from + 11)?,
+            },
+        ));
+    }
+    round.sort_by(|(sa, a), (sb, b)| b.priority.cmp(&a.priority).then(sa.cmp(sb)));
+    if !round.is_empty() {
+        events.push(StoreEvent::Logged);
+    }
+    leased.extend(round.into_iter().map(|(_, l)| l));
+    Ok(())
 }
 
 /// Of the singleton `names` this transaction would lease, those it must not: another leaser
@@ -2243,6 +2346,146 @@ mod tests {
         }
     }
 
+    /// A connection that counts the statements run through it.
+    #[cfg(hinter_test_database)]
+    struct Counting<'a, C> {
+        conn: &'a C,
+        statements: std::sync::atomic::AtomicUsize,
+    }
+
+    #[cfg(hinter_test_database)]
+    impl<C> Counting<'_, C> {
+        fn count(&self) {
+            self.statements
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn take(&self) -> usize {
+            self.statements
+                .swap(0, std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    #[cfg(hinter_test_database)]
+    #[async_trait]
+    impl<C: Conn> Conn for Counting<'_, C> {
+        async fn prepare_cached(&self, sql: &str) -> std::result::Result<Statement, PgError> {
+            self.conn.prepare_cached(sql).await
+        }
+        async fn query(
+            &self,
+            stmt: &Statement,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> std::result::Result<Vec<Row>, PgError> {
+            self.count();
+            self.conn.query(stmt, params).await
+        }
+        async fn query_opt(
+            &self,
+            stmt: &Statement,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> std::result::Result<Option<Row>, PgError> {
+            self.count();
+            self.conn.query_opt(stmt, params).await
+        }
+        async fn execute(
+            &self,
+            stmt: &Statement,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> std::result::Result<u64, PgError> {
+            self.count();
+            self.conn.execute(stmt, params).await
+        }
+        async fn batch_execute(&self, sql: &str) -> std::result::Result<(), PgError> {
+            self.count();
+            self.conn.batch_execute(sql).await
+        }
+    }
+
+    /// A lease whose candidates hold no singleton is one statement after the promotion and
+    /// the plan setting (all three sent at once); one meeting a singleton takes the long way
+    /// — candidates, the singleton's lock and check, the update — and leases the same jobs
+    /// in the same order.
+    #[cfg(hinter_test_database)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_without_singletons_is_one_statement() {
+        use crate::{PostgresOptions, PostgresStore};
+        use hinter_core::{NewJob, Store};
+        let url = std::env::var("HINTER_TEST_DATABASE_URL").expect("HINTER_TEST_DATABASE_URL");
+        let schema = crate::TestSchema::fresh(&url, "hinter_test_lease_");
+        let options = PostgresOptions {
+            schema: Some(schema.name.clone()),
+            ..PostgresOptions::default()
+        };
+        let store = PostgresStore::connect(&url, options)
+            .await
+            .expect("connect");
+        let now = chrono::Utc::now();
+        let jobs = vec![
+            NewJob::new("plain", serde_json::json!(1)).queue("plain"),
+            NewJob::new("plain", serde_json::json!(2))
+                .queue("plain")
+                .priority(5),
+            NewJob::new("plain", serde_json::json!(3)).queue("plain"),
+            NewJob::new("plain", serde_json::json!(4)).queue("mixed"),
+            NewJob::new("only", serde_json::json!(5))
+                .queue("mixed")
+                .singleton(true),
+            NewJob::new("only", serde_json::json!(6))
+                .queue("mixed")
+                .singleton(true),
+        ];
+        let ids: Vec<Uuid> = store
+            .job_insert_many(jobs, now)
+            .await
+            .expect("insert")
+            .iter()
+            .map(|i| i.job.id)
+            .collect();
+        let mut client = crate::connect_session(&url).await.expect("session");
+        client
+            .batch_execute(&format!("SET search_path TO \"{}\"", schema.name))
+            .await
+            .expect("schema");
+        let tx = client.transaction().await.expect("transaction");
+        let c = Counting {
+            conn: &tx,
+            statements: Default::default(),
+        };
+        let request = |queue: &str| LeaseRequest {
+            queues: vec![queue.to_string()],
+            jobs: Vec::new(),
+            worker_id: "w".into(),
+            max: 10,
+            lease_for: Duration::from_secs(30),
+            now,
+        };
+        let mut events = Vec::new();
+        let leased = job_lease(&c, &request("plain"), &mut events)
+            .await
+            .expect("lease");
+        assert_eq!(
+            leased.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [ids[1], ids[0], ids[2]]
+        );
+        assert!(leased.iter().all(|j| j.attempt == 1 && j.lease_token > 0));
+        assert_eq!(c.take(), 3, "promotion, plan setting, lease");
+
+        let leased = job_lease(&c, &request("mixed"), &mut events)
+            .await
+            .expect("lease");
+        // The singleton's second job waits for its first.
+        assert_eq!(
+            leased.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [ids[3], ids[4]]
+        );
+        assert!(c.take() > 3);
+        let leased = job_lease(&c, &request("plain"), &mut events)
+            .await
+            .expect("lease");
+        assert!(leased.is_empty());
+        assert_eq!(c.take(), 3, "an empty lease is one statement too");
+    }
+
     /// A lease's limit rounds up to one of a few literals, at most half above the ask.
     #[test]
     fn lease_limits_round_up_to_a_few_literals() {
@@ -2258,13 +2501,15 @@ mod tests {
             (4096, 4096),
             (usize::MAX, 4096),
         ] {
-            let (n, sql) = lease_candidates(want);
-            assert_eq!(n, limit, "a lease of {want}");
+            let l = lease_candidates(want);
+            assert_eq!(l.limit, limit, "a lease of {want}");
+            let sql = &l.candidates;
             assert_eq!(sql.matches(&format!("LIMIT {limit}\n")).count(), 1, "{sql}");
             assert!(sql.ends_with(&format!("LIMIT {limit}")), "{sql}");
+            assert!(l.at_once.contains(sql.as_str()), "{}", l.at_once);
         }
         for want in 1..=4096 {
-            let (n, _) = lease_candidates(want);
+            let n = lease_candidates(want).limit;
             assert!(n >= want && n * 2 <= want * 3 + 1, "{want} → {n}");
         }
         assert_eq!(lease_limits().len(), 24);

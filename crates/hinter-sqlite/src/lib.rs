@@ -283,30 +283,48 @@ impl SqliteStore {
 
     /// [`Store::job_insert_many`] of `jobs` with the lease of `parked`, a request of an idle
     /// worker of this process, in the insert's savepoint, so in its commit
-    /// (`hinter_core::handoff`).
+    /// (`hinter_core::handoff`). The jobs go to the worker from the writer thread once the
+    /// commit is known, one task wake-up sooner than through the caller's task, and whether
+    /// or not the caller still waits; jobs leased for a worker that is gone are released by
+    /// a write queued behind it.
     async fn insert_handing_over(
-        self,
+        &self,
         jobs: Vec<NewJob>,
         now: DateTime<Utc>,
         parked: handoff::Parked,
     ) -> StoreResult<Vec<Inserted>> {
         let mut request = parked.request.clone();
         request.now = now;
-        let written = self
-            .write_atomic(move |c, ev| {
-                let inserted = ops::job_insert_many(c, jobs, now, ev)?;
-                let leased = ops::job_lease(c, &request, ev)?;
-                Ok((inserted, leased))
-            })
-            .await;
-        let (inserted, unwanted) = handoff::settle(parked, written);
-        if !unwanted.is_empty() {
-            // A failure only delays them: their lease expires and they are rescued.
-            if let Err(e) = self.job_release_many(unwanted, now).await {
-                tracing::warn!(error = %e, "releasing jobs leased for a worker that is gone failed");
+        let writer = self.inner.writer.clone();
+        let (tx, rx) = oneshot::channel();
+        let insert = atomic(move |c, ev| {
+            let inserted = ops::job_insert_many(c, jobs, now, ev)?;
+            let leased = ops::job_lease(c, &request, ev)?;
+            Ok((inserted, leased))
+        });
+        let op = write_op(insert, move |written| {
+            let (inserted, unwanted) = handoff::settle(parked, written);
+            if !unwanted.is_empty() {
+                let release = move |c: &Connection, ev: &mut Vec<StoreEvent>| {
+                    let released = each(c, &unwanted, |c, item| ops::job_release(c, item, now, ev));
+                    (released, true)
+                };
+                // A failure only delays them: their lease expires and they are rescued.
+                let warn = |released: StoreResult<_>| {
+                    if let Err(e) = released {
+                        tracing::warn!(error = %e, "releasing jobs leased for a worker that is gone failed");
+                    }
+                };
+                if writer
+                    .send(writer::Msg::Op(write_op(release, warn)))
+                    .is_err()
+                {
+                    tracing::warn!("releasing jobs leased for a worker that is gone failed: the sqlite writer has stopped");
+                }
             }
-        }
-        inserted
+            let _ = tx.send(inserted);
+        });
+        self.answer(op, rx).await
     }
 
     /// Runs `f` on the writer thread inside the next group transaction, in its own
@@ -316,16 +334,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<R> + Send + 'static,
     ) -> StoreResult<R> {
-        self.submit(move |conn, events| {
-            let mark = counts::mark();
-            let result = writer::in_savepoint(conn, |c| f(c, events));
-            if result.is_err() {
-                // Rolled back: so are its changes to the job counts.
-                counts::undo_to(mark);
-            }
-            (result, false)
-        })
-        .await
+        self.submit(atomic(f)).await
     }
 
     /// Like [`Self::write_atomic`] without the savepoint, for operations whose errors come
@@ -346,43 +355,18 @@ impl SqliteStore {
         f: impl FnOnce(&Connection, &mut Vec<StoreEvent>) -> (StoreResult<R>, bool) + Send + 'static,
     ) -> StoreResult<R> {
         let (tx, rx) = oneshot::channel();
-        let op: writer::WriteOp = Box::new(move |slot, events| {
-            let conn = match slot {
-                writer::Slot::Run(conn) => conn,
-                writer::Slot::Refused(e) => {
-                    let _ = tx.send(Err(e.clone()));
-                    return writer::Ran::answered();
-                }
-            };
-            let mut own_events = Vec::new();
-            let (result, dooms) = f(conn, &mut own_events);
-            if result.is_ok() {
-                events.append(&mut own_events);
-            }
-            let storage = match &result {
-                Err(StoreError::Storage(cause)) => Some(cause.clone()),
-                _ => None,
-            };
-            let fatal = match &result {
-                Err(
-                    e @ (StoreError::Unavailable(_)
-                    | StoreError::Corrupt(_)
-                    | StoreError::Storage(_)),
-                ) if dooms => Some(e.clone()),
-                _ => None,
-            };
-            let reply: writer::Reply = Box::new(move |commit_error: Option<&StoreError>| {
-                let _ = tx.send(match commit_error {
-                    Some(e) => Err(e.clone()),
-                    None => result,
-                });
-            });
-            writer::Ran {
-                reply,
-                fatal,
-                storage,
-            }
+        let op = write_op(f, move |result| {
+            let _ = tx.send(result);
         });
+        self.answer(op, rx).await
+    }
+
+    /// Sends `op` to the writer and waits for the answer it sends on `rx`.
+    async fn answer<R>(
+        &self,
+        op: writer::WriteOp,
+        rx: oneshot::Receiver<StoreResult<R>>,
+    ) -> StoreResult<R> {
         self.inner
             .writer
             .send(writer::Msg::Op(op))
@@ -420,6 +404,66 @@ impl SqliteStore {
     }
 }
 
+/// `f` in its own savepoint ([`SqliteStore::write_atomic`]): an error undoes only its
+/// changes, and never dooms the group.
+fn atomic<R>(
+    f: impl FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<R> + Send + 'static,
+) -> impl FnOnce(&Connection, &mut Vec<StoreEvent>) -> (StoreResult<R>, bool) + Send + 'static {
+    move |conn, events| {
+        let mark = counts::mark();
+        let result = writer::in_savepoint(conn, |c| f(c, events));
+        if result.is_err() {
+            // Rolled back: so are its changes to the job counts.
+            counts::undo_to(mark);
+        }
+        (result, false)
+    }
+}
+
+/// An operation for the writer: runs `f` (its result, and whether a database error of it
+/// dooms the group), then hands `then` the outcome on the writer thread once the commit is
+/// known: `f`'s result, or the error that refused it or failed the commit.
+fn write_op<R: Send + 'static>(
+    f: impl FnOnce(&Connection, &mut Vec<StoreEvent>) -> (StoreResult<R>, bool) + Send + 'static,
+    then: impl FnOnce(StoreResult<R>) + Send + 'static,
+) -> writer::WriteOp {
+    Box::new(move |slot, events| {
+        let conn = match slot {
+            writer::Slot::Run(conn) => conn,
+            writer::Slot::Refused(e) => {
+                then(Err(e.clone()));
+                return writer::Ran::answered();
+            }
+        };
+        let mut own_events = Vec::new();
+        let (result, dooms) = f(conn, &mut own_events);
+        if result.is_ok() {
+            events.append(&mut own_events);
+        }
+        let storage = match &result {
+            Err(StoreError::Storage(cause)) => Some(cause.clone()),
+            _ => None,
+        };
+        let fatal = match &result {
+            Err(
+                e @ (StoreError::Unavailable(_) | StoreError::Corrupt(_) | StoreError::Storage(_)),
+            ) if dooms => Some(e.clone()),
+            _ => None,
+        };
+        let reply: writer::Reply = Box::new(move |commit_error: Option<&StoreError>| {
+            then(match commit_error {
+                Some(e) => Err(e.clone()),
+                None => result,
+            })
+        });
+        writer::Ran {
+            reply,
+            fatal,
+            storage,
+        }
+    })
+}
+
 /// Applies `f` to each item, keeping per-item errors (stale leases) apart from failures of
 /// the whole operation.
 fn each<T, R>(
@@ -449,11 +493,7 @@ impl Store for SqliteStore {
                 .write_atomic(move |c, ev| ops::job_insert_many(c, jobs, now, ev))
                 .await;
         };
-        // Spawned: once its group commits, the jobs it leased must reach the worker (or be
-        // released) even if this call is abandoned meanwhile.
-        tokio::spawn(self.clone().insert_handing_over(jobs, now, parked))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("the enqueue's task failed: {e}")))?
+        self.insert_handing_over(jobs, now, parked).await
     }
 
     fn park_lease(&self, request: LeaseRequest) -> Option<handoff::Handoff> {

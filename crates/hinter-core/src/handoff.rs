@@ -21,12 +21,14 @@
 //! notifications as before); the lot lives in the store value, so one process's workers
 //! and inserts meet only when they share it.
 
-use crate::store::{LeaseRequest, Release, StoreResult};
-use crate::{LeasedJob, NewJob};
+use crate::store::{LeaseRequest, Release, StoreEvent, StoreResult};
+use crate::{Inserted, JobState, LeasedJob, NewJob};
 use chrono::{DateTime, Utc};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 /// Parked lease requests of a store's idle in-process workers.
 #[derive(Debug, Default)]
@@ -138,6 +140,25 @@ pub fn settle<T>(
         }
         written => (written.map(|(answer, _)| answer), Vec::new()),
     }
+}
+
+/// Takes out of an insert's `events`, when its transaction also leased `leased` for a
+/// parked worker, the `JobsAvailable` of each queue where that lease took every job the
+/// insert made ready: nothing new waits there, so other workers (in this process or
+/// another) are not woken to lease nothing. Where a job it made ready is left (an older job
+/// went first, the lease was full, the job is not the worker's), the queue is announced as
+/// usual.
+pub fn unannounce_taken(events: &mut Vec<StoreEvent>, inserted: &[Inserted], leased: &[LeasedJob]) {
+    let taken: HashSet<Uuid> = leased.iter().map(|job| job.id).collect();
+    let waiting: HashSet<&str> = inserted
+        .iter()
+        .filter(|i| !i.duplicate && i.job.state == JobState::Queued && !taken.contains(&i.job.id))
+        .map(|i| i.job.queue.as_str())
+        .collect();
+    events.retain(|event| match event {
+        StoreEvent::JobsAvailable { queue } => waiting.contains(queue.as_str()),
+        _ => true,
+    });
 }
 
 impl Handoff {

@@ -545,14 +545,16 @@ impl PostgresStore {
         let mut request = parked.request.clone();
         request.now = now;
         let written = write_tx!(self, generic_plans, |tx, ev| async {
-            let mut leasing = Vec::new();
+            let (mut inserting, mut leasing) = (Vec::new(), Vec::new());
             let (inserted, leased) = tokio::join!(
-                ops::job_insert_many(&tx, &jobs, now, ev),
+                ops::job_insert_many(&tx, &jobs, now, &mut inserting),
                 ops::job_lease(&tx, &request, &mut leasing)
             );
             let inserted = inserted?;
             let leased = leased?;
-            ev.extend(leasing);
+            handoff::unannounce_taken(&mut inserting, &inserted, &leased);
+            ev.append(&mut inserting);
+            ev.append(&mut leasing);
             Ok::<_, ops::Error>((inserted, leased))
         });
         let (inserted, unwanted) = handoff::settle(parked, written);

@@ -298,8 +298,11 @@ impl SqliteStore {
         let writer = self.inner.writer.clone();
         let (tx, rx) = oneshot::channel();
         let insert = atomic(move |c, ev| {
-            let inserted = ops::job_insert_many(c, jobs, now, ev)?;
+            let mut inserting = Vec::new();
+            let inserted = ops::job_insert_many(c, jobs, now, &mut inserting)?;
             let leased = ops::job_lease(c, &request, ev)?;
+            handoff::unannounce_taken(&mut inserting, &inserted, &leased);
+            ev.append(&mut inserting);
             Ok((inserted, leased))
         });
         let op = write_op(insert, move |written| {

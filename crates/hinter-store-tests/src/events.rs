@@ -29,6 +29,35 @@ async fn expect_event(events: &mut Receiver<StoreEvent>, wanted: StoreEvent) {
     }
 }
 
+/// An insert whose transaction leased every job it made ready for a parked worker
+/// announces no `JobsAvailable` for their queue (no other worker is woken to lease nothing);
+/// one that leaves a job it made ready queued announces its queue as usual.
+pub async fn a_handed_over_insert_announces_only_what_waits(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let mut heard = Heard::new(store);
+    let mut handoff = crate::handoff::parked(store, &["mail"], &[], 4);
+    let id = insert(store, job_in("a", "mail"), now).await.id;
+    assert_eq!(crate::handoff::handed(&mut handoff).await[0].id, id);
+    heard
+        .expect(store, vec![], "an insert handed over whole")
+        .await;
+
+    // The lease holds one: of two jobs inserted together, one waits.
+    let mut handoff = crate::handoff::parked(store, &["mail"], &[], 1);
+    let both = insert_many(store, vec![job_in("b", "mail"), job_in("c", "mail")], now).await;
+    let handed = crate::handoff::handed(&mut handoff).await;
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].id, both[0].job.id);
+    heard
+        .expect(
+            store,
+            vec![available("mail")],
+            "an insert handed over in part",
+        )
+        .await;
+}
+
 /// Inserting a ready job announces `JobsAvailable` for its queue; finishing a job announces
 /// `JobFinished` with its final state; cancelling a running job announces `CancelRequested`.
 pub async fn subscribe_jobs_available_and_finished(store: Arc<dyn Store>) {

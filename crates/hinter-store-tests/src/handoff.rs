@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-fn parked(store: &dyn Store, queues: &[&str], jobs: &[&str], max: u32) -> Handoff {
+pub(crate) fn parked(store: &dyn Store, queues: &[&str], jobs: &[&str], max: u32) -> Handoff {
     store
         .park_lease(LeaseRequest {
             queues: queues.iter().map(|q| q.to_string()).collect(),
@@ -24,7 +24,7 @@ fn parked(store: &dyn Store, queues: &[&str], jobs: &[&str], max: u32) -> Handof
 }
 
 /// The jobs handed over: they arrive with the insert's answer, so a short deadline.
-async fn handed(handoff: &mut Handoff) -> Vec<LeasedJob> {
+pub(crate) async fn handed(handoff: &mut Handoff) -> Vec<LeasedJob> {
     tokio::time::timeout(Duration::from_secs(10), handoff.jobs())
         .await
         .expect("jobs handed over by the insert")

@@ -232,6 +232,7 @@ macro_rules! conformance_suite {
             output_logs_pruned_with_their_job,
             // events and concurrency
             subscribe_jobs_available_and_finished,
+            a_handed_over_insert_announces_only_what_waits,
             unit_of_work_commits_all_writes_together,
             unit_of_work_that_fails_leaves_nothing,
             fail_outcomes_state_and_events,

@@ -2214,6 +2214,21 @@ pub async fn ping<C: Conn>(c: &C) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A store on a fresh schema (dropped with the `TestSchema`) of the test database.
+    #[cfg(hinter_test_database)]
+    async fn fresh_store(prefix: &str) -> (String, crate::TestSchema, crate::PostgresStore) {
+        let url = std::env::var("HINTER_TEST_DATABASE_URL").expect("HINTER_TEST_DATABASE_URL");
+        let schema = crate::TestSchema::fresh(&url, prefix);
+        let options = crate::PostgresOptions {
+            schema: Some(schema.name.clone()),
+            ..crate::PostgresOptions::default()
+        };
+        let store = crate::PostgresStore::connect(&url, options)
+            .await
+            .expect("connect");
+        (url, schema, store)
+    }
+
     /// Rows of `jobs` a plan (EXPLAIN ANALYZE, JSON) read: returned or filtered out, every
     /// loop.
     #[cfg(hinter_test_database)]
@@ -2259,17 +2274,8 @@ mod tests {
     #[cfg(hinter_test_database)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn listings_read_about_a_page_of_jobs() {
-        use crate::{PostgresOptions, PostgresStore};
         use hinter_core::{NewJob, Store};
-        let url = std::env::var("HINTER_TEST_DATABASE_URL").expect("HINTER_TEST_DATABASE_URL");
-        let schema = crate::TestSchema::fresh(&url, "hinter_test_plans_");
-        let options = PostgresOptions {
-            schema: Some(schema.name.clone()),
-            ..PostgresOptions::default()
-        };
-        let store = PostgresStore::connect(&url, options)
-            .await
-            .expect("connect");
+        let (url, schema, store) = fresh_store("hinter_test_plans_").await;
         let now = chrono::Utc::now();
         for batch in 0..30 {
             let jobs = (0..1000)
@@ -2408,17 +2414,8 @@ mod tests {
     #[cfg(hinter_test_database)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lease_without_singletons_is_one_statement() {
-        use crate::{PostgresOptions, PostgresStore};
         use hinter_core::{NewJob, Store};
-        let url = std::env::var("HINTER_TEST_DATABASE_URL").expect("HINTER_TEST_DATABASE_URL");
-        let schema = crate::TestSchema::fresh(&url, "hinter_test_lease_");
-        let options = PostgresOptions {
-            schema: Some(schema.name.clone()),
-            ..PostgresOptions::default()
-        };
-        let store = PostgresStore::connect(&url, options)
-            .await
-            .expect("connect");
+        let (url, schema, store) = fresh_store("hinter_test_lease_").await;
         let now = chrono::Utc::now();
         let jobs = vec![
             NewJob::new("plain", serde_json::json!(1)).queue("plain"),

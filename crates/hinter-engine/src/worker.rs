@@ -499,6 +499,8 @@ fn capacity(concurrency: usize, prefetch: usize, average: u64) -> usize {
 async fn fetcher(shared: Arc<Shared>) {
     let shutdown = shared.shutdown.clone();
     let mut failures = 0u32;
+    // Park again without leasing first: the last handoff left nothing for this worker.
+    let mut park_next = false;
     loop {
         // Wait for room, then let jobs that are about to finish do so, so one lease fills
         // many slots: fewer, larger group commits.
@@ -537,6 +539,14 @@ async fn fetcher(shared: Arc<Shared>) {
             lease_for: shared.options.lease_for,
             now,
         };
+        if std::mem::take(&mut park_next) {
+            match idle(&shared, request(shared.clock.now())).await {
+                Idle::Stop => return,
+                Idle::Park => park_next = true,
+                Idle::Lease => {}
+            }
+            continue;
+        }
         // Not raced against shutdown: once sent, the lease may commit, and its jobs must
         // then be handed back rather than forgotten.
         match shared.source.lease(request(shared.clock.now())).await {
@@ -550,11 +560,12 @@ async fn fetcher(shared: Arc<Shared>) {
                 for job in jobs {
                     start_job(&shared, job);
                 }
-                if got == 0
-                    && !shared.source.lease_waits()
-                    && idle(&shared, request(shared.clock.now())).await == Idle::Stop
-                {
-                    return;
+                if got == 0 && !shared.source.lease_waits() {
+                    match idle(&shared, request(shared.clock.now())).await {
+                        Idle::Stop => return,
+                        Idle::Park => park_next = true,
+                        Idle::Lease => {}
+                    }
                 }
             }
             Err(StoreError::Invalid(e)) => {
@@ -580,6 +591,11 @@ async fn fetcher(shared: Arc<Shared>) {
 enum Idle {
     /// Lease again.
     Lease,
+    /// Jobs were handed over, fewer than asked for: the insert's lease found no more for
+    /// this worker at its commit, so park again without a lease that would find nothing.
+    /// (A job queued since then announced itself, and its wake-up is kept for the next
+    /// wait.)
+    Park,
     /// The worker is stopping.
     Stop,
 }
@@ -588,6 +604,7 @@ enum Idle {
 /// an insert in this process leased for `request`, parked with the store meanwhile
 /// (`hinter_core::handoff`), which start at once.
 async fn idle(shared: &Arc<Shared>, request: LeaseRequest) -> Idle {
+    let request_max = request.max as usize;
     let mut handoff = shared.source.park(request);
     let handed = async {
         match handoff.as_mut() {
@@ -597,10 +614,11 @@ async fn idle(shared: &Arc<Shared>, request: LeaseRequest) -> Idle {
     };
     let ended = tokio::select! {
         jobs = handed => {
+            let short = !jobs.is_empty() && jobs.len() < request_max;
             for job in jobs {
                 start_job(shared, job);
             }
-            Idle::Lease
+            if short { Idle::Park } else { Idle::Lease }
         }
         _ = shared.wake.notified() => Idle::Lease,
         _ = tokio::time::sleep(shared.options.poll_interval) => Idle::Lease,
@@ -613,8 +631,8 @@ async fn idle(shared: &Arc<Shared>, request: LeaseRequest) -> Idle {
         None => Vec::new(),
     };
     match ended {
-        Idle::Lease => handed.into_iter().for_each(|job| start_job(shared, job)),
         Idle::Stop => hand_back(shared, handed),
+        _ => handed.into_iter().for_each(|job| start_job(shared, job)),
     }
     ended
 }

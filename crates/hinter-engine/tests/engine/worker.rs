@@ -3,7 +3,10 @@
 
 use crate::common::*;
 use chrono::Utc;
-use hinter_core::{JobDefinition, JobSpec, JobState, NewJob};
+use hinter_core::store::{
+    Completion, Failure, Heartbeat, HeartbeatAck, LeaseRequest, Release, StoreResult,
+};
+use hinter_core::{JobDefinition, JobReport, JobSpec, JobState, LeasedJob, NewJob};
 use hinter_engine::{HandlerContext, JobError, Registry, WorkerOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -881,7 +884,116 @@ async fn a_job_enqueued_to_an_idle_worker_is_leased_in_its_insert(kind: Kind) {
     .await;
 }
 
+/// A store's jobs, counting the leases a worker asks for.
+struct CountedLeases {
+    source: hinter_engine::StoreSource,
+    leases: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl hinter_engine::JobSource for CountedLeases {
+    async fn lease(&self, request: LeaseRequest) -> StoreResult<Vec<LeasedJob>> {
+        self.leases
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.source.lease(request).await
+    }
+    async fn heartbeat_many(
+        &self,
+        heartbeats: Vec<Heartbeat>,
+        now: chrono::DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<HeartbeatAck>>> {
+        self.source.heartbeat_many(heartbeats, now).await
+    }
+    async fn complete_many(
+        &self,
+        completions: Vec<Completion>,
+        now: chrono::DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        self.source.complete_many(completions, now).await
+    }
+    async fn fail_many(
+        &self,
+        failures: Vec<Failure>,
+        now: chrono::DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        self.source.fail_many(failures, now).await
+    }
+    async fn release_many(
+        &self,
+        releases: Vec<Release>,
+        now: chrono::DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        self.source.release_many(releases, now).await
+    }
+    async fn report(&self, report: JobReport, now: chrono::DateTime<Utc>) -> StoreResult<()> {
+        self.source.report(report, now).await
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<hinter_core::StoreEvent> {
+        self.source.subscribe()
+    }
+    fn park(&self, request: LeaseRequest) -> Option<hinter_core::handoff::Handoff> {
+        self.source.park(request)
+    }
+}
+
+/// A worker handed fewer jobs than it asked for parks again at once: the insert's lease
+/// found no more for it, so a lease of its own would find nothing. Jobs enqueued one after
+/// another to an idle worker then cost one transaction each to start, not two.
+async fn a_worker_handed_its_jobs_parks_again_without_leasing(kind: Kind) {
+    let (_data, store) = open_store(kind).await;
+    let mut registry = Registry::new();
+    registry.register(def("quick"), |_ctx: HandlerContext, _: Value| async {
+        Ok::<_, JobError>(json!("done"))
+    });
+    let source = Arc::new(CountedLeases {
+        source: hinter_engine::StoreSource(store.clone()),
+        leases: Default::default(),
+    });
+    let worker = hinter_engine::Worker::start_on(
+        source.clone(),
+        Arc::new(hinter_core::SystemClock),
+        registry,
+        WorkerOptions {
+            // No poll tick within the test: only wake-ups and handoffs start leases.
+            poll_interval: Duration::from_secs(60),
+            ..fast_options(4)
+        },
+    )
+    .expect("start the worker");
+    let leases = || source.leases.load(std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Leases asked for from a handed-over job's enqueue until just after it ran. (A job
+    // enqueued before the worker parked is leased by the worker itself: not counted.)
+    let (mut handed, mut asked) = (0, 0);
+    while handed < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "{handed} jobs were handed over within 20 s"
+        );
+        let before = leases();
+        let id = enqueue(&store, NewJob::new("quick", json!({}))).await;
+        let job = wait_for_state(&store, id, JobState::Succeeded, Duration::from_secs(10)).await;
+        // A lease that follows a handoff would be asked for by now.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if job.started_at == Some(job.created_at) {
+            handed += 1;
+            asked += leases() - before;
+        }
+    }
+    assert!(
+        asked <= 2,
+        "{asked} leases asked for around {handed} handoffs"
+    );
+    within(
+        "worker shutdown",
+        Duration::from_secs(10),
+        worker.shutdown(),
+    )
+    .await;
+}
+
 on_both_backends!(
+    a_worker_handed_its_jobs_parks_again_without_leasing,
     a_job_enqueued_to_an_idle_worker_is_leased_in_its_insert,
     a_worker_leaves_jobs_it_has_no_handler_for_in_a_shared_queue,
     typed_handler_gets_payload_and_context_and_its_value_becomes_the_result,

@@ -119,6 +119,8 @@ fn check_lease(lease: Option<Duration>, default: Duration) -> ApiResult<Duration
 
 /// Tries to lease; while nothing is available and `wait` is not over, waits for a
 /// `JobsAvailable` event for one of the queues or the [`LEASE_REPOLL`] tick, then tries again.
+/// Meanwhile the request is parked with the store, so a job enqueued through this process
+/// is leased for it in the enqueue's own transaction.
 async fn lease_with_wait(
     state: &AppState,
     mut request: LeaseRequest,
@@ -140,18 +142,42 @@ async fn lease_with_wait(
             return Ok(jobs);
         }
         let tick = deadline.min(Instant::now() + LEASE_REPOLL);
-        loop {
-            match tokio::time::timeout_at(tick, rx.recv()).await {
-                Err(_elapsed) => break,
-                Ok(Ok(StoreEvent::JobsAvailable { queue })) if queues.contains(&queue) => break,
-                Ok(Ok(StoreEvent::Changed)) => break,
-                Ok(Ok(_)) => continue,
-                Ok(Err(RecvError::Lagged(_))) => break,
-                Ok(Err(RecvError::Closed)) => {
-                    tokio::time::sleep_until(tick).await;
-                    break;
+        // Parked with the store meanwhile: an insert in this process leases for the request
+        // in its own transaction (`hinter_core::handoff`) and the jobs are the answer.
+        let mut parked = state.store.park_lease(request.clone());
+        let handed = async {
+            match parked.as_mut() {
+                Some(handoff) => handoff.jobs().await,
+                None => std::future::pending().await,
+            }
+        };
+        let woken = async {
+            loop {
+                match tokio::time::timeout_at(tick, rx.recv()).await {
+                    Err(_elapsed) => break,
+                    Ok(Ok(StoreEvent::JobsAvailable { queue })) if queues.contains(&queue) => break,
+                    Ok(Ok(StoreEvent::Changed)) => break,
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(RecvError::Lagged(_))) => break,
+                    Ok(Err(RecvError::Closed)) => {
+                        tokio::time::sleep_until(tick).await;
+                        break;
+                    }
                 }
             }
+        };
+        let jobs = tokio::select! {
+            jobs = handed => jobs,
+            () = woken => Vec::new(),
+        };
+        // Withdrawn, with what an insert that had taken it leased meanwhile. (A caller gone
+        // before this drops the request: jobs leased for it then are released.)
+        let withdrawn = match parked {
+            Some(handoff) => handoff.withdraw().await,
+            None => Vec::new(),
+        };
+        if !jobs.is_empty() || !withdrawn.is_empty() {
+            return Ok(jobs.into_iter().chain(withdrawn).collect());
         }
     }
 }

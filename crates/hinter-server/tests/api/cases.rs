@@ -7,7 +7,7 @@ use axum::Router;
 use chrono::Utc;
 use hinter_core::retry::FailOutcome;
 use hinter_core::store::Failure;
-use hinter_core::{Backend, Clock, ManualClock, Store};
+use hinter_core::{Backend, Clock, ManualClock, Store, StoreEvent};
 use hinter_server::{router, AppState, ServerConfig};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -939,6 +939,66 @@ async fn lease_wait_returns_when_a_job_arrives() {
         .await;
     assert!(none.is_empty());
     assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+/// A lease waiting on its queue is parked with the store: a job enqueued through the same
+/// server is leased for it in the enqueue's own transaction, so the enqueue announces no
+/// `JobsAvailable` (nothing waits), and the waiting lease's answer is that job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_lease_is_handed_a_job_in_its_enqueue() {
+    let Some(h) = harness().await else { return };
+    let h = Arc::new(h);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // The wait parks once its first lease found nothing: tried until one job is handed.
+    for round in 0.. {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no job was leased in its enqueue's transaction"
+        );
+        let waiter = {
+            let h = h.clone();
+            tokio::spawn(async move {
+                h.lease(json!({"worker_id": "w", "queues": ["handed"], "max": 3, "wait": "20s"}))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut events = h.store.subscribe();
+        let job = h.enqueue(json!({"job": "a", "queue": "handed"})).await;
+        let leased = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the lease wait ends when a job arrives")
+            .expect("task");
+        assert_eq!(leased.len(), 1);
+        assert_eq!(leased[0]["id"], job["id"]);
+        // Everything the enqueue announced has arrived once a later write's event has.
+        let marker = format!("marker-{round}");
+        h.store
+            .queue_set_paused(&marker, false)
+            .await
+            .expect("the marker");
+        let mut announced = false;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+                Ok(Ok(StoreEvent::JobsAvailable { queue })) if queue == marker => break,
+                Ok(Ok(StoreEvent::JobsAvailable { queue })) if queue == "handed" => {
+                    announced = true
+                }
+                Ok(Ok(_)) => {}
+                other => panic!("waiting for the marker event: {other:?}"),
+            }
+        }
+        if !announced {
+            break;
+        }
+        let done = h
+            .post(
+                &format!("/api/v1/jobs/{}/complete", id_of(&job)),
+                json!({"lease_token": leased[0]["lease_token"]}),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::OK);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

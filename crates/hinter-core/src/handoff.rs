@@ -76,6 +76,16 @@ fn remove(parked: &Shared, id: u64) -> bool {
     }
 }
 
+impl Parked {
+    /// The worker's request as the insert at `now` runs it.
+    pub fn request_at(&self, now: DateTime<Utc>) -> LeaseRequest {
+        LeaseRequest {
+            now,
+            ..self.request.clone()
+        }
+    }
+}
+
 impl ParkingLot {
     /// Parks `request` until an insert takes it or the worker withdraws it.
     pub fn park(&self, request: LeaseRequest) -> Handoff {

@@ -542,8 +542,7 @@ impl PostgresStore {
     ) -> StoreResult<Vec<Inserted>> {
         // The lease's statements are sent right after the insert's, in the same round trip
         // when the insert is a single statement; run after it, they see the new jobs.
-        let mut request = parked.request.clone();
-        request.now = now;
+        let request = parked.request_at(now);
         let written = write_tx!(self, generic_plans, |tx, ev| async {
             let (mut inserting, mut leasing) = (Vec::new(), Vec::new());
             let (inserted, leased) = tokio::join!(

@@ -293,8 +293,7 @@ impl SqliteStore {
         now: DateTime<Utc>,
         parked: handoff::Parked,
     ) -> StoreResult<Vec<Inserted>> {
-        let mut request = parked.request.clone();
-        request.now = now;
+        let request = parked.request_at(now);
         let writer = self.inner.writer.clone();
         let (tx, rx) = oneshot::channel();
         let insert = atomic(move |c, ev| {

@@ -175,6 +175,31 @@ pub async fn handoff_survives_an_abandoned_insert(store: Arc<dyn Store>) {
     assert_eq!(get(&*store, id).await.state, JobState::Running);
 }
 
+/// A worker gone (its [`Handoff`] dropped) after an insert took its request: the job leased
+/// for it goes back to the queue, to be leased again; nothing waits for the lease to expire.
+pub async fn handoff_releases_the_jobs_of_a_worker_gone(store: Arc<dyn Store>) {
+    let now = base_time();
+    let handoff = parked(&*store, &["default"], &[], 1);
+    let new = job("orphan");
+    let id = new.id;
+    let mut insert = std::pin::pin!(store.job_insert_many(vec![new], now));
+    // The first poll takes the request.
+    let first = std::future::poll_fn(|cx| Poll::Ready(insert.as_mut().poll(cx))).await;
+    assert!(first.is_pending(), "the insert finished in its first poll");
+    drop(handoff);
+    insert.await.expect("the insert");
+    // The release may be a write of its own after the insert's answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&*store, id).await.state != JobState::Queued {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job leased for a worker gone was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    lease_job(&*store, "default", id, now).await;
+}
+
 /// A lease or a parked request asking for more than [`hinter_core::limits::MAX_LEASE_JOBS`]
 /// (through the Rust API, which does not check it) gets at most that many; one that can lease
 /// nothing (`max` 0, no queues) is not parked.

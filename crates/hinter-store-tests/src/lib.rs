@@ -153,6 +153,7 @@ macro_rules! conformance_suite {
             handoff_serves_its_queues_and_names_only,
             handoff_survives_an_abandoned_insert,
             handoff_keeps_paused_queues_and_singletons,
+            handoff_releases_the_jobs_of_a_worker_gone,
             lease_and_park_hold_max_to_the_lease_limit,
             lease_respects_max,
             lease_sets_running_fields_and_counts_attempt,

@@ -152,6 +152,17 @@ async fn events_once_settled(h: &Harness, uri: &str, n: usize) -> Answer {
     }
 }
 
+/// The answer of a waiting lease, which must be `job` alone.
+async fn answered_with(waiter: tokio::task::JoinHandle<Vec<Value>>, job: &Value) -> Vec<Value> {
+    let leased = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the lease wait ends when a job arrives")
+        .expect("task");
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0]["id"], job["id"]);
+    leased
+}
+
 fn id_of(job: &Value) -> String {
     job["id"].as_str().expect("id").to_string()
 }
@@ -925,12 +936,7 @@ async fn lease_wait_returns_when_a_job_arrives() {
         "a job on another queue does not count"
     );
     let job = h.enqueue(json!({"job": "a", "queue": "media"})).await;
-    let leased = tokio::time::timeout(Duration::from_secs(5), waiter)
-        .await
-        .expect("the lease wait ends when a job arrives")
-        .expect("task");
-    assert_eq!(leased.len(), 1);
-    assert_eq!(leased[0]["id"], job["id"]);
+    answered_with(waiter, &job).await;
 
     // With a wait and nothing to do, the answer is empty after the wait.
     let started = tokio::time::Instant::now();
@@ -965,12 +971,7 @@ async fn a_waiting_lease_is_handed_a_job_in_its_enqueue() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut events = h.store.subscribe();
         let job = h.enqueue(json!({"job": "a", "queue": "handed"})).await;
-        let leased = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("the lease wait ends when a job arrives")
-            .expect("task");
-        assert_eq!(leased.len(), 1);
-        assert_eq!(leased[0]["id"], job["id"]);
+        let leased = answered_with(waiter, &job).await;
         // Everything the enqueue announced has arrived once a later write's event has.
         let marker = format!("marker-{round}");
         h.store

@@ -74,6 +74,33 @@ pub fn append_about(
     Ok(())
 }
 
+/// Appends the `created` event of each job with a `seq` from `first` to `last`, just
+/// inserted, in `seq` order: one statement that reads the rows back from the pages the insert
+/// left in the cache, instead of one insert with eight parameters bound per job.
+pub fn append_created(
+    conn: &Connection,
+    first: i64,
+    last: i64,
+    now: DateTime<Utc>,
+    hints: &mut Vec<StoreEvent>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (at, kind, job_seq, job_id, job, queue, attempt) \
+         SELECT ?1, ?2, seq, id, job, queue, attempt FROM jobs \
+         WHERE seq BETWEEN ?3 AND ?4 ORDER BY seq",
+    )
+    .map_err(db_err)?
+    .execute(params![
+        micros(now),
+        EventKind::Created.as_str(),
+        first,
+        last
+    ])
+    .map_err(db_err)?;
+    hint(hints);
+    Ok(())
+}
+
 fn hint(hints: &mut Vec<StoreEvent>) {
     if hints.last() != Some(&StoreEvent::Logged) {
         hints.push(StoreEvent::Logged);

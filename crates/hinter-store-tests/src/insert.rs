@@ -1,7 +1,7 @@
 //! Rule 1 and 2: inserting and reading jobs.
 
 use crate::support::*;
-use hinter_core::{Job, JobState, NewJob, Store};
+use hinter_core::{Job, JobState, NewJob, Store, StoreError};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,10 +206,13 @@ pub async fn insert_batch_is_atomic(store: Arc<dyn Store>) {
     let b = job("b");
     let (a_id, b_id) = (a.id, b.id);
     let answer = store.job_insert_many(vec![a, clash, b], now).await;
-    assert!(
-        answer.is_err(),
-        "inserting a second job with a taken id must fail: {answer:?}"
-    );
+    match &answer {
+        Err(StoreError::Conflict(m)) => assert!(
+            m.contains(&existing.id.to_string()),
+            "the conflict names the taken id: {m}"
+        ),
+        other => panic!("inserting a second job with a taken id must conflict: {other:?}"),
+    }
     for id in [a_id, b_id] {
         assert_eq!(
             store.job_get(id).await.expect("job_get"),

@@ -5,7 +5,9 @@ use crate::support::*;
 use chrono::{DateTime, Utc};
 use hinter_core::retry::FailOutcome;
 use hinter_core::store::{Completion, Expiry, Failure, WriteOp};
-use hinter_core::{EventFilter, EventKind, EventPage, JobEvent, Store, StoreError, StoreEvent};
+use hinter_core::{
+    EventFilter, EventKind, EventPage, JobEvent, JobState, Store, StoreError, StoreEvent,
+};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -111,6 +113,80 @@ async fn logged_since(
     }
     let last = events.last().map_or(after, |e| e.id);
     (entries(&events), last)
+}
+
+/// A batch larger than any one statement of a backend's bulk insert, with jobs of other
+/// queues, scheduled jobs and unique keys among its plain jobs (one a duplicate of an earlier
+/// job of the same batch): every job is stored as answered, `seq` grows in request order,
+/// each new job logs one `created` in that order and the duplicate none, and the queue counts
+/// match.
+pub async fn a_large_mixed_batch_is_stored_logged_and_counted_in_order(store: Arc<dyn Store>) {
+    let store = &*store;
+    let t0 = base_time();
+    let start = store.events_last_id().await.expect("events_last_id");
+    let mut batch = Vec::new();
+    for i in 0..1_000 {
+        let queue = if i % 3 == 0 { "bulk-b" } else { "bulk-a" };
+        let mut new = job_in(&format!("j{i}"), queue);
+        new.payload = json!({"i": i, "s": "é'\"?"});
+        if i % 97 == 0 {
+            new = new.unique(format!("k{i}"), None);
+        }
+        if i % 101 == 0 {
+            new = new.run_at(t0 + secs(60));
+        }
+        batch.push(new);
+    }
+    // A duplicate of job 97 (same name and key) late in the batch.
+    batch.insert(700, job_in("j97", "bulk-a").unique("k97", None));
+    let wanted: Vec<Uuid> = batch.iter().map(|j| j.id).collect();
+    let inserted = insert_many(store, batch, t0).await;
+    assert_eq!(inserted.len(), wanted.len(), "one answer per job");
+    let mut created = Vec::new();
+    let mut last_seq = i64::MIN;
+    let (mut queued, mut scheduled) = (std::collections::BTreeMap::new(), 0u64);
+    for (i, (answer, id)) in inserted.iter().zip(&wanted).enumerate() {
+        if i == 700 {
+            assert!(answer.duplicate, "the repeated unique key is a duplicate");
+            assert_eq!(
+                answer.job.id, inserted[97].job.id,
+                "it answers the first job"
+            );
+            continue;
+        }
+        assert!(!answer.duplicate, "job {i} is new");
+        assert_eq!(&answer.job.id, id, "answers come in request order");
+        assert!(
+            answer.job.seq > last_seq,
+            "seq grows in request order at job {i}"
+        );
+        last_seq = answer.job.seq;
+        assert_eq!(
+            get(store, *id).await,
+            answer.job,
+            "job {i} is stored as answered"
+        );
+        created.push(entry(EventKind::Created, *id, 0, Value::Null));
+        if answer.job.state == JobState::Scheduled {
+            scheduled += 1;
+        } else {
+            *queued.entry(answer.job.queue.clone()).or_insert(0u64) += 1;
+        }
+    }
+    let (got, _) = logged_since(store, start, t0, created.len()).await;
+    assert_eq!(got.len(), created.len(), "one created event per new job");
+    assert_eq!(got, created, "created events in request order");
+    let listed = store.queue_list().await.expect("queue_list");
+    let mut counted = std::collections::BTreeMap::new();
+    let mut scheduled_counted = 0;
+    for info in listed {
+        counted.insert(info.name.clone(), info.queued);
+        scheduled_counted += info.scheduled;
+    }
+    for (queue, n) in &queued {
+        assert_eq!(counted.get(queue), Some(n), "queued count of {queue}");
+    }
+    assert_eq!(scheduled_counted, scheduled, "scheduled count");
 }
 
 /// Every operation logs exactly the events of the contract (`hinter_core::event`), in order,

@@ -360,11 +360,8 @@ fn insert_sql(rows: usize) -> &'static str {
             .iter()
             .map(|&n| {
                 let row = format!("({})", vec!["?"; INSERT_ARITY].join(", "));
-                // OR FAIL: a conflict ends the statement without undoing its earlier rows,
-                // which spares SQLite a statement journal for every multi-row insert; the
-                // operation's savepoint undoes the whole insert anyway.
                 format!(
-                    "INSERT OR FAIL INTO jobs ({INSERT_COLUMNS}) VALUES {}",
+                    "INSERT INTO jobs ({INSERT_COLUMNS}) VALUES {}",
                     vec![row; n].join(", ")
                 )
             })
@@ -529,22 +526,26 @@ fn write_rows(
     Ok(())
 }
 
-/// The error of a chunk whose insert met a unique constraint: names the first job whose id
-/// is taken by another row (one stored before, or an earlier one of the same call).
+/// The error of a chunk whose insert met a unique constraint (the statement undid its own
+/// rows): names the first job whose id is stored already (before this call, or by an earlier
+/// chunk of it), or one given twice within the chunk.
 fn conflict(conn: &Connection, chunk: &[JobRow]) -> StoreError {
+    let taken = |id: &str| StoreError::Conflict(format!("job {id} already exists"));
     for row in chunk {
-        let taken: rusqlite::Result<Option<i64>> = conn
+        let stored: rusqlite::Result<Option<i64>> = conn
             .prepare_cached("SELECT seq FROM jobs WHERE id = ?1")
             .and_then(|mut s| s.query_row([&row.id], |r| r.get(0)).optional());
-        match taken {
-            Ok(Some(seq)) if seq != row.seq => {
-                return StoreError::Conflict(format!("job {} already exists", row.id))
-            }
-            Ok(_) => {}
+        match stored {
+            Ok(Some(_)) => return taken(&row.id),
+            Ok(None) => {}
             Err(e) => return db_err(e),
         }
     }
-    StoreError::Conflict("a job of this call already exists".to_string())
+    let mut seen = HashSet::new();
+    match chunk.iter().find(|row| !seen.insert(&row.id)) {
+        Some(row) => taken(&row.id),
+        None => StoreError::Conflict("a job of this call already exists".to_string()),
+    }
 }
 
 /// The `seq` the next inserted job gets: one above the highest there is, as SQLite assigns a

@@ -223,6 +223,23 @@ pub async fn insert_batch_is_atomic(store: Arc<dyn Store>) {
     assert_eq!(get(store, existing.id).await, existing);
     let again = insert(store, job("a"), now).await;
     assert_eq!(get(store, again.id).await, again, "the store still works");
+
+    // One new id given twice in a batch: refused the same way.
+    let first = job("twice");
+    let mut second = job("twice-again");
+    second.id = first.id;
+    let twice = first.id;
+    match store
+        .job_insert_many(vec![job("c"), first, second], now)
+        .await
+    {
+        Err(StoreError::Conflict(m)) => assert!(
+            m.contains(&twice.to_string()),
+            "the conflict names the repeated id: {m}"
+        ),
+        other => panic!("an id given twice in a batch must conflict: {other:?}"),
+    }
+    assert_eq!(store.job_get(twice).await.expect("job_get"), None);
 }
 
 /// `ping` succeeds on a working store.

@@ -677,7 +677,8 @@ pub async fn job_insert_many<C: Conn>(
         let parent_ids: Vec<Option<Uuid>> = fresh.iter().map(|&i| jobs[i].parent_id).collect();
         let sql = format!(
             "WITH s AS MATERIALIZED (
-                 SELECT row_number() OVER (ORDER BY v) AS ord, v
+                 -- The numbers in one array, taken by ordinal below: no join.
+                 SELECT array_agg(v ORDER BY v) AS vs
                  FROM (SELECT nextval('jobs_seq_seq') AS v
                        FROM generate_series(1, cardinality($1::uuid[]))
                        -- The transaction id first, then the numbers (a one-time filter):
@@ -687,7 +688,7 @@ pub async fn job_insert_many<C: Conn>(
              ins AS (INSERT INTO jobs (seq, id, job, queue, payload, state, priority, max_attempts,
                                run_at, created_at, unique_key, ordering_key, timeout_ms,
                                singleton{extra_columns})
-             SELECT s.v, u.id, u.job, u.queue, u.payload, u.state, u.priority, u.max_attempts,
+             SELECT s.vs[u.ord], u.id, u.job, u.queue, u.payload, u.state, u.priority, u.max_attempts,
                     u.run_at, $13, u.unique_key, u.ordering_key, u.timeout_ms,
                     u.singleton{extra_values}
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::json[], $5::text[],
@@ -696,7 +697,7 @@ pub async fn job_insert_many<C: Conn>(
                   WITH ORDINALITY AS u(id, job, queue, payload, state, priority, max_attempts,
                                        run_at, unique_key, ordering_key, timeout_ms,
                                        singleton{extra_names}, ord)
-             JOIN s ON s.ord = u.ord
+             CROSS JOIN s
              RETURNING seq, id, job, queue),
              logged AS (
                  INSERT INTO events (at, kind, job_id, job, queue, attempt)

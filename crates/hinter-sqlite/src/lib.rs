@@ -545,11 +545,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<Job>>> {
         let raws = self
-            .write(move |c, ev| {
-                each(c, &completions, |c, item| {
-                    ops::job_complete(c, item, now, ev)
-                })
-            })
+            .write(move |c, ev| ops::job_complete_many(c, &completions, now, ev))
             .await?;
         Ok(raws
             .into_iter()
@@ -590,9 +586,9 @@ impl Store for SqliteStore {
                         WriteResult::Inserted(ops::job_insert_many(c, jobs, now, ev)?)
                     }
                     WriteOp::Complete(items) => WriteResult::Completed(
-                        items
-                            .iter()
-                            .map(|item| ops::job_complete(c, item, now, ev)?.decode())
+                        ops::job_complete_many(c, &items, now, ev)?
+                            .into_iter()
+                            .map(|raw| raw?.decode())
                             .collect::<StoreResult<_>>()?,
                     ),
                     WriteOp::Fail(items) => WriteResult::Failed(

@@ -101,7 +101,8 @@ pub fn append_created(
     Ok(())
 }
 
-fn hint(hints: &mut Vec<StoreEvent>) {
+/// Notes that the log grew, once per run of appends.
+pub(crate) fn hint(hints: &mut Vec<StoreEvent>) {
     if hints.last() != Some(&StoreEvent::Logged) {
         hints.push(StoreEvent::Logged);
     }

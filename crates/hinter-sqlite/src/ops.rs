@@ -339,37 +339,75 @@ fn job_with_runs(conn: &Connection, seq: i64) -> Result<Job> {
 
 const ACTIVE_STATES: &str = "('scheduled', 'queued', 'running')";
 
-/// Columns of a job row written by an insert, in the order [`JobRow::bind`] binds them.
-const INSERT_COLUMNS: &str = "seq, id, job, queue, payload, state, priority, max_attempts, \
-    run_at, created_at, unique_key, ordering_key, timeout_ms, singleton, reply_to, \
-    correlation_id, callback_url, parent_id";
+/// Parameters per row of [`INSERT_JOBS`], in the order [`JobRow::bind`] binds them.
 const INSERT_ARITY: usize = 18;
 
-/// Rows per multi-row `INSERT`, largest first: a run of new jobs is written with as few
+/// Rows per multi-row statement, largest first: a run of rows is written with as few
 /// statements as these sizes add up to (1,000 jobs: seven of 128 and three more). One
 /// statement per job opened and closed a cursor on the table and each of its indexes per job
 /// and looked its SQL up in the statement cache each time: a fifth of the writer's time in a
-/// bulk enqueue. 128 rows bind 2,304 parameters, far below SQLite's limit of 32,766.
-const INSERT_CHUNKS: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
+/// bulk enqueue. 128 rows of the widest statement bind 2,304 parameters, far below SQLite's
+/// limit of 32,766.
+const CHUNKS: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
 
-/// The `INSERT` statement for `rows` rows, made once per size.
-fn insert_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        INSERT_CHUNKS
-            .iter()
-            .map(|&n| {
-                let row = format!("({})", vec!["?"; INSERT_ARITY].join(", "));
-                format!(
-                    "INSERT INTO jobs ({INSERT_COLUMNS}) VALUES {}",
-                    vec![row; n].join(", ")
-                )
-            })
-            .collect()
-    });
-    let at = INSERT_CHUNKS.iter().position(|&n| n == rows).unwrap_or(0);
-    &all[at]
+/// A statement over a list of rows given as `VALUES`, made once for each size of
+/// [`CHUNKS`]: `{values}` in `template` becomes `(?, …), (?, …)…` with `arity` parameters
+/// per row, and `{JOB_COLUMNS}` becomes [`JOB_COLUMNS`]. Numbered parameters (`?1`…) must
+/// come before `{values}` in the text: each `?` there takes the next number after the
+/// highest one before it.
+struct Chunked {
+    template: &'static str,
+    arity: usize,
+    sql: std::sync::OnceLock<Vec<String>>,
 }
+
+impl Chunked {
+    const fn new(template: &'static str, arity: usize) -> Self {
+        Self {
+            template,
+            arity,
+            sql: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The statement for `rows` rows (one of [`CHUNKS`]).
+    fn sql(&self, rows: usize) -> &str {
+        let all = self.sql.get_or_init(|| {
+            let row = format!("({})", vec!["?"; self.arity].join(", "));
+            CHUNKS
+                .iter()
+                .map(|&n| {
+                    self.template
+                        .replace("{JOB_COLUMNS}", JOB_COLUMNS)
+                        .replace("{values}", &vec![row.as_str(); n].join(", "))
+                })
+                .collect()
+        });
+        let at = CHUNKS.iter().position(|&n| n == rows).unwrap_or(0);
+        &all[at]
+    }
+
+    /// Splits `items` into the chunks it is written in, largest first.
+    fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+        let mut rest = items;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let size = CHUNKS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
+            Some(chunk)
+        })
+    }
+}
+
+static INSERT_JOBS: Chunked = Chunked::new(
+    "INSERT INTO jobs (seq, id, job, queue, payload, state, priority, max_attempts, run_at, \
+     created_at, unique_key, ordering_key, timeout_ms, singleton, reply_to, correlation_id, \
+     callback_url, parent_id) VALUES {values}",
+    INSERT_ARITY,
+);
 
 /// A new job ready to be written: its columns as stored.
 struct JobRow {
@@ -401,7 +439,7 @@ impl JobRow {
         })
     }
 
-    /// Binds the row's [`INSERT_COLUMNS`] from parameter `first` on.
+    /// Binds the row's columns of [`INSERT_JOBS`] from parameter `first` on.
     fn bind(
         &self,
         stmt: &mut rusqlite::CachedStatement<'_>,
@@ -490,14 +528,10 @@ fn write_rows(
         return Ok(());
     };
     let now_us = micros(now);
-    let mut rest: &[JobRow] = rows;
-    while !rest.is_empty() {
-        let size = INSERT_CHUNKS
-            .into_iter()
-            .find(|&n| n <= rest.len())
-            .unwrap_or(1);
-        let (chunk, after) = rest.split_at(size);
-        let mut stmt = conn.prepare_cached(insert_sql(size)).map_err(db_err)?;
+    for chunk in Chunked::chunks(rows) {
+        let mut stmt = conn
+            .prepare_cached(INSERT_JOBS.sql(chunk.len()))
+            .map_err(db_err)?;
         for (i, row) in chunk.iter().enumerate() {
             row.bind(&mut stmt, 1 + i * INSERT_ARITY, now_us)
                 .map_err(db_err)?;
@@ -510,7 +544,6 @@ fn write_rows(
             }
             e => db_err(e),
         })?;
-        rest = after;
     }
     log::append_created(conn, first, last, now, events)?;
     for row in rows.drain(..) {
@@ -1064,11 +1097,6 @@ pub fn job_complete(
         .map_err(db_err)?
         .query_row(params![id], raw_job)
         .map_err(db_err)?;
-    counts::moved(
-        &raw.queue,
-        Some(JobState::Running),
-        Some(JobState::Succeeded),
-    );
     finish_run(
         conn,
         raw.seq,
@@ -1086,8 +1114,26 @@ pub fn job_complete(
         attempt: raw.attempt,
     };
     log::append_about(conn, &about, EventKind::Succeeded, now, None, events)?;
+    succeeded(conn, c.id, &raw, now, events)?;
+    Ok(raw)
+}
+
+/// What follows the success of job `id` (`raw`, as written) in its transaction: its count,
+/// the announcements, and its follow-ups.
+fn succeeded(
+    conn: &Connection,
+    id: Uuid,
+    raw: &RawJob,
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<()> {
+    counts::moved(
+        &raw.queue,
+        Some(JobState::Running),
+        Some(JobState::Succeeded),
+    );
     events.push(StoreEvent::JobFinished {
-        id: c.id,
+        id,
         state: JobState::Succeeded,
     });
     if raw.ordering_key.is_some() || raw.singleton {
@@ -1099,7 +1145,169 @@ pub fn job_complete(
         let job = job_get_seq(conn, raw.seq)?;
         insert_followups(conn, &job, now, events)?;
     }
-    Ok(raw)
+    Ok(())
+}
+
+static HOLDERS: Chunked = Chunked::new(
+    "SELECT id, seq, state = 'running' AND lease_token IS v.column2 FROM jobs \
+     JOIN (VALUES {values}) AS v ON jobs.id = v.column1",
+    2,
+);
+static SUCCEED_JOBS: Chunked = Chunked::new(
+    "UPDATE jobs SET state = 'succeeded', result = v.column2, finished_at = ?1, \
+     lease_token = NULL, lease_expires_at = NULL, deadline_at = NULL \
+     FROM (VALUES {values}) AS v WHERE jobs.seq = v.column1",
+    2,
+);
+static SUCCEED_RUNS: Chunked = Chunked::new(
+    "UPDATE runs SET outcome = ?1, finished_at = ?2, \
+     duration_ms = MAX((?2 - started_at) / 1000, 0), error = NULL, exit_code = NULL \
+     FROM (VALUES {values}) AS v \
+     WHERE runs.job_seq = v.column1 AND runs.lease_token = v.column2 \
+     AND runs.outcome = 'running'",
+    2,
+);
+static SUCCEEDED_EVENTS: Chunked = Chunked::new(
+    "INSERT INTO events (at, kind, job_seq, job_id, job, queue, attempt) \
+     SELECT ?1, ?2, jobs.seq, jobs.id, jobs.job, jobs.queue, jobs.attempt \
+     FROM (VALUES {values}) AS v JOIN jobs ON jobs.seq = v.column2 ORDER BY v.column1",
+    2,
+);
+static READ_BACK: Chunked = Chunked::new(
+    "SELECT {JOB_COLUMNS} FROM jobs WHERE seq IN (VALUES {values})",
+    1,
+);
+
+/// [`job_complete`] of each of `items`, the whole list with a few statements per chunk of
+/// [`CHUNKS`] instead of four per job: which of them hold their lease (one read), the jobs'
+/// update, their runs', their `succeeded` events in the order of `items`, and the rows read
+/// back. An item whose job is not running under its token is answered `StaleLease` or
+/// `NotFound`, as by `job_complete`, and changes nothing. A list that names a job twice goes
+/// item by item, so that the second is answered as the first leaves the job.
+pub fn job_complete_many(
+    conn: &Connection,
+    items: &[Completion],
+    now: DateTime<Utc>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<Vec<Result<RawJob>>> {
+    let mut seen = HashSet::with_capacity(items.len());
+    if items.len() < 2 || !items.iter().all(|c| seen.insert(c.id)) {
+        return items
+            .iter()
+            .map(|c| match job_complete(conn, c, now, events) {
+                Err(e @ (StoreError::Unavailable(_) | StoreError::Storage(_))) => Err(e),
+                other => Ok(other),
+            })
+            .collect();
+    }
+    let now_us = micros(now);
+    let ids: Vec<String> = items.iter().map(|c| c.id.to_string()).collect();
+    // The job of each item: its seq, and whether it runs under the item's token.
+    let mut held: HashMap<String, (i64, bool)> = HashMap::with_capacity(items.len());
+    let pairs: Vec<(&String, i64)> = ids
+        .iter()
+        .zip(items.iter().map(|c| c.lease_token))
+        .collect();
+    for chunk in Chunked::chunks(&pairs) {
+        let mut stmt = conn
+            .prepare_cached(HOLDERS.sql(chunk.len()))
+            .map_err(db_err)?;
+        for (i, (id, token)) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(1 + 2 * i, id).map_err(db_err)?;
+            stmt.raw_bind_parameter(2 + 2 * i, token).map_err(db_err)?;
+        }
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next().map_err(db_err)? {
+            held.insert(
+                row.get(0).map_err(db_err)?,
+                (row.get(1).map_err(db_err)?, row.get(2).map_err(db_err)?),
+            );
+        }
+    }
+    // (position in `items`, seq, lease token, result) of the items that hold their lease.
+    let mut good: Vec<(usize, i64, i64, Option<String>)> = Vec::with_capacity(items.len());
+    let mut out: Vec<Option<Result<RawJob>>> = Vec::with_capacity(items.len());
+    for (i, (c, id)) in items.iter().zip(&ids).enumerate() {
+        match held.get(id) {
+            Some(&(seq, true)) => {
+                let result = c
+                    .result
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?;
+                good.push((i, seq, c.lease_token, result));
+                out.push(None);
+            }
+            Some(&(_, false)) => out.push(Some(Err(StoreError::StaleLease(c.id)))),
+            None => out.push(Some(Err(StoreError::NotFound(c.id)))),
+        }
+    }
+    for chunk in Chunked::chunks(&good) {
+        let mut stmt = conn
+            .prepare_cached(SUCCEED_JOBS.sql(chunk.len()))
+            .map_err(db_err)?;
+        stmt.raw_bind_parameter(1, now_us).map_err(db_err)?;
+        for (k, (_, seq, _, result)) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(2 + 2 * k, seq).map_err(db_err)?;
+            stmt.raw_bind_parameter(3 + 2 * k, result).map_err(db_err)?;
+        }
+        stmt.raw_execute().map_err(db_err)?;
+        let mut stmt = conn
+            .prepare_cached(SUCCEED_RUNS.sql(chunk.len()))
+            .map_err(db_err)?;
+        stmt.raw_bind_parameter(1, RunOutcome::Succeeded.as_str())
+            .map_err(db_err)?;
+        stmt.raw_bind_parameter(2, now_us).map_err(db_err)?;
+        for (k, (_, seq, token, _)) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(3 + 2 * k, seq).map_err(db_err)?;
+            stmt.raw_bind_parameter(4 + 2 * k, token).map_err(db_err)?;
+        }
+        stmt.raw_execute().map_err(db_err)?;
+        let mut stmt = conn
+            .prepare_cached(SUCCEEDED_EVENTS.sql(chunk.len()))
+            .map_err(db_err)?;
+        stmt.raw_bind_parameter(1, now_us).map_err(db_err)?;
+        stmt.raw_bind_parameter(2, EventKind::Succeeded.as_str())
+            .map_err(db_err)?;
+        for (k, (i, seq, _, _)) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(3 + 2 * k, *i as i64)
+                .map_err(db_err)?;
+            stmt.raw_bind_parameter(4 + 2 * k, seq).map_err(db_err)?;
+        }
+        stmt.raw_execute().map_err(db_err)?;
+        let mut stmt = conn
+            .prepare_cached(READ_BACK.sql(chunk.len()))
+            .map_err(db_err)?;
+        for (k, (_, seq, _, _)) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(1 + k, seq).map_err(db_err)?;
+        }
+        let mut by_seq: HashMap<i64, RawJob> = HashMap::with_capacity(chunk.len());
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next().map_err(db_err)? {
+            let raw = raw_job(row).map_err(db_err)?;
+            by_seq.insert(raw.seq, raw);
+        }
+        for &(i, seq, _, _) in chunk {
+            let raw = by_seq
+                .remove(&seq)
+                .ok_or_else(|| StoreError::Corrupt(format!("job seq {seq} vanished")))?;
+            out[i] = Some(Ok(raw));
+        }
+    }
+    if !good.is_empty() {
+        log::hint(events);
+    }
+    let mut answers = Vec::with_capacity(items.len());
+    for (c, answer) in items.iter().zip(out) {
+        let answer =
+            answer.ok_or_else(|| StoreError::Corrupt(format!("job {} unanswered", c.id)))?;
+        if let Ok(raw) = &answer {
+            succeeded(conn, c.id, raw, now, events)?;
+        }
+        answers.push(answer);
+    }
+    Ok(answers)
 }
 
 /// Inserts the reply message and callback delivery of a job that just finished, in the

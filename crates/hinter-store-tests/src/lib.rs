@@ -143,6 +143,7 @@ macro_rules! conformance_suite {
             insert_batch_returns_results_in_order,
             insert_batch_is_atomic,
             a_large_mixed_batch_is_stored_logged_and_counted_in_order,
+            a_large_completion_batch_answers_each_item_and_logs_in_order,
             ping_succeeds,
             limits_extreme_values_are_stored_and_computed,
             limits_unstorable_jobs_are_refused,

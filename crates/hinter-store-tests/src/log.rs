@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use hinter_core::retry::FailOutcome;
 use hinter_core::store::{Completion, Expiry, Failure, WriteOp};
 use hinter_core::{
-    EventFilter, EventKind, EventPage, JobEvent, JobState, Store, StoreError, StoreEvent,
+    EventFilter, EventKind, EventPage, JobEvent, JobState, RunOutcome, Store, StoreError,
+    StoreEvent,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -187,6 +188,124 @@ pub async fn a_large_mixed_batch_is_stored_logged_and_counted_in_order(store: Ar
         assert_eq!(counted.get(queue), Some(n), "queued count of {queue}");
     }
     assert_eq!(scheduled_counted, scheduled, "scheduled count");
+}
+
+/// A completion batch larger than any one statement of a backend's, in another order than
+/// the jobs were leased, with results and without, a stale token and an unknown job among
+/// the good items: each item is answered on its own, the good ones are stored with their
+/// result and their run ended, their `succeeded` events come in the order of the items, and
+/// the counts follow. A batch naming one job twice answers the second as stale.
+pub async fn a_large_completion_batch_answers_each_item_and_logs_in_order(store: Arc<dyn Store>) {
+    let store = &*store;
+    let t0 = base_time();
+    let batch: Vec<_> = (0..300).map(|i| job_in(&format!("c{i}"), "bulk")).collect();
+    insert_many(store, batch, t0).await;
+    let mut leased = lease(store, &["bulk"], 300, t0).await;
+    assert_eq!(leased.len(), 300, "every job leased");
+    leased.reverse();
+    let (stale, rest) = leased.split_at(1);
+    let (twice, rest) = rest.split_at(1);
+    let unknown = Uuid::now_v7();
+    let at = t0 + secs(5);
+    let result_of = |i: usize| i.is_multiple_of(2).then(|| json!({"i": i, "s": "é\"'"}));
+    let mut items: Vec<Completion> = rest
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Completion {
+            id: l.id,
+            lease_token: l.lease_token,
+            result: result_of(i),
+        })
+        .collect();
+    items.insert(
+        100,
+        Completion {
+            id: stale[0].id,
+            lease_token: stale[0].lease_token.wrapping_add(1),
+            result: None,
+        },
+    );
+    items.insert(
+        200,
+        Completion {
+            id: unknown,
+            lease_token: 7,
+            result: None,
+        },
+    );
+    let start = store.events_last_id().await.expect("events_last_id");
+    let answers = store
+        .job_complete_many(items.clone(), at)
+        .await
+        .expect("job_complete_many");
+    assert_eq!(answers.len(), items.len(), "one answer per item");
+    let mut logged = Vec::new();
+    for (k, (item, answer)) in items.iter().zip(&answers).enumerate() {
+        if k == 100 {
+            assert_stale(answer.clone(), item.id, "the wrong token");
+            continue;
+        }
+        if k == 200 {
+            match answer {
+                Err(StoreError::NotFound(id) | StoreError::StaleLease(id)) => {
+                    assert_eq!(*id, unknown)
+                }
+                other => panic!("an unknown job: expected NotFound, got {other:?}"),
+            }
+            continue;
+        }
+        let done = answer.as_ref().expect("a good completion is applied");
+        assert_eq!(done.id, item.id, "answers in item order");
+        assert_eq!(done.state, JobState::Succeeded);
+        assert_eq!(done.result, item.result, "the item's result");
+        assert_eq!(done.finished_at, Some(at));
+        assert_eq!(&stored(store, item.id).await, done, "stored as answered");
+        let with_runs = get(store, item.id).await;
+        let run = with_runs.runs.last().expect("its run");
+        assert_eq!(
+            (run.outcome, run.finished_at),
+            (RunOutcome::Succeeded, Some(at)),
+            "its run ended"
+        );
+        logged.push(entry(EventKind::Succeeded, item.id, 1, Value::Null));
+    }
+    let (got, _) = logged_since(store, start, at, logged.len()).await;
+    assert_eq!(
+        got, logged,
+        "succeeded events in item order, none for refused items"
+    );
+    let bulk = store
+        .queue_list()
+        .await
+        .expect("queue_list")
+        .into_iter()
+        .find(|q| q.name == "bulk")
+        .expect("the queue is listed");
+    assert_eq!((bulk.succeeded, bulk.running), (298, 2), "counts follow");
+    assert_eq!(get(store, stale[0].id).await.state, JobState::Running);
+
+    let twice_items = vec![
+        Completion {
+            id: twice[0].id,
+            lease_token: twice[0].lease_token,
+            result: Some(json!(1)),
+        },
+        Completion {
+            id: twice[0].id,
+            lease_token: twice[0].lease_token,
+            result: Some(json!(2)),
+        },
+    ];
+    let answers = store
+        .job_complete_many(twice_items, at)
+        .await
+        .expect("job_complete_many");
+    let first = answers[0]
+        .as_ref()
+        .expect("the first completion is applied");
+    assert_eq!(first.result, Some(json!(1)));
+    assert_stale(answers[1].clone(), twice[0].id, "the same job again");
+    assert_eq!(get(store, twice[0].id).await.result, Some(json!(1)));
 }
 
 /// Every operation logs exactly the events of the contract (`hinter_core::event`), in order,

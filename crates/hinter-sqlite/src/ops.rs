@@ -819,8 +819,39 @@ fn lease_candidates(
     Ok(best.into_sorted_vec())
 }
 
-/// Leases candidates until `want` are taken; returns whether a singleton was skipped
-/// because another of its name was taken in this round.
+static LEASE_JOBS: Chunked = Chunked::new(
+    "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = ?1, \
+     lease_token = v.column2, lease_expires_at = ?2, started_at = ?3, \
+     deadline_at = CASE WHEN timeout_ms IS NULL THEN NULL ELSE ?3 + timeout_ms * 1000 END \
+     FROM (VALUES {values}) AS v WHERE jobs.seq = v.column1 AND jobs.state = 'queued'",
+    2,
+);
+static LEASED_ROWS: Chunked = Chunked::new(
+    "SELECT jobs.seq, id, job, queue, payload, attempt, max_attempts, priority, created_at, \
+            timeout_ms, checkpoint \
+     FROM (VALUES {values}) AS v JOIN jobs ON jobs.seq = v.column1 \
+     WHERE jobs.lease_token = v.column2",
+    2,
+);
+static LEASED_RUNS: Chunked = Chunked::new(
+    "INSERT INTO runs (job_seq, attempt, worker_id, lease_token, started_at) \
+     SELECT jobs.seq, jobs.attempt, ?1, jobs.lease_token, ?2 \
+     FROM (VALUES {values}) AS v JOIN jobs ON jobs.seq = v.column1 \
+     WHERE jobs.lease_token = v.column2 ORDER BY v.column1",
+    2,
+);
+static STARTED_EVENTS: Chunked = Chunked::new(
+    "INSERT INTO events (at, kind, job_seq, job_id, job, queue, attempt, data) \
+     SELECT ?1, ?2, jobs.seq, jobs.id, jobs.job, jobs.queue, jobs.attempt, ?3 \
+     FROM (VALUES {values}) AS v JOIN jobs ON jobs.seq = v.column1 \
+     WHERE jobs.lease_token = v.column2 ORDER BY v.column3",
+    3,
+);
+
+/// Leases `candidates` (best first) until `want` are taken, each singleton name once. Answers
+/// whether a singleton was passed over. The jobs are written with a few statements per chunk
+/// of [`CHUNKS`], not four per job: their update, their rows read back, their runs and their
+/// `started` events in lease order.
 fn lease_round(
     conn: &Connection,
     request: &LeaseRequest,
@@ -829,133 +860,148 @@ fn lease_round(
     leased: &mut Vec<LeasedJob>,
     events: &mut Vec<StoreEvent>,
 ) -> Result<bool> {
-    let now = truncate(request.now);
+    let now = micros(truncate(request.now));
     let lease_until = truncate(
         request.now
             + chrono::Duration::from_std(request.lease_for).unwrap_or(chrono::Duration::hours(1)),
     );
-    // No RETURNING: SQLite runs RETURNING as a trigger, and a statement with a trigger that
-    // may abort keeps a statement journal, which cost a quarter of the writer's time. The
-    // row is read back by key instead (its pages are in the cache).
-    let mut update = conn
-        .prepare_cached(
-            "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = ?2, \
-             lease_token = ?3, lease_expires_at = ?4, started_at = ?5, \
-             deadline_at = CASE WHEN timeout_ms IS NULL THEN NULL ELSE ?5 + timeout_ms * 1000 END \
-             WHERE seq = ?1 AND state = 'queued'",
-        )
-        .map_err(db_err)?;
-    let mut read_back = conn
-        .prepare_cached(
-            "SELECT id, job, queue, payload, attempt, max_attempts, priority, created_at, \
-                    timeout_ms, checkpoint \
-             FROM jobs WHERE seq = ?1",
-        )
-        .map_err(db_err)?;
-    let mut run = conn
-        .prepare_cached(
-            "INSERT INTO runs (job_seq, attempt, worker_id, lease_token, started_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(db_err)?;
-    let started = json!({ "worker_id": request.worker_id });
     let mut singletons_taken: HashSet<String> = HashSet::new();
     let mut skipped = false;
-    let mut taken = 0;
+    // (seq, lease token) of the jobs chosen, in lease order.
+    let mut chosen: Vec<(i64, i64)> = Vec::with_capacity(want.min(candidates.len()));
     for c in candidates {
-        if taken >= want {
+        if chosen.len() >= want {
             break;
         }
         if c.singleton && !singletons_taken.insert(c.job.clone()) {
             skipped = true;
             continue;
         }
-        let lease_token = new_lease_token();
-        let updated = update
-            .execute(params![
-                c.seq,
-                request.worker_id,
-                lease_token,
-                micros(lease_until),
-                micros(now)
-            ])
+        chosen.push((c.seq, new_lease_token()));
+    }
+    // No RETURNING: SQLite runs RETURNING as a trigger, and a statement with a trigger that
+    // may abort keeps a statement journal, which cost a quarter of the writer's time. The
+    // rows are read back by key instead (their pages are in the cache); a chosen job that
+    // was not queued any more has no row with its token and is left out.
+    let started = json!({ "worker_id": request.worker_id }).to_string();
+    for chunk in Chunked::chunks(&chosen) {
+        let mut stmt = conn
+            .prepare_cached(LEASE_JOBS.sql(chunk.len()))
             .map_err(db_err)?;
-        if updated == 0 {
-            continue;
+        stmt.raw_bind_parameter(1, &request.worker_id)
+            .map_err(db_err)?;
+        stmt.raw_bind_parameter(2, micros(lease_until))
+            .map_err(db_err)?;
+        stmt.raw_bind_parameter(3, now).map_err(db_err)?;
+        bind_pairs(&mut stmt, 4, chunk)?;
+        stmt.raw_execute().map_err(db_err)?;
+
+        let mut stmt = conn
+            .prepare_cached(LEASED_RUNS.sql(chunk.len()))
+            .map_err(db_err)?;
+        stmt.raw_bind_parameter(1, &request.worker_id)
+            .map_err(db_err)?;
+        stmt.raw_bind_parameter(2, now).map_err(db_err)?;
+        bind_pairs(&mut stmt, 3, chunk)?;
+        stmt.raw_execute().map_err(db_err)?;
+
+        let mut stmt = conn
+            .prepare_cached(STARTED_EVENTS.sql(chunk.len()))
+            .map_err(db_err)?;
+        stmt.raw_bind_parameter(1, now).map_err(db_err)?;
+        stmt.raw_bind_parameter(2, EventKind::Started.as_str())
+            .map_err(db_err)?;
+        stmt.raw_bind_parameter(3, &started).map_err(db_err)?;
+        for (k, (seq, token)) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(4 + 3 * k, seq).map_err(db_err)?;
+            stmt.raw_bind_parameter(5 + 3 * k, token).map_err(db_err)?;
+            stmt.raw_bind_parameter(6 + 3 * k, k as i64)
+                .map_err(db_err)?;
         }
-        let row = read_back
-            .query_row(params![c.seq], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i32>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                    r.get::<_, Option<String>>(9)?,
-                ))
-            })
+        stmt.raw_execute().map_err(db_err)?;
+
+        let mut stmt = conn
+            .prepare_cached(LEASED_ROWS.sql(chunk.len()))
             .map_err(db_err)?;
-        let (
-            id,
-            job,
-            queue,
-            payload,
-            attempt,
-            max_attempts,
-            priority,
-            created_at,
-            timeout,
-            checkpoint,
-        ) = row;
-        counts::moved(&queue, Some(JobState::Queued), Some(JobState::Running));
-        run.execute(params![
-            c.seq,
-            attempt,
-            request.worker_id,
-            lease_token,
-            micros(now)
-        ])
-        .map_err(db_err)?;
-        let about = log::About {
-            seq: c.seq,
-            id: &id,
-            job: &job,
-            queue: &queue,
-            attempt,
-        };
-        log::append_about(
-            conn,
-            &about,
-            EventKind::Started,
-            now,
-            Some(&started),
-            events,
-        )?;
-        taken += 1;
-        leased.push(LeasedJob {
-            id: Uuid::parse_str(&id)
-                .map_err(|e| StoreError::Corrupt(format!("job id {id:?}: {e}")))?,
-            job,
-            queue,
-            payload: parse_json(&payload, "payload")?,
-            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-            max_attempts: u32::try_from(max_attempts).unwrap_or(0),
-            priority,
-            created_at: from_micros(created_at)?,
-            lease_token,
-            lease_expires_at: lease_until,
-            timeout: timeout.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
-            checkpoint: checkpoint
-                .as_deref()
-                .map(|c| parse_json(c, "checkpoint"))
-                .transpose()?,
-        });
+        bind_pairs(&mut stmt, 1, chunk)?;
+        let mut by_seq: HashMap<i64, LeasedRow> = HashMap::with_capacity(chunk.len());
+        let mut rows = stmt.raw_query();
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let row = LeasedRow {
+                id: r.get(1).map_err(db_err)?,
+                job: r.get(2).map_err(db_err)?,
+                queue: r.get(3).map_err(db_err)?,
+                payload: r.get(4).map_err(db_err)?,
+                attempt: r.get(5).map_err(db_err)?,
+                max_attempts: r.get(6).map_err(db_err)?,
+                priority: r.get(7).map_err(db_err)?,
+                created_at: r.get(8).map_err(db_err)?,
+                timeout_ms: r.get(9).map_err(db_err)?,
+                checkpoint: r.get(10).map_err(db_err)?,
+            };
+            by_seq.insert(r.get(0).map_err(db_err)?, row);
+        }
+        if !by_seq.is_empty() {
+            log::hint(events);
+        }
+        for &(seq, lease_token) in chunk {
+            let Some(row) = by_seq.remove(&seq) else {
+                continue;
+            };
+            counts::moved(&row.queue, Some(JobState::Queued), Some(JobState::Running));
+            leased.push(LeasedJob {
+                id: Uuid::parse_str(&row.id)
+                    .map_err(|e| StoreError::Corrupt(format!("job id {:?}: {e}", row.id)))?,
+                job: row.job,
+                queue: row.queue,
+                payload: parse_json(&row.payload, "payload")?,
+                attempt: u32::try_from(row.attempt).unwrap_or(u32::MAX),
+                max_attempts: u32::try_from(row.max_attempts).unwrap_or(0),
+                priority: row.priority,
+                created_at: from_micros(row.created_at)?,
+                lease_token,
+                lease_expires_at: lease_until,
+                timeout: row
+                    .timeout_ms
+                    .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+                checkpoint: row
+                    .checkpoint
+                    .as_deref()
+                    .map(|c| parse_json(c, "checkpoint"))
+                    .transpose()?,
+            });
+        }
     }
     Ok(skipped)
+}
+
+/// What a lease reads back of a job it took.
+struct LeasedRow {
+    id: String,
+    job: String,
+    queue: String,
+    payload: String,
+    attempt: i64,
+    max_attempts: i64,
+    priority: i32,
+    created_at: i64,
+    timeout_ms: Option<i64>,
+    checkpoint: Option<String>,
+}
+
+/// Binds `(seq, token)` pairs from parameter `first` on.
+fn bind_pairs(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    first: usize,
+    pairs: &[(i64, i64)],
+) -> Result<()> {
+    for (k, (seq, token)) in pairs.iter().enumerate() {
+        stmt.raw_bind_parameter(first + 2 * k, seq)
+            .map_err(db_err)?;
+        stmt.raw_bind_parameter(first + 1 + 2 * k, token)
+            .map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// A fencing token: random, positive, and exact in JSON numbers (below 2^53).

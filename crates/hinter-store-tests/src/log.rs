@@ -190,8 +190,9 @@ pub async fn a_large_mixed_batch_is_stored_logged_and_counted_in_order(store: Ar
     assert_eq!(scheduled_counted, scheduled, "scheduled count");
 }
 
-/// A completion batch larger than any one statement of a backend's, in another order than
-/// the jobs were leased, with results and without, a stale token and an unknown job among
+/// A lease and a completion batch larger than any one statement of a backend's: the lease
+/// logs `started` in lease order and opens a run per job; the completions, in another order
+/// than the jobs were leased, with results and without, a stale token and an unknown job among
 /// the good items: each item is answered on its own, the good ones are stored with their
 /// result and their run ended, their `succeeded` events come in the order of the items, and
 /// the counts follow. A batch naming one job twice answers the second as stale.
@@ -200,8 +201,25 @@ pub async fn a_large_completion_batch_answers_each_item_and_logs_in_order(store:
     let t0 = base_time();
     let batch: Vec<_> = (0..300).map(|i| job_in(&format!("c{i}"), "bulk")).collect();
     insert_many(store, batch, t0).await;
+    let before_lease = store.events_last_id().await.expect("events_last_id");
     let mut leased = lease(store, &["bulk"], 300, t0).await;
     assert_eq!(leased.len(), 300, "every job leased");
+    let started: Vec<Entry> = leased
+        .iter()
+        .map(|l| entry(EventKind::Started, l.id, 1, json!({"worker_id": WORKER})))
+        .collect();
+    let (got, _) = logged_since(store, before_lease, t0, 300).await;
+    assert_eq!(got, started, "started events in lease order");
+    for l in &leased {
+        let job = get(store, l.id).await;
+        let run = job.runs.last().expect("a run per lease");
+        assert_eq!(
+            (job.state, run.outcome, run.started_at),
+            (JobState::Running, RunOutcome::Running, t0),
+            "job {} and its run",
+            l.id
+        );
+    }
     leased.reverse();
     let (stale, rest) = leased.split_at(1);
     let (twice, rest) = rest.split_at(1);

@@ -279,6 +279,54 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// The job a store answers for this one once inserted: in `state` from `run_at` (both
+    /// as the store decided and stored them), created at `now` under `seq`, its timeout at
+    /// the whole milliseconds the stores keep.
+    pub fn into_inserted(
+        self,
+        seq: i64,
+        state: JobState,
+        run_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Job {
+        Job {
+            id: self.id,
+            job: self.job,
+            queue: self.queue,
+            payload: self.payload,
+            state,
+            priority: self.priority,
+            attempt: 0,
+            max_attempts: self.max_attempts,
+            run_at,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            unique_key: self.unique_key,
+            ordering_key: self.ordering_key,
+            timeout: self.timeout.map(|t| {
+                let ms = t.as_millis().min(i64::MAX as u128);
+                Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+            }),
+            singleton: self.singleton,
+            cancel_requested: false,
+            worker_id: None,
+            lease_expires_at: None,
+            errors: Vec::new(),
+            errors_omitted: 0,
+            runs: Vec::new(),
+            result: None,
+            progress: None,
+            checkpoint: None,
+            reply_to: self.reply_to,
+            correlation_id: self.correlation_id,
+            callback_url: self.callback_url,
+            parent_id: self.parent_id,
+            followups: Vec::new(),
+            seq,
+        }
+    }
+
     /// A job with every option at its default.
     pub fn new(job: impl Into<String>, payload: Value) -> Self {
         Self {

@@ -474,42 +474,8 @@ impl JobRow {
     }
 
     fn into_job(self, now: DateTime<Utc>) -> Job {
-        let new = self.new;
-        Job {
-            id: new.id,
-            job: new.job,
-            queue: new.queue,
-            payload: new.payload,
-            state: self.state,
-            priority: new.priority,
-            attempt: 0,
-            max_attempts: new.max_attempts,
-            run_at: self.run_at,
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            unique_key: new.unique_key,
-            ordering_key: new.ordering_key,
-            timeout: new
-                .timeout
-                .map(|t| Duration::from_millis(u64::try_from(duration_ms(t)).unwrap_or(0))),
-            singleton: new.singleton,
-            cancel_requested: false,
-            worker_id: None,
-            lease_expires_at: None,
-            errors: Vec::new(),
-            errors_omitted: 0,
-            runs: Vec::new(),
-            result: None,
-            progress: None,
-            checkpoint: None,
-            reply_to: new.reply_to,
-            correlation_id: new.correlation_id,
-            callback_url: new.callback_url,
-            parent_id: new.parent_id,
-            followups: Vec::new(),
-            seq: self.seq,
-        }
+        self.new
+            .into_inserted(self.seq, self.state, self.run_at, now)
     }
 }
 

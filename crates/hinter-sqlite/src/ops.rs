@@ -13,7 +13,7 @@ use hinter_core::{
     limits, AttemptError, Inserted, Job, JobState, LeasedJob, NewJob, Run, RunOutcome, StoreError,
     StoreEvent,
 };
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
 use serde_json::json;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -850,46 +850,56 @@ fn lease_round(
     // rows are read back by key instead (their pages are in the cache); a chosen job that
     // was not queued any more has no row with its token and is left out.
     let started = json!({ "worker_id": request.worker_id }).to_string();
+    let until = micros(lease_until);
     for chunk in Chunked::chunks(&chosen) {
         let mut stmt = conn
             .prepare_cached(LEASE_JOBS.sql(chunk.len()))
             .map_err(db_err)?;
-        stmt.raw_bind_parameter(1, &request.worker_id)
-            .map_err(db_err)?;
-        stmt.raw_bind_parameter(2, micros(lease_until))
-            .map_err(db_err)?;
-        stmt.raw_bind_parameter(3, now).map_err(db_err)?;
-        bind_pairs(&mut stmt, 4, chunk)?;
+        bind_all(
+            &mut stmt,
+            &[&request.worker_id, &until, &now],
+            chunk
+                .iter()
+                .flat_map(|(seq, token)| [seq as &dyn ToSql, token]),
+        )?;
         stmt.raw_execute().map_err(db_err)?;
 
         let mut stmt = conn
             .prepare_cached(LEASED_RUNS.sql(chunk.len()))
             .map_err(db_err)?;
-        stmt.raw_bind_parameter(1, &request.worker_id)
-            .map_err(db_err)?;
-        stmt.raw_bind_parameter(2, now).map_err(db_err)?;
-        bind_pairs(&mut stmt, 3, chunk)?;
+        bind_all(
+            &mut stmt,
+            &[&request.worker_id, &now],
+            chunk
+                .iter()
+                .flat_map(|(seq, token)| [seq as &dyn ToSql, token]),
+        )?;
         stmt.raw_execute().map_err(db_err)?;
 
         let mut stmt = conn
             .prepare_cached(STARTED_EVENTS.sql(chunk.len()))
             .map_err(db_err)?;
-        stmt.raw_bind_parameter(1, now).map_err(db_err)?;
-        stmt.raw_bind_parameter(2, EventKind::Started.as_str())
-            .map_err(db_err)?;
-        stmt.raw_bind_parameter(3, &started).map_err(db_err)?;
-        for (k, (seq, token)) in chunk.iter().enumerate() {
-            stmt.raw_bind_parameter(4 + 3 * k, seq).map_err(db_err)?;
-            stmt.raw_bind_parameter(5 + 3 * k, token).map_err(db_err)?;
-            stmt.raw_bind_parameter(6 + 3 * k, k as i64)
-                .map_err(db_err)?;
-        }
+        let order: Vec<i64> = (0..).take(chunk.len()).collect();
+        bind_all(
+            &mut stmt,
+            &[&now, &EventKind::Started.as_str(), &started],
+            chunk
+                .iter()
+                .zip(&order)
+                .flat_map(|((seq, token), k)| [seq as &dyn ToSql, token, k]),
+        )?;
         stmt.raw_execute().map_err(db_err)?;
 
         let mut stmt = conn
             .prepare_cached(LEASED_ROWS.sql(chunk.len()))
             .map_err(db_err)?;
-        bind_pairs(&mut stmt, 1, chunk)?;
+        bind_all(
+            &mut stmt,
+            &[],
+            chunk
+                .iter()
+                .flat_map(|(seq, token)| [seq as &dyn ToSql, token]),
+        )?;
         let mut by_seq: HashMap<i64, LeasedRow> = HashMap::with_capacity(chunk.len());
         let mut rows = stmt.raw_query();
         while let Some(r) = rows.next().map_err(db_err)? {
@@ -955,17 +965,15 @@ struct LeasedRow {
     checkpoint: Option<String>,
 }
 
-/// Binds `(seq, token)` pairs from parameter `first` on.
-fn bind_pairs(
+/// Binds a [`Chunked`] statement's parameters from the first on: `head`, its numbered ones,
+/// then `rows`, the values of its rows one after another.
+fn bind_all<'a>(
     stmt: &mut rusqlite::CachedStatement<'_>,
-    first: usize,
-    pairs: &[(i64, i64)],
+    head: &[&'a dyn ToSql],
+    rows: impl IntoIterator<Item = &'a dyn ToSql>,
 ) -> Result<()> {
-    for (k, (seq, token)) in pairs.iter().enumerate() {
-        stmt.raw_bind_parameter(first + 2 * k, seq)
-            .map_err(db_err)?;
-        stmt.raw_bind_parameter(first + 1 + 2 * k, token)
-            .map_err(db_err)?;
+    for (i, value) in head.iter().copied().chain(rows).enumerate() {
+        stmt.raw_bind_parameter(1 + i, value).map_err(db_err)?;
     }
     Ok(())
 }
@@ -1224,10 +1232,13 @@ pub fn job_complete_many(
         let mut stmt = conn
             .prepare_cached(HOLDERS.sql(chunk.len()))
             .map_err(db_err)?;
-        for (i, (id, token)) in chunk.iter().enumerate() {
-            stmt.raw_bind_parameter(1 + 2 * i, id).map_err(db_err)?;
-            stmt.raw_bind_parameter(2 + 2 * i, token).map_err(db_err)?;
-        }
+        bind_all(
+            &mut stmt,
+            &[],
+            chunk
+                .iter()
+                .flat_map(|(id, token)| [id as &dyn ToSql, token]),
+        )?;
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next().map_err(db_err)? {
             held.insert(
@@ -1259,41 +1270,46 @@ pub fn job_complete_many(
         let mut stmt = conn
             .prepare_cached(SUCCEED_JOBS.sql(chunk.len()))
             .map_err(db_err)?;
-        stmt.raw_bind_parameter(1, now_us).map_err(db_err)?;
-        for (k, (_, seq, _, result)) in chunk.iter().enumerate() {
-            stmt.raw_bind_parameter(2 + 2 * k, seq).map_err(db_err)?;
-            stmt.raw_bind_parameter(3 + 2 * k, result).map_err(db_err)?;
-        }
+        bind_all(
+            &mut stmt,
+            &[&now_us],
+            chunk
+                .iter()
+                .flat_map(|(_, seq, _, result)| [seq as &dyn ToSql, result]),
+        )?;
         stmt.raw_execute().map_err(db_err)?;
         let mut stmt = conn
             .prepare_cached(SUCCEED_RUNS.sql(chunk.len()))
             .map_err(db_err)?;
-        stmt.raw_bind_parameter(1, RunOutcome::Succeeded.as_str())
-            .map_err(db_err)?;
-        stmt.raw_bind_parameter(2, now_us).map_err(db_err)?;
-        for (k, (_, seq, token, _)) in chunk.iter().enumerate() {
-            stmt.raw_bind_parameter(3 + 2 * k, seq).map_err(db_err)?;
-            stmt.raw_bind_parameter(4 + 2 * k, token).map_err(db_err)?;
-        }
+        bind_all(
+            &mut stmt,
+            &[&RunOutcome::Succeeded.as_str(), &now_us],
+            chunk
+                .iter()
+                .flat_map(|(_, seq, token, _)| [seq as &dyn ToSql, token]),
+        )?;
         stmt.raw_execute().map_err(db_err)?;
         let mut stmt = conn
             .prepare_cached(SUCCEEDED_EVENTS.sql(chunk.len()))
             .map_err(db_err)?;
-        stmt.raw_bind_parameter(1, now_us).map_err(db_err)?;
-        stmt.raw_bind_parameter(2, EventKind::Succeeded.as_str())
-            .map_err(db_err)?;
-        for (k, (i, seq, _, _)) in chunk.iter().enumerate() {
-            stmt.raw_bind_parameter(3 + 2 * k, *i as i64)
-                .map_err(db_err)?;
-            stmt.raw_bind_parameter(4 + 2 * k, seq).map_err(db_err)?;
-        }
+        let order: Vec<i64> = chunk.iter().map(|(i, ..)| *i as i64).collect();
+        bind_all(
+            &mut stmt,
+            &[&now_us, &EventKind::Succeeded.as_str()],
+            chunk
+                .iter()
+                .zip(&order)
+                .flat_map(|((_, seq, _, _), k)| [k as &dyn ToSql, seq]),
+        )?;
         stmt.raw_execute().map_err(db_err)?;
         let mut stmt = conn
             .prepare_cached(READ_BACK.sql(chunk.len()))
             .map_err(db_err)?;
-        for (k, (_, seq, _, _)) in chunk.iter().enumerate() {
-            stmt.raw_bind_parameter(1 + k, seq).map_err(db_err)?;
-        }
+        bind_all(
+            &mut stmt,
+            &[],
+            chunk.iter().map(|(_, seq, _, _)| seq as &dyn ToSql),
+        )?;
         let mut by_seq: HashMap<i64, RawJob> = HashMap::with_capacity(chunk.len());
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next().map_err(db_err)? {

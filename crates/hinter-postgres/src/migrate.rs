@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("migrations/0012_job_counts.sql")),
     (13, include_str!("migrations/0013_jobs_by_name.sql")),
     (14, include_str!("migrations/0014_listing_indexes.sql")),
+    (15, include_str!("migrations/0015_running_by_name.sql")),
 ];
 
 /// The schema version this build writes.

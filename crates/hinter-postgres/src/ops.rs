@@ -844,7 +844,8 @@ const LEASE_CANDIDATES: &str = "
                   AND o.state IN ('scheduled', 'queued', 'running')
                   AND (o.seq < j.seq OR o.state = 'running')))
           AND (NOT j.singleton OR (j.job <> ALL ($2::text[]) AND NOT EXISTS (
-                SELECT 1 FROM jobs AS s WHERE s.job = j.job AND s.state = 'running')))
+                SELECT 1 FROM jobs AS s
+                WHERE s.job = j.job AND s.state = 'running' AND s.finished_at IS NULL)))
           AND (cardinality($3::text[]) = 0 OR j.job = ANY ($3::text[]))
         ORDER BY j.priority DESC, j.seq
         LIMIT {limit}
@@ -1159,7 +1160,8 @@ async fn blocked_singletons<C: Conn>(c: &C, names: &[String]) -> Result<Vec<Stri
         // A new statement, so a new snapshot: it sees every leaser that held the lock before.
         let rows = query(
             c,
-            "SELECT DISTINCT job FROM jobs WHERE state = 'running' AND job = ANY($1)",
+            "SELECT DISTINCT job FROM jobs
+             WHERE state = 'running' AND finished_at IS NULL AND job = ANY($1)",
             &[&locked],
         )
         .await?;

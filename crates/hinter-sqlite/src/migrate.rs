@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("migrations/0013_job_counts.sql")),
     (14, include_str!("migrations/0014_jobs_by_name.sql")),
     (15, include_str!("migrations/0015_listing_indexes.sql")),
+    (16, include_str!("migrations/0016_running_by_name.sql")),
 ];
 
 /// The schema version this build writes.

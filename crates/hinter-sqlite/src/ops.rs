@@ -737,27 +737,10 @@ fn lease_candidates(
     if want == 0 {
         return Ok(Vec::new());
     }
-    let names_filter = match names {
-        None => "",
-        Some(_) => "AND job IN (SELECT value FROM json_each(?3))",
-    };
     // The best so far; its top is the worst of them.
     let mut best: BinaryHeap<Candidate> = BinaryHeap::with_capacity(want + 1);
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT seq, priority, job, singleton
-             FROM jobs j
-             WHERE state = 'queued' AND queue = ?1
-               AND (ordering_key IS NULL OR NOT EXISTS (
-                    SELECT 1 FROM jobs o
-                    WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key
-                      AND o.state IN {ACTIVE_STATES} AND (o.seq < j.seq OR o.state = 'running')))
-               AND (singleton = 0 OR NOT EXISTS (
-                    SELECT 1 FROM jobs s WHERE s.job = j.job AND s.state = 'running'))
-               {names_filter}
-             ORDER BY priority DESC, seq
-             LIMIT ?2"
-        ))
+        .prepare_cached(&candidates_sql(names.is_some()))
         .map_err(db_err)?;
     for queue in queues {
         let mut rows = match names {
@@ -783,6 +766,32 @@ fn lease_candidates(
         }
     }
     Ok(best.into_sorted_vec())
+}
+
+/// The statement of [`lease_candidates`]: one queue's eligible queued jobs in lease order,
+/// `?1` the queue, `?2` how many, `?3` the job names (a JSON array) if `names`. A singleton's
+/// check for a running job of its name reads `jobs_active_job` (a running job is unfinished).
+fn candidates_sql(names: bool) -> String {
+    let names_filter = if names {
+        "AND job IN (SELECT value FROM json_each(?3))"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT seq, priority, job, singleton
+             FROM jobs j
+             WHERE state = 'queued' AND queue = ?1
+               AND (ordering_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM jobs o
+                    WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key
+                      AND o.state IN {ACTIVE_STATES} AND (o.seq < j.seq OR o.state = 'running')))
+               AND (singleton = 0 OR NOT EXISTS (
+                    SELECT 1 FROM jobs s WHERE s.job = j.job AND s.state = 'running'
+                                             AND s.finished_at IS NULL))
+               {names_filter}
+             ORDER BY priority DESC, seq
+             LIMIT ?2"
+    )
 }
 
 static LEASE_JOBS: Chunked = Chunked::new(
@@ -2170,6 +2179,40 @@ mod tests {
                 .any(|step| step.contains("INDEX jobs_done_queue (queue=? AND state=?)")),
             "{plan:?}"
         );
+    }
+
+    /// The lease's candidates come from `jobs_queued` in lease order, and a singleton's check
+    /// for a running job of its name is one search of `jobs_active_job`, not a walk of
+    /// every running job (migration 16 dropped the index of running jobs by name).
+    #[test]
+    fn lease_candidates_search_indexes() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        crate::migrate::migrate(&mut conn).expect("migrate");
+        for names in [false, true] {
+            let sql = candidates_sql(names);
+            let plan = if names {
+                plan(&conn, &sql, params!["q", 10, "[\"a\"]"])
+            } else {
+                plan(&conn, &sql, params!["q", 10])
+            };
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("SEARCH j USING INDEX jobs_queued (queue=?)")),
+                "{plan:?}"
+            );
+            assert!(
+                plan.iter().any(|step| step.starts_with("SEARCH s")
+                    && step.contains("jobs_active_job (job=? AND state=?)")),
+                "{plan:?}"
+            );
+            // The names' JSON array is walked, no table is.
+            assert!(
+                !plan
+                    .iter()
+                    .any(|step| step.starts_with("SCAN") && !step.contains("json_each")),
+                "{plan:?}"
+            );
+        }
     }
 
     #[test]

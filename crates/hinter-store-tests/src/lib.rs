@@ -200,6 +200,7 @@ macro_rules! conformance_suite {
             ordering_key_other_keys_not_held_up,
             ordering_key_retried_head_waits_for_running,
             singleton_one_running_at_a_time,
+            singleton_retried_from_dead_holds_its_name,
             lease_skips_blocked_jobs_to_fill_max,
             // queues, listing, retention
             pause_stops_leases,

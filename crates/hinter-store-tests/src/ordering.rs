@@ -232,6 +232,36 @@ pub async fn singleton_one_running_at_a_time(store: Arc<dyn Store>) {
     assert_ne!(last[0].id, next[0].id);
 }
 
+/// A singleton that died and was retried holds its name while it runs again: the check
+/// for a running job of the name reads the index of unfinished jobs, so a retry must make
+/// the job unfinished again (both stores answer the check from `finished_at IS NULL`).
+pub async fn singleton_retried_from_dead_holds_its_name(store: Arc<dyn Store>) {
+    let store = &*store;
+    let now = base_time();
+    let ids = insert_all(store, vec![job_in("report", "q").singleton(true)], now).await;
+    let first = lease_one(store, "q", now).await;
+    fail_ok(store, &first, FailOutcome::Dead, now + secs(1)).await;
+    let retried = store
+        .job_retry(ids[0], now + secs(2))
+        .await
+        .expect("retry the dead report");
+    assert_eq!(retried.finished_at, None, "{retried:?}");
+    let again = lease_one(store, "q", now + secs(3)).await;
+    assert_eq!(again.id, ids[0]);
+    insert_all(
+        store,
+        vec![job_in("report", "q").singleton(true)],
+        now + secs(4),
+    )
+    .await;
+    assert!(
+        lease(store, &["q"], 10, now + secs(5)).await.is_empty(),
+        "the retried report runs: a second one must wait"
+    );
+    complete_ok(store, &again, now + secs(6)).await;
+    assert_eq!(lease(store, &["q"], 10, now + secs(7)).await.len(), 1);
+}
+
 /// A lease passes over jobs it may not start (a second singleton of a running name, the next
 /// job of a busy ordering key) and fills `max` with the next eligible ones.
 pub async fn lease_skips_blocked_jobs_to_fill_max(store: Arc<dyn Store>) {

@@ -867,22 +867,14 @@ fn lease_round(
         bind_all(
             &mut stmt,
             &[&request.worker_id, &until, &now],
-            chunk
-                .iter()
-                .flat_map(|(seq, token)| [seq as &dyn ToSql, token]),
+            seq_tokens(chunk),
         )?;
         stmt.raw_execute().map_err(db_err)?;
 
         let mut stmt = conn
             .prepare_cached(LEASED_RUNS.sql(chunk.len()))
             .map_err(db_err)?;
-        bind_all(
-            &mut stmt,
-            &[&request.worker_id, &now],
-            chunk
-                .iter()
-                .flat_map(|(seq, token)| [seq as &dyn ToSql, token]),
-        )?;
+        bind_all(&mut stmt, &[&request.worker_id, &now], seq_tokens(chunk))?;
         stmt.raw_execute().map_err(db_err)?;
 
         let mut stmt = conn
@@ -902,13 +894,7 @@ fn lease_round(
         let mut stmt = conn
             .prepare_cached(LEASED_ROWS.sql(chunk.len()))
             .map_err(db_err)?;
-        bind_all(
-            &mut stmt,
-            &[],
-            chunk
-                .iter()
-                .flat_map(|(seq, token)| [seq as &dyn ToSql, token]),
-        )?;
+        bind_all(&mut stmt, &[], seq_tokens(chunk))?;
         let mut by_seq: HashMap<i64, LeasedRow> = HashMap::with_capacity(chunk.len());
         let mut rows = stmt.raw_query();
         while let Some(r) = rows.next().map_err(db_err)? {
@@ -972,6 +958,12 @@ struct LeasedRow {
     created_at: i64,
     timeout_ms: Option<i64>,
     checkpoint: Option<String>,
+}
+
+/// The values of `(seq, lease token)` rows, one after another, for [`bind_all`].
+fn seq_tokens(rows: &[(i64, i64)]) -> impl Iterator<Item = &dyn ToSql> {
+    rows.iter()
+        .flat_map(|(seq, token)| [seq as &dyn ToSql, token])
 }
 
 /// Binds a [`Chunked`] statement's parameters from the first on: `head`, its numbered ones,
